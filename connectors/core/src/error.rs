@@ -1,0 +1,82 @@
+//! Errors, sorted by what the pipeline should do about them.
+//!
+//! A *transient* error (a dropped connection, a server restart, a failover) is
+//! retried with backoff; a *definite* error (bad configuration, a missing
+//! privilege, a purged log) stops riffle with a message that names the
+//! setting, what was expected, what was found and the fix.
+
+use std::fmt;
+
+/// What to do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Retry with backoff: the same request may succeed later.
+    Transient,
+    /// Stop and tell the user: retrying cannot help.
+    Definite,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Definite => "definite",
+        })
+    }
+}
+
+/// An error from a source connector.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl SourceError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        SourceError { kind: ErrorKind::Transient, message: message.into() }
+    }
+
+    pub fn definite(message: impl Into<String>) -> Self {
+        SourceError { kind: ErrorKind::Definite, message: message.into() }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+}
+
+/// An error from a sink connector.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl SinkError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        SinkError { kind: ErrorKind::Transient, message: message.into() }
+    }
+
+    pub fn definite(message: impl Into<String>) -> Self {
+        SinkError { kind: ErrorKind::Definite, message: message.into() }
+    }
+
+    /// An I/O error: a full disk or a missing permission will not fix itself,
+    /// so it is definite; an interrupted call is transient.
+    pub fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let kind = match err.kind() {
+            K::Interrupted | K::TimedOut | K::WouldBlock => ErrorKind::Transient,
+            _ => ErrorKind::Definite,
+        };
+        let hint = match err.kind() {
+            K::StorageFull => "; free some space on that disk or point the sink elsewhere, then run riffle again (nothing was committed past the saved position)",
+            K::PermissionDenied => "; give the user running riffle write access to that directory",
+            _ => "",
+        };
+        SinkError { kind, message: format!("{context}: {err}{hint}") }
+    }
+}

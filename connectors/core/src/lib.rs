@@ -1,0 +1,29 @@
+//! riffle's core model: what a change is, what a value is, where a change sits
+//! in the source's log, and what sources and sinks promise each other.
+//!
+//! # Layout
+//!
+//! - [`value`]: the lossless [`Value`] a column holds in an event.
+//! - [`schema`]: tables, columns and their [`DataType`]s.
+//! - [`position`]: typed, totally ordered [`Position`]s of events and the
+//!   [`Offset`] a source resumes from.
+//! - [`event`]: the [`ChangeEvent`] (Debezium's envelope: `op`, `before`,
+//!   `after`, `source`, `ts_ms`, `transaction`).
+//! - [`source`] and [`sink`]: the connector traits and their delivery contracts.
+//! - [`error`]: errors sorted by what to do about them: retry or stop.
+
+pub mod error;
+pub mod event;
+pub mod position;
+pub mod schema;
+pub mod sink;
+pub mod source;
+pub mod value;
+
+pub use error::{ErrorKind, SinkError, SourceError};
+pub use event::{BeforeImage, ChangeEvent, Op, SourceInfo};
+pub use position::{Lsn, Offset, PgPosition, Phase, Position};
+pub use schema::{Column, DataType, TableId, TableSchema};
+pub use sink::Sink;
+pub use source::{Source, SourceItem};
+pub use value::Value;

@@ -1,0 +1,36 @@
+//! The sink connector contract.
+
+use crate::error::SinkError;
+use crate::event::ChangeEvent;
+use crate::position::Position;
+
+/// A destination for change events.
+///
+/// Contract:
+/// - the pipeline calls [`Sink::write`] in position order and
+///   [`Sink::commit`] only on a source checkpoint; when `commit` returns,
+///   every event written before it is durable (a file closed, synced and
+///   visible under its final name; a broker's acknowledgement);
+/// - delivery is at-least-once: after a crash the pipeline replays from its
+///   last saved offset, so a sink may be handed events it already committed,
+///   with the same positions. A sink that knows the position it committed
+///   last reports it from [`Sink::committed`] and the pipeline skips the
+///   replays for it; others must tolerate duplicates;
+/// - a sink never makes visible an event that was written after the last
+///   `commit`: [`Sink::abort`] drops them, and so does a crash.
+pub trait Sink: Send {
+    /// A short description for logs: `file:///data/out (csv)`.
+    fn describe(&self) -> String;
+
+    /// The position of the last event this sink committed, if it keeps one.
+    fn committed(&self) -> Option<Position>;
+
+    fn write(&mut self, event: &ChangeEvent) -> Result<(), SinkError>;
+
+    /// Make everything written so far durable. `through` is the position of
+    /// the last event written, if any.
+    fn commit(&mut self, through: Option<Position>) -> Result<(), SinkError>;
+
+    /// Drop everything written since the last commit.
+    fn abort(&mut self) -> Result<(), SinkError>;
+}

@@ -1,0 +1,117 @@
+//! The nested shape: one Debezium-style envelope per line.
+//!
+//! ```json
+//! {"before":null,"after":{"id":1},"op":"c","ts_ms":1700000000123,
+//!  "source":{"version":"0.1.0","connector":"postgresql","name":"shop","db":"shop",
+//!            "schema":"public","table":"orders","snapshot":"false","txId":745,
+//!            "lsn":23873424,"ts_ms":1700000000001,"ts_us":1700000000001234,
+//!            "position":"00000000016c4a10.c0000000001"},
+//!  "transaction":{"id":"745","total_order":1},
+//!  "key":{"id":1},"before_image":"none"}
+//! ```
+//!
+//! A column the source did not send (unchanged TOAST, the non-key columns of
+//! a key-only before image) is left out of `before`/`after`; a column that is
+//! NULL is present with `null`.
+
+use crate::value::{write_json, write_json_str};
+use riffle_core::{ChangeEvent, TableSchema, Value};
+
+/// `{"col":value,…}` with unavailable columns left out.
+pub fn write_row_object(schema: &TableSchema, row: &[Value], out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut first = true;
+    for (v, c) in row.iter().zip(&schema.columns) {
+        if *v == Value::Unavailable {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_json_str(&c.name, out);
+        out.push(b':');
+        write_json(v, out);
+    }
+    out.push(b'}');
+}
+
+fn write_image(schema: &TableSchema, row: Option<&Vec<Value>>, out: &mut Vec<u8>) {
+    match row {
+        Some(r) => write_row_object(schema, r, out),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+pub fn envelope(event: &ChangeEvent, out: &mut Vec<u8>) {
+    let schema = &*event.table;
+    let s = &event.source;
+    out.extend_from_slice(b"{\"before\":");
+    write_image(schema, event.before.as_ref(), out);
+    out.extend_from_slice(b",\"after\":");
+    write_image(schema, event.after.as_ref(), out);
+    out.extend_from_slice(b",\"op\":\"");
+    out.extend_from_slice(event.op.code().as_bytes());
+    out.extend_from_slice(b"\",\"ts_ms\":");
+    out.extend_from_slice(event.ts_ms.to_string().as_bytes());
+    out.extend_from_slice(b",\"source\":{\"version\":\"");
+    out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    out.extend_from_slice(b"\",\"connector\":");
+    write_json_str(s.connector, out);
+    out.extend_from_slice(b",\"name\":");
+    write_json_str(&s.name, out);
+    out.extend_from_slice(b",\"db\":");
+    write_json_str(&s.db, out);
+    out.extend_from_slice(b",\"schema\":");
+    write_json_str(&schema.id.schema, out);
+    out.extend_from_slice(b",\"table\":");
+    write_json_str(&schema.id.name, out);
+    out.extend_from_slice(if event.is_snapshot() { b",\"snapshot\":\"true\"" } else { b",\"snapshot\":\"false\"" });
+    out.extend_from_slice(b",\"txId\":");
+    match s.tx_id {
+        Some(tx) => out.extend_from_slice(tx.to_string().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"lsn\":");
+    match s.lsn {
+        Some(lsn) => out.extend_from_slice(lsn.0.to_string().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"ts_ms\":");
+    out.extend_from_slice(s.ts_ms.to_string().as_bytes());
+    out.extend_from_slice(b",\"ts_us\":");
+    out.extend_from_slice(s.ts_us.to_string().as_bytes());
+    out.extend_from_slice(b",\"position\":");
+    write_json_str(&event.position.key(), out);
+    out.extend_from_slice(b"},\"transaction\":");
+    match (s.tx_id, event.position) {
+        (Some(tx), riffle_core::Position::Postgres(p)) => {
+            out.extend_from_slice(b"{\"id\":\"");
+            out.extend_from_slice(tx.to_string().as_bytes());
+            out.extend_from_slice(b"\",\"total_order\":");
+            out.extend_from_slice(p.seq.to_string().as_bytes());
+            out.push(b'}');
+        }
+        _ => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"key\":");
+    let row = event.row();
+    match row {
+        Some(r) if !schema.key.is_empty() => {
+            out.push(b'{');
+            for (n, &i) in schema.key.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                write_json_str(&schema.columns[i].name, out);
+                out.push(b':');
+                write_json(&r[i], out);
+            }
+            out.push(b'}');
+        }
+        _ => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"before_image\":\"");
+    out.extend_from_slice(event.before_image.name().as_bytes());
+    out.extend_from_slice(b"\"}\n");
+}

@@ -1,0 +1,70 @@
+//! riffle's encoders: change events to bytes. Pure functions, no I/O.
+//!
+//! Two shapes, both written down in `schemas/`:
+//!
+//! - **nested** ([`jsonl`]): one Debezium-style envelope per line;
+//! - **flat** ([`csv`]): the table's own columns hold the after image (the
+//!   deleted row for deletes) and metadata sits in `__`-prefixed columns,
+//!   Debezium's "new record state" convention.
+//!
+//! # Layout
+//!
+//! - [`value`]: one value as JSON or as CSV text.
+//! - [`jsonl`]: the envelope.
+//! - [`csv`]: RFC 4180 rows with a header.
+
+pub mod csv;
+pub mod jsonl;
+pub mod value;
+
+use riffle_core::{ChangeEvent, TableSchema};
+
+/// An output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Jsonl,
+}
+
+impl Format {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Format> {
+        match s {
+            "csv" => Some(Format::Csv),
+            "jsonl" | "json" | "ndjson" => Some(Format::Jsonl),
+            _ => None,
+        }
+    }
+}
+
+/// How events are encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoder {
+    pub format: Format,
+    /// Flat formats: add the `__` metadata columns. A snapshot-only `sync`
+    /// may turn them off for a plain copy of the table.
+    pub metadata: bool,
+}
+
+impl Encoder {
+    /// Bytes a new file for `schema` starts with (the CSV header).
+    pub fn header(&self, schema: &TableSchema, out: &mut Vec<u8>) {
+        if self.format == Format::Csv {
+            csv::header(schema, self.metadata, out);
+        }
+    }
+
+    /// Appends one event, newline-terminated.
+    pub fn encode(&self, event: &ChangeEvent, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Csv => csv::row(event, self.metadata, out),
+            Format::Jsonl => jsonl::envelope(event, out),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! One value as JSON or as CSV text. The mapping per type is in
+//! `schemas/README.md`.
+
+use base64::Engine;
+use riffle_core::Value;
+
+pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    // Serializing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_float(f: f64, single: Option<f32>, json: bool, out: &mut Vec<u8>) {
+    if f.is_finite() {
+        let text = match single {
+            Some(s) => serde_json::to_string(&s),
+            None => serde_json::to_string(&f),
+        };
+        out.extend_from_slice(text.unwrap_or_default().as_bytes());
+    } else {
+        let text = if f.is_nan() {
+            "NaN"
+        } else if f > 0.0 {
+            "Infinity"
+        } else {
+            "-Infinity"
+        };
+        if json {
+            write_json_str(text, out);
+        } else {
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+}
+
+/// A value as JSON: numbers for integers and finite floats, strings for
+/// decimals (exact), NaN and infinities, text, base64 for bytes, the
+/// document's text for JSON columns (as Debezium does), arrays as arrays.
+pub fn write_json(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null | Value::Unavailable => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::UInt(u) => out.extend_from_slice(u.to_string().as_bytes()),
+        Value::Float32(f) => write_float(f64::from(*f), Some(*f), true, out),
+        Value::Float64(f) => write_float(*f, None, true, out),
+        Value::Decimal(s) | Value::Text(s) | Value::Json(s) => write_json_str(s, out),
+        Value::Bytes(b) => write_json_str(&base64::engine::general_purpose::STANDARD.encode(b), out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(item, out);
+            }
+            out.push(b']');
+        }
+    }
+}
+
+/// A CSV cell per RFC 4180. NULL (and a value the source did not send) is an
+/// empty unquoted cell; an empty string is `""`, so the two stay apart, as in
+/// PostgreSQL's own CSV. Arrays are written as JSON arrays.
+pub fn write_csv(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null | Value::Unavailable => {}
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::UInt(u) => out.extend_from_slice(u.to_string().as_bytes()),
+        Value::Float32(f) => write_float(f64::from(*f), Some(*f), false, out),
+        Value::Float64(f) => write_float(*f, None, false, out),
+        Value::Decimal(s) => out.extend_from_slice(s.as_bytes()),
+        Value::Text(s) | Value::Json(s) => write_csv_text(s, out),
+        Value::Bytes(b) => out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(b).as_bytes()),
+        Value::Array(_) => {
+            let mut json = Vec::new();
+            write_json(v, &mut json);
+            write_csv_text(&String::from_utf8_lossy(&json), out);
+        }
+    }
+}
+
+pub fn write_csv_text(s: &str, out: &mut Vec<u8>) {
+    if s.is_empty() || s.contains([',', '"', '\n', '\r']) {
+        out.push(b'"');
+        for b in s.bytes() {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(v: &Value) -> String {
+        let mut out = Vec::new();
+        write_json(v, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn csv(v: &Value) -> String {
+        let mut out = Vec::new();
+        write_csv(v, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn json_keeps_every_value_exact() {
+        assert_eq!(json(&Value::Int(i64::MIN)), "-9223372036854775808");
+        assert_eq!(json(&Value::UInt(u64::MAX)), "18446744073709551615");
+        assert_eq!(json(&Value::Float32(1.1)), "1.1");
+        assert_eq!(json(&Value::Float64(f64::NEG_INFINITY)), "\"-Infinity\"");
+        assert_eq!(json(&Value::Decimal("12345678901234567890123456789012345678".into())), "\"12345678901234567890123456789012345678\"");
+        assert_eq!(json(&Value::Bytes(vec![0, 255])), "\"AP8=\"");
+        assert_eq!(json(&Value::Array(vec![Value::Int(1), Value::Null])), "[1,null]");
+        assert_eq!(json(&Value::Text("é\"\n".into())), "\"é\\\"\\n\"");
+    }
+
+    #[test]
+    fn csv_tells_null_from_empty_and_quotes_per_rfc_4180() {
+        assert_eq!(csv(&Value::Null), "");
+        assert_eq!(csv(&Value::Text(String::new())), "\"\"");
+        assert_eq!(csv(&Value::Text("a,\"b\"\nc".into())), "\"a,\"\"b\"\"\nc\"");
+        assert_eq!(csv(&Value::Float64(f64::NAN)), "NaN");
+        assert_eq!(csv(&Value::Array(vec![Value::Text("x".into())])), "\"[\"\"x\"\"]\"");
+    }
+}

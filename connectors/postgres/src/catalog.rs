@@ -1,0 +1,269 @@
+//! Catalog work on a regular session: which tables a selection means, what
+//! their columns and keys are, and the publication and slot riffle owns.
+
+use crate::types::TypeCache;
+use crate::{quote_ident, quote_literal};
+use riffle_core::{Column, SourceError, TableId, TableSchema};
+use tokio_postgres::Client;
+
+/// A table the selection resolved to.
+#[derive(Debug, Clone)]
+pub struct SelectedTable {
+    pub id: TableId,
+    pub oid: u32,
+    pub estimated_rows: u64,
+    /// `d` default (primary key), `f` full, `i` index, `n` nothing.
+    pub replica_identity: u8,
+    pub has_primary_key: bool,
+}
+
+impl SelectedTable {
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", quote_ident(&self.id.schema), quote_ident(&self.id.name))
+    }
+}
+
+fn query_err(what: &str, e: tokio_postgres::Error) -> SourceError {
+    match e.as_db_error() {
+        Some(db) if db.code().code() == "42501" => SourceError::definite(format!(
+            "{what}: {}; grant riffle's user SELECT on the selected tables (GRANT SELECT ON ALL TABLES IN SCHEMA … TO …)",
+            db.message()
+        )),
+        Some(db) => SourceError::definite(format!("{what}: {}", db.message())),
+        None => SourceError::transient(format!("{what}: {e}")),
+    }
+}
+
+/// `*` matches any run of characters, `?` one; everything else literally.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// Resolves `schema.table` globs (a pattern without a dot means the
+/// `public` schema) to tables, sorted by name. A pattern that matches
+/// nothing is an error: a typo must not silently replicate nothing.
+pub async fn resolve_tables(client: &Client, patterns: &[String], exclude: &[String]) -> Result<Vec<SelectedTable>, SourceError> {
+    let rows = client
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text, greatest(c.reltuples, 0)::float8, c.relreplident::text, \
+                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
+             ORDER BY 2, 3",
+            &[],
+        )
+        .await
+        .map_err(|e| query_err("listing tables", e))?;
+    let all: Vec<SelectedTable> = rows
+        .iter()
+        .map(|r| SelectedTable {
+            oid: r.get(0),
+            id: TableId::new(r.get::<_, String>(1), r.get::<_, String>(2)),
+            estimated_rows: r.get::<_, f64>(3) as u64,
+            replica_identity: r.get::<_, String>(4).bytes().next().unwrap_or(b'd'),
+            has_primary_key: r.get(5),
+        })
+        .collect();
+    let qualify = |p: &str| if p.contains('.') { p.to_string() } else { format!("public.{p}") };
+    let mut selected = Vec::new();
+    for pattern in patterns {
+        let pattern = qualify(pattern);
+        let matched: Vec<&SelectedTable> = all.iter().filter(|t| glob_match(&pattern, &t.id.to_string())).collect();
+        if matched.is_empty() {
+            let what = if pattern.contains(['*', '?']) { "no table matches" } else { "table does not exist:" };
+            return Err(SourceError::definite(format!(
+                "--tables {pattern}: {what} {pattern} in database {}; check the name (tables are given as schema.table, `*` matches any run of characters)",
+                client_db_hint(&all)
+            )));
+        }
+        for t in matched {
+            if !selected.iter().any(|s: &SelectedTable| s.oid == t.oid) {
+                selected.push(t.clone());
+            }
+        }
+    }
+    selected.retain(|t| !exclude.iter().any(|x| glob_match(&qualify(x), &t.id.to_string())));
+    selected.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(selected)
+}
+
+fn client_db_hint(all: &[SelectedTable]) -> String {
+    let names: Vec<String> = all.iter().take(5).map(|t| t.id.to_string()).collect();
+    if names.is_empty() {
+        "(it has no tables)".into()
+    } else {
+        format!("(it has e.g. {})", names.join(", "))
+    }
+}
+
+/// Reads a table's columns, key and replica identity.
+pub async fn load_schema(client: &Client, types: &mut TypeCache, oid: u32) -> Result<TableSchema, SourceError> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, c.relreplident::text, a.attname::text, a.atttypid, a.atttypmod, \
+                    format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+                    coalesce(a.attnum = ANY(pk.indkey), false) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary \
+             WHERE c.oid = $1 ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| query_err("reading table columns", e))?;
+    let first = rows.first().ok_or_else(|| SourceError::definite(format!("table with oid {oid} no longer exists")))?;
+    let id = TableId::new(first.get::<_, String>(0), first.get::<_, String>(1));
+    let full = first.get::<_, String>(2) == "f";
+    let oids: Vec<u32> = rows.iter().map(|r| r.get(4)).collect();
+    types.load(client, &oids).await?;
+    let mut columns = Vec::with_capacity(rows.len());
+    let mut key = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        columns.push(Column {
+            name: r.get(3),
+            data_type: types.data_type(r.get(4), r.get(5)),
+            source_type: r.get(6),
+            nullable: !r.get::<_, bool>(7),
+        });
+        if r.get::<_, bool>(8) {
+            key.push(i);
+        }
+    }
+    Ok(TableSchema { id, columns, key, full_before_image: full })
+}
+
+/// The names of a table's primary key columns, from the current catalog.
+pub async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, SourceError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = $1 AND i.indisprimary",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| query_err("reading the primary key", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Creates the publication for `tables` if it is missing; an existing one
+/// must publish exactly those tables.
+pub async fn ensure_publication(client: &Client, name: &str, tables: &[SelectedTable]) -> Result<(), SourceError> {
+    let existing = client
+        .query("SELECT schemaname::text || '.' || tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", &[&name])
+        .await
+        .map_err(|e| query_err("reading publications", e))?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .await
+        .map_err(|e| query_err("reading publications", e))?
+        .is_some();
+    let wanted: Vec<String> = tables.iter().map(|t| t.id.to_string()).collect();
+    if exists {
+        let have: Vec<String> = existing.iter().map(|r| r.get(0)).collect();
+        let mut want_sorted = wanted.clone();
+        want_sorted.sort();
+        if have != want_sorted {
+            return Err(SourceError::definite(format!(
+                "publication {name:?} exists and publishes [{}], but this pipeline selects [{}]; \
+                 a changed selection needs a new snapshot: use another --name, or drop the old pipeline's slot and publication \
+                 (SELECT pg_drop_replication_slot({}); DROP PUBLICATION {};) and its state",
+                have.join(", "),
+                want_sorted.join(", "),
+                quote_literal(name),
+                quote_ident(name)
+            )));
+        }
+        return Ok(());
+    }
+    let list: Vec<String> = tables.iter().map(SelectedTable::qualified).collect();
+    let sql = format!("CREATE PUBLICATION {} FOR TABLE {}", quote_ident(name), list.join(", "));
+    client.batch_execute(&sql).await.map_err(|e| match e.as_db_error() {
+        Some(db) if db.code().code() == "42501" => SourceError::definite(format!(
+            "creating publication {name:?}: {}; riffle's user must own the tables (or be superuser), or create it once yourself: {sql};",
+            db.message()
+        )),
+        _ => query_err(&format!("creating publication {name:?}"), e),
+    })?;
+    tracing::info!(publication = name, tables = tables.len(), "created publication");
+    Ok(())
+}
+
+/// What `pg_replication_slots` says of a slot.
+#[derive(Debug, Clone)]
+pub struct SlotInfo {
+    pub database: Option<String>,
+    pub plugin: Option<String>,
+    pub active: bool,
+    pub confirmed_flush: Option<String>,
+    pub retained_bytes: Option<i64>,
+}
+
+pub async fn slot_info(client: &Client, name: &str) -> Result<Option<SlotInfo>, SourceError> {
+    let row = client
+        .query_opt(
+            "SELECT database::text, plugin::text, active, confirmed_flush_lsn::text, \
+                    (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - restart_lsn)::int8 \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| query_err("reading replication slots", e))?;
+    Ok(row.map(|r| SlotInfo {
+        database: r.get(0),
+        plugin: r.get(1),
+        active: r.get(2),
+        confirmed_flush: r.get(3),
+        retained_bytes: r.get(4),
+    }))
+}
+
+/// The server's current WAL position (the `--until now` target).
+pub async fn current_lsn(client: &Client) -> Result<riffle_core::Lsn, SourceError> {
+    let row = client
+        .query_one("SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text", &[])
+        .await
+        .map_err(|e| query_err("reading the current WAL position", e))?;
+    row.get::<_, String>(0).parse().map_err(SourceError::definite)
+}
+
+pub async fn drop_slot(client: &Client, name: &str) -> Result<(), SourceError> {
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&name])
+        .await
+        .map_err(|e| query_err(&format!("dropping replication slot {name:?}"), e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_like_a_shell() {
+        assert!(glob_match("public.*", "public.orders"));
+        assert!(glob_match("*.orders", "sales.orders"));
+        assert!(glob_match("public.order?", "public.orders"));
+        assert!(!glob_match("public.order?", "public.order"));
+        assert!(!glob_match("public.*", "sales.orders"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+    }
+}

@@ -1,0 +1,202 @@
+//! Connection settings from a `postgres://` URL, and the errors a connection
+//! attempt can end in, each with its fix.
+
+use crate::replication::client::ServerError;
+use riffle_core::SourceError;
+use std::time::Duration;
+
+/// Where and how to connect, parsed from `postgres://user:pass@host:port/db`.
+#[derive(Clone)]
+pub struct ConnectParams {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub dbname: String,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnectParams {
+    // Never print the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.redacted())
+    }
+}
+
+impl ConnectParams {
+    /// Parses a `postgres://` or `postgresql://` URL. The password may come
+    /// from the URL or from `PGPASSWORD`; `sslmode` may be `disable` or
+    /// `prefer` (riffle does not speak TLS to Postgres yet).
+    pub fn from_url(raw: &str) -> Result<Self, SourceError> {
+        let bad = |why: &str| {
+            SourceError::definite(format!(
+                "invalid source URL {}: {why}; expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+                redact_url(raw)
+            ))
+        };
+        let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+        if url.scheme() != "postgres" && url.scheme() != "postgresql" {
+            return Err(bad(&format!("the scheme is {:?}", url.scheme())));
+        }
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("the host is missing"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let user = percent_decode(url.username());
+        let user = if user.is_empty() { std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into()) } else { user };
+        let password = url.password().map(percent_decode).or_else(|| std::env::var("PGPASSWORD").ok());
+        let dbname = percent_decode(url.path().trim_start_matches('/'));
+        if dbname.is_empty() {
+            return Err(bad("the database name is missing"));
+        }
+        let mut connect_timeout = Duration::from_secs(10);
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "sslmode" => match v.as_ref() {
+                    "disable" | "prefer" | "allow" => {}
+                    other => {
+                        return Err(bad(&format!(
+                            "sslmode={other} is not supported yet; riffle connects to Postgres without TLS (use sslmode=disable, or a TLS tunnel)"
+                        )))
+                    }
+                },
+                "connect_timeout" => {
+                    let secs: u64 = v.parse().map_err(|_| bad(&format!("connect_timeout={v} is not a number of seconds")))?;
+                    connect_timeout = Duration::from_secs(secs.max(1));
+                }
+                "application_name" => {}
+                other => return Err(bad(&format!("unknown parameter {other:?} (known: sslmode, connect_timeout)"))),
+            }
+        }
+        Ok(ConnectParams { host, port: url.port().unwrap_or(5432), user, password, dbname, connect_timeout })
+    }
+
+    pub fn redacted(&self) -> String {
+        format!("postgres://{}@{}:{}/{}", self.user, self.host, self.port, self.dbname)
+    }
+
+    pub(crate) fn password_for_auth(&self) -> Result<&str, SourceError> {
+        self.password.as_deref().ok_or_else(|| {
+            SourceError::definite(format!(
+                "postgres asked for a password for user {:?} and none was given; put it in the URL or in PGPASSWORD",
+                self.user
+            ))
+        })
+    }
+
+    pub fn tokio_config(&self) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.host).port(self.port).user(&self.user).dbname(&self.dbname);
+        c.application_name("riffle").connect_timeout(self.connect_timeout);
+        c.options(crate::SESSION_OPTIONS);
+        if let Some(p) = &self.password {
+            c.password(p);
+        }
+        c
+    }
+
+    /// Opens a regular (non-replication) session for catalog work and the
+    /// snapshot.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, SourceError> {
+        let (client, conn) = self.tokio_config().connect(tokio_postgres::NoTls).await.map_err(|e| classify_pg_error(&e, self))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "postgres connection ended");
+            }
+        });
+        Ok(client)
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The URL with its password replaced, for messages and logs.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable URL>".into(),
+    }
+}
+
+/// Turns a server's error at connection time into a message with the fix.
+pub(crate) fn classify_server_error(e: &ServerError, p: &ConnectParams) -> SourceError {
+    classify(&e.code, &e.message, p)
+}
+
+fn classify(code: &str, message: &str, p: &ConnectParams) -> SourceError {
+    let at = p.redacted();
+    match code {
+        "28P01" => SourceError::definite(format!(
+            "postgres at {at} rejected the password for user {:?} ({message}); check the password in the source URL or PGPASSWORD",
+            p.user
+        )),
+        "28000" => SourceError::definite(format!(
+            "postgres at {at} refused the login ({message}); allow it in pg_hba.conf: riffle needs a `host DATABASE USER ADDRESS scram-sha-256` line for its snapshot session and a `host replication USER ADDRESS scram-sha-256` line for its replication connection, then `SELECT pg_reload_conf();`"
+        )),
+        "3D000" => SourceError::definite(format!("postgres at {at}: {message}; check the database name in the source URL")),
+        "42501" => SourceError::definite(format!(
+            "postgres at {at}: {message}; grant the privilege: ALTER ROLE {} WITH REPLICATION;",
+            crate::quote_ident(&p.user)
+        )),
+        "57P03" | "53300" | "57P01" | "57P02" => SourceError::transient(format!("postgres at {at}: {message}")),
+        _ => SourceError::definite(format!("postgres at {at}: {message}")),
+    }
+}
+
+/// Classifies a tokio-postgres error: server errors by SQLSTATE, the rest
+/// (refused, reset, timed out) as transient.
+pub fn classify_pg_error(e: &tokio_postgres::Error, p: &ConnectParams) -> SourceError {
+    if let Some(db) = e.as_db_error() {
+        return classify(db.code().code(), db.message(), p);
+    }
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    SourceError::transient(format!("postgres at {}: {msg}; check the host and port and that the server is running", p.redacted()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_url_and_never_shows_the_password() {
+        let p = ConnectParams::from_url("postgres://app:s%40cret@db.example:6543/shop?sslmode=disable").unwrap();
+        assert_eq!((p.host.as_str(), p.port, p.user.as_str(), p.dbname.as_str()), ("db.example", 6543, "app", "shop"));
+        assert_eq!(p.password.as_deref(), Some("s@cret"));
+        assert!(!format!("{p:?}").contains("s@cret"));
+        assert!(!redact_url("postgres://app:secret@h/db").contains("secret"));
+    }
+
+    #[test]
+    fn rejects_urls_with_a_reason() {
+        let err = ConnectParams::from_url("postgres://app@host").unwrap_err().to_string();
+        assert!(err.contains("database name is missing"), "{err}");
+        let err = ConnectParams::from_url("mysql://app@host/db").unwrap_err().to_string();
+        assert!(err.contains("scheme"), "{err}");
+        let err = ConnectParams::from_url("postgres://app@host/db?sslmode=require").unwrap_err().to_string();
+        assert!(err.contains("sslmode=require"), "{err}");
+    }
+}

@@ -1,0 +1,285 @@
+//! A walsender client: startup with `replication=database`, password, MD5 and
+//! SCRAM-SHA-256 authentication, simple queries (`IDENTIFY_SYSTEM`,
+//! `CREATE_REPLICATION_SLOT`), and the `CopyBoth` stream of
+//! `START_REPLICATION` with standby status updates.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use riffle_core::{Lsn, SourceError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::PG_EPOCH_OFFSET_US;
+use crate::connect::ConnectParams;
+
+/// A backend message: its tag and body.
+struct Message {
+    tag: u8,
+    body: Bytes,
+}
+
+/// What the walsender sends during `START_REPLICATION`.
+#[derive(Debug)]
+pub enum ReplicationMessage {
+    /// WAL data: a pgoutput message that starts at `start`.
+    XLogData { start: Lsn, wal_end: Lsn, data: Bytes },
+    /// The server's position and whether it wants an answer now.
+    Keepalive { wal_end: Lsn, reply_requested: bool },
+}
+
+pub struct ReplicationClient {
+    stream: TcpStream,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+}
+
+fn io_err(context: &str, err: std::io::Error) -> SourceError {
+    SourceError::transient(format!("{context}: {err}"))
+}
+
+impl ReplicationClient {
+    /// Connects and authenticates a replication connection to `params.dbname`.
+    pub async fn connect(params: &ConnectParams) -> Result<Self, SourceError> {
+        let addr = format!("{}:{}", params.host, params.port);
+        let stream = tokio::time::timeout(params.connect_timeout, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| SourceError::transient(format!("connecting to postgres at {addr}: timed out after {:?}", params.connect_timeout)))?
+            .map_err(|e| io_err(&format!("connecting to postgres at {addr}"), e))?;
+        stream.set_nodelay(true).ok();
+        let mut client = ReplicationClient { stream, read_buf: BytesMut::with_capacity(1 << 16), write_buf: BytesMut::new() };
+        client.startup(params).await?;
+        Ok(client)
+    }
+
+    async fn startup(&mut self, params: &ConnectParams) -> Result<(), SourceError> {
+        // The walsender formats values with these settings; the snapshot
+        // session sets the same, so both paths produce identical text.
+        let options = crate::SESSION_OPTIONS;
+        let startup = [
+            ("user", params.user.as_str()),
+            ("database", params.dbname.as_str()),
+            ("replication", "database"),
+            ("application_name", "riffle"),
+            ("options", options),
+        ];
+        frontend::startup_message(startup.iter().copied(), &mut self.write_buf).map_err(|e| io_err("encoding startup", e))?;
+        self.flush().await?;
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let msg = self.read_message().await?;
+            match msg.tag {
+                b'R' => {
+                    let mut body = msg.body;
+                    let code = body.get_i32();
+                    match code {
+                        0 => {}
+                        3 => {
+                            let pw = params.password_for_auth()?;
+                            frontend::password_message(pw.as_bytes(), &mut self.write_buf).map_err(|e| io_err("auth", e))?;
+                            self.flush().await?;
+                        }
+                        5 => {
+                            let pw = params.password_for_auth()?;
+                            let salt = [body[0], body[1], body[2], body[3]];
+                            let hash = postgres_protocol::authentication::md5_hash(params.user.as_bytes(), pw.as_bytes(), salt);
+                            frontend::password_message(hash.as_bytes(), &mut self.write_buf).map_err(|e| io_err("auth", e))?;
+                            self.flush().await?;
+                        }
+                        10 => {
+                            let mechanisms: Vec<&[u8]> = body.split(|b| *b == 0).filter(|m| !m.is_empty()).collect();
+                            if !mechanisms.iter().any(|m| *m == b"SCRAM-SHA-256") {
+                                return Err(SourceError::definite(format!(
+                                    "postgres asked for SASL mechanisms {:?}; riffle supports SCRAM-SHA-256 (without channel binding)",
+                                    mechanisms.iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect::<Vec<_>>()
+                                )));
+                            }
+                            let pw = params.password_for_auth()?;
+                            let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut self.write_buf).map_err(|e| io_err("auth", e))?;
+                            self.flush().await?;
+                            scram = Some(s);
+                        }
+                        11 => {
+                            let s = scram.as_mut().ok_or_else(|| SourceError::definite("postgres sent SASLContinue before SASL"))?;
+                            s.update(&body).map_err(|e| SourceError::definite(format!("SCRAM authentication: {e}")))?;
+                            frontend::sasl_response(s.message(), &mut self.write_buf).map_err(|e| io_err("auth", e))?;
+                            self.flush().await?;
+                        }
+                        12 => {
+                            let s = scram.as_mut().ok_or_else(|| SourceError::definite("postgres sent SASLFinal before SASL"))?;
+                            s.finish(&body).map_err(|e| SourceError::definite(format!("SCRAM authentication: the server's proof did not verify: {e}")))?;
+                        }
+                        other => {
+                            return Err(SourceError::definite(format!(
+                                "postgres asked for authentication method {other}, which riffle does not support; use scram-sha-256, md5 or password in pg_hba.conf"
+                            )))
+                        }
+                    }
+                }
+                b'E' => return Err(crate::connect::classify_server_error(&parse_error_fields(&msg.body), params)),
+                b'Z' => return Ok(()),
+                // ParameterStatus, BackendKeyData, NoticeResponse.
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs a simple query and returns its rows as text (NULL as `None`).
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+        frontend::query(sql, &mut self.write_buf).map_err(|e| io_err("encoding query", e))?;
+        self.flush().await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let msg = self.read_message().await?;
+            match msg.tag {
+                b'D' => {
+                    let mut body = msg.body;
+                    let n = body.get_i16();
+                    let mut row = Vec::with_capacity(n as usize);
+                    for _ in 0..n {
+                        let len = body.get_i32();
+                        if len < 0 {
+                            row.push(None);
+                        } else {
+                            let v = body.split_to(len as usize);
+                            row.push(Some(String::from_utf8_lossy(&v).into_owned()));
+                        }
+                    }
+                    rows.push(row);
+                }
+                b'E' => error = Some(parse_error_fields(&msg.body)),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(SourceError::definite(format!("{sql}: {}", e.message))),
+            None => Ok(rows),
+        }
+    }
+
+    /// Sends `START_REPLICATION` and waits for the server to enter CopyBoth.
+    pub async fn start_replication(&mut self, slot: &str, start: Lsn, publication: &str) -> Result<(), SourceError> {
+        let sql = format!(
+            "START_REPLICATION SLOT {} LOGICAL {start} (\"proto_version\" '1', \"publication_names\" {})",
+            crate::quote_ident(slot),
+            crate::quote_literal(&crate::quote_ident(publication))
+        );
+        frontend::query(&sql, &mut self.write_buf).map_err(|e| io_err("encoding query", e))?;
+        self.flush().await?;
+        loop {
+            let msg = self.read_message().await?;
+            match msg.tag {
+                b'W' => return Ok(()),
+                b'E' => {
+                    let e = parse_error_fields(&msg.body);
+                    return Err(SourceError::definite(format!("starting replication from slot {slot:?} at {start}: {}", e.message)));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next message of the replication stream; `None` when the server
+    /// ended the stream.
+    pub async fn next(&mut self) -> Result<Option<ReplicationMessage>, SourceError> {
+        loop {
+            let msg = self.read_message().await?;
+            match msg.tag {
+                b'd' => {
+                    let mut body = msg.body;
+                    if body.is_empty() {
+                        continue;
+                    }
+                    match body.get_u8() {
+                        b'w' => {
+                            let start = Lsn(body.get_u64());
+                            let wal_end = Lsn(body.get_u64());
+                            let _send_time = body.get_i64();
+                            return Ok(Some(ReplicationMessage::XLogData { start, wal_end, data: body }));
+                        }
+                        b'k' => {
+                            let wal_end = Lsn(body.get_u64());
+                            let _send_time = body.get_i64();
+                            let reply_requested = body.get_u8() == 1;
+                            return Ok(Some(ReplicationMessage::Keepalive { wal_end, reply_requested }));
+                        }
+                        _ => continue,
+                    }
+                }
+                b'c' => return Ok(None),
+                b'E' => {
+                    let e = parse_error_fields(&msg.body);
+                    return Err(SourceError::transient(format!("replication stream: {}", e.message)));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Tells the server what riffle has written and made durable: the slot's
+    /// confirmed flush LSN moves to `flushed`.
+    pub async fn send_status(&mut self, written: Lsn, flushed: Lsn) -> Result<(), SourceError> {
+        let now_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_micros() as i64 - PG_EPOCH_OFFSET_US;
+        let mut payload = BytesMut::with_capacity(34);
+        payload.put_u8(b'r');
+        payload.put_u64(written.0);
+        payload.put_u64(flushed.0);
+        payload.put_u64(flushed.0);
+        payload.put_i64(now_us);
+        payload.put_u8(0);
+        let data = frontend::CopyData::new(payload.freeze()).map_err(|e| io_err("encoding status", e))?;
+        data.write(&mut self.write_buf);
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> Result<(), SourceError> {
+        self.stream.write_all(&self.write_buf).await.map_err(|e| io_err("writing to postgres", e))?;
+        self.write_buf.clear();
+        Ok(())
+    }
+
+    async fn read_message(&mut self) -> Result<Message, SourceError> {
+        loop {
+            if self.read_buf.len() >= 5 {
+                let len = i32::from_be_bytes([self.read_buf[1], self.read_buf[2], self.read_buf[3], self.read_buf[4]]) as usize;
+                if self.read_buf.len() > len {
+                    let mut frame = self.read_buf.split_to(len + 1);
+                    let tag = frame[0];
+                    frame.advance(5);
+                    return Ok(Message { tag, body: frame.freeze() });
+                }
+                self.read_buf.reserve(len + 1 - self.read_buf.len());
+            }
+            let n = self.stream.read_buf(&mut self.read_buf).await.map_err(|e| io_err("reading from postgres", e))?;
+            if n == 0 {
+                return Err(SourceError::transient("postgres closed the replication connection"));
+            }
+        }
+    }
+}
+
+/// The fields of an ErrorResponse riffle uses.
+#[derive(Debug, Default)]
+pub struct ServerError {
+    pub code: String,
+    pub message: String,
+}
+
+fn parse_error_fields(body: &[u8]) -> ServerError {
+    let mut err = ServerError::default();
+    for field in body.split(|b| *b == 0) {
+        if let Some((&kind, value)) = field.split_first() {
+            let value = String::from_utf8_lossy(value).into_owned();
+            match kind {
+                b'C' => err.code = value,
+                b'M' => err.message = value,
+                _ => {}
+            }
+        }
+    }
+    err
+}

@@ -1,0 +1,320 @@
+//! Streaming: pgoutput messages from the slot become change events.
+//!
+//! Each transaction arrives whole, between `Begin` and `Commit` (protocol
+//! version 1 sends a transaction when it commits). Its events are positioned
+//! at the commit LSN and numbered in order, and a checkpoint at the commit's
+//! end LSN follows them: resuming there makes the server skip every
+//! transaction already seen. The slot's confirmed flush LSN moves only to
+//! what the pipeline reports durable.
+
+use crate::catalog;
+use crate::connect::ConnectParams;
+use crate::replication::client::{ReplicationClient, ReplicationMessage};
+use crate::replication::pgoutput::{self, Message, RelationColumn, TupleValue};
+use crate::replication::PG_EPOCH_OFFSET_US;
+use crate::snapshot::{now_us, Context, BATCH};
+use crate::types::{decode_text, TypeCache};
+use riffle_core::source::RunEnd;
+use riffle_core::{BeforeImage, ChangeEvent, Column, Lsn, Offset, Op, PgPosition, Phase, Position, SourceError, SourceInfo, SourceItem};
+use riffle_core::{TableId, TableSchema, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// How often riffle reports its position when nothing else prompts it; well
+/// under the server's default `wal_sender_timeout` of 60 s.
+const STATUS_INTERVAL: Duration = Duration::from_secs(10);
+
+struct Relation {
+    schema: Arc<TableSchema>,
+    /// Which columns the server sends in a key (`K`) tuple.
+    identity: Vec<bool>,
+}
+
+struct Transaction {
+    commit_lsn: Lsn,
+    xid: u32,
+    ts_us: i64,
+    seq: u64,
+}
+
+pub struct Stream {
+    catalog: tokio_postgres::Client,
+    ctx: Context,
+    until: Option<Lsn>,
+    types: TypeCache,
+    relations: HashMap<u32, Relation>,
+}
+
+fn closed() -> Result<RunEnd, SourceError> {
+    Ok(RunEnd::Stopped)
+}
+
+impl Stream {
+    pub fn new(catalog: tokio_postgres::Client, ctx: Context, until: Option<Lsn>) -> Self {
+        Stream { catalog, ctx, until, types: TypeCache::default(), relations: HashMap::new() }
+    }
+
+    pub async fn run(
+        &mut self,
+        params: &ConnectParams,
+        slot: &str,
+        start: Lsn,
+        out: mpsc::Sender<Vec<SourceItem>>,
+        mut durable: watch::Receiver<Option<Offset>>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<RunEnd, SourceError> {
+        let mut repl = ReplicationClient::connect(params).await?;
+        repl.start_replication(slot, start, slot).await?;
+        tracing::info!(slot, start = %start, "streaming started");
+        let mut received = start;
+        let mut flushed = start;
+        let mut last_checkpoint = start;
+        let mut batch: Vec<SourceItem> = Vec::with_capacity(BATCH);
+        let mut tx: Option<Transaction> = None;
+        let mut stopping = *stop.borrow();
+        let mut timer = tokio::time::interval(STATUS_INTERVAL);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let end = loop {
+            if stopping && tx.is_none() {
+                break RunEnd::Stopped;
+            }
+            tokio::select! {
+                biased;
+                changed = stop.changed() => {
+                    stopping = changed.is_err() || *stop.borrow();
+                }
+                changed = durable.changed() => {
+                    if changed.is_err() {
+                        return closed();
+                    }
+                    if let Some(Offset::Postgres { lsn }) = *durable.borrow_and_update() {
+                        flushed = flushed.max(lsn);
+                    }
+                    repl.send_status(received, flushed).await?;
+                }
+                _ = timer.tick() => repl.send_status(received, flushed).await?,
+                msg = repl.next() => match msg? {
+                    None => return Err(SourceError::transient("postgres ended the replication stream")),
+                    Some(ReplicationMessage::Keepalive { wal_end, reply_requested }) => {
+                        received = received.max(wal_end);
+                        // Between transactions everything before wal_end has
+                        // been sent, so it is a safe place to resume from; saving
+                        // it lets the slot release WAL written by other
+                        // databases or unselected tables.
+                        if tx.is_none() && wal_end > last_checkpoint {
+                            last_checkpoint = wal_end;
+                            if out.send(vec![SourceItem::Checkpoint(Offset::Postgres { lsn: wal_end })]).await.is_err() {
+                                return closed();
+                            }
+                            if self.until.is_some_and(|u| wal_end >= u) {
+                                break RunEnd::ReachedUntil;
+                            }
+                        }
+                        if reply_requested {
+                            repl.send_status(received, flushed).await?;
+                        }
+                    }
+                    Some(ReplicationMessage::XLogData { start: at, wal_end, data }) => {
+                        received = received.max(wal_end);
+                        match pgoutput::decode(data)? {
+                            Message::Begin { final_lsn, commit_ts_us, xid } => {
+                                tx = Some(Transaction { commit_lsn: final_lsn, xid, ts_us: commit_ts_us + PG_EPOCH_OFFSET_US, seq: 0 });
+                            }
+                            Message::Commit { end_lsn, .. } => {
+                                tx = None;
+                                last_checkpoint = last_checkpoint.max(end_lsn);
+                                batch.push(SourceItem::Checkpoint(Offset::Postgres { lsn: end_lsn }));
+                                if out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
+                                    return closed();
+                                }
+                                if self.until.is_some_and(|u| end_lsn >= u) {
+                                    break RunEnd::ReachedUntil;
+                                }
+                            }
+                            Message::Relation { oid, namespace, name, replica_identity, columns } => {
+                                self.relation(oid, TableId::new(namespace, name), replica_identity, &columns).await?;
+                            }
+                            change => {
+                                let t = tx.as_mut().ok_or_else(|| SourceError::definite("pgoutput sent a change outside a transaction"))?;
+                                self.change(change, t, at, &mut batch)?;
+                                if batch.len() >= BATCH && out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
+                                    return closed();
+                                }
+                            }
+                        }
+                    }
+                },
+            }
+        };
+        // Let the pipeline commit what it has, then confirm it to the slot
+        // so the server can release that WAL now rather than next run.
+        drop(out);
+        let wait = async {
+            loop {
+                if let Some(Offset::Postgres { lsn }) = *durable.borrow_and_update() {
+                    flushed = flushed.max(lsn);
+                }
+                if flushed >= last_checkpoint || durable.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+        repl.send_status(received, flushed).await?;
+        Ok(end)
+    }
+
+    /// A Relation message: the table's columns as of the changes that follow.
+    async fn relation(&mut self, oid: u32, id: TableId, replica_identity: u8, columns: &[RelationColumn]) -> Result<(), SourceError> {
+        let oids: Vec<u32> = columns.iter().map(|c| c.type_oid).collect();
+        self.types.load(&self.catalog, &oids).await?;
+        let pk = catalog::primary_key(&self.catalog, oid).await?;
+        let names: Vec<String> = columns.iter().map(|c| format!("{}", c.type_oid)).collect();
+        let formatted = self
+            .catalog
+            .query(
+                "SELECT format_type(t, m) FROM unnest($1::oid[], $2::int4[]) WITH ORDINALITY AS x(t, m, i) ORDER BY i",
+                &[&oids, &columns.iter().map(|c| c.type_modifier).collect::<Vec<i32>>()],
+            )
+            .await
+            .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>())
+            .unwrap_or(names);
+        let cols: Vec<Column> = columns
+            .iter()
+            .zip(formatted)
+            .map(|(c, source_type)| Column {
+                name: c.name.clone(),
+                source_type,
+                data_type: self.types.data_type(c.type_oid, c.type_modifier),
+                nullable: !pk.contains(&c.name),
+            })
+            .collect();
+        let key: Vec<usize> = cols.iter().enumerate().filter(|(_, c)| pk.contains(&c.name)).map(|(i, _)| i).collect();
+        let schema = TableSchema { id, columns: cols, key, full_before_image: replica_identity == b'f' };
+        tracing::debug!(table = %schema.id, columns = schema.columns.len(), "relation");
+        self.relations.insert(oid, Relation { schema: Arc::new(schema), identity: columns.iter().map(|c| c.key).collect() });
+        Ok(())
+    }
+
+    fn relation_of(&self, oid: u32) -> Result<&Relation, SourceError> {
+        self.relations
+            .get(&oid)
+            .ok_or_else(|| SourceError::definite(format!("pgoutput sent a change for relation {oid} before describing it")))
+    }
+
+    fn change(&self, msg: Message, t: &mut Transaction, at: Lsn, batch: &mut Vec<SourceItem>) -> Result<(), SourceError> {
+        match msg {
+            Message::Insert { oid, new } => {
+                let rel = self.relation_of(oid)?;
+                let after = decode_tuple(&rel.schema, &new, None)?;
+                batch.push(SourceItem::Event(self.event(rel, Op::Create, None, Some(after), BeforeImage::None, t, at)));
+            }
+            Message::Update { oid, old, new } => {
+                let rel = self.relation_of(oid)?;
+                let mut after = decode_tuple(&rel.schema, &new, None)?;
+                let (before, image) = match old {
+                    Some((b'O', old)) => (Some(decode_tuple(&rel.schema, &old, None)?), BeforeImage::Full),
+                    Some((_, key)) => (Some(decode_tuple(&rel.schema, &key, Some(&rel.identity))?), BeforeImage::Key),
+                    // The key did not change: the before image's key is the new row's.
+                    None if rel.identity.iter().any(|k| *k) => (Some(key_only(&after, &rel.identity)), BeforeImage::Key),
+                    None => (None, BeforeImage::None),
+                };
+                // An unchanged TOASTed value equals the old one, when it was sent.
+                if let Some(b) = &before {
+                    for (a, b) in after.iter_mut().zip(b) {
+                        if *a == Value::Unavailable && *b != Value::Unavailable {
+                            *a = b.clone();
+                        }
+                    }
+                }
+                batch.push(SourceItem::Event(self.event(rel, Op::Update, before, Some(after), image, t, at)));
+            }
+            Message::Delete { oid, old: (kind, old) } => {
+                let rel = self.relation_of(oid)?;
+                let (before, image) = if kind == b'O' {
+                    (decode_tuple(&rel.schema, &old, None)?, BeforeImage::Full)
+                } else {
+                    (decode_tuple(&rel.schema, &old, Some(&rel.identity))?, BeforeImage::Key)
+                };
+                batch.push(SourceItem::Event(self.event(rel, Op::Delete, Some(before), None, image, t, at)));
+            }
+            Message::Truncate { oids, .. } => {
+                for oid in oids {
+                    let rel = self.relation_of(oid)?;
+                    batch.push(SourceItem::Event(self.event(rel, Op::Truncate, None, None, BeforeImage::None, t, at)));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        rel: &Relation,
+        op: Op,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
+        before_image: BeforeImage,
+        t: &mut Transaction,
+        at: Lsn,
+    ) -> ChangeEvent {
+        t.seq += 1;
+        ChangeEvent {
+            op,
+            table: rel.schema.clone(),
+            before,
+            after,
+            before_image,
+            source: SourceInfo {
+                connector: "postgresql",
+                name: self.ctx.name.clone(),
+                db: self.ctx.db.clone(),
+                tx_id: Some(u64::from(t.xid)),
+                ts_ms: t.ts_us.div_euclid(1000),
+                ts_us: t.ts_us,
+                lsn: Some(at),
+            },
+            position: Position::Postgres(PgPosition { lsn: t.commit_lsn, phase: Phase::Stream, seq: t.seq }),
+            ts_ms: now_us() / 1000,
+        }
+    }
+}
+
+fn key_only(row: &[Value], identity: &[bool]) -> Vec<Value> {
+    row.iter().zip(identity).map(|(v, k)| if *k { v.clone() } else { Value::Unavailable }).collect()
+}
+
+/// Decodes a tuple; with `identity`, columns outside it were not sent (the
+/// server fills them with nulls) and become [`Value::Unavailable`].
+fn decode_tuple(schema: &TableSchema, tuple: &[TupleValue], identity: Option<&[bool]>) -> Result<Vec<Value>, SourceError> {
+    if tuple.len() != schema.columns.len() {
+        return Err(SourceError::definite(format!(
+            "pgoutput sent {} columns for {} but its relation has {}",
+            tuple.len(),
+            schema.id,
+            schema.columns.len()
+        )));
+    }
+    tuple
+        .iter()
+        .zip(&schema.columns)
+        .enumerate()
+        .map(|(i, (v, c))| {
+            if identity.is_some_and(|k| !k[i]) {
+                return Ok(Value::Unavailable);
+            }
+            match v {
+                TupleValue::Null => Ok(Value::Null),
+                TupleValue::UnchangedToast => Ok(Value::Unavailable),
+                TupleValue::Text(b) => {
+                    let text = std::str::from_utf8(b).map_err(|_| SourceError::definite("pgoutput sent text that is not UTF-8"))?;
+                    decode_text(&c.data_type, text)
+                }
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Starts and stops riffle's private test servers.
+#
+#   scripts/servers.sh start [postgres ...]   install what is missing, start (idempotent)
+#   scripts/servers.sh stop                   stop only what this script started (by pid)
+#   scripts/servers.sh env                    print the variables tests read
+#
+# Servers listen on loopback, on non-default ports, with their data under
+# $RIFFLE_RUN_DIR (default /tmp/riffle-servers). Each server is one
+# start_<name>/stop_<name> pair writing <name>.pid and lines of <name>.env, so
+# MariaDB, the Kafka-protocol broker, S3 and Azure servers slot in the same way.
+set -euo pipefail
+
+RUN_DIR=${RIFFLE_RUN_DIR:-/tmp/riffle-servers}
+PG_PORT=${RIFFLE_PG_PORT:-55432}
+PG_PASSWORD=${RIFFLE_PG_PASSWORD:-riffle-test-pw}
+PG_VERSION=15
+
+log() { echo "servers: $*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+    log "installing $* (apt-get)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(head -n1 "$1")" 2>/dev/null; }
+
+# ---------------------------------------------------------------- postgres
+pg_bin() { echo "/usr/lib/postgresql/$PG_VERSION/bin"; }
+
+start_postgres() {
+    local bin data pidfile
+    bin=$(pg_bin)
+    if [ ! -x "$bin/postgres" ]; then
+        apt_install "postgresql-$PG_VERSION" "postgresql-client-$PG_VERSION"
+    fi
+    data=$RUN_DIR/postgres
+    pidfile=$RUN_DIR/postgres.pid
+    if alive "$pidfile"; then
+        log "postgres already running (pid $(head -n1 "$pidfile")) on 127.0.0.1:$PG_PORT"
+        return
+    fi
+    # Run as the postgres user when we are root: initdb refuses root.
+    local run=()
+    if [ "$(id -u)" = 0 ]; then
+        id postgres >/dev/null 2>&1 || useradd --system --home-dir "$RUN_DIR" postgres
+        run=(runuser -u postgres --)
+    fi
+    # The server writes its socket and log into the run directory.
+    if [ "$(id -u)" = 0 ]; then chown postgres "$RUN_DIR"; fi
+    if [ ! -f "$data/PG_VERSION" ]; then
+        rm -rf "$data"
+        mkdir -p "$data"
+        printf '%s\n' "$PG_PASSWORD" >"$RUN_DIR/pgpass"
+        if [ "$(id -u)" = 0 ]; then chown -R postgres "$data" "$RUN_DIR/pgpass"; fi
+        chmod 755 "$RUN_DIR"
+        "${run[@]}" "$bin/initdb" -D "$data" -U postgres --pwfile="$RUN_DIR/pgpass" \
+            --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$RUN_DIR/postgres-initdb.log" 2>&1 \
+            || { cat "$RUN_DIR/postgres-initdb.log" >&2; exit 1; }
+    fi
+    "${run[@]}" "$bin/pg_ctl" -D "$data" -l "$RUN_DIR/postgres.log" -w -t 60 start -o \
+        "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$RUN_DIR \
+         -c wal_level=logical -c max_replication_slots=40 -c max_wal_senders=40 -c fsync=off \
+         -c password_encryption=scram-sha-256" >/dev/null \
+        || { tail -n 30 "$RUN_DIR/postgres.log" >&2; exit 1; }
+    head -n1 "$data/postmaster.pid" >"$pidfile"
+    cat >"$RUN_DIR/postgres.env" <<ENV
+export RIFFLE_TEST_PG_URL=postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres
+export RIFFLE_TEST_PG_BIN=$bin
+export RIFFLE_TEST_PG_SOCKET=$RUN_DIR
+export RIFFLE_TEST_PG_PORT=$PG_PORT
+ENV
+    log "postgres $PG_VERSION on 127.0.0.1:$PG_PORT (pid $(cat "$pidfile")), data in $data"
+}
+
+stop_postgres() {
+    local pidfile=$RUN_DIR/postgres.pid
+    if alive "$pidfile"; then
+        local run=()
+        [ "$(id -u)" = 0 ] && run=(runuser -u postgres --)
+        "${run[@]}" "$(pg_bin)/pg_ctl" -D "$RUN_DIR/postgres" -m fast -w stop >/dev/null 2>&1 || kill "$(cat "$pidfile")" 2>/dev/null || true
+        log "postgres stopped"
+    fi
+    rm -f "$pidfile"
+}
+
+# ---------------------------------------------------------------- main
+ALL=(postgres)
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+start)
+    mkdir -p "$RUN_DIR"
+    servers=("$@")
+    [ ${#servers[@]} -eq 0 ] && servers=("${ALL[@]}")
+    for s in "${servers[@]}"; do "start_$s"; done
+    cat "$RUN_DIR"/*.env >"$RUN_DIR/env"
+    ;;
+stop)
+    for s in "${ALL[@]}"; do "stop_$s"; done
+    [ -d "$RUN_DIR" ] && rm -rf "$RUN_DIR"
+    ;;
+env)
+    cat "$RUN_DIR/env"
+    ;;
+*)
+    echo "usage: $0 start [${ALL[*]}] | stop | env" >&2
+    exit 2
+    ;;
+esac

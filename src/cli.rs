@@ -1,0 +1,156 @@
+//! The command line, as the user typed it. [`crate::config`] turns it (and
+//! the `--config` file) into a validated [`crate::config::Config`].
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "riffle",
+    version,
+    about = "Change-data-capture replication: a consistent snapshot, then every change with its before and after image",
+    long_about = "riffle copies tables from PostgreSQL in one consistent snapshot, then streams every insert, update, delete \
+and truncate from logical replication, to local files (CSV or JSON lines) or standard output.\n\n\
+Exit codes: 0 done (also after SIGINT/SIGTERM, once the position is saved); 1 a definite error (bad configuration, \
+missing privilege, server not set up for CDC, retries exhausted); 2 bad usage.",
+    after_help = "Examples:\n  \
+riffle sync --source postgres://app@db/shop --tables 'public.*' --sink ./out --format csv\n  \
+riffle replicate --source postgres://riffle@db/shop --tables public.orders --sink file:///data/cdc --format jsonl\n  \
+riffle replicate --config pipeline.toml --until now\n  \
+riffle status --state .riffle"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More logs (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Fewer logs: warnings and errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy the selected tables in one consistent snapshot to the sink(s), then exit.
+    Sync(SyncArgs),
+    /// Snapshot (unless a position is saved), then stream changes; --until stops.
+    Replicate(ReplicateArgs),
+    /// Show saved positions and, with a source, the slot's lag and retained WAL.
+    Status(StatusArgs),
+}
+
+/// Flags every pipeline command shares.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// Pipeline file (TOML); flags override its values, `${VAR}` reads the environment.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Source database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (password also from PGPASSWORD).
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+
+    /// Where to write: a directory (`./out`, `file:///data/out`) or `-` for stdout. Repeatable.
+    #[arg(long = "sink", value_name = "URL")]
+    pub sinks: Vec<String>,
+
+    /// Tables to capture, `schema.table`, `*` and `?` as wildcards (no schema means public). Repeatable.
+    #[arg(long = "tables", short = 't', value_name = "GLOB")]
+    pub tables: Vec<String>,
+
+    /// Tables to leave out, same syntax as --tables. Repeatable.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Output format of the --sink flags [default: jsonl]
+    #[arg(long, short = 'f', value_enum)]
+    pub format: Option<FormatArg>,
+
+    /// Pipeline name; names the replication slot, publication, state and
+    /// manifest [default: riffle_<database>_<hash of the table selection>].
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Roll output files at this many rows [default: 1000000].
+    #[arg(long, value_name = "ROWS")]
+    pub max_file_rows: Option<u64>,
+
+    /// Roll output files at this many bytes [default: 134217728].
+    #[arg(long, value_name = "BYTES")]
+    pub max_file_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Leave out the `__` metadata columns of CSV: a plain copy of each table.
+    #[arg(long)]
+    pub no_metadata: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplicateArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Directory holding the saved positions [default: .riffle].
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+
+    /// Stop once caught up to this position and exit 0: `now` (the source's
+    /// position when riffle starts) or a Postgres LSN like 0/16B3748.
+    #[arg(long, value_name = "now|POSITION")]
+    pub until: Option<String>,
+
+    /// How often sinks commit and the position is saved, e.g. 500ms, 5s, 1m [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub commit_interval: Option<String>,
+
+    /// Retries of a transient error (connection lost, server restart) before giving up [default: 10].
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Directory holding the saved positions [default: .riffle].
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+
+    /// Only this pipeline.
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Also ask this source for the slot's confirmed position and retained WAL.
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+
+    /// Pipeline file (TOML), for its state directory, name and source.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,116 @@
+//! riffle: change-data-capture replication in one binary.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the flags as typed; [`config`]: the validated pipeline.
+//! - [`pipeline`]: source → sinks, commits, offsets, retries.
+//! - [`state`]: the embedded state store.
+//! - [`progress`]: progress bars and progress logs.
+//! - [`status`]: `riffle status`.
+//!
+//! The connectors live in `connectors/` (core model, postgres, files,
+//! formats).
+
+pub mod cli;
+pub mod config;
+pub mod pipeline;
+pub mod progress;
+pub mod state;
+pub mod status;
+
+use anyhow::{bail, Result};
+use cli::{Cli, Command};
+use riffle_core::source::RunEnd;
+use riffle_postgres::Until;
+use tokio::sync::watch;
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Sync(args) => {
+            let cfg = config::build(config::Overrides {
+                args: &args.pipeline,
+                no_metadata: args.no_metadata,
+                state: None,
+                commit_interval: None,
+                max_retries: None,
+            })?;
+            let stop = stop_on_signals();
+            let summary = pipeline::run(&cfg, pipeline::Job::Sync, cli.quiet, stop).await?;
+            match summary.end {
+                RunEnd::Stopped => tracing::warn!("stopped before the snapshot completed; nothing was committed"),
+                _ => tracing::info!(rows = summary.events, "sync complete"),
+            }
+            Ok(())
+        }
+        Command::Replicate(args) => {
+            let until = match args.until.as_deref() {
+                None => Until::Never,
+                Some("now") => Until::Now,
+                Some(lsn) => match lsn.parse() {
+                    Ok(l) => Until::Lsn(l),
+                    Err(e) => bail!("--until: expected `now` or a Postgres LSN; {e}"),
+                },
+            };
+            let cfg = config::build(config::Overrides {
+                args: &args.pipeline,
+                no_metadata: false,
+                state: args.state.as_ref(),
+                commit_interval: args.commit_interval.as_deref(),
+                max_retries: args.max_retries,
+            })?;
+            tracing::info!(pipeline = cfg.name, state = %cfg.state_dir.display(), "starting");
+            let stop = stop_on_signals();
+            let summary = pipeline::run(&cfg, pipeline::Job::Replicate { until }, cli.quiet, stop).await?;
+            let offset = summary.offset.map(|o| o.to_string()).unwrap_or_else(|| "none".into());
+            match summary.end {
+                RunEnd::ReachedUntil => tracing::info!(offset, events = summary.events, "reached --until; done"),
+                _ => tracing::info!(offset, events = summary.events, "stopped; position saved"),
+            }
+            Ok(())
+        }
+        Command::Status(args) => status::run(&args).await,
+    }
+}
+
+/// A watch that turns true on SIGINT or SIGTERM. A second signal exits at
+/// once (the saved position stays where the last commit put it).
+fn stop_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            wait_for_signal().await;
+            count += 1;
+            if count > 1 {
+                tracing::warn!("second signal: exiting without waiting");
+                std::process::exit(130);
+            }
+            tracing::info!("signal received: finishing the current transaction, committing, saving the position");
+            let _ = tx.send(true);
+        }
+    });
+    rx
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

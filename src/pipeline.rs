@@ -1,0 +1,314 @@
+//! The pipeline: runs a source, hands its events to every sink, commits the
+//! sinks on source checkpoints, and only then saves the offset and tells the
+//! source it may release its log.
+//!
+//! The source runs in its own task; the sinks are driven here, with their
+//! blocking file I/O inside `block_in_place`, so reading and writing use
+//! both cores. Transient errors restart the source from the saved offset
+//! after dropping what the sinks had not committed, with exponential backoff
+//! and jitter; definite errors end the run.
+
+use crate::config::{Config, SinkTarget};
+use crate::progress::Progress;
+use crate::state::{now_ms, PipelineState, SnapshotState, StateStore};
+use anyhow::{anyhow, bail, Result};
+use rand::Rng;
+use riffle_core::source::RunEnd;
+use riffle_core::{ErrorKind, Offset, Position, Sink, SinkError, Source, SourceItem};
+use riffle_files::{DirSink, StdoutSink};
+use riffle_postgres::{Mode, PgSource, PgSourceConfig, Until};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// What to run.
+#[derive(Debug, Clone, Copy)]
+pub enum Job {
+    Sync,
+    Replicate { until: Until },
+}
+
+/// How a run ended, for the exit message.
+#[derive(Debug)]
+pub struct Summary {
+    pub end: RunEnd,
+    pub events: u64,
+    pub offset: Option<Offset>,
+}
+
+pub fn open_sinks(cfg: &Config) -> Result<Vec<Box<dyn Sink>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    for s in &cfg.sinks {
+        match &s.target {
+            SinkTarget::Dir(path) => sinks
+                .push(Box::new(DirSink::open(path, &cfg.name, s.encoder, cfg.roll).map_err(|e| anyhow!("sink {}: {e}", path.display()))?)),
+            SinkTarget::Stdout => sinks.push(Box::new(StdoutSink::new(s.encoder))),
+        }
+    }
+    Ok(sinks)
+}
+
+/// Drives the sinks for one source run.
+struct Committer {
+    sinks: Vec<Box<dyn Sink>>,
+    store: Option<StateStore>,
+    state: PipelineState,
+    durable: watch::Sender<Option<Offset>>,
+    interval: Duration,
+    last_commit: Instant,
+    /// A checkpoint seen and not yet committed.
+    pending: Option<Offset>,
+    /// Events received since the last checkpoint (an open transaction or an
+    /// unfinished snapshot): never committed.
+    trailing: u64,
+    last_position: Option<Position>,
+    last_ts_ms: Option<i64>,
+    uncommitted: u64,
+    in_snapshot: bool,
+    sync: bool,
+    progress: Progress,
+}
+
+impl Committer {
+    fn consume_batch(&mut self, batch: Vec<SourceItem>) -> Result<(), SinkError> {
+        let mut snapshot_rows = 0;
+        let mut streamed = 0;
+        for item in batch {
+            match item {
+                SourceItem::Event(ev) => {
+                    for sink in &mut self.sinks {
+                        if sink.committed().is_some_and(|c| ev.position <= c) {
+                            continue; // a replay this sink already holds
+                        }
+                        sink.write(&ev)?;
+                    }
+                    self.last_position = Some(ev.position);
+                    self.last_ts_ms = Some(ev.source.ts_ms);
+                    self.trailing += 1;
+                    self.uncommitted += 1;
+                    if self.in_snapshot {
+                        snapshot_rows += 1;
+                    } else {
+                        streamed += 1;
+                    }
+                }
+                SourceItem::Checkpoint(offset) => {
+                    self.pending = Some(offset);
+                    self.trailing = 0;
+                    if self.last_commit.elapsed() >= self.interval {
+                        self.commit()?;
+                    }
+                }
+                SourceItem::SnapshotTable { table, estimated_rows } => {
+                    self.progress.snapshot_rows(snapshot_rows);
+                    snapshot_rows = 0;
+                    self.in_snapshot = true;
+                    self.progress.start_table(&table, estimated_rows);
+                }
+                SourceItem::SnapshotDone => {
+                    self.progress.snapshot_rows(snapshot_rows);
+                    snapshot_rows = 0;
+                    self.progress.finish_table();
+                    self.in_snapshot = false;
+                    if self.sync {
+                        self.trailing = 0;
+                        self.commit()?;
+                    } else {
+                        // Commit at the checkpoint that follows, whatever the interval.
+                        self.last_commit = Instant::now() - self.interval;
+                    }
+                }
+            }
+        }
+        self.progress.snapshot_rows(snapshot_rows);
+        if streamed > 0 {
+            self.progress.streamed(streamed);
+        }
+        Ok(())
+    }
+
+    /// Commits every sink, then saves the offset, then releases the source.
+    fn commit(&mut self) -> Result<(), SinkError> {
+        for sink in &mut self.sinks {
+            sink.commit(self.last_position)?;
+        }
+        self.last_commit = Instant::now();
+        let committed = std::mem::take(&mut self.uncommitted);
+        if let Some(store) = &self.store {
+            if let Some(offset) = self.pending.take() {
+                self.state.offset = Some(offset);
+                self.state.snapshot = SnapshotState::Done;
+                self.state.last_position = self.last_position.or(self.state.last_position);
+                self.state.last_source_ts_ms = self.last_ts_ms.or(self.state.last_source_ts_ms);
+                self.state.events += committed;
+                self.state.updated_ms = now_ms();
+                store.save(&self.state).map_err(|e| SinkError::definite(format!("{e:#}")))?;
+                tracing::debug!(offset = %offset, events = committed, "committed");
+                let _ = self.durable.send(Some(offset));
+            }
+        } else {
+            self.state.events += committed;
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        for sink in &mut self.sinks {
+            if let Err(e) = sink.abort() {
+                tracing::warn!(sink = sink.describe(), error = %e, "dropping uncommitted output failed");
+            }
+        }
+        self.pending = None;
+        self.trailing = 0;
+        self.uncommitted = 0;
+    }
+
+    async fn consume(&mut self, mut rx: mpsc::Receiver<Vec<SourceItem>>) -> Result<(), SinkError> {
+        loop {
+            // Commit a checkpoint that waits when the source goes quiet.
+            let wait = if self.pending.is_some() && self.trailing == 0 {
+                self.interval.saturating_sub(self.last_commit.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some(batch)) => tokio::task::block_in_place(|| self.consume_batch(batch))?,
+                Ok(None) => break,
+                Err(_) => tokio::task::block_in_place(|| self.commit())?,
+            }
+        }
+        // The source ended: commit up to its last checkpoint; events after
+        // it (an interrupted snapshot) are dropped.
+        if self.trailing == 0 && (self.pending.is_some() || self.uncommitted > 0) {
+            tokio::task::block_in_place(|| self.commit())?;
+        } else if self.trailing > 0 {
+            tokio::task::block_in_place(|| self.abort());
+        }
+        Ok(())
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1 << attempt.min(7)).min(Duration::from_secs(60));
+    let jitter = rand::rng().random_range(0.5..1.0);
+    base.mul_f64(jitter)
+}
+
+pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool>) -> Result<Summary> {
+    let store = StateStore::new(&cfg.state_dir);
+    let redacted = riffle_postgres::connect::redact_url(&cfg.source_url);
+    let saved = match job {
+        Job::Sync => None,
+        Job::Replicate { .. } => store.load(&cfg.name)?,
+    };
+    if let Some(s) = &saved {
+        if s.tables != cfg.tables {
+            bail!(
+                "pipeline {:?} was started with --tables {:?}, now {:?}; a new selection needs a new snapshot: pass another --name, or remove {} (and the old slot) to start over",
+                cfg.name,
+                s.tables,
+                cfg.tables,
+                store.path(&cfg.name).display()
+            );
+        }
+    }
+    let sinks = tokio::task::block_in_place(|| open_sinks(cfg))?;
+    for s in &sinks {
+        tracing::info!(sink = s.describe(), "sink ready");
+    }
+    let mut state = saved.clone().unwrap_or(PipelineState {
+        version: 1,
+        name: cfg.name.clone(),
+        source: redacted,
+        tables: cfg.tables.clone(),
+        snapshot: SnapshotState::InProgress,
+        offset: None,
+        last_position: None,
+        last_source_ts_ms: None,
+        events: 0,
+        updated_ms: now_ms(),
+    });
+    let mut interrupted = saved.as_ref().is_some_and(|s| s.snapshot == SnapshotState::InProgress);
+    let sync = matches!(job, Job::Sync);
+    let mut source = PgSource::new(PgSourceConfig {
+        url: cfg.source_url.clone(),
+        name: cfg.name.clone(),
+        tables: cfg.tables.clone(),
+        exclude: cfg.exclude.clone(),
+        mode: Mode::Sync,
+    })?;
+    let (durable_tx, durable_rx) = watch::channel(state.offset);
+    let mut committer = Committer {
+        sinks,
+        store: (!sync).then_some(store),
+        state: state.clone(),
+        durable: durable_tx,
+        interval: cfg.commit_interval,
+        last_commit: Instant::now(),
+        pending: None,
+        trailing: 0,
+        last_position: None,
+        last_ts_ms: None,
+        uncommitted: 0,
+        in_snapshot: false,
+        sync,
+        progress: Progress::new(quiet),
+    };
+    let mut attempt = 0u32;
+    loop {
+        let offset_before = committer.state.offset;
+        source.set_mode(match job {
+            Job::Sync => Mode::Sync,
+            Job::Replicate { until } => {
+                if committer.state.offset.is_none() && !interrupted {
+                    state.snapshot = SnapshotState::InProgress;
+                    committer.store.as_ref().expect("replicate has a store").save(&state)?;
+                }
+                Mode::Replicate { resume: committer.state.offset, snapshot_interrupted: interrupted, until }
+            }
+        });
+        let (tx, rx) = mpsc::channel(16);
+        let durable = durable_rx.clone();
+        let stop_rx = stop.clone();
+        let task = tokio::spawn(async move {
+            let r = source.run(tx, durable, stop_rx).await;
+            (source, r)
+        });
+        let consumed = committer.consume(rx).await;
+        let (returned, result) = task.await.map_err(|e| anyhow!("source task failed: {e}"))?;
+        source = returned;
+        let error = match (result, consumed) {
+            (_, Err(sink_err)) => {
+                committer.abort();
+                (sink_err.kind, sink_err.message)
+            }
+            (Ok(end), Ok(())) => {
+                return Ok(Summary { end, events: committer.state.events, offset: committer.state.offset });
+            }
+            (Err(src_err), Ok(())) => {
+                committer.abort();
+                (src_err.kind, src_err.message)
+            }
+        };
+        if committer.state.offset.is_none() && !sync {
+            // A snapshot broke off: the next attempt takes a new one.
+            interrupted = true;
+        }
+        if committer.state.offset != offset_before {
+            attempt = 0;
+        }
+        if error.0 == ErrorKind::Definite || *stop.borrow() {
+            bail!("{}", error.1);
+        }
+        if attempt >= cfg.max_retries {
+            bail!("{} (gave up after {} retries; raise --max-retries to keep trying longer)", error.1, cfg.max_retries);
+        }
+        attempt += 1;
+        let wait = backoff(attempt);
+        tracing::warn!(error = %error.1, attempt, retry_in_ms = wait.as_millis() as u64, "transient error, retrying");
+        let mut stop_wait = stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop_wait.changed() => bail!("stopped while waiting to retry: {}", error.1),
+        }
+    }
+}
