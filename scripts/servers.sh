@@ -13,6 +13,7 @@ set -euo pipefail
 
 RUN_DIR=${RIFFLE_RUN_DIR:-/tmp/riffle-servers}
 PG_PORT=${RIFFLE_PG_PORT:-55432}
+PG_NOCDC_PORT=${RIFFLE_PG_NOCDC_PORT:-55433}
 PG_PASSWORD=${RIFFLE_PG_PASSWORD:-riffle-test-pw}
 PG_VERSION=15
 
@@ -33,16 +34,18 @@ alive() { [ -f "$1" ] && kill -0 "$(head -n1 "$1")" 2>/dev/null; }
 # ---------------------------------------------------------------- postgres
 pg_bin() { echo "/usr/lib/postgresql/$PG_VERSION/bin"; }
 
-start_postgres() {
+# pg_instance NAME PORT WAL_LEVEL ENV_PREFIX
+pg_instance() {
+    local name=$1 port=$2 wal_level=$3 prefix=$4
     local bin data pidfile
     bin=$(pg_bin)
     if [ ! -x "$bin/postgres" ]; then
         apt_install "postgresql-$PG_VERSION" "postgresql-client-$PG_VERSION"
     fi
-    data=$RUN_DIR/postgres
-    pidfile=$RUN_DIR/postgres.pid
+    data=$RUN_DIR/$name
+    pidfile=$RUN_DIR/$name.pid
     if alive "$pidfile"; then
-        log "postgres already running (pid $(head -n1 "$pidfile")) on 127.0.0.1:$PG_PORT"
+        log "$name already running (pid $(head -n1 "$pidfile")) on 127.0.0.1:$port"
         return
     fi
     # Run as the postgres user when we are root: initdb refuses root.
@@ -60,37 +63,46 @@ start_postgres() {
         if [ "$(id -u)" = 0 ]; then chown -R postgres "$data" "$RUN_DIR/pgpass"; fi
         chmod 755 "$RUN_DIR"
         "${run[@]}" "$bin/initdb" -D "$data" -U postgres --pwfile="$RUN_DIR/pgpass" \
-            --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$RUN_DIR/postgres-initdb.log" 2>&1 \
-            || { cat "$RUN_DIR/postgres-initdb.log" >&2; exit 1; }
+            --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$RUN_DIR/$name-initdb.log" 2>&1 \
+            || { cat "$RUN_DIR/$name-initdb.log" >&2; exit 1; }
     fi
-    "${run[@]}" "$bin/pg_ctl" -D "$data" -l "$RUN_DIR/postgres.log" -w -t 60 start -o \
-        "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$RUN_DIR \
-         -c wal_level=logical -c max_replication_slots=40 -c max_wal_senders=40 -c fsync=off \
+    "${run[@]}" "$bin/pg_ctl" -D "$data" -l "$RUN_DIR/$name.log" -w -t 60 start -o \
+        "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$RUN_DIR \
+         -c wal_level=$wal_level -c max_replication_slots=40 -c max_wal_senders=40 -c fsync=off \
          -c password_encryption=scram-sha-256" >/dev/null \
-        || { tail -n 30 "$RUN_DIR/postgres.log" >&2; exit 1; }
+        || { tail -n 30 "$RUN_DIR/$name.log" >&2; exit 1; }
     head -n1 "$data/postmaster.pid" >"$pidfile"
-    cat >"$RUN_DIR/postgres.env" <<ENV
-export RIFFLE_TEST_PG_URL=postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres
-export RIFFLE_TEST_PG_BIN=$bin
-export RIFFLE_TEST_PG_SOCKET=$RUN_DIR
-export RIFFLE_TEST_PG_PORT=$PG_PORT
+    cat >"$RUN_DIR/$name.env" <<ENV
+export ${prefix}_URL=postgres://postgres:$PG_PASSWORD@127.0.0.1:$port/postgres
+export ${prefix}_PORT=$port
 ENV
-    log "postgres $PG_VERSION on 127.0.0.1:$PG_PORT (pid $(cat "$pidfile")), data in $data"
+    log "$name (PostgreSQL $PG_VERSION, wal_level=$wal_level) on 127.0.0.1:$port (pid $(cat "$pidfile")), data in $data"
 }
 
-stop_postgres() {
-    local pidfile=$RUN_DIR/postgres.pid
+stop_pg_instance() {
+    local name=$1 pidfile=$RUN_DIR/$1.pid
     if alive "$pidfile"; then
         local run=()
         [ "$(id -u)" = 0 ] && run=(runuser -u postgres --)
-        "${run[@]}" "$(pg_bin)/pg_ctl" -D "$RUN_DIR/postgres" -m fast -w stop >/dev/null 2>&1 || kill "$(cat "$pidfile")" 2>/dev/null || true
-        log "postgres stopped"
+        "${run[@]}" "$(pg_bin)/pg_ctl" -D "$RUN_DIR/$name" -m fast -w stop >/dev/null 2>&1 || kill "$(cat "$pidfile")" 2>/dev/null || true
+        log "$name stopped"
     fi
     rm -f "$pidfile"
 }
 
+# The server riffle replicates from.
+start_postgres() {
+    pg_instance postgres "$PG_PORT" logical RIFFLE_TEST_PG
+    echo "export RIFFLE_TEST_PG_BIN=$(pg_bin)" >>"$RUN_DIR/postgres.env"
+}
+stop_postgres() { stop_pg_instance postgres; }
+
+# A deliberately misconfigured server (wal_level=replica) for error tests.
+start_postgres_nocdc() { pg_instance postgres_nocdc "$PG_NOCDC_PORT" replica RIFFLE_TEST_PG_NOCDC; }
+stop_postgres_nocdc() { stop_pg_instance postgres_nocdc; }
+
 # ---------------------------------------------------------------- main
-ALL=(postgres)
+ALL=(postgres postgres_nocdc)
 
 cmd=${1:-}
 shift || true

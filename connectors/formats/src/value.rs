@@ -71,7 +71,7 @@ pub fn write_csv(v: &Value, out: &mut Vec<u8>) {
         Value::Float64(f) => write_float(*f, None, false, out),
         Value::Decimal(s) => out.extend_from_slice(s.as_bytes()),
         Value::Text(s) | Value::Json(s) => write_csv_text(s, out),
-        Value::Bytes(b) => out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(b).as_bytes()),
+        Value::Bytes(b) => write_csv_text(&base64::engine::general_purpose::STANDARD.encode(b), out),
         Value::Array(_) => {
             let mut json = Vec::new();
             write_json(v, &mut json);
@@ -127,6 +127,7 @@ mod tests {
     fn csv_tells_null_from_empty_and_quotes_per_rfc_4180() {
         assert_eq!(csv(&Value::Null), "");
         assert_eq!(csv(&Value::Text(String::new())), "\"\"");
+        assert_eq!(csv(&Value::Bytes(vec![])), "\"\"");
         assert_eq!(csv(&Value::Text("a,\"b\"\nc".into())), "\"a,\"\"b\"\"\nc\"");
         assert_eq!(csv(&Value::Float64(f64::NAN)), "NaN");
         assert_eq!(csv(&Value::Array(vec![Value::Text("x".into())])), "\"[\"\"x\"\"]\"");

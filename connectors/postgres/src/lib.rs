@@ -202,8 +202,12 @@ impl PgSource {
         out: &mpsc::Sender<Vec<SourceItem>>,
         stop: &watch::Receiver<bool>,
     ) -> Result<Option<Lsn>, SourceError> {
+        let existing = catalog::slot_info(client, slot).await?;
+        if let Some(info) = &existing {
+            self.check_slot_owner(slot, info)?;
+        }
         catalog::ensure_publication(client, slot, tables).await?;
-        if let Some(info) = catalog::slot_info(client, slot).await? {
+        if let Some(info) = existing {
             self.check_slot_owner(slot, &info)?;
             if !interrupted {
                 return Err(SourceError::definite(format!(

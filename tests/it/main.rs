@@ -1,0 +1,11 @@
+//! riffle's integration tests, one binary, against the real servers
+//! `scripts/servers.sh` starts (run them with `scripts/test.sh`). Each test
+//! makes its own database, so they run in parallel.
+
+mod support;
+
+mod pg_before_images;
+mod pg_consistency;
+mod pg_crash;
+mod pg_errors;
+mod pg_types;

@@ -1,0 +1,222 @@
+//! Helpers: fresh databases, running the riffle binary, reading its output.
+
+#![allow(dead_code)]
+
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+
+/// The admin URL of the test server, from `scripts/servers.sh`.
+pub fn admin_url() -> String {
+    std::env::var("RIFFLE_TEST_PG_URL").expect(
+        "RIFFLE_TEST_PG_URL is not set: run the suite with scripts/test.sh, which starts the test servers \
+         (or `scripts/servers.sh start` and `source /tmp/riffle-servers/env`)",
+    )
+}
+
+/// The URL of database `db` on the test server.
+pub fn db_url(db: &str) -> String {
+    let admin = admin_url();
+    let base = admin.rsplit_once('/').expect("URL has a path").0;
+    format!("{base}/{db}")
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// Drops and recreates database `db` (and any slot left in it), returning a
+/// client connected to it.
+pub async fn fresh_db(db: &str) -> Client {
+    let admin = connect(&admin_url()).await;
+    admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1", &[&db]).await.unwrap();
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).await.unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.unwrap();
+    connect(&db_url(db)).await
+}
+
+/// A fresh, empty directory for a test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("riffle-it").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn riffle_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riffle"));
+    cmd.args(args).env_remove("PGPASSWORD").env("NO_COLOR", "1").env("RUST_LOG", "info");
+    cmd
+}
+
+/// Runs riffle to completion.
+pub fn riffle(args: &[&str]) -> Output {
+    riffle_cmd(args).output().expect("running riffle")
+}
+
+/// Runs riffle and insists it exits 0.
+pub fn riffle_ok(args: &[&str]) -> Output {
+    let out = riffle(args);
+    assert!(out.status.success(), "riffle {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Starts riffle in the background; its stderr goes to `log`.
+pub fn spawn_riffle(args: &[&str], stdout: Option<&Path>, log: &Path) -> Child {
+    let mut cmd = riffle_cmd(args);
+    cmd.stderr(std::fs::File::create(log).unwrap());
+    match stdout {
+        Some(p) => cmd.stdout(std::fs::File::create(p).unwrap()),
+        None => cmd.stdout(Stdio::null()),
+    };
+    cmd.spawn().expect("spawning riffle")
+}
+
+/// Waits for `cond`, failing the test after `secs` seconds.
+pub async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every final (committed) data file under `dir/<table>/`, in name order.
+pub fn data_files(dir: &Path, table: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(table))
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Hidden temporary files anywhere under `dir`.
+pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for table in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(table.path()).into_iter().flatten().flatten() {
+            if f.file_name().to_string_lossy().ends_with(".tmp") {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
+
+/// The JSON-lines events of one table, in file (= position) order.
+pub fn read_jsonl(dir: &Path, table: &str) -> Vec<Json> {
+    let mut events = Vec::new();
+    for f in data_files(dir, table) {
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            events.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad JSON line {line:?}: {e}", f.display())));
+        }
+    }
+    events
+}
+
+/// The CSV rows of one table (header, then rows), from all its files; the
+/// header must be the same in every file.
+pub fn read_csv(dir: &Path, table: &str) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+    let mut header: Option<Vec<String>> = None;
+    let mut rows = Vec::new();
+    for f in data_files(dir, table) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let (h, r) = parse_csv(&text);
+        if let Some(prev) = &header {
+            assert_eq!(prev, &h, "headers differ in {}", f.display());
+        }
+        header = Some(h);
+        rows.extend(r);
+    }
+    (header.unwrap_or_default(), rows)
+}
+
+/// Parses CSV keeping NULL (an empty unquoted cell) apart from "" (quoted).
+pub fn parse_csv(text: &str) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+    let mut rows = Vec::new();
+    let mut row: Vec<Option<String>> = Vec::new();
+    let mut cell = String::new();
+    let mut quoted = false;
+    let mut in_quotes = false;
+    let mut chars = text.chars().peekable();
+    let push_cell = |row: &mut Vec<Option<String>>, cell: &mut String, quoted: &mut bool| {
+        row.push(if cell.is_empty() && !*quoted { None } else { Some(std::mem::take(cell)) });
+        *quoted = false;
+    };
+    while let Some(c) = chars.next() {
+        if in_quotes {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    cell.push('"');
+                } else {
+                    in_quotes = false;
+                }
+            } else {
+                cell.push(c);
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_quotes = true;
+                quoted = true;
+            }
+            ',' => push_cell(&mut row, &mut cell, &mut quoted),
+            '\r' => {}
+            '\n' => {
+                push_cell(&mut row, &mut cell, &mut quoted);
+                rows.push(std::mem::take(&mut row));
+            }
+            c => cell.push(c),
+        }
+    }
+    assert!(row.is_empty() && cell.is_empty(), "CSV does not end with a newline");
+    let mut it = rows.into_iter();
+    let header = it.next().map(|h| h.into_iter().map(|c| c.unwrap_or_default()).collect()).unwrap_or_default();
+    (header, it.collect())
+}
+
+/// Applies change events (in order) to a map from key to row, the way a
+/// consumer replaying riffle's output would.
+pub fn replay(events: &[Json], key: &str) -> std::collections::BTreeMap<i64, Json> {
+    let mut table = std::collections::BTreeMap::new();
+    for e in events {
+        match e["op"].as_str().unwrap() {
+            "r" | "c" | "u" => {
+                let after = e["after"].clone();
+                if e["op"] == "u" {
+                    let old = e["before"][key].as_i64().unwrap();
+                    table.remove(&old);
+                }
+                table.insert(after[key].as_i64().unwrap(), after);
+            }
+            "d" => {
+                table.remove(&e["before"][key].as_i64().unwrap());
+            }
+            "t" => table.clear(),
+            op => panic!("unknown op {op}"),
+        }
+    }
+    table
+}
+
+/// Rows of `sql` as JSON objects keyed by `key`, built by the server
+/// (`to_jsonb`), for comparing with a replay.
+pub async fn table_as_json(client: &Client, table: &str, key: &str) -> std::collections::BTreeMap<i64, Json> {
+    let rows = client.query(&format!("SELECT to_jsonb(t)::text FROM {table} t"), &[]).await.unwrap();
+    rows.iter()
+        .map(|r| {
+            let v: Json = serde_json::from_str(&r.get::<_, String>(0)).unwrap();
+            (v[key].as_i64().unwrap(), v)
+        })
+        .collect()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
