@@ -4,6 +4,7 @@
 #   scripts/servers.sh start [postgres ...]   install what is missing, start (idempotent)
 #   scripts/servers.sh stop                   stop only what this script started (by pid)
 #   scripts/servers.sh env                    print the variables tests read
+#   scripts/servers.sh running                exit 0 when all servers are up
 #
 # Servers listen on loopback, on non-default ports, with their data under
 # $RIFFLE_RUN_DIR (default /tmp/riffle-servers). Each server is one
@@ -121,8 +122,12 @@ stop)
 env)
     cat "$RUN_DIR/env"
     ;;
+running)
+    # Exit 0 when every server is up (started earlier by this script).
+    for s in "${ALL[@]}"; do alive "$RUN_DIR/$s.pid" || exit 1; done
+    ;;
 *)
-    echo "usage: $0 start [${ALL[*]}] | stop | env" >&2
+    echo "usage: $0 start [${ALL[*]}] | stop | env | running" >&2
     exit 2
     ;;
 esac

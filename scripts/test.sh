@@ -5,14 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export RIFFLE_RUN_DIR=${RIFFLE_RUN_DIR:-/tmp/riffle-servers-$$}
+export RIFFLE_RUN_DIR=${RIFFLE_RUN_DIR:-/tmp/riffle-servers}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-0}
 
 command -v cargo >/dev/null || { echo "test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
 
-scripts/servers.sh start
-trap 'scripts/servers.sh stop' EXIT
+# Reuse servers a developer already started; otherwise start them and stop
+# them (only them) on exit.
+if scripts/servers.sh running; then
+    echo "== reusing the test servers in $RIFFLE_RUN_DIR"
+else
+    scripts/servers.sh start
+    trap 'scripts/servers.sh stop' EXIT
+fi
 # shellcheck disable=SC1091
 source "$RIFFLE_RUN_DIR/env"
 

@@ -51,23 +51,24 @@ async fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
     // Take the (empty) snapshot first, then stream in the background.
     riffle_ok(&[&args[..], &["--until", "now"]].concat());
     let mut child = spawn_riffle(&args, Some(&stdout1), &state.join("run1.log"));
-    let mut committed_files = 0;
-    for batch in 0..40 {
-        client
-            .batch_execute(&format!(
-                "BEGIN; INSERT INTO items SELECT g, 0 FROM generate_series({0} * 100 + 1, {0} * 100 + 100) g; \
-                 UPDATE items SET v = v + 1 WHERE id % 7 = 0; DELETE FROM items WHERE id % 10 = 3; COMMIT;",
-                batch
-            ))
-            .await
-            .unwrap();
-        committed_files = data_files(&out, "public.items").len();
-        if batch == 20 {
-            // Let some commits land, then kill without warning.
-            wait_for("committed files", 30, || data_files(&out, "public.items").len() > 2).await;
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
+    let change = |batch: i32| {
+        format!(
+            "BEGIN; INSERT INTO items SELECT g, 0 FROM generate_series({0} * 100 + 1, {0} * 100 + 100) g; \
+             UPDATE items SET v = v + 1 WHERE id % 7 = 0; DELETE FROM items WHERE id % 10 = 3; COMMIT;",
+            batch
+        )
+    };
+    for batch in 0..20 {
+        client.batch_execute(&change(batch)).await.unwrap();
+    }
+    // Let some commits land, then kill without warning while changes keep coming.
+    wait_for("committed files", 30, || data_files(&out, "public.items").len() > 2).await;
+    client.batch_execute(&change(20)).await.unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let committed_files = data_files(&out, "public.items").len();
+    for batch in 21..40 {
+        client.batch_execute(&change(batch)).await.unwrap();
     }
     assert!(committed_files > 2);
     let stdout2 = state.join("run2.jsonl");
