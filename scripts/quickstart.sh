@@ -54,6 +54,6 @@ echo "== files written under $OUT"
 find "$OUT" -name '*.jsonl' | sort | sed "s|$OUT/||"
 echo
 echo "== the streamed changes"
-for f in "$OUT"/public.*/*.c*.jsonl; do cat "$f"; done
+for f in "$OUT"/public.*/*.x*.jsonl; do cat "$f"; done
 echo
 "$RIFFLE" status --state "$OUT/.state" --source "$SOURCE"

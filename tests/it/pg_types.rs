@@ -188,7 +188,7 @@ async fn every_type_round_trips_through_snapshot_and_stream() {
     }
     // Only the streamed rows: drop the snapshot files from the CSV side.
     for f in data_files(&csv_dir, "public.types") {
-        if f.file_name().unwrap().to_string_lossy().contains(".r") {
+        if f.file_name().unwrap().to_string_lossy().contains(".s") {
             std::fs::remove_file(f).unwrap();
         }
     }

@@ -79,13 +79,14 @@ pub enum Position {
 
 impl Position {
     /// A string that sorts like the position; used in file names and the
-    /// `__position` column. Postgres: `<commit lsn, 16 hex>.<r|c><seq, 10 digits>`.
+    /// `__position` column. Postgres: `<commit lsn, 16 hex>.<s|x><seq, 10 digits>` (s: snapshot, x: transaction).
     pub fn key(&self) -> String {
         match self {
             Position::Postgres(p) => {
+                // 's' < 'x': a snapshot row sorts before any change at the same LSN.
                 let phase = match p.phase {
-                    Phase::Snapshot => 'r',
-                    Phase::Stream => 'c',
+                    Phase::Snapshot => 's',
+                    Phase::Stream => 'x',
                 };
                 format!("{:016x}.{}{:010}", p.lsn.0, phase, p.seq)
             }

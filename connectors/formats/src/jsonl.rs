@@ -5,7 +5,7 @@
 //!  "source":{"version":"0.1.0","connector":"postgresql","name":"shop","db":"shop",
 //!            "schema":"public","table":"orders","snapshot":"false","txId":745,
 //!            "lsn":23873424,"ts_ms":1700000000001,"ts_us":1700000000001234,
-//!            "position":"00000000016c4a10.c0000000001"},
+//!            "position":"00000000016c4a10.x0000000001"},
 //!  "transaction":{"id":"745","total_order":1},
 //!  "key":{"id":1},"before_image":"none"}
 //! ```
