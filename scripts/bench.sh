@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Benchmarks riffle against the database's own tools on ../shared/bench,
+# in the same run, and prints ratios (riffle / reference) and peak RSS.
+#
+#   scripts/bench.sh                 1,000,000 rows, the 350k-change workload
+#   ROWS=100000 scripts/bench.sh     a quicker run
+#
+# Figures: wall time from /usr/bin/time -v, and its "Maximum resident set
+# size". Absolute seconds vary from machine to machine; the ratios are what
+# to compare (../shared/bench/README.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BENCH=${BENCH_DIR:-$ROOT/../shared/bench}
+ROWS=${ROWS:-1000000}
+export RIFFLE_RUN_DIR=${RIFFLE_RUN_DIR:-/tmp/riffle-bench}
+export RIFFLE_PG_PORT=${RIFFLE_PG_PORT:-55452}
+WORK=${WORK:-/tmp/riffle-bench-work}
+
+[ -f "$BENCH/pg_seed.sql" ] || { echo "bench: workloads not found in $BENCH (set BENCH_DIR)" >&2; exit 1; }
+if [ ! -x /usr/bin/time ]; then
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq time >/dev/null; else sudo apt-get install -y -qq time >/dev/null; fi
+fi
+
+scripts/servers.sh start postgres
+trap 'scripts/servers.sh stop' EXIT
+cargo build --release --quiet --bin riffle
+RIFFLE=$ROOT/target/release/riffle
+BIN=/usr/lib/postgresql/15/bin
+export PGPASSWORD=riffle-test-pw
+PSQL=(psql -h 127.0.0.1 -p "$RIFFLE_PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q)
+URL="postgres://postgres:riffle-test-pw@127.0.0.1:$RIFFLE_PG_PORT/bench"
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+"${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench"
+echo "== seeding bench.orders with $ROWS rows"
+"${PSQL[@]}" -d bench -v rows="$ROWS" -f "$BENCH/pg_seed.sql" >/dev/null
+"${PSQL[@]}" -d bench -c "CHECKPOINT" -c "VACUUM ANALYZE bench.orders"
+
+# measure NAME CMD...: runs CMD under /usr/bin/time -v; sets SECS and RSS_MB.
+measure() {
+    local name=$1
+    shift
+    /usr/bin/time -v -o "$WORK/$name.time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || {
+        echo "bench: $name failed:" >&2
+        tail -n 20 "$WORK/$name.err" >&2
+        exit 1
+    }
+    SECS=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$WORK/$name.time")
+    RSS_MB=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$WORK/$name.time")
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+RESULTS=()
+report() { RESULTS+=("$(printf '%-44s %8.2f s %6s MB' "$1" "$2" "$3")"); }
+
+echo "== snapshot: psql COPY vs riffle sync to CSV"
+measure psql_copy "${PSQL[@]}" -d bench -o "$WORK/copy.csv" -c "COPY bench.orders TO STDOUT (FORMAT csv)"
+COPY_S=$SECS
+report "psql COPY … TO STDOUT (reference)" "$SECS" "$RSS_MB"
+measure riffle_sync_plain "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/sync-plain" --format csv --no-metadata
+SYNC_S=$SECS SYNC_RSS=$RSS_MB
+report "riffle sync → CSV (--no-metadata)" "$SECS" "$RSS_MB"
+measure riffle_sync_meta "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/sync-meta" --format csv
+SYNCM_S=$SECS
+report "riffle sync → CSV (with __ metadata)" "$SECS" "$RSS_MB"
+measure riffle_sync_jsonl "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/sync-jsonl" --format jsonl
+SYNCJ_S=$SECS
+report "riffle sync → JSON lines" "$SECS" "$RSS_MB"
+
+echo "== stream: pg_recvlogical vs riffle replicate of the CDC workload"
+"${PSQL[@]}" -d bench -c "CREATE PUBLICATION bench_ref FOR TABLE bench.orders"
+"$BIN/pg_recvlogical" -h 127.0.0.1 -p "$RIFFLE_PG_PORT" -U postgres -d bench --create-slot -S bench_ref -P pgoutput
+# riffle takes its snapshot first (not measured), so both slots start before the workload.
+"$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/cdc" --format csv --state "$WORK/state" --name bench_riffle --until now -q
+echo "== running the 350k-change workload"
+"${PSQL[@]}" -d bench -f "$BENCH/pg_cdc_workload.sql" >/dev/null
+END_LSN=$("${PSQL[@]}" -d bench -tAc "SELECT pg_current_wal_lsn()")
+measure pg_recvlogical "$BIN/pg_recvlogical" -h 127.0.0.1 -p "$RIFFLE_PG_PORT" -U postgres -d bench --start -S bench_ref \
+    -o proto_version=1 -o publication_names=bench_ref --endpos "$END_LSN" -f "$WORK/recvlogical.out" --no-loop
+RECV_S=$SECS
+report "pg_recvlogical (reference)" "$SECS" "$RSS_MB"
+measure riffle_stream "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/cdc" --format csv --state "$WORK/state" \
+    --name bench_riffle --until "$END_LSN" --commit-interval 5s
+STREAM_S=$SECS STREAM_RSS=$RSS_MB
+report "riffle replicate → CSV files" "$SECS" "$RSS_MB"
+CHANGES=$(cat "$WORK"/cdc/bench.orders/*.x*.csv | grep -c -E ',(c|u|d),' || true)
+
+echo
+echo "riffle benchmarks, $ROWS rows, $(nproc) cores, $(date -u +%Y-%m-%d)"
+printf '%s\n' "${RESULTS[@]}"
+echo
+echo "snapshot ratio (riffle sync CSV --no-metadata / psql COPY): $(ratio "$SYNC_S" "$COPY_S")  (target ≤ 1.5), peak RSS ${SYNC_RSS} MB"
+echo "snapshot ratio (with metadata columns / psql COPY):        $(ratio "$SYNCM_S" "$COPY_S")"
+echo "snapshot ratio (JSON lines / psql COPY):                   $(ratio "$SYNCJ_S" "$COPY_S")"
+echo "stream ratio (riffle replicate / pg_recvlogical):          $(ratio "$STREAM_S" "$RECV_S")  (target ≤ 1.5), peak RSS ${STREAM_RSS} MB, $CHANGES changes"
+"${PSQL[@]}" -d bench -c "SELECT pg_drop_replication_slot('bench_ref')" >/dev/null
