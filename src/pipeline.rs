@@ -14,7 +14,7 @@ use crate::state::{now_ms, PipelineState, SnapshotState, StateStore};
 use anyhow::{anyhow, bail, Result};
 use rand::Rng;
 use riffle_core::source::RunEnd;
-use riffle_core::{ErrorKind, Offset, Position, Sink, SinkError, Source, SourceItem};
+use riffle_core::{ErrorKind, Offset, Op, Position, Sink, SinkError, Source, SourceItem};
 use riffle_files::{DirSink, StdoutSink};
 use riffle_postgres::{Mode, PgSource, PgSourceConfig, Until};
 use std::time::{Duration, Instant};
@@ -76,8 +76,21 @@ impl Committer {
             match item {
                 SourceItem::Event(ev) => {
                     for sink in &mut self.sinks {
-                        if sink.committed().is_some_and(|c| ev.position <= c) {
-                            continue; // a replay this sink already holds
+                        // A sync never replays: it writes everything.
+                        match sink.committed() {
+                            Some(c) if ev.position <= c && !self.sync => {
+                                if ev.op == Op::Read {
+                                    return Err(SinkError::definite(format!(
+                                        "{} already holds this pipeline's events up to position {c}, but the new snapshot starts at {}; \
+                                         it was written from another server or an earlier history. Write to an empty directory, \
+                                         or use another --name",
+                                        sink.describe(),
+                                        ev.position
+                                    )));
+                                }
+                                continue; // a replay this sink already holds
+                            }
+                            _ => {}
                         }
                         sink.write(&ev)?;
                     }
@@ -99,6 +112,18 @@ impl Committer {
                     }
                 }
                 SourceItem::SnapshotTable { table, estimated_rows } => {
+                    if !self.in_snapshot && !self.sync {
+                        for sink in &self.sinks {
+                            if let Some(c) = sink.committed() {
+                                tracing::warn!(
+                                    sink = sink.describe(),
+                                    committed = %c,
+                                    "this sink already holds events of an earlier run of this pipeline; the new snapshot follows them \
+                                     (read its `r` events as upserts, or write to an empty directory)"
+                                );
+                            }
+                        }
+                    }
                     self.progress.snapshot_rows(snapshot_rows);
                     snapshot_rows = 0;
                     self.in_snapshot = true;

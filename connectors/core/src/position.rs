@@ -81,14 +81,38 @@ impl Position {
     /// A string that sorts like the position; used in file names and the
     /// `__position` column. Postgres: `<commit lsn, 16 hex>.<s|x><seq, 10 digits>` (s: snapshot, x: transaction).
     pub fn key(&self) -> String {
+        let mut out = Vec::with_capacity(28);
+        self.write_key(&mut out);
+        String::from_utf8(out).expect("ASCII")
+    }
+
+    /// Appends [`Position::key`] to `out` without allocating.
+    pub fn write_key(&self, out: &mut Vec<u8>) {
         match self {
             Position::Postgres(p) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                for shift in (0..16).rev() {
+                    out.push(HEX[((p.lsn.0 >> (shift * 4)) & 0xf) as usize]);
+                }
+                out.push(b'.');
                 // 's' < 'x': a snapshot row sorts before any change at the same LSN.
-                let phase = match p.phase {
-                    Phase::Snapshot => 's',
-                    Phase::Stream => 'x',
-                };
-                format!("{:016x}.{}{:010}", p.lsn.0, phase, p.seq)
+                out.push(match p.phase {
+                    Phase::Snapshot => b's',
+                    Phase::Stream => b'x',
+                });
+                let mut digits = [b'0'; 10];
+                let mut n = p.seq;
+                for d in digits.iter_mut().rev() {
+                    *d = b'0' + (n % 10) as u8;
+                    n /= 10;
+                }
+                if n > 0 {
+                    // More than 10 digits: keep every digit (sorting then
+                    // needs the numeric seq, which no table reaches).
+                    out.extend_from_slice(p.seq.to_string().as_bytes());
+                } else {
+                    out.extend_from_slice(&digits);
+                }
             }
         }
     }
@@ -136,5 +160,8 @@ mod tests {
         let later = Position::Postgres(PgPosition { lsn: Lsn(101), phase: Phase::Stream, seq: 0 });
         assert!(snap < change && change < later);
         assert!(snap.key() < change.key() && change.key() < later.key());
+        assert_eq!(later.key(), "0000000000000065.x0000000000");
+        let big = Position::Postgres(PgPosition { lsn: Lsn(0x16_B374_D848), phase: Phase::Snapshot, seq: 1_234_567 });
+        assert_eq!(big.key(), "00000016b374d848.s0001234567");
     }
 }

@@ -8,7 +8,8 @@
 //! row, `;`-separated; their cells are empty but they are not NULL).
 
 use crate::jsonl::write_row_object;
-use crate::value::{write_csv, write_csv_text};
+use crate::value::{write_csv, write_csv_text, write_int};
+use std::io::Write;
 use riffle_core::{ChangeEvent, TableSchema, Value};
 
 pub const METADATA_COLUMNS: [&str; 8] =
@@ -45,16 +46,16 @@ pub fn row(event: &ChangeEvent, metadata: bool, out: &mut Vec<u8>) {
         }
         out.extend_from_slice(event.op.code().as_bytes());
         out.push(b',');
-        out.extend_from_slice(event.source.ts_ms.to_string().as_bytes());
+        write_int(event.source.ts_ms, out);
         out.push(b',');
-        out.extend_from_slice(event.position.key().as_bytes());
+        event.position.write_key(out);
         out.push(b',');
         if let Some(tx) = event.source.tx_id {
-            out.extend_from_slice(tx.to_string().as_bytes());
+            write_int(tx, out);
         }
         out.push(b',');
         if let Some(lsn) = event.source.lsn {
-            out.extend_from_slice(lsn.to_string().as_bytes());
+            let _ = write!(out, "{lsn}");
         }
         out.push(b',');
         out.extend_from_slice(event.before_image.name().as_bytes());

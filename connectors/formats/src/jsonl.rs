@@ -14,7 +14,7 @@
 //! a key-only before image) is left out of `before`/`after`; a column that is
 //! NULL is present with `null`.
 
-use crate::value::{write_json, write_json_str};
+use crate::value::{write_int, write_json, write_json_str};
 use riffle_core::{ChangeEvent, TableSchema, Value};
 
 /// `{"col":value,…}` with unavailable columns left out.
@@ -53,7 +53,7 @@ pub fn envelope(event: &ChangeEvent, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"op\":\"");
     out.extend_from_slice(event.op.code().as_bytes());
     out.extend_from_slice(b"\",\"ts_ms\":");
-    out.extend_from_slice(event.ts_ms.to_string().as_bytes());
+    write_int(event.ts_ms, out);
     out.extend_from_slice(b",\"source\":{\"version\":\"");
     out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
     out.extend_from_slice(b"\",\"connector\":");
@@ -69,27 +69,28 @@ pub fn envelope(event: &ChangeEvent, out: &mut Vec<u8>) {
     out.extend_from_slice(if event.is_snapshot() { b",\"snapshot\":\"true\"" } else { b",\"snapshot\":\"false\"" });
     out.extend_from_slice(b",\"txId\":");
     match s.tx_id {
-        Some(tx) => out.extend_from_slice(tx.to_string().as_bytes()),
+        Some(tx) => write_int(tx, out),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"lsn\":");
     match s.lsn {
-        Some(lsn) => out.extend_from_slice(lsn.0.to_string().as_bytes()),
+        Some(lsn) => write_int(lsn.0, out),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"ts_ms\":");
-    out.extend_from_slice(s.ts_ms.to_string().as_bytes());
+    write_int(s.ts_ms, out);
     out.extend_from_slice(b",\"ts_us\":");
-    out.extend_from_slice(s.ts_us.to_string().as_bytes());
-    out.extend_from_slice(b",\"position\":");
-    write_json_str(&event.position.key(), out);
+    write_int(s.ts_us, out);
+    out.extend_from_slice(b",\"position\":\"");
+    event.position.write_key(out);
+    out.push(b'"');
     out.extend_from_slice(b"},\"transaction\":");
     match (s.tx_id, event.position) {
         (Some(tx), riffle_core::Position::Postgres(p)) => {
             out.extend_from_slice(b"{\"id\":\"");
-            out.extend_from_slice(tx.to_string().as_bytes());
+            write_int(tx, out);
             out.extend_from_slice(b"\",\"total_order\":");
-            out.extend_from_slice(p.seq.to_string().as_bytes());
+            write_int(p.seq, out);
             out.push(b'}');
         }
         _ => out.extend_from_slice(b"null"),

@@ -5,17 +5,31 @@ use base64::Engine;
 use riffle_core::Value;
 
 pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
-    // Serializing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // Most strings need no escaping: copy them straight.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Serializing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// Appends an integer's decimal digits.
+pub fn write_int(n: impl itoa::Integer, out: &mut Vec<u8>) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 fn write_float(f: f64, single: Option<f32>, json: bool, out: &mut Vec<u8>) {
     if f.is_finite() {
+        // Shortest text that reads back to the same float (as serde_json writes).
+        let mut buf = ryu::Buffer::new();
         let text = match single {
-            Some(s) => serde_json::to_string(&s),
-            None => serde_json::to_string(&f),
+            Some(s) => buf.format_finite(s),
+            None => buf.format_finite(f),
         };
-        out.extend_from_slice(text.unwrap_or_default().as_bytes());
+        out.extend_from_slice(text.as_bytes());
     } else {
         let text = if f.is_nan() {
             "NaN"
@@ -39,8 +53,8 @@ pub fn write_json(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Null | Value::Unavailable => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
-        Value::UInt(u) => out.extend_from_slice(u.to_string().as_bytes()),
+        Value::Int(i) => write_int(*i, out),
+        Value::UInt(u) => write_int(*u, out),
         Value::Float32(f) => write_float(f64::from(*f), Some(*f), true, out),
         Value::Float64(f) => write_float(*f, None, true, out),
         Value::Decimal(s) | Value::Text(s) | Value::Json(s) => write_json_str(s, out),
@@ -65,8 +79,8 @@ pub fn write_csv(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Null | Value::Unavailable => {}
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
-        Value::UInt(u) => out.extend_from_slice(u.to_string().as_bytes()),
+        Value::Int(i) => write_int(*i, out),
+        Value::UInt(u) => write_int(*u, out),
         Value::Float32(f) => write_float(f64::from(*f), Some(*f), false, out),
         Value::Float64(f) => write_float(*f, None, false, out),
         Value::Decimal(s) => out.extend_from_slice(s.as_bytes()),

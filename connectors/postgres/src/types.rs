@@ -117,9 +117,13 @@ fn builtin(name: &str, typmod: i32) -> DataType {
     }
 }
 
+/// The value itself is not in the message: errors end up in logs, and logs
+/// never carry row data.
 fn bad_value(ty: &DataType, text: &str) -> SourceError {
-    let shown: String = text.chars().take(40).collect();
-    SourceError::definite(format!("cannot read a {ty:?} value from postgres text {shown:?}; this is a bug in riffle, please report it"))
+    SourceError::definite(format!(
+        "cannot read a {ty:?} value from postgres' text form ({} bytes); this is a bug in riffle, please report it",
+        text.len()
+    ))
 }
 
 /// Decodes a value's text form.
@@ -195,8 +199,7 @@ struct ArrayParser<'a> {
 
 impl ArrayParser<'_> {
     fn err(&self) -> SourceError {
-        let shown: String = self.src.chars().take(60).collect();
-        SourceError::definite(format!("cannot parse postgres array literal {shown:?} at byte {}", self.pos))
+        SourceError::definite(format!("cannot parse a postgres array literal ({} bytes) at byte {}", self.src.len(), self.pos))
     }
 
     /// Arrays with non-default bounds print as `[0:1]={…}`; the bounds are
