@@ -9,8 +9,8 @@
 
 use crate::jsonl::write_row_object;
 use crate::value::{write_csv, write_csv_text, write_int};
-use std::io::Write;
 use riffle_core::{ChangeEvent, TableSchema, Value};
+use std::io::Write;
 
 pub const METADATA_COLUMNS: [&str; 8] =
     ["__op", "__source_ts_ms", "__position", "__tx", "__lsn", "__before_image", "__before", "__unavailable"];

@@ -2,13 +2,20 @@
 //! `schemas/examples/` byte for byte, so the documented shapes stay true.
 //! Regenerate after an intended change with `RIFFLE_BLESS=1 cargo test -p riffle-formats`.
 
-use riffle_core::{BeforeImage, ChangeEvent, Column, DataType, Lsn, Op, PgPosition, Phase, Position, SourceInfo, TableId, TableSchema, Value};
+use riffle_core::{
+    BeforeImage, ChangeEvent, Column, DataType, Lsn, Op, PgPosition, Phase, Position, SourceInfo, TableId, TableSchema, Value,
+};
 use riffle_formats::{Encoder, Format};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 fn schema() -> Arc<TableSchema> {
-    let col = |name: &str, source_type: &str, data_type: DataType, nullable| Column { name: name.into(), source_type: source_type.into(), data_type, nullable };
+    let col = |name: &str, source_type: &str, data_type: DataType, nullable| Column {
+        name: name.into(),
+        source_type: source_type.into(),
+        data_type,
+        nullable,
+    };
     Arc::new(TableSchema {
         id: TableId::new("public", "orders"),
         columns: vec![
@@ -48,7 +55,13 @@ fn event(op: Op, before: Option<Vec<Value>>, after: Option<Vec<Value>>, image: B
 fn events() -> Vec<ChangeEvent> {
     let t = |s: &str| Value::Text(s.into());
     let row = |id, amount: &str, note: Value| {
-        vec![Value::Int(id), Value::Decimal(amount.into()), t("2023-11-14T22:13:20.000001Z"), note, Value::Array(vec![t("a,b"), Value::Null])]
+        vec![
+            Value::Int(id),
+            Value::Decimal(amount.into()),
+            t("2023-11-14T22:13:20.000001Z"),
+            note,
+            Value::Array(vec![t("a,b"), Value::Null]),
+        ]
     };
     vec![
         event(Op::Read, None, Some(row(1, "10.00", t("first"))), BeforeImage::None, Phase::Snapshot, 1),
@@ -101,7 +114,8 @@ fn csv_without_metadata_is_a_plain_table() {
 fn every_jsonl_line_has_the_schema_fields() {
     let schema: serde_json::Value = serde_json::from_str(include_str!("../../../schemas/change-event.schema.json")).unwrap();
     let required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    let source_required: Vec<&str> = schema["properties"]["source"]["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let source_required: Vec<&str> =
+        schema["properties"]["source"]["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     let encoder = Encoder { format: Format::Jsonl, metadata: true };
     for e in events() {
         let mut out = Vec::new();
