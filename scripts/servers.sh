@@ -15,6 +15,7 @@ set -euo pipefail
 RUN_DIR=${RIFFLE_RUN_DIR:-/tmp/riffle-servers}
 PG_PORT=${RIFFLE_PG_PORT:-55432}
 PG_NOCDC_PORT=${RIFFLE_PG_NOCDC_PORT:-55433}
+PG_RESTART_PORT=${RIFFLE_PG_RESTART_PORT:-55434}
 PG_PASSWORD=${RIFFLE_PG_PASSWORD:-riffle-test-pw}
 PG_VERSION=15
 
@@ -82,6 +83,8 @@ ENV
 
 stop_pg_instance() {
     local name=$1 pidfile=$RUN_DIR/$1.pid
+    # A test may have restarted the server: its data directory (ours) knows the live pid.
+    [ -f "$RUN_DIR/$name/postmaster.pid" ] && head -n1 "$RUN_DIR/$name/postmaster.pid" >"$pidfile"
     if alive "$pidfile"; then
         local run=()
         [ "$(id -u)" = 0 ] && run=(runuser -u postgres --)
@@ -98,12 +101,21 @@ start_postgres() {
 }
 stop_postgres() { stop_pg_instance postgres; }
 
+# A server the tests may restart (source restarted mid-stream).
+start_postgres_restart() {
+    pg_instance postgres_restart "$PG_RESTART_PORT" logical RIFFLE_TEST_PG_RESTART
+    local run=""
+    [ "$(id -u)" = 0 ] && run="runuser -u postgres -- "
+    echo "export RIFFLE_TEST_PG_RESTART_CMD='${run}$(pg_bin)/pg_ctl -D $RUN_DIR/postgres_restart -l $RUN_DIR/postgres_restart.log -m fast -w -t 60 restart'" >>"$RUN_DIR/postgres_restart.env"
+}
+stop_postgres_restart() { stop_pg_instance postgres_restart; }
+
 # A deliberately misconfigured server (wal_level=replica) for error tests.
 start_postgres_nocdc() { pg_instance postgres_nocdc "$PG_NOCDC_PORT" replica RIFFLE_TEST_PG_NOCDC; }
 stop_postgres_nocdc() { stop_pg_instance postgres_nocdc; }
 
 # ---------------------------------------------------------------- main
-ALL=(postgres postgres_nocdc)
+ALL=(postgres postgres_nocdc postgres_restart)
 
 cmd=${1:-}
 shift || true
@@ -124,7 +136,10 @@ env)
     ;;
 running)
     # Exit 0 when every server is up (started earlier by this script).
-    for s in "${ALL[@]}"; do alive "$RUN_DIR/$s.pid" || exit 1; done
+    for s in "${ALL[@]}"; do
+        [ -f "$RUN_DIR/$s/postmaster.pid" ] && head -n1 "$RUN_DIR/$s/postmaster.pid" >"$RUN_DIR/$s.pid"
+        alive "$RUN_DIR/$s.pid" || exit 1
+    done
     ;;
 *)
     echo "usage: $0 start [${ALL[*]}] | stop | env | running" >&2

@@ -50,6 +50,47 @@ pub enum Command {
     Replicate(ReplicateArgs),
     /// Show saved positions and, with a source, the slot's lag and retained WAL.
     Status(StatusArgs),
+    /// Check the source and sinks are ready; print the fix for each failure (exit 0 only if all pass).
+    Check(CheckArgs),
+    /// List or drop riffle's replication slots and publications.
+    Slots(SlotsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Directory holding the saved positions [default: .riffle].
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SlotsArgs {
+    #[command(subcommand)]
+    pub action: SlotsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SlotsAction {
+    /// List logical slots (riffle's are those with a publication of the same name).
+    List {
+        /// Source database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
+        #[arg(long, value_name = "URL")]
+        source: String,
+    },
+    /// Drop a pipeline's slot and publication (the server then releases its WAL).
+    Drop {
+        /// Source database.
+        #[arg(long, value_name = "URL")]
+        source: String,
+        /// The pipeline (slot) name.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 /// Flags every pipeline command shares.
@@ -83,6 +124,33 @@ pub struct PipelineArgs {
     /// manifest [default: riffle_<database>_<hash of the table selection>].
     #[arg(long)]
     pub name: Option<String>,
+
+    /// Leave a column out: SCHEMA.TABLE.COLUMN. Repeatable.
+    #[arg(long = "exclude-column", value_name = "COLUMN")]
+    pub exclude_columns: Vec<String>,
+
+    /// Mask a column: SCHEMA.TABLE.COLUMN[=hash|redact] (hash: salted SHA-256
+    /// from mask_salt or RIFFLE_MASK_SALT, equal values stay equal; redact: ****). Repeatable.
+    #[arg(long = "mask", value_name = "COLUMN[=KIND]")]
+    pub masks: Vec<String>,
+
+    /// Keep only rows matching a predicate: 'SCHEMA.TABLE: location_id = 10 AND status IN (\'paid\')'.
+    /// Operators = != <> < <= > >= IN, NOT IN, IS [NOT] NULL, AND, OR, NOT. Repeatable (one per table).
+    #[arg(long = "filter", value_name = "TABLE: PREDICATE")]
+    pub filters: Vec<String>,
+
+    /// Require whole before images: refuse tables that are not REPLICA IDENTITY FULL.
+    #[arg(long)]
+    pub full_before_images: bool,
+
+    /// Serve Prometheus metrics (/metrics) and a health check (/health) on HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+
+    /// Postgres: emit a logical heartbeat message this often so an idle or filtered
+    /// database never pins WAL (0s turns it off) [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub heartbeat_interval: Option<String>,
 
     /// Roll output files at this many rows [default: 1000000].
     #[arg(long, value_name = "ROWS")]

@@ -26,6 +26,7 @@
 //! ```
 
 use crate::cli::{FormatArg, PipelineArgs};
+use crate::transform::{filter, Mask, TableRule};
 use anyhow::{anyhow, bail, Context, Result};
 use riffle_files::RollPolicy;
 use riffle_formats::{Encoder, Format};
@@ -47,6 +48,37 @@ pub struct RawFile {
     pub commit_interval: Option<String>,
     pub max_retries: Option<u32>,
     pub files: Option<RawFiles>,
+    /// Per-table rules: columns, masks, filter, routing.
+    #[serde(default)]
+    pub tables: Vec<RawTable>,
+    /// Salt for `hash` masks (or RIFFLE_MASK_SALT).
+    pub mask_salt: Option<String>,
+    /// Postgres heartbeat: a logical message this often (`0s` turns it off).
+    pub heartbeat_interval: Option<String>,
+    /// Serve Prometheus metrics and /health here, e.g. `127.0.0.1:9187`.
+    pub metrics_addr: Option<String>,
+    /// Require whole before images (Postgres REPLICA IDENTITY FULL).
+    pub full_before_images: Option<bool>,
+}
+
+/// One `[[tables]]` rule as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTable {
+    /// Glob over `schema.table`; the first matching rule applies.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Keep only these columns.
+    pub columns: Option<Vec<String>>,
+    #[serde(default)]
+    pub exclude_columns: Vec<String>,
+    /// Column name → `hash` (salted SHA-256) or `redact` (`****`).
+    #[serde(default)]
+    pub mask: std::collections::BTreeMap<String, String>,
+    /// A predicate such as `location_id = 10` (see `riffle --help`).
+    pub filter: Option<String>,
+    /// Names of the sinks this table goes to (default: all).
+    pub sinks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +94,8 @@ pub struct RawSource {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSink {
+    /// A name for routing rules (`[[tables]] sinks = [...]`).
+    pub name: Option<String>,
     pub url: String,
     pub format: Option<String>,
     pub metadata: Option<bool>,
@@ -89,6 +123,7 @@ pub enum SinkTarget {
 
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
+    pub name: String,
     pub target: SinkTarget,
     pub encoder: Encoder,
 }
@@ -105,6 +140,11 @@ pub struct Config {
     pub commit_interval: Duration,
     pub max_retries: u32,
     pub roll: RollPolicy,
+    pub rules: Vec<TableRule>,
+    pub mask_salt: String,
+    pub heartbeat: Option<Duration>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub full_before_images: bool,
 }
 
 /// Reads a pipeline file, replacing `${VAR}` in its strings from the
@@ -187,7 +227,7 @@ fn parse_sink(url: &str, encoder: Encoder, field: &str) -> Result<SinkConfig> {
     } else {
         SinkTarget::Dir(PathBuf::from(url))
     };
-    Ok(SinkConfig { target, encoder })
+    Ok(SinkConfig { name: String::new(), target, encoder })
 }
 
 fn format_of(arg: FormatArg) -> Format {
@@ -269,12 +309,16 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
                 (None, None) => Format::Jsonl,
             };
             let encoder = Encoder { format, metadata: s.metadata.unwrap_or(metadata_default) && metadata_default };
-            sinks.push(parse_sink(&s.url, encoder, &where_(&format!("sinks[{i}].url")))?);
+            let mut sink = parse_sink(&s.url, encoder, &where_(&format!("sinks[{i}].url")))?;
+            sink.name = s.name.clone().unwrap_or_else(|| format!("sink{i}"));
+            sinks.push(sink);
         }
     } else {
         let format = args.format.map(format_of).unwrap_or(Format::Jsonl);
-        for s in &args.sinks {
-            sinks.push(parse_sink(s, Encoder { format, metadata: metadata_default }, "--sink")?);
+        for (i, s) in args.sinks.iter().enumerate() {
+            let mut sink = parse_sink(s, Encoder { format, metadata: metadata_default }, "--sink")?;
+            sink.name = format!("sink{i}");
+            sinks.push(sink);
         }
     }
     if sinks.is_empty() {
@@ -296,6 +340,22 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
         max_bytes: args.max_file_bytes.or(files.max_bytes).unwrap_or(RollPolicy::default().max_bytes).max(1),
     };
     let state_dir = o.state.cloned().or(file.state.map(|s| s.dir)).unwrap_or_else(|| PathBuf::from(".riffle"));
+    let rules = table_rules(args, &file.tables, &sinks, &where_)?;
+    let mask_salt = file.mask_salt.or_else(|| std::env::var("RIFFLE_MASK_SALT").ok()).unwrap_or_default();
+    if mask_salt.is_empty() && rules.iter().any(|r| r.masks.iter().any(|(_, m)| *m == Mask::Hash)) {
+        bail!(
+            "{}: hash masks need a secret salt (else a hash of a known value is easy to look up); set mask_salt in the config or RIFFLE_MASK_SALT",
+            where_("mask_salt")
+        );
+    }
+    let heartbeat_text = args.heartbeat_interval.clone().or(file.heartbeat_interval).unwrap_or_else(|| "60s".into());
+    let heartbeat = parse_duration(&heartbeat_text)
+        .ok_or_else(|| anyhow!("{}: expected a duration like 30s or 0s (off), found {heartbeat_text:?}", where_("heartbeat_interval")))?;
+    let metrics_text = args.metrics_addr.clone().or(file.metrics_addr);
+    let metrics_addr = match metrics_text {
+        Some(a) => Some(a.parse().map_err(|_| anyhow!("{}: expected HOST:PORT like 127.0.0.1:9187, found {a:?}", where_("metrics_addr")))?),
+        None => None,
+    };
     Ok(Config {
         name: name.to_lowercase(),
         source_url,
@@ -306,7 +366,106 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
         commit_interval,
         max_retries: o.max_retries.or(file.max_retries).unwrap_or(10),
         roll,
+        rules,
+        mask_salt,
+        heartbeat: (!heartbeat.is_zero()).then_some(heartbeat),
+        metrics_addr,
+        full_before_images: args.full_before_images || file.full_before_images.unwrap_or(false),
     })
+}
+
+/// `schema.table.column` → (`schema.table`, `column`).
+fn split_column(spec: &str, flag: &str) -> Result<(String, String)> {
+    let (table, column) = spec
+        .rsplit_once('.')
+        .filter(|(t, c)| !t.is_empty() && !c.is_empty())
+        .ok_or_else(|| anyhow!("{flag} {spec:?}: expected SCHEMA.TABLE.COLUMN"))?;
+    let table = if table.contains('.') { table.to_string() } else { format!("public.{table}") };
+    Ok((table, column.to_string()))
+}
+
+fn parse_mask(kind: &str, field: &str) -> Result<Mask> {
+    match kind {
+        "hash" => Ok(Mask::Hash),
+        "redact" => Ok(Mask::Redact),
+        other => bail!("{field}: expected hash or redact, found {other:?}"),
+    }
+}
+
+/// Builds the per-table rules: those from flags first (one per table), then
+/// the file's `[[tables]]`.
+fn table_rules(args: &PipelineArgs, raw: &[RawTable], sinks: &[SinkConfig], where_: &dyn Fn(&str) -> String) -> Result<Vec<TableRule>> {
+    let mut from_flags: Vec<TableRule> = Vec::new();
+    let mut rule_for = |table: String| -> usize {
+        if let Some(i) = from_flags.iter().position(|r| r.pattern == table) {
+            return i;
+        }
+        from_flags.push(TableRule { pattern: table, columns: None, exclude_columns: vec![], masks: vec![], filter: None, sinks: None });
+        from_flags.len() - 1
+    };
+    let mut staged: Vec<(usize, &str, String)> = Vec::new();
+    for spec in &args.exclude_columns {
+        let (t, c) = split_column(spec, "--exclude-column")?;
+        staged.push((rule_for(t), "exclude", c));
+    }
+    for spec in &args.masks {
+        let (col, kind) = spec.split_once('=').unwrap_or((spec.as_str(), "hash"));
+        parse_mask(kind, &format!("--mask {spec}"))?;
+        let (t, c) = split_column(col, "--mask")?;
+        staged.push((rule_for(t), kind, c));
+    }
+    let mut filters = Vec::new();
+    for spec in &args.filters {
+        let (t, pred) = spec.split_once(':').ok_or_else(|| anyhow!("--filter {spec:?}: expected 'SCHEMA.TABLE: PREDICATE'"))?;
+        let t = t.trim();
+        let t = if t.contains('.') { t.to_string() } else { format!("public.{t}") };
+        let expr = filter::parse(pred.trim()).map_err(|e| anyhow!("--filter {spec:?}: {e}"))?;
+        filters.push((rule_for(t), pred.trim().to_string(), expr));
+    }
+    for (i, kind, c) in staged {
+        match kind {
+            "exclude" => from_flags[i].exclude_columns.push(c),
+            k => from_flags[i].masks.push((c, parse_mask(k, "--mask")?)),
+        }
+    }
+    for (i, text, expr) in filters {
+        from_flags[i].filter = Some((text, expr));
+    }
+    let mut rules = from_flags;
+    for (n, t) in raw.iter().enumerate() {
+        let field = |f: &str| where_(&format!("tables[{n}].{f}"));
+        let mut masks = Vec::new();
+        for (col, kind) in &t.mask {
+            masks.push((col.clone(), parse_mask(kind, &field(&format!("mask.{col}")))?));
+        }
+        let filter = match &t.filter {
+            Some(text) => Some((text.clone(), filter::parse(text).map_err(|e| anyhow!("{}: {e}", field("filter")))?)),
+            None => None,
+        };
+        let routed = match &t.sinks {
+            Some(names) => {
+                let mut idx = Vec::new();
+                for name in names {
+                    let i = sinks.iter().position(|s| &s.name == name).ok_or_else(|| {
+                        let known: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+                        anyhow!("{}: no sink is named {name:?} (sinks: {})", field("sinks"), known.join(", "))
+                    })?;
+                    idx.push(i);
+                }
+                Some(idx)
+            }
+            None => None,
+        };
+        rules.push(TableRule {
+            pattern: t.pattern.clone(),
+            columns: t.columns.clone(),
+            exclude_columns: t.exclude_columns.clone(),
+            masks,
+            filter,
+            sinks: routed,
+        });
+    }
+    Ok(rules)
 }
 
 #[cfg(test)]

@@ -6,17 +6,23 @@
 //! - [`pipeline`]: source → sinks, commits, offsets, retries.
 //! - [`state`]: the embedded state store.
 //! - [`progress`]: progress bars and progress logs.
-//! - [`status`]: `riffle status`.
+//! - [`status`]: `riffle status`; [`check`]: `riffle check`; [`slots`]: `riffle slots`.
+//! - [`transform`]: per-table columns, masks, filters and routing.
+//! - [`metrics`]: Prometheus metrics and the health check.
 //!
 //! The connectors live in `connectors/` (core model, postgres, files,
 //! formats).
 
+pub mod check;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod pipeline;
 pub mod progress;
+pub mod slots;
 pub mod state;
 pub mod status;
+pub mod transform;
 
 use anyhow::{bail, Result};
 use cli::{Cli, Command};
@@ -70,6 +76,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status(args) => status::run(&args).await,
+        Command::Check(args) => {
+            if check::run(&args).await? {
+                Ok(())
+            } else {
+                bail!("riffle check found problems (listed above)")
+            }
+        }
+        Command::Slots(args) => slots::run(&args.action).await,
     }
 }
 

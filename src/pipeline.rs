@@ -1,6 +1,6 @@
-//! The pipeline: runs a source, hands its events to every sink, commits the
-//! sinks on source checkpoints, and only then saves the offset and tells the
-//! source it may release its log.
+//! The pipeline: runs a source, passes its events through the table rules
+//! to the sinks, commits the sinks on source checkpoints, and only then saves
+//! the offset and tells the source it may release its log.
 //!
 //! The source runs in its own task; the sinks are driven here, with their
 //! blocking file I/O inside `block_in_place`, so reading and writing use
@@ -9,14 +9,18 @@
 //! and jitter; definite errors end the run.
 
 use crate::config::{Config, SinkTarget};
+use crate::metrics::Metrics;
 use crate::progress::Progress;
 use crate::state::{now_ms, PipelineState, SnapshotState, StateStore};
+use crate::transform::Transformer;
 use anyhow::{anyhow, bail, Result};
 use rand::Rng;
 use riffle_core::source::RunEnd;
-use riffle_core::{ErrorKind, Offset, Op, Position, Sink, SinkError, Source, SourceItem};
+use riffle_core::{ErrorKind, Offset, Op, Position, Sink, SinkError, Source, SourceItem, TableId};
 use riffle_files::{DirSink, StdoutSink};
 use riffle_postgres::{Mode, PgSource, PgSourceConfig, Until};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -47,9 +51,17 @@ pub fn open_sinks(cfg: &Config) -> Result<Vec<Box<dyn Sink>>> {
     Ok(sinks)
 }
 
+const OPS: [Op; 5] = [Op::Read, Op::Create, Op::Update, Op::Delete, Op::Truncate];
+
+fn op_index(op: Op) -> usize {
+    OPS.iter().position(|o| *o == op).unwrap_or(0)
+}
+
 /// Drives the sinks for one source run.
 struct Committer {
     sinks: Vec<Box<dyn Sink>>,
+    sink_names: Vec<String>,
+    transformer: Transformer,
     store: Option<StateStore>,
     state: PipelineState,
     durable: watch::Sender<Option<Offset>>,
@@ -63,9 +75,21 @@ struct Committer {
     last_position: Option<Position>,
     last_ts_ms: Option<i64>,
     uncommitted: u64,
+    oldest_uncommitted_ms: Option<i64>,
     in_snapshot: bool,
     sync: bool,
     progress: Progress,
+    metrics: Arc<Metrics>,
+    /// Per table, since the last flush into `metrics`.
+    counts: HashMap<TableId, TableCounts>,
+}
+
+#[derive(Default)]
+struct TableCounts {
+    /// Events written, per sink and op.
+    written: Vec<[u64; 5]>,
+    filtered: u64,
+    snapshot_rows: u64,
 }
 
 impl Committer {
@@ -75,27 +99,9 @@ impl Committer {
         for item in batch {
             match item {
                 SourceItem::Event(ev) => {
-                    for sink in &mut self.sinks {
-                        // A sync never replays: it writes everything.
-                        match sink.committed() {
-                            Some(c) if ev.position <= c && !self.sync => {
-                                if ev.op == Op::Read {
-                                    return Err(SinkError::definite(format!(
-                                        "{} already holds this pipeline's events up to position {c}, but the new snapshot starts at {}; \
-                                         it was written from another server or an earlier history. Write to an empty directory, \
-                                         or use another --name",
-                                        sink.describe(),
-                                        ev.position
-                                    )));
-                                }
-                                continue; // a replay this sink already holds
-                            }
-                            _ => {}
-                        }
-                        sink.write(&ev)?;
-                    }
                     self.last_position = Some(ev.position);
                     self.last_ts_ms = Some(ev.source.ts_ms);
+                    self.oldest_uncommitted_ms.get_or_insert(ev.source.ts_ms);
                     self.trailing += 1;
                     self.uncommitted += 1;
                     if self.in_snapshot {
@@ -103,6 +109,7 @@ impl Committer {
                     } else {
                         streamed += 1;
                     }
+                    self.deliver(ev)?;
                 }
                 SourceItem::Checkpoint(offset) => {
                     self.pending = Some(offset);
@@ -113,20 +120,12 @@ impl Committer {
                 }
                 SourceItem::SnapshotTable { table, estimated_rows } => {
                     if !self.in_snapshot && !self.sync {
-                        for sink in &self.sinks {
-                            if let Some(c) = sink.committed() {
-                                tracing::warn!(
-                                    sink = sink.describe(),
-                                    committed = %c,
-                                    "this sink already holds events of an earlier run of this pipeline; the new snapshot follows them \
-                                     (read its `r` events as upserts, or write to an empty directory)"
-                                );
-                            }
-                        }
+                        self.warn_if_sinks_hold_history();
                     }
                     self.progress.snapshot_rows(snapshot_rows);
                     snapshot_rows = 0;
                     self.in_snapshot = true;
+                    self.metrics.with(|c| c.snapshot_estimated.insert(table.to_string(), estimated_rows));
                     self.progress.start_table(&table, estimated_rows);
                 }
                 SourceItem::SnapshotDone => {
@@ -148,7 +147,98 @@ impl Committer {
         if streamed > 0 {
             self.progress.streamed(streamed);
         }
+        self.flush_counts();
         Ok(())
+    }
+
+    /// Passes one event through its table's rule to the sinks it goes to.
+    fn deliver(&mut self, ev: riffle_core::ChangeEvent) -> Result<(), SinkError> {
+        let nsinks = self.sinks.len();
+        if !self.counts.contains_key(&ev.table.id) {
+            self.counts.insert(ev.table.id.clone(), TableCounts { written: vec![[0; 5]; nsinks], ..Default::default() });
+        }
+        let counts = self.counts.get_mut(&ev.table.id).expect("inserted above");
+        if ev.op == Op::Read {
+            counts.snapshot_rows += 1;
+        }
+        let routed = if self.transformer.is_empty() {
+            crate::transform::Routed { event: Some(ev), sinks: None }
+        } else {
+            self.transformer.apply(ev)?
+        };
+        let Some(ev) = routed.event else {
+            counts.filtered += 1;
+            return Ok(());
+        };
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            if routed.sinks.as_ref().is_some_and(|s| !s.contains(&i)) {
+                continue;
+            }
+            // A sync never replays: it writes everything.
+            match sink.committed() {
+                Some(c) if ev.position <= c && !self.sync => {
+                    if ev.op == Op::Read {
+                        return Err(SinkError::definite(format!(
+                            "{} already holds this pipeline's events up to position {c}, but the new snapshot starts at {}; \
+                             it was written from another server or an earlier history. Write to an empty directory, \
+                             or use another --name",
+                            sink.describe(),
+                            ev.position
+                        )));
+                    }
+                    continue; // a replay this sink already holds
+                }
+                _ => {}
+            }
+            sink.write(&ev)?;
+            counts.written[i][op_index(ev.op)] += 1;
+        }
+        Ok(())
+    }
+
+    fn warn_if_sinks_hold_history(&self) {
+        for sink in &self.sinks {
+            if let Some(c) = sink.committed() {
+                tracing::warn!(
+                    sink = sink.describe(),
+                    committed = %c,
+                    "this sink already holds events of an earlier run of this pipeline; the new snapshot follows them \
+                     (read its `r` events as upserts, or write to an empty directory)"
+                );
+            }
+        }
+    }
+
+    fn flush_counts(&mut self) {
+        if self.counts.is_empty() {
+            return;
+        }
+        let counts = std::mem::take(&mut self.counts);
+        let bytes: Vec<u64> = self.sinks.iter().map(|s| s.bytes_written()).collect();
+        let names = &self.sink_names;
+        let oldest = self.oldest_uncommitted_ms;
+        self.metrics.with(|c| {
+            for (table, counts) in counts {
+                let t = table.to_string();
+                for (i, ops) in counts.written.iter().enumerate() {
+                    for (k, n) in ops.iter().enumerate() {
+                        if *n > 0 {
+                            *c.events.entry((t.clone(), names[i].clone(), OPS[k].code())).or_default() += n;
+                        }
+                    }
+                }
+                if counts.snapshot_rows > 0 {
+                    *c.snapshot_rows.entry(t.clone()).or_default() += counts.snapshot_rows;
+                }
+                if counts.filtered > 0 {
+                    *c.filtered.entry(t).or_default() += counts.filtered;
+                }
+            }
+            for (i, b) in bytes.iter().enumerate() {
+                c.sink_bytes.insert(names[i].clone(), *b);
+            }
+            c.oldest_uncommitted_ms = oldest;
+        });
     }
 
     /// Commits every sink, then saves the offset, then releases the source.
@@ -158,6 +248,8 @@ impl Committer {
         }
         self.last_commit = Instant::now();
         let committed = std::mem::take(&mut self.uncommitted);
+        self.oldest_uncommitted_ms = None;
+        let mut offset_lsn = None;
         if let Some(store) = &self.store {
             if let Some(offset) = self.pending.take() {
                 self.state.offset = Some(offset);
@@ -169,10 +261,22 @@ impl Committer {
                 store.save(&self.state).map_err(|e| SinkError::definite(format!("{e:#}")))?;
                 tracing::debug!(offset = %offset, events = committed, "committed");
                 let _ = self.durable.send(Some(offset));
+                let Offset::Postgres { lsn } = offset;
+                offset_lsn = Some(lsn.0);
             }
         } else {
             self.state.events += committed;
         }
+        let snapshot_done = self.state.snapshot == SnapshotState::Done || self.sync;
+        self.metrics.with(|c| {
+            c.commits += 1;
+            c.last_commit_ms = now_ms();
+            c.oldest_uncommitted_ms = None;
+            c.snapshot_done |= snapshot_done && !self.in_snapshot;
+            if let Some(l) = offset_lsn {
+                c.committed_position = l;
+            }
+        });
         Ok(())
     }
 
@@ -185,6 +289,8 @@ impl Committer {
         self.pending = None;
         self.trailing = 0;
         self.uncommitted = 0;
+        self.oldest_uncommitted_ms = None;
+        self.in_snapshot = false;
     }
 
     async fn consume(&mut self, mut rx: mpsc::Receiver<Vec<SourceItem>>) -> Result<(), SinkError> {
@@ -218,6 +324,19 @@ fn backoff(attempt: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
+/// Builds the source a configuration describes.
+pub fn source_for(cfg: &Config) -> Result<PgSource> {
+    Ok(PgSource::new(PgSourceConfig {
+        url: cfg.source_url.clone(),
+        name: cfg.name.clone(),
+        tables: cfg.tables.clone(),
+        exclude: cfg.exclude.clone(),
+        mode: Mode::Sync,
+        heartbeat: cfg.heartbeat,
+        full_before_images: cfg.full_before_images,
+    })?)
+}
+
 pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool>) -> Result<Summary> {
     let store = StateStore::new(&cfg.state_dir);
     let redacted = riffle_postgres::connect::redact_url(&cfg.source_url);
@@ -236,6 +355,9 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
             );
         }
     }
+    let mut source = source_for(cfg)?;
+    // Sinks are checked before anything is read from the source.
+    crate::check::require_sinks_ready(cfg)?;
     let sinks = tokio::task::block_in_place(|| open_sinks(cfg))?;
     for s in &sinks {
         tracing::info!(sink = s.describe(), "sink ready");
@@ -254,16 +376,24 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
     });
     let mut interrupted = saved.as_ref().is_some_and(|s| s.snapshot == SnapshotState::InProgress);
     let sync = matches!(job, Job::Sync);
-    let mut source = PgSource::new(PgSourceConfig {
-        url: cfg.source_url.clone(),
-        name: cfg.name.clone(),
-        tables: cfg.tables.clone(),
-        exclude: cfg.exclude.clone(),
-        mode: Mode::Sync,
-    })?;
+    let stall_after = cfg.heartbeat.map(|h| h * 3).unwrap_or(Duration::from_secs(180)).max(Duration::from_secs(90));
+    let metrics = Metrics::new(source.stats(), stall_after);
+    if let Some(offset) = state.offset {
+        let Offset::Postgres { lsn } = offset;
+        metrics.with(|c| {
+            c.committed_position = lsn.0;
+            c.snapshot_done = true;
+        });
+    }
+    if let Some(addr) = cfg.metrics_addr {
+        crate::metrics::serve(addr, metrics.clone()).await?;
+    }
+    let status_line = (!sync && !quiet).then(|| crate::progress::spawn_status_line(metrics.clone()));
     let (durable_tx, durable_rx) = watch::channel(state.offset);
     let mut committer = Committer {
+        sink_names: cfg.sinks.iter().map(|s| s.name.clone()).collect(),
         sinks,
+        transformer: Transformer::new(cfg.rules.clone(), cfg.mask_salt.clone()),
         store: (!sync).then_some(store),
         state: state.clone(),
         durable: durable_tx,
@@ -274,12 +404,15 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         last_position: None,
         last_ts_ms: None,
         uncommitted: 0,
+        oldest_uncommitted_ms: None,
         in_snapshot: false,
         sync,
         progress: Progress::new(quiet),
+        metrics: metrics.clone(),
+        counts: HashMap::new(),
     };
     let mut attempt = 0u32;
-    loop {
+    let result = loop {
         let offset_before = committer.state.offset;
         source.set_mode(match job {
             Job::Sync => Mode::Sync,
@@ -301,19 +434,22 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         let consumed = committer.consume(rx).await;
         let (returned, result) = task.await.map_err(|e| anyhow!("source task failed: {e}"))?;
         source = returned;
+        metrics.with(|c| c.retrying = None);
         let error = match (result, consumed) {
             (_, Err(sink_err)) => {
                 committer.abort();
                 (sink_err.kind, sink_err.message)
             }
             (Ok(end), Ok(())) => {
-                return Ok(Summary { end, events: committer.state.events, offset: committer.state.offset });
+                break Ok(Summary { end, events: committer.state.events, offset: committer.state.offset });
             }
             (Err(src_err), Ok(())) => {
                 committer.abort();
                 (src_err.kind, src_err.message)
             }
         };
+        let kind = if error.0 == ErrorKind::Definite { "definite" } else { "transient" };
+        metrics.with(|c| *c.errors.entry(kind).or_default() += 1);
         if committer.state.offset.is_none() && !sync {
             // A snapshot broke off: the next attempt takes a new one.
             interrupted = true;
@@ -322,18 +458,26 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
             attempt = 0;
         }
         if error.0 == ErrorKind::Definite || *stop.borrow() {
-            bail!("{}", error.1);
+            break Err(anyhow!("{}", error.1));
         }
         if attempt >= cfg.max_retries {
-            bail!("{} (gave up after {} retries; raise --max-retries to keep trying longer)", error.1, cfg.max_retries);
+            break Err(anyhow!("{} (gave up after {} retries; raise --max-retries to keep trying longer)", error.1, cfg.max_retries));
         }
         attempt += 1;
         let wait = backoff(attempt);
-        tracing::warn!(error = %error.1, attempt, retry_in_ms = wait.as_millis() as u64, "transient error, retrying");
+        tracing::warn!(error = %error.1, attempt, max_retries = cfg.max_retries, retry_in_ms = wait.as_millis() as u64, "transient error, retrying");
+        metrics.with(|c| {
+            c.retries += 1;
+            c.retrying = Some(error.1.clone());
+        });
         let mut stop_wait = stop.clone();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop_wait.changed() => bail!("stopped while waiting to retry: {}", error.1),
+            _ = stop_wait.changed() => break Err(anyhow!("stopped while waiting to retry: {}", error.1)),
         }
+    };
+    if let Some(line) = status_line {
+        line.abort();
     }
+    result
 }

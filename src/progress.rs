@@ -56,6 +56,9 @@ impl Progress {
     }
 
     pub fn snapshot_rows(&mut self, n: u64) {
+        if n == 0 || self.table.is_none() {
+            return;
+        }
         self.table_rows += n;
         if let Some(bar) = &self.bar {
             if self.table_rows > bar.length().unwrap_or(0) {
@@ -90,4 +93,41 @@ impl Progress {
             tracing::info!(events = self.streamed, events_per_sec = rate as u64, "streaming");
         }
     }
+}
+
+/// In `replicate` on a terminal: one status line, redrawn every second, with
+/// events/s, lag, position and per-table counts. Elsewhere the periodic log
+/// lines carry the same figures.
+pub fn spawn_status_line(metrics: std::sync::Arc<crate::metrics::Metrics>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_total = 0u64;
+        loop {
+            tick.tick().await;
+            let (total, tables) = metrics.with(|c| {
+                let mut per_table: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+                let mut total = 0;
+                for ((t, _, _), n) in &c.events {
+                    *per_table.entry(t.as_str()).or_default() += n;
+                    total += n;
+                }
+                let tables: Vec<String> = per_table.iter().take(4).map(|(t, n)| format!("{t} {n}")).collect();
+                (total, tables.join(", "))
+            });
+            let rate = total.saturating_sub(last_total);
+            last_total = total;
+            let pos = riffle_core::Lsn(metrics.with(|c| c.committed_position));
+            bar.set_message(format!(
+                "{rate} ev/s · lag {:.1} s / {} KiB · saved {pos} · {tables}",
+                metrics.lag_seconds(),
+                metrics.lag_bytes() / 1024
+            ));
+            bar.tick();
+        }
+    })
 }

@@ -9,3 +9,8 @@ mod pg_consistency;
 mod pg_crash;
 mod pg_errors;
 mod pg_types;
+
+mod ops_check;
+mod ops_metrics;
+mod ops_resilience;
+mod ops_transforms;

@@ -33,4 +33,9 @@ pub trait Sink: Send {
 
     /// Drop everything written since the last commit.
     fn abort(&mut self) -> Result<(), SinkError>;
+
+    /// Bytes written so far (encoded events), for metrics.
+    fn bytes_written(&self) -> u64 {
+        0
+    }
 }

@@ -60,3 +60,32 @@ pub trait Source: Send {
         stop: watch::Receiver<bool>,
     ) -> impl Future<Output = Result<RunEnd, SourceError>> + Send;
 }
+
+/// What a source reports about its server while it runs, read by the
+/// pipeline for lag, status and health. Lock-free: the source updates it on
+/// every message.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    server_position: std::sync::atomic::AtomicU64,
+    last_message_ms: std::sync::atomic::AtomicI64,
+}
+
+impl SourceStats {
+    /// The server's log position (Postgres: the walsender's WAL end) as of
+    /// its latest message.
+    pub fn saw(&self, server_position: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.server_position.fetch_max(server_position, Relaxed);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        self.last_message_ms.store(now, Relaxed);
+    }
+
+    pub fn server_position(&self) -> u64 {
+        self.server_position.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// When the source last heard from its server (ms since the epoch; 0 never).
+    pub fn last_message_ms(&self) -> i64 {
+        self.last_message_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -72,6 +72,7 @@ pub struct DirSink {
     pending: Vec<(PathBuf, PathBuf)>,
     committed: Option<Position>,
     buf: Vec<u8>,
+    bytes: u64,
 }
 
 fn io(context: impl std::fmt::Display, e: std::io::Error) -> SinkError {
@@ -102,6 +103,7 @@ impl DirSink {
             pending: Vec::new(),
             committed,
             buf: Vec::with_capacity(1 << 16),
+            bytes: 0,
         })
     }
 
@@ -196,6 +198,7 @@ impl Sink for DirSink {
         f.writer.write_all(&self.buf).map_err(|e| io(format!("writing {}", f.tmp.display()), e))?;
         f.rows += 1;
         f.bytes += self.buf.len() as u64;
+        self.bytes += self.buf.len() as u64;
         f.last = event.position;
         if f.rows >= self.roll.max_rows || f.bytes >= self.roll.max_bytes {
             let f = self.open.remove(id).expect("present");
@@ -225,6 +228,10 @@ impl Sink for DirSink {
         Ok(())
     }
 
+    fn bytes_written(&self) -> u64 {
+        self.bytes
+    }
+
     fn abort(&mut self) -> Result<(), SinkError> {
         self.close_all()?;
         for (tmp, _) in self.pending.drain(..) {
@@ -242,11 +249,12 @@ pub struct StdoutSink {
     out: BufWriter<std::io::Stdout>,
     current: Option<Arc<TableSchema>>,
     buf: Vec<u8>,
+    bytes: u64,
 }
 
 impl StdoutSink {
     pub fn new(encoder: Encoder) -> Self {
-        StdoutSink { encoder, out: BufWriter::with_capacity(1 << 16, std::io::stdout()), current: None, buf: Vec::new() }
+        StdoutSink { encoder, out: BufWriter::with_capacity(1 << 16, std::io::stdout()), current: None, buf: Vec::new(), bytes: 0 }
     }
 }
 
@@ -266,7 +274,12 @@ impl Sink for StdoutSink {
             self.current = Some(event.table.clone());
         }
         self.encoder.encode(event, &mut self.buf);
+        self.bytes += self.buf.len() as u64;
         self.out.write_all(&self.buf).map_err(|e| io("writing to stdout", e))
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.bytes
     }
 
     fn commit(&mut self, _through: Option<Position>) -> Result<(), SinkError> {

@@ -91,7 +91,7 @@ pub async fn resolve_tables(client: &Client, patterns: &[String], exclude: &[Str
         if matched.is_empty() {
             let what = if pattern.contains(['*', '?']) { "no table matches" } else { "table does not exist:" };
             return Err(SourceError::definite(format!(
-                "--tables {pattern}: {what} {pattern} in database {}; check the name (tables are given as schema.table, `*` matches any run of characters)",
+                "--tables {pattern}: {what} {pattern} in this database {}; check the name (tables are given as schema.table, `*` matches any run of characters)",
                 client_db_hint(&all)
             )));
         }

@@ -99,11 +99,194 @@ pub async fn replication_problems(client: &Client, params: &ConnectParams, table
 }
 
 /// Fails with every problem listed when the server is not ready.
-pub async fn require_replication_ready(client: &Client, params: &ConnectParams, tables: &[SelectedTable]) -> Result<(), SourceError> {
-    let problems = replication_problems(client, params, tables).await?;
+pub async fn require_replication_ready(
+    client: &Client,
+    params: &ConnectParams,
+    tables: &[SelectedTable],
+    want_full_before_images: bool,
+) -> Result<(), SourceError> {
+    let mut problems = replication_problems(client, params, tables).await?;
+    if want_full_before_images {
+        for t in tables.iter().filter(|t| t.replica_identity != b'f') {
+            if !problems.iter().any(|p| p.setting == format!("replica identity of {}", t.id)) {
+                problems.push(Problem {
+                    setting: format!("replica identity of {}", t.id),
+                    expected: "FULL (full before images were asked for)".into(),
+                    found: "not FULL (key-only before images)".into(),
+                    fix: format!("ALTER TABLE {} REPLICA IDENTITY FULL;", t.qualified()),
+                });
+            }
+        }
+    }
     if problems.is_empty() {
         return Ok(());
     }
     let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
     Err(SourceError::definite(format!("postgres at {} is not ready for logical replication:\n{}", params.redacted(), list.join("\n"))))
+}
+
+/// One line of `riffle check`: what was checked, and either what was found
+/// (passed) or the problem.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub outcome: Result<String, Problem>,
+}
+
+/// Every check `riffle check` runs against a Postgres source: the server
+/// settings, the role, each table's privileges and replica identity, the
+/// publication and the slot.
+pub async fn full_check(
+    client: &Client,
+    params: &ConnectParams,
+    tables: &[SelectedTable],
+    slot: &str,
+    want_full_before_images: bool,
+) -> Result<Vec<Check>, SourceError> {
+    let mut checks = Vec::new();
+    let problems = replication_problems(client, params, tables).await?;
+    let settings = ["wal_level", "max_replication_slots", "max_wal_senders"];
+    for name in settings {
+        let found = setting(client, name).await?;
+        let outcome = match problems.iter().find(|p| p.setting == name) {
+            Some(p) => Err(p.clone()),
+            None => Ok(found),
+        };
+        checks.push(Check { name: name.into(), outcome });
+    }
+    let role = format!("role {}", params.user);
+    checks.push(Check {
+        name: role.clone(),
+        outcome: match problems.iter().find(|p| p.setting == role) {
+            Some(p) => Err(p.clone()),
+            None => Ok("can replicate".into()),
+        },
+    });
+    for t in tables {
+        let can_select: bool = client
+            .query_one("SELECT has_table_privilege($1::oid, 'SELECT')", &[&t.oid])
+            .await
+            .map(|r| r.get(0))
+            .map_err(|e| SourceError::transient(format!("checking privileges: {e}")))?;
+        let name = format!("table {}", t.id);
+        let identity = problems.iter().find(|p| p.setting == format!("replica identity of {}", t.id)).cloned();
+        let outcome = if !can_select {
+            Err(Problem {
+                setting: format!("SELECT on {}", t.id),
+                expected: "granted".into(),
+                found: "not granted".into(),
+                fix: format!("GRANT SELECT ON {} TO {};", t.qualified(), quote_ident(&params.user)),
+            })
+        } else if let Some(p) = identity {
+            Err(p)
+        } else if want_full_before_images && t.replica_identity != b'f' {
+            Err(Problem {
+                setting: format!("replica identity of {}", t.id),
+                expected: "FULL (full before images were asked for)".into(),
+                found: match t.replica_identity {
+                    b'd' => "DEFAULT (key columns only)".into(),
+                    b'i' => "USING INDEX (index columns only)".into(),
+                    _ => "NOTHING".into(),
+                },
+                fix: format!("ALTER TABLE {} REPLICA IDENTITY FULL;", t.qualified()),
+            })
+        } else {
+            let identity = match t.replica_identity {
+                b'f' => "REPLICA IDENTITY FULL (whole before images)",
+                _ => "primary key (key-only before images)",
+            };
+            Ok(format!("readable, {identity}, ~{} rows", t.estimated_rows))
+        };
+        checks.push(Check { name, outcome });
+    }
+    checks.push(publication_check(client, params, tables, slot).await?);
+    let slot_outcome = match crate::catalog::slot_info(client, slot).await? {
+        None => Ok("not created yet (the first replicate creates it)".to_string()),
+        Some(info) if info.database.as_deref() != Some(params.dbname.as_str()) || info.plugin.as_deref() != Some("pgoutput") => {
+            Err(Problem {
+                setting: format!("replication slot {slot}"),
+                expected: format!("a pgoutput slot in database {}", params.dbname),
+                found: format!("plugin {:?} in database {:?}", info.plugin.unwrap_or_default(), info.database.unwrap_or_default()),
+                fix: "give this pipeline another --name".into(),
+            })
+        }
+        Some(info) => Ok(format!(
+            "{}, confirmed {}, retains {} of WAL",
+            if info.active { "active" } else { "inactive" },
+            info.confirmed_flush.unwrap_or_else(|| "-".into()),
+            human_bytes(info.retained_bytes.unwrap_or(0).max(0) as u64)
+        )),
+    };
+    checks.push(Check { name: format!("slot {slot}"), outcome: slot_outcome });
+    Ok(checks)
+}
+
+async fn publication_check(client: &Client, params: &ConnectParams, tables: &[SelectedTable], name: &str) -> Result<Check, SourceError> {
+    let err = |e: tokio_postgres::Error| SourceError::transient(format!("reading publications: {e}"));
+    let exists = client.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name]).await.map_err(err)?.is_some();
+    let mut wanted: Vec<String> = tables.iter().map(|t| t.id.to_string()).collect();
+    wanted.sort();
+    let outcome = if exists {
+        let rows = client
+            .query("SELECT schemaname::text || '.' || tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", &[&name])
+            .await
+            .map_err(err)?;
+        let have: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if have == wanted {
+            Ok(format!("exists, publishes the {} selected tables", have.len()))
+        } else {
+            Err(Problem {
+                setting: format!("publication {name}"),
+                expected: format!("[{}]", wanted.join(", ")),
+                found: format!("[{}]", have.join(", ")),
+                fix: format!("a changed selection needs a new snapshot: use another --name, or DROP PUBLICATION {};", quote_ident(name)),
+            })
+        }
+    } else {
+        // Creating it needs ownership of every table (or superuser).
+        let not_owned: Vec<String> = {
+            let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+            let rows = client
+                .query(
+                    "SELECT c.oid FROM pg_class c WHERE c.oid = ANY($1) AND NOT pg_has_role(current_user, c.relowner, 'USAGE') \
+                     AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+                    &[&oids],
+                )
+                .await
+                .map_err(err)?;
+            let bad: Vec<u32> = rows.iter().map(|r| r.get(0)).collect();
+            tables.iter().filter(|t| bad.contains(&t.oid)).map(|t| t.qualified()).collect()
+        };
+        if not_owned.is_empty() {
+            Ok("missing; riffle will create it".into())
+        } else {
+            Err(Problem {
+                setting: format!("publication {name}"),
+                expected: "to exist, or tables riffle's user owns so it can create it".into(),
+                found: format!("missing, and {} does not own {}", params.user, not_owned.join(", ")),
+                fix: format!(
+                    "as the tables' owner: CREATE PUBLICATION {} FOR TABLE {};",
+                    quote_ident(name),
+                    tables.iter().map(SelectedTable::qualified).collect::<Vec<_>>().join(", ")
+                ),
+            })
+        }
+    };
+    Ok(Check { name: format!("publication {name}"), outcome })
+}
+
+/// `1.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
 }

@@ -21,7 +21,7 @@ pub mod types;
 
 use catalog::SelectedTable;
 use connect::ConnectParams;
-use riffle_core::source::RunEnd;
+use riffle_core::source::{RunEnd, SourceStats};
 use riffle_core::{Lsn, Offset, Source, SourceError, SourceItem};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -76,6 +76,11 @@ pub struct PgSourceConfig {
     pub tables: Vec<String>,
     pub exclude: Vec<String>,
     pub mode: Mode,
+    /// Emit a logical message this often while streaming, so WAL keeps
+    /// moving through the slot even when the selected tables are idle.
+    pub heartbeat: Option<std::time::Duration>,
+    /// Refuse tables whose updates and deletes would carry only the key.
+    pub full_before_images: bool,
 }
 
 /// Slot and publication names: `[a-z0-9_]`, at most 63 bytes.
@@ -89,13 +94,19 @@ pub struct PgSource {
     config: PgSourceConfig,
     params: ConnectParams,
     name: Arc<str>,
+    stats: Arc<SourceStats>,
 }
 
 impl PgSource {
     pub fn new(config: PgSourceConfig) -> Result<Self, SourceError> {
         let params = ConnectParams::from_url(&config.url)?;
         let name: Arc<str> = Arc::from(config.name.as_str());
-        Ok(PgSource { config, params, name })
+        Ok(PgSource { config, params, name, stats: Arc::default() })
+    }
+
+    /// Live figures about the server (position, last message) for lag and health.
+    pub fn stats(&self) -> Arc<SourceStats> {
+        self.stats.clone()
     }
 
     /// Sets what the next [`Source::run`] does (the pipeline updates the
@@ -125,11 +136,11 @@ impl PgSource {
         tracing::info!(source = %self.params.redacted(), "connected");
         let tables = catalog::resolve_tables(&client, &self.config.tables, &self.config.exclude).await?;
         let db: Arc<str> = Arc::from(self.params.dbname.as_str());
-        let ctx = snapshot::Context { name: self.name.clone(), db: db.clone() };
+        let ctx = snapshot::Context { name: self.name.clone(), db: db.clone(), stats: self.stats.clone() };
         match self.config.mode.clone() {
             Mode::Sync => snapshot::copy_tables(&client, &ctx, &tables, None, &out, &stop).await,
             Mode::Replicate { resume, snapshot_interrupted, until } => {
-                checks::require_replication_ready(&client, &self.params, &tables).await?;
+                checks::require_replication_ready(&client, &self.params, &tables, self.config.full_before_images).await?;
                 let slot = object_name(&self.config.name);
                 let until_lsn = match until {
                     Until::Never => None,
@@ -154,7 +165,7 @@ impl PgSource {
                 if until_lsn.is_some_and(|u| start >= u) {
                     return Ok(RunEnd::ReachedUntil);
                 }
-                let mut stream = stream::Stream::new(client, ctx, until_lsn);
+                let mut stream = stream::Stream::new(client, ctx, until_lsn, self.stats.clone(), self.config.heartbeat);
                 stream.run(&self.params, &slot, start, out, durable, stop).await
             }
         }

@@ -44,6 +44,8 @@ use tokio_postgres::Client;
 pub struct Context {
     pub name: Arc<str>,
     pub db: Arc<str>,
+    /// Marked on every batch so a long copy counts as progress.
+    pub stats: Arc<riffle_core::source::SourceStats>,
 }
 
 pub const BATCH: usize = 1024;
@@ -107,6 +109,7 @@ pub async fn copy_tables(
             reader.feed(chunk, &mut seq, &mut batch)?;
             if batch.len() >= BATCH {
                 rows += batch.len() as u64;
+                ctx.stats.saw(at.0);
                 if *stop.borrow() || out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
                     return Ok(RunEnd::Stopped);
                 }

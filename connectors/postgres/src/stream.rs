@@ -14,7 +14,7 @@ use crate::replication::pgoutput::{self, Message, RelationColumn, TupleValue};
 use crate::replication::PG_EPOCH_OFFSET_US;
 use crate::snapshot::{now_us, Context, BATCH};
 use crate::types::{decode_text, TypeCache};
-use riffle_core::source::RunEnd;
+use riffle_core::source::{RunEnd, SourceStats};
 use riffle_core::{BeforeImage, ChangeEvent, Column, Lsn, Offset, Op, PgPosition, Phase, Position, SourceError, SourceInfo, SourceItem};
 use riffle_core::{TableId, TableSchema, Value};
 use std::collections::HashMap;
@@ -43,6 +43,8 @@ pub struct Stream {
     catalog: tokio_postgres::Client,
     ctx: Context,
     until: Option<Lsn>,
+    stats: Arc<SourceStats>,
+    heartbeat: Option<Duration>,
     types: TypeCache,
     relations: HashMap<u32, Relation>,
 }
@@ -52,8 +54,14 @@ fn closed() -> Result<RunEnd, SourceError> {
 }
 
 impl Stream {
-    pub fn new(catalog: tokio_postgres::Client, ctx: Context, until: Option<Lsn>) -> Self {
-        Stream { catalog, ctx, until, types: TypeCache::default(), relations: HashMap::new() }
+    pub fn new(
+        catalog: tokio_postgres::Client,
+        ctx: Context,
+        until: Option<Lsn>,
+        stats: Arc<SourceStats>,
+        heartbeat: Option<Duration>,
+    ) -> Self {
+        Stream { catalog, ctx, until, stats, heartbeat, types: TypeCache::default(), relations: HashMap::new() }
     }
 
     pub async fn run(
@@ -76,6 +84,9 @@ impl Stream {
         let mut stopping = *stop.borrow();
         let mut timer = tokio::time::interval(STATUS_INTERVAL);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(self.heartbeat.unwrap_or(Duration::from_secs(3600)));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
         let end = loop {
             if stopping && tx.is_none() {
                 break RunEnd::Stopped;
@@ -95,10 +106,20 @@ impl Stream {
                     repl.send_status(received, flushed).await?;
                 }
                 _ = timer.tick() => repl.send_status(received, flushed).await?,
+                _ = heartbeat.tick(), if self.heartbeat.is_some() => {
+                    // Non-transactional: it reaches the WAL at once and moves
+                    // the walsender past it, which then reports a position the
+                    // slot can be confirmed at.
+                    self.catalog
+                        .execute("SELECT pg_logical_emit_message(false, 'riffle_heartbeat', '')", &[])
+                        .await
+                        .map_err(|e| SourceError::transient(format!("heartbeat: {e}")))?;
+                }
                 msg = repl.next() => match msg? {
                     None => return Err(SourceError::transient("postgres ended the replication stream")),
                     Some(ReplicationMessage::Keepalive { wal_end, reply_requested }) => {
                         received = received.max(wal_end);
+                        self.stats.saw(wal_end.0);
                         // Between transactions everything before wal_end has
                         // been sent, so it is a safe place to resume from; saving
                         // it lets the slot release WAL written by other
@@ -118,6 +139,7 @@ impl Stream {
                     }
                     Some(ReplicationMessage::XLogData { start: at, wal_end, data }) => {
                         received = received.max(wal_end);
+                        self.stats.saw(wal_end.0);
                         match pgoutput::decode(data)? {
                             Message::Begin { final_lsn, commit_ts_us, xid } => {
                                 tx = Some(Transaction { commit_lsn: final_lsn, xid, ts_us: commit_ts_us + PG_EPOCH_OFFSET_US, seq: 0 });

@@ -1,0 +1,155 @@
+//! `riffle check`, and the sink checks `sync` and `replicate` run before
+//! reading anything from the source.
+
+use crate::cli::CheckArgs;
+use crate::config::{Config, SinkTarget};
+use anyhow::{bail, Result};
+use riffle_postgres::checks::{human_bytes, Check, Problem};
+use riffle_postgres::{catalog, checks, object_name};
+use std::io::IsTerminal;
+use std::path::Path;
+
+/// Checks one sink: a directory must be creatable, writable (a probe file
+/// is written, synced and removed) and have room for at least one file.
+fn sink_check(target: &SinkTarget, max_file_bytes: u64) -> Check {
+    let SinkTarget::Dir(dir) = target else {
+        return Check { name: "sink stdout".into(), outcome: Ok("standard output".into()) };
+    };
+    let name = format!("sink {}", dir.display());
+    let problem = |expected: &str, found: String, fix: String| Problem { setting: name.clone(), expected: expected.into(), found, fix };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return Check {
+            name: name.clone(),
+            outcome: Err(problem(
+                "a directory riffle can create",
+                e.to_string(),
+                format!("create it, or give riffle's user write access to its parent: {}", parent(dir)),
+            )),
+        };
+    }
+    let probe = dir.join(format!(".riffle-probe-{}", std::process::id()));
+    let written =
+        std::fs::write(&probe, b"riffle").and_then(|_| std::fs::File::open(&probe)?.sync_all()).and_then(|_| std::fs::remove_file(&probe));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&probe);
+        return Check {
+            name: name.clone(),
+            outcome: Err(problem("writable", e.to_string(), format!("give riffle's user write access: chown/chmod {}", dir.display()))),
+        };
+    }
+    let needed = max_file_bytes.clamp(16 << 20, 1 << 30);
+    match rustix::fs::statvfs(dir) {
+        Ok(st) => {
+            let free = st.f_bavail.saturating_mul(st.f_frsize);
+            if free < needed {
+                Check {
+                    name: name.clone(),
+                    outcome: Err(problem(
+                        &format!("at least {} free", human_bytes(needed)),
+                        format!("{} free", human_bytes(free)),
+                        "free some space on that disk, or point the sink at another one".into(),
+                    )),
+                }
+            } else {
+                Check { name, outcome: Ok(format!("writable, {} free", human_bytes(free))) }
+            }
+        }
+        Err(_) => Check { name, outcome: Ok("writable".into()) },
+    }
+}
+
+fn parent(dir: &Path) -> String {
+    dir.parent().map(|p| p.display().to_string()).unwrap_or_else(|| "/".into())
+}
+
+/// Fails, listing every problem, when a sink is not ready.
+pub fn require_sinks_ready(cfg: &Config) -> Result<()> {
+    let failures: Vec<String> = cfg
+        .sinks
+        .iter()
+        .map(|s| sink_check(&s.target, cfg.roll.max_bytes))
+        .filter_map(|c| c.outcome.err())
+        .map(|p| format!("  - {p}"))
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("a sink is not ready (nothing was read from the source):\n{}", failures.join("\n"))
+    }
+}
+
+fn print(check: &Check, color: bool) -> bool {
+    let (ok, fail) = if color { ("\x1b[32mok  \x1b[0m", "\x1b[31mFAIL\x1b[0m") } else { ("ok  ", "FAIL") };
+    match &check.outcome {
+        Ok(found) => {
+            println!("  {ok}  {}: {found}", check.name);
+            true
+        }
+        Err(p) => {
+            println!("  {fail}  {}: expected {}, found {}", p.setting, p.expected, p.found);
+            println!("        fix: {}", p.fix);
+            false
+        }
+    }
+}
+
+/// Runs every check and prints one line each; `Ok(true)` when all pass.
+pub async fn run(args: &CheckArgs) -> Result<bool> {
+    let cfg = crate::config::build(crate::config::Overrides {
+        args: &args.pipeline,
+        no_metadata: false,
+        state: args.state.as_ref(),
+        commit_interval: None,
+        max_retries: None,
+    })?;
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal();
+    let mut all_ok = true;
+    let source = crate::pipeline::source_for(&cfg)?;
+    let params = source.params().clone();
+    println!("source {}", params.redacted());
+    let connected = match params.connect().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            println!("  {}  connection: {e}", if color { "\x1b[31mFAIL\x1b[0m" } else { "FAIL" });
+            all_ok = false;
+            None
+        }
+    };
+    if let Some(client) = connected {
+        print(&Check { name: "connection".into(), outcome: Ok(format!("as {}", params.user)) }, color);
+        // Server and role checks run even when the selection is wrong.
+        let tables = match catalog::resolve_tables(&client, &cfg.tables, &cfg.exclude).await {
+            Ok(t) => t,
+            Err(e) => {
+                println!("  {}  tables: {e}", if color { "\x1b[31mFAIL\x1b[0m" } else { "FAIL" });
+                all_ok = false;
+                Vec::new()
+            }
+        };
+        let slot = object_name(&cfg.name);
+        for c in checks::full_check(&client, &params, &tables, &slot, cfg.full_before_images).await? {
+            all_ok &= print(&c, color);
+        }
+        let store = crate::state::StateStore::new(&cfg.state_dir);
+        if store.load(&cfg.name)?.is_some_and(|s| s.offset.is_some()) && catalog::slot_info(&client, &slot).await?.is_none() {
+            all_ok &= print(
+                &Check {
+                    name: "saved position".into(),
+                    outcome: Err(Problem {
+                        setting: format!("slot {slot}"),
+                        expected: format!("to exist: a position is saved in {}", cfg.state_dir.display()),
+                        found: "no such slot (the changes since the saved position are gone)".into(),
+                        fix: format!("take a new snapshot: remove {}", store.path(&cfg.name).display()),
+                    }),
+                },
+                color,
+            );
+        }
+    }
+    for s in &cfg.sinks {
+        println!("sink {}", s.name);
+        all_ok &= print(&sink_check(&s.target, cfg.roll.max_bytes), color);
+    }
+    println!("{}", if all_ok { "all checks passed" } else { "some checks failed; fix them and run riffle check again" });
+    Ok(all_ok)
+}

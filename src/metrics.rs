@@ -1,0 +1,219 @@
+//! Prometheus metrics and a health check, served over plain HTTP with
+//! `--metrics-addr`. Counters are updated once per batch, not per event.
+//!
+//! | series | labels | meaning |
+//! |---|---|---|
+//! | `riffle_events_total` | `table`, `sink`, `op` | events written to a sink |
+//! | `riffle_filtered_events_total` | `table` | events a row filter dropped |
+//! | `riffle_sink_bytes_total` | `sink` | bytes written to a sink |
+//! | `riffle_snapshot_rows_total` | `table` | rows copied by the snapshot |
+//! | `riffle_snapshot_rows_estimated` | `table` | the source's row estimate |
+//! | `riffle_snapshot_done` | | 1 once the snapshot is committed |
+//! | `riffle_commits_total` | | sink commits (each followed by a saved position) |
+//! | `riffle_last_commit_timestamp_seconds` | | when the last commit happened |
+//! | `riffle_source_position` | | the source's log position the server reported (Postgres LSN as a number) |
+//! | `riffle_committed_position` | | the saved position (Postgres LSN as a number) |
+//! | `riffle_lag_bytes` | | source position − saved position |
+//! | `riffle_lag_seconds` | | age of the oldest change not yet committed (0 when caught up) |
+//! | `riffle_errors_total` | `kind` | errors, `transient` or `definite` |
+//! | `riffle_retries_total` | | restarts after a transient error |
+//! | `riffle_healthy` | | 1 while the stream makes progress |
+//!
+//! `/health` answers 200 `ok`, or 503 with the reason when no message has
+//! come from the source for longer than the stall timeout, or riffle is
+//! retrying a failure.
+
+use riffle_core::source::SourceStats;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Default)]
+pub struct Counters {
+    pub events: BTreeMap<(String, String, &'static str), u64>,
+    pub filtered: BTreeMap<String, u64>,
+    pub sink_bytes: BTreeMap<String, u64>,
+    pub snapshot_rows: BTreeMap<String, u64>,
+    pub snapshot_estimated: BTreeMap<String, u64>,
+    pub snapshot_done: bool,
+    pub commits: u64,
+    pub last_commit_ms: i64,
+    pub committed_position: u64,
+    /// Commit time of the oldest event written but not yet committed.
+    pub oldest_uncommitted_ms: Option<i64>,
+    pub errors: BTreeMap<&'static str, u64>,
+    pub retries: u64,
+    pub retrying: Option<String>,
+}
+
+pub struct Metrics {
+    pub counters: Mutex<Counters>,
+    pub source: Arc<SourceStats>,
+    pub stall_after: Duration,
+}
+
+fn now_ms() -> i64 {
+    crate::state::now_ms()
+}
+
+impl Metrics {
+    pub fn new(source: Arc<SourceStats>, stall_after: Duration) -> Arc<Self> {
+        Arc::new(Metrics { counters: Mutex::new(Counters::default()), source, stall_after })
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut Counters) -> R) -> R {
+        let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut c)
+    }
+
+    /// `Err(reason)` when the pipeline is not making progress.
+    pub fn health(&self) -> Result<(), String> {
+        if let Some(why) = self.with(|c| c.retrying.clone()) {
+            return Err(format!("retrying: {why}"));
+        }
+        let last = self.source.last_message_ms();
+        if last > 0 && now_ms() - last > self.stall_after.as_millis() as i64 {
+            return Err(format!("no message from the source for {} s", (now_ms() - last) / 1000));
+        }
+        Ok(())
+    }
+
+    pub fn lag_bytes(&self) -> u64 {
+        let committed = self.with(|c| c.committed_position);
+        self.source.server_position().saturating_sub(committed)
+    }
+
+    pub fn lag_seconds(&self) -> f64 {
+        match self.with(|c| c.oldest_uncommitted_ms) {
+            Some(ts) => ((now_ms() - ts).max(0) as f64) / 1000.0,
+            None => 0.0,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let lag_bytes = self.lag_bytes();
+        let lag_seconds = self.lag_seconds();
+        let healthy = self.health().is_ok();
+        let source_pos = self.source.server_position();
+        let c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        series(
+            &mut out,
+            "riffle_events_total",
+            "counter",
+            "Events written to a sink.",
+            c.events.iter().map(|((t, s, op), n)| format!("{{table=\"{}\",sink=\"{}\",op=\"{op}\"}} {n}", esc(t), esc(s))).collect(),
+        );
+        series(
+            &mut out,
+            "riffle_filtered_events_total",
+            "counter",
+            "Events a row filter dropped.",
+            c.filtered.iter().map(|(t, n)| format!("{{table=\"{}\"}} {n}", esc(t))).collect(),
+        );
+        series(
+            &mut out,
+            "riffle_sink_bytes_total",
+            "counter",
+            "Bytes written to a sink.",
+            c.sink_bytes.iter().map(|(s, n)| format!("{{sink=\"{}\"}} {n}", esc(s))).collect(),
+        );
+        series(
+            &mut out,
+            "riffle_snapshot_rows_total",
+            "counter",
+            "Rows copied by the snapshot.",
+            c.snapshot_rows.iter().map(|(t, n)| format!("{{table=\"{}\"}} {n}", esc(t))).collect(),
+        );
+        series(
+            &mut out,
+            "riffle_snapshot_rows_estimated",
+            "gauge",
+            "The source's estimate of each table's rows.",
+            c.snapshot_estimated.iter().map(|(t, n)| format!("{{table=\"{}\"}} {n}", esc(t))).collect(),
+        );
+        series(
+            &mut out,
+            "riffle_snapshot_done",
+            "gauge",
+            "1 once the snapshot is committed.",
+            vec![format!(" {}", u8::from(c.snapshot_done))],
+        );
+        series(&mut out, "riffle_commits_total", "counter", "Sink commits.", vec![format!(" {}", c.commits)]);
+        series(
+            &mut out,
+            "riffle_last_commit_timestamp_seconds",
+            "gauge",
+            "When the last commit happened.",
+            vec![format!(" {:.3}", c.last_commit_ms as f64 / 1000.0)],
+        );
+        series(
+            &mut out,
+            "riffle_source_position",
+            "gauge",
+            "The source's log position as the server reported it.",
+            vec![format!(" {source_pos}")],
+        );
+        series(&mut out, "riffle_committed_position", "gauge", "The saved position.", vec![format!(" {}", c.committed_position)]);
+        series(&mut out, "riffle_lag_bytes", "gauge", "Source position minus saved position.", vec![format!(" {lag_bytes}")]);
+        series(&mut out, "riffle_lag_seconds", "gauge", "Age of the oldest change not yet committed.", vec![format!(" {lag_seconds:.3}")]);
+        series(
+            &mut out,
+            "riffle_errors_total",
+            "counter",
+            "Errors by kind.",
+            ["transient", "definite"].iter().map(|k| format!("{{kind=\"{k}\"}} {}", c.errors.get(k).copied().unwrap_or(0))).collect(),
+        );
+        series(&mut out, "riffle_retries_total", "counter", "Restarts after a transient error.", vec![format!(" {}", c.retries)]);
+        series(&mut out, "riffle_healthy", "gauge", "1 while the stream makes progress.", vec![format!(" {}", u8::from(healthy))]);
+        out
+    }
+}
+
+/// One metric family: its HELP and TYPE lines, then `name{labels} value` lines.
+fn series(out: &mut String, name: &str, kind: &str, help: &str, lines: Vec<String>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for l in lines {
+        let _ = writeln!(out, "{name}{l}");
+    }
+}
+
+/// Serves `/metrics` and `/health` until the process ends.
+pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: cannot listen ({e}); pick a free port"))?;
+    tracing::info!(addr = %addr, "serving /metrics and /health");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { continue };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let n = match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let path = request.split_whitespace().nth(1).unwrap_or("/");
+                let (status, ctype, body) = match path {
+                    "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+                    "/health" | "/healthz" => match metrics.health() {
+                        Ok(()) => ("200 OK", "text/plain", "ok\n".to_string()),
+                        Err(why) => ("503 Service Unavailable", "text/plain", format!("unhealthy: {why}\n")),
+                    },
+                    _ => ("404 Not Found", "text/plain", "try /metrics or /health\n".to_string()),
+                };
+                let head =
+                    format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}

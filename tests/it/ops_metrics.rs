@@ -1,0 +1,94 @@
+//! The metrics endpoint serves the documented series with the right counts
+//! after a known workload, and the health check answers.
+
+use crate::support::*;
+use std::io::{Read, Write};
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
+}
+
+fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' ')).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_a_known_workload() {
+    let db = "it_metrics";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute("CREATE TABLE m (id int PRIMARY KEY, v int); INSERT INTO m SELECT g, 0 FROM generate_series(1, 5) g;")
+        .await
+        .unwrap();
+    let (out, state) = (temp_dir("metrics-out"), temp_dir("metrics-state"));
+    let port = 56000 + (std::process::id() % 1000) as u16;
+    let addr = format!("127.0.0.1:{port}");
+    let args = [
+        "replicate",
+        "--source",
+        &db_url(db),
+        "--tables",
+        "m",
+        "--sink",
+        out.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--commit-interval",
+        "100ms",
+        "--metrics-addr",
+        &addr,
+        "--filter",
+        "m: v >= 0",
+    ];
+    let mut child = spawn_riffle(&args, None, &state.join("riffle.log"));
+    let snapshot_series = "riffle_snapshot_rows_total{table=\"public.m\"}";
+    wait_for("the snapshot in the metrics", 30, || http_get(port, "/metrics").and_then(|(_, b)| metric(&b, snapshot_series)) == Some(5.0))
+        .await;
+    client
+        .batch_execute("INSERT INTO m VALUES (6, 0), (7, 0), (8, -1); UPDATE m SET v = 1 WHERE id IN (1, 2); DELETE FROM m WHERE id = 5;")
+        .await
+        .unwrap();
+    let c_series = "riffle_events_total{table=\"public.m\",sink=\"sink0\",op=\"c\"}";
+    wait_for("the changes in the metrics", 30, || http_get(port, "/metrics").and_then(|(_, b)| metric(&b, c_series)) == Some(2.0)).await;
+    // Let the commit land.
+    wait_for("a caught-up commit", 30, || {
+        http_get(port, "/metrics").is_some_and(|(_, b)| {
+            metric(&b, "riffle_lag_seconds") == Some(0.0)
+                && metric(&b, "riffle_events_total{table=\"public.m\",sink=\"sink0\",op=\"d\"}") == Some(1.0)
+        })
+    })
+    .await;
+    let (status, body) = http_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let expect = [
+        ("riffle_events_total{table=\"public.m\",sink=\"sink0\",op=\"r\"}", 5.0),
+        (c_series, 2.0),
+        ("riffle_events_total{table=\"public.m\",sink=\"sink0\",op=\"u\"}", 2.0),
+        ("riffle_events_total{table=\"public.m\",sink=\"sink0\",op=\"d\"}", 1.0),
+        ("riffle_filtered_events_total{table=\"public.m\"}", 1.0),
+        (snapshot_series, 5.0),
+        ("riffle_snapshot_done", 1.0),
+        ("riffle_errors_total{kind=\"transient\"}", 0.0),
+        ("riffle_retries_total", 0.0),
+        ("riffle_healthy", 1.0),
+    ];
+    for (series, value) in expect {
+        assert_eq!(metric(&body, series), Some(value), "{series} in:\n{body}");
+    }
+    assert!(metric(&body, "riffle_commits_total").unwrap() >= 2.0);
+    assert!(metric(&body, "riffle_sink_bytes_total{sink=\"sink0\"}").unwrap() > 0.0);
+    assert!(metric(&body, "riffle_committed_position").unwrap() > 0.0);
+    for family in ["riffle_lag_bytes", "riffle_source_position", "riffle_last_commit_timestamp_seconds", "riffle_snapshot_rows_estimated"] {
+        assert!(body.contains(&format!("# TYPE {family} ")), "{family} missing");
+    }
+    let (status, health) = http_get(port, "/health").unwrap();
+    assert_eq!((status, health.as_str()), (200, "ok\n"));
+    assert_eq!(http_get(port, "/nope").unwrap().0, 404);
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+}
