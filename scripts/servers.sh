@@ -114,8 +114,89 @@ stop_postgres_restart() { stop_pg_instance postgres_restart; }
 start_postgres_nocdc() { pg_instance postgres_nocdc "$PG_NOCDC_PORT" replica RIFFLE_TEST_PG_NOCDC; }
 stop_postgres_nocdc() { stop_pg_instance postgres_nocdc; }
 
+# ---------------------------------------------------------------- mariadb
+MARIADB_PORT=${RIFFLE_MARIADB_PORT:-53306}
+MARIADB_NOCDC_PORT=${RIFFLE_MARIADB_NOCDC_PORT:-53307}
+MARIADB_PASSWORD=${RIFFLE_MARIADB_PASSWORD:-riffle-test-pw}
+
+# my_instance NAME PORT ENV_PREFIX MARIADBD_FLAGS...
+my_instance() {
+    local name=$1 port=$2 prefix=$3
+    shift 3
+    if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then
+        apt_install mariadb-server mariadb-client
+    fi
+    # Everything the server writes lives in its own data directory (owned by mysql when we are root).
+    local data=$RUN_DIR/$name pidfile=$RUN_DIR/$name.pid sock=$RUN_DIR/$name/mariadbd.sock
+    if alive "$pidfile"; then
+        log "$name already running (pid $(head -n1 "$pidfile")) on 127.0.0.1:$port"
+        return
+    fi
+    local user=()
+    [ "$(id -u)" = 0 ] && user=(--user=mysql)
+    if [ ! -d "$data/mysql" ]; then
+        mkdir -p "$data"
+        [ "$(id -u)" = 0 ] && chown mysql "$data"
+        mariadb-install-db "${user[@]}" --datadir="$data" --auth-root-authentication-method=normal \
+            --skip-test-db >"$RUN_DIR/$name-install.log" 2>&1 || { cat "$RUN_DIR/$name-install.log" >&2; exit 1; }
+    fi
+    [ "$(id -u)" = 0 ] && chown -R mysql "$data"
+    /usr/sbin/mariadbd --no-defaults "${user[@]}" --datadir="$data" --port="$port" --bind-address=127.0.0.1 \
+        --socket="$sock" --pid-file="$data/mariadbd.pid" --log-error="$data/error.log" "$@" </dev/null >/dev/null 2>&1 &
+    echo $! >"$pidfile"
+    local i
+    for i in $(seq 1 120); do
+        mariadb --no-defaults -S "$sock" -uroot -e "SELECT 1" >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    mariadb --no-defaults -S "$sock" -uroot -e "SELECT 1" >/dev/null 2>&1 || { tail -n 30 "$data/error.log" >&2; exit 1; }
+    # Remove the anonymous users (they shadow user@localhost over TCP); an
+    # admin for the tests, and riffle's user with only what riffle documents.
+    mariadb --no-defaults -S "$sock" -uroot <<SQL
+DELETE FROM mysql.global_priv WHERE User = '';
+FLUSH PRIVILEGES;
+CREATE USER IF NOT EXISTS 'admin'@'127.0.0.1' IDENTIFIED BY '$MARIADB_PASSWORD';
+GRANT ALL PRIVILEGES ON *.* TO 'admin'@'127.0.0.1' WITH GRANT OPTION;
+CREATE USER IF NOT EXISTS 'riffle'@'127.0.0.1' IDENTIFIED BY '$MARIADB_PASSWORD';
+GRANT SELECT, RELOAD, REPLICATION SLAVE, BINLOG MONITOR, REPLICATION SLAVE ADMIN ON *.* TO 'riffle'@'127.0.0.1';
+SQL
+    cat >"$RUN_DIR/$name.env" <<ENV
+export ${prefix}_URL=mariadb://admin:$MARIADB_PASSWORD@127.0.0.1:$port/mysql
+export ${prefix}_RIFFLE_URL=mariadb://riffle:$MARIADB_PASSWORD@127.0.0.1:$port/mysql
+export ${prefix}_SOCKET=$sock
+ENV
+    log "$name (MariaDB $(mariadbd --version | awk '{print $3}')) on 127.0.0.1:$port (pid $(cat "$pidfile")), data in $data"
+}
+
+stop_my_instance() {
+    local name=$1 pidfile=$RUN_DIR/$1.pid
+    if alive "$pidfile"; then
+        local pid
+        pid=$(cat "$pidfile")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        log "$name stopped"
+    fi
+    rm -f "$pidfile"
+}
+
+# The server riffle replicates from: row-based binlog with full images and metadata, GTIDs.
+start_mariadb() {
+    my_instance mariadb "$MARIADB_PORT" RIFFLE_TEST_MARIADB --server-id=1 --log-bin=mariadb-bin \
+        --binlog-format=ROW --binlog-row-image=FULL --binlog-row-metadata=FULL --gtid-strict-mode=1 \
+        --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 --max-connections=200
+}
+stop_mariadb() { stop_my_instance mariadb; }
+
+# Deliberately misconfigured: no binary log, statement format, minimal images.
+start_mariadb_nocdc() {
+    my_instance mariadb_nocdc "$MARIADB_NOCDC_PORT" RIFFLE_TEST_MARIADB_NOCDC --server-id=2 --skip-log-bin \
+        --binlog-format=STATEMENT --binlog-row-image=MINIMAL
+}
+stop_mariadb_nocdc() { stop_my_instance mariadb_nocdc; }
+
 # ---------------------------------------------------------------- main
-ALL=(postgres postgres_nocdc postgres_restart)
+ALL=(postgres postgres_nocdc postgres_restart mariadb mariadb_nocdc)
 
 cmd=${1:-}
 shift || true

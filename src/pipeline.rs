@@ -252,7 +252,7 @@ impl Committer {
         let mut offset_lsn = None;
         if let Some(store) = &self.store {
             if let Some(offset) = self.pending.take() {
-                self.state.offset = Some(offset);
+                self.state.offset = Some(offset.clone());
                 self.state.snapshot = SnapshotState::Done;
                 self.state.last_position = self.last_position.or(self.state.last_position);
                 self.state.last_source_ts_ms = self.last_ts_ms.or(self.state.last_source_ts_ms);
@@ -260,9 +260,8 @@ impl Committer {
                 self.state.updated_ms = now_ms();
                 store.save(&self.state).map_err(|e| SinkError::definite(format!("{e:#}")))?;
                 tracing::debug!(offset = %offset, events = committed, "committed");
+                offset_lsn = Some(offset.as_number());
                 let _ = self.durable.send(Some(offset));
-                let Offset::Postgres { lsn } = offset;
-                offset_lsn = Some(lsn.0);
             }
         } else {
             self.state.events += committed;
@@ -378,10 +377,10 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
     let sync = matches!(job, Job::Sync);
     let stall_after = cfg.heartbeat.map(|h| h * 3).unwrap_or(Duration::from_secs(180)).max(Duration::from_secs(90));
     let metrics = Metrics::new(source.stats(), stall_after);
-    if let Some(offset) = state.offset {
-        let Offset::Postgres { lsn } = offset;
+    if let Some(offset) = &state.offset {
+        let n = offset.as_number();
         metrics.with(|c| {
-            c.committed_position = lsn.0;
+            c.committed_position = n;
             c.snapshot_done = true;
         });
     }
@@ -389,7 +388,7 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         crate::metrics::serve(addr, metrics.clone()).await?;
     }
     let status_line = (!sync && !quiet).then(|| crate::progress::spawn_status_line(metrics.clone()));
-    let (durable_tx, durable_rx) = watch::channel(state.offset);
+    let (durable_tx, durable_rx) = watch::channel(state.offset.clone());
     let mut committer = Committer {
         sink_names: cfg.sinks.iter().map(|s| s.name.clone()).collect(),
         sinks,
@@ -413,7 +412,7 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
     };
     let mut attempt = 0u32;
     let result = loop {
-        let offset_before = committer.state.offset;
+        let offset_before = committer.state.offset.clone();
         source.set_mode(match job {
             Job::Sync => Mode::Sync,
             Job::Replicate { until } => {
@@ -421,7 +420,7 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
                     state.snapshot = SnapshotState::InProgress;
                     committer.store.as_ref().expect("replicate has a store").save(&state)?;
                 }
-                Mode::Replicate { resume: committer.state.offset, snapshot_interrupted: interrupted, until }
+                Mode::Replicate { resume: committer.state.offset.clone(), snapshot_interrupted: interrupted, until }
             }
         });
         let (tx, rx) = mpsc::channel(16);
@@ -441,7 +440,7 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
                 (sink_err.kind, sink_err.message)
             }
             (Ok(end), Ok(())) => {
-                break Ok(Summary { end, events: committer.state.events, offset: committer.state.offset });
+                break Ok(Summary { end, events: committer.state.events, offset: committer.state.offset.clone() });
             }
             (Err(src_err), Ok(())) => {
                 committer.abort();

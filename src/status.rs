@@ -64,7 +64,7 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
             "  snapshot        {}",
             if s.snapshot == crate::state::SnapshotState::Done { "done" } else { "in progress (restarts on next run)" }
         );
-        println!("  offset          {}", s.offset.map(|o| o.to_string()).unwrap_or_else(|| "none".into()));
+        println!("  offset          {}", s.offset.as_ref().map(|o| o.to_string()).unwrap_or_else(|| "none".into()));
         println!("  last position   {}", s.last_position.map(|p| p.key()).unwrap_or_else(|| "none".into()));
         println!("  events          {}", s.events);
         println!("  saved           {} s ago", (now_ms() - s.updated_ms) / 1000);

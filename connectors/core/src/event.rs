@@ -72,6 +72,21 @@ pub struct SourceInfo {
     pub ts_us: i64,
     /// The log location of the change itself, when the source sends one.
     pub lsn: Option<crate::position::Lsn>,
+    /// MySQL/MariaDB: where in the binlog the change is.
+    pub binlog: Option<BinlogCoords>,
+}
+
+/// Debezium's MySQL `source` fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BinlogCoords {
+    pub file: Arc<str>,
+    /// Offset of the transaction's first event (snapshot: the snapshot's position).
+    pub pos: u64,
+    /// The row's number within its rows event.
+    pub row: u32,
+    pub server_id: u32,
+    /// The transaction's GTID, when GTIDs are on.
+    pub gtid: Option<Arc<str>>,
 }
 
 /// One change to one row (or, for truncates, one table).

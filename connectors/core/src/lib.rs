@@ -21,8 +21,8 @@ pub mod source;
 pub mod value;
 
 pub use error::{ErrorKind, SinkError, SourceError};
-pub use event::{BeforeImage, ChangeEvent, Op, SourceInfo};
-pub use position::{Lsn, Offset, PgPosition, Phase, Position};
+pub use event::{BeforeImage, BinlogCoords, ChangeEvent, Op, SourceInfo};
+pub use position::{Lsn, MyPosition, Offset, PgPosition, Phase, Position};
 pub use schema::{Column, DataType, TableId, TableSchema};
 pub use sink::Sink;
 pub use source::{Source, SourceItem};

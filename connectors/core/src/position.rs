@@ -70,11 +70,25 @@ pub struct PgPosition {
     pub seq: u64,
 }
 
+/// The position of one MySQL/MariaDB event: the binlog file's sequence
+/// number and the offset where the event's transaction starts, then the
+/// event's number within it. Binlogs are written in commit order, so this
+/// orders transactions by commit; snapshot rows sit at the binlog position
+/// of the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MyPosition {
+    pub file: u32,
+    pub pos: u64,
+    pub phase: Phase,
+    pub seq: u64,
+}
+
 /// The position of an event, typed per source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "lowercase")]
 pub enum Position {
     Postgres(PgPosition),
+    Mysql(MyPosition),
 }
 
 impl Position {
@@ -88,34 +102,53 @@ impl Position {
 
     /// Appends [`Position::key`] to `out` without allocating.
     pub fn write_key(&self, out: &mut Vec<u8>) {
-        match self {
+        let (phase, seq) = match self {
             Position::Postgres(p) => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 for shift in (0..16).rev() {
                     out.push(HEX[((p.lsn.0 >> (shift * 4)) & 0xf) as usize]);
                 }
-                out.push(b'.');
-                // 's' < 'x': a snapshot row sorts before any change at the same LSN.
-                out.push(match p.phase {
-                    Phase::Snapshot => b's',
-                    Phase::Stream => b'x',
-                });
-                let mut digits = [b'0'; 10];
-                let mut n = p.seq;
-                for d in digits.iter_mut().rev() {
-                    *d = b'0' + (n % 10) as u8;
-                    n /= 10;
-                }
-                if n > 0 {
-                    // More than 10 digits: keep every digit (sorting then
-                    // needs the numeric seq, which no table reaches).
-                    out.extend_from_slice(p.seq.to_string().as_bytes());
-                } else {
-                    out.extend_from_slice(&digits);
-                }
+                (p.phase, p.seq)
             }
+            Position::Mysql(p) => {
+                write_digits(u64::from(p.file), 6, out);
+                out.push(b'.');
+                write_digits(p.pos, 12, out);
+                (p.phase, p.seq)
+            }
+        };
+        out.push(b'.');
+        // 's' < 'x': a snapshot row sorts before any change at the same place.
+        out.push(match phase {
+            Phase::Snapshot => b's',
+            Phase::Stream => b'x',
+        });
+        write_digits(seq, 10, out);
+    }
+
+    /// The event's number within its transaction (snapshot: read order).
+    pub fn seq(&self) -> u64 {
+        match self {
+            Position::Postgres(p) => p.seq,
+            Position::Mysql(p) => p.seq,
         }
     }
+}
+
+/// Zero-padded to `width` digits (more digits are kept whole).
+fn write_digits(n: u64, width: usize, out: &mut Vec<u8>) {
+    let mut digits = [b'0'; 20];
+    let mut v = n;
+    let mut len = 0;
+    while v > 0 || len == 0 {
+        digits[19 - len] = b'0' + (v % 10) as u8;
+        v /= 10;
+        len += 1;
+    }
+    for _ in len..width {
+        out.push(b'0');
+    }
+    out.extend_from_slice(&digits[20 - len..]);
 }
 
 impl fmt::Display for Position {
@@ -125,18 +158,38 @@ impl fmt::Display for Position {
 }
 
 /// Where a source resumes: every change before it is durable in every sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "lowercase")]
 pub enum Offset {
     /// Stream from this LSN: the end of the last transaction fully written
     /// (Postgres skips every transaction that committed before it).
     Postgres { lsn: Lsn },
+    /// Stream from this binlog file and offset: the end of the last
+    /// transaction fully written. `gtid` is the server's GTID position there
+    /// (MariaDB `domain-server-seq` list, MySQL `uuid:1-n` set) when GTIDs
+    /// are on.
+    Mysql { file: String, pos: u64, gtid: Option<String> },
+}
+
+impl Offset {
+    /// A number that grows with the offset, for metrics.
+    pub fn as_number(&self) -> u64 {
+        match self {
+            Offset::Postgres { lsn } => lsn.0,
+            Offset::Mysql { file, pos, .. } => {
+                let seq: u64 = file.rsplit('.').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                (seq << 40) | (pos & ((1 << 40) - 1))
+            }
+        }
+    }
 }
 
 impl fmt::Display for Offset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Offset::Postgres { lsn } => write!(f, "lsn {lsn}"),
+            Offset::Mysql { file, pos, gtid: Some(g) } => write!(f, "{file}:{pos} (gtid {g})"),
+            Offset::Mysql { file, pos, gtid: None } => write!(f, "{file}:{pos}"),
         }
     }
 }
@@ -163,5 +216,9 @@ mod tests {
         assert_eq!(later.key(), "0000000000000065.x0000000000");
         let big = Position::Postgres(PgPosition { lsn: Lsn(0x16_B374_D848), phase: Phase::Snapshot, seq: 1_234_567 });
         assert_eq!(big.key(), "00000016b374d848.s0001234567");
+        let my = Position::Mysql(MyPosition { file: 3, pos: 1235, phase: Phase::Stream, seq: 2 });
+        assert_eq!(my.key(), "000003.000000001235.x0000000002");
+        let later_file = Position::Mysql(MyPosition { file: 4, pos: 4, phase: Phase::Snapshot, seq: 1 });
+        assert!(my < later_file && my.key() < later_file.key());
     }
 }

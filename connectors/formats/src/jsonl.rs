@@ -77,6 +77,21 @@ pub fn envelope(event: &ChangeEvent, out: &mut Vec<u8>) {
         Some(lsn) => write_int(lsn.0, out),
         None => out.extend_from_slice(b"null"),
     }
+    if let Some(b) = &s.binlog {
+        out.extend_from_slice(b",\"server_id\":");
+        write_int(b.server_id, out);
+        out.extend_from_slice(b",\"file\":");
+        write_json_str(&b.file, out);
+        out.extend_from_slice(b",\"pos\":");
+        write_int(b.pos, out);
+        out.extend_from_slice(b",\"row\":");
+        write_int(b.row, out);
+        out.extend_from_slice(b",\"gtid\":");
+        match &b.gtid {
+            Some(g) => write_json_str(g, out),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
     out.extend_from_slice(b",\"ts_ms\":");
     write_int(s.ts_ms, out);
     out.extend_from_slice(b",\"ts_us\":");
@@ -85,15 +100,15 @@ pub fn envelope(event: &ChangeEvent, out: &mut Vec<u8>) {
     event.position.write_key(out);
     out.push(b'"');
     out.extend_from_slice(b"},\"transaction\":");
-    match (s.tx_id, event.position) {
-        (Some(tx), riffle_core::Position::Postgres(p)) => {
+    match s.tx_id {
+        Some(tx) => {
             out.extend_from_slice(b"{\"id\":\"");
             write_int(tx, out);
             out.extend_from_slice(b"\",\"total_order\":");
-            write_int(p.seq, out);
+            write_int(event.position.seq(), out);
             out.push(b'}');
         }
-        _ => out.extend_from_slice(b"null"),
+        None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"key\":");
     let row = event.row();

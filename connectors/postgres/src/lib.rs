@@ -147,7 +147,7 @@ impl PgSource {
                     Until::Now => {
                         let now = catalog::current_lsn(&client).await?;
                         tracing::info!(until = %now, "replicating until the current position");
-                        self.config.mode = Mode::Replicate { resume, snapshot_interrupted, until: Until::Lsn(now) };
+                        self.config.mode = Mode::Replicate { resume: resume.clone(), snapshot_interrupted, until: Until::Lsn(now) };
                         Some(now)
                     }
                     Until::Lsn(l) => Some(l),
@@ -161,6 +161,11 @@ impl PgSource {
                         Some(lsn) => lsn,
                         None => return Ok(RunEnd::Stopped),
                     },
+                    Some(other) => {
+                        return Err(SourceError::definite(format!(
+                            "the saved position ({other}) is not a Postgres position: this state belongs to another source; use another --name or --state"
+                        )))
+                    }
                 };
                 if until_lsn.is_some_and(|u| start >= u) {
                     return Ok(RunEnd::ReachedUntil);

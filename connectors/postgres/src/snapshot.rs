@@ -189,6 +189,7 @@ impl<'a> CopyReader<'a> {
                 ts_ms: self.started_us / 1000,
                 ts_us: self.started_us,
                 lsn: Some(self.at),
+                binlog: None,
             },
             position: Position::Postgres(PgPosition { lsn: self.at, phase: Phase::Snapshot, seq }),
             ts_ms: now_us() / 1000,

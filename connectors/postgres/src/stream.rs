@@ -299,6 +299,7 @@ impl Stream {
                 ts_ms: t.ts_us.div_euclid(1000),
                 ts_us: t.ts_us,
                 lsn: Some(at),
+                binlog: None,
             },
             position: Position::Postgres(PgPosition { lsn: t.commit_lsn, phase: Phase::Stream, seq: t.seq }),
             ts_ms: now_us() / 1000,
