@@ -104,8 +104,14 @@ pub async fn run(args: &CheckArgs) -> Result<bool> {
     })?;
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal();
     let mut all_ok = true;
-    let source = crate::pipeline::source_for(&cfg)?;
-    let params = source.params().clone();
+    let source = crate::source::AnySource::new(&cfg)?;
+    let params = match &source {
+        crate::source::AnySource::Postgres(s) => s.params().clone(),
+        crate::source::AnySource::Mysql(s) => {
+            all_ok &= mysql_checks(&cfg, s.params(), color).await?;
+            return finish(&cfg, all_ok, color);
+        }
+    };
     println!("source {}", params.redacted());
     let connected = match params.connect().await {
         Ok(c) => Some(c),
@@ -146,10 +152,65 @@ pub async fn run(args: &CheckArgs) -> Result<bool> {
             );
         }
     }
+    finish(&cfg, all_ok, color)
+}
+
+/// The sink checks and the verdict.
+fn finish(cfg: &Config, mut all_ok: bool, color: bool) -> Result<bool> {
     for s in &cfg.sinks {
         println!("sink {}", s.name);
         all_ok &= print(&sink_check(&s.target, cfg.roll.max_bytes), color);
     }
     println!("{}", if all_ok { "all checks passed" } else { "some checks failed; fix them and run riffle check again" });
+    Ok(all_ok)
+}
+
+async fn mysql_checks(cfg: &Config, params: &riffle_mysql::connect::ConnectParams, color: bool) -> Result<bool> {
+    let fail = if color { "\x1b[31mFAIL\x1b[0m" } else { "FAIL" };
+    println!("source {}", params.redacted());
+    let mut conn = match params.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            println!("  {fail}  connection: {e}");
+            return Ok(false);
+        }
+    };
+    let mut all_ok = print(&Check { name: "connection".into(), outcome: Ok(format!("as {}", params.user)) }, color);
+    match riffle_mysql::catalog::resolve_tables(&mut conn, &params.database, &cfg.tables, &cfg.exclude).await {
+        Ok(tables) => {
+            for t in tables {
+                let key = if t.has_primary_key { "primary key" } else { "no primary key (events carry no key)" };
+                print(&Check { name: format!("table {}", t.id), outcome: Ok(format!("{key}, ~{} rows", t.estimated_rows)) }, color);
+            }
+        }
+        Err(e) => {
+            println!("  {fail}  tables: {e}");
+            all_ok = false;
+        }
+    }
+    let problems = riffle_mysql::checks::replication_problems(&mut conn, params).await?;
+    for p in &problems {
+        all_ok &= print(
+            &Check {
+                name: p.setting.clone(),
+                outcome: Err(Problem {
+                    setting: p.setting.clone(),
+                    expected: p.expected.clone(),
+                    found: p.found.clone(),
+                    fix: p.fix.clone(),
+                }),
+            },
+            color,
+        );
+    }
+    if problems.is_empty() {
+        print(
+            &Check {
+                name: "binlog".into(),
+                outcome: Ok("log_bin ON, binlog_format ROW, binlog_row_image FULL, privileges granted".into()),
+            },
+            color,
+        );
+    }
     Ok(all_ok)
 }

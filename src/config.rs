@@ -194,6 +194,11 @@ fn interpolate_str(s: &str, at: &str, file: &Path) -> Result<String> {
     Ok(out)
 }
 
+/// A source URL without its password, for messages and the state file.
+pub fn redact_source_url(url: &str) -> String {
+    riffle_postgres::connect::redact_url(url)
+}
+
 /// `500ms`, `5s`, `2m`, `1h`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -282,15 +287,11 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
         .clone()
         .or(raw_source.url)
         .ok_or_else(|| anyhow!("no source given; pass --source postgres://USER@HOST/DATABASE or set source.url in --config"))?;
-    if !(source_url.starts_with("postgres://") || source_url.starts_with("postgresql://")) {
-        let scheme = source_url.split("://").next().unwrap_or("");
-        if matches!(scheme, "mysql" | "mariadb") {
-            bail!("{}: MySQL/MariaDB sources are not available in this build yet; supported: postgres://", where_("source.url"));
-        }
+    if !(source_url.starts_with("postgres://") || source_url.starts_with("postgresql://") || crate::source::is_mysql_url(&source_url)) {
         bail!(
-            "{}: expected a postgres:// or postgresql:// URL, found {:?}",
+            "{}: expected a postgres://, postgresql://, mysql:// or mariadb:// URL, found {:?}",
             where_("source.url"),
-            riffle_postgres::connect::redact_url(&source_url)
+            redact_source_url(&source_url)
         );
     }
     let tables = if args.tables.is_empty() { raw_source.tables } else { args.tables.clone() };

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod slots;
+pub mod source;
 pub mod state;
 pub mod status;
 pub mod transform;

@@ -11,6 +11,7 @@
 use crate::config::{Config, SinkTarget};
 use crate::metrics::Metrics;
 use crate::progress::Progress;
+use crate::source::AnySource;
 use crate::state::{now_ms, PipelineState, SnapshotState, StateStore};
 use crate::transform::Transformer;
 use anyhow::{anyhow, bail, Result};
@@ -18,7 +19,7 @@ use rand::Rng;
 use riffle_core::source::RunEnd;
 use riffle_core::{ErrorKind, Offset, Op, Position, Sink, SinkError, Source, SourceItem, TableId};
 use riffle_files::{DirSink, StdoutSink};
-use riffle_postgres::{Mode, PgSource, PgSourceConfig, Until};
+use riffle_postgres::Until;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -323,22 +324,9 @@ fn backoff(attempt: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// Builds the source a configuration describes.
-pub fn source_for(cfg: &Config) -> Result<PgSource> {
-    Ok(PgSource::new(PgSourceConfig {
-        url: cfg.source_url.clone(),
-        name: cfg.name.clone(),
-        tables: cfg.tables.clone(),
-        exclude: cfg.exclude.clone(),
-        mode: Mode::Sync,
-        heartbeat: cfg.heartbeat,
-        full_before_images: cfg.full_before_images,
-    })?)
-}
-
 pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool>) -> Result<Summary> {
     let store = StateStore::new(&cfg.state_dir);
-    let redacted = riffle_postgres::connect::redact_url(&cfg.source_url);
+    let redacted = crate::config::redact_source_url(&cfg.source_url);
     let saved = match job {
         Job::Sync => None,
         Job::Replicate { .. } => store.load(&cfg.name)?,
@@ -354,7 +342,7 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
             );
         }
     }
-    let mut source = source_for(cfg)?;
+    let mut source = AnySource::new(cfg)?;
     // Sinks are checked before anything is read from the source.
     crate::check::require_sinks_ready(cfg)?;
     let sinks = tokio::task::block_in_place(|| open_sinks(cfg))?;
@@ -413,16 +401,16 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
     let mut attempt = 0u32;
     let result = loop {
         let offset_before = committer.state.offset.clone();
-        source.set_mode(match job {
-            Job::Sync => Mode::Sync,
+        source.set_job(match job {
+            Job::Sync => None,
             Job::Replicate { until } => {
                 if committer.state.offset.is_none() && !interrupted {
                     state.snapshot = SnapshotState::InProgress;
                     committer.store.as_ref().expect("replicate has a store").save(&state)?;
                 }
-                Mode::Replicate { resume: committer.state.offset.clone(), snapshot_interrupted: interrupted, until }
+                Some((committer.state.offset.clone(), interrupted, until))
             }
-        });
+        })?;
         let (tx, rx) = mpsc::channel(16);
         let durable = durable_rx.clone();
         let stop_rx = stop.clone();

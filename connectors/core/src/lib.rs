@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod event;
+pub mod glob;
 pub mod position;
 pub mod schema;
 pub mod sink;
@@ -22,6 +23,7 @@ pub mod value;
 
 pub use error::{ErrorKind, SinkError, SourceError};
 pub use event::{BeforeImage, BinlogCoords, ChangeEvent, Op, SourceInfo};
+pub use glob::glob_match;
 pub use position::{Lsn, MyPosition, Offset, PgPosition, Phase, Position};
 pub use schema::{Column, DataType, TableId, TableSchema};
 pub use sink::Sink;

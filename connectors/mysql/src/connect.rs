@@ -1,0 +1,169 @@
+//! `mysql://` and `mariadb://` URLs, and connection errors with their fixes.
+
+use riffle_core::SourceError;
+use std::time::Duration;
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct ConnectParams {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    /// The default database: a `--tables` pattern without a dot means a
+    /// table in it.
+    pub database: String,
+    /// The replica server id riffle registers with; must be unique among
+    /// the server's replicas.
+    pub server_id: u32,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnectParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl ConnectParams {
+    /// Parses `mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?server_id=N]`
+    /// (`mariadb://` too); the password may come from `MYSQL_PWD`.
+    pub fn from_url(raw: &str, default_server_id: u32) -> Result<Self, SourceError> {
+        let bad = |why: &str| {
+            SourceError::definite(format!(
+                "invalid source URL {}: {why}; expected mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+                redact_url(raw)
+            ))
+        };
+        let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+        if url.scheme() != "mysql" && url.scheme() != "mariadb" {
+            return Err(bad(&format!("the scheme is {:?}", url.scheme())));
+        }
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("the host is missing"))?.to_string();
+        let user = percent_decode(url.username());
+        if user.is_empty() {
+            return Err(bad("the user is missing"));
+        }
+        let password = url.password().map(percent_decode).or_else(|| std::env::var("MYSQL_PWD").ok());
+        let database = percent_decode(url.path().trim_start_matches('/'));
+        if database.is_empty() {
+            return Err(bad("the database name is missing"));
+        }
+        let mut server_id = default_server_id;
+        let mut connect_timeout = Duration::from_secs(10);
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "server_id" => server_id = v.parse().map_err(|_| bad(&format!("server_id={v} is not a number")))?,
+                "connect_timeout" => {
+                    connect_timeout =
+                        Duration::from_secs(v.parse().map_err(|_| bad(&format!("connect_timeout={v} is not a number of seconds")))?)
+                }
+                other => return Err(bad(&format!("unknown parameter {other:?} (known: server_id, connect_timeout)"))),
+            }
+        }
+        Ok(ConnectParams { host, port: url.port().unwrap_or(3306), user, password, database, server_id, connect_timeout })
+    }
+
+    pub fn redacted(&self) -> String {
+        format!("mysql://{}@{}:{}/{}", self.user, self.host, self.port, self.database)
+    }
+
+    pub fn opts(&self) -> mysql_async::Opts {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname(self.host.clone())
+            .tcp_port(self.port)
+            .user(Some(self.user.clone()))
+            .pass(self.password.clone())
+            .db_name(Some(self.database.clone()))
+            .prefer_socket(false)
+            .init(vec!["SET NAMES utf8mb4", "SET SESSION time_zone = '+00:00'"])
+            .into()
+    }
+
+    pub async fn connect(&self) -> Result<mysql_async::Conn, SourceError> {
+        let attempt = mysql_async::Conn::new(self.opts());
+        match tokio::time::timeout(self.connect_timeout, attempt).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(classify(&e, self)),
+            Err(_) => Err(SourceError::transient(format!(
+                "connecting to {}: timed out after {:?}; check the host and port and that the server is running",
+                self.redacted(),
+                self.connect_timeout
+            ))),
+        }
+    }
+}
+
+/// The URL with its password replaced.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable URL>".into(),
+    }
+}
+
+/// Sorts a driver error by what to do about it, with the fix.
+pub fn classify(e: &mysql_async::Error, p: &ConnectParams) -> SourceError {
+    let at = p.redacted();
+    match e {
+        mysql_async::Error::Server(s) => match s.code {
+            1045 => SourceError::definite(format!(
+                "{at} rejected the login for user {:?} ({}); check the password in the source URL or MYSQL_PWD",
+                p.user, s.message
+            )),
+            1049 => SourceError::definite(format!("{at}: {}; check the database name in the source URL", s.message)),
+            1044 | 1142 | 1227 => SourceError::definite(format!(
+                "{at}: {}; riffle's user needs SELECT, REPLICATION SLAVE and REPLICATION CLIENT (MariaDB: BINLOG MONITOR): \
+                 GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{}'@'%';",
+                s.message, p.user
+            )),
+            1236 => SourceError::definite(format!(
+                "{at} cannot send the binlog from the saved position: {}. The binlog it needs was purged, so changes since then are lost \
+                 to riffle; take a new snapshot (remove this pipeline's state file, see `riffle status`) and raise \
+                 binlog_expire_logs_seconds so it does not happen again",
+                s.message
+            )),
+            1040 | 1205 | 1213 | 2013 => SourceError::transient(format!("{at}: {}", s.message)),
+            _ => SourceError::definite(format!("{at}: {} (error {})", s.message, s.code)),
+        },
+        other => SourceError::transient(format!("{at}: {other}; check the host and port and that the server is running")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_and_hides_passwords() {
+        let p = ConnectParams::from_url("mariadb://riffle:p%40ss@db:3307/shop?server_id=77", 1).unwrap();
+        assert_eq!((p.host.as_str(), p.port, p.user.as_str(), p.database.as_str(), p.server_id), ("db", 3307, "riffle", "shop", 77));
+        assert_eq!(p.password.as_deref(), Some("p@ss"));
+        assert!(!format!("{p:?}").contains("p@ss"));
+        assert!(ConnectParams::from_url("mysql://u@h", 1).unwrap_err().to_string().contains("database name is missing"));
+        assert!(ConnectParams::from_url("mysql://u@h/db?ssl=1", 1).unwrap_err().to_string().contains("unknown parameter"));
+    }
+}

@@ -1,0 +1,160 @@
+//! The initial snapshot of MySQL/MariaDB tables.
+//!
+//! # Why the hand-off to the binlog loses nothing and duplicates nothing
+//!
+//! The snapshot reads every table inside one InnoDB transaction started
+//! `WITH CONSISTENT SNAPSHOT`, so all tables are read as of one instant. It
+//! needs the binlog position of that same instant: a transaction committed
+//! before it is in the snapshot, one committed after is in the binlog after
+//! that position. MariaDB reports exactly that position, without any lock,
+//! in the session status `binlog_snapshot_file` / `binlog_snapshot_position`
+//! (the binlog and InnoDB commit together under group commit). MySQL has no
+//! such status: riffle takes `FLUSH TABLES WITH READ LOCK` just long enough
+//! to start the transaction and read `SHOW MASTER STATUS`, then unlocks. The
+//! stream then starts at that position.
+
+use crate::catalog::{load_columns, quote_ident, schema_of, SelectedTable};
+use crate::types::from_text;
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use riffle_core::source::{RunEnd, SourceStats};
+use riffle_core::{BeforeImage, BinlogCoords, ChangeEvent, MyPosition, Offset, Op, Phase, Position, SourceError, SourceInfo, SourceItem};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+pub const BATCH: usize = 1024;
+
+/// The binlog file's sequence number: `mysql-bin.000042` → 42.
+pub fn file_seq(file: &str) -> u32 {
+    file.rsplit('.').next().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+pub struct Context {
+    pub name: Arc<str>,
+    pub connector: &'static str,
+    pub server_id: u32,
+    pub stats: Arc<SourceStats>,
+}
+
+fn q(what: &str, e: mysql_async::Error) -> SourceError {
+    match &e {
+        mysql_async::Error::Server(s) if matches!(s.code, 1044 | 1142 | 1227) => SourceError::definite(format!(
+            "{what}: {}; riffle's user needs SELECT on the tables and RELOAD (MySQL's snapshot lock): GRANT SELECT, RELOAD ON *.* TO …;",
+            s.message
+        )),
+        mysql_async::Error::Server(s) => SourceError::definite(format!("{what}: {}", s.message)),
+        _ => SourceError::transient(format!("{what}: {e}")),
+    }
+}
+
+/// Copies `tables` in one consistent read; returns the binlog offset that
+/// matches it (a checkpoint there follows the rows when `replicate`).
+pub async fn copy_tables(
+    conn: &mut Conn,
+    ctx: &Context,
+    tables: &[SelectedTable],
+    mariadb: bool,
+    emit_checkpoint: bool,
+    out: &mpsc::Sender<Vec<SourceItem>>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(RunEnd, Offset), SourceError> {
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await.map_err(|e| q("starting the snapshot", e))?;
+    let (file, pos, gtid) = if mariadb {
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await.map_err(|e| q("starting the snapshot", e))?;
+        let rows: Vec<(String, String)> =
+            conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await.map_err(|e| q("reading the snapshot's binlog position", e))?;
+        let get = |k: &str| rows.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone()).unwrap_or_default();
+        let file = get("binlog_snapshot_file");
+        let pos: u64 = get("binlog_snapshot_position").parse().unwrap_or(0);
+        let gtid: Option<String> = conn
+            .exec_first::<Option<String>, _, _>("SELECT BINLOG_GTID_POS(?, ?)", (&file, pos))
+            .await
+            .ok()
+            .flatten()
+            .flatten()
+            .filter(|g| !g.is_empty());
+        (file, pos, gtid)
+    } else {
+        conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| q("locking for the snapshot", e))?;
+        let started = conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await;
+        let status: Result<Option<mysql_async::Row>, _> = conn.query_first("SHOW MASTER STATUS").await;
+        conn.query_drop("UNLOCK TABLES").await.map_err(|e| q("unlocking after the snapshot started", e))?;
+        started.map_err(|e| q("starting the snapshot", e))?;
+        let row = status
+            .map_err(|e| q("reading the binlog position", e))?
+            .ok_or_else(|| SourceError::definite("SHOW MASTER STATUS returned nothing: is log_bin on?"))?;
+        let file: String = row.get(0).unwrap_or_default();
+        let pos: u64 = row.get(1).unwrap_or(0);
+        let gtid: Option<String> = row.get_opt::<String, _>(4).and_then(|g| g.ok()).filter(|g| !g.is_empty());
+        (file, pos, gtid)
+    };
+    if file.is_empty() {
+        return Err(SourceError::definite("the server reported no binlog position for the snapshot: is log_bin on?"));
+    }
+    let file_name: Arc<str> = Arc::from(file.as_str());
+    let started_us = now_us();
+    let mut seq = 0u64;
+    for table in tables {
+        let columns = load_columns(conn, &table.id).await?;
+        let schema = Arc::new(schema_of(&table.id, &columns));
+        if out.send(vec![SourceItem::SnapshotTable { table: table.id.clone(), estimated_rows: table.estimated_rows }]).await.is_err() {
+            return Ok((RunEnd::Stopped, Offset::Mysql { file, pos, gtid }));
+        }
+        let cols: Vec<String> = columns.iter().map(|c| quote_ident(&c.column.name)).collect();
+        let sql = format!("SELECT {} FROM {}", cols.join(", "), table.qualified());
+        let mut result = conn.query_iter(sql).await.map_err(|e| q(&format!("copying {}", table.id), e))?;
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Some(row) = result.next().await.map_err(|e| q(&format!("copying {}", table.id), e))? {
+            let values = row.unwrap();
+            let mut after = Vec::with_capacity(values.len());
+            for (v, c) in values.into_iter().zip(&columns) {
+                after.push(from_text(c, v)?);
+            }
+            seq += 1;
+            batch.push(SourceItem::Event(ChangeEvent {
+                op: Op::Read,
+                table: schema.clone(),
+                before: None,
+                after: Some(after),
+                before_image: BeforeImage::None,
+                source: SourceInfo {
+                    connector: ctx.connector,
+                    name: ctx.name.clone(),
+                    db: Arc::from(table.id.schema.as_str()),
+                    tx_id: None,
+                    ts_ms: started_us / 1000,
+                    ts_us: started_us,
+                    lsn: None,
+                    binlog: Some(BinlogCoords { file: file_name.clone(), pos, row: 0, server_id: ctx.server_id, gtid: None }),
+                },
+                position: Position::Mysql(MyPosition { file: file_seq(&file), pos, phase: Phase::Snapshot, seq }),
+                ts_ms: now_us() / 1000,
+            }));
+            if batch.len() >= BATCH {
+                ctx.stats.saw(pos);
+                if *stop.borrow() || out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
+                    drop(result);
+                    return Ok((RunEnd::Stopped, Offset::Mysql { file, pos, gtid }));
+                }
+            }
+        }
+        if !batch.is_empty() && out.send(batch).await.is_err() {
+            return Ok((RunEnd::Stopped, Offset::Mysql { file, pos, gtid }));
+        }
+        tracing::info!(table = %table.id, rows = seq, "snapshot of table done");
+    }
+    conn.query_drop("COMMIT").await.map_err(|e| q("ending the snapshot", e))?;
+    let offset = Offset::Mysql { file, pos, gtid };
+    let mut last = vec![SourceItem::SnapshotDone];
+    if emit_checkpoint {
+        last.push(SourceItem::Checkpoint(offset.clone()));
+    }
+    if out.send(last).await.is_err() {
+        return Ok((RunEnd::Stopped, offset));
+    }
+    Ok((RunEnd::SnapshotComplete, offset))
+}

@@ -1,0 +1,381 @@
+//! Streaming the binlog: row events become change events.
+//!
+//! riffle registers as a replica (`server_id` from the URL, or derived from
+//! the pipeline name) and asks for the binlog from the saved file and
+//! offset. A transaction (GTID or `BEGIN` … `XID`/`COMMIT`) gives its events
+//! the position of its first event; the checkpoint after it is the offset
+//! just past its commit, so resuming there never replays half a transaction.
+//! Column names and types come from the catalog, matched by name with the
+//! names the binlog carries (`binlog_row_metadata=FULL`), so rows written
+//! before a DDL decode with the columns they had; the catalog is re-read
+//! after every DDL statement.
+
+use crate::catalog::{load_columns, schema_of, SelectedTable};
+use crate::connect::{classify, ConnectParams};
+use crate::snapshot::{file_seq, now_us, Context, BATCH};
+use crate::types::{column_type, from_binlog, MyColumn};
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::binlog::value::BinlogValue;
+use mysql_async::prelude::Queryable;
+use mysql_async::BinlogStreamRequest;
+use riffle_core::source::RunEnd;
+use riffle_core::{BeforeImage, BinlogCoords, ChangeEvent, MyPosition, Offset, Op, Phase, Position, SourceError, SourceInfo, SourceItem};
+use riffle_core::{TableId, TableSchema, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// MariaDB's GTID event (`GTID_EVENT`, 162).
+const MARIADB_GTID_EVENT: u8 = 162;
+
+struct Table {
+    schema: Arc<TableSchema>,
+    columns: Vec<MyColumn>,
+}
+
+struct Tx {
+    pos: u64,
+    seq: u64,
+    gtid: Option<Arc<str>>,
+}
+
+pub struct Stream<'a> {
+    pub params: &'a ConnectParams,
+    pub ctx: &'a Context,
+    pub selected: &'a [SelectedTable],
+    pub mariadb: bool,
+}
+
+impl Stream<'_> {
+    /// Streams from `start` until stopped; with `until_now`, until the end of
+    /// the binlog as it was when the stream started.
+    pub async fn run(
+        &self,
+        start: Offset,
+        until_now: bool,
+        out: mpsc::Sender<Vec<SourceItem>>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<RunEnd, SourceError> {
+        let Offset::Mysql { file, pos, gtid } = start else {
+            return Err(SourceError::definite("the saved position is not a MySQL binlog position; this state belongs to another source"));
+        };
+        let mut catalog = self.params.connect().await?;
+        let mut conn = self.params.connect().await?;
+        let p = self.params;
+        // Heartbeats every 5 s keep an idle stream visibly alive.
+        conn.query_drop("SET @master_heartbeat_period = 5000000000").await.map_err(|e| classify(&e, p))?;
+        if self.mariadb {
+            // Send MariaDB GTID events (capability 4 = GTID).
+            conn.query_drop("SET @mariadb_slave_capability = 4").await.map_err(|e| classify(&e, p))?;
+        }
+        let mut request = BinlogStreamRequest::new(self.ctx.server_id).with_filename(file.as_bytes()).with_pos(pos);
+        if until_now {
+            request = request.with_non_blocking();
+        }
+        let mut stream = conn.get_binlog_stream(request).await.map_err(|e| classify(&e, p))?;
+        tracing::info!(file = %file, pos, server_id = self.ctx.server_id, "streaming started");
+        let mut current_file: Arc<str> = Arc::from(file.as_str());
+        let mut last_gtid = gtid;
+        let mut tables: HashMap<TableId, Table> = HashMap::new();
+        let mut tx: Option<Tx> = None;
+        let mut batch: Vec<SourceItem> = Vec::with_capacity(BATCH);
+        let mut stop = stop;
+        let mut stopping = false;
+        loop {
+            if stopping && tx.is_none() {
+                return Ok(RunEnd::Stopped);
+            }
+            let next = tokio::select! {
+                biased;
+                changed = stop.changed() => {
+                    stopping = changed.is_err() || *stop.borrow();
+                    continue;
+                }
+                next = stream.next() => next,
+            };
+            let Some(event) = next else {
+                // Non-blocking mode: the end of the binlog.
+                if until_now && tx.is_none() {
+                    let _ = out.send(std::mem::take(&mut batch)).await;
+                    return Ok(RunEnd::ReachedUntil);
+                }
+                return Err(SourceError::transient("the server ended the binlog stream"));
+            };
+            let event = event.map_err(|e| match e {
+                mysql_async::Error::Server(_) => classify(&e, p),
+                other => SourceError::transient(format!("binlog stream: {other}")),
+            })?;
+            let header = event.header();
+            let end_pos = u64::from(header.log_pos());
+            let start_pos = end_pos.saturating_sub(u64::from(header.event_size()));
+            self.ctx.stats.saw(end_pos);
+            if event.header().event_type_raw() == MARIADB_GTID_EVENT {
+                let d = event.data();
+                if d.len() >= 12 {
+                    let seq_no = u64::from_le_bytes(d[0..8].try_into().expect("8 bytes"));
+                    let domain = u32::from_le_bytes(d[8..12].try_into().expect("4 bytes"));
+                    let g: Arc<str> = Arc::from(format!("{domain}-{}-{seq_no}", header.server_id()).as_str());
+                    tx = Some(Tx { pos: start_pos, seq: 0, gtid: Some(g) });
+                }
+                continue;
+            }
+            let data = match event.read_data() {
+                Ok(Some(d)) => d,
+                Ok(None) => continue,
+                Err(e) => return Err(SourceError::definite(format!("cannot decode a binlog event at {current_file}:{start_pos}: {e}"))),
+            };
+            match data {
+                EventData::RotateEvent(r) => {
+                    current_file = Arc::from(binlog_file_name(&r.name()));
+                }
+                EventData::GtidEvent(g) => {
+                    let sid = g.sid();
+                    let uuid =
+                        format!("{}-{}-{}-{}-{}", hex(&sid[0..4]), hex(&sid[4..6]), hex(&sid[6..8]), hex(&sid[8..10]), hex(&sid[10..16]));
+                    tx = Some(Tx { pos: start_pos, seq: 0, gtid: Some(Arc::from(format!("{uuid}:{}", g.gno()).as_str())) });
+                }
+                EventData::QueryEvent(qe) => {
+                    let query = qe.query().trim().to_string();
+                    let upper = query.to_uppercase();
+                    if upper == "BEGIN" {
+                        if tx.is_none() {
+                            tx = Some(Tx { pos: start_pos, seq: 0, gtid: None });
+                        }
+                        continue;
+                    }
+                    if upper != "COMMIT" {
+                        // DDL (its own transaction): columns may have changed.
+                        tables.clear();
+                        if let Some(t) = truncated_table(&query, &qe.schema()) {
+                            if let Some(sel) = self.selected.iter().find(|s| s.id == t) {
+                                let mut t_state = tx.take().unwrap_or(Tx { pos: start_pos, seq: 0, gtid: None });
+                                let cols = load_columns(&mut catalog, &sel.id).await?;
+                                let schema = Arc::new(schema_of(&sel.id, &cols));
+                                t_state.seq += 1;
+                                batch.push(SourceItem::Event(self.event(
+                                    Op::Truncate,
+                                    &schema,
+                                    None,
+                                    None,
+                                    &current_file,
+                                    &t_state,
+                                    0,
+                                    i64::from(header.timestamp()),
+                                )));
+                                tx = Some(t_state);
+                            }
+                        }
+                    }
+                    let g = tx.take().and_then(|t| t.gtid).map(|g| g.to_string());
+                    if g.is_some() {
+                        last_gtid = g;
+                    }
+                    batch.push(SourceItem::Checkpoint(Offset::Mysql {
+                        file: current_file.to_string(),
+                        pos: end_pos,
+                        gtid: last_gtid.clone(),
+                    }));
+                    if out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
+                        return Ok(RunEnd::Stopped);
+                    }
+                }
+                EventData::XidEvent(_) => {
+                    let g = tx.take().and_then(|t| t.gtid).map(|g| g.to_string());
+                    if g.is_some() {
+                        last_gtid = g;
+                    }
+                    batch.push(SourceItem::Checkpoint(Offset::Mysql {
+                        file: current_file.to_string(),
+                        pos: end_pos,
+                        gtid: last_gtid.clone(),
+                    }));
+                    if out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
+                        return Ok(RunEnd::Stopped);
+                    }
+                }
+                EventData::RowsEvent(rows) => {
+                    let Some(tme) = stream.get_tme(rows.table_id()) else {
+                        return Err(SourceError::definite(format!("a rows event at {current_file}:{start_pos} has no table map")));
+                    };
+                    let id = TableId::new(tme.database_name().to_string(), tme.table_name().to_string());
+                    if !self.selected.iter().any(|s| s.id == id) {
+                        continue;
+                    }
+                    if !tables.contains_key(&id) {
+                        let columns = load_columns(&mut catalog, &id).await?;
+                        tables.insert(id.clone(), Table { schema: Arc::new(schema_of(&id, &columns)), columns });
+                    }
+                    let tme = stream.get_tme(rows.table_id()).expect("checked above");
+                    let table = &tables[&id];
+                    let t = tx.get_or_insert(Tx { pos: start_pos, seq: 0, gtid: None });
+                    let ts = i64::from(header.timestamp());
+                    let (op, rows_iter) = match &rows {
+                        RowsEventData::WriteRowsEvent(e) => (Op::Create, e.rows(tme)),
+                        RowsEventData::UpdateRowsEvent(e) => (Op::Update, e.rows(tme)),
+                        RowsEventData::DeleteRowsEvent(e) => (Op::Delete, e.rows(tme)),
+                        RowsEventData::WriteRowsEventV1(e) => (Op::Create, e.rows(tme)),
+                        RowsEventData::UpdateRowsEventV1(e) => (Op::Update, e.rows(tme)),
+                        RowsEventData::DeleteRowsEventV1(e) => (Op::Delete, e.rows(tme)),
+                        RowsEventData::PartialUpdateRowsEvent(_) => {
+                            return Err(SourceError::definite(
+                                "the binlog holds partial JSON updates (binlog_row_value_options=PARTIAL_JSON); set it to '' so rows carry whole values",
+                            ))
+                        }
+                    };
+                    for (n, row) in rows_iter.enumerate() {
+                        let (before, after) =
+                            row.map_err(|e| SourceError::definite(format!("cannot decode a row at {current_file}:{start_pos}: {e}")))?;
+                        let (schema, before) = match before {
+                            Some(r) => {
+                                let (s, v) = decode_row(table, r)?;
+                                (s, Some(v))
+                            }
+                            None => (table.schema.clone(), None),
+                        };
+                        let (schema, after) = match after {
+                            Some(r) => {
+                                let (s, v) = decode_row(table, r)?;
+                                (s, Some(v))
+                            }
+                            None => (schema, None),
+                        };
+                        t.seq += 1;
+                        batch.push(SourceItem::Event(self.event(op, &schema, before, after, &current_file, t, n as u32, ts)));
+                    }
+                    if batch.len() >= BATCH && out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
+                        return Ok(RunEnd::Stopped);
+                    }
+                }
+                EventData::HeartbeatEvent if until_now && tx.is_none() => return Ok(RunEnd::ReachedUntil),
+                _ => {}
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        op: Op,
+        schema: &Arc<TableSchema>,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
+        file: &Arc<str>,
+        t: &Tx,
+        row: u32,
+        ts_secs: i64,
+    ) -> ChangeEvent {
+        ChangeEvent {
+            op,
+            table: schema.clone(),
+            before_image: if before.is_some() { BeforeImage::Full } else { BeforeImage::None },
+            before,
+            after,
+            source: SourceInfo {
+                connector: self.ctx.connector,
+                name: self.ctx.name.clone(),
+                db: Arc::from(schema.id.schema.as_str()),
+                tx_id: None,
+                ts_ms: ts_secs * 1000,
+                ts_us: ts_secs * 1_000_000,
+                lsn: None,
+                binlog: Some(BinlogCoords { file: file.clone(), pos: t.pos, row, server_id: self.ctx.server_id, gtid: t.gtid.clone() }),
+            },
+            position: Position::Mysql(MyPosition { file: file_seq(file), pos: t.pos, phase: Phase::Stream, seq: t.seq }),
+            ts_ms: now_us() / 1000,
+        }
+    }
+}
+
+/// The rotate event that opens a stream arrives before the server says it
+/// appends checksums, so its name may end with the 4 checksum bytes. Binlog
+/// file names end in `.` and digits: keep up to the end of those digits.
+fn binlog_file_name(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut end = bytes.len();
+    for (i, _) in raw.match_indices('.') {
+        let digits = bytes[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits >= 6 {
+            end = i + 1 + digits;
+        }
+    }
+    raw[..end].to_string()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `TRUNCATE [TABLE] [db.]name` → the table.
+fn truncated_table(query: &str, default_db: &str) -> Option<TableId> {
+    let mut words = query.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("truncate") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("table") {
+        name = words.next()?;
+    }
+    let name = name.trim_end_matches(';').replace('`', "");
+    Some(match name.split_once('.') {
+        Some((db, t)) => TableId::new(db, t),
+        None => TableId::new(default_db, name),
+    })
+}
+
+/// Decodes one row image, matching the binlog's column names (when the
+/// server sends them) with the catalog's. A column the catalog no longer has
+/// (dropped since) keeps the binlog's name and a type inferred from its value.
+fn decode_row(table: &Table, row: mysql_async::binlog::row::BinlogRow) -> Result<(Arc<TableSchema>, Vec<Value>), SourceError> {
+    let names: Vec<String> = row.columns_ref().iter().map(|c| c.name_str().into_owned()).collect();
+    let values = row.unwrap();
+    let by_name = !names.iter().all(String::is_empty);
+    let same = by_name && names.len() == table.columns.len() && names.iter().zip(&table.columns).all(|(n, c)| *n == c.column.name);
+    let positional = !by_name && values.len() == table.columns.len();
+    let mut out = Vec::with_capacity(values.len());
+    if same || positional {
+        for (v, c) in values.into_iter().zip(&table.columns) {
+            out.push(from_binlog(c, to_value(v)?)?);
+        }
+        return Ok((table.schema.clone(), out));
+    }
+    // The row's columns differ from the catalog's: describe this row's shape.
+    let mut columns = Vec::with_capacity(values.len());
+    for (i, v) in values.into_iter().enumerate() {
+        let name = names.get(i).cloned().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("col{}", i + 1));
+        let col = table
+            .columns
+            .iter()
+            .find(|c| c.column.name == name)
+            .cloned()
+            .unwrap_or_else(|| column_type(name.clone(), "unknown", "unknown", true, false, None, None, None, Some("utf8mb4".into())));
+        let value = to_value(v)?;
+        out.push(from_binlog(&col, value)?);
+        columns.push(col);
+    }
+    let schema = Arc::new(schema_of(&table.schema.id, &columns));
+    Ok((schema, out))
+}
+
+fn to_value(v: BinlogValue<'static>) -> Result<mysql_async::Value, SourceError> {
+    mysql_async::Value::try_from(v).map_err(|e| SourceError::definite(format!("cannot read a binlog value: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotate_names_lose_trailing_checksum_bytes() {
+        assert_eq!(binlog_file_name("mariadb-bin.000001\u{0}h\u{1}\u{2}"), "mariadb-bin.000001");
+        assert_eq!(binlog_file_name("my.bin.log.000123"), "my.bin.log.000123");
+        assert_eq!(binlog_file_name("mysql-bin.000042"), "mysql-bin.000042");
+    }
+
+    #[test]
+    fn truncate_statements_name_their_table() {
+        assert_eq!(truncated_table("TRUNCATE TABLE `t`", "shop"), Some(TableId::new("shop", "t")));
+        assert_eq!(truncated_table("truncate other.t2;", "shop"), Some(TableId::new("other", "t2")));
+        assert_eq!(truncated_table("ALTER TABLE t ADD c int", "shop"), None);
+    }
+}

@@ -1,0 +1,315 @@
+//! MySQL/MariaDB types: which [`DataType`] each maps to, and how a value
+//! becomes a [`Value`], whether it came from the snapshot (the text
+//! protocol) or from the binlog (typed row images). Both paths produce the
+//! same canonical forms; the mapping is in `schemas/README.md`.
+//!
+//! Choices: `tinyint(1)` stays an integer (MySQL has no boolean); `bit(1)` is
+//! a boolean and wider bits are bytes; `enum` is its label and `set` its
+//! labels joined by `,`; `year` is an integer; zero dates (`0000-00-00`) are
+//! kept as written, never turned into NULL; `timestamp` is UTC with a `Z`
+//! (riffle's session runs with `time_zone = '+00:00'`), `datetime` has no
+//! zone; geometry is MySQL's internal form (4-byte SRID, then WKB) as bytes.
+
+use riffle_core::{Column, DataType, SourceError, Value};
+
+/// What riffle needs to know of one column.
+#[derive(Debug, Clone)]
+pub struct MyColumn {
+    pub column: Column,
+    pub primary_key: bool,
+    /// Digits of fractional seconds (`datetime(6)` → 6).
+    pub fsp: u32,
+    /// `enum`/`set` labels, in declaration order.
+    pub labels: Vec<String>,
+    pub is_set: bool,
+    /// The column's character set (`latin1`, `utf8mb4`), for binlog strings.
+    pub charset: Option<String>,
+}
+
+/// `enum('a','b')` → `["a", "b"]`.
+fn parse_labels(column_type: &str) -> Vec<String> {
+    let inner = column_type.split_once('(').map(|(_, r)| r.trim_end_matches(')')).unwrap_or("");
+    let mut labels = Vec::new();
+    let mut cur = String::new();
+    let mut in_quote = false;
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, in_quote) {
+            ('\'', false) => in_quote = true,
+            ('\'', true) if chars.peek() == Some(&'\'') => {
+                cur.push('\'');
+                chars.next();
+            }
+            ('\'', true) => {
+                in_quote = false;
+                labels.push(std::mem::take(&mut cur));
+            }
+            ('\\', true) => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            (c, true) => cur.push(c),
+            _ => {}
+        }
+    }
+    labels
+}
+
+/// Maps one `information_schema.COLUMNS` row.
+#[allow(clippy::too_many_arguments)]
+pub fn column_type(
+    name: String,
+    data_type: &str,
+    column_type: &str,
+    nullable: bool,
+    primary_key: bool,
+    precision: Option<u32>,
+    scale: Option<u32>,
+    datetime_precision: Option<u32>,
+    charset: Option<String>,
+) -> MyColumn {
+    let unsigned = column_type.contains("unsigned");
+    let dt = match data_type {
+        "tinyint" | "smallint" => DataType::Int16,
+        "mediumint" | "int" | "integer" => {
+            if unsigned {
+                DataType::Int64
+            } else {
+                DataType::Int32
+            }
+        }
+        "bigint" => {
+            if unsigned {
+                DataType::UInt64
+            } else {
+                DataType::Int64
+            }
+        }
+        "decimal" | "numeric" => DataType::Decimal { precision, scale },
+        "float" => DataType::Float32,
+        "double" | "real" => DataType::Float64,
+        "bit" => {
+            if column_type == "bit(1)" {
+                DataType::Bool
+            } else {
+                DataType::Bytes
+            }
+        }
+        "year" => DataType::Int32,
+        "date" => DataType::Date,
+        "time" => DataType::Time,
+        "datetime" => DataType::Timestamp,
+        "timestamp" => DataType::TimestampTz,
+        "enum" => DataType::Enum,
+        "set" => DataType::String,
+        "json" => DataType::Json,
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => DataType::String,
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => DataType::Bytes,
+        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring" | "multipolygon" | "geometrycollection" => {
+            DataType::Bytes
+        }
+        other => DataType::Other(other.to_string()),
+    };
+    // tinyint/smallint unsigned do not fit i16: widen.
+    let dt = match (&dt, unsigned) {
+        (DataType::Int16, true) => DataType::Int32,
+        _ => dt,
+    };
+    let labels = if matches!(data_type, "enum" | "set") { parse_labels(column_type) } else { Vec::new() };
+    MyColumn {
+        column: Column { name, source_type: column_type.to_string(), data_type: dt, nullable },
+        primary_key,
+        fsp: datetime_precision.unwrap_or(0),
+        labels,
+        is_set: data_type == "set",
+        charset,
+    }
+}
+
+fn bad(col: &MyColumn, what: &str) -> SourceError {
+    SourceError::definite(format!(
+        "cannot read column {} ({}) from {what}; this is a bug in riffle, please report it",
+        col.column.name, col.column.source_type
+    ))
+}
+
+/// A value from the snapshot's text protocol.
+pub fn from_text(col: &MyColumn, v: mysql_async::Value) -> Result<Value, SourceError> {
+    let bytes = match v {
+        mysql_async::Value::NULL => return Ok(Value::Null),
+        mysql_async::Value::Bytes(b) => b,
+        other => return from_binlog(col, other),
+    };
+    let text = || String::from_utf8(bytes.clone()).map_err(|_| bad(col, "the snapshot (not UTF-8)"));
+    Ok(match &col.column.data_type {
+        DataType::Int16 | DataType::Int32 | DataType::Int64 => Value::Int(text()?.parse().map_err(|_| bad(col, "the snapshot"))?),
+        DataType::UInt64 => Value::UInt(text()?.parse().map_err(|_| bad(col, "the snapshot"))?),
+        DataType::Float32 => Value::Float32(text()?.parse().map_err(|_| bad(col, "the snapshot"))?),
+        DataType::Float64 => Value::Float64(text()?.parse().map_err(|_| bad(col, "the snapshot"))?),
+        DataType::Decimal { .. } => Value::Decimal(text()?),
+        DataType::Bool => Value::Bool(bytes.iter().any(|b| *b != 0)),
+        DataType::Bytes => Value::Bytes(bytes),
+        DataType::Timestamp => Value::Text(text()?.replacen(' ', "T", 1)),
+        DataType::TimestampTz => Value::Text(format!("{}Z", text()?.replacen(' ', "T", 1))),
+        DataType::Json => Value::Json(text()?),
+        _ => Value::Text(text()?),
+    })
+}
+
+fn frac(us: u32, fsp: u32) -> String {
+    if fsp == 0 {
+        String::new()
+    } else {
+        let digits = format!("{us:06}");
+        format!(".{}", &digits[..fsp.min(6) as usize])
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day) (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Text from a binlog string column in its character set.
+fn decode_charset(col: &MyColumn, bytes: Vec<u8>) -> String {
+    match col.charset.as_deref() {
+        // MySQL's latin1 is Windows-1252.
+        Some("latin1") => bytes.iter().map(|&b| cp1252(b)).collect(),
+        _ => String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
+}
+
+fn cp1252(b: u8) -> char {
+    const HIGH: [char; 32] = [
+        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž', '\u{8f}', '\u{90}', '‘', '’', '“', '”', '•',
+        '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
+    ];
+    match b {
+        0x80..=0x9f => HIGH[(b - 0x80) as usize],
+        _ => b as char,
+    }
+}
+
+/// A value from a binlog row image.
+pub fn from_binlog(col: &MyColumn, v: mysql_async::Value) -> Result<Value, SourceError> {
+    use mysql_async::Value as V;
+    Ok(match (v, &col.column.data_type) {
+        (V::NULL, _) => Value::Null,
+        (V::Int(i), DataType::Enum) => match usize::try_from(i).ok().and_then(|i| i.checked_sub(1)).and_then(|i| col.labels.get(i)) {
+            Some(label) => Value::Text(label.clone()),
+            // Index 0 is the "invalid value" MySQL stores as ''.
+            None => Value::Text(String::new()),
+        },
+        (V::Int(i), DataType::UInt64) => Value::UInt(i as u64),
+        (V::Int(i), _) => Value::Int(i),
+        (V::UInt(u), DataType::UInt64) => Value::UInt(u),
+        (V::UInt(u), _) => Value::Int(i64::try_from(u).map_err(|_| bad(col, "the binlog"))?),
+        (V::Float(f), _) => Value::Float32(f),
+        (V::Double(d), DataType::Float32) => Value::Float32(d as f32),
+        (V::Double(d), _) => Value::Float64(d),
+        (V::Date(y, m, d, h, i, s, us), DataType::Date) => {
+            let _ = (h, i, s, us);
+            Value::Text(format!("{y:04}-{m:02}-{d:02}"))
+        }
+        (V::Date(y, m, d, h, i, s, us), DataType::TimestampTz) => {
+            Value::Text(format!("{y:04}-{m:02}-{d:02}T{h:02}:{i:02}:{s:02}{}Z", frac(us, col.fsp)))
+        }
+        (V::Date(y, m, d, h, i, s, us), _) => Value::Text(format!("{y:04}-{m:02}-{d:02}T{h:02}:{i:02}:{s:02}{}", frac(us, col.fsp))),
+        (V::Time(neg, days, h, i, s, us), _) => {
+            let hours = days * 24 + u32::from(h);
+            Value::Text(format!("{}{hours:02}:{i:02}:{s:02}{}", if neg { "-" } else { "" }, frac(us, col.fsp)))
+        }
+        (V::Bytes(b), DataType::TimestampTz) => {
+            // Seconds since the epoch, with ".uuuuuu" when fractional.
+            let text = String::from_utf8(b).map_err(|_| bad(col, "the binlog"))?;
+            let (secs, micros) = text.split_once('.').unwrap_or((&text, "0"));
+            let secs: i64 = secs.parse().map_err(|_| bad(col, "the binlog"))?;
+            let micros: u32 = format!("{micros:0<6}")[..6].parse().map_err(|_| bad(col, "the binlog"))?;
+            if secs == 0 && micros == 0 {
+                Value::Text(format!("0000-00-00T00:00:00{}Z", frac(0, col.fsp)))
+            } else {
+                let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+                let rem = secs.rem_euclid(86_400);
+                Value::Text(format!(
+                    "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{}Z",
+                    rem / 3600,
+                    rem % 3600 / 60,
+                    rem % 60,
+                    frac(micros, col.fsp)
+                ))
+            }
+        }
+        (V::Bytes(b), DataType::String) if col.is_set => {
+            // A bitmap over the labels.
+            let mut bits: u64 = 0;
+            for (i, byte) in b.iter().enumerate().take(8) {
+                bits |= u64::from(*byte) << (8 * i);
+            }
+            let labels: Vec<&str> = col.labels.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, l)| l.as_str()).collect();
+            Value::Text(labels.join(","))
+        }
+        (V::Bytes(b), DataType::Bool) => Value::Bool(b.iter().any(|x| *x != 0)),
+        (V::Bytes(b), DataType::Bytes) => Value::Bytes(b),
+        (V::Bytes(b), DataType::Decimal { .. }) => Value::Decimal(String::from_utf8(b).map_err(|_| bad(col, "the binlog"))?),
+        (V::Bytes(b), DataType::Int16 | DataType::Int32 | DataType::Int64) => {
+            Value::Int(String::from_utf8_lossy(&b).parse().map_err(|_| bad(col, "the binlog"))?)
+        }
+        (V::Bytes(b), DataType::Json) => Value::Json(decode_charset(col, b)),
+        (V::Bytes(b), _) => Value::Text(decode_charset(col, b)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(data_type: &str, column_type: &str, fsp: u32) -> MyColumn {
+        column_type_for_test(data_type, column_type, fsp)
+    }
+
+    fn column_type_for_test(data_type: &str, ct: &str, fsp: u32) -> MyColumn {
+        column_type("c".into(), data_type, ct, true, false, None, None, Some(fsp), Some("utf8mb4".into()))
+    }
+
+    #[test]
+    fn labels_parse_with_quotes_and_commas() {
+        assert_eq!(parse_labels("enum('a','b,c','it''s')"), vec!["a", "b,c", "it's"]);
+    }
+
+    #[test]
+    fn binlog_values_match_the_text_forms() {
+        let ts = col("timestamp", "timestamp(6)", 6);
+        assert_eq!(
+            from_binlog(&ts, mysql_async::Value::Bytes(b"1700000000.000123".to_vec())).unwrap(),
+            Value::Text("2023-11-14T22:13:20.000123Z".into())
+        );
+        assert_eq!(
+            from_text(&ts, mysql_async::Value::Bytes(b"2023-11-14 22:13:20.000123".to_vec())).unwrap(),
+            Value::Text("2023-11-14T22:13:20.000123Z".into())
+        );
+        let dt = col("datetime", "datetime(3)", 3);
+        assert_eq!(
+            from_binlog(&dt, mysql_async::Value::Date(2024, 2, 29, 1, 2, 3, 456_000)).unwrap(),
+            Value::Text("2024-02-29T01:02:03.456".into())
+        );
+        let t = col("time", "time", 0);
+        assert_eq!(from_binlog(&t, mysql_async::Value::Time(true, 34, 22, 59, 59, 0)).unwrap(), Value::Text("-838:59:59".into()));
+        let big = col("bigint", "bigint(20) unsigned", 0);
+        assert_eq!(from_binlog(&big, mysql_async::Value::UInt(u64::MAX)).unwrap(), Value::UInt(u64::MAX));
+        let set = col("set", "set('a','b','c')", 0);
+        assert_eq!(from_binlog(&set, mysql_async::Value::Bytes(vec![0b101])).unwrap(), Value::Text("a,c".into()));
+        let mut latin = col("varchar", "varchar(10)", 0);
+        latin.charset = Some("latin1".into());
+        assert_eq!(from_binlog(&latin, mysql_async::Value::Bytes(vec![b'c', 0xe9, 0x80])).unwrap(), Value::Text("cé€".into()));
+    }
+}
