@@ -328,6 +328,18 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
     if sinks.iter().filter(|s| s.target == SinkTarget::Stdout).count() > 1 {
         bail!("--sink -: standard output can be given once");
     }
+    // Two sinks in one directory would share (and clobber) one manifest.
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for s in &sinks {
+        if let SinkTarget::Dir(d) = &s.target {
+            let canonical = std::path::absolute(d).unwrap_or_else(|_| d.clone());
+            let normal: PathBuf = canonical.components().collect();
+            if dirs.contains(&normal) {
+                bail!("sink {}: two sinks write to the same directory {}; give each its own directory", s.name, d.display());
+            }
+            dirs.push(normal);
+        }
+    }
     let name = args.name.clone().or(file.name).unwrap_or_else(|| default_name(&source_url, &tables, &exclude));
     if name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         bail!("{}: expected 1 to 63 characters of a-z, 0-9 and _, found {name:?}", where_("name"));

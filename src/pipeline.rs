@@ -75,6 +75,10 @@ struct Committer {
     trailing: u64,
     last_position: Option<Position>,
     last_ts_ms: Option<i64>,
+    /// `last_position`/`last_ts_ms` as of the last commit: what an abort
+    /// goes back to, so a sink is never told it holds aborted events.
+    committed_position: Option<Position>,
+    committed_ts_ms: Option<i64>,
     uncommitted: u64,
     oldest_uncommitted_ms: Option<i64>,
     in_snapshot: bool,
@@ -117,6 +121,14 @@ impl Committer {
                     self.trailing = 0;
                     if self.last_commit.elapsed() >= self.interval {
                         self.commit()?;
+                    }
+                }
+                SourceItem::SnapshotStarted(offset) => {
+                    if let Some(store) = &self.store {
+                        self.state.snapshot = SnapshotState::InProgress;
+                        self.state.snapshot_started = Some(offset);
+                        self.state.updated_ms = now_ms();
+                        store.save(&self.state).map_err(|e| SinkError::definite(format!("{e:#}")))?;
                     }
                 }
                 SourceItem::SnapshotTable { table, estimated_rows } => {
@@ -248,6 +260,8 @@ impl Committer {
             sink.commit(self.last_position)?;
         }
         self.last_commit = Instant::now();
+        self.committed_position = self.last_position;
+        self.committed_ts_ms = self.last_ts_ms;
         let committed = std::mem::take(&mut self.uncommitted);
         self.oldest_uncommitted_ms = None;
         let mut offset_lsn = None;
@@ -291,6 +305,8 @@ impl Committer {
         self.uncommitted = 0;
         self.oldest_uncommitted_ms = None;
         self.in_snapshot = false;
+        self.last_position = self.committed_position;
+        self.last_ts_ms = self.committed_ts_ms;
     }
 
     async fn consume(&mut self, mut rx: mpsc::Receiver<Vec<SourceItem>>) -> Result<(), SinkError> {
@@ -349,19 +365,19 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
     for s in &sinks {
         tracing::info!(sink = s.describe(), "sink ready");
     }
-    let mut state = saved.clone().unwrap_or(PipelineState {
+    let state = saved.clone().unwrap_or(PipelineState {
         version: 1,
         name: cfg.name.clone(),
         source: redacted,
         tables: cfg.tables.clone(),
         snapshot: SnapshotState::InProgress,
+        snapshot_started: None,
         offset: None,
         last_position: None,
         last_source_ts_ms: None,
         events: 0,
         updated_ms: now_ms(),
     });
-    let mut interrupted = saved.as_ref().is_some_and(|s| s.snapshot == SnapshotState::InProgress);
     let sync = matches!(job, Job::Sync);
     let stall_after = cfg.heartbeat.map(|h| h * 3).unwrap_or(Duration::from_secs(180)).max(Duration::from_secs(90));
     let metrics = Metrics::new(source.stats(), stall_after);
@@ -390,6 +406,8 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         trailing: 0,
         last_position: None,
         last_ts_ms: None,
+        committed_position: None,
+        committed_ts_ms: None,
         uncommitted: 0,
         oldest_uncommitted_ms: None,
         in_snapshot: false,
@@ -404,10 +422,10 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         source.set_job(match job {
             Job::Sync => None,
             Job::Replicate { until } => {
-                if committer.state.offset.is_none() && !interrupted {
-                    state.snapshot = SnapshotState::InProgress;
-                    committer.store.as_ref().expect("replicate has a store").save(&state)?;
-                }
+                let interrupted = match (&committer.state.offset, &committer.state.snapshot_started) {
+                    (None, Some(Offset::Postgres { lsn })) => Some(*lsn),
+                    _ => None,
+                };
                 Some((committer.state.offset.clone(), interrupted, until))
             }
         })?;
@@ -437,15 +455,16 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         };
         let kind = if error.0 == ErrorKind::Definite { "definite" } else { "transient" };
         metrics.with(|c| *c.errors.entry(kind).or_default() += 1);
-        if committer.state.offset.is_none() && !sync {
-            // A snapshot broke off: the next attempt takes a new one.
-            interrupted = true;
-        }
         if committer.state.offset != offset_before {
             attempt = 0;
         }
-        if error.0 == ErrorKind::Definite || *stop.borrow() {
+        if error.0 == ErrorKind::Definite {
             break Err(anyhow!("{}", error.1));
+        }
+        if *stop.borrow() {
+            // Asked to stop: what is committed is saved; the error is moot.
+            tracing::info!(error = %error.1, "stopping instead of retrying");
+            break Ok(Summary { end: RunEnd::Stopped, events: committer.state.events, offset: committer.state.offset.clone() });
         }
         if attempt >= cfg.max_retries {
             break Err(anyhow!("{} (gave up after {} retries; raise --max-retries to keep trying longer)", error.1, cfg.max_retries));
@@ -460,7 +479,10 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         let mut stop_wait = stop.clone();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop_wait.changed() => break Err(anyhow!("stopped while waiting to retry: {}", error.1)),
+            _ = stop_wait.changed() => {
+                tracing::info!("stopped while waiting to retry");
+                break Ok(Summary { end: RunEnd::Stopped, events: committer.state.events, offset: committer.state.offset.clone() });
+            }
         }
     };
     if let Some(line) = status_line {

@@ -44,7 +44,7 @@ impl AnySource {
 
     /// Sets what the next run does: a one-shot copy (`replicate == None`),
     /// or replication from `resume`.
-    pub fn set_job(&mut self, replicate: Option<(Option<Offset>, bool, Until)>) -> Result<()> {
+    pub fn set_job(&mut self, replicate: Option<(Option<Offset>, Option<riffle_core::Lsn>, Until)>) -> Result<()> {
         match self {
             AnySource::Postgres(s) => s.set_mode(match replicate {
                 None => riffle_postgres::Mode::Sync,

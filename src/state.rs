@@ -29,6 +29,10 @@ pub struct PipelineState {
     pub source: String,
     pub tables: Vec<String>,
     pub snapshot: SnapshotState,
+    /// Postgres: the consistent point of the slot an unfinished snapshot
+    /// created; the next run drops that slot only if it is still there.
+    #[serde(default)]
+    pub snapshot_started: Option<Offset>,
     /// Where the source resumes; everything before it is in every sink.
     pub offset: Option<Offset>,
     /// The position of the last event committed.
@@ -130,6 +134,7 @@ mod tests {
             source: "postgres://u@h/db".into(),
             tables: vec![],
             snapshot: SnapshotState::Done,
+            snapshot_started: None,
             offset: Some(Offset::Postgres { lsn: Lsn(lsn) }),
             last_position: None,
             last_source_ts_ms: None,

@@ -51,6 +51,13 @@ async fn bad_urls_passwords_hosts_and_tables() {
     fails_with(&["sync", "--source", &url, "--tables", "nope_*", "--sink", o], 1, &["no table matches public.nope_*"]);
     assert!(data_files(&out, "public.present").is_empty());
 
+    // Two sinks in one directory would share one manifest.
+    fails_with(
+        &["sync", "--source", &url, "--tables", "present", "--sink", o, "--sink", &format!("{o}/")],
+        1,
+        &["two sinks write to the same directory"],
+    );
+
     // Config file errors name the field.
     let cfg = state.join("bad.toml");
     std::fs::write(&cfg, format!("[source]\nurl = \"{url}\"\ntables = [\"present\"]\n[[sinks]]\nurl = \"{o}\"\nformat = \"xml\"\n"))
@@ -144,4 +151,33 @@ async fn pipelines_on_one_server_never_collide() {
         &["belongs to database \"it_collide_b\"", "another --name"],
     );
     cb.batch_execute("SELECT pg_drop_replication_slot('shared_name')").await.unwrap();
+
+    // A second pipeline state for a live slot never takes the slot over, not
+    // even on its next attempt.
+    let stolen_out = temp_dir("collide-stolen");
+    let other_state = temp_dir("collide-other-state");
+    for _ in 0..2 {
+        fails_with(
+            &[
+                "replicate",
+                "--source",
+                &db_url(a),
+                "--tables",
+                "t1",
+                "--sink",
+                stolen_out.to_str().unwrap(),
+                "--state",
+                other_state.to_str().unwrap(),
+                "--max-retries",
+                "0",
+            ],
+            1,
+            &["already exists but this pipeline has no saved position"],
+        );
+    }
+    ca.batch_execute("INSERT INTO t1 VALUES (3)").await.unwrap();
+    let out = temp_dir("collide-a1");
+    riffle_ok(&["replicate", "--source", &db_url(a), "--tables", "t1", "--sink", out.to_str().unwrap(), "--state", s, "--until", "now"]);
+    let events = read_jsonl(&out, "public.t1");
+    assert_eq!(events.iter().filter(|e| e["op"] == "c").count(), 1, "the original pipeline still resumes its own slot");
 }

@@ -16,6 +16,10 @@ pub enum SourceItem {
     /// the events after it. Only here may the pipeline commit its sinks and
     /// save `offset`.
     Checkpoint(Offset),
+    /// The source created what the snapshot depends on (Postgres: the slot,
+    /// whose consistent point `offset` is). The pipeline records it, so a
+    /// run after a crash knows which slot is its own to drop and recreate.
+    SnapshotStarted(Offset),
     /// The snapshot starts copying a table; `estimated_rows` comes from the
     /// source's statistics and is only a guide for progress display.
     SnapshotTable {

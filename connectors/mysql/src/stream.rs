@@ -92,6 +92,7 @@ impl Stream<'_> {
                     stopping = changed.is_err() || *stop.borrow();
                     continue;
                 }
+                _ = out.closed() => return Ok(RunEnd::Stopped),
                 next = stream.next() => next,
             };
             let Some(event) = next else {

@@ -15,6 +15,10 @@ pub struct SelectedTable {
     /// `d` default (primary key), `f` full, `i` index, `n` nothing.
     pub replica_identity: u8,
     pub has_primary_key: bool,
+    /// A partitioned table's root: copied through a query, published via the root.
+    pub partitioned: bool,
+    /// Unlogged tables are not in the WAL, so they cannot be replicated.
+    pub unlogged: bool,
 }
 
 impl SelectedTable {
@@ -43,7 +47,8 @@ pub async fn resolve_tables(client: &Client, patterns: &[String], exclude: &[Str
     let rows = client
         .query(
             "SELECT c.oid, n.nspname::text, c.relname::text, greatest(c.reltuples, 0)::float8, c.relreplident::text, \
-                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
+                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), \
+                    c.relkind = 'p', c.relpersistence = 'u' \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
                AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
@@ -60,6 +65,8 @@ pub async fn resolve_tables(client: &Client, patterns: &[String], exclude: &[Str
             estimated_rows: r.get::<_, f64>(3) as u64,
             replica_identity: r.get::<_, String>(4).bytes().next().unwrap_or(b'd'),
             has_primary_key: r.get(5),
+            partitioned: r.get(6),
+            unlogged: r.get(7),
         })
         .collect();
     let qualify = |p: &str| if p.contains('.') { p.to_string() } else { format!("public.{p}") };
@@ -102,7 +109,7 @@ pub async fn load_schema(client: &Client, types: &mut TypeCache, oid: u32) -> Re
                     format_type(a.atttypid, a.atttypmod), a.attnotnull, \
                     coalesce(a.attnum = ANY(pk.indkey), false) \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
              LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary \
              WHERE c.oid = $1 ORDER BY a.attnum",
             &[&oid],
@@ -174,7 +181,9 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[SelectedT
         return Ok(());
     }
     let list: Vec<String> = tables.iter().map(SelectedTable::qualified).collect();
-    let sql = format!("CREATE PUBLICATION {} FOR TABLE {}", quote_ident(name), list.join(", "));
+    // Changes to partitions are published under their root's name, the
+    // table the user selected.
+    let sql = format!("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)", quote_ident(name), list.join(", "));
     client.batch_execute(&sql).await.map_err(|e| match e.as_db_error() {
         Some(db) if db.code().code() == "42501" => SourceError::definite(format!(
             "creating publication {name:?}: {}; riffle's user must own the tables (or be superuser), or create it once yourself: {sql};",

@@ -79,7 +79,15 @@ pub async fn replication_problems(client: &Client, params: &ConnectParams, table
             fix: format!("ALTER ROLE {} WITH REPLICATION;", quote_ident(&params.user)),
         });
     }
-    for t in tables {
+    for t in tables.iter().filter(|t| t.unlogged) {
+        problems.push(Problem {
+            setting: format!("persistence of {}", t.id),
+            expected: "a logged table (changes in the WAL)".into(),
+            found: "UNLOGGED".into(),
+            fix: format!("ALTER TABLE {} SET LOGGED; or leave it out with --exclude {}", t.qualified(), t.id),
+        });
+    }
+    for t in tables.iter().filter(|t| !t.unlogged) {
         let keyless = !t.has_primary_key && matches!(t.replica_identity, b'd' | b'n');
         let nothing = t.replica_identity == b'n';
         if keyless || nothing {
@@ -169,7 +177,10 @@ pub async fn full_check(
             .map(|r| r.get(0))
             .map_err(|e| SourceError::transient(format!("checking privileges: {e}")))?;
         let name = format!("table {}", t.id);
-        let identity = problems.iter().find(|p| p.setting == format!("replica identity of {}", t.id)).cloned();
+        let identity = problems
+            .iter()
+            .find(|p| p.setting == format!("replica identity of {}", t.id) || p.setting == format!("persistence of {}", t.id))
+            .cloned();
         let outcome = if !can_select {
             Err(Problem {
                 setting: format!("SELECT on {}", t.id),

@@ -61,9 +61,10 @@ pub enum Mode {
     /// set, then stream.
     Replicate {
         resume: Option<Offset>,
-        /// A previous run recorded that it was creating the slot and copying
-        /// when it stopped: its slot, if any, is ours to drop and recreate.
-        snapshot_interrupted: bool,
+        /// A previous run created the slot at this consistent point and
+        /// stopped before its copy completed: a slot still at that point is
+        /// ours to drop and recreate.
+        snapshot_interrupted: Option<Lsn>,
         until: Until,
     },
 }
@@ -182,7 +183,19 @@ impl PgSource {
                 "the saved position is {lsn} in replication slot {slot:?}, but the slot no longer exists, so the changes since then are gone from the server; \
                  take a new snapshot: remove this pipeline's state file (see `riffle status`) and run riffle again"
             ))),
-            Some(info) => self.check_slot_owner(slot, &info),
+            Some(info) => {
+                self.check_slot_owner(slot, &info)?;
+                let confirmed = info.confirmed_flush.as_deref().and_then(|c| c.parse::<Lsn>().ok());
+                if confirmed.is_some_and(|c| c > lsn) {
+                    return Err(SourceError::definite(format!(
+                        "replication slot {slot:?} has confirmed {} but this pipeline's saved position is {lsn}: the changes in between were \
+                         consumed by someone else (another riffle with the same --name?) and are gone; take a new snapshot: remove this \
+                         pipeline's state file (see `riffle status`) and drop the slot",
+                        confirmed.map(|c| c.to_string()).unwrap_or_default()
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -214,7 +227,7 @@ impl PgSource {
         ctx: &snapshot::Context,
         slot: &str,
         tables: &[SelectedTable],
-        interrupted: bool,
+        interrupted: Option<Lsn>,
         out: &mpsc::Sender<Vec<SourceItem>>,
         stop: &watch::Receiver<bool>,
     ) -> Result<Option<Lsn>, SourceError> {
@@ -224,8 +237,10 @@ impl PgSource {
         }
         catalog::ensure_publication(client, slot, tables).await?;
         if let Some(info) = existing {
-            self.check_slot_owner(slot, &info)?;
-            if !interrupted {
+            // Only a slot this pipeline created for a snapshot that never
+            // completed, and that nobody has advanced since, may be dropped.
+            let ours = interrupted.is_some_and(|lsn| info.confirmed_flush.as_deref().and_then(|c| c.parse::<Lsn>().ok()) == Some(lsn));
+            if !ours {
                 return Err(SourceError::definite(format!(
                     "replication slot {slot:?} already exists but this pipeline has no saved position for it (wrong --state, or another pipeline uses --name {:?}); \
                      point --state at this pipeline's state, choose another --name, or drop the slot: SELECT pg_drop_replication_slot('{slot}');",
@@ -242,6 +257,9 @@ impl PgSource {
         let snapshot_name =
             row.get(2).cloned().flatten().ok_or_else(|| SourceError::definite("CREATE_REPLICATION_SLOT exported no snapshot"))?;
         tracing::info!(slot, consistent_point = %consistent, "created replication slot");
+        if out.send(vec![SourceItem::SnapshotStarted(Offset::Postgres { lsn: consistent })]).await.is_err() {
+            return Ok(None);
+        }
         // The exported snapshot lives while `repl` stays open and idle.
         let end = snapshot::copy_tables(client, ctx, tables, Some((&snapshot_name, consistent)), out, stop).await?;
         drop(repl);

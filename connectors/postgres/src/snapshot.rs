@@ -98,7 +98,12 @@ pub async fn copy_tables(
         }
         tracing::info!(table = %table.id, estimated_rows = table.estimated_rows, "snapshot of table started");
         let cols: Vec<String> = schema.columns.iter().map(|c| quote_ident(&c.name)).collect();
-        let sql = format!("COPY {} ({}) TO STDOUT", table.qualified(), cols.join(", "));
+        // A partitioned table is copied through a query over all its partitions.
+        let sql = if table.partitioned {
+            format!("COPY (SELECT {} FROM {}) TO STDOUT", cols.join(", "), table.qualified())
+        } else {
+            format!("COPY {} ({}) TO STDOUT", table.qualified(), cols.join(", "))
+        };
         let stream = client.copy_out(&sql).await.map_err(|e| copy_err(table, e))?;
         futures_util::pin_mut!(stream);
         let mut reader = CopyReader::new(schema.clone(), ctx, at, started_us);

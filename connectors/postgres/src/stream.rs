@@ -96,6 +96,9 @@ impl Stream {
                 changed = stop.changed() => {
                     stopping = changed.is_err() || *stop.borrow();
                 }
+                // The pipeline gave up on this run (a sink failed): stop now,
+                // even if the server is quiet.
+                _ = out.closed() => return closed(),
                 changed = durable.changed() => {
                     if changed.is_err() {
                         return closed();

@@ -76,8 +76,14 @@ impl TypeCache {
         if row.typtype == b'e' {
             return DataType::Enum;
         }
-        if row.category == b'A' && row.elem != 0 {
+        // int2vector/oidvector print without braces, and box[] separates
+        // elements with ';': keep their text form.
+        let odd_array = matches!(row.name.as_str(), "int2vector" | "oidvector" | "_box");
+        if row.category == b'A' && row.elem != 0 && !odd_array {
             return DataType::Array(Box::new(self.data_type(row.elem, -1)));
+        }
+        if odd_array {
+            return DataType::Other(row.name.clone());
         }
         if row.namespace != "pg_catalog" {
             return DataType::Other(row.name.clone());
