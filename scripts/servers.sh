@@ -184,7 +184,7 @@ stop_my_instance() {
 start_mariadb() {
     my_instance mariadb "$MARIADB_PORT" RIFFLE_TEST_MARIADB --server-id=1 --log-bin=mariadb-bin \
         --binlog-format=ROW --binlog-row-image=FULL --binlog-row-metadata=FULL --gtid-strict-mode=1 \
-        --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 --max-connections=200
+        --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 --max-connections=200 --character-set-server=utf8mb4
 }
 stop_mariadb() { stop_my_instance mariadb; }
 

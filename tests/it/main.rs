@@ -10,6 +10,8 @@ mod pg_crash;
 mod pg_errors;
 mod pg_types;
 
+mod my_types;
+
 mod ops_check;
 mod ops_metrics;
 mod ops_resilience;

@@ -220,3 +220,26 @@ pub async fn table_as_json(client: &Client, table: &str, key: &str) -> std::coll
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The MariaDB admin URL from `scripts/servers.sh`.
+pub fn my_admin_url() -> String {
+    std::env::var("RIFFLE_TEST_MARIADB_URL").expect("RIFFLE_TEST_MARIADB_URL is not set: run the suite with scripts/test.sh")
+}
+
+/// riffle's own (least-privilege) user's URL for database `db`.
+pub fn my_url(db: &str) -> String {
+    let u = std::env::var("RIFFLE_TEST_MARIADB_RIFFLE_URL").expect("RIFFLE_TEST_MARIADB_RIFFLE_URL: run scripts/test.sh");
+    format!("{}/{db}", u.rsplit_once('/').unwrap().0)
+}
+
+/// A fresh MariaDB database, and an admin connection to it (UTC session).
+pub async fn my_fresh_db(db: &str) -> mysql_async::Conn {
+    use mysql_async::prelude::Queryable;
+    let admin = my_admin_url().replacen("mariadb://", "mysql://", 1);
+    let mut conn = mysql_async::Conn::from_url(&admin).await.unwrap_or_else(|e| panic!("connecting to {admin}: {e}"));
+    conn.query_drop(format!("DROP DATABASE IF EXISTS `{db}`")).await.unwrap();
+    conn.query_drop(format!("CREATE DATABASE `{db}` CHARACTER SET utf8mb4")).await.unwrap();
+    conn.query_drop(format!("USE `{db}`")).await.unwrap();
+    conn.query_drop("SET time_zone = '+00:00'").await.unwrap();
+    conn
+}

@@ -24,6 +24,8 @@ pub struct MyColumn {
     pub is_set: bool,
     /// The column's character set (`latin1`, `utf8mb4`), for binlog strings.
     pub charset: Option<String>,
+    /// `binary(n)`: the binlog drops trailing zero bytes the column keeps.
+    pub binary_len: Option<usize>,
 }
 
 /// `enum('a','b')` → `["a", "b"]`.
@@ -124,6 +126,7 @@ pub fn column_type(
         labels,
         is_set: data_type == "set",
         charset,
+        binary_len: (data_type == "binary").then(|| column_type.trim_start_matches("binary(").trim_end_matches(')').parse().ok()).flatten(),
     }
 }
 
@@ -211,6 +214,9 @@ pub fn from_binlog(col: &MyColumn, v: mysql_async::Value) -> Result<Value, Sourc
             None => Value::Text(String::new()),
         },
         (V::Int(i), DataType::UInt64) => Value::UInt(i as u64),
+        // mysql_common reads a signed MEDIUMINT's 3 bytes without sign
+        // extension for -8388608 (0x800000); extend it here.
+        (V::Int(i), DataType::Int32) if i > 0x7f_ffff && col.column.source_type.starts_with("mediumint") => Value::Int(i - 0x100_0000),
         (V::Int(i), _) => Value::Int(i),
         (V::UInt(u), DataType::UInt64) => Value::UInt(u),
         (V::UInt(u), _) => Value::Int(i64::try_from(u).map_err(|_| bad(col, "the binlog"))?),
@@ -259,7 +265,14 @@ pub fn from_binlog(col: &MyColumn, v: mysql_async::Value) -> Result<Value, Sourc
             Value::Text(labels.join(","))
         }
         (V::Bytes(b), DataType::Bool) => Value::Bool(b.iter().any(|x| *x != 0)),
-        (V::Bytes(b), DataType::Bytes) => Value::Bytes(b),
+        (V::Bytes(mut b), DataType::Bytes) => {
+            if let Some(n) = col.binary_len {
+                if b.len() < n {
+                    b.resize(n, 0);
+                }
+            }
+            Value::Bytes(b)
+        }
         (V::Bytes(b), DataType::Decimal { .. }) => Value::Decimal(String::from_utf8(b).map_err(|_| bad(col, "the binlog"))?),
         (V::Bytes(b), DataType::Int16 | DataType::Int32 | DataType::Int64) => {
             Value::Int(String::from_utf8_lossy(&b).parse().map_err(|_| bad(col, "the binlog"))?)
@@ -306,6 +319,11 @@ mod tests {
         assert_eq!(from_binlog(&t, mysql_async::Value::Time(true, 34, 22, 59, 59, 0)).unwrap(), Value::Text("-838:59:59".into()));
         let big = col("bigint", "bigint(20) unsigned", 0);
         assert_eq!(from_binlog(&big, mysql_async::Value::UInt(u64::MAX)).unwrap(), Value::UInt(u64::MAX));
+        let medium = col("mediumint", "mediumint(9)", 0);
+        assert_eq!(from_binlog(&medium, mysql_async::Value::Int(8_388_608)).unwrap(), Value::Int(-8_388_608));
+        assert_eq!(from_binlog(&medium, mysql_async::Value::Int(-5)).unwrap(), Value::Int(-5));
+        let bin = col("binary", "binary(4)", 0);
+        assert_eq!(from_binlog(&bin, mysql_async::Value::Bytes(vec![1])).unwrap(), Value::Bytes(vec![1, 0, 0, 0]));
         let set = col("set", "set('a','b','c')", 0);
         assert_eq!(from_binlog(&set, mysql_async::Value::Bytes(vec![0b101])).unwrap(), Value::Text("a,c".into()));
         let mut latin = col("varchar", "varchar(10)", 0);
