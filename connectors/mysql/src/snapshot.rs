@@ -104,7 +104,15 @@ pub async fn copy_tables(
         if out.send(vec![SourceItem::SnapshotTable { table: table.id.clone(), estimated_rows: table.estimated_rows }]).await.is_err() {
             return Ok((RunEnd::Stopped, Offset::Mysql { file, pos, gtid }));
         }
-        let cols: Vec<String> = columns.iter().map(|c| quote_ident(&c.column.name)).collect();
+        // The text protocol prints FLOAT with 6 digits; as a double (exact
+        // for every float) it keeps them all.
+        let cols: Vec<String> = columns
+            .iter()
+            .map(|c| match c.column.data_type {
+                riffle_core::DataType::Float32 => format!("({} + 0e0)", quote_ident(&c.column.name)),
+                _ => quote_ident(&c.column.name),
+            })
+            .collect();
         let sql = format!("SELECT {} FROM {}", cols.join(", "), table.qualified());
         let mut result = conn.query_iter(sql).await.map_err(|e| q(&format!("copying {}", table.id), e))?;
         let mut batch = Vec::with_capacity(BATCH);

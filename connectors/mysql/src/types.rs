@@ -148,7 +148,8 @@ pub fn from_text(col: &MyColumn, v: mysql_async::Value) -> Result<Value, SourceE
     Ok(match &col.column.data_type {
         DataType::Int16 | DataType::Int32 | DataType::Int64 => Value::Int(text()?.parse().map_err(|_| bad(col, "the snapshot"))?),
         DataType::UInt64 => Value::UInt(text()?.parse().map_err(|_| bad(col, "the snapshot"))?),
-        DataType::Float32 => Value::Float32(text()?.parse().map_err(|_| bad(col, "the snapshot"))?),
+        // Read as a double (see the snapshot's SELECT), which holds the float exactly.
+        DataType::Float32 => Value::Float32(text()?.parse::<f64>().map_err(|_| bad(col, "the snapshot"))? as f32),
         DataType::Float64 => Value::Float64(text()?.parse().map_err(|_| bad(col, "the snapshot"))?),
         DataType::Decimal { .. } => Value::Decimal(text()?),
         DataType::Bool => Value::Bool(bytes.iter().any(|b| *b != 0)),
