@@ -10,6 +10,7 @@ mod pg_crash;
 mod pg_errors;
 mod pg_types;
 
+mod my_stream;
 mod my_types;
 
 mod ops_check;
