@@ -2,8 +2,8 @@
 # Benchmarks riffle against the database's own tools on ../shared/bench,
 # in the same run, and prints ratios (riffle / reference) and peak RSS.
 #
-#   scripts/bench.sh                 1,000,000 rows, the 350k-change workload
-#   ROWS=100000 scripts/bench.sh     a quicker run
+#   scripts/bench.sh [postgres|mariadb|all]   1,000,000 rows, the 350k-change workloads (default: all)
+#   ROWS=100000 scripts/bench.sh postgres     a quicker run (Postgres only: the MariaDB seed is fixed at 1M)
 #
 # Figures: wall time from /usr/bin/time -v, and its "Maximum resident set
 # size". Absolute seconds vary from machine to machine; the ratios are what
@@ -22,7 +22,14 @@ if [ ! -x /usr/bin/time ]; then
     if [ "$(id -u)" = 0 ]; then apt-get install -y -qq time >/dev/null; else sudo apt-get install -y -qq time >/dev/null; fi
 fi
 
-scripts/servers.sh start postgres
+WHICH=${1:-all}
+export RIFFLE_MARIADB_PORT=${RIFFLE_MARIADB_PORT:-53316}
+case "$WHICH" in
+postgres) scripts/servers.sh start postgres ;;
+mariadb) scripts/servers.sh start mariadb ;;
+all) scripts/servers.sh start postgres mariadb ;;
+*) echo "usage: $0 [postgres|mariadb|all]" >&2; exit 2 ;;
+esac
 trap 'scripts/servers.sh stop' EXIT
 cargo build --release --quiet --bin riffle
 RIFFLE=$ROOT/target/release/riffle
@@ -33,10 +40,6 @@ URL="postgres://postgres:riffle-test-pw@127.0.0.1:$RIFFLE_PG_PORT/bench"
 
 rm -rf "$WORK"
 mkdir -p "$WORK"
-"${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench"
-echo "== seeding bench.orders with $ROWS rows"
-"${PSQL[@]}" -d bench -v rows="$ROWS" -f "$BENCH/pg_seed.sql" >/dev/null
-"${PSQL[@]}" -d bench -c "CHECKPOINT" -c "VACUUM ANALYZE bench.orders"
 
 # measure NAME CMD...: runs CMD under /usr/bin/time -v; sets SECS and RSS_MB.
 measure() {
@@ -55,44 +58,92 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 RESULTS=()
 report() { RESULTS+=("$(printf '%-44s %8.2f s %6s MB' "$1" "$2" "$3")"); }
 
-echo "== snapshot: psql COPY vs riffle sync to CSV"
-measure psql_copy "${PSQL[@]}" -d bench -o "$WORK/copy.csv" -c "COPY bench.orders TO STDOUT (FORMAT csv)"
-COPY_S=$SECS
-report "psql COPY … TO STDOUT (reference)" "$SECS" "$RSS_MB"
-measure riffle_sync_plain "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/sync-plain" --format csv --no-metadata
-SYNC_S=$SECS SYNC_RSS=$RSS_MB
-report "riffle sync → CSV (--no-metadata)" "$SECS" "$RSS_MB"
-measure riffle_sync_meta "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/sync-meta" --format csv
-SYNCM_S=$SECS
-report "riffle sync → CSV (with __ metadata)" "$SECS" "$RSS_MB"
-measure riffle_sync_jsonl "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/sync-jsonl" --format jsonl
-SYNCJ_S=$SECS
-report "riffle sync → JSON lines" "$SECS" "$RSS_MB"
+bench_postgres() {
+    "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench"
+    echo "== seeding bench.orders with $ROWS rows"
+    "${PSQL[@]}" -d bench -v rows="$ROWS" -f "$BENCH/pg_seed.sql" >/dev/null
+    "${PSQL[@]}" -d bench -c "CHECKPOINT" -c "VACUUM ANALYZE bench.orders"
 
-echo "== stream: pg_recvlogical vs riffle replicate of the CDC workload"
-"${PSQL[@]}" -d bench -c "CREATE PUBLICATION bench_ref FOR TABLE bench.orders"
-"$BIN/pg_recvlogical" -h 127.0.0.1 -p "$RIFFLE_PG_PORT" -U postgres -d bench --create-slot -S bench_ref -P pgoutput
-# riffle takes its snapshot first (not measured), so both slots start before the workload.
-"$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/cdc" --format csv --state "$WORK/state" --name bench_riffle --until now -q
-echo "== running the 350k-change workload"
-"${PSQL[@]}" -d bench -f "$BENCH/pg_cdc_workload.sql" >/dev/null
-END_LSN=$("${PSQL[@]}" -d bench -tAc "SELECT pg_current_wal_lsn()")
-measure pg_recvlogical "$BIN/pg_recvlogical" -h 127.0.0.1 -p "$RIFFLE_PG_PORT" -U postgres -d bench --start -S bench_ref \
-    -o proto_version=1 -o publication_names=bench_ref --endpos "$END_LSN" -f "$WORK/recvlogical.out" --no-loop
-RECV_S=$SECS
-report "pg_recvlogical (reference)" "$SECS" "$RSS_MB"
-measure riffle_stream "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/cdc" --format csv --state "$WORK/state" \
-    --name bench_riffle --until "$END_LSN" --commit-interval 5s
-STREAM_S=$SECS STREAM_RSS=$RSS_MB
-report "riffle replicate → CSV files" "$SECS" "$RSS_MB"
-CHANGES=$(cat "$WORK"/cdc/bench.orders/*.x*.csv | grep -c -E ',(c|u|d),' || true)
+    echo "== snapshot: psql COPY vs riffle sync to CSV"
+    measure psql_copy "${PSQL[@]}" -d bench -o "$WORK/copy.csv" -c "COPY bench.orders TO STDOUT (FORMAT csv)"
+    COPY_S=$SECS
+    report "psql COPY … TO STDOUT (reference)" "$SECS" "$RSS_MB"
+    measure riffle_sync_plain "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/sync-plain" --format csv --no-metadata
+    SYNC_S=$SECS SYNC_RSS=$RSS_MB
+    report "riffle sync → CSV (--no-metadata)" "$SECS" "$RSS_MB"
+    measure riffle_sync_meta "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/sync-meta" --format csv
+    SYNCM_S=$SECS
+    report "riffle sync → CSV (with __ metadata)" "$SECS" "$RSS_MB"
+    measure riffle_sync_jsonl "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/sync-jsonl" --format jsonl
+    SYNCJ_S=$SECS
+    report "riffle sync → JSON lines" "$SECS" "$RSS_MB"
+
+    echo "== stream: pg_recvlogical vs riffle replicate of the CDC workload"
+    "${PSQL[@]}" -d bench -c "CREATE PUBLICATION bench_ref FOR TABLE bench.orders"
+    "$BIN/pg_recvlogical" -h 127.0.0.1 -p "$RIFFLE_PG_PORT" -U postgres -d bench --create-slot -S bench_ref -P pgoutput
+    # riffle takes its snapshot first (not measured), so both slots start before the workload.
+    "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/cdc" --format csv --state "$WORK/state" --name bench_riffle --until now -q
+    echo "== running the 350k-change workload"
+    "${PSQL[@]}" -d bench -f "$BENCH/pg_cdc_workload.sql" >/dev/null
+    END_LSN=$("${PSQL[@]}" -d bench -tAc "SELECT pg_current_wal_lsn()")
+    measure pg_recvlogical "$BIN/pg_recvlogical" -h 127.0.0.1 -p "$RIFFLE_PG_PORT" -U postgres -d bench --start -S bench_ref \
+        -o proto_version=1 -o publication_names=bench_ref --endpos "$END_LSN" -f "$WORK/recvlogical.out" --no-loop
+    RECV_S=$SECS
+    report "pg_recvlogical (reference)" "$SECS" "$RSS_MB"
+    measure riffle_stream "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/cdc" --format csv --state "$WORK/state" \
+        --name bench_riffle --until "$END_LSN" --commit-interval 5s
+    STREAM_S=$SECS STREAM_RSS=$RSS_MB
+    report "riffle replicate → CSV files" "$SECS" "$RSS_MB"
+    CHANGES=$(cat "$WORK"/cdc/bench.orders/*.x*.csv | grep -c -E ',(c|u|d),' || true)
+    "${PSQL[@]}" -d bench -c "SELECT pg_drop_replication_slot('bench_ref')" >/dev/null
+}
+
+bench_mariadb() {
+    local sock=$RIFFLE_RUN_DIR/mariadb/mariadbd.sock
+    local MY=(mariadb --no-defaults -S "$sock" -uroot)
+    local MYURL="mariadb://admin:riffle-test-pw@127.0.0.1:$RIFFLE_MARIADB_PORT/bench"
+    echo "== seeding bench.orders (MariaDB, 1,000,000 rows)"
+    "${MY[@]}" <"$BENCH/my_seed.sql"
+    echo "== snapshot: mariadb --quick --batch vs riffle sync to CSV"
+    measure mariadb_select "${MY[@]}" --quick --batch -e "SELECT * FROM bench.orders"
+    MY_SELECT_S=$SECS
+    report "mariadb --quick --batch SELECT (reference)" "$SECS" "$RSS_MB"
+    measure riffle_my_sync "$RIFFLE" sync --source "$MYURL" --tables bench.orders --sink "$WORK/my-sync" --format csv --no-metadata
+    MY_SYNC_S=$SECS MY_SYNC_RSS=$RSS_MB
+    report "riffle sync MariaDB → CSV (--no-metadata)" "$SECS" "$RSS_MB"
+    echo "== stream: mariadb-binlog vs riffle replicate of the CDC workload"
+    "$RIFFLE" replicate --source "$MYURL" --tables bench.orders --sink "$WORK/my-cdc" --format csv --state "$WORK/my-state" --name bench_my --until now -q
+    read -r FILE POS < <("${MY[@]}" -N -e "SHOW MASTER STATUS" | awk '{print $1, $2}')
+    "${MY[@]}" <"$BENCH/my_cdc_workload.sql"
+    "${MY[@]}" bench -e "CALL cdc_workload()"
+    measure mariadb_binlog mariadb-binlog --no-defaults --read-from-remote-server -h 127.0.0.1 -P "$RIFFLE_MARIADB_PORT" -uadmin -priffle-test-pw \
+        --start-position="$POS" --to-last-log -v --base64-output=decode-rows "$FILE"
+    MY_BINLOG_S=$SECS
+    report "mariadb-binlog -v decode-rows (reference)" "$SECS" "$RSS_MB"
+    measure riffle_my_stream "$RIFFLE" replicate --source "$MYURL" --tables bench.orders --sink "$WORK/my-cdc" --format csv --state "$WORK/my-state" \
+        --name bench_my --until now --commit-interval 5s
+    MY_STREAM_S=$SECS MY_STREAM_RSS=$RSS_MB
+    report "riffle replicate MariaDB → CSV files" "$SECS" "$RSS_MB"
+    MY_CHANGES=$(cat "$WORK"/my-cdc/bench.orders/*.x*.csv | grep -c -E ',(c|u|d),' || true)
+}
+
+case "$WHICH" in
+postgres) bench_postgres ;;
+mariadb) bench_mariadb ;;
+all) bench_postgres; bench_mariadb ;;
+esac
 
 echo
-echo "riffle benchmarks, $ROWS rows, $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "riffle benchmarks, $(nproc) cores, $(date -u +%Y-%m-%d)"
 printf '%s\n' "${RESULTS[@]}"
 echo
-echo "snapshot ratio (riffle sync CSV --no-metadata / psql COPY): $(ratio "$SYNC_S" "$COPY_S")  (target ≤ 1.5), peak RSS ${SYNC_RSS} MB"
-echo "snapshot ratio (with metadata columns / psql COPY):        $(ratio "$SYNCM_S" "$COPY_S")"
-echo "snapshot ratio (JSON lines / psql COPY):                   $(ratio "$SYNCJ_S" "$COPY_S")"
-echo "stream ratio (riffle replicate / pg_recvlogical):          $(ratio "$STREAM_S" "$RECV_S")  (target ≤ 1.5), peak RSS ${STREAM_RSS} MB, $CHANGES changes"
-"${PSQL[@]}" -d bench -c "SELECT pg_drop_replication_slot('bench_ref')" >/dev/null
+if [ -n "${COPY_S:-}" ]; then
+    echo "snapshot ratio (riffle sync CSV --no-metadata / psql COPY): $(ratio "$SYNC_S" "$COPY_S")  (target ≤ 1.5), peak RSS ${SYNC_RSS} MB"
+    echo "snapshot ratio (with metadata columns / psql COPY):        $(ratio "$SYNCM_S" "$COPY_S")"
+    echo "snapshot ratio (JSON lines / psql COPY):                   $(ratio "$SYNCJ_S" "$COPY_S")"
+    echo "stream ratio (riffle replicate / pg_recvlogical):          $(ratio "$STREAM_S" "$RECV_S")  (target ≤ 1.5), peak RSS ${STREAM_RSS} MB, $CHANGES changes"
+fi
+if [ -n "${MY_SELECT_S:-}" ]; then
+    echo "MariaDB snapshot ratio (riffle sync CSV / mariadb --quick): $(ratio "$MY_SYNC_S" "$MY_SELECT_S")  (target ≤ 1.5), peak RSS ${MY_SYNC_RSS} MB"
+    echo "MariaDB stream ratio (riffle replicate / mariadb-binlog):   $(ratio "$MY_STREAM_S" "$MY_BINLOG_S")  (target ≤ 2), peak RSS ${MY_STREAM_RSS} MB, $MY_CHANGES changes"
+fi

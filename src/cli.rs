@@ -9,8 +9,8 @@ use std::path::PathBuf;
     name = "riffle",
     version,
     about = "Change-data-capture replication: a consistent snapshot, then every change with its before and after image",
-    long_about = "riffle copies tables from PostgreSQL in one consistent snapshot, then streams every insert, update, delete \
-and truncate from logical replication, to local files (CSV or JSON lines) or standard output.\n\n\
+    long_about = "riffle copies tables from PostgreSQL, MySQL or MariaDB in one consistent snapshot, then streams every insert, \
+update, delete and truncate from logical replication or the binlog, to local files (CSV or JSON lines) or standard output.\n\n\
 Exit codes: 0 done (also after SIGINT/SIGTERM, once the position is saved); 1 a definite error (bad configuration, \
 missing privilege, server not set up for CDC, retries exhausted); 2 bad usage.",
     after_help = "Examples:\n  \
@@ -100,7 +100,8 @@ pub struct PipelineArgs {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Source database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (password also from PGPASSWORD).
+    /// Source database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (password also from PGPASSWORD),
+    /// or mysql://… / mariadb://… (password also from MYSQL_PWD; ?server_id=N).
     #[arg(long, value_name = "URL")]
     pub source: Option<String>,
 
@@ -108,7 +109,8 @@ pub struct PipelineArgs {
     #[arg(long = "sink", value_name = "URL")]
     pub sinks: Vec<String>,
 
-    /// Tables to capture, `schema.table`, `*` and `?` as wildcards (no schema means public). Repeatable.
+    /// Tables to capture, `schema.table` (MySQL: `database.table`), `*` and `?` as wildcards;
+    /// no schema means public (MySQL: the URL's database). Repeatable.
     #[arg(long = "tables", short = 't', value_name = "GLOB")]
     pub tables: Vec<String>,
 
@@ -187,7 +189,7 @@ pub struct ReplicateArgs {
     pub state: Option<PathBuf>,
 
     /// Stop once caught up to this position and exit 0: `now` (the source's
-    /// position when riffle starts) or a Postgres LSN like 0/16B3748.
+    /// position when riffle starts) or a Postgres LSN like 0/16B3748 (MySQL: `now` only).
     #[arg(long, value_name = "now|POSITION")]
     pub until: Option<String>,
 

@@ -96,7 +96,7 @@ impl StateStore {
     /// Saves `state`, refusing to move the offset backwards.
     pub fn save(&self, state: &PipelineState) -> Result<()> {
         if let (Some(new), Some(Some(old))) = (state.offset.clone(), self.load(&state.name).ok().flatten().map(|s| s.offset)) {
-            if new < old && state.snapshot == SnapshotState::Done {
+            if new.is_before(&old) && state.snapshot == SnapshotState::Done {
                 bail!("refusing to move pipeline {}'s saved offset back from {old} to {new}; this is a bug in riffle", state.name);
             }
         }

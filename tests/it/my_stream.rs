@@ -229,3 +229,60 @@ async fn misconfigured_servers_and_bad_logins_are_explained() {
     let good = riffle(&["check", "--source", &my_url("it_my_errors"), "--tables", "t", "--sink", o]);
     assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stdout));
 }
+
+/// Edits the saved offset of the only pipeline in `state`.
+fn edit_offset(state: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = std::fs::read_dir(state).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "json")).unwrap();
+    let mut saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut saved["offset"]);
+    std::fs::write(&path, serde_json::to_vec_pretty(&saved).unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_by_gtid_and_a_purged_position() {
+    let db = "it_my_resume";
+    let mut conn = my_fresh_db(db).await;
+    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
+    conn.query_drop("INSERT INTO t VALUES (1, 1)").await.unwrap();
+    let (out, state) = (temp_dir("my-resume-out"), temp_dir("my-resume-state"));
+    let url = my_url(db);
+    let args = [
+        "replicate",
+        "--source",
+        &url,
+        "--tables",
+        "t",
+        "--sink",
+        out.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--until",
+        "now",
+        "--max-retries",
+        "0",
+    ];
+    riffle_ok(&args);
+    conn.query_drop("INSERT INTO t VALUES (2, 2)").await.unwrap();
+    // As after a failover: the saved file does not exist on this server, the
+    // GTID does. MariaDB resumes by GTID.
+    edit_offset(&state, |o| {
+        assert!(o["gtid"].as_str().is_some(), "a GTID is saved with the position: {o}");
+        o["file"] = json!("mariadb-bin.999999");
+        o["pos"] = json!(4);
+    });
+    let resumed = riffle_ok(&args);
+    assert!(stderr(&resumed).contains("streaming started gtid="), "{}", stderr(&resumed));
+    let events = read_jsonl(&out, &format!("{db}.t"));
+    let ops: Vec<(&str, i64)> = events.iter().map(|e| (e["op"].as_str().unwrap(), e["after"]["id"].as_i64().unwrap())).collect();
+    assert_eq!(ops, [("r", 1), ("c", 2)]);
+    // A position whose binlog is gone (no GTID to fall back on): a definite
+    // error that says so and how to recover, never a silent skip.
+    edit_offset(&state, |o| {
+        o["gtid"] = serde_json::Value::Null;
+        o["file"] = json!("mariadb-bin.000000");
+    });
+    let purged = riffle(&args);
+    let err = stderr(&purged);
+    assert_eq!(purged.status.code(), Some(1), "{err}");
+    assert!(err.contains("was purged") && err.contains("take a new snapshot"), "{err}");
+}

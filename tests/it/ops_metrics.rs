@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(conn, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).ok()?;
     let mut text = String::new();
     conn.read_to_string(&mut text).ok()?;
     let status = text.split_whitespace().nth(1)?.parse().ok()?;

@@ -171,7 +171,38 @@ pub enum Offset {
     Mysql { file: String, pos: u64, gtid: Option<String> },
 }
 
+/// The sequence number of a single-domain GTID: MariaDB `d-s-n` → n,
+/// MySQL `uuid:n` (or `uuid:1-n`) → n.
+fn gtid_seq(gtid: &str) -> Option<(String, u64)> {
+    if gtid.contains(',') {
+        return None;
+    }
+    if let Some((uuid, n)) = gtid.rsplit_once(':') {
+        let n = n.rsplit('-').next()?.parse().ok()?;
+        return Some((uuid.to_string(), n));
+    }
+    let mut parts = gtid.split('-');
+    let (domain, _server, seq) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((domain.to_string(), seq.parse().ok()?))
+}
+
 impl Offset {
+    /// Is `self` strictly before `other` in the source's history? Binlog
+    /// file names differ between servers, so two MySQL offsets that both
+    /// carry a GTID of the same domain (or server uuid) are compared by it.
+    pub fn is_before(&self, other: &Offset) -> bool {
+        match (self, other) {
+            (Offset::Postgres { lsn: a }, Offset::Postgres { lsn: b }) => a < b,
+            (Offset::Mysql { file: fa, pos: pa, gtid: ga }, Offset::Mysql { file: fb, pos: pb, gtid: gb }) => {
+                match (ga.as_deref().and_then(gtid_seq), gb.as_deref().and_then(gtid_seq)) {
+                    (Some((da, na)), Some((db, nb))) if da == db => na < nb,
+                    _ => (fa, pa) < (fb, pb),
+                }
+            }
+            _ => false,
+        }
+    }
+
     /// A number that grows with the offset, for metrics.
     pub fn as_number(&self) -> u64 {
         match self {
@@ -220,5 +251,19 @@ mod tests {
         assert_eq!(my.key(), "000003.000000001235.x0000000002");
         let later_file = Position::Mysql(MyPosition { file: 4, pos: 4, phase: Phase::Snapshot, seq: 1 });
         assert!(my < later_file && my.key() < later_file.key());
+    }
+
+    #[test]
+    fn mysql_offsets_with_gtids_compare_by_gtid() {
+        let at = |file: &str, pos, gtid: Option<&str>| Offset::Mysql { file: file.into(), pos, gtid: gtid.map(Into::into) };
+        // After a failover the file names restart; the GTID still orders them.
+        assert!(at("bin.000009", 900, Some("0-1-10")).is_before(&at("bin.000001", 4, Some("0-2-11"))));
+        assert!(!at("bin.000001", 4, Some("0-2-11")).is_before(&at("bin.000009", 900, Some("0-1-10"))));
+        assert!(at("bin.000001", 4, None).is_before(&at("bin.000001", 5, None)));
+        assert!(at("a", 1, Some("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5")).is_before(&at(
+            "a",
+            1,
+            Some("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-6")
+        )));
     }
 }
