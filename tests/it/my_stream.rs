@@ -191,6 +191,7 @@ async fn misconfigured_servers_and_bad_logins_are_explained() {
     let mut admin = mysql_async::Conn::from_url(&format!("{}/mysql", base.replacen("mariadb://", "mysql://", 1))).await.unwrap();
     admin.query_drop("CREATE DATABASE IF NOT EXISTS it_nocdc").await.unwrap();
     admin.query_drop("CREATE TABLE IF NOT EXISTS it_nocdc.t (id INT PRIMARY KEY)").await.unwrap();
+    admin.query_drop("SET GLOBAL binlog_expire_logs_seconds = 60").await.unwrap();
     let db_url = format!("{base}/it_nocdc");
     let bad = riffle(&["replicate", "--source", &db_url, "--tables", "t", "--sink", o, "--state", s, "--max-retries", "0"]);
     let err = stderr(&bad);

@@ -88,7 +88,64 @@ pub async fn replication_problems(conn: &mut Conn, params: &ConnectParams) -> Re
             fix: format!("GRANT REPLICATION CLIENT ON *.* TO '{}'@'%';", params.user),
         });
     }
+    // Retention: a binlog must outlive a snapshot (and a stop).
+    let expire_secs = match variable(conn, "binlog_expire_logs_seconds").await? {
+        Some(v) => v.parse::<u64>().unwrap_or(0),
+        None => variable(conn, "expire_logs_days").await?.and_then(|d| d.parse::<f64>().ok()).map(|d| (d * 86_400.0) as u64).unwrap_or(0),
+    };
+    if expire_secs > 0 {
+        let rows: Option<u64> = conn
+            .query_first("SELECT CAST(COALESCE(SUM(TABLE_ROWS), 0) AS UNSIGNED) FROM information_schema.TABLES WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')")
+            .await
+            .map_err(|e| SourceError::transient(format!("estimating table sizes: {e}")))?;
+        // A conservative 50,000 rows/s, doubled for headroom, at least a day.
+        let needed = ((rows.unwrap_or(0) / 50_000) * 2).max(86_400);
+        if expire_secs < needed {
+            problems.push(Problem {
+                setting: "binlog retention (binlog_expire_logs_seconds)".into(),
+                expected: format!("at least {needed} s (a day, or twice the snapshot's expected time)"),
+                found: format!("{expire_secs} s"),
+                fix: format!("SET GLOBAL binlog_expire_logs_seconds = {}; (and in my.cnf)", needed.max(7 * 86_400)),
+            });
+        }
+    }
+    // Replica ids must be unique: riffle registers as one.
+    let own: Option<u32> =
+        conn.query_first("SELECT @@server_id").await.map_err(|e| SourceError::transient(format!("reading server_id: {e}")))?;
+    if own == Some(params.server_id) {
+        problems.push(Problem {
+            setting: "server_id".into(),
+            expected: format!("riffle's replica id ({}) to differ from the server's", params.server_id),
+            found: format!("both are {}", params.server_id),
+            fix: "pass another ?server_id=N in the source URL".into(),
+        });
+    }
+    let replicas: Result<Vec<mysql_async::Row>, _> = conn.query("SHOW SLAVE HOSTS").await;
+    if let Ok(rows) = replicas {
+        let taken = rows.iter().any(|r| r.get::<u32, _>(0) == Some(params.server_id));
+        if taken {
+            problems.push(Problem {
+                setting: "server_id".into(),
+                expected: format!("no other replica using id {}", params.server_id),
+                found: "a connected replica already uses it (another riffle with the same name?)".into(),
+                fix: "pass another ?server_id=N in the source URL, or stop the other reader".into(),
+            });
+        }
+    }
     Ok(problems)
+}
+
+/// Warns when the saved binlog file is the oldest the server still has: the
+/// next purge would lose the position.
+pub async fn warn_if_near_purge(conn: &mut Conn, file: &str) {
+    let logs: Result<Vec<mysql_async::Row>, _> = conn.query("SHOW BINARY LOGS").await;
+    if let Ok(logs) = logs {
+        if let Some(oldest) = logs.first().and_then(|r| r.get::<String, _>(0)) {
+            if oldest == file && logs.len() > 1 {
+                tracing::warn!(file, "the saved position is in the oldest binlog the server keeps; the next purge would lose it (raise binlog_expire_logs_seconds)");
+            }
+        }
+    }
 }
 
 pub async fn require_replication_ready(conn: &mut Conn, params: &ConnectParams) -> Result<(), SourceError> {

@@ -61,6 +61,7 @@ impl Stream<'_> {
             return Err(SourceError::definite("the saved position is not a MySQL binlog position; this state belongs to another source"));
         };
         let mut catalog = self.params.connect().await?;
+        crate::checks::warn_if_near_purge(&mut catalog, &file).await;
         let mut conn = self.params.connect().await?;
         let p = self.params;
         let checksum: Option<String> = conn.query_first("SELECT @@global.binlog_checksum").await.map_err(|e| classify(&e, p))?;
@@ -128,12 +129,8 @@ impl Stream<'_> {
             let start_pos = end_pos.saturating_sub(u64::from(header.event_size()));
             self.ctx.stats.saw(end_pos);
             if event.header().event_type_raw() == MARIADB_GTID_EVENT {
-                let d = event.data();
-                if d.len() >= 12 {
-                    let seq_no = u64::from_le_bytes(d[0..8].try_into().expect("8 bytes"));
-                    let domain = u32::from_le_bytes(d[8..12].try_into().expect("4 bytes"));
-                    let g: Arc<str> = Arc::from(format!("{domain}-{}-{seq_no}", header.server_id()).as_str());
-                    tx = Some(Tx { pos: start_pos, seq: 0, gtid: Some(g) });
+                if let Some(g) = mariadb_gtid(event.data(), header.server_id()) {
+                    tx = Some(Tx { pos: start_pos, seq: 0, gtid: Some(Arc::from(g.as_str())) });
                 }
                 continue;
             }
@@ -153,10 +150,7 @@ impl Stream<'_> {
                     current_file = Arc::from(String::from_utf8_lossy(name).as_ref());
                 }
                 EventData::GtidEvent(g) => {
-                    let sid = g.sid();
-                    let uuid =
-                        format!("{}-{}-{}-{}-{}", hex(&sid[0..4]), hex(&sid[4..6]), hex(&sid[6..8]), hex(&sid[8..10]), hex(&sid[10..16]));
-                    tx = Some(Tx { pos: start_pos, seq: 0, gtid: Some(Arc::from(format!("{uuid}:{}", g.gno()).as_str())) });
+                    tx = Some(Tx { pos: start_pos, seq: 0, gtid: Some(Arc::from(mysql_gtid(&g.sid(), g.gno()).as_str())) });
                 }
                 EventData::QueryEvent(qe) => {
                     let query = qe.query().trim().to_string();
@@ -310,8 +304,17 @@ impl Stream<'_> {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// MySQL's GTID text: the server uuid and the transaction number.
+fn mysql_gtid(sid: &[u8; 16], gno: u64) -> String {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!("{}-{}-{}-{}-{}:{gno}", hex(&sid[0..4]), hex(&sid[4..6]), hex(&sid[6..8]), hex(&sid[8..10]), hex(&sid[10..16]))
+}
+
+/// MariaDB's GTID event body: sequence number (8 bytes), domain (4 bytes).
+fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<String> {
+    let seq_no = u64::from_le_bytes(data.get(0..8)?.try_into().ok()?);
+    let domain = u32::from_le_bytes(data.get(8..12)?.try_into().ok()?);
+    Some(format!("{domain}-{server_id}-{seq_no}"))
 }
 
 /// `TRUNCATE [TABLE] [db.]name` → the table.
@@ -372,6 +375,19 @@ fn to_value(v: BinlogValue<'static>) -> Result<mysql_async::Value, SourceError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gtids_read_from_event_bytes() {
+        // MySQL GTID_EVENT: server uuid 3E11FA47-71CA-11E1-9E33-C80AA9429562, gno 23.
+        let sid = [0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42, 0x95, 0x62];
+        assert_eq!(mysql_gtid(&sid, 23), "3e11fa47-71ca-11e1-9e33-c80aa9429562:23");
+        // MariaDB GTID_EVENT body: seq_no 614, domain 0, then flags.
+        let mut body = 614u64.to_le_bytes().to_vec();
+        body.extend_from_slice(&0u32.to_le_bytes());
+        body.push(0);
+        assert_eq!(mariadb_gtid(&body, 1).as_deref(), Some("0-1-614"));
+        assert_eq!(mariadb_gtid(&body[..5], 1), None);
+    }
 
     #[test]
     fn truncate_statements_name_their_table() {
