@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `riffle_events_total` | `table`, `sink`, `op` | events written to a sink |
 //! | `riffle_filtered_events_total` | `table` | events a row filter dropped |
-//! | `riffle_sink_bytes_total` | `sink` | bytes written to a sink |
+//! | `riffle_sink_bytes_total` | `table`, `sink` | encoded bytes written to a sink |
 //! | `riffle_snapshot_rows_total` | `table` | rows copied by the snapshot |
 //! | `riffle_snapshot_rows_estimated` | `table` | the source's row estimate |
 //! | `riffle_snapshot_done` | | 1 once the snapshot is committed |
@@ -34,7 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct Counters {
     pub events: BTreeMap<(String, String, &'static str), u64>,
     pub filtered: BTreeMap<String, u64>,
-    pub sink_bytes: BTreeMap<String, u64>,
+    pub sink_bytes: BTreeMap<(String, String), u64>,
     pub snapshot_rows: BTreeMap<String, u64>,
     pub snapshot_estimated: BTreeMap<String, u64>,
     pub snapshot_done: bool,
@@ -120,7 +120,7 @@ impl Metrics {
             "riffle_sink_bytes_total",
             "counter",
             "Bytes written to a sink.",
-            c.sink_bytes.iter().map(|(s, n)| format!("{{sink=\"{}\"}} {n}", esc(s))).collect(),
+            c.sink_bytes.iter().map(|((t, s), n)| format!("{{table=\"{}\",sink=\"{}\"}} {n}", esc(t), esc(s))).collect(),
         );
         series(
             &mut out,

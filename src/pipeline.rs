@@ -93,6 +93,8 @@ struct Committer {
 struct TableCounts {
     /// Events written, per sink and op.
     written: Vec<[u64; 5]>,
+    /// Encoded bytes written, per sink.
+    bytes: Vec<u64>,
     filtered: u64,
     snapshot_rows: u64,
 }
@@ -168,7 +170,8 @@ impl Committer {
     fn deliver(&mut self, ev: riffle_core::ChangeEvent) -> Result<(), SinkError> {
         let nsinks = self.sinks.len();
         if !self.counts.contains_key(&ev.table.id) {
-            self.counts.insert(ev.table.id.clone(), TableCounts { written: vec![[0; 5]; nsinks], ..Default::default() });
+            self.counts
+                .insert(ev.table.id.clone(), TableCounts { written: vec![[0; 5]; nsinks], bytes: vec![0; nsinks], ..Default::default() });
         }
         let counts = self.counts.get_mut(&ev.table.id).expect("inserted above");
         if ev.op == Op::Read {
@@ -203,8 +206,10 @@ impl Committer {
                 }
                 _ => {}
             }
+            let before = sink.bytes_written();
             sink.write(&ev)?;
             counts.written[i][op_index(ev.op)] += 1;
+            counts.bytes[i] += sink.bytes_written() - before;
         }
         Ok(())
     }
@@ -227,7 +232,6 @@ impl Committer {
             return;
         }
         let counts = std::mem::take(&mut self.counts);
-        let bytes: Vec<u64> = self.sinks.iter().map(|s| s.bytes_written()).collect();
         let names = &self.sink_names;
         let oldest = self.oldest_uncommitted_ms;
         self.metrics.with(|c| {
@@ -239,6 +243,9 @@ impl Committer {
                             *c.events.entry((t.clone(), names[i].clone(), OPS[k].code())).or_default() += n;
                         }
                     }
+                    if counts.bytes[i] > 0 {
+                        *c.sink_bytes.entry((t.clone(), names[i].clone())).or_default() += counts.bytes[i];
+                    }
                 }
                 if counts.snapshot_rows > 0 {
                     *c.snapshot_rows.entry(t.clone()).or_default() += counts.snapshot_rows;
@@ -246,9 +253,6 @@ impl Committer {
                 if counts.filtered > 0 {
                     *c.filtered.entry(t).or_default() += counts.filtered;
                 }
-            }
-            for (i, b) in bytes.iter().enumerate() {
-                c.sink_bytes.insert(names[i].clone(), *b);
             }
             c.oldest_uncommitted_ms = oldest;
         });

@@ -91,3 +91,47 @@ async fn check_reports_every_problem_with_its_fix() {
     let slots: i64 = admin.query_one("SELECT count(*) FROM pg_replication_slots WHERE database = $1", &[&db]).await.unwrap().get(0);
     assert_eq!(slots, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slots_are_listed_and_dropped_only_when_confirmed() {
+    let db = "it_slots";
+    let client = fresh_db(db).await;
+    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    let (out, state) = (temp_dir("slots-out"), temp_dir("slots-state"));
+    let url = db_url(db);
+    riffle_ok(&[
+        "replicate",
+        "--source",
+        &url,
+        "--tables",
+        "t",
+        "--name",
+        "it_slots_pipe",
+        "--sink",
+        out.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--until",
+        "now",
+    ]);
+    let list = riffle_ok(&["slots", "list", "--source", &url]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("it_slots_pipe  database=it_slots  inactive") && text.contains("(riffle: has a publication of the same name)"),
+        "{text}"
+    );
+    // Without --yes and without a terminal to ask on: refused, nothing dropped.
+    let refused = riffle_cmd(&["slots", "drop", "--source", &url, "it_slots_pipe"]).stdin(std::process::Stdio::null()).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("pass --yes"), "{}", stderr(&refused));
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'it_slots_pipe'").await, 1);
+    riffle_ok(&["slots", "drop", "--source", &url, "it_slots_pipe", "--yes"]);
+    assert_eq!(count("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'it_slots_pipe'").await, 0);
+    assert_eq!(count("SELECT count(*) FROM pg_publication WHERE pubname = 'it_slots_pipe'").await, 0);
+    let again = riffle(&["slots", "drop", "--source", &url, "it_slots_pipe", "--yes"]);
+    assert!(stderr(&again).contains("no slot or publication named"));
+}

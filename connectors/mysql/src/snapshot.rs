@@ -12,6 +12,11 @@
 //! such status: riffle takes `FLUSH TABLES WITH READ LOCK` just long enough
 //! to start the transaction and read `SHOW MASTER STATUS`, then unlocks. The
 //! stream then starts at that position.
+//!
+//! A table with a single integer primary key is read in key order, [`CHUNK`]
+//! rows per query (`WHERE key > last ORDER BY key LIMIT n`), all inside the
+//! same transaction; other tables in one streamed `SELECT`. Either way rows
+//! flow through in batches, so memory stays flat whatever the table size.
 
 use crate::catalog::{load_columns, quote_ident, schema_of, SelectedTable};
 use crate::types::from_text;
@@ -19,10 +24,14 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use riffle_core::source::{RunEnd, SourceStats};
 use riffle_core::{BeforeImage, BinlogCoords, ChangeEvent, MyPosition, Offset, Op, Phase, Position, SourceError, SourceInfo, SourceItem};
+use riffle_core::{DataType, Value};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 pub const BATCH: usize = 1024;
+
+/// Rows per query when a table is read in primary-key chunks.
+pub const CHUNK: usize = 100_000;
 
 /// The binlog file's sequence number: `mysql-bin.000042` → 42.
 pub fn file_seq(file: &str) -> u32 {
@@ -113,41 +122,76 @@ pub async fn copy_tables(
                 _ => quote_ident(&c.column.name),
             })
             .collect();
-        let sql = format!("SELECT {} FROM {}", cols.join(", "), table.qualified());
-        let mut result = conn.query_iter(sql).await.map_err(|e| q(&format!("copying {}", table.id), e))?;
-        let mut batch = Vec::with_capacity(BATCH);
-        while let Some(row) = result.next().await.map_err(|e| q(&format!("copying {}", table.id), e))? {
-            let values = row.unwrap();
-            let mut after = Vec::with_capacity(values.len());
-            for (v, c) in values.into_iter().zip(&columns) {
-                after.push(from_text(c, v)?);
+        // A single integer primary key: read in key order, CHUNK rows per
+        // query, so the server never holds a huge result; all chunks read the
+        // same consistent snapshot.
+        let int_key = match schema.key.as_slice() {
+            [k] if matches!(columns[*k].column.data_type, DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt64) => {
+                Some(*k)
             }
-            seq += 1;
-            batch.push(SourceItem::Event(ChangeEvent {
-                op: Op::Read,
-                table: schema.clone(),
-                before: None,
-                after: Some(after),
-                before_image: BeforeImage::None,
-                source: SourceInfo {
-                    connector: ctx.connector,
-                    name: ctx.name.clone(),
-                    db: Arc::from(table.id.schema.as_str()),
-                    tx_id: None,
-                    ts_ms: started_us / 1000,
-                    ts_us: started_us,
-                    lsn: None,
-                    binlog: Some(BinlogCoords { file: file_name.clone(), pos, row: 0, server_id: ctx.server_id, gtid: None }),
-                },
-                position: Position::Mysql(MyPosition { file: file_seq(&file), pos, phase: Phase::Snapshot, seq }),
-                ts_ms: now_us() / 1000,
-            }));
-            if batch.len() >= BATCH {
-                ctx.stats.saw(pos);
-                if *stop.borrow() || out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
-                    drop(result);
-                    return Ok((RunEnd::Stopped, Offset::Mysql { file, pos, gtid }));
+            _ => None,
+        };
+        let mut last_key: Option<String> = None;
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let sql = match (int_key, &last_key) {
+                (Some(k), None) => {
+                    let kc = quote_ident(&columns[k].column.name);
+                    format!("SELECT {} FROM {} ORDER BY {kc} LIMIT {CHUNK}", cols.join(", "), table.qualified())
                 }
+                (Some(k), Some(last)) => {
+                    let kc = quote_ident(&columns[k].column.name);
+                    format!("SELECT {} FROM {} WHERE {kc} > {last} ORDER BY {kc} LIMIT {CHUNK}", cols.join(", "), table.qualified())
+                }
+                (None, _) => format!("SELECT {} FROM {}", cols.join(", "), table.qualified()),
+            };
+            let mut rows_in_chunk = 0usize;
+            let mut result = conn.query_iter(sql).await.map_err(|e| q(&format!("copying {}", table.id), e))?;
+            while let Some(row) = result.next().await.map_err(|e| q(&format!("copying {}", table.id), e))? {
+                let values = row.unwrap();
+                let mut after = Vec::with_capacity(values.len());
+                for (v, c) in values.into_iter().zip(&columns) {
+                    after.push(from_text(c, v)?);
+                }
+                if let Some(k) = int_key {
+                    last_key = match &after[k] {
+                        Value::Int(i) => Some(i.to_string()),
+                        Value::UInt(u) => Some(u.to_string()),
+                        _ => None,
+                    };
+                }
+                rows_in_chunk += 1;
+                seq += 1;
+                batch.push(SourceItem::Event(ChangeEvent {
+                    op: Op::Read,
+                    table: schema.clone(),
+                    before: None,
+                    after: Some(after),
+                    before_image: BeforeImage::None,
+                    source: SourceInfo {
+                        connector: ctx.connector,
+                        name: ctx.name.clone(),
+                        db: Arc::from(table.id.schema.as_str()),
+                        tx_id: None,
+                        ts_ms: started_us / 1000,
+                        ts_us: started_us,
+                        lsn: None,
+                        binlog: Some(BinlogCoords { file: file_name.clone(), pos, row: 0, server_id: ctx.server_id, gtid: None }),
+                    },
+                    position: Position::Mysql(MyPosition { file: file_seq(&file), pos, phase: Phase::Snapshot, seq }),
+                    ts_ms: now_us() / 1000,
+                }));
+                if batch.len() >= BATCH {
+                    ctx.stats.saw(pos);
+                    if *stop.borrow() || out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
+                        drop(result);
+                        return Ok((RunEnd::Stopped, Offset::Mysql { file, pos, gtid }));
+                    }
+                }
+            }
+            drop(result);
+            if int_key.is_none() || rows_in_chunk < CHUNK || last_key.is_none() {
+                break;
             }
         }
         if !batch.is_empty() && out.send(batch).await.is_err() {
