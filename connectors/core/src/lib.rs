@@ -19,6 +19,7 @@ pub mod position;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod url;
 pub mod value;
 
 pub use error::{ErrorKind, SinkError, SourceError};

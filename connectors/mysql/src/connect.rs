@@ -25,24 +25,6 @@ impl std::fmt::Debug for ConnectParams {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl ConnectParams {
     /// Parses `mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?server_id=N]`
     /// (`mariadb://` too); the password may come from `MYSQL_PWD`.
@@ -112,18 +94,8 @@ impl ConnectParams {
     }
 }
 
-/// The URL with its password replaced.
-pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => "<unparseable URL>".into(),
-    }
-}
+use riffle_core::url::percent_decode;
+pub use riffle_core::url::redact_url;
 
 /// Sorts a driver error by what to do about it, with the fix.
 pub fn classify(e: &mysql_async::Error, p: &ConnectParams) -> SourceError {

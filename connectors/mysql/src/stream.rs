@@ -184,29 +184,13 @@ impl Stream<'_> {
                             }
                         }
                     }
-                    let g = tx.take().and_then(|t| t.gtid).map(|g| g.to_string());
-                    if g.is_some() {
-                        last_gtid = g;
-                    }
-                    batch.push(SourceItem::Checkpoint(Offset::Mysql {
-                        file: current_file.to_string(),
-                        pos: end_pos,
-                        gtid: last_gtid.clone(),
-                    }));
+                    batch.push(end_transaction(&mut tx, &mut last_gtid, &current_file, end_pos));
                     if out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
                         return Ok(RunEnd::Stopped);
                     }
                 }
                 EventData::XidEvent(_) => {
-                    let g = tx.take().and_then(|t| t.gtid).map(|g| g.to_string());
-                    if g.is_some() {
-                        last_gtid = g;
-                    }
-                    batch.push(SourceItem::Checkpoint(Offset::Mysql {
-                        file: current_file.to_string(),
-                        pos: end_pos,
-                        gtid: last_gtid.clone(),
-                    }));
+                    batch.push(end_transaction(&mut tx, &mut last_gtid, &current_file, end_pos));
                     if out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
                         return Ok(RunEnd::Stopped);
                     }
@@ -240,19 +224,22 @@ impl Stream<'_> {
                             ))
                         }
                     };
+                    let mut layout: Option<Layout> = None;
                     for (n, row) in rows_iter.enumerate() {
                         let (before, after) =
                             row.map_err(|e| SourceError::definite(format!("cannot decode a row at {current_file}:{start_pos}: {e}")))?;
                         let (schema, before) = match before {
                             Some(r) => {
-                                let (s, v) = decode_row(table, r)?;
+                                let l = layout.get_or_insert_with(|| layout_of(table, &r));
+                                let (s, v) = decode_row(table, l, r)?;
                                 (s, Some(v))
                             }
                             None => (table.schema.clone(), None),
                         };
                         let (schema, after) = match after {
                             Some(r) => {
-                                let (s, v) = decode_row(table, r)?;
+                                let l = layout.get_or_insert_with(|| layout_of(table, &r));
+                                let (s, v) = decode_row(table, l, r)?;
                                 (s, Some(v))
                             }
                             None => (schema, None),
@@ -304,6 +291,15 @@ impl Stream<'_> {
     }
 }
 
+/// Ends the current transaction: the checkpoint just past its commit, with
+/// the GTID position there.
+fn end_transaction(tx: &mut Option<Tx>, last_gtid: &mut Option<String>, file: &str, end_pos: u64) -> SourceItem {
+    if let Some(g) = tx.take().and_then(|t| t.gtid) {
+        *last_gtid = Some(g.to_string());
+    }
+    SourceItem::Checkpoint(Offset::Mysql { file: file.to_string(), pos: end_pos, gtid: last_gtid.clone() })
+}
+
 /// MySQL's GTID text: the server uuid and the transaction number.
 fn mysql_gtid(sid: &[u8; 16], gno: u64) -> String {
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
@@ -334,38 +330,55 @@ fn truncated_table(query: &str, default_db: &str) -> Option<TableId> {
     })
 }
 
-/// Decodes one row image, matching the binlog's column names (when the
-/// server sends them) with the catalog's. A column the catalog no longer has
-/// (dropped since) keeps the binlog's name and a type inferred from its value.
-fn decode_row(table: &Table, row: mysql_async::binlog::row::BinlogRow) -> Result<(Arc<TableSchema>, Vec<Value>), SourceError> {
-    let names: Vec<String> = row.columns_ref().iter().map(|c| c.name_str().into_owned()).collect();
+/// How the images of one rows event map to columns: the catalog's (the
+/// usual case), or their own shape when the table changed since (a DDL later
+/// in the binlog than these rows).
+enum Layout {
+    Catalog,
+    Own(Arc<TableSchema>, Vec<MyColumn>),
+}
+
+/// Works out the layout from an event's first row image, matching the
+/// column names the binlog carries (`binlog_row_metadata=FULL`) with the
+/// catalog's, or positions when it carries none. A column the catalog no
+/// longer has keeps the binlog's name and a type inferred from its value.
+fn layout_of(table: &Table, row: &mysql_async::binlog::row::BinlogRow) -> Layout {
+    let cols = row.columns_ref();
+    let by_name = cols.iter().any(|c| !c.name_ref().is_empty());
+    let same = cols.len() == table.columns.len()
+        && (!by_name || cols.iter().zip(&table.columns).all(|(c, t)| c.name_ref() == t.column.name.as_bytes()));
+    if same {
+        return Layout::Catalog;
+    }
+    let columns: Vec<MyColumn> =
+        cols.iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let name = Some(c.name_str().into_owned()).filter(|n| !n.is_empty()).unwrap_or_else(|| format!("col{}", i + 1));
+                table.columns.iter().find(|t| t.column.name == name).cloned().unwrap_or_else(|| {
+                    column_type(name.clone(), "unknown", "unknown", true, false, None, None, None, Some("utf8mb4".into()))
+                })
+            })
+            .collect();
+    Layout::Own(Arc::new(schema_of(&table.schema.id, &columns)), columns)
+}
+
+/// Decodes one row image with its event's layout.
+fn decode_row(
+    table: &Table,
+    layout: &Layout,
+    row: mysql_async::binlog::row::BinlogRow,
+) -> Result<(Arc<TableSchema>, Vec<Value>), SourceError> {
+    let (schema, columns) = match layout {
+        Layout::Catalog => (&table.schema, &table.columns),
+        Layout::Own(schema, columns) => (schema, columns),
+    };
     let values = row.unwrap();
-    let by_name = !names.iter().all(String::is_empty);
-    let same = by_name && names.len() == table.columns.len() && names.iter().zip(&table.columns).all(|(n, c)| *n == c.column.name);
-    let positional = !by_name && values.len() == table.columns.len();
     let mut out = Vec::with_capacity(values.len());
-    if same || positional {
-        for (v, c) in values.into_iter().zip(&table.columns) {
-            out.push(from_binlog(c, to_value(v)?)?);
-        }
-        return Ok((table.schema.clone(), out));
+    for (v, c) in values.into_iter().zip(columns) {
+        out.push(from_binlog(c, to_value(v)?)?);
     }
-    // The row's columns differ from the catalog's: describe this row's shape.
-    let mut columns = Vec::with_capacity(values.len());
-    for (i, v) in values.into_iter().enumerate() {
-        let name = names.get(i).cloned().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("col{}", i + 1));
-        let col = table
-            .columns
-            .iter()
-            .find(|c| c.column.name == name)
-            .cloned()
-            .unwrap_or_else(|| column_type(name.clone(), "unknown", "unknown", true, false, None, None, None, Some("utf8mb4".into())));
-        let value = to_value(v)?;
-        out.push(from_binlog(&col, value)?);
-        columns.push(col);
-    }
-    let schema = Arc::new(schema_of(&table.schema.id, &columns));
-    Ok((schema, out))
+    Ok((schema.clone(), out))
 }
 
 fn to_value(v: BinlogValue<'static>) -> Result<mysql_async::Value, SourceError> {
