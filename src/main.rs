@@ -2,6 +2,12 @@
 //! 0 done; 1 a definite error; 2 bad usage (clap's own).
 
 use clap::Parser;
+
+// Events are built on the source's thread and freed on the sink's: glibc's
+// allocator serialises that on a lock (measured: a fifth of the binlog
+// stream's time); mimalloc frees across threads without one.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
