@@ -16,7 +16,6 @@ use crate::snapshot::{file_seq, now_us, Context, BATCH};
 use crate::types::{column_type, from_binlog, MyColumn};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData};
-use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 use mysql_async::BinlogStreamRequest;
 use riffle_core::source::RunEnd;
@@ -211,35 +210,30 @@ impl Stream<'_> {
                     let table = &tables[&id];
                     let t = tx.get_or_insert(Tx { pos: start_pos, seq: 0, gtid: None });
                     let ts = i64::from(header.timestamp());
-                    let (op, rows_iter) = match &rows {
-                        RowsEventData::WriteRowsEvent(e) => (Op::Create, e.rows(tme)),
-                        RowsEventData::UpdateRowsEvent(e) => (Op::Update, e.rows(tme)),
-                        RowsEventData::DeleteRowsEvent(e) => (Op::Delete, e.rows(tme)),
-                        RowsEventData::WriteRowsEventV1(e) => (Op::Create, e.rows(tme)),
-                        RowsEventData::UpdateRowsEventV1(e) => (Op::Update, e.rows(tme)),
-                        RowsEventData::DeleteRowsEventV1(e) => (Op::Delete, e.rows(tme)),
+                    let op = match &rows {
+                        RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Create,
+                        RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_) => Op::Update,
+                        RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
                         RowsEventData::PartialUpdateRowsEvent(_) => {
                             return Err(SourceError::definite(
                                 "the binlog holds partial JSON updates (binlog_row_value_options=PARTIAL_JSON); set it to '' so rows carry whole values",
                             ))
                         }
                     };
-                    let mut layout: Option<Layout> = None;
-                    for (n, row) in rows_iter.enumerate() {
-                        let (before, after) =
-                            row.map_err(|e| SourceError::definite(format!("cannot decode a row at {current_file}:{start_pos}: {e}")))?;
+                    let bad = |e: std::io::Error| SourceError::definite(format!("cannot decode a row at {current_file}:{start_pos}: {e}"));
+                    let shape = crate::rows::shape(tme).map_err(bad)?;
+                    let layout = layout_of(table, &shape.names);
+                    for (n, (before, after)) in crate::rows::rows(&rows, &shape).map_err(bad)?.into_iter().enumerate() {
                         let (schema, before) = match before {
                             Some(r) => {
-                                let l = layout.get_or_insert_with(|| layout_of(table, &r));
-                                let (s, v) = decode_row(table, l, r)?;
+                                let (s, v) = decode_row(table, &layout, r)?;
                                 (s, Some(v))
                             }
                             None => (table.schema.clone(), None),
                         };
                         let (schema, after) = match after {
                             Some(r) => {
-                                let l = layout.get_or_insert_with(|| layout_of(table, &r));
-                                let (s, v) = decode_row(table, l, r)?;
+                                let (s, v) = decode_row(table, &layout, r)?;
                                 (s, Some(v))
                             }
                             None => (schema, None),
@@ -338,24 +332,24 @@ enum Layout {
     Own(Arc<TableSchema>, Vec<MyColumn>),
 }
 
-/// Works out the layout from an event's first row image, matching the
-/// column names the binlog carries (`binlog_row_metadata=FULL`) with the
-/// catalog's, or positions when it carries none. A column the catalog no
-/// longer has keeps the binlog's name and a type inferred from its value.
-fn layout_of(table: &Table, row: &mysql_async::binlog::row::BinlogRow) -> Layout {
-    let cols = row.columns_ref();
-    let by_name = cols.iter().any(|c| !c.name_ref().is_empty());
-    let same = cols.len() == table.columns.len()
-        && (!by_name || cols.iter().zip(&table.columns).all(|(c, t)| c.name_ref() == t.column.name.as_bytes()));
+/// Works out an event's layout from the column names the binlog carries
+/// (`binlog_row_metadata=FULL`), matched with the catalog's; without names,
+/// by position. A column the catalog no longer has keeps the binlog's name
+/// and a type inferred from its value.
+fn layout_of(table: &Table, names: &[String]) -> Layout {
+    let same = if names.is_empty() {
+        true
+    } else {
+        names.len() == table.columns.len() && names.iter().zip(&table.columns).all(|(n, t)| *n == t.column.name)
+    };
     if same {
         return Layout::Catalog;
     }
     let columns: Vec<MyColumn> =
-        cols.iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let name = Some(c.name_str().into_owned()).filter(|n| !n.is_empty()).unwrap_or_else(|| format!("col{}", i + 1));
-                table.columns.iter().find(|t| t.column.name == name).cloned().unwrap_or_else(|| {
+        names
+            .iter()
+            .map(|name| {
+                table.columns.iter().find(|t| t.column.name == *name).cloned().unwrap_or_else(|| {
                     column_type(name.clone(), "unknown", "unknown", true, false, None, None, None, Some("utf8mb4".into()))
                 })
             })
@@ -364,25 +358,24 @@ fn layout_of(table: &Table, row: &mysql_async::binlog::row::BinlogRow) -> Layout
 }
 
 /// Decodes one row image with its event's layout.
-fn decode_row(
-    table: &Table,
-    layout: &Layout,
-    row: mysql_async::binlog::row::BinlogRow,
-) -> Result<(Arc<TableSchema>, Vec<Value>), SourceError> {
+fn decode_row(table: &Table, layout: &Layout, values: Vec<mysql_async::Value>) -> Result<(Arc<TableSchema>, Vec<Value>), SourceError> {
     let (schema, columns) = match layout {
         Layout::Catalog => (&table.schema, &table.columns),
         Layout::Own(schema, columns) => (schema, columns),
     };
-    let values = row.unwrap();
+    if values.len() != columns.len() {
+        return Err(SourceError::definite(format!(
+            "a row of {} has {} values for {} columns: is binlog_row_image FULL?",
+            table.schema.id,
+            values.len(),
+            columns.len()
+        )));
+    }
     let mut out = Vec::with_capacity(values.len());
     for (v, c) in values.into_iter().zip(columns) {
-        out.push(from_binlog(c, to_value(v)?)?);
+        out.push(from_binlog(c, v)?);
     }
     Ok((schema.clone(), out))
-}
-
-fn to_value(v: BinlogValue<'static>) -> Result<mysql_async::Value, SourceError> {
-    mysql_async::Value::try_from(v).map_err(|e| SourceError::definite(format!("cannot read a binlog value: {e}")))
 }
 
 #[cfg(test)]
