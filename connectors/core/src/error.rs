@@ -80,3 +80,20 @@ impl SinkError {
         SinkError { kind, message: format!("{context}: {err}{hint}") }
     }
 }
+
+/// A setting or privilege that is not what riffle needs: what `riffle check`
+/// prints and what a refused start lists. Every one says the setting, what
+/// riffle expected, what it found, and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub setting: String,
+    pub expected: String,
+    pub found: String,
+    pub fix: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: expected {}, found {}; fix: {}", self.setting, self.expected, self.found, self.fix)
+    }
+}

@@ -22,7 +22,7 @@ pub mod source;
 pub mod url;
 pub mod value;
 
-pub use error::{ErrorKind, SinkError, SourceError};
+pub use error::{ErrorKind, Problem, SinkError, SourceError};
 pub use event::{BeforeImage, BinlogCoords, ChangeEvent, Op, SourceInfo};
 pub use glob::glob_match;
 pub use position::{Lsn, MyPosition, Offset, PgPosition, Phase, Position};

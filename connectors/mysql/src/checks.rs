@@ -5,20 +5,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use riffle_core::SourceError;
 
-/// One failed check: the setting, what riffle expected, what it found, the fix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub setting: String,
-    pub expected: String,
-    pub found: String,
-    pub fix: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: expected {}, found {}; fix: {}", self.setting, self.expected, self.found, self.fix)
-    }
-}
+pub use riffle_core::Problem;
 
 async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>, SourceError> {
     let row: Option<(String, String)> = conn

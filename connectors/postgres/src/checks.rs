@@ -5,23 +5,9 @@ use crate::catalog::SelectedTable;
 use crate::connect::ConnectParams;
 use crate::quote_ident;
 use riffle_core::SourceError;
-use std::fmt;
 use tokio_postgres::Client;
 
-/// One failed check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub setting: String,
-    pub expected: String,
-    pub found: String,
-    pub fix: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: expected {}, found {}; fix: {}", self.setting, self.expected, self.found, self.fix)
-    }
-}
+pub use riffle_core::Problem;
 
 async fn setting(client: &Client, name: &str) -> Result<String, SourceError> {
     let row = client
