@@ -149,6 +149,11 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
 
+    /// /health turns unhealthy after this long without a message from the source
+    /// [default: three heartbeats, at least 90s].
+    #[arg(long, value_name = "DURATION")]
+    pub stall_timeout: Option<String>,
+
     /// Postgres: emit a logical heartbeat message this often so an idle or filtered
     /// database never pins WAL (0s turns it off) [default: 60s].
     #[arg(long, value_name = "DURATION")]

@@ -59,6 +59,8 @@ pub struct RawFile {
     pub metrics_addr: Option<String>,
     /// Require whole before images (Postgres REPLICA IDENTITY FULL).
     pub full_before_images: Option<bool>,
+    /// `/health` turns unhealthy after this long without a message from the source.
+    pub stall_timeout: Option<String>,
 }
 
 /// One `[[tables]]` rule as written.
@@ -145,6 +147,9 @@ pub struct Config {
     pub heartbeat: Option<Duration>,
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub full_before_images: bool,
+    /// `/health` turns unhealthy after this long without a message from the
+    /// source (default: three heartbeats, at least 90 s).
+    pub stall_timeout: Duration,
 }
 
 /// Reads a pipeline file, replacing `${VAR}` in its strings from the
@@ -364,6 +369,13 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
     let heartbeat_text = args.heartbeat_interval.clone().or(file.heartbeat_interval).unwrap_or_else(|| "60s".into());
     let heartbeat = parse_duration(&heartbeat_text)
         .ok_or_else(|| anyhow!("{}: expected a duration like 30s or 0s (off), found {heartbeat_text:?}", where_("heartbeat_interval")))?;
+    let default_stall = (heartbeat * 3).max(Duration::from_secs(90));
+    let stall_timeout = match args.stall_timeout.clone().or(file.stall_timeout) {
+        Some(t) => parse_duration(&t)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| anyhow!("{}: expected a duration like 2m, found {t:?}", where_("stall_timeout")))?,
+        None => default_stall,
+    };
     let metrics_text = args.metrics_addr.clone().or(file.metrics_addr);
     let metrics_addr = match metrics_text {
         Some(a) => Some(a.parse().map_err(|_| anyhow!("{}: expected HOST:PORT like 127.0.0.1:9187, found {a:?}", where_("metrics_addr")))?),
@@ -384,6 +396,7 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
         heartbeat: (!heartbeat.is_zero()).then_some(heartbeat),
         metrics_addr,
         full_before_images: args.full_before_images || file.full_before_images.unwrap_or(false),
+        stall_timeout,
     })
 }
 

@@ -383,8 +383,7 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         updated_ms: now_ms(),
     });
     let sync = matches!(job, Job::Sync);
-    let stall_after = cfg.heartbeat.map(|h| h * 3).unwrap_or(Duration::from_secs(180)).max(Duration::from_secs(90));
-    let metrics = Metrics::new(source.stats(), stall_after);
+    let metrics = Metrics::new(source.stats(), cfg.stall_timeout);
     if let Some(offset) = &state.offset {
         let n = offset.as_number();
         metrics.with(|c| {

@@ -94,3 +94,41 @@ async fn metrics_count_a_known_workload() {
     std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_turns_unhealthy_when_the_stream_stalls() {
+    let db = "it_stall";
+    let client = fresh_db(db).await;
+    client.batch_execute("CREATE TABLE s (id int PRIMARY KEY)").await.unwrap();
+    let (out, state) = (temp_dir("stall-out"), temp_dir("stall-state"));
+    let port = 57000 + (std::process::id() % 1000) as u16;
+    let addr = format!("127.0.0.1:{port}");
+    // No heartbeat, a quiet table: the server's own keepalives come every 30 s.
+    let args = [
+        "replicate",
+        "--source",
+        &db_url(db),
+        "--tables",
+        "s",
+        "--sink",
+        out.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--metrics-addr",
+        &addr,
+        "--heartbeat-interval",
+        "0s",
+        "--stall-timeout",
+        "2s",
+    ];
+    let mut child = spawn_riffle(&args, None, &state.join("riffle.log"));
+    wait_for("a healthy stream", 30, || http_get(port, "/health").is_some_and(|(s, _)| s == 200)).await;
+    wait_for("the stall to show", 30, || {
+        http_get(port, "/health").is_some_and(|(s, b)| s == 503 && b.contains("no message from the source"))
+    })
+    .await;
+    let (_, body) = http_get(port, "/metrics").unwrap();
+    assert_eq!(metric(&body, "riffle_healthy"), Some(0.0));
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+}
