@@ -24,6 +24,28 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
         states.retain(|s| &s.name == n);
     }
     let mut rows = Vec::new();
+    if let Some(url) = source.as_deref().filter(|u| crate::source::is_mysql_url(u)) {
+        // MySQL/MariaDB: no slot; how far behind the binlog each pipeline is.
+        let params = riffle_mysql::connect::ConnectParams::from_url(url, 0)?;
+        let mut conn = params.connect().await?;
+        let logs = riffle_mysql::checks::binary_logs(&mut conn).await?;
+        for s in &states {
+            let info = match &s.offset {
+                Some(riffle_core::Offset::Mysql { file, pos, .. }) => {
+                    let present = logs.iter().any(|(f, _)| f == file);
+                    let behind: u64 = logs
+                        .iter()
+                        .skip_while(|(f, _)| f != file)
+                        .map(|(f, size)| if f == file { size.saturating_sub(*pos) } else { *size })
+                        .sum();
+                    serde_json::json!({ "saved_file_on_server": present, "behind_bytes": if present { Some(behind) } else { None } })
+                }
+                _ => serde_json::Value::Null,
+            };
+            rows.push((s, info));
+        }
+        return print_rows(args, &dir, rows);
+    }
     let client = match &source {
         Some(url) => {
             let params = ConnectParams::from_url(url)?;
@@ -47,6 +69,10 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
         }
         rows.push((s, slot));
     }
+    print_rows(args, &dir, rows)
+}
+
+fn print_rows(args: &StatusArgs, dir: &std::path::Path, rows: Vec<(&PipelineState, serde_json::Value)>) -> Result<()> {
     if args.json {
         let out: Vec<serde_json::Value> = rows.iter().map(|(s, slot)| json_row(s, slot)).collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -71,7 +97,13 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
         if let Some(ts) = s.last_source_ts_ms {
             println!("  last change     committed {} s ago at the source", (now_ms() - ts).max(0) / 1000);
         }
-        if !slot.is_null() {
+        if let Some(present) = slot.get("saved_file_on_server").and_then(|v| v.as_bool()) {
+            if present {
+                println!("  binlog          {} bytes behind the server", slot["behind_bytes"].as_u64().unwrap_or(0));
+            } else {
+                println!("  binlog          the saved file is NO LONGER on the server (purged): take a new snapshot");
+            }
+        } else if !slot.is_null() {
             if slot.get("missing").is_some() {
                 println!("  slot            {} is MISSING on the server", slot["name"].as_str().unwrap_or(""));
             } else {
@@ -91,7 +123,9 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
 fn json_row(s: &PipelineState, slot: &serde_json::Value) -> serde_json::Value {
     let mut v = serde_json::to_value(s).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
-        o.insert("slot".into(), slot.clone());
+        // Postgres: the slot; MySQL/MariaDB: where the saved position stands in the binlog.
+        let key = if slot.get("saved_file_on_server").is_some() { "binlog" } else { "slot" };
+        o.insert(key.into(), slot.clone());
     }
     v
 }

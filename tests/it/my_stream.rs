@@ -302,6 +302,10 @@ async fn resume_by_gtid_and_a_purged_position() {
     let events = read_jsonl(&out, &format!("{db}.t"));
     let ops: Vec<(&str, i64)> = events.iter().map(|e| (e["op"].as_str().unwrap(), e["after"]["id"].as_i64().unwrap())).collect();
     assert_eq!(ops, [("r", 1), ("c", 2)]);
+    // `riffle status` with the source: the saved file is on the server, nothing behind.
+    let status = riffle_ok(&["status", "--state", state.to_str().unwrap(), "--source", &url, "--json"]);
+    let saved: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(saved[0]["binlog"]["saved_file_on_server"], true, "{saved}");
     // A position whose binlog is gone (no GTID to fall back on): a definite
     // error that says so and how to recover, never a silent skip.
     edit_offset(&state, |o| {
@@ -312,6 +316,8 @@ async fn resume_by_gtid_and_a_purged_position() {
     let err = stderr(&purged);
     assert_eq!(purged.status.code(), Some(1), "{err}");
     assert!(err.contains("was purged") && err.contains("take a new snapshot"), "{err}");
+    let status = riffle_ok(&["status", "--state", state.to_str().unwrap(), "--source", &url]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("NO LONGER on the server"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -122,15 +122,19 @@ pub async fn replication_problems(conn: &mut Conn, params: &ConnectParams) -> Re
     Ok(problems)
 }
 
+/// The server's binlog files and their sizes, oldest first.
+pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, SourceError> {
+    let rows: Vec<mysql_async::Row> =
+        conn.query("SHOW BINARY LOGS").await.map_err(|e| SourceError::transient(format!("SHOW BINARY LOGS: {e}")))?;
+    Ok(rows.iter().filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1).unwrap_or(0)))).collect())
+}
+
 /// Warns when the saved binlog file is the oldest the server still has: the
 /// next purge would lose the position.
 pub async fn warn_if_near_purge(conn: &mut Conn, file: &str) {
-    let logs: Result<Vec<mysql_async::Row>, _> = conn.query("SHOW BINARY LOGS").await;
-    if let Ok(logs) = logs {
-        if let Some(oldest) = logs.first().and_then(|r| r.get::<String, _>(0)) {
-            if oldest == file && logs.len() > 1 {
-                tracing::warn!(file, "the saved position is in the oldest binlog the server keeps; the next purge would lose it (raise binlog_expire_logs_seconds)");
-            }
+    if let Ok(logs) = binary_logs(conn).await {
+        if logs.len() > 1 && logs.first().is_some_and(|(oldest, _)| oldest == file) {
+            tracing::warn!(file, "the saved position is in the oldest binlog the server keeps; the next purge would lose it (raise binlog_expire_logs_seconds)");
         }
     }
 }
