@@ -289,7 +289,17 @@ async fn resume_by_gtid_and_a_purged_position() {
         "0",
     ];
     riffle_ok(&args);
+    // A transaction in a second replication domain: the saved position
+    // keeps one GTID per domain.
+    conn.query_drop("SET SESSION gtid_domain_id = 7").await.unwrap();
     conn.query_drop("INSERT INTO t VALUES (2, 2)").await.unwrap();
+    conn.query_drop("SET SESSION gtid_domain_id = 0").await.unwrap();
+    riffle_ok(&args);
+    edit_offset(&state, |o| {
+        let g = o["gtid"].as_str().unwrap().to_string();
+        assert!(g.split(',').any(|p| p.starts_with("0-1-")) && g.split(',').any(|p| p.starts_with("7-1-")), "{g}");
+    });
+    conn.query_drop("INSERT INTO t VALUES (3, 3)").await.unwrap();
     // As after a failover: the saved file does not exist on this server, the
     // GTID does. MariaDB resumes by GTID.
     edit_offset(&state, |o| {
@@ -301,7 +311,7 @@ async fn resume_by_gtid_and_a_purged_position() {
     assert!(stderr(&resumed).contains("streaming started gtid="), "{}", stderr(&resumed));
     let events = read_jsonl(&out, &format!("{db}.t"));
     let ops: Vec<(&str, i64)> = events.iter().map(|e| (e["op"].as_str().unwrap(), e["after"]["id"].as_i64().unwrap())).collect();
-    assert_eq!(ops, [("r", 1), ("c", 2)]);
+    assert_eq!(ops, [("r", 1), ("c", 2), ("c", 3)]);
     // `riffle status` with the source: the saved file is on the server, nothing behind.
     let status = riffle_ok(&["status", "--state", state.to_str().unwrap(), "--source", &url, "--json"]);
     let saved: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();

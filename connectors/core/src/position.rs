@@ -171,19 +171,22 @@ pub enum Offset {
     Mysql { file: String, pos: u64, gtid: Option<String> },
 }
 
-/// The sequence number of a single-domain GTID: MariaDB `d-s-n` → n,
-/// MySQL `uuid:n` (or `uuid:1-n`) → n.
-fn gtid_seq(gtid: &str) -> Option<(String, u64)> {
-    if gtid.contains(',') {
-        return None;
+/// A GTID position as a map from replication domain (MariaDB) or server
+/// uuid (MySQL) to the highest sequence number seen there: MariaDB
+/// `d-s-n,d-s-n` or MySQL `uuid:1-5:7-9,uuid2:1-3`.
+fn gtid_marks(gtid: &str) -> Option<std::collections::BTreeMap<String, u64>> {
+    let mut marks = std::collections::BTreeMap::new();
+    for part in gtid.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((uuid, intervals)) = part.split_once(':') {
+            let top = intervals.split(':').filter_map(|iv| iv.rsplit('-').next()?.parse::<u64>().ok()).max()?;
+            marks.insert(uuid.to_lowercase(), top);
+        } else {
+            let mut f = part.split('-');
+            let (domain, _server, seq) = (f.next()?, f.next()?, f.next()?);
+            marks.insert(domain.to_string(), seq.parse().ok()?);
+        }
     }
-    if let Some((uuid, n)) = gtid.rsplit_once(':') {
-        let n = n.rsplit('-').next()?.parse().ok()?;
-        return Some((uuid.to_string(), n));
-    }
-    let mut parts = gtid.split('-');
-    let (domain, _server, seq) = (parts.next()?, parts.next()?, parts.next()?);
-    Some((domain.to_string(), seq.parse().ok()?))
+    (!marks.is_empty()).then_some(marks)
 }
 
 impl Offset {
@@ -194,8 +197,13 @@ impl Offset {
         match (self, other) {
             (Offset::Postgres { lsn: a }, Offset::Postgres { lsn: b }) => a < b,
             (Offset::Mysql { file: fa, pos: pa, gtid: ga }, Offset::Mysql { file: fb, pos: pb, gtid: gb }) => {
-                match (ga.as_deref().and_then(gtid_seq), gb.as_deref().and_then(gtid_seq)) {
-                    (Some((da, na)), Some((db, nb))) if da == db => na < nb,
+                match (ga.as_deref().and_then(gtid_marks), gb.as_deref().and_then(gtid_marks)) {
+                    // Compare where both have seen the domain (or server uuid):
+                    // behind in one and ahead in none.
+                    (Some(a), Some(b)) if a.keys().any(|k| b.contains_key(k)) => {
+                        let common: Vec<(&u64, &u64)> = a.iter().filter_map(|(k, x)| b.get(k).map(|y| (x, y))).collect();
+                        common.iter().any(|(x, y)| x < y) && common.iter().all(|(x, y)| x <= y)
+                    }
                     _ => (fa, pa) < (fb, pb),
                 }
             }
@@ -260,6 +268,9 @@ mod tests {
         assert!(at("bin.000009", 900, Some("0-1-10")).is_before(&at("bin.000001", 4, Some("0-2-11"))));
         assert!(!at("bin.000001", 4, Some("0-2-11")).is_before(&at("bin.000009", 900, Some("0-1-10"))));
         assert!(at("bin.000001", 4, None).is_before(&at("bin.000001", 5, None)));
+        // Several MariaDB domains: behind in one, ahead in none.
+        assert!(at("bin.000009", 9, Some("0-1-10,7-1-2")).is_before(&at("bin.000001", 4, Some("0-1-11,7-1-2"))));
+        assert!(!at("bin.000001", 4, Some("0-1-11,7-1-2")).is_before(&at("bin.000009", 9, Some("0-1-10,7-1-2"))));
         assert!(at("a", 1, Some("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5")).is_before(&at(
             "a",
             1,

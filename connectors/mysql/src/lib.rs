@@ -12,6 +12,7 @@
 pub mod catalog;
 pub mod checks;
 pub mod connect;
+pub mod gtid;
 pub mod rows;
 pub mod snapshot;
 pub mod stream;

@@ -71,16 +71,25 @@ impl Stream<'_> {
             // Send MariaDB GTID events (capability 4 = GTID).
             conn.query_drop("SET @mariadb_slave_capability = 4").await.map_err(|e| classify(&e, p))?;
         }
-        // MariaDB with a GTID: resume by GTID, which also finds the place on
-        // a new primary after a failover (file names differ there).
-        let by_gtid = self.mariadb && gtid.is_some();
-        if let (true, Some(g)) = (by_gtid, &gtid) {
-            conn.exec_drop("SET @slave_connect_state = ?", (g,)).await.map_err(|e| classify(&e, p))?;
-        }
-        let mut request = if by_gtid {
-            BinlogStreamRequest::new(self.ctx.server_id).with_pos(4)
-        } else {
-            BinlogStreamRequest::new(self.ctx.server_id).with_filename(file.as_bytes()).with_pos(pos)
+        // With a saved GTID position, resume by GTID: it also finds the
+        // place on a new primary after a failover (file names differ there).
+        // MariaDB: @slave_connect_state; MySQL: COM_BINLOG_DUMP_GTID with the
+        // executed set.
+        let by_gtid = gtid.is_some() && (self.mariadb || mysql_gtid_mode_on(&mut conn).await);
+        let mut request = match (&gtid, by_gtid, self.mariadb) {
+            (Some(g), true, true) => {
+                conn.exec_drop("SET @slave_connect_state = ?", (g,)).await.map_err(|e| classify(&e, p))?;
+                BinlogStreamRequest::new(self.ctx.server_id).with_pos(4)
+            }
+            (Some(g), true, false) => {
+                let sids: Vec<mysql_async::Sid<'static>> = g
+                    .split(',')
+                    .map(|s| s.trim().parse::<mysql_async::Sid<'static>>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| SourceError::definite(format!("the saved GTID set {g:?} is not valid: {e}")))?;
+                BinlogStreamRequest::new(self.ctx.server_id).with_gtid().with_gtid_set(sids).with_pos(4)
+            }
+            _ => BinlogStreamRequest::new(self.ctx.server_id).with_filename(file.as_bytes()).with_pos(pos),
         };
         if until_now {
             request = request.with_non_blocking();
@@ -92,7 +101,7 @@ impl Stream<'_> {
         }
         let mut current_file: Arc<str> = Arc::from(file.as_str());
         let mut seen_format = false;
-        let mut last_gtid = gtid;
+        let mut tracker = crate::gtid::Tracker::parse(gtid.as_deref(), self.mariadb);
         let mut tables: HashMap<TableId, Table> = HashMap::new();
         let mut tx: Option<Tx> = None;
         let mut batch: Vec<SourceItem> = Vec::with_capacity(BATCH);
@@ -183,13 +192,13 @@ impl Stream<'_> {
                             }
                         }
                     }
-                    batch.push(end_transaction(&mut tx, &mut last_gtid, &current_file, end_pos));
+                    batch.push(end_transaction(&mut tx, &mut tracker, &current_file, end_pos));
                     if out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
                         return Ok(RunEnd::Stopped);
                     }
                 }
                 EventData::XidEvent(_) => {
-                    batch.push(end_transaction(&mut tx, &mut last_gtid, &current_file, end_pos));
+                    batch.push(end_transaction(&mut tx, &mut tracker, &current_file, end_pos));
                     if out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
                         return Ok(RunEnd::Stopped);
                     }
@@ -287,11 +296,28 @@ impl Stream<'_> {
 
 /// Ends the current transaction: the checkpoint just past its commit, with
 /// the GTID position there.
-fn end_transaction(tx: &mut Option<Tx>, last_gtid: &mut Option<String>, file: &str, end_pos: u64) -> SourceItem {
+fn end_transaction(tx: &mut Option<Tx>, tracker: &mut crate::gtid::Tracker, file: &str, end_pos: u64) -> SourceItem {
     if let Some(g) = tx.take().and_then(|t| t.gtid) {
-        *last_gtid = Some(g.to_string());
+        // `d-s-n` (MariaDB) or `uuid:n` (MySQL): add it to the position.
+        if let Some((uuid, gno)) = g.rsplit_once(':') {
+            if let Ok(gno) = gno.parse() {
+                tracker.mysql(uuid, gno);
+            }
+        } else {
+            let mut f = g.split('-');
+            if let (Some(Ok(d)), Some(Ok(s)), Some(Ok(n))) = (f.next().map(str::parse), f.next().map(str::parse), f.next().map(str::parse))
+            {
+                tracker.mariadb(d, s, n);
+            }
+        }
     }
-    SourceItem::Checkpoint(Offset::Mysql { file: file.to_string(), pos: end_pos, gtid: last_gtid.clone() })
+    SourceItem::Checkpoint(Offset::Mysql { file: file.to_string(), pos: end_pos, gtid: tracker.position() })
+}
+
+/// Is MySQL's `gtid_mode` on (so the server accepts a GTID set to resume from)?
+async fn mysql_gtid_mode_on(conn: &mut mysql_async::Conn) -> bool {
+    let mode: Option<String> = conn.query_first("SELECT @@global.gtid_mode").await.ok().flatten();
+    mode.is_some_and(|m| m.eq_ignore_ascii_case("ON"))
 }
 
 /// MySQL's GTID text: the server uuid and the transaction number.
