@@ -345,3 +345,38 @@ async fn a_large_table_is_read_in_key_chunks_without_gaps() {
     assert_eq!(ids.len(), 250_000);
     assert!(ids.iter().enumerate().all(|(i, id)| *id == (i as i64 + 1) * 3), "every row once, in key order");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn savepoints_stay_inside_their_transaction() {
+    let db = "it_my_savepoint";
+    let mut conn = my_fresh_db(db).await;
+    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY)").await.unwrap();
+    let (out, state) = (temp_dir("my-sp-out"), temp_dir("my-sp-state"));
+    let url = my_url(db);
+    let args = [
+        "replicate",
+        "--source",
+        &url,
+        "--tables",
+        "t",
+        "--sink",
+        out.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--until",
+        "now",
+    ];
+    riffle_ok(&args);
+    // What ORMs' nested transactions write.
+    conn.query_drop("START TRANSACTION; INSERT INTO t VALUES (1); SAVEPOINT s1; INSERT INTO t VALUES (2); RELEASE SAVEPOINT s1; COMMIT;")
+        .await
+        .unwrap();
+    riffle_ok(&args);
+    let events = read_jsonl(&out, &format!("{db}.t"));
+    assert_eq!(events.len(), 2);
+    // One transaction: the same start position and GTID, numbered 1 and 2.
+    assert_eq!(events[0]["source"]["pos"], events[1]["source"]["pos"]);
+    assert_eq!(events[0]["source"]["gtid"], events[1]["source"]["gtid"]);
+    let seqs: Vec<&str> = events.iter().map(|e| &e["source"]["position"].as_str().unwrap()[20..]).collect();
+    assert_eq!(seqs, ["x0000000001", "x0000000002"]);
+}

@@ -24,13 +24,7 @@ pub fn quote_ident(s: &str) -> String {
 }
 
 fn err(what: &str, e: mysql_async::Error) -> SourceError {
-    match &e {
-        mysql_async::Error::Server(s) if matches!(s.code, 1044 | 1142 | 1227) => {
-            SourceError::definite(format!("{what}: {}; grant riffle's user SELECT on the selected tables", s.message))
-        }
-        mysql_async::Error::Server(s) => SourceError::definite(format!("{what}: {}", s.message)),
-        _ => SourceError::transient(format!("{what}: {e}")),
-    }
+    crate::connect::classify_query(what, e)
 }
 
 /// `*` and `?` globs over `database.table`; no dot means the URL's database.

@@ -7,15 +7,15 @@ use riffle_core::SourceError;
 
 pub use riffle_core::Problem;
 
+/// A global variable, `None` when the server does not have it.
 async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>, SourceError> {
-    let row: Option<(String, String)> = conn
-        .exec_first(
-            "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME = ?",
-            (name.to_uppercase(),),
-        )
-        .await
-        .map_err(|e| SourceError::transient(format!("reading {name}: {e}")))?;
-    Ok(row.map(|(_, v)| v))
+    // @@global works on MySQL 5.7, 8 and MariaDB alike (MySQL 8 removed
+    // information_schema.GLOBAL_VARIABLES).
+    match conn.query_first::<Option<String>, _>(format!("SELECT @@global.{name}")).await {
+        Ok(v) => Ok(v.flatten()),
+        Err(mysql_async::Error::Server(e)) if e.code == 1193 => Ok(None),
+        Err(e) => Err(crate::connect::classify_query(&format!("reading {name}"), e)),
+    }
 }
 
 /// Is this MariaDB (rather than MySQL)?
@@ -29,7 +29,12 @@ pub async fn is_mariadb(conn: &mut Conn) -> Result<bool, SourceError> {
 pub async fn replication_problems(conn: &mut Conn, params: &ConnectParams) -> Result<Vec<Problem>, SourceError> {
     let mut problems = Vec::new();
     let conf = "in my.cnf under [mysqld], then restart the server";
-    let log_bin = variable(conn, "log_bin").await?.unwrap_or_default();
+    // @@global.log_bin reads 1/0.
+    let log_bin = match variable(conn, "log_bin").await?.unwrap_or_default().as_str() {
+        "1" => "ON".to_string(),
+        "0" => "OFF".to_string(),
+        other => other.to_string(),
+    };
     if !log_bin.eq_ignore_ascii_case("ON") {
         problems.push(Problem {
             setting: "log_bin".into(),

@@ -97,6 +97,27 @@ impl ConnectParams {
 use riffle_core::url::percent_decode;
 pub use riffle_core::url::redact_url;
 
+/// Server errors that mean "try again": too many connections, lock wait
+/// timeout, deadlock, server shutting down, connection or query killed,
+/// idle connection closed.
+pub fn is_transient_code(code: u16) -> bool {
+    matches!(code, 1040 | 1053 | 1205 | 1213 | 1317 | 1927 | 3169 | 4031)
+}
+
+/// Sorts an error from a query (not a login) by what to do about it.
+pub fn classify_query(what: &str, e: mysql_async::Error) -> SourceError {
+    match &e {
+        mysql_async::Error::Server(s) if matches!(s.code, 1044 | 1142 | 1227) => SourceError::definite(format!(
+            "{what}: {}; riffle's user needs SELECT on the tables, REPLICATION SLAVE, REPLICATION CLIENT (MariaDB: BINLOG MONITOR) \
+             and, on MySQL, RELOAD: GRANT SELECT, RELOAD, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO …;",
+            s.message
+        )),
+        mysql_async::Error::Server(s) if is_transient_code(s.code) => SourceError::transient(format!("{what}: {}", s.message)),
+        mysql_async::Error::Server(s) => SourceError::definite(format!("{what}: {}", s.message)),
+        _ => SourceError::transient(format!("{what}: {e}")),
+    }
+}
+
 /// Sorts a driver error by what to do about it, with the fix.
 pub fn classify(e: &mysql_async::Error, p: &ConnectParams) -> SourceError {
     let at = p.redacted();
@@ -118,7 +139,7 @@ pub fn classify(e: &mysql_async::Error, p: &ConnectParams) -> SourceError {
                  binlog_expire_logs_seconds so it does not happen again",
                 s.message
             )),
-            1040 | 1205 | 1213 | 2013 => SourceError::transient(format!("{at}: {}", s.message)),
+            code if is_transient_code(code) => SourceError::transient(format!("{at}: {}", s.message)),
             _ => SourceError::definite(format!("{at}: {} (error {})", s.message, s.code)),
         },
         other => SourceError::transient(format!("{at}: {other}; check the host and port and that the server is running")),

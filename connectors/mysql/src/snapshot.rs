@@ -50,14 +50,7 @@ pub struct Context {
 }
 
 fn q(what: &str, e: mysql_async::Error) -> SourceError {
-    match &e {
-        mysql_async::Error::Server(s) if matches!(s.code, 1044 | 1142 | 1227) => SourceError::definite(format!(
-            "{what}: {}; riffle's user needs SELECT on the tables and RELOAD (MySQL's snapshot lock): GRANT SELECT, RELOAD ON *.* TO …;",
-            s.message
-        )),
-        mysql_async::Error::Server(s) => SourceError::definite(format!("{what}: {}", s.message)),
-        _ => SourceError::transient(format!("{what}: {e}")),
-    }
+    crate::connect::classify_query(what, e)
 }
 
 /// Copies `tables` in one consistent read; returns the binlog offset that
@@ -90,7 +83,11 @@ pub async fn copy_tables(
     } else {
         conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| q("locking for the snapshot", e))?;
         let started = conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await;
-        let status: Result<Option<mysql_async::Row>, _> = conn.query_first("SHOW MASTER STATUS").await;
+        // MySQL 8.4 renamed SHOW MASTER STATUS.
+        let status: Result<Option<mysql_async::Row>, _> = match conn.query_first("SHOW BINARY LOG STATUS").await {
+            Ok(row) => Ok(row),
+            Err(_) => conn.query_first("SHOW MASTER STATUS").await,
+        };
         conn.query_drop("UNLOCK TABLES").await.map_err(|e| q("unlocking after the snapshot started", e))?;
         started.map_err(|e| q("starting the snapshot", e))?;
         let row = status

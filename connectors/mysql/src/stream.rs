@@ -27,6 +27,8 @@ use tokio::sync::{mpsc, watch};
 
 /// MariaDB's GTID event (`GTID_EVENT`, 162).
 const MARIADB_GTID_EVENT: u8 = 162;
+/// MariaDB's compressed query and rows events (`log_bin_compress=ON`).
+const MARIADB_COMPRESSED_EVENTS: std::ops::RangeInclusive<u8> = 165..=171;
 
 struct Table {
     schema: Arc<TableSchema>,
@@ -37,6 +39,9 @@ struct Tx {
     pos: u64,
     seq: u64,
     gtid: Option<Arc<str>>,
+    /// Opened by `BEGIN` (or a MariaDB GTID event not marked standalone):
+    /// only COMMIT, ROLLBACK or XID end it, never a SAVEPOINT in between.
+    explicit: bool,
 }
 
 pub struct Stream<'a> {
@@ -136,11 +141,21 @@ impl Stream<'_> {
             let end_pos = u64::from(header.log_pos());
             let start_pos = end_pos.saturating_sub(u64::from(header.event_size()));
             self.ctx.stats.saw(end_pos);
-            if event.header().event_type_raw() == MARIADB_GTID_EVENT {
+            let raw_type = event.header().event_type_raw();
+            if raw_type == MARIADB_GTID_EVENT {
                 if let Some(g) = mariadb_gtid(event.data(), header.server_id()) {
-                    tx = Some(Tx { pos: start_pos, seq: 0, gtid: Some(Arc::from(g.as_str())) });
+                    // Flags byte after seq_no and domain: 0x01 is FL_STANDALONE
+                    // (a DDL, its own transaction without BEGIN).
+                    let standalone = event.data().get(12).is_some_and(|f| f & 0x01 != 0);
+                    tx = Some(Tx { pos: start_pos, seq: 0, gtid: Some(Arc::from(g.as_str())), explicit: !standalone });
                 }
                 continue;
+            }
+            if (MARIADB_COMPRESSED_EVENTS).contains(&raw_type) {
+                return Err(SourceError::definite(format!(
+                    "the binlog at {current_file}:{start_pos} holds a compressed event (log_bin_compress=ON), which riffle cannot read yet; \
+                     SET GLOBAL log_bin_compress = OFF; (and in my.cnf), then take a new snapshot"
+                )));
             }
             let data = match event.read_data() {
                 Ok(Some(d)) => d,
@@ -158,15 +173,28 @@ impl Stream<'_> {
                     current_file = Arc::from(String::from_utf8_lossy(name).as_ref());
                 }
                 EventData::GtidEvent(g) => {
-                    tx = Some(Tx { pos: start_pos, seq: 0, gtid: Some(Arc::from(mysql_gtid(&g.sid(), g.gno()).as_str())) });
+                    tx =
+                        Some(Tx { pos: start_pos, seq: 0, gtid: Some(Arc::from(mysql_gtid(&g.sid(), g.gno()).as_str())), explicit: false });
                 }
                 EventData::QueryEvent(qe) => {
                     let query = qe.query().trim().to_string();
                     let upper = query.to_uppercase();
                     if upper == "BEGIN" {
-                        if tx.is_none() {
-                            tx = Some(Tx { pos: start_pos, seq: 0, gtid: None });
+                        match &mut tx {
+                            Some(t) => t.explicit = true,
+                            None => tx = Some(Tx { pos: start_pos, seq: 0, gtid: None, explicit: true }),
                         }
+                        continue;
+                    }
+                    if upper.starts_with("XA ") {
+                        return Err(SourceError::definite(format!(
+                            "the binlog at {current_file}:{start_pos} holds an XA transaction, which riffle does not support yet \
+                             (its rows would be emitted at PREPARE, before the outcome is known)"
+                        )));
+                    }
+                    // Inside a transaction, savepoints neither end it nor change tables.
+                    let in_explicit = tx.as_ref().is_some_and(|t| t.explicit);
+                    if in_explicit && !matches!(upper.as_str(), "COMMIT" | "ROLLBACK") {
                         continue;
                     }
                     if upper != "COMMIT" {
@@ -174,7 +202,7 @@ impl Stream<'_> {
                         tables.clear();
                         if let Some(t) = truncated_table(&query, &qe.schema()) {
                             if let Some(sel) = self.selected.iter().find(|s| s.id == t) {
-                                let mut t_state = tx.take().unwrap_or(Tx { pos: start_pos, seq: 0, gtid: None });
+                                let mut t_state = tx.take().unwrap_or(Tx { pos: start_pos, seq: 0, gtid: None, explicit: false });
                                 let cols = load_columns(&mut catalog, &sel.id).await?;
                                 let schema = Arc::new(schema_of(&sel.id, &cols));
                                 t_state.seq += 1;
@@ -217,7 +245,7 @@ impl Stream<'_> {
                     }
                     let tme = stream.get_tme(rows.table_id()).expect("checked above");
                     let table = &tables[&id];
-                    let t = tx.get_or_insert(Tx { pos: start_pos, seq: 0, gtid: None });
+                    let t = tx.get_or_insert(Tx { pos: start_pos, seq: 0, gtid: None, explicit: false });
                     let ts = i64::from(header.timestamp());
                     let op = match &rows {
                         RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Create,

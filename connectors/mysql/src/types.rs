@@ -215,6 +215,17 @@ pub fn from_binlog(col: &MyColumn, v: mysql_async::Value) -> Result<Value, Sourc
             None => Value::Text(String::new()),
         },
         (V::Int(i), DataType::UInt64) => Value::UInt(i as u64),
+        // Without signedness metadata (binlog_row_metadata=MINIMAL) unsigned
+        // values arrive as signed: the catalog says which they are.
+        (V::Int(i), _) if i < 0 && col.column.source_type.contains("unsigned") => {
+            let bits = match col.column.source_type.split('(').next().unwrap_or("") {
+                "tinyint" => 8,
+                "smallint" => 16,
+                "mediumint" => 24,
+                _ => 32,
+            };
+            Value::Int(i + (1i64 << bits))
+        }
         // mysql_common reads a signed MEDIUMINT's 3 bytes without sign
         // extension for -8388608 (0x800000); extend it here.
         (V::Int(i), DataType::Int32) if i > 0x7f_ffff && col.column.source_type.starts_with("mediumint") => Value::Int(i - 0x100_0000),
@@ -276,7 +287,14 @@ pub fn from_binlog(col: &MyColumn, v: mysql_async::Value) -> Result<Value, Sourc
         }
         (V::Bytes(b), DataType::Decimal { .. }) => Value::Decimal(String::from_utf8(b).map_err(|_| bad(col, "the binlog"))?),
         (V::Bytes(b), DataType::Int16 | DataType::Int32 | DataType::Int64) => {
-            Value::Int(String::from_utf8_lossy(&b).parse().map_err(|_| bad(col, "the binlog"))?)
+            let n: i64 = String::from_utf8_lossy(&b).parse().map_err(|_| bad(col, "the binlog"))?;
+            // The binlog stores YEAR as years since 1900, 0 meaning the zero
+            // year 0000; the parser turns that 0 into 1900.
+            if n == 1900 && col.column.source_type.starts_with("year") {
+                Value::Int(0)
+            } else {
+                Value::Int(n)
+            }
         }
         (V::Bytes(b), DataType::Json) => Value::Json(decode_charset(col, b)),
         (V::Bytes(b), _) => Value::Text(decode_charset(col, b)),
@@ -320,6 +338,12 @@ mod tests {
         assert_eq!(from_binlog(&t, mysql_async::Value::Time(true, 34, 22, 59, 59, 0)).unwrap(), Value::Text("-838:59:59".into()));
         let big = col("bigint", "bigint(20) unsigned", 0);
         assert_eq!(from_binlog(&big, mysql_async::Value::UInt(u64::MAX)).unwrap(), Value::UInt(u64::MAX));
+        let tiny_u = col("tinyint", "tinyint(3) unsigned", 0);
+        assert_eq!(from_binlog(&tiny_u, mysql_async::Value::Int(-56)).unwrap(), Value::Int(200));
+        let int_u = col("int", "int(10) unsigned", 0);
+        assert_eq!(from_binlog(&int_u, mysql_async::Value::Int(-1_294_967_296)).unwrap(), Value::Int(3_000_000_000));
+        let year = col("year", "year(4)", 0);
+        assert_eq!(from_binlog(&year, mysql_async::Value::Bytes(b"1900".to_vec())).unwrap(), Value::Int(0));
         let medium = col("mediumint", "mediumint(9)", 0);
         assert_eq!(from_binlog(&medium, mysql_async::Value::Int(8_388_608)).unwrap(), Value::Int(-8_388_608));
         assert_eq!(from_binlog(&medium, mysql_async::Value::Int(-5)).unwrap(), Value::Int(-5));
