@@ -93,6 +93,7 @@ impl MySource {
             Mode::Sync => Ok(snapshot::copy_tables(&mut conn, &ctx, &tables, mariadb, false, &out, &stop).await?.0),
             Mode::Replicate { resume, until_now } => {
                 checks::require_replication_ready(&mut conn, &self.params).await?;
+                checks::require_supported_charsets(&mut conn, &tables).await?;
                 let start = match resume {
                     Some(o) => o,
                     None => {
