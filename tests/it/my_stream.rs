@@ -311,9 +311,11 @@ async fn resume_by_gtid_and_a_purged_position() {
     conn.query_drop("INSERT INTO t VALUES (3, 3)").await.unwrap();
     // As after a failover: the saved file does not exist on this server, the
     // GTID does. MariaDB resumes by GTID.
+    // The saved file is not on this server (as after a failover): with a
+    // GTID, MariaDB resumes by GTID.
     edit_offset(&state, |o| {
         assert!(o["gtid"].as_str().is_some(), "a GTID is saved with the position: {o}");
-        o["file"] = json!("mariadb-bin.999999");
+        o["file"] = json!("mariadb-bin.000000");
         o["pos"] = json!(4);
     });
     let resumed = riffle_ok(&args);
@@ -325,6 +327,12 @@ async fn resume_by_gtid_and_a_purged_position() {
     let status = riffle_ok(&["status", "--state", state.to_str().unwrap(), "--source", &url, "--json"]);
     let saved: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(saved[0]["binlog"]["saved_file_on_server"], true, "{saved}");
+    // A failover to a server whose binlog numbering is behind the saved
+    // position: positions would go backwards, so riffle stops and says why.
+    edit_offset(&state, |o| o["file"] = json!("mariadb-bin.999999"));
+    let behind = riffle(&args);
+    assert_eq!(behind.status.code(), Some(1));
+    assert!(stderr(&behind).contains("numbered below the saved mariadb-bin.999999"), "{}", stderr(&behind));
     // A position whose binlog is gone (no GTID to fall back on): a definite
     // error that says so and how to recover, never a silent skip.
     edit_offset(&state, |o| {

@@ -171,6 +171,17 @@ impl Stream<'_> {
                     let raw = r.name_raw();
                     let name = if !seen_format && checksums && raw.len() > 4 { &raw[..raw.len() - 4] } else { raw };
                     current_file = Arc::from(String::from_utf8_lossy(name).as_ref());
+                    // Positions order events by binlog file number. A GTID
+                    // resume on a server whose numbering is behind the saved
+                    // position (a failover) would sort new changes before ones
+                    // the sinks hold and get them skipped as replays: stop instead.
+                    if by_gtid && file_seq(&current_file) < file_seq(&file) {
+                        return Err(SourceError::definite(format!(
+                            "resuming by GTID landed in binlog {current_file}, numbered below the saved {file} (a failover to a server with \
+                             other binlog numbering?); riffle's positions would go backwards. Take a new snapshot into a new output \
+                             directory (remove this pipeline's state file)"
+                        )));
+                    }
                 }
                 EventData::GtidEvent(g) => {
                     tx =
