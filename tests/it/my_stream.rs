@@ -165,19 +165,7 @@ async fn ddl_mid_stream_keeps_rows_decoding_right() {
     conn.query_drop("INSERT INTO t VALUES (1, 10, 'x')").await.unwrap();
     let (out, state) = (temp_dir("my-ddl-out"), temp_dir("my-ddl-state"));
     let url = my_url(db);
-    let args = [
-        "replicate",
-        "--source",
-        &url,
-        "--tables",
-        "t",
-        "--sink",
-        out.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-        "--until",
-        "now",
-    ];
+    let args = replicate_args(&url, "t", &out, &state, &["--until", "now"]);
     riffle_ok(&args);
     // Every DDL lands in the binlog before riffle reads it: the rows before
     // each one must still decode with the columns they were written with.
@@ -282,21 +270,7 @@ async fn resume_by_gtid_and_a_purged_position() {
     conn.query_drop("INSERT INTO t VALUES (1, 1)").await.unwrap();
     let (out, state) = (temp_dir("my-resume-out"), temp_dir("my-resume-state"));
     let url = my_url(db);
-    let args = [
-        "replicate",
-        "--source",
-        &url,
-        "--tables",
-        "t",
-        "--sink",
-        out.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-        "--until",
-        "now",
-        "--max-retries",
-        "0",
-    ];
+    let args = replicate_args(&url, "t", &out, &state, &["--until", "now", "--max-retries", "0"]);
     riffle_ok(&args);
     // A transaction in a second replication domain: the saved position
     // keeps one GTID per domain.
@@ -370,19 +344,7 @@ async fn savepoints_stay_inside_their_transaction() {
     conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY)").await.unwrap();
     let (out, state) = (temp_dir("my-sp-out"), temp_dir("my-sp-state"));
     let url = my_url(db);
-    let args = [
-        "replicate",
-        "--source",
-        &url,
-        "--tables",
-        "t",
-        "--sink",
-        out.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-        "--until",
-        "now",
-    ];
+    let args = replicate_args(&url, "t", &out, &state, &["--until", "now"]);
     riffle_ok(&args);
     // What ORMs' nested transactions write.
     conn.query_drop("START TRANSACTION; INSERT INTO t VALUES (1); SAVEPOINT s1; INSERT INTO t VALUES (2); RELEASE SAVEPOINT s1; COMMIT;")

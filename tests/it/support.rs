@@ -47,26 +47,37 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-pub fn riffle_cmd(args: &[&str]) -> Command {
+/// `replicate --source URL --tables TABLE --sink OUT --state STATE`, then `extra`.
+pub fn replicate_args(url: &str, table: &str, out: &Path, state: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["replicate", "--source", url, "--tables", table, "--sink"].iter().map(|s| s.to_string()).collect();
+    args.push(out.display().to_string());
+    args.push("--state".into());
+    args.push(state.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+pub fn riffle_cmd<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_riffle"));
     cmd.args(args).env_remove("PGPASSWORD").env("NO_COLOR", "1").env("RUST_LOG", "info");
     cmd
 }
 
 /// Runs riffle to completion.
-pub fn riffle(args: &[&str]) -> Output {
+pub fn riffle<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     riffle_cmd(args).output().expect("running riffle")
 }
 
 /// Runs riffle and insists it exits 0.
-pub fn riffle_ok(args: &[&str]) -> Output {
+pub fn riffle_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     let out = riffle(args);
-    assert!(out.status.success(), "riffle {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let shown: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+    assert!(out.status.success(), "riffle {shown:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     out
 }
 
 /// Starts riffle in the background; its stderr goes to `log`.
-pub fn spawn_riffle(args: &[&str], stdout: Option<&Path>, log: &Path) -> Child {
+pub fn spawn_riffle<S: AsRef<std::ffi::OsStr>>(args: &[S], stdout: Option<&Path>, log: &Path) -> Child {
     let mut cmd = riffle_cmd(args);
     cmd.stderr(std::fs::File::create(log).unwrap());
     match stdout {
