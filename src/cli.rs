@@ -48,7 +48,7 @@ pub enum Command {
     Sync(SyncArgs),
     /// Snapshot (unless a position is saved), then stream changes; --until stops.
     Replicate(ReplicateArgs),
-    /// Show saved positions and, with a source, the slot's lag and retained WAL.
+    /// Show saved positions and, with a source, the slot's retained WAL or the binlog lag.
     Status(StatusArgs),
     /// Check the source and sinks are ready; print the fix for each failure (exit 0 only if all pass).
     Check(CheckArgs),
@@ -136,7 +136,7 @@ pub struct PipelineArgs {
     #[arg(long = "mask", value_name = "COLUMN[=KIND]")]
     pub masks: Vec<String>,
 
-    /// Keep only rows matching a predicate: 'SCHEMA.TABLE: location_id = 10 AND status IN (\'paid\')'.
+    /// Keep only rows matching a predicate, e.g. "public.orders: location_id = 10 AND status IN ('paid')".
     /// Operators = != <> < <= > >= IN, NOT IN, IS [NOT] NULL, AND, OR, NOT. Repeatable (one per table).
     #[arg(long = "filter", value_name = "TABLE: PREDICATE")]
     pub filters: Vec<String>,
