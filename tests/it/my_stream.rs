@@ -178,6 +178,11 @@ async fn ddl_mid_stream_keeps_rows_decoding_right() {
     conn.query_drop("INSERT INTO t VALUES (5, 50, NULL)").await.unwrap();
     conn.query_drop("ALTER TABLE t MODIFY amount VARCHAR(20)").await.unwrap();
     conn.query_drop("INSERT INTO t VALUES (6, 'sixty', '2024-01-04')").await.unwrap();
+    // An ENUM whose labels move: old rows keep the label they were written with.
+    conn.query_drop("ALTER TABLE t ADD COLUMN s ENUM('new', 'paid')").await.unwrap();
+    conn.query_drop("INSERT INTO t VALUES (7, 'seventy', NULL, 'paid')").await.unwrap();
+    conn.query_drop("ALTER TABLE t MODIFY s ENUM('new', 'pending', 'paid')").await.unwrap();
+    conn.query_drop("INSERT INTO t VALUES (8, 'eighty', NULL, 'pending')").await.unwrap();
     riffle_ok(&args);
     let events = read_jsonl(&out, &format!("{db}.t"));
     let afters: Vec<serde_json::Value> = events.iter().map(|e| e["after"].clone()).collect();
@@ -190,6 +195,8 @@ async fn ddl_mid_stream_keeps_rows_decoding_right() {
             json!({"id": 4, "a": 40, "c": "2024-01-03"}),
             json!({"id": 5, "amount": 50, "c": null}),
             json!({"id": 6, "amount": "sixty", "c": "2024-01-04"}),
+            json!({"id": 7, "amount": "seventy", "c": null, "s": "paid"}),
+            json!({"id": 8, "amount": "eighty", "c": null, "s": "pending"}),
         ]
     );
 }

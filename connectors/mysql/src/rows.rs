@@ -7,7 +7,7 @@
 //! stream's time. This module keeps its value parser (`BinlogValue`) and
 //! does the per-event work once.
 
-use mysql_common::binlog::events::{OptionalMetaExtractor, RowsEventData, TableMapEvent};
+use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, RowsEventData, TableMapEvent};
 use mysql_common::binlog::value::BinlogValue;
 use mysql_common::constants::ColumnType;
 use mysql_common::io::ParseBuf;
@@ -24,6 +24,10 @@ pub struct Shape {
     columns: Vec<ColumnSpec>,
     /// Column names (`binlog_row_metadata=FULL`); empty when not sent.
     pub names: Vec<String>,
+    /// ENUM and SET labels as the table had them when the rows were written
+    /// (`binlog_row_metadata=FULL`), per column; `None` for other columns or
+    /// when not sent.
+    pub labels: Vec<Option<Vec<String>>>,
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -44,7 +48,34 @@ pub fn shape(tme: &TableMapEvent<'_>) -> io::Result<Shape> {
     for name in extractor.iter_column_name() {
         names.push(name?.name().into_owned());
     }
-    Ok(Shape { columns, names })
+    // The label lists come in column order, ENUMs in one list, SETs in another.
+    let (mut enums, mut sets) = (Vec::new(), Vec::new());
+    for field in tme.iter_optional_meta() {
+        let text = |raw: &[u8]| String::from_utf8_lossy(raw).into_owned();
+        match field? {
+            OptionalMetadataField::EnumStrValue(v) => {
+                for e in v.iter_values() {
+                    enums.push(e?.values().iter().map(|x| text(x.value_raw())).collect::<Vec<_>>());
+                }
+            }
+            OptionalMetadataField::SetStrValue(v) => {
+                for e in v.iter_values() {
+                    sets.push(e?.values().iter().map(|x| text(x.value_raw())).collect::<Vec<_>>());
+                }
+            }
+            _ => {}
+        }
+    }
+    let (mut enums, mut sets) = (enums.into_iter(), sets.into_iter());
+    let labels = columns
+        .iter()
+        .map(|c| match c.ty {
+            ColumnType::MYSQL_TYPE_ENUM => enums.next(),
+            ColumnType::MYSQL_TYPE_SET => sets.next(),
+            _ => None,
+        })
+        .collect();
+    Ok(Shape { columns, names, labels })
 }
 
 /// One image: the values of the columns present in it, in column order.

@@ -270,7 +270,7 @@ impl Stream<'_> {
                     };
                     let bad = |e: std::io::Error| SourceError::definite(format!("cannot decode a row at {current_file}:{start_pos}: {e}"));
                     let shape = crate::rows::shape(tme).map_err(bad)?;
-                    let layout = layout_of(table, &shape.names);
+                    let layout = layout_of(table, &shape);
                     for (n, (before, after)) in crate::rows::rows(&rows, &shape).map_err(bad)?.into_iter().enumerate() {
                         let (schema, before) = match before {
                             Some(r) => {
@@ -397,20 +397,18 @@ enum Layout {
     Own(Arc<TableSchema>, Vec<MyColumn>),
 }
 
-/// Works out an event's layout from the column names the binlog carries
-/// (`binlog_row_metadata=FULL`), matched with the catalog's; without names,
-/// by position. A column the catalog no longer has keeps the binlog's name
-/// and a type inferred from its value.
-fn layout_of(table: &Table, names: &[String]) -> Layout {
-    let same = if names.is_empty() {
-        true
+/// Works out an event's layout from what the table map says (with
+/// `binlog_row_metadata=FULL`): column names, matched with the catalog's
+/// (without names, by position), and ENUM/SET labels as they were when the
+/// rows were written. A column the catalog no longer has keeps the binlog's
+/// name and a type inferred from its value.
+fn layout_of(table: &Table, shape: &crate::rows::Shape) -> Layout {
+    let names = &shape.names;
+    let same_names =
+        names.is_empty() || (names.len() == table.columns.len() && names.iter().zip(&table.columns).all(|(n, t)| *n == t.column.name));
+    let mut columns: Vec<MyColumn> = if same_names {
+        table.columns.clone()
     } else {
-        names.len() == table.columns.len() && names.iter().zip(&table.columns).all(|(n, t)| *n == t.column.name)
-    };
-    if same {
-        return Layout::Catalog;
-    }
-    let columns: Vec<MyColumn> =
         names
             .iter()
             .map(|name| {
@@ -418,7 +416,18 @@ fn layout_of(table: &Table, names: &[String]) -> Layout {
                     column_type(name.clone(), "unknown", "unknown", true, false, None, None, None, Some("utf8mb4".into()))
                 })
             })
-            .collect();
+            .collect()
+    };
+    let mut relabelled = false;
+    for (c, labels) in columns.iter_mut().zip(&shape.labels) {
+        if let Some(labels) = labels.as_ref().filter(|l| **l != c.labels) {
+            c.labels = labels.clone();
+            relabelled = true;
+        }
+    }
+    if same_names && !relabelled {
+        return Layout::Catalog;
+    }
     Layout::Own(Arc::new(schema_of(&table.schema.id, &columns)), columns)
 }
 
