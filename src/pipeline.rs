@@ -20,7 +20,6 @@ use riffle_core::source::RunEnd;
 use riffle_core::{ErrorKind, Offset, Op, Position, Sink, SinkError, Source, SourceItem, TableId};
 use riffle_files::{DirSink, StdoutSink};
 use riffle_postgres::Until;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -86,7 +85,10 @@ struct Committer {
     progress: Progress,
     metrics: Arc<Metrics>,
     /// Per table, since the last flush into `metrics`.
-    counts: HashMap<TableId, TableCounts>,
+    counts: Vec<(TableId, TableCounts)>,
+    /// The schema of the previous event and its index in `counts`:
+    /// consecutive events of one table find their entry without comparing names.
+    counted: Option<(Arc<riffle_core::TableSchema>, usize)>,
 }
 
 #[derive(Default)]
@@ -168,12 +170,23 @@ impl Committer {
 
     /// Passes one event through its table's rule to the sinks it goes to.
     fn deliver(&mut self, ev: riffle_core::ChangeEvent) -> Result<(), SinkError> {
-        let nsinks = self.sinks.len();
-        if !self.counts.contains_key(&ev.table.id) {
-            self.counts
-                .insert(ev.table.id.clone(), TableCounts { written: vec![[0; 5]; nsinks], bytes: vec![0; nsinks], ..Default::default() });
-        }
-        let counts = self.counts.get_mut(&ev.table.id).expect("inserted above");
+        let idx = match &self.counted {
+            Some((t, i)) if Arc::ptr_eq(t, &ev.table) => *i,
+            _ => {
+                let i = match self.counts.iter().position(|(id, _)| *id == ev.table.id) {
+                    Some(i) => i,
+                    None => {
+                        let nsinks = self.sinks.len();
+                        let fresh = TableCounts { written: vec![[0; 5]; nsinks], bytes: vec![0; nsinks], ..Default::default() };
+                        self.counts.push((ev.table.id.clone(), fresh));
+                        self.counts.len() - 1
+                    }
+                };
+                self.counted = Some((ev.table.clone(), i));
+                i
+            }
+        };
+        let counts = &mut self.counts[idx].1;
         if ev.op == Op::Read {
             counts.snapshot_rows += 1;
         }
@@ -232,6 +245,7 @@ impl Committer {
             return;
         }
         let counts = std::mem::take(&mut self.counts);
+        self.counted = None;
         let names = &self.sink_names;
         let oldest = self.oldest_uncommitted_ms;
         self.metrics.with(|c| {
@@ -417,7 +431,8 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         sync,
         progress: Progress::new(quiet),
         metrics: metrics.clone(),
-        counts: HashMap::new(),
+        counts: Vec::new(),
+        counted: None,
     };
     let mut attempt = 0u32;
     let result = loop {

@@ -95,7 +95,7 @@ pub fn write_csv(v: &Value, out: &mut Vec<u8>) {
 }
 
 pub fn write_csv_text(s: &str, out: &mut Vec<u8>) {
-    if s.is_empty() || s.contains([',', '"', '\n', '\r']) {
+    if s.is_empty() || s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
         out.push(b'"');
         for b in s.bytes() {
             if b == b'"' {

@@ -145,14 +145,18 @@ struct CopyReader<'a> {
     at: Lsn,
     started_us: i64,
     partial: Vec<u8>,
+    /// When riffle read the current chunk (the events' `ts_ms`).
+    now_ms: i64,
 }
 
 impl<'a> CopyReader<'a> {
     fn new(schema: Arc<TableSchema>, ctx: &'a Context, at: Lsn, started_us: i64) -> Self {
-        CopyReader { schema, ctx, at, started_us, partial: Vec::new() }
+        CopyReader { schema, ctx, at, started_us, partial: Vec::new(), now_ms: now_us() / 1000 }
     }
 
     fn feed(&mut self, chunk: Bytes, seq: &mut u64, batch: &mut Vec<SourceItem>) -> Result<(), SourceError> {
+        // One clock read per chunk, not per row.
+        self.now_ms = now_us() / 1000;
         // Postgres sends one row per CopyData message; still, rows are
         // split on newlines so any chunking works.
         let mut data: &[u8] = &chunk;
@@ -197,7 +201,7 @@ impl<'a> CopyReader<'a> {
                 binlog: None,
             },
             position: Position::Postgres(PgPosition { lsn: self.at, phase: Phase::Snapshot, seq }),
-            ts_ms: now_us() / 1000,
+            ts_ms: self.now_ms,
         }
     }
 }
