@@ -113,13 +113,6 @@ impl StateStore {
         };
         write().with_context(|| format!("saving state to {}", path.display()))
     }
-
-    pub fn remove(&self, name: &str) -> Result<()> {
-        match fs::remove_file(self.path(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context("removing state file"),
-            _ => Ok(()),
-        }
-    }
 }
 
 #[cfg(test)]

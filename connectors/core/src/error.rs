@@ -41,10 +41,6 @@ impl SourceError {
     pub fn definite(message: impl Into<String>) -> Self {
         SourceError { kind: ErrorKind::Definite, message: message.into() }
     }
-
-    pub fn is_transient(&self) -> bool {
-        self.kind == ErrorKind::Transient
-    }
 }
 
 /// An error from a sink connector.

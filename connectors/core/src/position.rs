@@ -158,7 +158,7 @@ impl fmt::Display for Position {
 }
 
 /// Where a source resumes: every change before it is durable in every sink.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "lowercase")]
 pub enum Offset {
     /// Stream from this LSN: the end of the last transaction fully written
