@@ -43,7 +43,15 @@ fn write_image(schema: &TableSchema, row: Option<&Vec<Value>>, out: &mut Vec<u8>
     }
 }
 
+/// One JSON-lines record: the envelope with `key`, and a newline.
 pub fn envelope(event: &ChangeEvent, out: &mut Vec<u8>) {
+    write_envelope(event, true, out);
+    out.push(b'\n');
+}
+
+/// The envelope object; `with_key` adds the `key` field (Kafka carries the
+/// key in the message key instead).
+pub fn write_envelope(event: &ChangeEvent, with_key: bool, out: &mut Vec<u8>) {
     let schema = &*event.table;
     let s = &event.source;
     out.extend_from_slice(b"{\"before\":");
@@ -100,34 +108,48 @@ pub fn envelope(event: &ChangeEvent, out: &mut Vec<u8>) {
     event.position.write_key(out);
     out.push(b'"');
     out.extend_from_slice(b"},\"transaction\":");
-    match s.tx_id {
-        Some(tx) => {
-            out.extend_from_slice(b"{\"id\":\"");
-            write_int(tx, out);
-            out.extend_from_slice(b"\",\"total_order\":");
+    match crate::transaction_id(event) {
+        Some(id) => {
+            out.extend_from_slice(b"{\"id\":");
+            write_json_str(&id, out);
+            out.extend_from_slice(b",\"total_order\":");
             write_int(event.position.seq(), out);
             out.push(b'}');
         }
         None => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(b",\"key\":");
-    let row = event.row();
-    match row {
-        Some(r) if !schema.key.is_empty() => {
-            out.push(b'{');
-            for (n, &i) in schema.key.iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                write_json_str(&schema.columns[i].name, out);
-                out.push(b':');
-                write_json(&r[i], out);
-            }
-            out.push(b'}');
-        }
-        _ => out.extend_from_slice(b"null"),
+    if with_key {
+        write_key(event, out);
     }
     out.extend_from_slice(b",\"before_image\":\"");
     out.extend_from_slice(event.before_image.name().as_bytes());
-    out.extend_from_slice(b"\"}\n");
+    out.extend_from_slice(b"\"}");
+}
+
+fn write_key(event: &ChangeEvent, out: &mut Vec<u8>) {
+    out.extend_from_slice(b",\"key\":");
+    if !key_object(event, out) {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// `{"col":value,…}` of the primary-key columns (Kafka's JSON message key),
+/// or `None` for a table without a key or an event without a row.
+pub fn key_object(event: &ChangeEvent, out: &mut Vec<u8>) -> bool {
+    let schema = &*event.table;
+    let Some(r) = event.row() else { return false };
+    if schema.key.is_empty() {
+        return false;
+    }
+    out.push(b'{');
+    for (n, &i) in schema.key.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        write_json_str(&schema.columns[i].name, out);
+        out.push(b':');
+        write_json(&r[i], out);
+    }
+    out.push(b'}');
+    true
 }

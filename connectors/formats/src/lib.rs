@@ -12,12 +12,33 @@
 //! - [`value`]: one value as JSON or as CSV text.
 //! - [`jsonl`]: the envelope.
 //! - [`csv`]: RFC 4180 rows with a header.
+//! - [`avro`]: Avro schemas from table schemas, and the binary datum.
+//! - [`temporal`]: dates, times and decimals as the numbers typed formats store.
 
+pub mod avro;
 pub mod csv;
 pub mod jsonl;
+pub mod temporal;
 pub mod value;
 
 use riffle_core::{ChangeEvent, TableSchema};
+
+/// The envelope's `transaction.id`: Postgres' transaction id; MySQL's GTID,
+/// or without GTIDs the binlog file and offset of the transaction (as
+/// Debezium's MySQL connector). `None` for snapshot reads.
+pub fn transaction_id(event: &ChangeEvent) -> Option<String> {
+    if event.is_snapshot() {
+        return None;
+    }
+    if let Some(tx) = event.source.tx_id {
+        return Some(tx.to_string());
+    }
+    let b = event.source.binlog.as_ref()?;
+    Some(match &b.gtid {
+        Some(g) => g.to_string(),
+        None => format!("{}:{}", b.file, b.pos),
+    })
+}
 
 /// An output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
