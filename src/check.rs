@@ -12,8 +12,10 @@ use std::path::Path;
 /// Checks one sink: a directory must be creatable, writable (a probe file
 /// is written, synced and removed) and have room for at least one file.
 fn sink_check(target: &SinkTarget, max_file_bytes: u64) -> Check {
-    let SinkTarget::Dir(dir) = target else {
-        return Check { name: "sink stdout".into(), outcome: Ok("standard output".into()) };
+    let dir = match target {
+        SinkTarget::Dir(dir) => dir,
+        SinkTarget::Stdout => return Check { name: "sink stdout".into(), outcome: Ok("standard output".into()) },
+        SinkTarget::Kafka(opts) => return kafka_check(opts),
     };
     let name = format!("sink {}", dir.display());
     let problem = |expected: &str, found: String, fix: String| Problem { setting: name.clone(), expected: expected.into(), found, fix };
@@ -55,6 +57,23 @@ fn sink_check(target: &SinkTarget, max_file_bytes: u64) -> Check {
             }
         }
         Err(_) => Check { name, outcome: Ok("writable".into()) },
+    }
+}
+
+/// A Kafka sink: the brokers answer with these settings (and the schema
+/// registry, for Avro).
+fn kafka_check(opts: &riffle_kafka::KafkaOptions) -> Check {
+    let name = format!("sink kafka://{}", opts.brokers);
+    let outcome =
+        riffle_kafka::KafkaSink::open(opts.clone()).map_err(|e| e.message).and_then(|s| s.ping(std::time::Duration::from_secs(10)));
+    Check {
+        name: name.clone(),
+        outcome: outcome.map_err(|found| Problem {
+            setting: name,
+            expected: "a Kafka cluster that answers (and the schema registry, for Avro)".into(),
+            found,
+            fix: "check the broker addresses, that the brokers are up, and the kafka.* TLS/SASL settings of the sink".into(),
+        }),
     }
 }
 

@@ -10,12 +10,16 @@ use std::path::PathBuf;
     version,
     about = "Change-data-capture replication: a consistent snapshot, then every change with its before and after image",
     long_about = "riffle copies tables from PostgreSQL, MySQL or MariaDB in one consistent snapshot, then streams every insert, \
-update, delete and truncate from logical replication or the binlog, to local files (CSV or JSON lines) or standard output.\n\n\
+update, delete and truncate from logical replication or the binlog, to local files (CSV or JSON lines), Kafka (Debezium-compatible \
+JSON, or Avro with a schema registry) or standard output.\n\n\
 Exit codes: 0 done (also after SIGINT/SIGTERM, once the position is saved); 1 a definite error (bad configuration, \
 missing privilege, server not set up for CDC, retries exhausted); 2 bad usage.",
     after_help = "Examples:\n  \
 riffle sync --source postgres://app@db/shop --tables 'public.*' --sink ./out --format csv\n  \
 riffle replicate --source postgres://riffle@db/shop --tables public.orders --sink file:///data/cdc --format jsonl\n  \
+riffle replicate --source mysql://riffle@db/shop --tables 'shop.*' --sink kafka://broker:9092 --name shop\n  \
+riffle replicate --source postgres://riffle@db/shop --tables 'public.*' --format avro \\\n    \
+--sink 'kafka://broker:9092?schema_registry=http://registry:8081&partitions=6'\n  \
 riffle replicate --config pipeline.toml --until now\n  \
 riffle status --state .riffle"
 )]
@@ -105,7 +109,10 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "URL")]
     pub source: Option<String>,
 
-    /// Where to write: a directory (`./out`, `file:///data/out`) or `-` for stdout. Repeatable.
+    /// Where to write: a directory (`./out`, `file:///data/out`), `-` for stdout, or
+    /// kafka://HOST:PORT[,HOST:PORT][?OPTION=VALUE&…] (options: topic_prefix, partitions,
+    /// replication_factor, create_topics, tombstones, schemas_enable, schema_registry,
+    /// transaction_topic, kafka.<librdkafka setting>). Repeatable.
     #[arg(long = "sink", value_name = "URL")]
     pub sinks: Vec<String>,
 
@@ -170,8 +177,14 @@ pub struct PipelineArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
+    /// CSV files with a header (flat: the row plus `__` metadata columns)
     Csv,
+    /// JSON lines files; JSON messages on Kafka (the Debezium envelope)
     Jsonl,
+    /// The same as jsonl
+    Json,
+    /// Avro: Kafka messages in the Confluent wire format (needs schema_registry)
+    Avro,
 }
 
 #[derive(Debug, Args)]

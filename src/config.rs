@@ -30,6 +30,7 @@ use crate::transform::{filter, Mask, TableRule};
 use anyhow::{anyhow, bail, Context, Result};
 use riffle_files::RollPolicy;
 use riffle_formats::{Encoder, Format};
+use riffle_kafka::{KafkaOptions, ValueFormat};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -81,6 +82,9 @@ pub struct RawTable {
     pub filter: Option<String>,
     /// Names of the sinks this table goes to (default: all).
     pub sinks: Option<Vec<String>>,
+    /// Kafka: the table's topic; `{prefix}`, `{db}`, `{schema}`, `{table}`
+    /// are replaced (default `{prefix}.{schema}.{table}`).
+    pub topic: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,14 +97,25 @@ pub struct RawSource {
     pub exclude: Vec<String>,
 }
 
+/// Unknown fields are caught by `options` and refused when the sink is built.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSink {
     /// A name for routing rules (`[[tables]] sinks = [...]`).
     pub name: Option<String>,
     pub url: String,
     pub format: Option<String>,
     pub metadata: Option<bool>,
+    /// Kafka: `topic_prefix`, `partitions`, `replication_factor`,
+    /// `create_topics`, `tombstones`, `schemas_enable`, `schema_registry`,
+    /// `transaction_topic` (the URL's query options, as fields).
+    #[serde(flatten)]
+    pub options: std::collections::BTreeMap<String, toml::Value>,
+    /// Kafka: librdkafka settings passed through (`security.protocol`, `sasl.*`, …).
+    #[serde(default)]
+    pub kafka: std::collections::BTreeMap<String, toml::Value>,
+    /// Kafka: settings of the topics riffle creates (`cleanup.policy`, …).
+    #[serde(default)]
+    pub topic_config: std::collections::BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,10 +132,11 @@ pub struct RawFiles {
 }
 
 /// Where a sink writes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum SinkTarget {
     Dir(PathBuf),
     Stdout,
+    Kafka(Box<KafkaOptions>),
 }
 
 #[derive(Debug, Clone)]
@@ -230,8 +246,15 @@ fn parse_sink(url: &str, encoder: Encoder, field: &str) -> Result<SinkConfig> {
             bail!("{field}: {url:?} is not an absolute file URL; write file:///absolute/path or a plain path");
         }
         SinkTarget::Dir(PathBuf::from(path))
+    } else if url.starts_with("kafka://") {
+        // The topic prefix defaults to the pipeline name, known later.
+        let opts = KafkaOptions::from_url(url, "").map_err(|e| anyhow!("{field}: {e}"))?;
+        SinkTarget::Kafka(Box::new(opts))
     } else if let Some((scheme, _)) = url.split_once("://") {
-        bail!("{field}: sink scheme {scheme}:// is not supported yet; supported here: a directory path, file:///path, or - for stdout");
+        bail!(
+            "{field}: sink scheme {scheme}:// is not supported yet; supported here: a directory path, file:///path, \
+             kafka://host:port, or - for stdout"
+        );
     } else if url.is_empty() {
         bail!("{field}: the sink is empty; give a directory, file:///path or -");
     } else {
@@ -243,8 +266,58 @@ fn parse_sink(url: &str, encoder: Encoder, field: &str) -> Result<SinkConfig> {
 fn format_of(arg: FormatArg) -> Format {
     match arg {
         FormatArg::Csv => Format::Csv,
-        FormatArg::Jsonl => Format::Jsonl,
+        FormatArg::Jsonl | FormatArg::Json => Format::Jsonl,
+        FormatArg::Avro => Format::Avro,
     }
+}
+
+/// Settles a sink's format with what its target supports: Kafka values are
+/// JSON or Avro (Avro needs a schema registry; a registry alone means
+/// Avro); files are CSV or JSON lines.
+fn settle_format(sink: &mut SinkConfig, explicit: bool, field: &str) -> Result<()> {
+    match &mut sink.target {
+        SinkTarget::Kafka(opts) => match (sink.encoder.format, &opts.format) {
+            (Format::Avro, ValueFormat::Json { .. }) => bail!(
+                "{field}: Avro on Kafka needs a schema registry: add ?schema_registry=http://HOST:8081 to the URL \
+                 (or schema_registry = \"…\" in the [[sinks]] table)"
+            ),
+            (Format::Jsonl, ValueFormat::Avro { .. }) if explicit => bail!(
+                "{field}: a schema_registry is given but the format is jsonl; use --format avro, or drop the registry for JSON values"
+            ),
+            (Format::Jsonl, ValueFormat::Avro { .. }) => sink.encoder.format = Format::Avro,
+            (Format::Csv, _) => bail!("{field}: Kafka messages are json or avro, not csv; pass --format json or --format avro"),
+            _ => {}
+        },
+        _ if sink.encoder.format == Format::Avro => {
+            bail!("{field}: Avro files are not supported yet; files are csv or jsonl (Avro is available for kafka:// sinks)")
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Applies a `[[sinks]]` table's Kafka fields to its options.
+fn apply_kafka_fields(sink: &mut SinkConfig, raw: &RawSink, field: &dyn Fn(&str) -> String) -> Result<()> {
+    let text = |v: &toml::Value| match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let SinkTarget::Kafka(opts) = &mut sink.target else {
+        if let Some(k) = raw.options.keys().next().or(raw.kafka.keys().next()).or(raw.topic_config.keys().next()) {
+            bail!("{}: unknown field for a file sink (Kafka sinks take it)", field(k));
+        }
+        return Ok(());
+    };
+    for (k, v) in &raw.options {
+        opts.set(k, &text(v)).map_err(|e| anyhow!("{}: {e}", field(k)))?;
+    }
+    for (k, v) in &raw.kafka {
+        opts.properties.push((k.clone(), text(v)));
+    }
+    for (k, v) in &raw.topic_config {
+        opts.topic_config.push((k.clone(), text(v)));
+    }
+    Ok(())
 }
 
 /// A stable name from the database and the table selection, so two
@@ -311,12 +384,14 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
             let field = where_(&format!("sinks[{i}].format"));
             let format = match (&s.format, args.format) {
                 (_, Some(f)) => format_of(f),
-                (Some(f), None) => Format::parse(f).ok_or_else(|| anyhow!("{field}: expected csv or jsonl, found {f:?}"))?,
+                (Some(f), None) => Format::parse(f).ok_or_else(|| anyhow!("{field}: expected csv, jsonl, json or avro, found {f:?}"))?,
                 (None, None) => Format::Jsonl,
             };
             let encoder = Encoder { format, metadata: s.metadata.unwrap_or(metadata_default) && metadata_default };
             let mut sink = parse_sink(&s.url, encoder, &where_(&format!("sinks[{i}].url")))?;
             sink.name = s.name.clone().unwrap_or_else(|| format!("sink{i}"));
+            apply_kafka_fields(&mut sink, s, &|k| where_(&format!("sinks[{i}].{k}")))?;
+            settle_format(&mut sink, s.format.is_some() || args.format.is_some(), &field)?;
             sinks.push(sink);
         }
     } else {
@@ -324,13 +399,14 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
         for (i, s) in args.sinks.iter().enumerate() {
             let mut sink = parse_sink(s, Encoder { format, metadata: metadata_default }, "--sink")?;
             sink.name = format!("sink{i}");
+            settle_format(&mut sink, args.format.is_some(), "--format")?;
             sinks.push(sink);
         }
     }
     if sinks.is_empty() {
         bail!("no sink given; pass --sink DIR (or file:///dir, or - for stdout) or add a [[sinks]] table to --config");
     }
-    if sinks.iter().filter(|s| s.target == SinkTarget::Stdout).count() > 1 {
+    if sinks.iter().filter(|s| matches!(s.target, SinkTarget::Stdout)).count() > 1 {
         bail!("--sink -: standard output can be given once");
     }
     // Two sinks in one directory would share (and clobber) one manifest.
@@ -359,6 +435,14 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
     };
     let state_dir = o.state.cloned().or(file.state.map(|s| s.dir)).unwrap_or_else(|| PathBuf::from(".riffle"));
     let rules = table_rules(args, &file.tables, &sinks, &where_)?;
+    for s in &mut sinks {
+        if let SinkTarget::Kafka(opts) = &mut s.target {
+            if opts.topic_prefix.is_empty() {
+                opts.topic_prefix = name.to_lowercase();
+            }
+            opts.topic_routes = file.tables.iter().filter_map(|t| Some((t.pattern.clone(), t.topic.clone()?))).collect();
+        }
+    }
     let mask_salt = file.mask_salt.or_else(|| std::env::var("RIFFLE_MASK_SALT").ok()).unwrap_or_default();
     if mask_salt.is_empty() && rules.iter().any(|r| r.masks.iter().any(|(_, m)| *m == Mask::Hash)) {
         bail!(

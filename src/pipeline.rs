@@ -19,6 +19,7 @@ use rand::Rng;
 use riffle_core::source::RunEnd;
 use riffle_core::{ErrorKind, Offset, Op, Position, Sink, SinkError, Source, SourceItem, TableId};
 use riffle_files::{DirSink, StdoutSink};
+use riffle_kafka::KafkaSink;
 use riffle_postgres::Until;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +47,9 @@ pub fn open_sinks(cfg: &Config) -> Result<Vec<Box<dyn Sink>>> {
             SinkTarget::Dir(path) => sinks
                 .push(Box::new(DirSink::open(path, &cfg.name, s.encoder, cfg.roll).map_err(|e| anyhow!("sink {}: {e}", path.display()))?)),
             SinkTarget::Stdout => sinks.push(Box::new(StdoutSink::new(s.encoder))),
+            SinkTarget::Kafka(opts) => {
+                sinks.push(Box::new(KafkaSink::open((**opts).clone()).map_err(|e| anyhow!("sink {}: {e}", s.name))?))
+            }
         }
     }
     Ok(sinks)

@@ -2,6 +2,7 @@
 //! `scripts/servers.sh` starts (run them with `scripts/test.sh`). Each test
 //! makes its own database, so they run in parallel.
 
+mod kafka_support;
 mod support;
 
 mod pg_before_images;
@@ -12,6 +13,8 @@ mod pg_types;
 
 mod my_stream;
 mod my_types;
+
+mod kafka;
 
 mod ops_check;
 mod ops_metrics;

@@ -14,10 +14,14 @@
 //! - [`csv`]: RFC 4180 rows with a header.
 //! - [`avro`]: Avro schemas from table schemas, and the binary datum.
 //! - [`temporal`]: dates, times and decimals as the numbers typed formats store.
+//! - [`parquet`]: the flat shape as typed Parquet files.
+//! - [`avro_file`]: Avro object container files of envelopes.
 
 pub mod avro;
+pub mod avro_file;
 pub mod csv;
 pub mod jsonl;
+pub mod parquet;
 pub mod temporal;
 pub mod value;
 
@@ -45,6 +49,8 @@ pub fn transaction_id(event: &ChangeEvent) -> Option<String> {
 pub enum Format {
     Csv,
     Jsonl,
+    /// Avro: Kafka messages only, so far (the file sink refuses it).
+    Avro,
 }
 
 impl Format {
@@ -52,6 +58,7 @@ impl Format {
         match self {
             Format::Csv => "csv",
             Format::Jsonl => "jsonl",
+            Format::Avro => "avro",
         }
     }
 
@@ -59,6 +66,7 @@ impl Format {
         match s {
             "csv" => Some(Format::Csv),
             "jsonl" | "json" | "ndjson" => Some(Format::Jsonl),
+            "avro" => Some(Format::Avro),
             _ => None,
         }
     }
@@ -85,7 +93,7 @@ impl Encoder {
     pub fn encode(&self, event: &ChangeEvent, out: &mut Vec<u8>) {
         match self.format {
             Format::Csv => csv::row(event, self.metadata, out),
-            Format::Jsonl => jsonl::envelope(event, out),
+            Format::Jsonl | Format::Avro => jsonl::envelope(event, out),
         }
     }
 }
