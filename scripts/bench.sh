@@ -2,7 +2,8 @@
 # Benchmarks riffle against the database's own tools on ../shared/bench,
 # in the same run, and prints ratios (riffle / reference) and peak RSS.
 #
-#   scripts/bench.sh [postgres|mariadb|all]   1,000,000 rows, the 350k-change workloads (default: all)
+#   scripts/bench.sh [postgres|mariadb|kafka|all]   1,000,000 rows, the 350k-change workloads (default: all)
+#     kafka: the Postgres runs plus the 350k changes replicated into a Kafka-protocol broker (tansu)
 #   ROWS=100000 scripts/bench.sh postgres     a quicker run (Postgres only: the MariaDB seed is fixed at 1M)
 #
 # Figures: wall time from /usr/bin/time -v, and its "Maximum resident set
@@ -24,12 +25,16 @@ fi
 
 WHICH=${1:-all}
 export RIFFLE_MARIADB_PORT=${RIFFLE_MARIADB_PORT:-53316}
+export RIFFLE_KAFKA_PORT=${RIFFLE_KAFKA_PORT:-59102}
+WITH_KAFKA=0
 case "$WHICH" in
 postgres) scripts/servers.sh start postgres ;;
 mariadb) scripts/servers.sh start mariadb ;;
-all) scripts/servers.sh start postgres mariadb ;;
-*) echo "usage: $0 [postgres|mariadb|all]" >&2; exit 2 ;;
+kafka) WITH_KAFKA=1; scripts/servers.sh start postgres kafka ;;
+all) WITH_KAFKA=1; scripts/servers.sh start postgres mariadb kafka ;;
+*) echo "usage: $0 [postgres|mariadb|kafka|all]" >&2; exit 2 ;;
 esac
+KAFKA="kafka://127.0.0.1:$RIFFLE_KAFKA_PORT"
 trap 'scripts/servers.sh stop' EXIT
 scripts/build-deps.sh
 cargo build --release --quiet --bin riffle
@@ -84,6 +89,10 @@ bench_postgres() {
     "$BIN/pg_recvlogical" -h 127.0.0.1 -p "$RIFFLE_PG_PORT" -U postgres -d bench --create-slot -S bench_ref -P pgoutput
     # riffle takes its snapshot first (not measured), so both slots start before the workload.
     "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/cdc" --format csv --state "$WORK/state" --name bench_riffle --until now -q
+    if [ "$WITH_KAFKA" = 1 ]; then
+        # The snapshot goes to the broker too (not measured); the slot starts before the workload.
+        "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$KAFKA" --state "$WORK/kstate" --name bench_kafka --until now -q
+    fi
     echo "== running the 350k-change workload"
     "${PSQL[@]}" -d bench -f "$BENCH/pg_cdc_workload.sql" >/dev/null
     END_LSN=$("${PSQL[@]}" -d bench -tAc "SELECT pg_current_wal_lsn()")
@@ -96,6 +105,12 @@ bench_postgres() {
     STREAM_S=$SECS STREAM_RSS=$RSS_MB
     report "riffle replicate → CSV files" "$SECS" "$RSS_MB"
     CHANGES=$(cat "$WORK"/cdc/bench.orders/*.x*.csv | grep -c -E ',(c|u|d),' || true)
+    if [ "$WITH_KAFKA" = 1 ]; then
+        measure riffle_kafka "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$KAFKA" --state "$WORK/kstate" \
+            --name bench_kafka --until "$END_LSN" --commit-interval 5s
+        KAFKA_S=$SECS KAFKA_RSS=$RSS_MB
+        report "riffle replicate → Kafka (JSON, tansu)" "$SECS" "$RSS_MB"
+    fi
     "${PSQL[@]}" -d bench -c "SELECT pg_drop_replication_slot('bench_ref')" >/dev/null
 }
 
@@ -143,6 +158,10 @@ if [ -n "${COPY_S:-}" ]; then
     echo "snapshot ratio (with metadata columns / psql COPY):        $(ratio "$SYNCM_S" "$COPY_S")"
     echo "snapshot ratio (JSON lines / psql COPY):                   $(ratio "$SYNCJ_S" "$COPY_S")"
     echo "stream ratio (riffle replicate / pg_recvlogical):          $(ratio "$STREAM_S" "$RECV_S")  (target ≤ 1.5), peak RSS ${STREAM_RSS} MB, $CHANGES changes"
+fi
+if [ -n "${KAFKA_S:-}" ]; then
+    echo "Kafka ratio (riffle replicate → broker / pg_recvlogical):  $(ratio "$KAFKA_S" "$RECV_S")  (target ≤ 2), peak RSS ${KAFKA_RSS} MB, \
+$(awk -v n="$CHANGES" -v s="$KAFKA_S" 'BEGIN { printf "%.0f", n / s }') events/s"
 fi
 if [ -n "${MY_SELECT_S:-}" ]; then
     echo "MariaDB snapshot ratio (riffle sync CSV / mariadb --quick): $(ratio "$MY_SYNC_S" "$MY_SELECT_S")  (target ≤ 1.5), peak RSS ${MY_SYNC_RSS} MB"

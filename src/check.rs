@@ -16,6 +16,7 @@ fn sink_check(target: &SinkTarget, max_file_bytes: u64) -> Check {
         SinkTarget::Dir(dir) => dir,
         SinkTarget::Stdout => return Check { name: "sink stdout".into(), outcome: Ok("standard output".into()) },
         SinkTarget::Kafka(opts) => return kafka_check(opts),
+        SinkTarget::Object(opts) => return object_check(opts),
     };
     let name = format!("sink {}", dir.display());
     let problem = |expected: &str, found: String, fix: String| Problem { setting: name.clone(), expected: expected.into(), found, fix };
@@ -73,6 +74,24 @@ fn kafka_check(opts: &riffle_kafka::KafkaOptions) -> Check {
             expected: "a Kafka cluster that answers (and the schema registry, for Avro)".into(),
             found,
             fix: "check the broker addresses, that the brokers are up, and the kafka.* TLS/SASL settings of the sink".into(),
+        }),
+    }
+}
+
+/// An object-store sink: a probe object can be written and deleted under
+/// the prefix (the bucket exists, the credentials are accepted, riffle may write).
+fn object_check(opts: &crate::config::ObjectOptions) -> Check {
+    let name = format!("sink {}", opts.url.split_once('?').map_or(opts.url.as_str(), |(u, _)| u));
+    let outcome = riffle_files::object::open_target(&opts.url, &opts.store).and_then(|t| t.probe().map_err(|e| e.message));
+    Check {
+        name: name.clone(),
+        outcome: outcome.map_err(|found| Problem {
+            setting: name,
+            expected: "a bucket or container riffle can write to, list and delete from".into(),
+            found,
+            fix: "create the bucket, and check the credentials (AWS_*/AZURE_*/GOOGLE_* variables or the sink's options) \
+                  and their permissions on the prefix"
+                .into(),
         }),
     }
 }

@@ -109,7 +109,10 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "URL")]
     pub source: Option<String>,
 
-    /// Where to write: a directory (`./out`, `file:///data/out`), `-` for stdout, or
+    /// Where to write: a directory (`./out`, `file:///data/out`), `-` for stdout,
+    /// s3://BUCKET/PREFIX, az://CONTAINER/PREFIX, abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PREFIX,
+    /// gs://BUCKET/PREFIX (credentials from AWS_*/AZURE_*/GOOGLE_* variables; options such as
+    /// ?endpoint=URL&region=R&partition_by=hour), or
     /// kafka://HOST:PORT[,HOST:PORT][?OPTION=VALUE&…] (options: topic_prefix, partitions,
     /// replication_factor, create_topics, tombstones, schemas_enable, schema_registry,
     /// transaction_topic, kafka.<librdkafka setting>). Repeatable.
@@ -183,8 +186,11 @@ pub enum FormatArg {
     Jsonl,
     /// The same as jsonl
     Json,
-    /// Avro: Kafka messages in the Confluent wire format (needs schema_registry)
+    /// Avro: Kafka messages in the Confluent wire format (needs schema_registry), or
+    /// Avro container files
     Avro,
+    /// Parquet files (flat: the row plus `__` metadata columns)
+    Parquet,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,7 @@
 use crate::cli::{FormatArg, PipelineArgs};
 use crate::transform::{filter, Mask, TableRule};
 use anyhow::{anyhow, bail, Context, Result};
+use riffle_files::object::Partitioning;
 use riffle_files::RollPolicy;
 use riffle_formats::{Encoder, Format};
 use riffle_kafka::{KafkaOptions, ValueFormat};
@@ -137,7 +138,37 @@ pub enum SinkTarget {
     Dir(PathBuf),
     Stdout,
     Kafka(Box<KafkaOptions>),
+    /// An object store (or a local directory for Avro and Parquet files).
+    Object(Box<ObjectOptions>),
 }
+
+/// An object-store sink as configured.
+#[derive(Debug, Clone)]
+pub struct ObjectOptions {
+    /// The URL without its query.
+    pub url: String,
+    /// object_store configuration keys (`endpoint`, `region`, …).
+    pub store: Vec<(String, String)>,
+    pub partitioning: Partitioning,
+    /// Avro and Parquet compression.
+    pub compression: Option<String>,
+}
+
+impl ObjectOptions {
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        match key {
+            "partition_by" => {
+                self.partitioning =
+                    Partitioning::parse(value).ok_or_else(|| anyhow!("partition_by: expected none, day or hour, found {value:?}"))?
+            }
+            "compression" => self.compression = Some(value.to_string()),
+            _ => self.store.push((key.to_string(), value.to_string())),
+        }
+        Ok(())
+    }
+}
+
+const OBJECT_SCHEMES: [&str; 8] = ["s3", "s3a", "az", "azure", "abfs", "abfss", "gs", "gcs"];
 
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
@@ -250,10 +281,24 @@ fn parse_sink(url: &str, encoder: Encoder, field: &str) -> Result<SinkConfig> {
         // The topic prefix defaults to the pipeline name, known later.
         let opts = KafkaOptions::from_url(url, "").map_err(|e| anyhow!("{field}: {e}"))?;
         SinkTarget::Kafka(Box::new(opts))
+    } else if url.split_once("://").is_some_and(|(scheme, _)| OBJECT_SCHEMES.contains(&scheme)) {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let base = base.replacen("gcs://", "gs://", 1).replacen("azure://", "az://", 1);
+        let mut opts = ObjectOptions { url: base, store: Vec::new(), partitioning: Partitioning::None, compression: None };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
+            opts.set(&riffle_core::url::percent_decode(k), &riffle_core::url::percent_decode(v)).map_err(|e| anyhow!("{field}: {e}"))?;
+        }
+        SinkTarget::Object(Box::new(opts))
+    } else if url.starts_with("hdfs://") || url.starts_with("viewfs://") {
+        bail!(
+            "{field}: HDFS sinks are not built into this riffle yet (see the README's status table); write to s3://, az://, abfss://, \
+             gs:// or a local directory"
+        );
     } else if let Some((scheme, _)) = url.split_once("://") {
         bail!(
-            "{field}: sink scheme {scheme}:// is not supported yet; supported here: a directory path, file:///path, \
-             kafka://host:port, or - for stdout"
+            "{field}: sink scheme {scheme}:// is not supported; supported: a directory path, file:///path, s3://, az://, abfss://, \
+             gs://, kafka://host:port, or - for stdout"
         );
     } else if url.is_empty() {
         bail!("{field}: the sink is empty; give a directory, file:///path or -");
@@ -268,6 +313,7 @@ fn format_of(arg: FormatArg) -> Format {
         FormatArg::Csv => Format::Csv,
         FormatArg::Jsonl | FormatArg::Json => Format::Jsonl,
         FormatArg::Avro => Format::Avro,
+        FormatArg::Parquet => Format::Parquet,
     }
 }
 
@@ -285,11 +331,26 @@ fn settle_format(sink: &mut SinkConfig, explicit: bool, field: &str) -> Result<(
                 "{field}: a schema_registry is given but the format is jsonl; use --format avro, or drop the registry for JSON values"
             ),
             (Format::Jsonl, ValueFormat::Avro { .. }) => sink.encoder.format = Format::Avro,
-            (Format::Csv, _) => bail!("{field}: Kafka messages are json or avro, not csv; pass --format json or --format avro"),
+            (Format::Csv | Format::Parquet, _) => {
+                bail!(
+                    "{field}: Kafka messages are json or avro, not {}; pass --format json or --format avro",
+                    sink.encoder.format.extension()
+                )
+            }
             _ => {}
         },
-        _ if sink.encoder.format == Format::Avro => {
-            bail!("{field}: Avro files are not supported yet; files are csv or jsonl (Avro is available for kafka:// sinks)")
+        SinkTarget::Stdout if matches!(sink.encoder.format, Format::Avro | Format::Parquet) => {
+            bail!("{field}: standard output takes csv or jsonl; write {} files to a directory or a bucket", sink.encoder.format.extension())
+        }
+        // Avro and Parquet files go through the object-store sink, on the local disk too.
+        SinkTarget::Dir(dir) if matches!(sink.encoder.format, Format::Avro | Format::Parquet) => {
+            let abs = std::path::absolute(&*dir).map_err(|e| anyhow!("{field}: {}: {e}", dir.display()))?;
+            sink.target = SinkTarget::Object(Box::new(ObjectOptions {
+                url: format!("file://{}", abs.display()),
+                store: Vec::new(),
+                partitioning: Partitioning::None,
+                compression: None,
+            }));
         }
         _ => {}
     }
@@ -302,9 +363,18 @@ fn apply_kafka_fields(sink: &mut SinkConfig, raw: &RawSink, field: &dyn Fn(&str)
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
+    if let SinkTarget::Object(opts) = &mut sink.target {
+        for (k, v) in &raw.options {
+            opts.set(k, &text(v)).map_err(|e| anyhow!("{}: {e}", field(k)))?;
+        }
+        if let Some(k) = raw.kafka.keys().next().or(raw.topic_config.keys().next()) {
+            bail!("{}: a Kafka setting on an object-store sink", field(k));
+        }
+        return Ok(());
+    }
     let SinkTarget::Kafka(opts) = &mut sink.target else {
         if let Some(k) = raw.options.keys().next().or(raw.kafka.keys().next()).or(raw.topic_config.keys().next()) {
-            bail!("{}: unknown field for a file sink (Kafka sinks take it)", field(k));
+            bail!("{}: unknown field for a file sink (Kafka and object-store sinks take options)", field(k));
         }
         return Ok(());
     };
@@ -384,7 +454,9 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
             let field = where_(&format!("sinks[{i}].format"));
             let format = match (&s.format, args.format) {
                 (_, Some(f)) => format_of(f),
-                (Some(f), None) => Format::parse(f).ok_or_else(|| anyhow!("{field}: expected csv, jsonl, json or avro, found {f:?}"))?,
+                (Some(f), None) => {
+                    Format::parse(f).ok_or_else(|| anyhow!("{field}: expected csv, jsonl, json, avro or parquet, found {f:?}"))?
+                }
                 (None, None) => Format::Jsonl,
             };
             let encoder = Encoder { format, metadata: s.metadata.unwrap_or(metadata_default) && metadata_default };

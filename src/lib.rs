@@ -16,6 +16,7 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod file_formats;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;

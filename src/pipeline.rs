@@ -50,6 +50,14 @@ pub fn open_sinks(cfg: &Config) -> Result<Vec<Box<dyn Sink>>> {
             SinkTarget::Kafka(opts) => {
                 sinks.push(Box::new(KafkaSink::open((**opts).clone()).map_err(|e| anyhow!("sink {}: {e}", s.name))?))
             }
+            SinkTarget::Object(opts) => {
+                let target = riffle_files::object::open_target(&opts.url, &opts.store).map_err(|e| anyhow!("sink {}: {e}", s.name))?;
+                let format = crate::file_formats::file_format(s.encoder, opts.compression.as_deref())
+                    .map_err(|e| anyhow!("sink {}: {e}", s.name))?;
+                let sink = riffle_files::object::ObjectSink::open(target, &cfg.name, format, cfg.roll, opts.partitioning)
+                    .map_err(|e| anyhow!("sink {}: {e}", s.name))?;
+                sinks.push(Box::new(sink));
+            }
         }
     }
     Ok(sinks)

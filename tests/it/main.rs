@@ -3,6 +3,7 @@
 //! makes its own database, so they run in parallel.
 
 mod kafka_support;
+mod objects_support;
 mod support;
 
 mod pg_before_images;
@@ -15,6 +16,7 @@ mod my_stream;
 mod my_types;
 
 mod kafka;
+mod objects;
 
 mod ops_check;
 mod ops_metrics;

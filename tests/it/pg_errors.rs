@@ -62,7 +62,7 @@ async fn bad_urls_passwords_hosts_and_tables() {
     let cfg = state.join("bad.toml");
     std::fs::write(&cfg, format!("[source]\nurl = \"{url}\"\ntables = [\"present\"]\n[[sinks]]\nurl = \"{o}\"\nformat = \"xml\"\n"))
         .unwrap();
-    fails_with(&["sync", "--config", cfg.to_str().unwrap()], 1, &["sinks[0].format", "expected csv, jsonl, json or avro", "xml"]);
+    fails_with(&["sync", "--config", cfg.to_str().unwrap()], 1, &["sinks[0].format", "expected csv, jsonl, json, avro or parquet", "xml"]);
     std::fs::write(&cfg, "[source]\nurll = \"x\"\n").unwrap();
     fails_with(&["sync", "--config", cfg.to_str().unwrap()], 1, &["unknown field `urll`"]);
 }

@@ -27,6 +27,7 @@
 //! leaves a torn file under a final name.
 
 mod manifest;
+pub mod object;
 
 use manifest::Manifest;
 use riffle_core::{ChangeEvent, Position, Sink, SinkError, TableId, TableSchema};
@@ -150,8 +151,56 @@ impl DirSink {
     }
 }
 
+/// CSV and JSON lines for the object-store sink: the same bytes as in a
+/// directory.
+pub struct TextFormat(pub Encoder);
+
+struct TextWriter {
+    encoder: Encoder,
+    buf: Vec<u8>,
+    bytes: u64,
+}
+
+impl object::FileFormat for TextFormat {
+    fn extension(&self) -> &'static str {
+        self.0.format.extension()
+    }
+
+    fn name(&self) -> String {
+        self.0.format.extension().to_string()
+    }
+
+    fn writer(&self, table: &Arc<TableSchema>, _namespace: &str) -> Box<dyn object::FileWriter> {
+        let mut buf = Vec::with_capacity(1 << 20);
+        self.0.header(table, &mut buf);
+        Box::new(TextWriter { encoder: self.0, bytes: buf.len() as u64, buf })
+    }
+}
+
+impl object::FileWriter for TextWriter {
+    fn write(&mut self, event: &ChangeEvent) -> Result<(), String> {
+        let before = self.buf.len();
+        self.encoder.encode(event, &mut self.buf);
+        self.bytes += (self.buf.len() - before) as u64;
+        Ok(())
+    }
+
+    fn take(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.buf);
+    }
+
+    fn finish(mut self: Box<Self>, out: &mut Vec<u8>) -> Result<(), String> {
+        out.append(&mut self.buf);
+        Ok(())
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 /// Keeps table folder names to safe characters.
-fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_alphanumeric() || matches!(c, '_' | '-' | '$') { c } else { '_' }).collect()
 }
 

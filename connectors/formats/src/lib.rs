@@ -49,8 +49,10 @@ pub fn transaction_id(event: &ChangeEvent) -> Option<String> {
 pub enum Format {
     Csv,
     Jsonl,
-    /// Avro: Kafka messages only, so far (the file sink refuses it).
+    /// Avro: Kafka messages, or object container files.
     Avro,
+    /// Parquet files.
+    Parquet,
 }
 
 impl Format {
@@ -59,6 +61,7 @@ impl Format {
             Format::Csv => "csv",
             Format::Jsonl => "jsonl",
             Format::Avro => "avro",
+            Format::Parquet => "parquet",
         }
     }
 
@@ -67,6 +70,7 @@ impl Format {
             "csv" => Some(Format::Csv),
             "jsonl" | "json" | "ndjson" => Some(Format::Jsonl),
             "avro" => Some(Format::Avro),
+            "parquet" => Some(Format::Parquet),
             _ => None,
         }
     }
@@ -93,7 +97,8 @@ impl Encoder {
     pub fn encode(&self, event: &ChangeEvent, out: &mut Vec<u8>) {
         match self.format {
             Format::Csv => csv::row(event, self.metadata, out),
-            Format::Jsonl | Format::Avro => jsonl::envelope(event, out),
+            // Avro and Parquet have their own writers; text sinks never get them.
+            Format::Jsonl | Format::Avro | Format::Parquet => jsonl::envelope(event, out),
         }
     }
 }

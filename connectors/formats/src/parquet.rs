@@ -292,7 +292,7 @@ impl<W: Write + Send> ParquetWriter<W> {
         }
         self.buffered += 1;
         self.rows += 1;
-        if self.buffered >= self.batch_rows || (self.buffered % 1024 == 0 && self.buffered_bytes() >= BATCH_BYTES) {
+        if self.buffered >= self.batch_rows || (self.buffered & 1023 == 0 && self.buffered_bytes() >= BATCH_BYTES) {
             self.flush_batch()?;
         }
         Ok(())

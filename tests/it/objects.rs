@@ -1,0 +1,417 @@
+//! Object stores against real servers: SeaweedFS's S3 gateway and Azurite.
+//! Snapshot + changes in CSV, JSON lines, Avro and Parquet, read back with
+//! the `parquet` and `apache-avro` readers; `kill -9` and restart; the S3
+//! server down for a while; bad buckets and credentials.
+
+use crate::kafka_support::{field, unique, unwrap_union};
+use crate::objects_support::*;
+use crate::support::*;
+use apache_avro::types::Value as A;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Date32Type, Decimal128Type, Float64Type, Int32Type, Time64MicrosecondType, TimestampMicrosecondType};
+use arrow_array::Array;
+use arrow_schema::{DataType as T, TimeUnit};
+use mysql_async::prelude::Queryable;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+fn run_with_env(args: &[String], env: &[(String, String)]) -> std::process::Output {
+    let out = riffle_cmd(args).envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).output().unwrap();
+    assert!(out.status.success(), "riffle {args:?} failed: {}", stderr(&out));
+    out
+}
+
+fn spawn_with_env(args: &[String], env: &[(String, String)], log: &std::path::Path) -> std::process::Child {
+    riffle_cmd(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stderr(std::fs::File::create(log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_to_s3_in_every_format_reads_back_exactly() {
+    let _gate = S3_GATE.read().await;
+    let db = "it_obj_pg";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(
+            r"CREATE TABLE items (id int PRIMARY KEY, amount numeric(12,3), big numeric(40,5), placed timestamptz, local_ts timestamp,
+                 day date, at time, u uuid, blob bytea, tags int[], note text, score float8);
+             ALTER TABLE items REPLICA IDENTITY FULL;
+             INSERT INTO items VALUES
+               (1, 1234.567, -123456789012345678901234567890.12345, '2024-01-02 03:04:05.123456+00', '2024-01-02 03:04:05.654321',
+                '1969-07-20', '23:59:59.999999', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\x00ff', '{1,NULL,3}', 'first', 1.5),
+               (2, -0.001, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
+        )
+        .await
+        .unwrap();
+    let root = unique("pg");
+    let dir = temp_dir("obj-pg");
+    let cfg = dir.join("pipeline.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"{root}\"\n[source]\nurl = \"{}\"\ntables = [\"public.items\"]\n\
+             [[sinks]]\nurl = \"{s}/csv\"\nformat = \"csv\"\n\
+             [[sinks]]\nurl = \"{s}/jsonl\"\nformat = \"jsonl\"\n\
+             [[sinks]]\nurl = \"{s}/avro\"\nformat = \"avro\"\ncompression = \"snappy\"\n\
+             [[sinks]]\nurl = \"{s}/parquet\"\nformat = \"parquet\"\n",
+            db_url(db),
+            s = s3_url(&root)
+        ),
+    )
+    .unwrap();
+    let args: Vec<String> =
+        ["replicate", "--config", cfg.to_str().unwrap(), "--state", dir.join("state").to_str().unwrap(), "--until", "now"]
+            .map(String::from)
+            .to_vec();
+    run_with_env(&args, &s3_env());
+    client.batch_execute("INSERT INTO items (id, amount, note) VALUES (3, 3, 'three')").await.unwrap();
+    client.batch_execute("UPDATE items SET amount = 1, note = 'uno' WHERE id = 1").await.unwrap();
+    client.batch_execute("DELETE FROM items WHERE id = 2").await.unwrap();
+    run_with_env(&args, &s3_env());
+
+    let store = s3_store();
+    // Parquet: the Arrow types carry the source's precision, scale and zones.
+    let files = data_objects(&store, &format!("{root}/parquet"), "public.items", "parquet").await;
+    assert_eq!(files.len(), 2, "a snapshot file and a change file: {:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
+    let batches: Vec<_> = files.into_iter().flat_map(|(_, b)| parquet_batches(b)).collect();
+    let schema = batches[0].schema();
+    let ty = |n: &str| schema.field_with_name(n).unwrap().data_type().clone();
+    assert_eq!(ty("amount"), T::Decimal128(12, 3));
+    assert_eq!(ty("big"), T::Decimal256(40, 5));
+    assert_eq!(ty("placed"), T::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+    assert_eq!(ty("local_ts"), T::Timestamp(TimeUnit::Microsecond, None));
+    assert_eq!(ty("day"), T::Date32);
+    assert_eq!(ty("at"), T::Time64(TimeUnit::Microsecond));
+    assert_eq!(ty("blob"), T::Binary);
+    assert!(matches!(ty("tags"), T::List(f) if *f.data_type() == T::Int32));
+    let mut rows: Vec<BTreeMap<String, String>> = Vec::new();
+    for b in &batches {
+        for r in 0..b.num_rows() {
+            let mut row = BTreeMap::new();
+            for (i, f) in b.schema().fields().iter().enumerate() {
+                let col = b.column(i);
+                let text = if col.is_null(r) { "NULL".to_string() } else { arrow_cast_text(col.as_ref(), r) };
+                row.insert(f.name().clone(), text);
+            }
+            rows.push(row);
+        }
+    }
+    let ops: Vec<&str> = rows.iter().map(|r| r["__op"].as_str()).collect();
+    assert_eq!(ops, ["r", "r", "c", "u", "d"]);
+    let first = &batches[0];
+    let amount = first.column_by_name("amount").unwrap().as_primitive::<Decimal128Type>();
+    assert_eq!((amount.value(0), amount.value(1)), (1_234_567, -1));
+    let placed = first.column_by_name("placed").unwrap().as_primitive::<TimestampMicrosecondType>();
+    assert_eq!(placed.value(0), 1_704_164_645_123_456);
+    assert!(placed.is_null(1));
+    let local = first.column_by_name("local_ts").unwrap().as_primitive::<TimestampMicrosecondType>();
+    assert_eq!(local.value(0), 1_704_164_645_654_321);
+    assert_eq!(first.column_by_name("day").unwrap().as_primitive::<Date32Type>().value(0), -165);
+    assert_eq!(first.column_by_name("at").unwrap().as_primitive::<Time64MicrosecondType>().value(0), 86_399_999_999);
+    assert_eq!(first.column_by_name("blob").unwrap().as_binary::<i32>().value(0), [0x00, 0xff]);
+    let tags = first.column_by_name("tags").unwrap().as_list::<i32>().value(0);
+    let tags = tags.as_primitive::<Int32Type>();
+    assert_eq!((tags.len(), tags.value(0), tags.is_null(1), tags.value(2)), (3, 1, true, 3));
+    assert_eq!(first.column_by_name("score").unwrap().as_primitive::<Float64Type>().value(0), 1.5);
+    assert_eq!(rows[0]["big"], "-12345678901234567890123456789012345");
+    assert_eq!(rows[0]["note"], "first");
+    assert_eq!(rows[3]["amount"], "1000");
+    assert_eq!(rows[3]["note"], "uno");
+    // The update's before image, whole (REPLICA IDENTITY FULL).
+    let changes = &batches[batches.len() - 1];
+    let before = changes.column_by_name("__before").unwrap().as_struct();
+    let before_amount = before.column_by_name("amount").unwrap().as_primitive::<Decimal128Type>();
+    assert_eq!(before_amount.value(1), 1_234_567);
+    assert_eq!(rows[4]["id"], "2", "a delete shows the deleted row");
+
+    // Avro container files: the envelope, logical types included.
+    let files = data_objects(&store, &format!("{root}/avro"), "public.items", "avro").await;
+    let records: Vec<A> = files.iter().flat_map(|(_, b)| avro_records(b).1).collect();
+    assert_eq!(records.len(), 5);
+    let after0 = unwrap_union(field(&records[0], "after")).unwrap();
+    let Some(A::Decimal(d)) = unwrap_union(field(&after0, "amount")) else { panic!("{after0:?}") };
+    assert_eq!(<Vec<u8>>::try_from(d).unwrap(), 1_234_567_i32.to_be_bytes()[1..].to_vec());
+    assert_eq!(unwrap_union(field(&after0, "placed")), Some(A::TimestampMicros(1_704_164_645_123_456)));
+    assert_eq!(unwrap_union(field(&after0, "local_ts")), Some(A::LocalTimestampMicros(1_704_164_645_654_321)));
+    assert_eq!(unwrap_union(field(&after0, "day")), Some(A::Date(-165)));
+    assert_eq!(unwrap_union(field(&after0, "at")), Some(A::TimeMicros(86_399_999_999)));
+    assert_eq!(unwrap_union(field(&after0, "u")), Some(A::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".parse().unwrap())));
+    let ops: Vec<A> = records.iter().map(|r| field(r, "op")).collect();
+    assert_eq!(ops, ["r", "r", "c", "u", "d"].map(|o| A::String(o.into())));
+    let before3 = unwrap_union(field(&records[3], "before")).unwrap();
+    assert_eq!(unwrap_union(field(&before3, "note")), Some(A::String("first".into())));
+
+    // CSV and JSON lines: the same five events.
+    let csv: Vec<String> = data_objects(&store, &format!("{root}/csv"), "public.items", "csv")
+        .await
+        .into_iter()
+        .flat_map(|(_, b)| parse_csv(std::str::from_utf8(&b).unwrap()).1.into_iter().map(|r| format!("{:?}", r[0])))
+        .collect();
+    assert_eq!(csv.len(), 5);
+    let jsonl: usize = data_objects(&store, &format!("{root}/jsonl"), "public.items", "jsonl")
+        .await
+        .iter()
+        .map(|(_, b)| b.split(|c| *c == b'\n').filter(|l| !l.is_empty()).count())
+        .sum();
+    assert_eq!(jsonl, 5);
+    // Nothing left in riffle's temporary area.
+    for f in ["csv", "jsonl", "avro", "parquet"] {
+        assert!(objects(&store, &format!("{root}/{f}/_riffle/tmp")).await.is_empty(), "{f}: temporary objects left");
+    }
+}
+
+/// A value as text, for the columns the test compares as text.
+fn arrow_cast_text(col: &dyn Array, r: usize) -> String {
+    match col.data_type() {
+        T::Utf8 => col.as_string::<i32>().value(r).to_string(),
+        T::Int32 => col.as_primitive::<Int32Type>().value(r).to_string(),
+        T::Decimal128(..) => col.as_primitive::<Decimal128Type>().value(r).to_string(),
+        T::Decimal256(..) => col.as_primitive::<arrow_array::types::Decimal256Type>().value(r).to_string(),
+        other => format!("<{other}>"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_to_azure_parquet_with_hour_partitions() {
+    let db = "it_obj_my";
+    let mut conn = my_fresh_db(db).await;
+    conn.query_drop(
+        "CREATE TABLE items (id INT PRIMARY KEY, price DECIMAL(10,2), seen DATETIME(6), stamp TIMESTAMP(3) NULL, note VARCHAR(20));
+         INSERT INTO items VALUES (1, 1.50, '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.250', 'one'), (2, -2.25, NULL, NULL, NULL);",
+    )
+    .await
+    .unwrap();
+    let root = unique("my");
+    let dir = temp_dir("obj-my");
+    let sink = azure_url(&root) + "&partition_by=hour";
+    let args: Vec<String> = [
+        "replicate",
+        "--source",
+        &my_url(db),
+        "--tables",
+        &format!("{db}.items"),
+        "--sink",
+        &sink,
+        "--format",
+        "parquet",
+        "--name",
+        &root,
+        "--until",
+        "now",
+        "--state",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([dir.display().to_string()])
+    .collect();
+    riffle_ok(&args);
+    conn.query_drop("INSERT INTO items VALUES (3, 3.00, '1999-12-31 23:59:59', NULL, 'three')").await.unwrap();
+    conn.query_drop("UPDATE items SET price = 9.99 WHERE id = 2").await.unwrap();
+    riffle_ok(&args);
+
+    let store = azure_store();
+    let files = data_objects(&store, &root, &format!("{db}.items"), "parquet").await;
+    assert_eq!(files.len(), 2, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
+    // The snapshot at the table's root, changes in their commit hour.
+    let names: Vec<&str> = files.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(!names[0].contains("dt=") || !names[1].contains("dt="), "{names:?}");
+    let change = names.iter().find(|n| n.contains("/dt=")).expect("a partitioned change file");
+    assert!(change.contains("/hour="), "{change}");
+    let mut by_op: BTreeMap<String, Vec<(i32, i128)>> = BTreeMap::new();
+    for (_, bytes) in files {
+        for b in parquet_batches(bytes) {
+            assert_eq!(b.schema().field_with_name("price").unwrap().data_type(), &T::Decimal128(10, 2));
+            assert_eq!(b.schema().field_with_name("stamp").unwrap().data_type(), &T::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+            let ids = b.column_by_name("id").unwrap().as_primitive::<Int32Type>();
+            let prices = b.column_by_name("price").unwrap().as_primitive::<Decimal128Type>();
+            let ops = b.column_by_name("__op").unwrap().as_string::<i32>();
+            let seen = b.column_by_name("seen").unwrap().as_primitive::<TimestampMicrosecondType>();
+            let stamp = b.column_by_name("stamp").unwrap().as_primitive::<TimestampMicrosecondType>();
+            for r in 0..b.num_rows() {
+                if ids.value(r) == 1 {
+                    assert_eq!(seen.value(r), 1_704_164_645_123_456);
+                    assert_eq!(stamp.value(r), 1_704_164_645_250_000);
+                }
+                by_op.entry(ops.value(r).to_string()).or_default().push((ids.value(r), prices.value(r)));
+            }
+        }
+    }
+    assert_eq!(by_op["r"], [(1, 150), (2, -225)]);
+    assert_eq!(by_op["c"], [(3, 300)]);
+    assert_eq!(by_op["u"], [(2, 999)]);
+}
+
+/// The positions of every event in the final JSON-lines objects, and the
+/// table the events replay to.
+async fn committed_events(store: &std::sync::Arc<dyn object_store::ObjectStore>, root: &str, table: &str) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    for (key, bytes) in data_objects(store, root, table, "jsonl").await {
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.ends_with('\n'), "{key} is torn");
+        events.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{key}: {e}"))));
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_upload_then_restart_neither_loses_nor_duplicates() {
+    let _gate = S3_GATE.read().await;
+    let db = "it_obj_crash";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t SELECT g, g FROM generate_series(1, 20000) g")
+        .await
+        .unwrap();
+    let root = unique("crash");
+    let dir = temp_dir("obj-crash");
+    let url = db_url(db);
+    let sink = s3_url(&root);
+    let args: Vec<String> =
+        ["replicate", "--source", &url, "--tables", "public.t", "--sink", &sink, "--name", &root, "--commit-interval", "100ms"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--max-file-rows".into(), "700".into(), "--state".into(), dir.join("state").display().to_string()])
+            .collect();
+    let writer_client = connect(&url).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_w = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut n = 0i32;
+        while !stop_w.load(std::sync::atomic::Ordering::Relaxed) {
+            let id = 100_000 + n;
+            writer_client
+                .batch_execute(&format!(
+                    "BEGIN; INSERT INTO t VALUES ({id}, 0); UPDATE t SET v = v + 1 WHERE id = {}; DELETE FROM t WHERE id = {}; COMMIT;",
+                    n % 20000 + 1,
+                    (n * 7) % 20000 + 1
+                ))
+                .await
+                .unwrap();
+            n += 1;
+        }
+    });
+    for round in 0..3 {
+        let mut child = spawn_with_env(&args, &s3_env(), &dir.join(format!("riffle-{round}.log")));
+        tokio::time::sleep(Duration::from_millis(2500 + round * 700)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    let mut until = args.clone();
+    until.extend(["--until".into(), "now".into()]);
+    run_with_env(&until, &s3_env());
+
+    let store = s3_store();
+    let events = committed_events(&store, &root, "public.t").await;
+    let positions: Vec<&str> = events.iter().map(|e| e["source"]["position"].as_str().unwrap()).collect();
+    let unique_positions: BTreeSet<&str> = positions.iter().copied().collect();
+    assert_eq!(unique_positions.len(), positions.len(), "an event was written twice");
+    let replayed = replay(&events, "id");
+    let table = table_as_json(&client, "t", "id").await;
+    assert_eq!(replayed.len(), table.len(), "rows after replay");
+    assert!(replayed == table, "the objects replay to the table");
+    assert!(objects(&store, &format!("{root}/_riffle/tmp")).await.is_empty(), "temporary objects left after the last run");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_down_for_a_while_riffle_retries_and_catches_up() {
+    let _gate = S3_GATE.write().await;
+    let db = "it_obj_outage";
+    let client = fresh_db(db).await;
+    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int)").await.unwrap();
+    let root = unique("outage");
+    let dir = temp_dir("obj-outage");
+    let url = db_url(db);
+    let sink = s3_url(&root);
+    let args: Vec<String> =
+        ["replicate", "--source", &url, "--tables", "public.t", "--sink", &sink, "--name", &root, "--commit-interval", "200ms"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--state".into(), dir.display().to_string()])
+            .collect();
+    let log = dir.join("riffle.log");
+    let mut child = spawn_with_env(&args, &s3_env(), &log);
+    let store = s3_store();
+    for i in 1..=10 {
+        client.execute("INSERT INTO t VALUES ($1, $1)", &[&i]).await.unwrap();
+    }
+    let ids = |events: &[serde_json::Value]| -> BTreeSet<i64> { events.iter().filter_map(|e| e["after"]["id"].as_i64()).collect() };
+    for _ in 0..200 {
+        if ids(&committed_events(&store, &root, "public.t").await).len() == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ids(&committed_events(&store, &root, "public.t").await).len(), 10, "log: {}", std::fs::read_to_string(&log).unwrap());
+
+    sh(&std::env::var("RIFFLE_TEST_S3_STOP_CMD").unwrap());
+    for i in 11..=20 {
+        client.execute("INSERT INTO t VALUES ($1, $1)", &[&i]).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let alive = child.try_wait().unwrap().is_none();
+    sh(&std::env::var("RIFFLE_TEST_S3_START_CMD").unwrap());
+    assert!(alive, "riffle must wait for the store, not exit: {}", std::fs::read_to_string(&log).unwrap());
+    let mut got = BTreeSet::new();
+    for _ in 0..900 {
+        got = ids(&committed_events(&store, &root, "public.t").await);
+        if got.len() == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    child.wait().unwrap();
+    assert_eq!(got, (1..=20).collect(), "log: {}", std::fs::read_to_string(&log).unwrap());
+    let events = committed_events(&store, &root, "public.t").await;
+    assert_eq!(events.len(), 20, "each change once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_buckets_and_credentials_fail_before_reading_the_source() {
+    let _gate = S3_GATE.read().await;
+    let db = "it_obj_bad";
+    let client = fresh_db(db).await;
+    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)").await.unwrap();
+    let url = db_url(db);
+    let dir = temp_dir("obj-bad");
+    let env_with = |key: &str, secret: &str| -> Vec<(String, String)> {
+        let mut e = s3_env();
+        e.retain(|(k, _)| k != "AWS_ACCESS_KEY_ID" && k != "AWS_SECRET_ACCESS_KEY");
+        e.push(("AWS_ACCESS_KEY_ID".into(), key.into()));
+        e.push(("AWS_SECRET_ACCESS_KEY".into(), secret.into()));
+        e
+    };
+    let admin = (std::env::var("RIFFLE_TEST_S3_ACCESS_KEY").unwrap(), std::env::var("RIFFLE_TEST_S3_SECRET_KEY").unwrap());
+    let reader =
+        (std::env::var("RIFFLE_TEST_S3_READONLY_ACCESS_KEY").unwrap(), std::env::var("RIFFLE_TEST_S3_READONLY_SECRET_KEY").unwrap());
+    let cases = [
+        ("s3://riffle-no-such-bucket/x".to_string(), env_with(&admin.0, &admin.1), "the bucket or container must exist"),
+        (s3_url("bad"), env_with(&admin.0, "not-the-secret"), "refused the credentials"),
+        (s3_url("bad"), env_with(&reader.0, &reader.1), "permission denied"),
+    ];
+    for (sink, env, expected) in cases {
+        let args: Vec<String> =
+            ["sync", "--source", &url, "--tables", "public.t", "--sink", &sink, "--format", "parquet"].map(String::from).to_vec();
+        let out = riffle_cmd(&args).envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{sink}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{sink}: expected {expected:?} in: {err}");
+        assert!(err.contains("nothing was read from the source"), "{err}");
+        assert!(!err.contains("not-the-secret"), "secrets are never printed: {err}");
+        let check: Vec<String> = ["check", "--source", &url, "--tables", "public.t", "--sink", &sink, "--state", dir.to_str().unwrap()]
+            .map(String::from)
+            .to_vec();
+        let out = riffle_cmd(&check).envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(1), "riffle check must fail for {sink}: {text}");
+        assert!(text.contains("FAIL") && text.contains(expected), "{sink}: {text}");
+    }
+    let slots: i64 = client.query_one("SELECT count(*) FROM pg_replication_slots WHERE database = $1", &[&db]).await.unwrap().get(0);
+    assert_eq!(slots, 0);
+}
