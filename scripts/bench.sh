@@ -144,7 +144,7 @@ bench_mariadb() {
 }
 
 case "$WHICH" in
-postgres) bench_postgres ;;
+postgres | kafka) bench_postgres ;;
 mariadb) bench_mariadb ;;
 all) bench_postgres; bench_mariadb ;;
 esac

@@ -204,7 +204,7 @@ fn write_opt_str(v: Option<&str>, out: &mut Vec<u8>) {
 
 /// Writes a non-null value of `dt`; `Err` names what did not fit.
 pub fn write_value(v: &Value, dt: &DataType, out: &mut Vec<u8>) -> Result<(), String> {
-    let bad = || format!("{v:?}");
+    let bad = || crate::value::describe(v);
     match (dt, v) {
         (DataType::Bool, Value::Bool(b)) => out.push(u8::from(*b)),
         (DataType::Int16 | DataType::Int32 | DataType::Int64, Value::Int(i)) => write_long(*i, out),

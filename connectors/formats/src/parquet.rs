@@ -812,18 +812,9 @@ impl Col {
     }
 }
 
-/// A value for an error message: its debug form, cut to 100 characters.
+/// A value for an error message, without row data.
 fn shown(v: &Value) -> String {
-    let mut s = format!("{v:?}");
-    if s.len() > 100 {
-        let mut cut = 100;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    s
+    crate::value::describe(v)
 }
 
 /// A decimal's text as its unscaled `i128` at `scale`, if it has at most

@@ -72,6 +72,31 @@ pub fn write_json(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// Describes a value for an error message without showing row data (logs
+/// never carry values): special values that identify nothing (`NaN`,
+/// `infinity`, zero dates, BC dates) are shown, anything else only by kind
+/// and size.
+pub fn describe(v: &Value) -> String {
+    let special = |s: &str| {
+        matches!(s, "NaN" | "Infinity" | "-Infinity" | "infinity" | "-infinity") || s.starts_with("0000-00-00") || s.ends_with(" BC")
+    };
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Unavailable => "a value the source did not send".into(),
+        Value::Text(s) | Value::Decimal(s) if special(s) => format!("{s:?}"),
+        Value::Decimal(s) => format!("a decimal of {} characters", s.len()),
+        Value::Text(s) => format!("a text value of {} characters", s.chars().count()),
+        Value::Json(s) => format!("a JSON document of {} bytes", s.len()),
+        Value::Bytes(b) => format!("{} bytes", b.len()),
+        Value::Int(_) | Value::UInt(_) => "an integer out of the column's range".into(),
+        Value::Float32(f) if !f.is_finite() => format!("{f}"),
+        Value::Float64(f) if !f.is_finite() => format!("{f}"),
+        Value::Float32(_) | Value::Float64(_) => "a floating-point value".into(),
+        Value::Bool(_) => "a boolean".into(),
+        Value::Array(items) => format!("an array of {} elements (nested arrays are not supported)", items.len()),
+    }
+}
+
 /// A CSV cell per RFC 4180. NULL (and a value the source did not send) is an
 /// empty unquoted cell; an empty string is `""`, so the two stay apart, as in
 /// PostgreSQL's own CSV. Arrays are written as JSON arrays.

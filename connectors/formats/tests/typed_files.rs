@@ -431,7 +431,8 @@ fn parquet_refuses_what_the_column_type_cannot_hold_and_keeps_going() {
     let e = bad_row(6, Value::Decimal("NaN".into()));
     assert!(e.contains("public.things.amount") && e.contains("NaN") && e.contains("Decimal128(12, 2)"), "{e}");
     let e = bad_row(6, Value::Decimal("1.234".into()));
-    assert!(e.contains("amount") && e.contains("1.234"), "{e}");
+    // Row values never appear in messages, only their kind.
+    assert!(e.contains("amount") && e.contains("a decimal of 5 characters") && !e.contains("1.234"), "{e}");
     let e = bad_row(6, Value::Decimal("12345678901".into()));
     assert!(e.contains("amount"), "{e}");
     let e = bad_row(12, t("0000-00-00"));
@@ -439,7 +440,7 @@ fn parquet_refuses_what_the_column_type_cannot_hold_and_keeps_going() {
     let e = bad_row(13, t("-838:59:59"));
     assert!(e.contains("tod"), "{e}");
     let e = bad_row(1, Value::Int(40_000));
-    assert!(e.contains("small") && e.contains("40000"), "{e}");
+    assert!(e.contains("small") && e.contains("out of the column's range") && !e.contains("40000"), "{e}");
     let e = bad_row(19, Value::Array(vec![Value::Array(vec![Value::Int(1)])]));
     assert!(e.contains("ints") && e.contains("multi-dimensional"), "{e}");
     // A failure in the before image says so.
