@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh [postgres|mariadb|kafka|all]   1,000,000 rows, the 350k-change workloads (default: all)
 #     kafka: the Postgres runs plus the 350k changes replicated into a Kafka-protocol broker (tansu)
+#     files: the Postgres snapshot to Parquet and CSV, on local disk and on the S3 server (SeaweedFS)
 #   ROWS=100000 scripts/bench.sh postgres     a quicker run (Postgres only: the MariaDB seed is fixed at 1M)
 #
 # Figures: wall time from /usr/bin/time -v, and its "Maximum resident set
@@ -26,13 +27,16 @@ fi
 WHICH=${1:-all}
 export RIFFLE_MARIADB_PORT=${RIFFLE_MARIADB_PORT:-53316}
 export RIFFLE_KAFKA_PORT=${RIFFLE_KAFKA_PORT:-59102}
-WITH_KAFKA=0
+export RIFFLE_S3_PORT=${RIFFLE_S3_PORT:-58433} RIFFLE_S3_MASTER_PORT=${RIFFLE_S3_MASTER_PORT:-58430}
+export RIFFLE_S3_VOLUME_PORT=${RIFFLE_S3_VOLUME_PORT:-58440} RIFFLE_S3_FILER_PORT=${RIFFLE_S3_FILER_PORT:-58450}
+WITH_KAFKA=0 WITH_FILES=0
 case "$WHICH" in
 postgres) scripts/servers.sh start postgres ;;
 mariadb) scripts/servers.sh start mariadb ;;
 kafka) WITH_KAFKA=1; scripts/servers.sh start postgres kafka ;;
-all) WITH_KAFKA=1; scripts/servers.sh start postgres mariadb kafka ;;
-*) echo "usage: $0 [postgres|mariadb|kafka|all]" >&2; exit 2 ;;
+files) WITH_FILES=1; scripts/servers.sh start postgres s3 ;;
+all) WITH_KAFKA=1 WITH_FILES=1; scripts/servers.sh start postgres mariadb kafka s3 ;;
+*) echo "usage: $0 [postgres|mariadb|kafka|files|all]" >&2; exit 2 ;;
 esac
 KAFKA="kafka://127.0.0.1:$RIFFLE_KAFKA_PORT"
 trap 'scripts/servers.sh stop' EXIT
@@ -83,6 +87,10 @@ bench_postgres() {
     measure riffle_sync_jsonl "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/sync-jsonl" --format jsonl
     SYNCJ_S=$SECS
     report "riffle sync → JSON lines" "$SECS" "$RSS_MB"
+    if [ "$WITH_FILES" = 1 ]; then
+        bench_files
+    fi
+    [ "$WHICH" = files ] && return
 
     echo "== stream: pg_recvlogical vs riffle replicate of the CDC workload"
     "${PSQL[@]}" -d bench -c "CREATE PUBLICATION bench_ref FOR TABLE bench.orders"
@@ -112,6 +120,30 @@ bench_postgres() {
         report "riffle replicate → Kafka (JSON, tansu)" "$SECS" "$RSS_MB"
     fi
     "${PSQL[@]}" -d bench -c "SELECT pg_drop_replication_slot('bench_ref')" >/dev/null
+}
+
+# Snapshot to Parquet and CSV, local disk and S3 (SeaweedFS on loopback).
+bench_files() {
+    # shellcheck disable=SC1091
+    source "$RIFFLE_RUN_DIR/s3.env"
+    export AWS_ACCESS_KEY_ID=$RIFFLE_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$RIFFLE_TEST_S3_SECRET_KEY
+    export AWS_REGION=$RIFFLE_TEST_S3_REGION AWS_ENDPOINT_URL=$RIFFLE_TEST_S3_ENDPOINT
+    local s3="s3://$RIFFLE_TEST_S3_BUCKET/bench-$$"
+    echo "== snapshot to Parquet and CSV, local disk and S3"
+    measure riffle_parquet_plain "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/pq-plain" --format parquet --no-metadata
+    PQ_S=$SECS PQ_RSS=$RSS_MB
+    report "riffle sync → Parquet, local (--no-metadata)" "$SECS" "$RSS_MB"
+    measure riffle_parquet_meta "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/pq-meta" --format parquet
+    PQM_S=$SECS
+    report "riffle sync → Parquet, local (metadata)" "$SECS" "$RSS_MB"
+    measure riffle_parquet_s3 "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$s3/pq" --format parquet --no-metadata
+    PQS3_S=$SECS PQS3_RSS=$RSS_MB
+    report "riffle sync → Parquet, S3 (--no-metadata)" "$SECS" "$RSS_MB"
+    measure riffle_csv_s3 "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$s3/csv" --format csv --no-metadata
+    CSVS3_S=$SECS CSVS3_RSS=$RSS_MB
+    report "riffle sync → CSV, S3 (--no-metadata)" "$SECS" "$RSS_MB"
+    PQ_BYTES=$(du -sb "$WORK/pq-plain" | cut -f1)
+    CSV_BYTES=$(du -sb "$WORK/sync-plain" | cut -f1)
 }
 
 bench_mariadb() {
@@ -144,7 +176,7 @@ bench_mariadb() {
 }
 
 case "$WHICH" in
-postgres | kafka) bench_postgres ;;
+postgres | kafka | files) bench_postgres ;;
 mariadb) bench_mariadb ;;
 all) bench_postgres; bench_mariadb ;;
 esac
@@ -158,6 +190,14 @@ if [ -n "${COPY_S:-}" ]; then
     echo "snapshot ratio (with metadata columns / psql COPY):        $(ratio "$SYNCM_S" "$COPY_S")"
     echo "snapshot ratio (JSON lines / psql COPY):                   $(ratio "$SYNCJ_S" "$COPY_S")"
     echo "stream ratio (riffle replicate / pg_recvlogical):          $(ratio "$STREAM_S" "$RECV_S")  (target ≤ 1.5), peak RSS ${STREAM_RSS} MB, $CHANGES changes"
+fi
+if [ -n "${PQ_S:-}" ]; then
+    rows_per_s() { awk -v n="$ROWS" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
+    echo "Parquet local ratio (riffle sync --no-metadata / psql COPY): $(ratio "$PQ_S" "$COPY_S")  (target ≤ 2), peak RSS ${PQ_RSS} MB, \
+$(rows_per_s "$PQ_S") rows/s, $((PQ_BYTES / 1048576)) MiB (CSV: $((CSV_BYTES / 1048576)) MiB)"
+    echo "Parquet with metadata / psql COPY:                        $(ratio "$PQM_S" "$COPY_S")"
+    echo "Parquet on S3 / psql COPY:                                $(ratio "$PQS3_S" "$COPY_S"), peak RSS ${PQS3_RSS} MB, $(rows_per_s "$PQS3_S") rows/s"
+    echo "CSV on S3 / psql COPY:                                    $(ratio "$CSVS3_S" "$COPY_S"), peak RSS ${CSVS3_RSS} MB, $(rows_per_s "$CSVS3_S") rows/s"
 fi
 if [ -n "${KAFKA_S:-}" ]; then
     echo "Kafka ratio (riffle replicate → broker / pg_recvlogical):  $(ratio "$KAFKA_S" "$RECV_S")  (target ≤ 2), peak RSS ${KAFKA_RSS} MB, \

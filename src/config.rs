@@ -168,7 +168,7 @@ impl ObjectOptions {
     }
 }
 
-const OBJECT_SCHEMES: [&str; 8] = ["s3", "s3a", "az", "azure", "abfs", "abfss", "gs", "gcs"];
+const OBJECT_SCHEMES: [&str; 10] = ["s3", "s3a", "az", "azure", "abfs", "abfss", "gs", "gcs", "hdfs", "viewfs"];
 
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
@@ -290,15 +290,10 @@ fn parse_sink(url: &str, encoder: Encoder, field: &str) -> Result<SinkConfig> {
             opts.set(&riffle_core::url::percent_decode(k), &riffle_core::url::percent_decode(v)).map_err(|e| anyhow!("{field}: {e}"))?;
         }
         SinkTarget::Object(Box::new(opts))
-    } else if url.starts_with("hdfs://") || url.starts_with("viewfs://") {
-        bail!(
-            "{field}: HDFS sinks are not built into this riffle yet (see the README's status table); write to s3://, az://, abfss://, \
-             gs:// or a local directory"
-        );
     } else if let Some((scheme, _)) = url.split_once("://") {
         bail!(
             "{field}: sink scheme {scheme}:// is not supported; supported: a directory path, file:///path, s3://, az://, abfss://, \
-             gs://, kafka://host:port, or - for stdout"
+             gs://, hdfs://, kafka://host:port, or - for stdout"
         );
     } else if url.is_empty() {
         bail!("{field}: the sink is empty; give a directory, file:///path or -");
@@ -675,5 +670,36 @@ mod tests {
     fn missing_environment_variables_name_the_field() {
         let err = interpolate_str("postgres://u:${RIFFLE_TEST_SURELY_UNSET}@h/db", "source.url", Path::new("p.toml")).unwrap_err();
         assert!(err.to_string().contains("source.url: environment variable RIFFLE_TEST_SURELY_UNSET is not set"), "{err}");
+    }
+
+    #[test]
+    fn the_example_pipeline_file_is_valid() {
+        use clap::Parser;
+        for var in ["PGPASSWORD", "REGISTRY_PASSWORD", "KAFKA_PASSWORD"] {
+            std::env::set_var(var, "example");
+        }
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/config.example.toml");
+        let cli = crate::cli::Cli::try_parse_from(["riffle", "replicate", "--config", path]).unwrap();
+        let crate::cli::Command::Replicate(args) = cli.command else { panic!() };
+        let cfg =
+            build(Overrides { args: &args.pipeline, no_metadata: false, state: None, commit_interval: None, max_retries: None }).unwrap();
+        let kinds: Vec<&str> = cfg
+            .sinks
+            .iter()
+            .map(|s| match &s.target {
+                SinkTarget::Dir(_) => "dir",
+                SinkTarget::Stdout => "stdout",
+                SinkTarget::Kafka(_) => "kafka",
+                SinkTarget::Object(_) => "object",
+            })
+            .collect();
+        assert_eq!(kinds, ["dir", "dir", "object", "kafka"]);
+        let SinkTarget::Object(lake) = &cfg.sinks[2].target else { panic!() };
+        assert_eq!((lake.partitioning, lake.compression.as_deref()), (Partitioning::Hour, Some("zstd")));
+        assert_eq!(lake.store, [("region".to_string(), "eu-west-1".to_string())]);
+        let SinkTarget::Kafka(k) = &cfg.sinks[3].target else { panic!() };
+        assert_eq!((k.partitions, k.replication_factor, k.topic_prefix.as_str()), (6, 3, "shop"));
+        assert!(k.properties.contains(&("sasl.password".to_string(), "example".to_string())));
+        assert_eq!(cfg.sinks[3].encoder.format, Format::Avro);
     }
 }

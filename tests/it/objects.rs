@@ -176,7 +176,7 @@ fn arrow_cast_text(col: &dyn Array, r: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn mariadb_to_azure_parquet_with_hour_partitions() {
+async fn mariadb_to_azure_parquet_with_hour_partitions_and_a_new_file_per_schema() {
     let db = "it_obj_my";
     let mut conn = my_fresh_db(db).await;
     conn.query_drop(
@@ -211,17 +211,21 @@ async fn mariadb_to_azure_parquet_with_hour_partitions() {
     riffle_ok(&args);
     conn.query_drop("INSERT INTO items VALUES (3, 3.00, '1999-12-31 23:59:59', NULL, 'three')").await.unwrap();
     conn.query_drop("UPDATE items SET price = 9.99 WHERE id = 2").await.unwrap();
+    conn.query_drop("ALTER TABLE items ADD COLUMN qty INT").await.unwrap();
+    conn.query_drop("INSERT INTO items VALUES (4, 4.00, NULL, NULL, 'four', 7)").await.unwrap();
     riffle_ok(&args);
 
     let store = azure_store();
     let files = data_objects(&store, &root, &format!("{db}.items"), "parquet").await;
-    assert_eq!(files.len(), 2, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
-    // The snapshot at the table's root, changes in their commit hour.
+    // The snapshot at the table's root; the changes in their commit hour,
+    // one file per schema version.
     let names: Vec<&str> = files.iter().map(|(k, _)| k.as_str()).collect();
-    assert!(!names[0].contains("dt=") || !names[1].contains("dt="), "{names:?}");
-    let change = names.iter().find(|n| n.contains("/dt=")).expect("a partitioned change file");
-    assert!(change.contains("/hour="), "{change}");
+    assert_eq!(names.len(), 3, "{names:?}");
+    let (snap, changes): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| !n.contains("/dt="));
+    assert_eq!((snap.len(), changes.len()), (1, 2), "{names:?}");
+    assert!(changes.iter().all(|n| n.contains("/hour=")), "{names:?}");
     let mut by_op: BTreeMap<String, Vec<(i32, i128)>> = BTreeMap::new();
+    let mut qty_files = 0;
     for (_, bytes) in files {
         for b in parquet_batches(bytes) {
             assert_eq!(b.schema().field_with_name("price").unwrap().data_type(), &T::Decimal128(10, 2));
@@ -231,6 +235,10 @@ async fn mariadb_to_azure_parquet_with_hour_partitions() {
             let ops = b.column_by_name("__op").unwrap().as_string::<i32>();
             let seen = b.column_by_name("seen").unwrap().as_primitive::<TimestampMicrosecondType>();
             let stamp = b.column_by_name("stamp").unwrap().as_primitive::<TimestampMicrosecondType>();
+            if let Some(qty) = b.column_by_name("qty") {
+                qty_files += 1;
+                assert_eq!((b.num_rows(), ids.value(0), qty.as_primitive::<Int32Type>().value(0)), (1, 4, 7));
+            }
             for r in 0..b.num_rows() {
                 if ids.value(r) == 1 {
                     assert_eq!(seen.value(r), 1_704_164_645_123_456);
@@ -240,9 +248,69 @@ async fn mariadb_to_azure_parquet_with_hour_partitions() {
             }
         }
     }
+    assert_eq!(qty_files, 1, "only the file after the DDL has the new column");
     assert_eq!(by_op["r"], [(1, 150), (2, -225)]);
-    assert_eq!(by_op["c"], [(3, 300)]);
+    assert_eq!(by_op["c"], [(3, 300), (4, 400)]);
     assert_eq!(by_op["u"], [(2, 999)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_without_metadata_to_local_parquet_is_a_plain_copy() {
+    let db = "it_obj_plain";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, name text NOT NULL, price numeric(8,2)); INSERT INTO t VALUES (1, 'a', 1.25), (2, 'b', NULL)")
+        .await
+        .unwrap();
+    let out = temp_dir("obj-plain");
+    riffle_ok(&[
+        "sync",
+        "--source",
+        &db_url(db),
+        "--tables",
+        "public.t",
+        "--sink",
+        out.to_str().unwrap(),
+        "--format",
+        "parquet",
+        "--no-metadata",
+    ]);
+    let files: Vec<_> = std::fs::read_dir(out.join("public.t")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let batches = parquet_batches(bytes::Bytes::from(std::fs::read(&files[0]).unwrap()));
+    let names: Vec<String> = batches[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, ["id", "name", "price"]);
+    let price = batches[0].column(2).as_primitive::<Decimal128Type>();
+    assert_eq!((price.value(0), price.is_null(1)), (125, true));
+    fn files_under(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |d| d.flatten().map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 }).sum())
+    }
+    assert_eq!(files_under(&out.join("_riffle/tmp")), 0, "temporary files left");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_file_is_uploaded_in_parts() {
+    let _gate = S3_GATE.read().await;
+    let db = "it_obj_large";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, pad text); INSERT INTO t SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 120000) g")
+        .await
+        .unwrap();
+    let root = unique("large");
+    let args: Vec<String> =
+        ["sync", "--source", &db_url(db), "--tables", "public.t", "--sink", &s3_url(&root), "--format", "csv", "--no-metadata"]
+            .map(String::from)
+            .to_vec();
+    run_with_env(&args, &s3_env());
+    let files = data_objects(&s3_store(), &root, "public.t", "csv").await;
+    assert_eq!(files.len(), 1);
+    let (_, bytes) = &files[0];
+    assert!(bytes.len() > 15 << 20, "{} bytes: more than one 10 MiB part", bytes.len());
+    let (header, rows) = parse_csv(std::str::from_utf8(bytes).unwrap());
+    assert_eq!(header, ["id", "pad"]);
+    assert_eq!(rows.len(), 120_000);
+    assert_eq!(rows[119_999][0].as_deref(), Some("120000"));
 }
 
 /// The positions of every event in the final JSON-lines objects, and the
@@ -414,4 +482,30 @@ async fn bad_buckets_and_credentials_fail_before_reading_the_source() {
     }
     let slots: i64 = client.query_one("SELECT count(*) FROM pg_replication_slots WHERE database = $1", &[&db]).await.unwrap().get(0);
     assert_eq!(slots, 0);
+}
+
+/// HDFS shares the object-store code path; no HDFS cluster can run on the
+/// machines this suite runs on, so this test runs only when one is given.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs an HDFS cluster: set RIFFLE_TEST_HDFS_URL=hdfs://namenode:port/dir and run with --ignored"]
+async fn postgres_to_hdfs_parquet_when_a_cluster_is_given() {
+    let base = std::env::var("RIFFLE_TEST_HDFS_URL").expect("RIFFLE_TEST_HDFS_URL=hdfs://namenode:port/dir");
+    let db = "it_obj_hdfs";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, price numeric(8,2)); INSERT INTO t VALUES (1, 1.25), (2, -2.50)")
+        .await
+        .unwrap();
+    let root = unique("hdfs");
+    let sink = format!("{}/{root}", base.trim_end_matches('/'));
+    riffle_ok(&["sync", "--source", &db_url(db), "--tables", "public.t", "--sink", &sink, "--format", "parquet"]);
+    let url = url::Url::parse(&base).unwrap();
+    let authority = format!("{}://{}", url.scheme(), &url[url::Position::BeforeHost..url::Position::AfterPort]);
+    let store: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(hdfs_native_object_store::HdfsObjectStoreBuilder::new().with_url(authority).build().unwrap());
+    let files = data_objects(&store, &format!("{}/{root}", url.path().trim_matches('/')), "public.t", "parquet").await;
+    assert_eq!(files.len(), 1);
+    let batches = parquet_batches(files[0].1.clone());
+    let price = batches[0].column_by_name("price").unwrap().as_primitive::<Decimal128Type>();
+    assert_eq!((price.value(0), price.value(1)), (125, -250));
 }

@@ -1,6 +1,6 @@
 //! The object-store sink: S3 (and S3-compatible stores), Azure Blob / ADLS
-//! Gen2, GCS, and local directories for the typed formats, through
-//! `object_store`.
+//! Gen2, GCS, HDFS, and local directories for the typed formats, through
+//! `object_store` (and `hdfs-native-object-store`).
 //!
 //! # Layout
 //!
@@ -151,6 +151,9 @@ pub fn open_target(url: &str, options: &[(String, String)]) -> Result<Target, St
     use object_store::{aws, azure, gcp, ObjectStoreScheme};
     use std::str::FromStr;
     let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e})"))?;
+    if matches!(parsed.scheme(), "hdfs" | "viewfs") {
+        return open_hdfs(&parsed, options);
+    }
     let (scheme, path) = ObjectStoreScheme::parse(&parsed).map_err(|e| format!("{url:?}: {e}"))?;
     let shown = format!("{}://{}{}", parsed.scheme(), parsed.host_str().unwrap_or(""), parsed.path());
     let allow_http = |v: &str| v.starts_with("http://");
@@ -206,6 +209,26 @@ pub fn open_target(url: &str, options: &[(String, String)]) -> Result<Target, St
         _ => return Err(format!("{shown}: expected s3://, az://, abfss://, gs:// or file://")),
     };
     Ok(Target { store, root: path, shown })
+}
+
+/// HDFS through the pure-Rust client: `hdfs://namenode:port/path`, or a
+/// name service (`hdfs://ns/path`, HA from the Hadoop configuration in
+/// `HADOOP_CONF_DIR`); Kerberos as the client supports it (a ticket in the
+/// credential cache). `options` are Hadoop configuration keys.
+fn open_hdfs(parsed: &url::Url, options: &[(String, String)]) -> Result<Target, String> {
+    let host = parsed.host_str().ok_or_else(|| format!("{parsed}: expected hdfs://NAMENODE[:PORT]/path"))?;
+    let authority = match parsed.port() {
+        Some(p) => format!("{}://{host}:{p}", parsed.scheme()),
+        None => format!("{}://{host}", parsed.scheme()),
+    };
+    let shown = format!("{authority}{}", parsed.path());
+    let store = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
+        .with_url(authority)
+        .with_config(options.iter().cloned())
+        .build()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let root = ObjPath::parse(parsed.path().trim_matches('/')).map_err(|e| format!("{shown}: {e}"))?;
+    Ok(Target { store: Arc::new(store), root, shown })
 }
 
 impl Target {
