@@ -337,9 +337,17 @@ fn settle_format(sink: &mut SinkConfig, explicit: bool, field: &str) -> Result<(
         SinkTarget::Stdout if matches!(sink.encoder.format, Format::Avro | Format::Parquet) => {
             bail!("{field}: standard output takes csv or jsonl; write {} files to a directory or a bucket", sink.encoder.format.extension())
         }
-        // Avro and Parquet files go through the object-store sink, on the local disk too.
-        SinkTarget::Dir(dir) if matches!(sink.encoder.format, Format::Avro | Format::Parquet) => {
-            let abs = std::path::absolute(&*dir).map_err(|e| anyhow!("{field}: {}: {e}", dir.display()))?;
+        SinkTarget::Dir(_) => typed_dir_to_object(sink, field)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Avro and Parquet files go through the object-store sink, on the local disk too.
+fn typed_dir_to_object(sink: &mut SinkConfig, field: &str) -> Result<()> {
+    if let SinkTarget::Dir(dir) = &sink.target {
+        if matches!(sink.encoder.format, Format::Avro | Format::Parquet) {
+            let abs = std::path::absolute(dir).map_err(|e| anyhow!("{field}: {}: {e}", dir.display()))?;
             sink.target = SinkTarget::Object(Box::new(ObjectOptions {
                 url: format!("file://{}", abs.display()),
                 store: Vec::new(),
@@ -347,7 +355,6 @@ fn settle_format(sink: &mut SinkConfig, explicit: bool, field: &str) -> Result<(
                 compression: None,
             }));
         }
-        _ => {}
     }
     Ok(())
 }
@@ -457,6 +464,7 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
             let encoder = Encoder { format, metadata: s.metadata.unwrap_or(metadata_default) && metadata_default };
             let mut sink = parse_sink(&s.url, encoder, &where_(&format!("sinks[{i}].url")))?;
             sink.name = s.name.clone().unwrap_or_else(|| format!("sink{i}"));
+            typed_dir_to_object(&mut sink, &field)?;
             apply_kafka_fields(&mut sink, s, &|k| where_(&format!("sinks[{i}].{k}")))?;
             settle_format(&mut sink, s.format.is_some() || args.format.is_some(), &field)?;
             sinks.push(sink);
@@ -476,17 +484,26 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
     if sinks.iter().filter(|s| matches!(s.target, SinkTarget::Stdout)).count() > 1 {
         bail!("--sink -: standard output can be given once");
     }
-    // Two sinks in one directory would share (and clobber) one manifest.
-    let mut dirs: Vec<PathBuf> = Vec::new();
+    // Two sinks under one root would share (and clobber) one manifest.
+    let mut roots: Vec<String> = Vec::new();
     for s in &sinks {
-        if let SinkTarget::Dir(d) = &s.target {
-            let canonical = std::path::absolute(d).unwrap_or_else(|_| d.clone());
-            let normal: PathBuf = canonical.components().collect();
-            if dirs.contains(&normal) {
-                bail!("sink {}: two sinks write to the same directory {}; give each its own directory", s.name, d.display());
+        let root = match &s.target {
+            SinkTarget::Dir(d) => {
+                let canonical = std::path::absolute(d).unwrap_or_else(|_| d.clone());
+                let normal: PathBuf = canonical.components().collect();
+                format!("file://{}", normal.display())
             }
-            dirs.push(normal);
+            SinkTarget::Object(o) => o.url.trim_end_matches('/').to_string(),
+            _ => continue,
+        };
+        if roots.contains(&root) {
+            bail!(
+                "sink {}: two sinks write under the same place {}; their commit manifests would collide: give each its own directory or prefix",
+                s.name,
+                riffle_core::url::redact_url(&root)
+            );
         }
+        roots.push(root);
     }
     let name = args.name.clone().or(file.name).unwrap_or_else(|| default_name(&source_url, &tables, &exclude));
     if name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {

@@ -472,14 +472,14 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         metrics.with(|c| c.retrying = None);
         let error = match (result, consumed) {
             (_, Err(sink_err)) => {
-                committer.abort();
+                tokio::task::block_in_place(|| committer.abort());
                 (sink_err.kind, sink_err.message)
             }
             (Ok(end), Ok(())) => {
                 break Ok(Summary { end, events: committer.state.events, offset: committer.state.offset.clone() });
             }
             (Err(src_err), Ok(())) => {
-                committer.abort();
+                tokio::task::block_in_place(|| committer.abort());
                 (src_err.kind, src_err.message)
             }
         };

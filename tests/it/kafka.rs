@@ -63,13 +63,15 @@ async fn postgres_changes_reach_table_topics_as_debezium_json() {
     client.batch_execute("INSERT INTO items VALUES (3, 'three', 3.25, '1999-12-31 23:59:59+00')").await.unwrap();
     client.batch_execute("UPDATE items SET name = 'uno', price = 1.75 WHERE id = 1").await.unwrap();
     client.batch_execute("DELETE FROM items WHERE id = 2").await.unwrap();
+    client.batch_execute("UPDATE items SET id = 30 WHERE id = 3").await.unwrap();
     client.batch_execute("TRUNCATE items").await.unwrap();
-    // 2 reads, insert, update, delete + tombstone, truncate.
-    let msgs = read_topic(&b, &topic, 7, 60);
-    let wrapped_msgs = read_topic(&b, &format!("{name}_w.public.items"), 7, 60);
-    let tx = read_topic(&b, &format!("{name}.tx"), 8, 60);
+    // 2 reads, insert, update, delete + tombstone, key change (delete +
+    // tombstone + create), truncate.
+    let msgs = read_topic(&b, &topic, 10, 60);
+    let wrapped_msgs = read_topic(&b, &format!("{name}_w.public.items"), 10, 60);
+    let tx = read_topic(&b, &format!("{name}.tx"), 10, 60);
     term(&mut child);
-    assert_eq!(msgs.len(), 7, "{msgs:#?}");
+    assert_eq!(msgs.len(), 10, "{msgs:#?}");
     assert!(msgs.iter().all(|m| m.partition == 0));
 
     let v: Vec<serde_json::Value> = msgs.iter().map(Msg::value_json).collect();
@@ -101,15 +103,22 @@ async fn postgres_changes_reach_table_topics_as_debezium_json() {
     assert_eq!(v[4]["before"]["name"], "two");
     assert_eq!(msgs[5].key_json(), json!({"id": 2}));
     assert!(msgs[5].value.is_none(), "a tombstone follows the delete");
+    // A primary-key change: delete and tombstone under the old key, create under the new.
+    assert_eq!((msgs[6].key_json(), v[6]["op"].as_str()), (json!({"id": 3}), Some("d")));
+    assert_eq!(v[6]["before"]["name"], "three");
+    assert_eq!((msgs[7].key_json(), msgs[7].value.is_none()), (json!({"id": 3}), true));
+    assert_eq!((msgs[8].key_json(), v[8]["op"].as_str()), (json!({"id": 30}), Some("c")));
+    assert_eq!((&v[8]["before"], &v[8]["after"]["name"]), (&json!(null), &json!("three")));
     // Truncate: its own event, no key.
-    assert!(msgs[6].key.is_none());
-    assert_eq!((v[6]["op"].as_str(), &v[6]["before"], &v[6]["after"]), (Some("t"), &json!(null), &json!(null)));
-    // Positions only grow.
-    let positions: Vec<&str> = [0, 1, 2, 3, 4, 6].iter().map(|&i| v[i]["source"]["position"].as_str().unwrap()).collect();
+    assert!(msgs[9].key.is_none());
+    assert_eq!((v[9]["op"].as_str(), &v[9]["before"], &v[9]["after"]), (Some("t"), &json!(null), &json!(null)));
+    // Positions never go back.
+    let positions: Vec<&str> = [0, 1, 2, 3, 4, 6, 9].iter().map(|&i| v[i]["source"]["position"].as_str().unwrap()).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    assert_eq!(v[6]["source"]["position"], v[8]["source"]["position"], "the two halves of a key change share its position");
 
     // Kafka Connect's JsonConverter shape: the same payloads, with schemas.
-    assert_eq!(wrapped_msgs.len(), 7);
+    assert_eq!(wrapped_msgs.len(), 10);
     for (i, (m, plain)) in wrapped_msgs.iter().zip(&msgs).enumerate() {
         let (wv, wk) = (m.value_json(), m.key_json());
         if plain.value.is_some() {
@@ -132,17 +141,18 @@ async fn postgres_changes_reach_table_topics_as_debezium_json() {
         }
     }
 
-    // Transaction metadata: BEGIN and END around each of the four transactions.
-    assert_eq!(tx.len(), 8, "{tx:#?}");
+    // Transaction metadata: BEGIN and END around each of the five transactions.
+    assert_eq!(tx.len(), 10, "{tx:#?}");
     let tv: Vec<serde_json::Value> = tx.iter().map(Msg::value_json).collect();
     for (n, pair) in tv.chunks(2).enumerate() {
-        let change = &v[[2, 3, 4, 6][n]];
+        let change = &v[[2, 3, 4, 6, 9][n]];
+        let events = if n == 3 { 2 } else { 1 };
         assert_eq!(pair[0]["status"], "BEGIN");
         assert_eq!(pair[1]["status"], "END");
         assert_eq!(pair[0]["id"], change["transaction"]["id"]);
         assert_eq!(pair[1]["id"], change["transaction"]["id"]);
-        assert_eq!(pair[1]["event_count"], 1);
-        assert_eq!(pair[1]["data_collections"], json!([{"data_collection": "public.items", "event_count": 1}]));
+        assert_eq!(pair[1]["event_count"], events);
+        assert_eq!(pair[1]["data_collections"], json!([{"data_collection": "public.items", "event_count": events}]));
     }
     assert_eq!(tx[0].key_json(), json!({"id": v[2]["transaction"]["id"]}));
 }
@@ -304,6 +314,9 @@ async fn bad_kafka_input_fails_clearly_and_skips_nothing() {
     assert_eq!(slots, 0, "nothing may be read from the source when the sink is not ready");
 
     // A topic riffle may not create (creation switched off, topic missing).
+    // tansu has no authorization (its CreateAcls is a stub), so a broker
+    // refusing CreateTopics cannot be staged here; the refusal path maps
+    // the broker's error code the same way (`ensure_topic`).
     let name = unique("knotopic");
     let out = run(&format!("kafka://{}?create_topics=false", brokers()), &name, &[]);
     assert!(!out.status.success());
@@ -311,7 +324,10 @@ async fn bad_kafka_input_fails_clearly_and_skips_nothing() {
     assert!(err.contains(&format!("topic {name}.public.t does not exist and create_topics is false")), "{err}");
 
     // A message larger than the limit: a definite error naming the event,
-    // and no position saved past it.
+    // and no position saved past it. tansu enforces no size limit (it reads
+    // neither message.max.bytes nor max.message.bytes), so the limit here
+    // is the producer's `message.max.bytes`, which a real deployment sets to
+    // the broker's; a broker's MSG_SIZE_TOO_LARGE takes the same path.
     client.execute("INSERT INTO t VALUES (2, repeat('x', 50000))", &[]).await.unwrap();
     let name = unique("kbig");
     let out = run(&format!("kafka://{}?kafka.message.max.bytes=10000", brokers()), &name, &[]);

@@ -55,7 +55,7 @@ async fn bad_urls_passwords_hosts_and_tables() {
     fails_with(
         &["sync", "--source", &url, "--tables", "present", "--sink", o, "--sink", &format!("{o}/")],
         1,
-        &["two sinks write to the same directory"],
+        &["two sinks write under the same place"],
     );
 
     // Config file errors name the field.

@@ -30,8 +30,7 @@ use crate::manifest::Manifest;
 use crate::RollPolicy;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use riffle_core::{ChangeEvent, Position, Sink, SinkError, TableId, TableSchema};
-use std::collections::HashMap;
+use riffle_core::{ChangeEvent, Position, Sink, SinkError, TableSchema};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -71,6 +70,16 @@ impl Partitioning {
             "day" | "dt" => Some(Partitioning::Day),
             "hour" => Some(Partitioning::Hour),
             _ => None,
+        }
+    }
+
+    /// The partition's number: days or hours since the epoch (`i64::MIN`
+    /// for no partition), compared per event instead of its folder name.
+    fn bucket(self, ts_ms: i64) -> i64 {
+        match self {
+            Partitioning::None => i64::MIN,
+            Partitioning::Day => ts_ms.div_euclid(86_400_000),
+            Partitioning::Hour => ts_ms.div_euclid(3_600_000),
         }
     }
 
@@ -162,7 +171,8 @@ pub fn open_target(url: &str, options: &[(String, String)]) -> Result<Target, St
     let store: Arc<dyn ObjectStore> = match scheme {
         ObjectStoreScheme::Local => {
             std::fs::create_dir_all(parsed.path()).map_err(|e| format!("{shown}: creating {}: {e}", parsed.path()))?;
-            let fs = object_store::local::LocalFileSystem::new_with_prefix(parsed.path()).map_err(|e| format!("{shown}: {e}"))?;
+            let fs =
+                object_store::local::LocalFileSystem::new_with_prefix(parsed.path()).map_err(|e| format!("{shown}: {e}"))?.with_fsync(true);
             return Ok(Target { store: Arc::new(fs), root: ObjPath::default(), shown: format!("file://{}", parsed.path()) });
         }
         ObjectStoreScheme::AmazonS3 => {
@@ -257,8 +267,39 @@ impl Target {
     }
 }
 
+/// The pipeline's commit manifest, if it has one.
+fn load_manifest(target: &Target, pipeline: &str) -> Result<Option<Manifest>, SinkError> {
+    let manifest_key = target.key(&format!("_riffle/{pipeline}.json"));
+    let shown = &target.shown;
+    block_on(async {
+        match target.store.get(&manifest_key).await {
+            Ok(r) => {
+                let bytes = r.bytes().await.map_err(|e| object_error("reading the commit manifest", shown, e))?;
+                serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                    SinkError::definite(format!(
+                        "{shown}: the commit manifest {manifest_key} is not valid ({e}); it is riffle's record of what this sink \
+                         holds: restore it, or write to an empty prefix"
+                    ))
+                })
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(object_error("reading the commit manifest", shown, e)),
+        }
+    })
+}
+
+/// Hands bytes to a file's upload (parts go out as they fill).
+fn upload_part(target: &Target, upload: &mut object_store::buffered::BufWriter, tmp: &str, data: &[u8]) -> Result<(), SinkError> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    block_on(upload.write_all(data)).map_err(|e| SinkError::transient(format!("{}: uploading {tmp}: {e}", target.shown)))
+}
+
 struct OpenFile {
     schema: Arc<TableSchema>,
+    /// The time partition (see [`Partitioning::bucket`]).
+    bucket: i64,
     writer: Box<dyn FileWriter>,
     upload: object_store::buffered::BufWriter,
     tmp: String,
@@ -276,9 +317,21 @@ pub struct ObjectSink {
     format: Arc<dyn FileFormat>,
     roll: RollPolicy,
     partitioning: Partitioning,
-    open: HashMap<(TableId, String), OpenFile>,
+    /// Files being written, one per table schema version and partition.
+    open: Vec<OpenFile>,
+    /// The index in `open` of the last event's file.
+    last: usize,
     pending: Vec<(String, String)>,
+    /// Moves a committed manifest lists that have not been done yet (a
+    /// failed copy): retried before anything else, never deleted.
+    unapplied: Vec<(String, String)>,
+    /// A manifest whose write reported an error: it may still have landed.
+    attempted: Option<(Position, Vec<(String, String)>)>,
     committed: Option<Position>,
+    /// Names this instance's temporary objects, so a replay never reuses the
+    /// key of a file a manifest still lists.
+    run: String,
+    files: u64,
     chunk: Vec<u8>,
     bytes: u64,
 }
@@ -295,32 +348,25 @@ impl ObjectSink {
         roll: RollPolicy,
         partitioning: Partitioning,
     ) -> Result<ObjectSink, SinkError> {
-        let manifest_key = target.key(&format!("_riffle/{pipeline}.json"));
-        let shown = target.shown.clone();
-        let manifest: Option<Manifest> = block_on(async {
-            match target.store.get(&manifest_key).await {
-                Ok(r) => {
-                    let bytes = r.bytes().await.map_err(|e| object_error("reading the commit manifest", &shown, e))?;
-                    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                        SinkError::definite(format!(
-                            "{shown}: the commit manifest {manifest_key} is not valid ({e}); it is riffle's record of what this sink \
-                             holds: restore it, or write to an empty prefix"
-                        ))
-                    })
-                }
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(object_error("reading the commit manifest", &shown, e)),
-            }
-        })?;
+        let manifest = load_manifest(&target, pipeline)?;
         let sink = ObjectSink {
             target,
             pipeline: pipeline.to_string(),
             format,
             roll,
             partitioning,
-            open: HashMap::new(),
+            open: Vec::new(),
+            last: 0,
             pending: Vec::new(),
+            unapplied: Vec::new(),
+            attempted: None,
             committed: manifest.as_ref().map(|m| m.committed),
+            run: format!(
+                "{:x}",
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+                    ^ u128::from(std::process::id())
+            ),
+            files: 0,
             chunk: Vec::with_capacity(UPLOAD_CHUNK + (1 << 20)),
             bytes: 0,
         };
@@ -347,6 +393,14 @@ impl ObjectSink {
             }
             Ok(())
         })
+    }
+
+    fn finish_unapplied(&mut self) -> Result<(), SinkError> {
+        if !self.unapplied.is_empty() {
+            self.apply_renames(&self.unapplied)?;
+            self.unapplied.clear();
+        }
+        Ok(())
     }
 
     fn tmp_prefix(&self) -> ObjPath {
@@ -376,16 +430,19 @@ impl ObjectSink {
         })
     }
 
-    fn start_file(&mut self, event: &ChangeEvent, partition: &str) -> OpenFile {
+    fn start_file(&mut self, event: &ChangeEvent, bucket: i64) -> OpenFile {
         let table = &event.table;
+        let partition = if bucket == i64::MIN { String::new() } else { self.partitioning.dir(event.source.ts_ms) };
         let dir = format!("{}.{}/{partition}", crate::sanitize(&table.id.schema), crate::sanitize(&table.id.name));
         let ext = self.format.extension();
-        let tmp = format!("_riffle/tmp/{}/{dir}{}.{ext}", self.pipeline, event.position.key());
+        self.files += 1;
+        let tmp = format!("_riffle/tmp/{}/{}-{}/{dir}{}.{ext}", self.pipeline, self.run, self.files, event.position.key());
         let namespace = format!("{}.{}.{}", self.pipeline, table.id.schema, table.id.name);
         let upload = object_store::buffered::BufWriter::with_capacity(self.target.store.clone(), self.target.key(&tmp), 10 << 20)
             .with_max_concurrency(4);
         OpenFile {
             schema: table.clone(),
+            bucket,
             writer: self.format.writer(table, &namespace),
             upload,
             tmp,
@@ -397,28 +454,22 @@ impl ObjectSink {
         }
     }
 
-    fn upload(&mut self, upload: &mut object_store::buffered::BufWriter, tmp: &str, data: &[u8]) -> Result<(), SinkError> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        let shown = &self.target.shown;
-        block_on(upload.write_all(data)).map_err(|e| SinkError::transient(format!("{shown}: uploading {tmp}: {e}")))?;
-        self.bytes += data.len() as u64;
-        Ok(())
-    }
-
     fn close(&mut self, f: OpenFile) -> Result<(), SinkError> {
         let OpenFile { writer, mut upload, tmp, dir, first, last, .. } = f;
         let mut chunk = std::mem::take(&mut self.chunk);
         chunk.clear();
         let finished = writer.finish(&mut chunk).map_err(SinkError::definite);
-        let res = finished.and_then(|()| self.upload(&mut upload, &tmp, &chunk));
+        let res = finished.and_then(|()| upload_part(&self.target, &mut upload, &tmp, &chunk));
+        self.bytes += chunk.len() as u64;
         self.chunk = chunk;
         if let Err(e) = res {
             let _ = block_on(upload.abort());
             return Err(e);
         }
         let shown = &self.target.shown;
+        // (A failed shutdown cannot be aborted: object_store's BufWriter
+        // refuses once shut down. Stores expire incomplete multipart
+        // uploads with a lifecycle rule.)
         block_on(upload.shutdown()).map_err(|e| SinkError::transient(format!("{shown}: completing the upload of {tmp}: {e}")))?;
         let name = format!("{dir}{}_{}.{}", first.key(), last.key(), self.format.extension());
         self.pending.push((tmp, name));
@@ -426,9 +477,15 @@ impl ObjectSink {
     }
 
     fn close_all(&mut self) -> Result<(), SinkError> {
-        let open: Vec<OpenFile> = self.open.drain().map(|(_, f)| f).collect();
-        for f in open {
-            self.close(f)?;
+        let mut open = std::mem::take(&mut self.open).into_iter();
+        while let Some(f) = open.next() {
+            if let Err(e) = self.close(f) {
+                // Abandon the other uploads (their parts would linger).
+                for mut rest in open {
+                    let _ = block_on(rest.upload.abort());
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -453,53 +510,56 @@ impl Sink for ObjectSink {
     }
 
     fn write(&mut self, event: &ChangeEvent) -> Result<(), SinkError> {
-        let partition = if event.is_snapshot() { String::new() } else { self.partitioning.dir(event.source.ts_ms) };
-        let key = (event.table.id.clone(), partition);
-        let same_schema = self.open.get(&key).is_some_and(|f| Arc::ptr_eq(&f.schema, &event.table) || *f.schema == *event.table);
-        if !same_schema {
-            if let Some(old) = self.open.remove(&key) {
-                self.close(old)?;
-            }
-            let f = self.start_file(event, &key.1);
-            self.open.insert(key.clone(), f);
-        }
-        let mut f = self.open.remove(&key).expect("file opened above");
-        let res = (|| {
-            f.writer.write(event).map_err(|e| {
-                SinkError::definite(format!(
-                    "{}: the event at position {} cannot be written as {}: {e}",
-                    self.target.shown,
-                    event.position,
-                    self.format.name()
-                ))
-            })?;
-            f.rows += 1;
-            f.last = event.position;
-            if f.writer.bytes() >= f.uploaded + UPLOAD_CHUNK as u64 {
-                let mut chunk = std::mem::take(&mut self.chunk);
-                chunk.clear();
-                f.writer.take(&mut chunk);
-                let r = self.upload(&mut f.upload, &f.tmp, &chunk);
-                f.uploaded += chunk.len() as u64;
-                self.chunk = chunk;
-                r?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = res {
-            self.open.insert(key, f);
-            return Err(e);
+        // Snapshot rows carry the snapshot's start time: they go in its
+        // partition, so every file of a partitioned table sits in one.
+        let bucket = self.partitioning.bucket(event.source.ts_ms);
+        let fits = |f: &OpenFile| f.bucket == bucket && (Arc::ptr_eq(&f.schema, &event.table) || *f.schema == *event.table);
+        // Consecutive events of one table hit the same file: check it first.
+        let idx = match self.open.get(self.last).filter(|f| fits(f)) {
+            Some(_) => self.last,
+            None => match self.open.iter().position(fits) {
+                Some(i) => i,
+                None => {
+                    // A new schema version ends the table's file in this partition.
+                    if let Some(i) = self.open.iter().position(|f| f.bucket == bucket && f.schema.id == event.table.id) {
+                        let old = self.open.swap_remove(i);
+                        self.close(old)?;
+                    }
+                    let f = self.start_file(event, bucket);
+                    self.open.push(f);
+                    self.open.len() - 1
+                }
+            },
+        };
+        self.last = idx;
+        let f = &mut self.open[idx];
+        f.writer.write(event).map_err(|e| {
+            SinkError::definite(format!(
+                "{}: the event at position {} cannot be written as {}: {e}",
+                self.target.shown,
+                event.position,
+                self.format.name()
+            ))
+        })?;
+        f.rows += 1;
+        f.last = event.position;
+        if f.writer.bytes() >= f.uploaded + UPLOAD_CHUNK as u64 {
+            self.chunk.clear();
+            f.writer.take(&mut self.chunk);
+            f.uploaded += self.chunk.len() as u64;
+            upload_part(&self.target, &mut f.upload, &f.tmp, &self.chunk)?;
+            self.bytes += self.chunk.len() as u64;
         }
         if f.rows >= self.roll.max_rows || f.writer.bytes() >= self.roll.max_bytes {
+            let f = self.open.swap_remove(idx);
             self.close(f)?;
-        } else {
-            self.open.insert(key, f);
         }
         Ok(())
     }
 
     fn commit(&mut self, through: Option<Position>) -> Result<(), SinkError> {
         self.close_all()?;
+        self.finish_unapplied()?;
         let through = match through {
             Some(t) if self.committed.is_none_or(|c| t > c) => t,
             _ => {
@@ -510,18 +570,39 @@ impl Sink for ObjectSink {
             }
         };
         let renames = std::mem::take(&mut self.pending);
+        self.attempted = Some((through, renames.clone()));
         self.save_manifest(through, &renames)?;
-        self.apply_renames(&renames)?;
+        self.attempted = None;
+        // The manifest holds these events now: whatever happens to the
+        // copies, they are committed (a restart finishes the moves).
         self.committed = Some(through);
-        Ok(())
+        self.unapplied = renames;
+        self.finish_unapplied()
     }
 
+    /// Drops what was written since the last commit. Moves a saved manifest
+    /// lists are finished first and their files never deleted.
     fn abort(&mut self) -> Result<(), SinkError> {
-        let open: Vec<OpenFile> = self.open.drain().map(|(_, f)| f).collect();
-        for mut f in open {
+        for mut f in std::mem::take(&mut self.open) {
             let _ = block_on(f.upload.abort());
         }
         self.pending.clear();
+        // A manifest write that failed may have landed all the same: the
+        // store says which, and its files are then kept and moved.
+        if let Some((through, renames)) = self.attempted.take() {
+            match load_manifest(&self.target, &self.pipeline) {
+                Ok(Some(m)) if m.committed == through => {
+                    self.committed = Some(through);
+                    self.unapplied = renames;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.attempted = Some((through, renames));
+                    return Err(e);
+                }
+            }
+        }
+        self.finish_unapplied()?;
         self.remove_uncommitted()
     }
 

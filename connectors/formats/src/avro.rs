@@ -69,12 +69,30 @@ pub fn is_text(dt: &DataType) -> bool {
     )
 }
 
+/// The Avro field names of a table's columns: [`avro_name`], made unique
+/// with `_2`, `_3`… when two columns clean up to the same name.
+pub fn field_names(table: &TableSchema) -> Vec<String> {
+    let mut names: Vec<String> = Vec::with_capacity(table.columns.len());
+    for c in &table.columns {
+        let base = avro_name(&c.name);
+        let mut name = base.clone();
+        let mut n = 1;
+        while names.contains(&name) {
+            n += 1;
+            name = format!("{base}_{n}");
+        }
+        names.push(name);
+    }
+    names
+}
+
 /// A record of the table's columns, each `["null", T]` with default null.
 pub fn row_schema(table: &TableSchema, name: &str, namespace: &str) -> Json {
     let fields: Vec<Json> = table
         .columns
         .iter()
-        .map(|c| json!({"name": avro_name(&c.name), "type": ["null", column_type(&c.data_type)], "default": null, "doc": c.source_type}))
+        .zip(field_names(table))
+        .map(|(c, n)| json!({"name": n, "type": ["null", column_type(&c.data_type)], "default": null, "doc": c.source_type}))
         .collect();
     json!({"type": "record", "name": name, "namespace": namespace, "fields": fields})
 }
@@ -85,14 +103,9 @@ pub fn key_schema(table: &TableSchema, namespace: &str) -> Option<Json> {
     if table.key.is_empty() {
         return None;
     }
-    let fields: Vec<Json> = table
-        .key
-        .iter()
-        .map(|&i| {
-            let c = &table.columns[i];
-            json!({"name": avro_name(&c.name), "type": column_type(&c.data_type)})
-        })
-        .collect();
+    let names = field_names(table);
+    let fields: Vec<Json> =
+        table.key.iter().map(|&i| json!({"name": names[i], "type": column_type(&table.columns[i].data_type)})).collect();
     Some(json!({"type": "record", "name": "Key", "namespace": namespace, "fields": fields}))
 }
 

@@ -26,6 +26,7 @@ use arrow_schema::{ArrowError, DataType as A, Field, FieldRef, Fields, Schema, S
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use riffle_core::{ChangeEvent, DataType, TableSchema, Value};
 use std::collections::HashMap;
 use std::io::Write;
@@ -226,12 +227,25 @@ impl<W: Write + Send> ParquetWriter<W> {
     /// they fill; the footer on [`ParquetWriter::finish`]).
     pub fn with_writer(table: Arc<TableSchema>, options: ParquetOptions, out: W) -> Result<Self, String> {
         let schema = arrow_schema(&table, options.metadata);
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(options.compression.to_parquet()?)
             .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
             .set_max_row_group_bytes(Some(options.row_group_bytes.max(1)))
-            .set_created_by(format!("riffle version {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("riffle version {}", env!("CARGO_PKG_VERSION")));
+        // Columns whose values are (nearly) all distinct gain nothing from a
+        // dictionary, and building one costs a hash and a comparison per
+        // value: keys, JSON documents, positions.
+        let unique = |i: usize| table.key.contains(&i) || table.columns[i].data_type == DataType::Json;
+        for (_, c) in table.columns.iter().enumerate().filter(|(i, _)| unique(*i)) {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(c.name.as_str()), false);
+            if options.metadata {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(vec!["__before".to_string(), c.name.clone()]), false);
+            }
+        }
+        if options.metadata {
+            props = props.set_column_dictionary_enabled(ColumnPath::from("__position"), false);
+        }
+        let props = props.build();
         let writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(|e| format!("parquet file for {}: {e}", table.id))?;
         let columns = table.columns.iter().map(|c| Col::new(&arrow_type(&c.data_type))).collect();
         let meta = options.metadata.then(|| {

@@ -307,10 +307,8 @@ impl KafkaSink {
     pub fn open(opts: KafkaOptions) -> Result<KafkaSink, SinkError> {
         let deliveries = Arc::new(Deliveries::default());
         let config = opts.client_config();
-        let producer = config
-            .create_with_context(Ctx(deliveries.clone()))
-            .map_err(|e| SinkError::definite(format!("Kafka producer settings: {e}; check the kafka.* settings of the sink")))?;
-        let admin = config.create().map_err(|e| SinkError::definite(format!("Kafka admin client: {e}")))?;
+        let producer = config.create_with_context(Ctx(deliveries.clone())).map_err(|e| config_error("producer", &e))?;
+        let admin = config.create().map_err(|e| config_error("admin client", &e))?;
         let registry = match &opts.format {
             ValueFormat::Avro { registry } => Some(Registry::new(registry).map_err(SinkError::definite)?),
             ValueFormat::Json { .. } => None,
@@ -585,12 +583,53 @@ impl KafkaSink {
     }
 }
 
+/// A refused librdkafka setting, named by its key only (its value may be a secret).
+fn config_error(what: &str, e: &KafkaError) -> SinkError {
+    match e {
+        KafkaError::ClientConfig(_, _, key, _) => SinkError::definite(format!(
+            "Kafka {what}: librdkafka refused the setting {key:?} (an unknown name, or a value it does not accept); \
+             check kafka.{key} against librdkafka's CONFIGURATION.md"
+        )),
+        other => SinkError::definite(format!("Kafka {what}: {other}; check the kafka.* settings of the sink")),
+    }
+}
+
+/// The key columns differ between the before and after images (an
+/// unavailable before value counts as unchanged).
+fn key_changed(event: &ChangeEvent) -> bool {
+    let (Some(before), Some(after)) = (&event.before, &event.after) else { return false };
+    event.table.key.iter().any(|&i| before[i] != riffle_core::Value::Unavailable && before[i] != after[i])
+}
+
 fn unrepresentable(event: &ChangeEvent, e: avro::Unrepresentable) -> SinkError {
     SinkError::definite(format!(
         "the event at position {} cannot be written in Avro: {e}; write this table as JSON (a second sink with format json), \
          or leave the column out with a [[tables]] columns rule",
         event.position
     ))
+}
+
+impl KafkaSink {
+    fn write_one(&mut self, event: &ChangeEvent) -> Result<(), SinkError> {
+        let topic = self.table_out(event)?.topic.clone();
+        self.track_transaction(event)?;
+        let has_key = self.encode_key(event)?;
+        self.encode_value(event)?;
+        let position = event.position.key();
+        let key = std::mem::take(&mut self.key);
+        let value = std::mem::take(&mut self.value);
+        let sent = self.send(&topic, has_key.then_some(&key[..]), Some(&value[..]), Self::headers(event, &position), &position);
+        let sent = sent.and_then(|()| {
+            if event.op == Op::Delete && self.opts.tombstones && has_key {
+                self.send(&topic, Some(&key[..]), None, Self::headers(event, &position), &position)
+            } else {
+                Ok(())
+            }
+        });
+        self.key = key;
+        self.value = value;
+        sent
+    }
 }
 
 impl Sink for KafkaSink {
@@ -610,25 +649,22 @@ impl Sink for KafkaSink {
         None
     }
 
+    /// An update that changes the primary key is sent as Debezium does: a
+    /// delete (and tombstone) under the old key, then a create under the
+    /// new one, so compacted topics and upserting consumers drop the old row.
     fn write(&mut self, event: &ChangeEvent) -> Result<(), SinkError> {
-        let topic = self.table_out(event)?.topic.clone();
-        self.track_transaction(event)?;
-        let has_key = self.encode_key(event)?;
-        self.encode_value(event)?;
-        let position = event.position.key();
-        let key = std::mem::take(&mut self.key);
-        let value = std::mem::take(&mut self.value);
-        let sent = self.send(&topic, has_key.then_some(&key[..]), Some(&value[..]), Self::headers(event, &position), &position);
-        let sent = sent.and_then(|()| {
-            if event.op == Op::Delete && self.opts.tombstones && has_key {
-                self.send(&topic, Some(&key[..]), None, Self::headers(event, &position), &position)
-            } else {
-                Ok(())
-            }
-        });
-        self.key = key;
-        self.value = value;
-        sent
+        if event.op == Op::Update && key_changed(event) {
+            let mut delete = event.clone();
+            delete.op = Op::Delete;
+            delete.after = None;
+            self.write_one(&delete)?;
+            let mut create = event.clone();
+            create.op = Op::Create;
+            create.before = None;
+            create.before_image = riffle_core::BeforeImage::None;
+            return self.write_one(&create);
+        }
+        self.write_one(event)
     }
 
     /// Waits until the brokers acknowledged every message sent.

@@ -23,9 +23,10 @@ pub struct Registry {
 impl Registry {
     /// `url` may carry `user:password@` for basic auth.
     pub fn new(url: &str) -> Result<Registry, String> {
-        let mut base = url::Url::parse(url).map_err(|e| format!("schema registry URL {url:?} is not a URL ({e})"))?;
+        let shown = riffle_core::url::redact_url(url);
+        let mut base = url::Url::parse(url).map_err(|e| format!("schema registry URL {shown:?} is not a URL ({e})"))?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err(format!("schema registry URL {url:?}: expected http:// or https://"));
+            return Err(format!("schema registry URL {shown:?}: expected http:// or https://"));
         }
         let auth = (!base.username().is_empty()).then(|| {
             let user = riffle_core::url::percent_decode(base.username());
