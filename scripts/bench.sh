@@ -66,7 +66,7 @@ measure() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 RESULTS=()
-report() { RESULTS+=("$(printf '%-44s %8.2f s %6s MB' "$1" "$2" "$3")"); }
+report() { RESULTS+=("$(printf '%-46s %8.2f s %6s MB' "$1" "$2" "$3")"); }
 
 bench_postgres() {
     "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench"

@@ -111,8 +111,8 @@ pub struct PipelineArgs {
 
     /// Where to write: a directory (`./out`, `file:///data/out`), `-` for stdout,
     /// s3://BUCKET/PREFIX, az://CONTAINER/PREFIX, abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PREFIX,
-    /// gs://BUCKET/PREFIX (credentials from AWS_*/AZURE_*/GOOGLE_* variables; options such as
-    /// ?endpoint=URL&region=R&partition_by=hour), or
+    /// gs://BUCKET/PREFIX, hdfs://NAMENODE:PORT/PATH (credentials from AWS_*/AZURE_*/GOOGLE_*
+    /// variables; options such as ?endpoint=URL&region=R&partition_by=hour&compression=zstd), or
     /// kafka://HOST:PORT[,HOST:PORT][?OPTION=VALUE&…] (options: topic_prefix, partitions,
     /// replication_factor, create_topics, tombstones, schemas_enable, schema_registry,
     /// transaction_topic, kafka.<librdkafka setting>). Repeatable.

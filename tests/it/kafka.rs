@@ -339,3 +339,38 @@ async fn bad_kafka_input_fails_clearly_and_skips_nothing() {
     let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
     assert!(saved["offset"].is_null(), "no offset may be saved past an event that was not delivered: {saved}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_rule_names_the_topic_and_new_topics_get_the_configured_partitions() {
+    let db = "it_kafka_route";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY);
+             INSERT INTO a SELECT generate_series(1, 40); INSERT INTO b VALUES (1);",
+        )
+        .await
+        .unwrap();
+    let name = unique("kroute");
+    let dir = temp_dir("kafka-route");
+    let cfg = dir.join("pipeline.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"{name}\"\n[source]\nurl = \"{}\"\ntables = [\"public.*\"]\n\
+             [[sinks]]\nurl = \"kafka://{}\"\npartitions = 3\n\
+             [[tables]]\nmatch = \"public.a\"\ntopic = \"{{prefix}}.custom.{{table}}\"\n",
+            db_url(db),
+            brokers()
+        ),
+    )
+    .unwrap();
+    riffle_ok(&["replicate", "--config", cfg.to_str().unwrap(), "--until", "now", "--state", dir.join("state").to_str().unwrap()]);
+    let b = brokers();
+    let routed = read_topic(&b, &format!("{name}.custom.a"), 40, 60);
+    let ids: BTreeSet<i64> = routed.iter().map(|m| m.key_json()["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, (1..=40).collect());
+    let partitions: BTreeSet<i32> = routed.iter().map(|m| m.partition).collect();
+    assert!(partitions.len() > 1 && partitions.iter().all(|p| (0..3).contains(p)), "keys spread over the 3 partitions: {partitions:?}");
+    assert_eq!(read_topic(&b, &format!("{name}.public.b"), 1, 60).len(), 1, "the default topic for other tables");
+}

@@ -187,27 +187,27 @@ async fn mariadb_to_azure_parquet_with_hour_partitions_and_a_new_file_per_schema
     .unwrap();
     let root = unique("my");
     let dir = temp_dir("obj-my");
-    let sink = azure_url(&root) + "&partition_by=hour";
-    let args: Vec<String> = [
-        "replicate",
-        "--source",
-        &my_url(db),
-        "--tables",
-        &format!("{db}.items"),
-        "--sink",
-        &sink,
-        "--format",
-        "parquet",
-        "--name",
-        &root,
-        "--until",
-        "now",
-        "--state",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([dir.display().to_string()])
-    .collect();
+    let cfg = dir.join("pipeline.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"{root}\"\n[source]\nurl = \"{}\"\ntables = [\"{db}.items\"]\n\
+             [[sinks]]\nurl = \"{}\"\nformat = \"parquet\"\npartition_by = \"hour\"\n\
+             [[sinks]]\nurl = \"{}\"\nformat = \"avro\"\n\
+             [[sinks]]\nurl = \"{}\"\nformat = \"csv\"\n\
+             [[sinks]]\nurl = \"{}\"\nformat = \"jsonl\"\n",
+            my_url(db),
+            azure_url(&format!("{root}/parquet")),
+            azure_url(&format!("{root}/avro")),
+            azure_url(&format!("{root}/csv")),
+            azure_url(&format!("{root}/jsonl")),
+        ),
+    )
+    .unwrap();
+    let args: Vec<String> =
+        ["replicate", "--config", cfg.to_str().unwrap(), "--until", "now", "--state", dir.join("state").to_str().unwrap()]
+            .map(String::from)
+            .to_vec();
     riffle_ok(&args);
     conn.query_drop("INSERT INTO items VALUES (3, 3.00, '1999-12-31 23:59:59', NULL, 'three')").await.unwrap();
     conn.query_drop("UPDATE items SET price = 9.99 WHERE id = 2").await.unwrap();
@@ -216,7 +216,7 @@ async fn mariadb_to_azure_parquet_with_hour_partitions_and_a_new_file_per_schema
     riffle_ok(&args);
 
     let store = azure_store();
-    let files = data_objects(&store, &root, &format!("{db}.items"), "parquet").await;
+    let files = data_objects(&store, &format!("{root}/parquet"), &format!("{db}.items"), "parquet").await;
     // Every file in its hour (the snapshot's start, the changes' commit),
     // the changes in one file per schema version.
     let names: Vec<&str> = files.iter().map(|(k, _)| k.as_str()).collect();
@@ -252,6 +252,32 @@ async fn mariadb_to_azure_parquet_with_hour_partitions_and_a_new_file_per_schema
     assert_eq!(by_op["r"], [(1, 150), (2, -225)]);
     assert_eq!(by_op["c"], [(3, 300), (4, 400)]);
     assert_eq!(by_op["u"], [(2, 999)]);
+
+    // The same five events in Avro, CSV and JSON lines on Azure.
+    let table = format!("{db}.items");
+    let avro: Vec<A> =
+        data_objects(&store, &format!("{root}/avro"), &table, "avro").await.iter().flat_map(|(_, b)| avro_records(b).1).collect();
+    let ops: Vec<A> = avro.iter().map(|r| field(r, "op")).collect();
+    assert_eq!(ops, ["r", "r", "c", "u", "c"].map(|o| A::String(o.into())));
+    let after0 = unwrap_union(field(&avro[0], "after")).unwrap();
+    let Some(A::Decimal(d)) = unwrap_union(field(&after0, "price")) else { panic!("{after0:?}") };
+    assert_eq!(<Vec<u8>>::try_from(d).unwrap(), [0x00, 150]);
+    assert_eq!(unwrap_union(field(&after0, "stamp")), Some(A::TimestampMicros(1_704_164_645_250_000)));
+    let after4 = unwrap_union(field(&avro[4], "after")).unwrap();
+    assert_eq!(unwrap_union(field(&after4, "qty")), Some(A::Int(7)), "the new column after the DDL");
+    let csv_rows: usize = data_objects(&store, &format!("{root}/csv"), &table, "csv")
+        .await
+        .iter()
+        .map(|(_, b)| parse_csv(std::str::from_utf8(b).unwrap()).1.len())
+        .sum();
+    assert_eq!(csv_rows, 5);
+    let jsonl: Vec<serde_json::Value> = data_objects(&store, &format!("{root}/jsonl"), &table, "jsonl")
+        .await
+        .iter()
+        .flat_map(|(_, b)| std::str::from_utf8(b).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(jsonl.len(), 5);
+    assert_eq!(jsonl[1]["after"]["price"], "-2.25");
 }
 
 #[tokio::test(flavor = "multi_thread")]
