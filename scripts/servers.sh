@@ -143,10 +143,15 @@ pg_instance() {
             --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$RUN_DIR/$name-initdb.log" 2>&1 \
             || { cat "$RUN_DIR/$name-initdb.log" >&2; exit 1; }
     fi
+    local tls_opts=""
+    if [ "${PG_TLS:-}" = "$name" ]; then
+        pg_tls_setup "$data"
+        tls_opts="-c ssl=on"
+    fi
     "${run[@]}" "$bin/pg_ctl" -D "$data" -l "$RUN_DIR/$name.log" -w -t 60 start -o \
         "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$RUN_DIR \
          -c wal_level=$wal_level -c max_replication_slots=40 -c max_wal_senders=40 -c fsync=off \
-         -c password_encryption=scram-sha-256" >/dev/null \
+         -c password_encryption=scram-sha-256 $tls_opts" >/dev/null \
         || { tail -n 30 "$RUN_DIR/$name.log" >&2; exit 1; }
     head -n1 "$data/postmaster.pid" >"$pidfile"
     cat >"$RUN_DIR/$name.env" <<ENV
@@ -169,10 +174,44 @@ stop_pg_instance() {
     rm -f "$pidfile"
 }
 
-# The server riffle replicates from.
+# pg_tls_setup DATA: a private CA, a server certificate for 127.0.0.1 and
+# localhost signed by it (ssl = on reads server.crt/server.key from the data
+# directory), an unrelated CA for the tests' wrong-CA case, and a user
+# `tlsonly` that pg_hba.conf admits only over TLS.
+pg_tls_setup() {
+    local data=$1
+    command -v openssl >/dev/null || apt_install openssl
+    if [ ! -f "$data/server.crt" ]; then
+        local tmp=$RUN_DIR/tls
+        mkdir -p "$tmp"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=riffle test CA" \
+            -keyout "$tmp/ca.key" -out "$RUN_DIR/pg-ca.crt" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$data/server.key" -out "$tmp/server.csr" 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$tmp/san.ext"
+        openssl x509 -req -in "$tmp/server.csr" -CA "$RUN_DIR/pg-ca.crt" -CAkey "$tmp/ca.key" -CAcreateserial -days 3650 \
+            -extfile "$tmp/san.ext" -out "$data/server.crt" 2>/dev/null
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=some other CA" \
+            -keyout "$tmp/other.key" -out "$RUN_DIR/pg-other-ca.crt" 2>/dev/null
+        chmod 600 "$data/server.key"
+        [ "$(id -u)" = 0 ] && chown postgres "$data/server.key" "$data/server.crt"
+        # Before initdb's own lines: the first matching line wins.
+        { printf 'hostnossl all tlsonly 0.0.0.0/0 reject\nhostnossl replication tlsonly 0.0.0.0/0 reject\n'; cat "$data/pg_hba.conf"; } >"$tmp/hba"
+        cat "$tmp/hba" >"$data/pg_hba.conf"
+    fi
+}
+
+# The server riffle replicates from (TLS on, optional for every user but `tlsonly`).
 start_postgres() {
-    pg_instance postgres "$PG_PORT" logical RIFFLE_TEST_PG
-    echo "export RIFFLE_TEST_PG_BIN=$(pg_bin)" >>"$RUN_DIR/postgres.env"
+    PG_TLS=postgres pg_instance postgres "$PG_PORT" logical RIFFLE_TEST_PG
+    PGPASSWORD=$PG_PASSWORD "$(pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 -c \
+        "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tlsonly') THEN
+           CREATE ROLE tlsonly LOGIN SUPERUSER REPLICATION PASSWORD '$PG_PASSWORD'; END IF; END \$\$" >/dev/null
+    cat >>"$RUN_DIR/postgres.env" <<ENV
+export RIFFLE_TEST_PG_BIN=$(pg_bin)
+export RIFFLE_TEST_PG_TLS_CA=$RUN_DIR/pg-ca.crt
+export RIFFLE_TEST_PG_OTHER_CA=$RUN_DIR/pg-other-ca.crt
+export RIFFLE_TEST_PG_TLS_USER=tlsonly
+ENV
 }
 stop_postgres() { stop_pg_instance postgres; }
 

@@ -104,8 +104,9 @@ pub struct PipelineArgs {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Source database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (password also from PGPASSWORD),
-    /// or mysql://… / mariadb://… (password also from MYSQL_PWD; ?server_id=N).
+    /// Source database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (password also from PGPASSWORD;
+    /// ?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=CA.pem as libpq), or
+    /// mysql://… / mariadb://… (password also from MYSQL_PWD; ?server_id=N).
     #[arg(long, value_name = "URL")]
     pub source: Option<String>,
 

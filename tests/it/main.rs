@@ -10,6 +10,7 @@ mod pg_before_images;
 mod pg_consistency;
 mod pg_crash;
 mod pg_errors;
+mod pg_tls;
 mod pg_types;
 
 mod my_stream;

@@ -2,6 +2,7 @@
 //! attempt can end in, each with its fix.
 
 use crate::replication::client::ServerError;
+use crate::tls::SslMode;
 use riffle_core::SourceError;
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ pub struct ConnectParams {
     pub password: Option<String>,
     pub dbname: String,
     pub connect_timeout: Duration,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ConnectParams {
@@ -25,8 +28,8 @@ impl std::fmt::Debug for ConnectParams {
 
 impl ConnectParams {
     /// Parses a `postgres://` or `postgresql://` URL. The password may come
-    /// from the URL or from `PGPASSWORD`; `sslmode` may be `disable` or
-    /// `prefer` (riffle does not speak TLS to Postgres yet).
+    /// from the URL or from `PGPASSWORD`; `sslmode` and `sslrootcert` as
+    /// libpq's (default `prefer`; `PGSSLMODE`, `PGSSLROOTCERT` too).
     pub fn from_url(raw: &str) -> Result<Self, SourceError> {
         let bad = |why: &str| {
             SourceError::definite(format!(
@@ -48,25 +51,33 @@ impl ConnectParams {
             return Err(bad("the database name is missing"));
         }
         let mut connect_timeout = Duration::from_secs(10);
+        let parse_mode = |v: &str| {
+            SslMode::parse(v)
+                .ok_or_else(|| bad(&format!("sslmode={v}: expected disable, allow, prefer, require, verify-ca or verify-full")))
+        };
+        let mut sslmode = match std::env::var("PGSSLMODE") {
+            Ok(v) => parse_mode(&v)?,
+            Err(_) => SslMode::Prefer,
+        };
+        let mut sslrootcert = std::env::var_os("PGSSLROOTCERT").map(std::path::PathBuf::from);
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
-                "sslmode" => match v.as_ref() {
-                    "disable" | "prefer" | "allow" => {}
-                    other => {
-                        return Err(bad(&format!(
-                            "sslmode={other} is not supported yet; riffle connects to Postgres without TLS (use sslmode=disable, or a TLS tunnel)"
-                        )))
-                    }
-                },
+                "sslmode" => sslmode = parse_mode(&v)?,
+                "sslrootcert" => sslrootcert = Some(std::path::PathBuf::from(v.as_ref())),
+                "sslcert" | "sslkey" => {
+                    return Err(bad(&format!(
+                        "{k}: client certificates are not supported yet; authenticate with a password (scram-sha-256)"
+                    )))
+                }
                 "connect_timeout" => {
                     let secs: u64 = v.parse().map_err(|_| bad(&format!("connect_timeout={v} is not a number of seconds")))?;
                     connect_timeout = Duration::from_secs(secs.max(1));
                 }
                 "application_name" => {}
-                other => return Err(bad(&format!("unknown parameter {other:?} (known: sslmode, connect_timeout)"))),
+                other => return Err(bad(&format!("unknown parameter {other:?} (known: sslmode, sslrootcert, connect_timeout)"))),
             }
         }
-        Ok(ConnectParams { host, port: url.port().unwrap_or(5432), user, password, dbname, connect_timeout })
+        Ok(ConnectParams { host, port: url.port().unwrap_or(5432), user, password, dbname, connect_timeout, sslmode, sslrootcert })
     }
 
     pub fn redacted(&self) -> String {
@@ -90,18 +101,38 @@ impl ConnectParams {
         if let Some(p) = &self.password {
             c.password(p);
         }
+        c.ssl_mode(match self.sslmode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
         c
     }
 
     /// Opens a regular (non-replication) session for catalog work and the
     /// snapshot.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, SourceError> {
-        let (client, conn) = self.tokio_config().connect(tokio_postgres::NoTls).await.map_err(|e| classify_pg_error(&e, self))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "postgres connection ended");
-            }
-        });
+        let config = self.tokio_config();
+        let client = if self.sslmode == SslMode::Disable {
+            let (client, conn) = config.connect(tokio_postgres::NoTls).await.map_err(|e| classify_pg_error(&e, self))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "postgres connection ended");
+                }
+            });
+            client
+        } else {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+                (*crate::tls::client_config(self.sslmode, self.sslrootcert.as_ref())?).clone(),
+            );
+            let (client, conn) = config.connect(tls).await.map_err(|e| classify_pg_error(&e, self))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "postgres connection ended");
+                }
+            });
+            client
+        };
         Ok(client)
     }
 }
@@ -119,6 +150,10 @@ fn classify(code: &str, message: &str, p: &ConnectParams) -> SourceError {
     match code {
         "28P01" => SourceError::definite(format!(
             "postgres at {at} rejected the password for user {:?} ({message}); check the password in the source URL or PGPASSWORD",
+            p.user
+        )),
+        "28000" if message.contains("no encryption") => SourceError::definite(format!(
+            "postgres at {at} accepts user {:?} only over TLS ({message}); connect with sslmode=require (or verify-full with sslrootcert=CA.pem)",
             p.user
         )),
         "28000" => SourceError::definite(format!(
@@ -146,7 +181,30 @@ pub fn classify_pg_error(e: &tokio_postgres::Error, p: &ConnectParams) -> Source
         msg = format!("{msg}: {s}");
         source = s.source();
     }
-    SourceError::transient(format!("postgres at {}: {msg}; check the host and port and that the server is running", p.redacted()))
+    tls_error(&msg, p).unwrap_or_else(|| {
+        SourceError::transient(format!("postgres at {}: {msg}; check the host and port and that the server is running", p.redacted()))
+    })
+}
+
+/// TLS failures are definite: retrying does not change a certificate.
+pub(crate) fn tls_error(msg: &str, p: &ConnectParams) -> Option<SourceError> {
+    let at = p.redacted();
+    if msg.contains("does not support TLS") || msg.contains("server refused TLS") {
+        return Some(SourceError::definite(format!(
+            "postgres at {at} does not accept TLS connections (ssl = off) and sslmode={} requires TLS; turn ssl on in postgresql.conf, \
+             or use sslmode=prefer",
+            p.sslmode.name()
+        )));
+    }
+    if msg.contains("certificate") || msg.contains("Certificate") {
+        return Some(SourceError::definite(format!(
+            "postgres at {at}: the server's TLS certificate was not accepted ({msg}); with sslmode={} it must be signed by the CA in \
+             sslrootcert{}; check sslrootcert, or use sslmode=require to encrypt without checking the certificate",
+            p.sslmode.name(),
+            if p.sslmode == SslMode::VerifyFull { " and name the host" } else { "" }
+        )));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -168,7 +226,9 @@ mod tests {
         assert!(err.contains("database name is missing"), "{err}");
         let err = ConnectParams::from_url("mysql://app@host/db").unwrap_err().to_string();
         assert!(err.contains("scheme"), "{err}");
-        let err = ConnectParams::from_url("postgres://app@host/db?sslmode=require").unwrap_err().to_string();
-        assert!(err.contains("sslmode=require"), "{err}");
+        let err = ConnectParams::from_url("postgres://app@host/db?sslmode=sometimes").unwrap_err().to_string();
+        assert!(err.contains("sslmode=sometimes: expected disable"), "{err}");
+        let p = ConnectParams::from_url("postgres://app@host/db?sslmode=verify-full&sslrootcert=/etc/ca.pem").unwrap();
+        assert_eq!((p.sslmode, p.sslrootcert.as_deref()), (SslMode::VerifyFull, Some(std::path::Path::new("/etc/ca.pem"))));
     }
 }

@@ -17,6 +17,7 @@ pub mod connect;
 pub mod replication;
 pub mod snapshot;
 pub mod stream;
+pub mod tls;
 pub mod types;
 
 use catalog::SelectedTable;

@@ -29,8 +29,12 @@ pub enum ReplicationMessage {
     Keepalive { wal_end: Lsn, reply_requested: bool },
 }
 
+/// The connection: plain TCP or TLS over it.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 pub struct ReplicationClient {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     read_buf: BytesMut,
     write_buf: BytesMut,
 }
@@ -48,9 +52,40 @@ impl ReplicationClient {
             .map_err(|_| SourceError::transient(format!("connecting to postgres at {addr}: timed out after {:?}", params.connect_timeout)))?
             .map_err(|e| io_err(&format!("connecting to postgres at {addr}"), e))?;
         stream.set_nodelay(true).ok();
+        let stream = Self::negotiate_tls(stream, params).await?;
         let mut client = ReplicationClient { stream, read_buf: BytesMut::with_capacity(1 << 16), write_buf: BytesMut::new() };
         client.startup(params).await?;
         Ok(client)
+    }
+
+    /// `SSLRequest`, then the TLS handshake when the server agrees (and
+    /// `sslmode` is not `disable`).
+    async fn negotiate_tls(mut stream: TcpStream, params: &ConnectParams) -> Result<Box<dyn Stream>, SourceError> {
+        use crate::tls::SslMode;
+        if params.sslmode == SslMode::Disable {
+            return Ok(Box::new(stream));
+        }
+        let at = params.redacted();
+        let mut request = BytesMut::new();
+        frontend::ssl_request(&mut request);
+        stream.write_all(&request).await.map_err(|e| io_err(&format!("postgres at {at}: TLS request"), e))?;
+        let answer = stream.read_u8().await.map_err(|e| io_err(&format!("postgres at {at}: TLS request"), e))?;
+        match answer {
+            b'S' => {
+                let config = crate::tls::client_config(params.sslmode, params.sslrootcert.as_ref())?;
+                let name = crate::tls::server_name(&params.host)?;
+                let tls = tokio_rustls::TlsConnector::from(config).connect(name, stream).await.map_err(|e| {
+                    crate::connect::tls_error(&e.to_string(), params)
+                        .unwrap_or_else(|| io_err(&format!("postgres at {at}: TLS handshake"), e))
+                })?;
+                Ok(Box::new(tls))
+            }
+            b'N' if !params.sslmode.required() => Ok(Box::new(stream)),
+            b'N' => Err(crate::connect::tls_error("server refused TLS", params).expect("a TLS error")),
+            other => {
+                Err(SourceError::definite(format!("postgres at {at} answered the TLS request with {other:?}; is this a Postgres server?")))
+            }
+        }
     }
 
     async fn startup(&mut self, params: &ConnectParams) -> Result<(), SourceError> {
