@@ -174,29 +174,42 @@ stop_pg_instance() {
     rm -f "$pidfile"
 }
 
-# pg_tls_setup DATA: a private CA, a server certificate for 127.0.0.1 and
-# localhost signed by it (ssl = on reads server.crt/server.key from the data
-# directory), an unrelated CA for the tests' wrong-CA case, and a user
-# `tlsonly` that pg_hba.conf admits only over TLS.
+# test_ca: a private CA (test-ca.crt, its key in tls/) that signs the test
+# servers' certificates, and an unrelated CA for the tests' wrong-CA case.
+test_ca() {
+    command -v openssl >/dev/null || apt_install openssl
+    mkdir -p "$RUN_DIR/tls"
+    if [ ! -f "$RUN_DIR/test-ca.crt" ]; then
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=riffle test CA" \
+            -keyout "$RUN_DIR/tls/ca.key" -out "$RUN_DIR/test-ca.crt" 2>/dev/null
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=some other CA" \
+            -keyout "$RUN_DIR/tls/other.key" -out "$RUN_DIR/other-ca.crt" 2>/dev/null
+    fi
+}
+
+# server_cert DIR OWNER: server.crt/server.key in DIR for 127.0.0.1 and localhost, signed by the test CA.
+server_cert() {
+    local dir=$1 owner=$2 tmp=$RUN_DIR/tls
+    test_ca
+    [ -f "$dir/server.crt" ] && return
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$dir/server.key" -out "$tmp/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$tmp/san.ext"
+    openssl x509 -req -in "$tmp/server.csr" -CA "$RUN_DIR/test-ca.crt" -CAkey "$tmp/ca.key" -CAcreateserial -days 3650 \
+        -extfile "$tmp/san.ext" -out "$dir/server.crt" 2>/dev/null
+    chmod 600 "$dir/server.key"
+    [ "$(id -u)" = 0 ] && chown "$owner" "$dir/server.key" "$dir/server.crt"
+    return 0
+}
+
+# pg_tls_setup DATA: ssl = on reads server.crt/server.key from the data
+# directory; a user `tlsonly` is admitted only over TLS.
 pg_tls_setup() {
     local data=$1
-    command -v openssl >/dev/null || apt_install openssl
     if [ ! -f "$data/server.crt" ]; then
-        local tmp=$RUN_DIR/tls
-        mkdir -p "$tmp"
-        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=riffle test CA" \
-            -keyout "$tmp/ca.key" -out "$RUN_DIR/pg-ca.crt" 2>/dev/null
-        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$data/server.key" -out "$tmp/server.csr" 2>/dev/null
-        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$tmp/san.ext"
-        openssl x509 -req -in "$tmp/server.csr" -CA "$RUN_DIR/pg-ca.crt" -CAkey "$tmp/ca.key" -CAcreateserial -days 3650 \
-            -extfile "$tmp/san.ext" -out "$data/server.crt" 2>/dev/null
-        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=some other CA" \
-            -keyout "$tmp/other.key" -out "$RUN_DIR/pg-other-ca.crt" 2>/dev/null
-        chmod 600 "$data/server.key"
-        [ "$(id -u)" = 0 ] && chown postgres "$data/server.key" "$data/server.crt"
+        server_cert "$data" postgres
         # Before initdb's own lines: the first matching line wins.
-        { printf 'hostnossl all tlsonly 0.0.0.0/0 reject\nhostnossl replication tlsonly 0.0.0.0/0 reject\n'; cat "$data/pg_hba.conf"; } >"$tmp/hba"
-        cat "$tmp/hba" >"$data/pg_hba.conf"
+        { printf 'hostnossl all tlsonly 0.0.0.0/0 reject\nhostnossl replication tlsonly 0.0.0.0/0 reject\n'; cat "$data/pg_hba.conf"; } >"$RUN_DIR/tls/hba"
+        cat "$RUN_DIR/tls/hba" >"$data/pg_hba.conf"
     fi
 }
 
@@ -208,8 +221,8 @@ start_postgres() {
            CREATE ROLE tlsonly LOGIN SUPERUSER REPLICATION PASSWORD '$PG_PASSWORD'; END IF; END \$\$" >/dev/null
     cat >>"$RUN_DIR/postgres.env" <<ENV
 export RIFFLE_TEST_PG_BIN=$(pg_bin)
-export RIFFLE_TEST_PG_TLS_CA=$RUN_DIR/pg-ca.crt
-export RIFFLE_TEST_PG_OTHER_CA=$RUN_DIR/pg-other-ca.crt
+export RIFFLE_TEST_TLS_CA=$RUN_DIR/test-ca.crt
+export RIFFLE_TEST_OTHER_CA=$RUN_DIR/other-ca.crt
 export RIFFLE_TEST_PG_TLS_USER=tlsonly
 ENV
 }
@@ -254,9 +267,14 @@ my_instance() {
         mariadb-install-db "${user[@]}" --datadir="$data" --auth-root-authentication-method=normal \
             --skip-test-db >"$RUN_DIR/$name-install.log" 2>&1 || { cat "$RUN_DIR/$name-install.log" >&2; exit 1; }
     fi
+    local tls=()
+    if [ "${MY_TLS:-}" = "$name" ]; then
+        server_cert "$data" mysql
+        tls=(--ssl-ca="$RUN_DIR/test-ca.crt" --ssl-cert="$data/server.crt" --ssl-key="$data/server.key")
+    fi
     [ "$(id -u)" = 0 ] && chown -R mysql "$data"
     /usr/sbin/mariadbd --no-defaults "${user[@]}" --datadir="$data" --port="$port" --bind-address=127.0.0.1 \
-        --socket="$sock" --pid-file="$data/mariadbd.pid" --log-error="$data/error.log" "$@" </dev/null >/dev/null 2>&1 &
+        --socket="$sock" --pid-file="$data/mariadbd.pid" --log-error="$data/error.log" "${tls[@]}" "$@" </dev/null >/dev/null 2>&1 &
     echo $! >"$pidfile"
     local i
     for i in $(seq 1 120); do
@@ -296,9 +314,15 @@ stop_my_instance() {
 
 # The server riffle replicates from: row-based binlog with full images and metadata, GTIDs.
 start_mariadb() {
-    my_instance mariadb "$MARIADB_PORT" RIFFLE_TEST_MARIADB --server-id=1 --log-bin=mariadb-bin \
+    MY_TLS=mariadb my_instance mariadb "$MARIADB_PORT" RIFFLE_TEST_MARIADB --server-id=1 --log-bin=mariadb-bin \
         --binlog-format=ROW --binlog-row-image=FULL --binlog-row-metadata=FULL --gtid-strict-mode=1 \
         --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 --max-connections=200 --character-set-server=utf8mb4
+    # A user admitted only over TLS, with riffle's privileges.
+    mariadb --no-defaults -S "$RUN_DIR/mariadb/mariadbd.sock" -uroot <<SQL
+CREATE USER IF NOT EXISTS 'tlsonly'@'127.0.0.1' IDENTIFIED BY '$MARIADB_PASSWORD' REQUIRE SSL;
+GRANT SELECT, RELOAD, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'tlsonly'@'127.0.0.1';
+SQL
+    echo "export RIFFLE_TEST_MARIADB_TLS_USER=tlsonly" >>"$RUN_DIR/mariadb.env"
 }
 stop_mariadb() { stop_my_instance mariadb; }
 

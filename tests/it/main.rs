@@ -14,6 +14,7 @@ mod pg_tls;
 mod pg_types;
 
 mod my_stream;
+mod my_tls;
 mod my_types;
 
 mod kafka;

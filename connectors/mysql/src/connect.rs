@@ -17,6 +17,21 @@ pub struct ConnectParams {
     /// the server's replicas.
     pub server_id: u32,
     pub connect_timeout: Duration,
+    pub ssl_mode: MySslMode,
+    /// `ssl-ca`: the CA for the verifying modes.
+    pub ssl_ca: Option<std::path::PathBuf>,
+}
+
+/// MySQL's `--ssl-mode`, less PREFERRED (the driver cannot fall back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MySslMode {
+    Disabled,
+    /// TLS, the certificate not checked.
+    Required,
+    /// TLS, the certificate signed by `ssl-ca`.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate names the host.
+    VerifyIdentity,
 }
 
 impl std::fmt::Debug for ConnectParams {
@@ -51,17 +66,39 @@ impl ConnectParams {
         }
         let mut server_id = default_server_id;
         let mut connect_timeout = Duration::from_secs(10);
+        let mut ssl_mode = MySslMode::Disabled;
+        let mut ssl_ca = None;
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
+                "ssl-mode" | "ssl_mode" | "sslmode" => {
+                    ssl_mode = match v.to_ascii_lowercase().replace('-', "_").as_str() {
+                        "disabled" | "disable" => MySslMode::Disabled,
+                        "required" | "require" => MySslMode::Required,
+                        "verify_ca" => MySslMode::VerifyCa,
+                        "verify_identity" | "verify_full" => MySslMode::VerifyIdentity,
+                        "preferred" | "prefer" => {
+                            return Err(bad("ssl-mode=preferred is not supported (the driver cannot fall back to plain text): \
+                                            use ssl-mode=required, or disabled"))
+                        }
+                        other => return Err(bad(&format!("ssl-mode={other}: expected disabled, required, verify_ca or verify_identity"))),
+                    }
+                }
+                "ssl-ca" | "ssl_ca" | "sslrootcert" => ssl_ca = Some(std::path::PathBuf::from(v.as_ref())),
                 "server_id" => server_id = v.parse().map_err(|_| bad(&format!("server_id={v} is not a number")))?,
                 "connect_timeout" => {
                     connect_timeout =
                         Duration::from_secs(v.parse().map_err(|_| bad(&format!("connect_timeout={v} is not a number of seconds")))?)
                 }
-                other => return Err(bad(&format!("unknown parameter {other:?} (known: server_id, connect_timeout)"))),
+                other => return Err(bad(&format!("unknown parameter {other:?} (known: server_id, connect_timeout, ssl-mode, ssl-ca)"))),
             }
         }
-        Ok(ConnectParams { host, port: url.port().unwrap_or(3306), user, password, database, server_id, connect_timeout })
+        if matches!(ssl_mode, MySslMode::VerifyCa | MySslMode::VerifyIdentity) {
+            match &ssl_ca {
+                Some(p) if !p.is_file() => return Err(bad(&format!("ssl-ca={}: no such file", p.display()))),
+                _ => {}
+            }
+        }
+        Ok(ConnectParams { host, port: url.port().unwrap_or(3306), user, password, database, server_id, connect_timeout, ssl_mode, ssl_ca })
     }
 
     pub fn redacted(&self) -> String {
@@ -77,7 +114,21 @@ impl ConnectParams {
             .db_name(Some(self.database.clone()))
             .prefer_socket(false)
             .init(vec!["SET NAMES utf8mb4", "SET SESSION time_zone = '+00:00'"])
+            .ssl_opts(self.ssl_opts())
             .into()
+    }
+
+    fn ssl_opts(&self) -> Option<mysql_async::SslOpts> {
+        let roots = || match &self.ssl_ca {
+            Some(p) => vec![p.clone().into()],
+            None => Vec::new(),
+        };
+        match self.ssl_mode {
+            MySslMode::Disabled => None,
+            MySslMode::Required => Some(mysql_async::SslOpts::default().with_danger_accept_invalid_certs(true)),
+            MySslMode::VerifyCa => Some(mysql_async::SslOpts::default().with_root_certs(roots()).with_danger_skip_domain_validation(true)),
+            MySslMode::VerifyIdentity => Some(mysql_async::SslOpts::default().with_root_certs(roots())),
+        }
     }
 
     pub async fn connect(&self) -> Result<mysql_async::Conn, SourceError> {
@@ -124,8 +175,10 @@ pub fn classify(e: &mysql_async::Error, p: &ConnectParams) -> SourceError {
     match e {
         mysql_async::Error::Server(s) => match s.code {
             1045 => SourceError::definite(format!(
-                "{at} rejected the login for user {:?} ({}); check the password in the source URL or MYSQL_PWD",
-                p.user, s.message
+                "{at} rejected the login for user {:?} ({}); check the password in the source URL or MYSQL_PWD{}",
+                p.user,
+                s.message,
+                if p.ssl_mode == MySslMode::Disabled { ", and whether the account REQUIREs SSL (then add ?ssl-mode=required)" } else { "" }
             )),
             1049 => SourceError::definite(format!("{at}: {}; check the database name in the source URL", s.message)),
             1044 | 1142 | 1227 => SourceError::definite(format!(
@@ -142,7 +195,19 @@ pub fn classify(e: &mysql_async::Error, p: &ConnectParams) -> SourceError {
             code if is_transient_code(code) => SourceError::transient(format!("{at}: {}", s.message)),
             _ => SourceError::definite(format!("{at}: {} (error {})", s.message, s.code)),
         },
-        other => SourceError::transient(format!("{at}: {other}; check the host and port and that the server is running")),
+        other => {
+            let text = other.to_string();
+            if p.ssl_mode != MySslMode::Disabled
+                && (text.contains("certificate") || text.contains("Certificate") || text.contains("TLS") || text.contains("SSL"))
+            {
+                return SourceError::definite(format!(
+                    "{at}: TLS failed ({text}); with ssl-mode=verify_ca or verify_identity the server's certificate must be signed by \
+                     the CA in ssl-ca (verify_identity: and name the host); ssl-mode=required encrypts without checking; the server \
+                     needs TLS configured (have_ssl = YES)"
+                ));
+            }
+            SourceError::transient(format!("{at}: {text}; check the host and port and that the server is running"))
+        }
     }
 }
 
@@ -158,5 +223,8 @@ mod tests {
         assert!(!format!("{p:?}").contains("p@ss"));
         assert!(ConnectParams::from_url("mysql://u@h", 1).unwrap_err().to_string().contains("database name is missing"));
         assert!(ConnectParams::from_url("mysql://u@h/db?ssl=1", 1).unwrap_err().to_string().contains("unknown parameter"));
+        let p = ConnectParams::from_url("mysql://u@h/db?ssl-mode=REQUIRED", 1).unwrap();
+        assert_eq!(p.ssl_mode, MySslMode::Required);
+        assert!(ConnectParams::from_url("mysql://u@h/db?ssl-mode=preferred", 1).unwrap_err().to_string().contains("use ssl-mode=required"));
     }
 }
