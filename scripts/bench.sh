@@ -164,7 +164,7 @@ bench_mariadb() {
     read -r FILE POS < <("${MY[@]}" -N -e "SHOW MASTER STATUS" | awk '{print $1, $2}')
     # The workload file creates the procedure and calls it once.
     "${MY[@]}" <"$BENCH/my_cdc_workload.sql"
-    measure mariadb_binlog mariadb-binlog --no-defaults --read-from-remote-server -h 127.0.0.1 -P "$RIFFLE_MARIADB_PORT" -uadmin -priffle-test-pw \
+    measure mariadb_binlog mariadb-binlog --no-defaults --skip-ssl --read-from-remote-server -h 127.0.0.1 -P "$RIFFLE_MARIADB_PORT" -uadmin -priffle-test-pw \
         --start-position="$POS" --to-last-log -v --base64-output=decode-rows "$FILE"
     MY_BINLOG_S=$SECS
     report "mariadb-binlog -v decode-rows (reference)" "$SECS" "$RSS_MB"
