@@ -199,6 +199,17 @@ impl object::FileWriter for TextWriter {
     }
 }
 
+/// The position a commit records: the last event written when it is past
+/// what is committed; else the committed position again when files are
+/// waiting (events skipped as replays still close files); else nothing to do.
+pub(crate) fn commit_point(committed: Option<Position>, through: Option<Position>, pending: bool) -> Option<Position> {
+    match through {
+        Some(t) if committed.is_none_or(|c| t > c) => Some(t),
+        _ if pending => Some(committed.or(through).expect("pending files hold events with positions")),
+        _ => None,
+    }
+}
+
 /// Keeps table folder names to safe characters.
 pub(crate) fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_alphanumeric() || matches!(c, '_' | '-' | '$') { c } else { '_' }).collect()
@@ -258,15 +269,7 @@ impl Sink for DirSink {
 
     fn commit(&mut self, through: Option<Position>) -> Result<(), SinkError> {
         self.close_all()?;
-        let through = match through {
-            Some(t) if self.committed.is_none_or(|c| t > c) => t,
-            _ => {
-                if self.pending.is_empty() {
-                    return Ok(());
-                }
-                self.committed.or(through).expect("pending files hold events with positions")
-            }
-        };
+        let Some(through) = commit_point(self.committed, through, !self.pending.is_empty()) else { return Ok(()) };
         let root = &self.root;
         let relative = |p: &PathBuf| p.strip_prefix(root).map(Path::to_path_buf).unwrap_or_else(|_| p.clone());
         let renames = self.pending.drain(..).map(|(tmp, fin)| (relative(&tmp), relative(&fin))).collect();

@@ -560,15 +560,7 @@ impl Sink for ObjectSink {
     fn commit(&mut self, through: Option<Position>) -> Result<(), SinkError> {
         self.close_all()?;
         self.finish_unapplied()?;
-        let through = match through {
-            Some(t) if self.committed.is_none_or(|c| t > c) => t,
-            _ => {
-                if self.pending.is_empty() {
-                    return Ok(());
-                }
-                self.committed.or(through).expect("pending files hold events with positions")
-            }
-        };
+        let Some(through) = crate::commit_point(self.committed, through, !self.pending.is_empty()) else { return Ok(()) };
         let renames = std::mem::take(&mut self.pending);
         self.attempted = Some((through, renames.clone()));
         self.save_manifest(through, &renames)?;

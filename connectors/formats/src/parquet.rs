@@ -834,27 +834,15 @@ fn shown(v: &Value) -> String {
 /// A decimal's text as its unscaled `i128` at `scale`, if it has at most
 /// `scale` fractional digits and `precision` digits in all.
 pub fn decimal_i128(text: &str, scale: u32, precision: u8) -> Option<i128> {
-    let (neg, t) = match text.strip_prefix('-') {
-        Some(t) => (true, t),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
-    };
-    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
-    let frac = frac.trim_end_matches('0');
-    if frac.len() > scale as usize || (int.is_empty() && frac.is_empty()) {
-        return None;
-    }
+    let d = temporal::decimal_digits(text, scale)?;
     let mut v: i128 = 0;
-    for b in int.bytes().chain(frac.bytes()) {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
+    for digit in d.digits() {
+        v = v.checked_mul(10)?.checked_add(i128::from(digit))?;
     }
-    v = v.checked_mul(10_i128.checked_pow(scale - frac.len() as u32)?)?;
     if v >= 10_i128.checked_pow(u32::from(precision))? {
         return None;
     }
-    Some(if neg { -v } else { v })
+    Some(if d.negative { -v } else { v })
 }
 
 /// As [`decimal_i128`], for `Decimal256`.

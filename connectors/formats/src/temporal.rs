@@ -91,12 +91,26 @@ pub fn timestamp_micros(text: &str) -> Option<i64> {
     days.checked_mul(86_400_000_000)?.checked_add(us)
 }
 
-/// A decimal's text (`-12.34`) as its unscaled integer at `scale`
-/// (`-1234` at scale 2), as big-endian two's-complement bytes (Avro's and
-/// Parquet's decimal encoding). `None` for NaN/infinities or more
-/// fractional digits than `scale`.
-pub fn decimal_unscaled_be(text: &str, scale: u32) -> Option<Vec<u8>> {
-    let (neg, t) = match text.strip_prefix('-') {
+/// A decimal's text split for conversion to its unscaled integer at a
+/// scale: the sign and the digits, zeros appended up to the scale.
+pub struct DecimalDigits<'a> {
+    pub negative: bool,
+    int: &'a str,
+    frac: &'a str,
+    pad: usize,
+}
+
+impl DecimalDigits<'_> {
+    /// The unscaled value's decimal digits, most significant first.
+    pub fn digits(&self) -> impl Iterator<Item = u8> + '_ {
+        self.int.bytes().chain(self.frac.bytes()).map(|b| b - b'0').chain(std::iter::repeat_n(0, self.pad))
+    }
+}
+
+/// Splits `-12.34` for `scale`; `None` for NaN/infinities, anything not a
+/// decimal, or more fractional digits than `scale`.
+pub fn decimal_digits(text: &str, scale: u32) -> Option<DecimalDigits<'_>> {
+    let (negative, t) = match text.strip_prefix('-') {
         Some(t) => (true, t),
         None => (false, text.strip_prefix('+').unwrap_or(text)),
     };
@@ -108,11 +122,20 @@ pub fn decimal_unscaled_be(text: &str, scale: u32) -> Option<Vec<u8>> {
     if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
         return None;
     }
+    Some(DecimalDigits { negative, int, frac, pad: scale as usize - frac.len() })
+}
+
+/// A decimal's text (`-12.34`) as its unscaled integer at `scale`
+/// (`-1234` at scale 2), as big-endian two's-complement bytes (Avro's and
+/// Parquet's decimal encoding). `None` for NaN/infinities or more
+/// fractional digits than `scale`.
+pub fn decimal_unscaled_be(text: &str, scale: u32) -> Option<Vec<u8>> {
+    let d = decimal_digits(text, scale)?;
+    let neg = d.negative;
     // Magnitude in base 256, little-endian while building.
     let mut mag: Vec<u8> = vec![0];
-    let pad = scale as usize - frac.len();
-    for d in int.bytes().chain(frac.bytes()).map(|b| b - b'0').chain(std::iter::repeat_n(0, pad)) {
-        let mut carry = u32::from(d);
+    for digit in d.digits() {
+        let mut carry = u32::from(digit);
         for byte in mag.iter_mut() {
             let v = u32::from(*byte) * 10 + carry;
             *byte = v as u8;
