@@ -174,16 +174,16 @@ pub async fn run(args: &CheckArgs) -> Result<bool> {
         for c in checks::full_check(&client, &params, &tables, &slot, cfg.full_before_images).await? {
             all_ok &= print(&c, color);
         }
-        let store = crate::state::StateStore::new(&cfg.state_dir);
+        let store = crate::state::StateStore::new(&cfg.state_dir)?;
         if store.load(&cfg.name)?.is_some_and(|s| s.offset.is_some()) && catalog::slot_info(&client, &slot).await?.is_none() {
             all_ok &= print(
                 &Check {
                     name: "saved position".into(),
                     outcome: Err(Problem {
                         setting: format!("slot {slot}"),
-                        expected: format!("to exist: a position is saved in {}", cfg.state_dir.display()),
+                        expected: format!("to exist: a position is saved in {}", store.describe()),
                         found: "no such slot (the changes since the saved position are gone)".into(),
-                        fix: format!("take a new snapshot: remove {}", store.path(&cfg.name).display()),
+                        fix: format!("take a new snapshot: remove {}", store.location(&cfg.name)),
                     }),
                 },
                 color,

@@ -65,8 +65,9 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 
-    /// Directory holding the saved positions [default: .riffle].
-    #[arg(long, value_name = "DIR")]
+    /// Where the saved positions live: a directory, or a bucket prefix (s3://BUCKET/PREFIX, az://…,
+    /// gs://…; credentials as for sinks) so a stateless job can resume [default: .riffle].
+    #[arg(long, value_name = "DIR|URL")]
     pub state: Option<PathBuf>,
 }
 
@@ -209,8 +210,9 @@ pub struct ReplicateArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 
-    /// Directory holding the saved positions [default: .riffle].
-    #[arg(long, value_name = "DIR")]
+    /// Where the saved positions live: a directory, or a bucket prefix (s3://BUCKET/PREFIX, az://…,
+    /// gs://…; credentials as for sinks) so a stateless job can resume [default: .riffle].
+    #[arg(long, value_name = "DIR|URL")]
     pub state: Option<PathBuf>,
 
     /// Stop once caught up to this position and exit 0: `now` (the source's
@@ -229,8 +231,9 @@ pub struct ReplicateArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Directory holding the saved positions [default: .riffle].
-    #[arg(long, value_name = "DIR")]
+    /// Where the saved positions live: a directory, or a bucket prefix (s3://BUCKET/PREFIX, az://…,
+    /// gs://…; credentials as for sinks) so a stateless job can resume [default: .riffle].
+    #[arg(long, value_name = "DIR|URL")]
     pub state: Option<PathBuf>,
 
     /// Only this pipeline.

@@ -67,7 +67,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 commit_interval: args.commit_interval.as_deref(),
                 max_retries: args.max_retries,
             })?;
-            tracing::info!(pipeline = cfg.name, state = %cfg.state_dir.display(), "starting");
+            // The state URL's query may hold credentials: not logged.
+            let state = cfg.state_dir.to_string_lossy().split('?').next().unwrap_or_default().to_string();
+            tracing::info!(pipeline = cfg.name, state, "starting");
             let stop = stop_on_signals();
             let summary = pipeline::run(&cfg, pipeline::Job::Replicate { until }, cli.quiet, stop).await?;
             let offset = summary.offset.map(|o| o.to_string()).unwrap_or_else(|| "none".into());

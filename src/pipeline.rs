@@ -371,7 +371,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool>) -> Result<Summary> {
-    let store = StateStore::new(&cfg.state_dir);
+    let store = StateStore::new(&cfg.state_dir)?;
     let redacted = crate::config::redact_source_url(&cfg.source_url);
     let saved = match job {
         Job::Sync => None,
@@ -384,7 +384,7 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
                 cfg.name,
                 s.tables,
                 cfg.tables,
-                store.path(&cfg.name).display()
+                store.location(&cfg.name)
             );
         }
     }

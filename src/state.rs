@@ -1,6 +1,9 @@
 //! The embedded state store: one JSON file per pipeline in a local
 //! directory, written atomically (temporary file, fsync, rename, fsync of
-//! the directory). The saved offset never moves backwards.
+//! the directory), or one object per pipeline under a bucket prefix
+//! (`--state s3://bucket/riffle-state`; a PUT replaces an object whole), so
+//! a stateless container or CI job can resume. The saved offset never
+//! moves backwards.
 
 use anyhow::{anyhow, bail, Context, Result};
 use riffle_core::{Offset, Position};
@@ -45,48 +48,101 @@ pub struct PipelineState {
     pub updated_ms: i64,
 }
 
-pub struct StateStore {
-    dir: PathBuf,
+pub enum StateStore {
+    Dir(PathBuf),
+    /// An object-store prefix (`s3://…`, `az://…`, `gs://…`, …); credentials
+    /// as for sinks, options in the URL's query.
+    Object(riffle_files::object::Target),
 }
+
+/// `--state` values that name a bucket rather than a directory.
+const OBJECT_STATE: [&str; 9] = ["s3://", "s3a://", "az://", "azure://", "abfs://", "abfss://", "gs://", "hdfs://", "viewfs://"];
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl StateStore {
-    pub fn new(dir: &Path) -> Self {
-        StateStore { dir: dir.to_path_buf() }
+    /// A directory, or an object-store URL given where a directory goes.
+    pub fn new(dir: &Path) -> Result<Self> {
+        let text = dir.to_string_lossy();
+        if !OBJECT_STATE.iter().any(|s| text.starts_with(s)) {
+            let dir = match text.strip_prefix("file://") {
+                Some(p) => PathBuf::from(p),
+                None => dir.to_path_buf(),
+            };
+            return Ok(StateStore::Dir(dir));
+        }
+        let (base, query) = text.split_once('?').unwrap_or((&text, ""));
+        let options: Vec<(String, String)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, "true"));
+                (riffle_core::url::percent_decode(k), riffle_core::url::percent_decode(v))
+            })
+            .collect();
+        let target = riffle_files::object::open_target(base, &options).map_err(|e| anyhow!("--state: {e}"))?;
+        Ok(StateStore::Object(target))
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.json"))
-    }
-
-    pub fn load(&self, name: &str) -> Result<Option<PipelineState>> {
-        let path = self.path(name);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| anyhow!("state file {} is not valid ({e}); restore it, or remove it to take a new snapshot", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading state file {}", path.display())),
+    /// Where pipeline `name`'s state lives, for messages.
+    pub fn location(&self, name: &str) -> String {
+        match self {
+            StateStore::Dir(dir) => self::dir_path(dir, name).display().to_string(),
+            StateStore::Object(t) => format!("{}/{name}.json", t.shown.trim_end_matches('/')),
         }
     }
 
-    /// Every pipeline's state in the directory, sorted by name.
-    pub fn list(&self) -> Result<Vec<PipelineState>> {
-        let mut all = Vec::new();
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(all),
-            Err(e) => return Err(e).with_context(|| format!("reading state directory {}", self.dir.display())),
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(stem) = name.strip_suffix(".json") {
-                if let Some(s) = self.load(stem)? {
-                    all.push(s);
+    /// Where the states live, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            StateStore::Dir(dir) => dir.display().to_string(),
+            StateStore::Object(t) => t.shown.clone(),
+        }
+    }
+
+    pub fn load(&self, name: &str) -> Result<Option<PipelineState>> {
+        let bytes = match self {
+            StateStore::Dir(dir) => {
+                let path = dir_path(dir, name);
+                match fs::read(&path) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e).with_context(|| format!("reading state file {}", path.display())),
                 }
+            }
+            StateStore::Object(t) => match t.get(&format!("{name}.json")).map_err(|e| anyhow!("reading state: {}", e.message))? {
+                Some(b) => b,
+                None => return Ok(None),
+            },
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| anyhow!("state {} is not valid ({e}); restore it, or remove it to take a new snapshot", self.location(name)))
+    }
+
+    /// Every pipeline's state, sorted by name.
+    pub fn list(&self) -> Result<Vec<PipelineState>> {
+        let names: Vec<String> = match self {
+            StateStore::Dir(dir) => match fs::read_dir(dir) {
+                Ok(entries) => {
+                    entries.flatten().filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string)).collect()
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e).with_context(|| format!("reading state directory {}", dir.display())),
+            },
+            StateStore::Object(t) => t
+                .list_names()
+                .map_err(|e| anyhow!("listing states: {}", e.message))?
+                .into_iter()
+                .filter_map(|n| n.strip_suffix(".json").filter(|s| !s.contains('/')).map(str::to_string))
+                .collect(),
+        };
+        let mut all = Vec::new();
+        for stem in names {
+            if let Some(s) = self.load(&stem)? {
+                all.push(s);
             }
         }
         all.sort_by(|a, b| a.name.cmp(&b.name));
@@ -100,19 +156,29 @@ impl StateStore {
                 bail!("refusing to move pipeline {}'s saved offset back from {old} to {new}; this is a bug in riffle", state.name);
             }
         }
-        fs::create_dir_all(&self.dir).with_context(|| format!("creating state directory {}", self.dir.display()))?;
-        let path = self.path(&state.name);
-        let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(state)?;
+        let dir = match self {
+            StateStore::Dir(dir) => dir,
+            StateStore::Object(t) => {
+                return t.put(&format!("{}.json", state.name), bytes).map_err(|e| anyhow!("saving state: {}", e.message));
+            }
+        };
+        fs::create_dir_all(dir).with_context(|| format!("creating state directory {}", dir.display()))?;
+        let path = dir_path(dir, &state.name);
+        let tmp = path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
-            fs::File::open(&self.dir)?.sync_all()
+            fs::File::open(dir)?.sync_all()
         };
         write().with_context(|| format!("saving state to {}", path.display()))
     }
+}
+
+fn dir_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.json"))
 }
 
 #[cfg(test)]
@@ -139,12 +205,12 @@ mod tests {
     #[test]
     fn saves_atomically_and_never_moves_back() {
         let dir = std::env::temp_dir().join(format!("riffle-state-test-{}", std::process::id()));
-        let store = StateStore::new(&dir);
+        let store = StateStore::new(&dir).unwrap();
         store.save(&state(200)).unwrap();
         assert_eq!(store.load("p").unwrap().unwrap().offset, Some(Offset::Postgres { lsn: Lsn(200) }));
         assert!(store.save(&state(100)).is_err());
         assert_eq!(store.load("p").unwrap().unwrap().offset, Some(Offset::Postgres { lsn: Lsn(200) }));
-        assert!(!store.path("p").with_extension("json.tmp").exists());
+        assert!(!dir_path(&dir, "p").with_extension("json.tmp").exists());
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -18,7 +18,7 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from(".riffle"));
     let name = args.name.clone().or_else(|| file.as_ref().and_then(|f| f.name.clone()));
     let source = args.source.clone().or_else(|| file.as_ref().and_then(|f| f.source.as_ref().and_then(|s| s.url.clone())));
-    let store = StateStore::new(&dir);
+    let store = StateStore::new(&dir)?;
     let mut states = store.list()?;
     if let Some(n) = &name {
         states.retain(|s| &s.name == n);

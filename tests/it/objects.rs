@@ -535,3 +535,32 @@ async fn postgres_to_hdfs_parquet_when_a_cluster_is_given() {
     let price = batches[0].column_by_name("price").unwrap().as_primitive::<Decimal128Type>();
     assert_eq!((price.value(0), price.value(1)), (125, -250));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_in_a_bucket_lets_a_stateless_job_resume() {
+    let _gate = S3_GATE.read().await;
+    let db = "it_obj_state";
+    let client = fresh_db(db).await;
+    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)").await.unwrap();
+    let root = unique("state");
+    let state = s3_url(&format!("{root}/state"));
+    let sink = s3_url(&format!("{root}/out"));
+    let url = db_url(db);
+    let args: Vec<String> =
+        ["replicate", "--source", &url, "--tables", "public.t", "--sink", &sink, "--name", &root, "--state", &state, "--until", "now"]
+            .map(String::from)
+            .to_vec();
+    // Two runs with nothing on the local disk in between: the second resumes.
+    run_with_env(&args, &s3_env());
+    client.batch_execute("INSERT INTO t VALUES (3)").await.unwrap();
+    run_with_env(&args, &s3_env());
+    let events = committed_events(&s3_store(), &format!("{root}/out"), "public.t").await;
+    let ops: Vec<&str> = events.iter().map(|e| e["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["r", "r", "c"], "the second run streamed only the change");
+    let saved = objects(&s3_store(), &format!("{root}/state")).await;
+    assert_eq!(saved.len(), 1);
+    assert!(saved[0].0.ends_with(&format!("{root}.json")));
+    let out = riffle_cmd(&["status", "--state", &state]).envs(s3_env().iter().map(|(k, v)| (k.as_str(), v.as_str()))).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && text.contains(&root) && text.contains("events          3"), "{text}{}", stderr(&out));
+}

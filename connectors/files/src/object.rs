@@ -251,6 +251,35 @@ impl Target {
         ObjPath::from(s)
     }
 
+    /// The object at `rel` under the root, if there is one.
+    pub fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, SinkError> {
+        let key = self.key(rel);
+        block_on(async {
+            match self.store.get(&key).await {
+                Ok(r) => r.bytes().await.map(|b| Some(b.to_vec())).map_err(|e| object_error(&format!("reading {key}"), &self.shown, e)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(object_error(&format!("reading {key}"), &self.shown, e)),
+            }
+        })
+    }
+
+    /// Writes `rel` under the root (whole, or not at all).
+    pub fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<(), SinkError> {
+        let key = self.key(rel);
+        block_on(self.store.put(&key, PutPayload::from(bytes)))
+            .map(|_| ())
+            .map_err(|e| object_error(&format!("writing {key}"), &self.shown, e))
+    }
+
+    /// The names of the objects directly under the root.
+    pub fn list_names(&self) -> Result<Vec<String>, SinkError> {
+        let root = self.root.clone();
+        block_on(async {
+            let listed = self.store.list_with_delimiter(Some(&root)).await.map_err(|e| object_error("listing", &self.shown, e))?;
+            Ok(listed.objects.into_iter().filter_map(|m| m.location.filename().map(str::to_string)).collect())
+        })
+    }
+
     /// Writes, reads back the size of, and deletes a probe object: the
     /// bucket exists and riffle may write and delete there.
     pub fn probe(&self) -> Result<String, SinkError> {
