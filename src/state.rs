@@ -55,9 +55,6 @@ pub enum StateStore {
     Object(riffle_files::object::Target),
 }
 
-/// `--state` values that name a bucket rather than a directory.
-const OBJECT_STATE: [&str; 9] = ["s3://", "s3a://", "az://", "azure://", "abfs://", "abfss://", "gs://", "hdfs://", "viewfs://"];
-
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -66,13 +63,15 @@ impl StateStore {
     /// A directory, or an object-store URL given where a directory goes.
     pub fn new(dir: &Path) -> Result<Self> {
         let text = dir.to_string_lossy();
-        if !OBJECT_STATE.iter().any(|s| text.starts_with(s)) {
-            let dir = match text.strip_prefix("file://") {
-                Some(p) => PathBuf::from(p),
-                None => dir.to_path_buf(),
-            };
-            return Ok(StateStore::Dir(dir));
+        // Any other scheme is a store (an unknown one is refused there),
+        // never a local directory named like a URL.
+        if let Some(p) = text.strip_prefix("file://") {
+            return Ok(StateStore::Dir(PathBuf::from(p)));
         }
+        if !text.contains("://") {
+            return Ok(StateStore::Dir(dir.to_path_buf()));
+        }
+        let text = text.replacen("gcs://", "gs://", 1).replacen("azure://", "az://", 1);
         let (base, query) = text.split_once('?').unwrap_or((&text, ""));
         let options: Vec<(String, String)> = query
             .split('&')
@@ -151,7 +150,8 @@ impl StateStore {
 
     /// Saves `state`, refusing to move the offset backwards.
     pub fn save(&self, state: &PipelineState) -> Result<()> {
-        if let (Some(new), Some(Some(old))) = (state.offset.clone(), self.load(&state.name).ok().flatten().map(|s| s.offset)) {
+        // A state that cannot be read stops the save: the check below must not be skipped.
+        if let (Some(new), Some(Some(old))) = (state.offset.clone(), self.load(&state.name)?.map(|s| s.offset)) {
             if new.is_before(&old) && state.snapshot == SnapshotState::Done {
                 bail!("refusing to move pipeline {}'s saved offset back from {old} to {new}; this is a bug in riffle", state.name);
             }

@@ -44,7 +44,7 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
             };
             rows.push((s, info));
         }
-        return print_rows(args, &dir, rows);
+        return print_rows(args, &store, rows);
     }
     let client = match &source {
         Some(url) => {
@@ -69,17 +69,17 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
         }
         rows.push((s, slot));
     }
-    print_rows(args, &dir, rows)
+    print_rows(args, &store, rows)
 }
 
-fn print_rows(args: &StatusArgs, dir: &std::path::Path, rows: Vec<(&PipelineState, serde_json::Value)>) -> Result<()> {
+fn print_rows(args: &StatusArgs, store: &StateStore, rows: Vec<(&PipelineState, serde_json::Value)>) -> Result<()> {
     if args.json {
         let out: Vec<serde_json::Value> = rows.iter().map(|(s, slot)| json_row(s, slot)).collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no pipelines in {}", dir.display());
+        println!("no pipelines in {}", store.describe());
         return Ok(());
     }
     for (s, slot) in rows {

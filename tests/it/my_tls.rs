@@ -33,7 +33,7 @@ async fn snapshot_and_binlog_over_tls_and_clear_errors_when_tls_does_not_fit() {
     assert_eq!(ops, ["r", "r", "c"], "snapshot and binlog, both over TLS");
     assert_eq!(events[2]["after"]["v"], "c");
 
-    for q in [format!("ssl-mode=verify_ca&ssl-ca={ca}"), "ssl-mode=required".to_string()] {
+    for q in ["ssl-mode=required".to_string(), format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}")] {
         let out = riffle(&["check", "--source", &tls_url(db, &q), "--tables", &table, "--sink", out.to_str().unwrap()]);
         assert!(out.status.success(), "{q}: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     }
@@ -48,6 +48,7 @@ async fn snapshot_and_binlog_over_tls_and_clear_errors_when_tls_does_not_fit() {
     fails(&tls_url(db, "ssl-mode=disabled"), "REQUIREs SSL");
     fails(&tls_url(db, &format!("ssl-mode=verify_identity&ssl-ca={}", env("RIFFLE_TEST_OTHER_CA"))), "TLS failed");
     fails(&tls_url(db, "ssl-mode=preferred"), "use ssl-mode=required");
+    fails(&tls_url(db, &format!("ssl-mode=verify_ca&ssl-ca={ca}")), "use verify_identity");
     // A server without TLS, and TLS required.
     let nocdc = env("RIFFLE_TEST_MARIADB_NOCDC_URL");
     let out = riffle(&["sync", "--source", &format!("{nocdc}?ssl-mode=required"), "--tables", "mysql.db", "--sink", "-"]);

@@ -28,8 +28,6 @@ pub enum MySslMode {
     Disabled,
     /// TLS, the certificate not checked.
     Required,
-    /// TLS, the certificate signed by `ssl-ca`.
-    VerifyCa,
     /// As `VerifyCa`, and the certificate names the host.
     VerifyIdentity,
 }
@@ -74,7 +72,11 @@ impl ConnectParams {
                     ssl_mode = match v.to_ascii_lowercase().replace('-', "_").as_str() {
                         "disabled" | "disable" => MySslMode::Disabled,
                         "required" | "require" => MySslMode::Required,
-                        "verify_ca" => MySslMode::VerifyCa,
+                        "verify_ca" => {
+                            return Err(bad("ssl-mode=verify_ca is not supported: the MySQL driver riffle uses cannot skip only the \
+                                            host-name check; use verify_identity with ssl-ca (the certificate must name the host), \
+                                            or required"))
+                        }
                         "verify_identity" | "verify_full" => MySslMode::VerifyIdentity,
                         "preferred" | "prefer" => {
                             return Err(bad("ssl-mode=preferred is not supported (the driver cannot fall back to plain text): \
@@ -92,7 +94,7 @@ impl ConnectParams {
                 other => return Err(bad(&format!("unknown parameter {other:?} (known: server_id, connect_timeout, ssl-mode, ssl-ca)"))),
             }
         }
-        if matches!(ssl_mode, MySslMode::VerifyCa | MySslMode::VerifyIdentity) {
+        if ssl_mode == MySslMode::VerifyIdentity {
             match &ssl_ca {
                 Some(p) if !p.is_file() => return Err(bad(&format!("ssl-ca={}: no such file", p.display()))),
                 _ => {}
@@ -126,8 +128,11 @@ impl ConnectParams {
         match self.ssl_mode {
             MySslMode::Disabled => None,
             MySslMode::Required => Some(mysql_async::SslOpts::default().with_danger_accept_invalid_certs(true)),
-            MySslMode::VerifyCa => Some(mysql_async::SslOpts::default().with_root_certs(roots()).with_danger_skip_domain_validation(true)),
-            MySslMode::VerifyIdentity => Some(mysql_async::SslOpts::default().with_root_certs(roots())),
+            // With ssl-ca, only that CA is trusted (not the public web roots
+            // too); without it, the public roots are.
+            MySslMode::VerifyIdentity => {
+                Some(mysql_async::SslOpts::default().with_root_certs(roots()).with_disable_built_in_roots(self.ssl_ca.is_some()))
+            }
         }
     }
 
@@ -226,5 +231,6 @@ mod tests {
         let p = ConnectParams::from_url("mysql://u@h/db?ssl-mode=REQUIRED", 1).unwrap();
         assert_eq!(p.ssl_mode, MySslMode::Required);
         assert!(ConnectParams::from_url("mysql://u@h/db?ssl-mode=preferred", 1).unwrap_err().to_string().contains("use ssl-mode=required"));
+        assert!(ConnectParams::from_url("mysql://u@h/db?ssl-mode=verify_ca", 1).unwrap_err().to_string().contains("use verify_identity"));
     }
 }

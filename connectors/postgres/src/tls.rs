@@ -2,7 +2,8 @@
 //!
 //! - `disable`: never; `prefer` (the default, as libpq): TLS when the server
 //!   offers it, without checking its certificate;
-//! - `require`: TLS or fail, without checking the certificate;
+//! - `require`: TLS or fail, without checking the certificate (with an
+//!   `sslrootcert` given, the chain is checked, as libpq does);
 //! - `verify-ca`: TLS, the certificate signed by a CA in `sslrootcert`;
 //! - `verify-full`: as `verify-ca`, and the certificate names the host.
 //!
@@ -60,6 +61,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// The client configuration for `mode`, reading `root_cert` (or libpq's
 /// default file) for the verifying modes.
 pub fn client_config(mode: SslMode, root_cert: Option<&PathBuf>) -> Result<Arc<rustls::ClientConfig>, SourceError> {
+    // As libpq: `require` with a CA given checks the chain as `verify-ca`.
+    let mode = if mode == SslMode::Require && root_cert.is_some() { SslMode::VerifyCa } else { mode };
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| SourceError::definite(format!("TLS setup: {e}")))?;

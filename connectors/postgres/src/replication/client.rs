@@ -52,10 +52,17 @@ impl ReplicationClient {
             .map_err(|_| SourceError::transient(format!("connecting to postgres at {addr}: timed out after {:?}", params.connect_timeout)))?
             .map_err(|e| io_err(&format!("connecting to postgres at {addr}"), e))?;
         stream.set_nodelay(true).ok();
-        let stream = Self::negotiate_tls(stream, params).await?;
-        let mut client = ReplicationClient { stream, read_buf: BytesMut::with_capacity(1 << 16), write_buf: BytesMut::new() };
-        client.startup(params).await?;
-        Ok(client)
+        // TLS and login within the connect timeout too: a server that
+        // stalls mid-handshake must not hang riffle.
+        let login = async {
+            let stream = Self::negotiate_tls(stream, params).await?;
+            let mut client = ReplicationClient { stream, read_buf: BytesMut::with_capacity(1 << 16), write_buf: BytesMut::new() };
+            client.startup(params).await?;
+            Ok::<_, SourceError>(client)
+        };
+        tokio::time::timeout(params.connect_timeout, login).await.map_err(|_| {
+            SourceError::transient(format!("postgres at {addr}: no answer to the TLS request or login within {:?}", params.connect_timeout))
+        })?
     }
 
     /// `SSLRequest`, then the TLS handshake when the server agrees (and
