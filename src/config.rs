@@ -282,12 +282,10 @@ fn parse_sink(url: &str, encoder: Encoder, field: &str) -> Result<SinkConfig> {
         let opts = KafkaOptions::from_url(url, "").map_err(|e| anyhow!("{field}: {e}"))?;
         SinkTarget::Kafka(Box::new(opts))
     } else if url.split_once("://").is_some_and(|(scheme, _)| OBJECT_SCHEMES.contains(&scheme)) {
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let base = base.replacen("gcs://", "gs://", 1).replacen("azure://", "az://", 1);
+        let (base, options) = riffle_files::object::split_url(url);
         let mut opts = ObjectOptions { url: base, store: Vec::new(), partitioning: Partitioning::None, compression: None };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
-            opts.set(&riffle_core::url::percent_decode(k), &riffle_core::url::percent_decode(v)).map_err(|e| anyhow!("{field}: {e}"))?;
+        for (k, v) in options {
+            opts.set(&k, &v).map_err(|e| anyhow!("{field}: {e}"))?;
         }
         SinkTarget::Object(Box::new(opts))
     } else if let Some((scheme, _)) = url.split_once("://") {

@@ -71,17 +71,8 @@ impl StateStore {
         if !text.contains("://") {
             return Ok(StateStore::Dir(dir.to_path_buf()));
         }
-        let text = text.replacen("gcs://", "gs://", 1).replacen("azure://", "az://", 1);
-        let (base, query) = text.split_once('?').unwrap_or((&text, ""));
-        let options: Vec<(String, String)> = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, "true"));
-                (riffle_core::url::percent_decode(k), riffle_core::url::percent_decode(v))
-            })
-            .collect();
-        let target = riffle_files::object::open_target(base, &options).map_err(|e| anyhow!("--state: {e}"))?;
+        let (base, options) = riffle_files::object::split_url(&text);
+        let target = riffle_files::object::open_target(&base, &options).map_err(|e| anyhow!("--state: {e}"))?;
         Ok(StateStore::Object(target))
     }
 

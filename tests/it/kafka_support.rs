@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 pub fn brokers() -> String {
-    std::env::var("RIFFLE_TEST_KAFKA_BROKERS").expect("RIFFLE_TEST_KAFKA_BROKERS is not set: run the suite with scripts/test.sh")
+    crate::support::test_env("RIFFLE_TEST_KAFKA_BROKERS")
 }
 
 /// A name unique to this run, so topics of earlier runs on the same broker
@@ -123,7 +123,7 @@ impl PrivateBroker {
     }
 
     pub fn restart(&mut self) {
-        let bin = std::env::var("RIFFLE_TEST_TANSU_BIN").expect("RIFFLE_TEST_TANSU_BIN: run scripts/test.sh");
+        let bin = crate::support::test_env("RIFFLE_TEST_TANSU_BIN");
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(bin)
             .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])

@@ -5,14 +5,10 @@
 use crate::support::*;
 use mysql_async::prelude::Queryable;
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the suite with scripts/test.sh"))
-}
-
 fn tls_url(db: &str, query: &str) -> String {
     let url = my_url(db);
     let (_, rest) = url.split_once("://riffle:").unwrap();
-    format!("mariadb://{}:{rest}?{query}", env("RIFFLE_TEST_MARIADB_TLS_USER"))
+    format!("mariadb://{}:{rest}?{query}", test_env("RIFFLE_TEST_MARIADB_TLS_USER"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -20,7 +16,7 @@ async fn snapshot_and_binlog_over_tls_and_clear_errors_when_tls_does_not_fit() {
     let db = "it_my_tls";
     let mut conn = my_fresh_db(db).await;
     conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO t VALUES (1, 'a'), (2, 'b')").await.unwrap();
-    let ca = env("RIFFLE_TEST_TLS_CA");
+    let ca = test_env("RIFFLE_TEST_TLS_CA");
     let (out, state) = (temp_dir("my-tls-out"), temp_dir("my-tls-state"));
     let table = format!("{db}.t");
 
@@ -46,11 +42,11 @@ async fn snapshot_and_binlog_over_tls_and_clear_errors_when_tls_does_not_fit() {
         assert!(!err.contains("riffle-test-pw"), "passwords are never shown: {err}");
     };
     fails(&tls_url(db, "ssl-mode=disabled"), "REQUIREs SSL");
-    fails(&tls_url(db, &format!("ssl-mode=verify_identity&ssl-ca={}", env("RIFFLE_TEST_OTHER_CA"))), "TLS failed");
+    fails(&tls_url(db, &format!("ssl-mode=verify_identity&ssl-ca={}", test_env("RIFFLE_TEST_OTHER_CA"))), "TLS failed");
     fails(&tls_url(db, "ssl-mode=preferred"), "use ssl-mode=required");
     fails(&tls_url(db, &format!("ssl-mode=verify_ca&ssl-ca={ca}")), "use verify_identity");
     // A server without TLS, and TLS required.
-    let nocdc = env("RIFFLE_TEST_MARIADB_NOCDC_URL");
+    let nocdc = test_env("RIFFLE_TEST_MARIADB_NOCDC_URL");
     let out = riffle(&["sync", "--source", &format!("{nocdc}?ssl-mode=required"), "--tables", "mysql.db", "--sink", "-"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("server does not have this capability"), "{}", stderr(&out));

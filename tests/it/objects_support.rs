@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+use crate::support::test_env;
 use futures_util::TryStreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -14,21 +15,17 @@ use std::sync::Arc;
 /// use S3 take it for reading, so an outage never hits them.
 pub static S3_GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the suite with scripts/test.sh"))
-}
-
 pub fn s3_bucket() -> String {
-    env("RIFFLE_TEST_S3_BUCKET")
+    test_env("RIFFLE_TEST_S3_BUCKET")
 }
 
 /// The variables riffle reads for S3, as AWS tools do.
 pub fn s3_env() -> Vec<(String, String)> {
     vec![
-        ("AWS_ACCESS_KEY_ID".into(), env("RIFFLE_TEST_S3_ACCESS_KEY")),
-        ("AWS_SECRET_ACCESS_KEY".into(), env("RIFFLE_TEST_S3_SECRET_KEY")),
-        ("AWS_REGION".into(), env("RIFFLE_TEST_S3_REGION")),
-        ("AWS_ENDPOINT_URL".into(), env("RIFFLE_TEST_S3_ENDPOINT")),
+        ("AWS_ACCESS_KEY_ID".into(), test_env("RIFFLE_TEST_S3_ACCESS_KEY")),
+        ("AWS_SECRET_ACCESS_KEY".into(), test_env("RIFFLE_TEST_S3_SECRET_KEY")),
+        ("AWS_REGION".into(), test_env("RIFFLE_TEST_S3_REGION")),
+        ("AWS_ENDPOINT_URL".into(), test_env("RIFFLE_TEST_S3_ENDPOINT")),
     ]
 }
 
@@ -41,11 +38,11 @@ pub fn s3_store() -> Arc<dyn ObjectStore> {
     Arc::new(
         object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(s3_bucket())
-            .with_endpoint(env("RIFFLE_TEST_S3_ENDPOINT"))
+            .with_endpoint(test_env("RIFFLE_TEST_S3_ENDPOINT"))
             .with_allow_http(true)
-            .with_region(env("RIFFLE_TEST_S3_REGION"))
-            .with_access_key_id(env("RIFFLE_TEST_S3_ACCESS_KEY"))
-            .with_secret_access_key(env("RIFFLE_TEST_S3_SECRET_KEY"))
+            .with_region(test_env("RIFFLE_TEST_S3_REGION"))
+            .with_access_key_id(test_env("RIFFLE_TEST_S3_ACCESS_KEY"))
+            .with_secret_access_key(test_env("RIFFLE_TEST_S3_SECRET_KEY"))
             .build()
             .unwrap(),
     )
@@ -62,20 +59,20 @@ fn pct(s: &str) -> String {
 pub fn azure_url(prefix: &str) -> String {
     format!(
         "az://{}/{prefix}?endpoint={}&account_name={}&access_key={}",
-        env("RIFFLE_TEST_AZURE_CONTAINER"),
-        pct(&env("RIFFLE_TEST_AZURE_ENDPOINT")),
-        env("RIFFLE_TEST_AZURE_ACCOUNT"),
-        pct(&env("RIFFLE_TEST_AZURE_KEY"))
+        test_env("RIFFLE_TEST_AZURE_CONTAINER"),
+        pct(&test_env("RIFFLE_TEST_AZURE_ENDPOINT")),
+        test_env("RIFFLE_TEST_AZURE_ACCOUNT"),
+        pct(&test_env("RIFFLE_TEST_AZURE_KEY"))
     )
 }
 
 pub fn azure_store() -> Arc<dyn ObjectStore> {
     Arc::new(
         object_store::azure::MicrosoftAzureBuilder::new()
-            .with_account(env("RIFFLE_TEST_AZURE_ACCOUNT"))
-            .with_access_key(env("RIFFLE_TEST_AZURE_KEY"))
-            .with_container_name(env("RIFFLE_TEST_AZURE_CONTAINER"))
-            .with_endpoint(env("RIFFLE_TEST_AZURE_ENDPOINT"))
+            .with_account(test_env("RIFFLE_TEST_AZURE_ACCOUNT"))
+            .with_access_key(test_env("RIFFLE_TEST_AZURE_KEY"))
+            .with_container_name(test_env("RIFFLE_TEST_AZURE_CONTAINER"))
+            .with_endpoint(test_env("RIFFLE_TEST_AZURE_ENDPOINT"))
             .with_allow_http(true)
             .build()
             .unwrap(),

@@ -5,15 +5,11 @@
 
 use crate::support::*;
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the suite with scripts/test.sh"))
-}
-
 /// The database URL as the TLS-only user, with `query`.
 fn tls_url(db: &str, query: &str) -> String {
     let url = db_url(db);
     let (_, rest) = url.split_once("://postgres:").unwrap();
-    format!("postgres://{}:{rest}?{query}", env("RIFFLE_TEST_PG_TLS_USER"))
+    format!("postgres://{}:{rest}?{query}", test_env("RIFFLE_TEST_PG_TLS_USER"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -21,7 +17,7 @@ async fn snapshot_and_stream_over_tls_and_clear_errors_when_tls_does_not_fit() {
     let db = "it_tls";
     let client = fresh_db(db).await;
     client.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b')").await.unwrap();
-    let ca = env("RIFFLE_TEST_TLS_CA");
+    let ca = test_env("RIFFLE_TEST_TLS_CA");
     let (out, state) = (temp_dir("tls-out"), temp_dir("tls-state"));
 
     // verify-full: the certificate is signed by the CA and names 127.0.0.1.
@@ -50,7 +46,7 @@ async fn snapshot_and_stream_over_tls_and_clear_errors_when_tls_does_not_fit() {
     // Without TLS the server refuses this user, and riffle says what to do.
     fails(&tls_url(db, "sslmode=disable"), "only over TLS");
     // A certificate from another CA is refused: definite, with the fix.
-    fails(&tls_url(db, &format!("sslmode=verify-full&sslrootcert={}", env("RIFFLE_TEST_OTHER_CA"))), "certificate was not accepted");
+    fails(&tls_url(db, &format!("sslmode=verify-full&sslrootcert={}", test_env("RIFFLE_TEST_OTHER_CA"))), "certificate was not accepted");
     // No CA file for a verifying mode.
     fails(&tls_url(db, "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"), "cannot read the CA certificate");
     // A server without TLS, and TLS required.

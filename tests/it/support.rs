@@ -8,6 +8,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tokio_postgres::{Client, NoTls};
 
+/// A variable `scripts/servers.sh` exports for the tests.
+pub fn test_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the suite with scripts/test.sh"))
+}
+
 /// The admin URL of the test server, from `scripts/servers.sh`.
 pub fn admin_url() -> String {
     std::env::var("RIFFLE_TEST_PG_URL").expect(

@@ -30,3 +30,14 @@ pub use schema::{Column, DataType, TableId, TableSchema};
 pub use sink::Sink;
 pub use source::{Source, SourceItem};
 pub use value::Value;
+
+/// Runs a future to completion from synchronous code such as the sink
+/// methods, which the pipeline calls where blocking is allowed
+/// (`block_in_place` on the multi-threaded runtime); without a runtime, on
+/// a current-thread one made for the call.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => tokio::task::block_in_place(|| h.block_on(f)),
+        Err(_) => tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime").block_on(f),
+    }
+}

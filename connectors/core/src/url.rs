@@ -19,6 +19,19 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A URL's query (`a=1&b=x%20y&flag`) as decoded pairs; a key without `=`
+/// means `true`.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, "true"));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
 /// The URL with its password replaced, for messages, logs and state files.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {

@@ -30,8 +30,7 @@ use crate::manifest::Manifest;
 use crate::RollPolicy;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use riffle_core::{ChangeEvent, Position, Sink, SinkError, TableSchema};
-use std::future::Future;
+use riffle_core::{block_on, ChangeEvent, Position, Sink, SinkError, TableSchema};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
@@ -110,11 +109,13 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => tokio::task::block_in_place(|| h.block_on(f)),
-        Err(_) => tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime").block_on(f),
-    }
+/// A store URL as given (`gcs://…?endpoint=…`): the URL without its query,
+/// with the scheme aliases spelled as object_store knows them, and the
+/// query's options.
+pub fn split_url(url: &str) -> (String, Vec<(String, String)>) {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = base.replacen("gcs://", "gs://", 1).replacen("azure://", "az://", 1);
+    (base, riffle_core::url::query_pairs(query))
 }
 
 /// An object store and the prefix riffle writes under, from a sink URL.

@@ -30,7 +30,6 @@ use registry::Registry;
 use riffle_core::{ChangeEvent, Op, Position, Sink, SinkError, TableId, TableSchema};
 use riffle_formats::{avro, jsonl};
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -144,9 +143,8 @@ impl KafkaOptions {
             ));
         }
         let mut opts = KafkaOptions::new(hosts, pipeline);
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
-            opts.set(&riffle_core::url::percent_decode(k), &riffle_core::url::percent_decode(v))?;
+        for (k, v) in riffle_core::url::query_pairs(query) {
+            opts.set(&k, &v)?;
         }
         Ok(opts)
     }
@@ -204,15 +202,6 @@ pub fn legal_topic(name: &str) -> String {
     let mut s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
     s.truncate(249);
     s
-}
-
-/// Runs a future from the sink's synchronous methods (which the pipeline
-/// calls on a blocking-capable thread).
-pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => tokio::task::block_in_place(|| h.block_on(f)),
-        Err(_) => tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime").block_on(f),
-    }
 }
 
 /// The first delivery failure since the last commit or abort.
@@ -378,7 +367,7 @@ impl KafkaSink {
                 new = new.set(k, v);
             }
             let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-            let results = block_on(self.admin.create_topics([&new], &opts))
+            let results = riffle_core::block_on(self.admin.create_topics([&new], &opts))
                 .map_err(|e| kafka_error(&format!("creating topic {topic}"), &brokers, &e))?;
             for r in results {
                 match r {

@@ -67,7 +67,7 @@ impl Registry {
         let path = format!("subjects/{}/versions", encode_segment(subject));
         let req = self.request(reqwest::Method::POST, &path).header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE).body(body);
         let where_ = self.describe();
-        let (status, text) = crate::block_on(async move {
+        let (status, text) = riffle_core::block_on(async move {
             let resp = req.send().await?;
             let status = resp.status();
             Ok::<_, reqwest::Error>((status, resp.text().await?))
@@ -107,7 +107,7 @@ impl Registry {
     /// Reads `GET /subjects`: the registry answers and accepts the credentials.
     pub fn ping(&self) -> Result<(), String> {
         let req = self.request(reqwest::Method::GET, "subjects");
-        let (status, text) = crate::block_on(async move {
+        let (status, text) = riffle_core::block_on(async move {
             let resp = req.send().await?;
             let status = resp.status();
             Ok::<_, reqwest::Error>((status, resp.text().await?))

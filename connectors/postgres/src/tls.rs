@@ -67,9 +67,10 @@ pub fn client_config(mode: SslMode, root_cert: Option<&PathBuf>) -> Result<Arc<r
         .with_safe_default_protocol_versions()
         .map_err(|e| SourceError::definite(format!("TLS setup: {e}")))?;
     let config = match mode {
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider()))).with_no_client_auth()
-        }
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Lenient { provider: provider(), chain: None }))
+            .with_no_client_auth(),
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let path = match root_cert {
                 Some(p) => p.clone(),
@@ -91,7 +92,8 @@ pub fn client_config(mode: SslMode, root_cert: Option<&PathBuf>) -> Result<Arc<r
             let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
                 .map_err(|e| SourceError::definite(format!("sslrootcert {}: {e}", path.display())))?;
-            let verifier: Arc<dyn ServerCertVerifier> = if mode == SslMode::VerifyCa { Arc::new(ChainOnly(webpki)) } else { webpki };
+            let verifier: Arc<dyn ServerCertVerifier> =
+                if mode == SslMode::VerifyCa { Arc::new(Lenient { provider: provider(), chain: Some(webpki) }) } else { webpki };
             builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
         }
     };
@@ -103,50 +105,17 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, SourceError> {
     ServerName::try_from(host.to_string()).map_err(|e| SourceError::definite(format!("TLS: {host:?} is not a valid server name ({e})")))
 }
 
-/// `require` and `prefer`: encryption without checking who answers (as libpq).
+/// The modes that check less than `verify-full`: `require` and `prefer`
+/// (`chain` is `None`: encryption without checking who answers, as libpq),
+/// and `verify-ca` (the chain must lead to a trusted CA; the name is not
+/// checked). Handshake signatures are always verified.
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Lenient {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
 }
 
-/// `verify-ca`: the chain must lead to a trusted CA; the name is not checked.
-#[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -155,7 +124,8 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
             | Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext { .. })) => {
                 Ok(ServerCertVerified::assertion())
@@ -170,7 +140,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -179,10 +149,10 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
