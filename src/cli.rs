@@ -10,8 +10,9 @@ use std::path::PathBuf;
     version,
     about = "Change-data-capture replication: a consistent snapshot, then every change with its before and after image",
     long_about = "riffle copies tables from PostgreSQL, MySQL or MariaDB in one consistent snapshot, then streams every insert, \
-update, delete and truncate from logical replication or the binlog, to local files (CSV or JSON lines), Kafka (Debezium-compatible \
-JSON, or Avro with a schema registry) or standard output.\n\n\
+update, delete and truncate from logical replication or the binlog, with before and after images, to files (CSV, JSON lines, \
+Avro or Parquet) on local disk, S3, Azure Blob / ADLS Gen2, GCS or HDFS, to Kafka (Debezium-compatible JSON, or Avro with a \
+schema registry), or to standard output. It resumes after a crash or a restart without losing or duplicating a change.\n\n\
 Exit codes: 0 done (also after SIGINT/SIGTERM, once the position is saved); 1 a definite error (bad configuration, \
 missing privilege, server not set up for CDC, retries exhausted); 2 bad usage.",
     after_help = "Examples:\n  \

@@ -13,9 +13,20 @@
 //! exclude = ["public.audit_*"]
 //!
 //! [[sinks]]
-//! url = "file:///data/cdc"            # or a path, or "-" for stdout
-//! format = "jsonl"                    # csv | jsonl
-//! metadata = true                     # CSV: the __ metadata columns
+//! url = "file:///data/cdc"            # or a path, "-" for stdout, s3://, az://, gs://, hdfs://, kafka://
+//! format = "jsonl"                    # csv | jsonl | avro | parquet
+//! metadata = true                     # CSV and Parquet: the __ metadata columns
+//!
+//! [[sinks]]
+//! name = "lake"
+//! url = "s3://bucket/cdc"
+//! format = "parquet"
+//! partition_by = "hour"               # object stores: Hive dt=/hour= folders
+//!
+//! [[tables]]
+//! match = "public.orders"
+//! exclude_columns = ["card_number"]
+//! sinks = ["lake"]
 //!
 //! [state]
 //! dir = "/var/lib/riffle"
@@ -26,12 +37,12 @@
 //! ```
 
 use crate::cli::{FormatArg, PipelineArgs};
+use crate::connectors::sinks::{self, SinkConfig, SinkTarget};
+use crate::connectors::{SourceKind, SOURCE_SCHEMES};
 use crate::transform::{filter, Mask, TableRule};
 use anyhow::{anyhow, bail, Context, Result};
-use riffle_files::object::Partitioning;
 use riffle_files::RollPolicy;
 use riffle_formats::{Encoder, Format};
-use riffle_kafka::{KafkaOptions, ValueFormat};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -132,55 +143,11 @@ pub struct RawFiles {
     pub max_bytes: Option<u64>,
 }
 
-/// Where a sink writes.
-#[derive(Debug, Clone)]
-pub enum SinkTarget {
-    Dir(PathBuf),
-    Stdout,
-    Kafka(Box<KafkaOptions>),
-    /// An object store (or a local directory for Avro and Parquet files).
-    Object(Box<ObjectOptions>),
-}
-
-/// An object-store sink as configured.
-#[derive(Debug, Clone)]
-pub struct ObjectOptions {
-    /// The URL without its query.
-    pub url: String,
-    /// object_store configuration keys (`endpoint`, `region`, …).
-    pub store: Vec<(String, String)>,
-    pub partitioning: Partitioning,
-    /// Avro and Parquet compression.
-    pub compression: Option<String>,
-}
-
-impl ObjectOptions {
-    fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        match key {
-            "partition_by" => {
-                self.partitioning =
-                    Partitioning::parse(value).ok_or_else(|| anyhow!("partition_by: expected none, day or hour, found {value:?}"))?
-            }
-            "compression" => self.compression = Some(value.to_string()),
-            _ => self.store.push((key.to_string(), value.to_string())),
-        }
-        Ok(())
-    }
-}
-
-const OBJECT_SCHEMES: [&str; 10] = ["s3", "s3a", "az", "azure", "abfs", "abfss", "gs", "gcs", "hdfs", "viewfs"];
-
-#[derive(Debug, Clone)]
-pub struct SinkConfig {
-    pub name: String,
-    pub target: SinkTarget,
-    pub encoder: Encoder,
-}
-
 /// A validated pipeline.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub name: String,
+    pub source_kind: SourceKind,
     pub source_url: String,
     pub tables: Vec<String>,
     pub exclude: Vec<String>,
@@ -197,6 +164,20 @@ pub struct Config {
     /// `/health` turns unhealthy after this long without a message from the
     /// source (default: three heartbeats, at least 90 s).
     pub stall_timeout: Duration,
+}
+
+impl Config {
+    /// What the source connector is built from.
+    pub fn source_spec(&self) -> riffle_core::SourceSpec {
+        riffle_core::SourceSpec {
+            url: self.source_url.clone(),
+            name: self.name.clone(),
+            tables: self.tables.clone(),
+            exclude: self.exclude.clone(),
+            heartbeat: self.heartbeat,
+            full_before_images: self.full_before_images,
+        }
+    }
 }
 
 /// Reads a pipeline file, replacing `${VAR}` in its strings from the
@@ -248,7 +229,7 @@ fn interpolate_str(s: &str, at: &str, file: &Path) -> Result<String> {
 
 /// A source URL without its password, for messages and the state file.
 pub fn redact_source_url(url: &str) -> String {
-    riffle_postgres::connect::redact_url(url)
+    riffle_core::url::redact_url(url)
 }
 
 /// `500ms`, `5s`, `2m`, `1h`.
@@ -266,41 +247,6 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     })
 }
 
-fn parse_sink(url: &str, encoder: Encoder, field: &str) -> Result<SinkConfig> {
-    let target = if url == "-" {
-        if encoder.format == Format::Csv {
-            tracing::debug!("CSV on stdout: a header is printed whenever the table changes");
-        }
-        SinkTarget::Stdout
-    } else if let Some(path) = url.strip_prefix("file://") {
-        if !path.starts_with('/') {
-            bail!("{field}: {url:?} is not an absolute file URL; write file:///absolute/path or a plain path");
-        }
-        SinkTarget::Dir(PathBuf::from(path))
-    } else if url.starts_with("kafka://") {
-        // The topic prefix defaults to the pipeline name, known later.
-        let opts = KafkaOptions::from_url(url, "").map_err(|e| anyhow!("{field}: {e}"))?;
-        SinkTarget::Kafka(Box::new(opts))
-    } else if url.split_once("://").is_some_and(|(scheme, _)| OBJECT_SCHEMES.contains(&scheme)) {
-        let (base, options) = riffle_files::object::split_url(url);
-        let mut opts = ObjectOptions { url: base, store: Vec::new(), partitioning: Partitioning::None, compression: None };
-        for (k, v) in options {
-            opts.set(&k, &v).map_err(|e| anyhow!("{field}: {e}"))?;
-        }
-        SinkTarget::Object(Box::new(opts))
-    } else if let Some((scheme, _)) = url.split_once("://") {
-        bail!(
-            "{field}: sink scheme {scheme}:// is not supported; supported: a directory path, file:///path, s3://, az://, abfss://, \
-             gs://, hdfs://, kafka://host:port, or - for stdout"
-        );
-    } else if url.is_empty() {
-        bail!("{field}: the sink is empty; give a directory, file:///path or -");
-    } else {
-        SinkTarget::Dir(PathBuf::from(url))
-    };
-    Ok(SinkConfig { name: String::new(), target, encoder })
-}
-
 fn format_of(arg: FormatArg) -> Format {
     match arg {
         FormatArg::Csv => Format::Csv,
@@ -308,86 +254,6 @@ fn format_of(arg: FormatArg) -> Format {
         FormatArg::Avro => Format::Avro,
         FormatArg::Parquet => Format::Parquet,
     }
-}
-
-/// Settles a sink's format with what its target supports: Kafka values are
-/// JSON or Avro (Avro needs a schema registry; a registry alone means
-/// Avro); files are CSV or JSON lines.
-fn settle_format(sink: &mut SinkConfig, explicit: bool, field: &str) -> Result<()> {
-    match &mut sink.target {
-        SinkTarget::Kafka(opts) => match (sink.encoder.format, &opts.format) {
-            (Format::Avro, ValueFormat::Json { .. }) => bail!(
-                "{field}: Avro on Kafka needs a schema registry: add ?schema_registry=http://HOST:8081 to the URL \
-                 (or schema_registry = \"…\" in the [[sinks]] table)"
-            ),
-            (Format::Jsonl, ValueFormat::Avro { .. }) if explicit => bail!(
-                "{field}: a schema_registry is given but the format is jsonl; use --format avro, or drop the registry for JSON values"
-            ),
-            (Format::Jsonl, ValueFormat::Avro { .. }) => sink.encoder.format = Format::Avro,
-            (Format::Csv | Format::Parquet, _) => {
-                bail!(
-                    "{field}: Kafka messages are json or avro, not {}; pass --format json or --format avro",
-                    sink.encoder.format.extension()
-                )
-            }
-            _ => {}
-        },
-        SinkTarget::Stdout if matches!(sink.encoder.format, Format::Avro | Format::Parquet) => {
-            bail!("{field}: standard output takes csv or jsonl; write {} files to a directory or a bucket", sink.encoder.format.extension())
-        }
-        SinkTarget::Dir(_) => typed_dir_to_object(sink, field)?,
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Avro and Parquet files go through the object-store sink, on the local disk too.
-fn typed_dir_to_object(sink: &mut SinkConfig, field: &str) -> Result<()> {
-    if let SinkTarget::Dir(dir) = &sink.target {
-        if matches!(sink.encoder.format, Format::Avro | Format::Parquet) {
-            let abs = std::path::absolute(dir).map_err(|e| anyhow!("{field}: {}: {e}", dir.display()))?;
-            sink.target = SinkTarget::Object(Box::new(ObjectOptions {
-                url: format!("file://{}", abs.display()),
-                store: Vec::new(),
-                partitioning: Partitioning::None,
-                compression: None,
-            }));
-        }
-    }
-    Ok(())
-}
-
-/// Applies a `[[sinks]]` table's Kafka fields to its options.
-fn apply_kafka_fields(sink: &mut SinkConfig, raw: &RawSink, field: &dyn Fn(&str) -> String) -> Result<()> {
-    let text = |v: &toml::Value| match v {
-        toml::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    if let SinkTarget::Object(opts) = &mut sink.target {
-        for (k, v) in &raw.options {
-            opts.set(k, &text(v)).map_err(|e| anyhow!("{}: {e}", field(k)))?;
-        }
-        if let Some(k) = raw.kafka.keys().next().or(raw.topic_config.keys().next()) {
-            bail!("{}: a Kafka setting on an object-store sink", field(k));
-        }
-        return Ok(());
-    }
-    let SinkTarget::Kafka(opts) = &mut sink.target else {
-        if let Some(k) = raw.options.keys().next().or(raw.kafka.keys().next()).or(raw.topic_config.keys().next()) {
-            bail!("{}: unknown field for a file sink (Kafka and object-store sinks take options)", field(k));
-        }
-        return Ok(());
-    };
-    for (k, v) in &raw.options {
-        opts.set(k, &text(v)).map_err(|e| anyhow!("{}: {e}", field(k)))?;
-    }
-    for (k, v) in &raw.kafka {
-        opts.properties.push((k.clone(), text(v)));
-    }
-    for (k, v) in &raw.topic_config {
-        opts.topic_config.push((k.clone(), text(v)));
-    }
-    Ok(())
 }
 
 /// A stable name from the database and the table selection, so two
@@ -435,13 +301,9 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
         .clone()
         .or(raw_source.url)
         .ok_or_else(|| anyhow!("no source given; pass --source postgres://USER@HOST/DATABASE or set source.url in --config"))?;
-    if !(source_url.starts_with("postgres://") || source_url.starts_with("postgresql://") || crate::source::is_mysql_url(&source_url)) {
-        bail!(
-            "{}: expected a postgres://, postgresql://, mysql:// or mariadb:// URL, found {:?}",
-            where_("source.url"),
-            redact_source_url(&source_url)
-        );
-    }
+    let Some(source_kind) = SourceKind::of(&source_url) else {
+        bail!("{}: expected {SOURCE_SCHEMES}, found {:?}", where_("source.url"), redact_source_url(&source_url));
+    };
     let tables = if args.tables.is_empty() { raw_source.tables } else { args.tables.clone() };
     if tables.is_empty() {
         bail!("no tables selected; pass --tables 'schema.table' (globs allowed, e.g. 'public.*') or set source.tables in --config");
@@ -460,19 +322,19 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
                 (None, None) => Format::Jsonl,
             };
             let encoder = Encoder { format, metadata: s.metadata.unwrap_or(metadata_default) && metadata_default };
-            let mut sink = parse_sink(&s.url, encoder, &where_(&format!("sinks[{i}].url")))?;
+            let mut sink = sinks::parse_sink(&s.url, encoder, &where_(&format!("sinks[{i}].url")))?;
             sink.name = s.name.clone().unwrap_or_else(|| format!("sink{i}"));
-            typed_dir_to_object(&mut sink, &field)?;
-            apply_kafka_fields(&mut sink, s, &|k| where_(&format!("sinks[{i}].{k}")))?;
-            settle_format(&mut sink, s.format.is_some() || args.format.is_some(), &field)?;
+            sinks::typed_dir_to_object(&mut sink, &field)?;
+            sinks::apply_kafka_fields(&mut sink, s, &|k| where_(&format!("sinks[{i}].{k}")))?;
+            sinks::settle_format(&mut sink, s.format.is_some() || args.format.is_some(), &field)?;
             sinks.push(sink);
         }
     } else {
         let format = args.format.map(format_of).unwrap_or(Format::Jsonl);
         for (i, s) in args.sinks.iter().enumerate() {
-            let mut sink = parse_sink(s, Encoder { format, metadata: metadata_default }, "--sink")?;
+            let mut sink = sinks::parse_sink(s, Encoder { format, metadata: metadata_default }, "--sink")?;
             sink.name = format!("sink{i}");
-            settle_format(&mut sink, args.format.is_some(), "--format")?;
+            sinks::settle_format(&mut sink, args.format.is_some(), "--format")?;
             sinks.push(sink);
         }
     }
@@ -485,15 +347,7 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
     // Two sinks under one root would share (and clobber) one manifest.
     let mut roots: Vec<String> = Vec::new();
     for s in &sinks {
-        let root = match &s.target {
-            SinkTarget::Dir(d) => {
-                let canonical = std::path::absolute(d).unwrap_or_else(|_| d.clone());
-                let normal: PathBuf = canonical.components().collect();
-                format!("file://{}", normal.display())
-            }
-            SinkTarget::Object(o) => o.url.trim_end_matches('/').to_string(),
-            _ => continue,
-        };
+        let Some(root) = sinks::manifest_root(&s.target) else { continue };
         if roots.contains(&root) {
             bail!(
                 "sink {}: two sinks write under the same place {}; their commit manifests would collide: give each its own directory or prefix",
@@ -517,13 +371,9 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
     };
     let state_dir = o.state.cloned().or(file.state.map(|s| s.dir)).unwrap_or_else(|| PathBuf::from(".riffle"));
     let rules = table_rules(args, &file.tables, &sinks, &where_)?;
+    let topic_routes: Vec<(String, String)> = file.tables.iter().filter_map(|t| Some((t.pattern.clone(), t.topic.clone()?))).collect();
     for s in &mut sinks {
-        if let SinkTarget::Kafka(opts) = &mut s.target {
-            if opts.topic_prefix.is_empty() {
-                opts.topic_prefix = name.to_lowercase();
-            }
-            opts.topic_routes = file.tables.iter().filter_map(|t| Some((t.pattern.clone(), t.topic.clone()?))).collect();
-        }
+        sinks::apply_pipeline(&mut s.target, &name, &topic_routes);
     }
     let mask_salt = file.mask_salt.or_else(|| std::env::var("RIFFLE_MASK_SALT").ok()).unwrap_or_default();
     if mask_salt.is_empty() && rules.iter().any(|r| r.masks.iter().any(|(_, m)| *m == Mask::Hash)) {
@@ -549,6 +399,7 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
     };
     Ok(Config {
         name: name.to_lowercase(),
+        source_kind,
         source_url,
         tables,
         exclude,
@@ -663,6 +514,7 @@ fn table_rules(args: &PipelineArgs, raw: &[RawTable], sinks: &[SinkConfig], wher
 #[cfg(test)]
 mod tests {
     use super::*;
+    use riffle_files::object::Partitioning;
 
     #[test]
     fn durations_need_a_unit() {

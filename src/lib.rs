@@ -6,22 +6,27 @@
 //! - [`pipeline`]: source → sinks, commits, offsets, retries.
 //! - [`state`]: the embedded state store.
 //! - [`progress`]: progress bars and progress logs.
+//! - [`connectors`]: the one place that names the systems riffle connects
+//!   to: which connector a URL picks, and the dispatch to it.
 //! - [`status`]: `riffle status`; [`check`]: `riffle check`; [`slots`]: `riffle slots`.
 //! - [`transform`]: per-table columns, masks, filters and routing.
 //! - [`metrics`]: Prometheus metrics and the health check.
 //!
-//! The connectors live in `connectors/` (core model, postgres, files,
-//! formats).
+//! The connectors live in `connectors/`: the core model (events, values,
+//! positions, the Source and Sink contracts, checks, errors), the sources
+//! (postgres, mysql) and the sinks (files and object stores, kafka) with
+//! their encoders (formats). docs/architecture.md shows how an event and
+//! its position travel through them.
 
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod connectors;
 pub mod file_formats;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod slots;
-pub mod source;
 pub mod state;
 pub mod status;
 pub mod transform;
@@ -29,7 +34,7 @@ pub mod transform;
 use anyhow::{bail, Result};
 use cli::{Cli, Command};
 use riffle_core::source::RunEnd;
-use riffle_postgres::Until;
+use riffle_core::Until;
 use tokio::sync::watch;
 
 /// Runs a parsed command line.
@@ -52,14 +57,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Replicate(args) => {
-            let until = match args.until.as_deref() {
-                None => Until::Never,
-                Some("now") => Until::Now,
-                Some(lsn) => match lsn.parse() {
-                    Ok(l) => Until::Lsn(l),
-                    Err(e) => bail!("--until: expected `now` or a Postgres LSN; {e}"),
-                },
-            };
             let cfg = config::build(config::Overrides {
                 args: &args.pipeline,
                 no_metadata: false,
@@ -67,6 +64,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 commit_interval: args.commit_interval.as_deref(),
                 max_retries: args.max_retries,
             })?;
+            let until = match args.until.as_deref() {
+                None => Until::Never,
+                Some("now") => Until::Now,
+                Some(position) => Until::At(cfg.source_kind.parse_position(position)?),
+            };
             // The state URL's query may hold credentials: not logged.
             let state = cfg.state_dir.to_string_lossy().split('?').next().unwrap_or_default().to_string();
             tracing::info!(pipeline = cfg.name, state, "starting");

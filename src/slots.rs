@@ -2,53 +2,36 @@
 //! publications. A slot nobody reads holds WAL on the server forever.
 
 use crate::cli::SlotsAction;
+use crate::connectors::pg_slots;
 use anyhow::{bail, Result};
-use riffle_postgres::checks::human_bytes;
-use riffle_postgres::connect::ConnectParams;
-use riffle_postgres::quote_ident;
 use std::io::{BufRead, IsTerminal, Write};
 
 pub async fn run(action: &SlotsAction) -> Result<()> {
     match action {
         SlotsAction::List { source } => {
-            let client = ConnectParams::from_url(source)?.connect().await?;
-            let rows = client
-                .query(
-                    "SELECT s.slot_name::text, s.database::text, s.active, s.confirmed_flush_lsn::text, \
-                            (pg_current_wal_lsn() - s.restart_lsn)::int8, p.pubname IS NOT NULL \
-                     FROM pg_replication_slots s LEFT JOIN pg_publication p ON p.pubname = s.slot_name \
-                     WHERE s.slot_type = 'logical' AND s.plugin = 'pgoutput' ORDER BY 1",
-                    &[],
-                )
-                .await?;
+            let rows = pg_slots::list(source).await?;
             if rows.is_empty() {
                 println!("no logical pgoutput slots");
             }
             for r in rows {
-                let (name, db, active, confirmed, retained, ours): (String, Option<String>, bool, Option<String>, Option<i64>, bool) =
-                    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
                 println!(
-                    "{name}  database={}  {}  confirmed={}  retains={}{}",
-                    db.unwrap_or_default(),
-                    if active { "active" } else { "inactive" },
-                    confirmed.unwrap_or_else(|| "-".into()),
-                    human_bytes(retained.unwrap_or(0).max(0) as u64),
-                    if ours { "  (riffle: has a publication of the same name)" } else { "" }
+                    "{}  database={}  {}  confirmed={}  retains={}{}",
+                    r.name,
+                    r.database,
+                    if r.active { "active" } else { "inactive" },
+                    r.confirmed,
+                    r.retains,
+                    if r.riffle { "  (riffle: has a publication of the same name)" } else { "" }
                 );
             }
             Ok(())
         }
         SlotsAction::Drop { source, name, yes } => {
-            let client = ConnectParams::from_url(source)?.connect().await?;
-            let slot = client
-                .query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[name])
-                .await?
-                .map(|r| r.get::<_, bool>(0));
-            let publication = client.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[name]).await?.is_some();
-            if slot.is_none() && !publication {
+            let found = pg_slots::find(source, name).await?;
+            if found.slot.is_none() && !found.publication {
                 bail!("no slot or publication named {name:?} in this database; `riffle slots list --source …` shows them");
             }
-            if slot == Some(true) {
+            if found.slot == Some(true) {
                 bail!("slot {name:?} is in use; stop the riffle reading it first");
             }
             if !yes {
@@ -63,12 +46,11 @@ pub async fn run(action: &SlotsAction) -> Result<()> {
                     bail!("not dropped");
                 }
             }
-            if slot.is_some() {
-                client.execute("SELECT pg_drop_replication_slot($1)", &[name]).await?;
+            pg_slots::drop(source, name, found).await?;
+            if found.slot.is_some() {
                 println!("dropped slot {name}");
             }
-            if publication {
-                client.batch_execute(&format!("DROP PUBLICATION {}", quote_ident(name))).await?;
+            if found.publication {
                 println!("dropped publication {name}");
             }
             Ok(())

@@ -5,8 +5,8 @@
 //! a stateless container or CI job can resume. The saved offset never
 //! moves backwards.
 
-use anyhow::{anyhow, bail, Context, Result};
-use riffle_core::{Offset, Position};
+use anyhow::{anyhow, Result};
+use riffle_core::{ErrorKind, Offset, Position, SinkError};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
@@ -46,6 +46,67 @@ pub struct PipelineState {
     pub events: u64,
     /// When the state was saved, ms since the epoch.
     pub updated_ms: i64,
+}
+
+/// Why the state could not be read or saved, sorted like every other error:
+/// a store that does not answer is retried, a state that cannot be right is
+/// not.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bucket the state lives in refused or failed a request.
+    #[error("{what}")]
+    Store {
+        what: &'static str,
+        #[source]
+        source: SinkError,
+    },
+    #[error("state {location} is not valid ({source}); restore it, or remove it to take a new snapshot")]
+    Invalid { location: String, source: serde_json::Error },
+    #[error("refusing to move pipeline {name}'s saved offset back from {old} to {new}; this is a bug in riffle")]
+    Backwards { name: String, old: Box<Offset>, new: Box<Offset> },
+}
+
+impl StateError {
+    pub fn kind(&self) -> ErrorKind {
+        use std::io::ErrorKind as K;
+        match self {
+            StateError::Io { source, .. } => match source.kind() {
+                K::Interrupted | K::TimedOut | K::WouldBlock => ErrorKind::Transient,
+                _ => ErrorKind::Definite,
+            },
+            StateError::Store { source, .. } => source.kind(),
+            StateError::Invalid { .. } | StateError::Backwards { .. } => ErrorKind::Definite,
+        }
+    }
+}
+
+fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
+    move |source| StateError::Io { what, path: path.display().to_string(), source }
+}
+
+/// Where the pipeline saves its state: what [`crate::pipeline`] needs of a
+/// [`StateStore`], so its logic can be tested against an in-memory one.
+pub trait StateSave: Send {
+    fn load(&self, name: &str) -> Result<Option<PipelineState>, StateError>;
+    /// Saves `state`; the offset never moves backwards.
+    fn save(&self, state: &PipelineState) -> Result<(), StateError>;
+}
+
+impl StateSave for StateStore {
+    fn load(&self, name: &str) -> Result<Option<PipelineState>, StateError> {
+        StateStore::load(self, name)
+    }
+
+    fn save(&self, state: &PipelineState) -> Result<(), StateError> {
+        StateStore::save(self, state)
+    }
 }
 
 pub enum StateStore {
@@ -92,24 +153,24 @@ impl StateStore {
         }
     }
 
-    pub fn load(&self, name: &str) -> Result<Option<PipelineState>> {
+    pub fn load(&self, name: &str) -> Result<Option<PipelineState>, StateError> {
         let bytes = match self {
             StateStore::Dir(dir) => {
                 let path = dir_path(dir, name);
                 match fs::read(&path) {
                     Ok(bytes) => bytes,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(e).with_context(|| format!("reading state file {}", path.display())),
+                    Err(e) => return Err(io_error("reading state file", &path)(e)),
                 }
             }
-            StateStore::Object(t) => match t.get(&format!("{name}.json")).map_err(|e| anyhow!("reading state: {}", e.message))? {
-                Some(b) => b,
-                None => return Ok(None),
-            },
+            StateStore::Object(t) => {
+                match t.get(&format!("{name}.json")).map_err(|source| StateError::Store { what: "reading state", source })? {
+                    Some(b) => b,
+                    None => return Ok(None),
+                }
+            }
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| anyhow!("state {} is not valid ({e}); restore it, or remove it to take a new snapshot", self.location(name)))
+        serde_json::from_slice(&bytes).map(Some).map_err(|source| StateError::Invalid { location: self.location(name), source })
     }
 
     /// Every pipeline's state, sorted by name.
@@ -120,11 +181,11 @@ impl StateStore {
                     entries.flatten().filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string)).collect()
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(e).with_context(|| format!("reading state directory {}", dir.display())),
+                Err(e) => return Err(io_error("reading state directory", dir)(e).into()),
             },
             StateStore::Object(t) => t
                 .list_names()
-                .map_err(|e| anyhow!("listing states: {}", e.message))?
+                .map_err(|source| StateError::Store { what: "listing states", source })?
                 .into_iter()
                 .filter_map(|n| n.strip_suffix(".json").filter(|s| !s.contains('/')).map(str::to_string))
                 .collect(),
@@ -140,21 +201,21 @@ impl StateStore {
     }
 
     /// Saves `state`, refusing to move the offset backwards.
-    pub fn save(&self, state: &PipelineState) -> Result<()> {
+    pub fn save(&self, state: &PipelineState) -> Result<(), StateError> {
         // A state that cannot be read stops the save: the check below must not be skipped.
         if let (Some(new), Some(Some(old))) = (state.offset.clone(), self.load(&state.name)?.map(|s| s.offset)) {
             if new.is_before(&old) && state.snapshot == SnapshotState::Done {
-                bail!("refusing to move pipeline {}'s saved offset back from {old} to {new}; this is a bug in riffle", state.name);
+                return Err(StateError::Backwards { name: state.name.clone(), old: Box::new(old), new: Box::new(new) });
             }
         }
-        let bytes = serde_json::to_vec_pretty(state)?;
+        let bytes = serde_json::to_vec_pretty(state).expect("a pipeline state serializes");
         let dir = match self {
             StateStore::Dir(dir) => dir,
             StateStore::Object(t) => {
-                return t.put(&format!("{}.json", state.name), bytes).map_err(|e| anyhow!("saving state: {}", e.message));
+                return t.put(&format!("{}.json", state.name), bytes).map_err(|source| StateError::Store { what: "saving state", source });
             }
         };
-        fs::create_dir_all(dir).with_context(|| format!("creating state directory {}", dir.display()))?;
+        fs::create_dir_all(dir).map_err(io_error("creating state directory", dir))?;
         let path = dir_path(dir, &state.name);
         let tmp = path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
@@ -164,7 +225,7 @@ impl StateStore {
             fs::rename(&tmp, &path)?;
             fs::File::open(dir)?.sync_all()
         };
-        write().with_context(|| format!("saving state to {}", path.display()))
+        write().map_err(io_error("saving state to", &path))
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::cli::StatusArgs;
 use crate::state::{now_ms, PipelineState, StateStore};
 use anyhow::Result;
-use riffle_postgres::{catalog, connect::ConnectParams, object_name};
+use riffle_core::{SavedPipeline, StatusReport};
 use std::path::PathBuf;
 
 pub async fn run(args: &StatusArgs) -> Result<()> {
@@ -23,58 +23,22 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
     if let Some(n) = &name {
         states.retain(|s| &s.name == n);
     }
-    let mut rows = Vec::new();
-    if let Some(url) = source.as_deref().filter(|u| crate::source::is_mysql_url(u)) {
-        // MySQL/MariaDB: no slot; how far behind the binlog each pipeline is.
-        let params = riffle_mysql::connect::ConnectParams::from_url(url, 0)?;
-        let mut conn = params.connect().await?;
-        let logs = riffle_mysql::checks::binary_logs(&mut conn).await?;
-        for s in &states {
-            let info = match &s.offset {
-                Some(riffle_core::Offset::Mysql { file, pos, .. }) => {
-                    let present = logs.iter().any(|(f, _)| f == file);
-                    let behind: u64 = logs
-                        .iter()
-                        .skip_while(|(f, _)| f != file)
-                        .map(|(f, size)| if f == file { size.saturating_sub(*pos) } else { *size })
-                        .sum();
-                    serde_json::json!({ "saved_file_on_server": present, "behind_bytes": if present { Some(behind) } else { None } })
-                }
-                _ => serde_json::Value::Null,
-            };
-            rows.push((s, info));
-        }
-        return print_rows(args, &store, rows);
-    }
-    let client = match &source {
+    let reports = match source.as_deref() {
         Some(url) => {
-            let params = ConnectParams::from_url(url)?;
-            Some(params.connect().await?)
+            let pipelines: Vec<SavedPipeline> = states
+                .iter()
+                .map(|s| SavedPipeline { name: s.name.clone(), offset: s.offset.clone(), location: store.location(&s.name) })
+                .collect();
+            crate::connectors::source_status(url, &pipelines).await?.into_iter().map(Some).collect()
         }
-        None => None,
+        None => vec![None; states.len()],
     };
-    for s in &states {
-        let mut slot = serde_json::Value::Null;
-        if let Some(c) = &client {
-            if let Some(info) = catalog::slot_info(c, &object_name(&s.name)).await? {
-                slot = serde_json::json!({
-                    "name": object_name(&s.name),
-                    "active": info.active,
-                    "confirmed_flush_lsn": info.confirmed_flush,
-                    "retained_wal_bytes": info.retained_bytes,
-                });
-            } else {
-                slot = serde_json::json!({ "name": object_name(&s.name), "missing": true });
-            }
-        }
-        rows.push((s, slot));
-    }
-    print_rows(args, &store, rows)
+    print_rows(args, &store, states.iter().zip(reports).collect())
 }
 
-fn print_rows(args: &StatusArgs, store: &StateStore, rows: Vec<(&PipelineState, serde_json::Value)>) -> Result<()> {
+fn print_rows(args: &StatusArgs, store: &StateStore, rows: Vec<(&PipelineState, Option<StatusReport>)>) -> Result<()> {
     if args.json {
-        let out: Vec<serde_json::Value> = rows.iter().map(|(s, slot)| json_row(s, slot)).collect();
+        let out: Vec<serde_json::Value> = rows.iter().map(|(s, report)| json_row(s, report.as_ref())).collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -82,7 +46,7 @@ fn print_rows(args: &StatusArgs, store: &StateStore, rows: Vec<(&PipelineState, 
         println!("no pipelines in {}", store.describe());
         return Ok(());
     }
-    for (s, slot) in rows {
+    for (s, report) in rows {
         println!("{}", s.name);
         println!("  source          {}", s.source);
         println!("  tables          {}", s.tables.join(", "));
@@ -97,35 +61,18 @@ fn print_rows(args: &StatusArgs, store: &StateStore, rows: Vec<(&PipelineState, 
         if let Some(ts) = s.last_source_ts_ms {
             println!("  last change     committed {} s ago at the source", (now_ms() - ts).max(0) / 1000);
         }
-        if let Some(present) = slot.get("saved_file_on_server").and_then(|v| v.as_bool()) {
-            if present {
-                println!("  binlog          {} bytes behind the server", slot["behind_bytes"].as_u64().unwrap_or(0));
-            } else {
-                println!("  binlog          the saved file is NO LONGER on the server (purged): take a new snapshot");
-            }
-        } else if !slot.is_null() {
-            if slot.get("missing").is_some() {
-                println!("  slot            {} is MISSING on the server", slot["name"].as_str().unwrap_or(""));
-            } else {
-                println!(
-                    "  slot            {} ({}), confirmed {}, retains {} bytes of WAL",
-                    slot["name"].as_str().unwrap_or(""),
-                    if slot["active"].as_bool() == Some(true) { "active" } else { "inactive" },
-                    slot["confirmed_flush_lsn"].as_str().unwrap_or("-"),
-                    slot["retained_wal_bytes"].as_i64().map(|b| b.to_string()).unwrap_or_else(|| "?".into())
-                );
-            }
+        for (label, line) in report.iter().flat_map(|r| &r.lines) {
+            println!("  {label:<15} {line}");
         }
     }
     Ok(())
 }
 
-fn json_row(s: &PipelineState, slot: &serde_json::Value) -> serde_json::Value {
+fn json_row(s: &PipelineState, report: Option<&StatusReport>) -> serde_json::Value {
     let mut v = serde_json::to_value(s).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
+    if let (Some(o), Some(r)) = (v.as_object_mut(), report) {
         // Postgres: the slot; MySQL/MariaDB: where the saved position stands in the binlog.
-        let key = if slot.get("saved_file_on_server").is_some() { "binlog" } else { "slot" };
-        o.insert(key.into(), slot.clone());
+        o.insert(r.key.into(), r.json.clone());
     }
     v
 }

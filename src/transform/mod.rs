@@ -61,7 +61,7 @@ pub struct Routed {
 
 fn matches(pattern: &str, table: &str) -> bool {
     let pattern = if pattern.contains('.') { pattern.to_string() } else { format!("public.{pattern}") };
-    riffle_postgres::catalog::glob_match(&pattern, table)
+    riffle_core::glob_match(&pattern, table)
 }
 
 impl Transformer {

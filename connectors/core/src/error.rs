@@ -25,21 +25,37 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// The error a cause is carried as, so `riffle`'s messages can print the
+/// whole chain (`{:#}`) while the pipeline looks only at the kind.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// An error from a source connector.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct SourceError {
     pub kind: ErrorKind,
     pub message: String,
+    /// What failed underneath, when the message does not already say it.
+    #[source]
+    pub cause: Option<Cause>,
 }
 
 impl SourceError {
     pub fn transient(message: impl Into<String>) -> Self {
-        SourceError { kind: ErrorKind::Transient, message: message.into() }
+        SourceError { kind: ErrorKind::Transient, message: message.into(), cause: None }
     }
 
     pub fn definite(message: impl Into<String>) -> Self {
-        SourceError { kind: ErrorKind::Definite, message: message.into() }
+        SourceError { kind: ErrorKind::Definite, message: message.into(), cause: None }
+    }
+
+    /// `message`, caused by `cause`.
+    pub fn caused(kind: ErrorKind, message: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        SourceError { kind, message: message.into(), cause: Some(cause.into()) }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
     }
 }
 
@@ -49,15 +65,27 @@ impl SourceError {
 pub struct SinkError {
     pub kind: ErrorKind,
     pub message: String,
+    /// What failed underneath, when the message does not already say it.
+    #[source]
+    pub cause: Option<Cause>,
 }
 
 impl SinkError {
     pub fn transient(message: impl Into<String>) -> Self {
-        SinkError { kind: ErrorKind::Transient, message: message.into() }
+        SinkError { kind: ErrorKind::Transient, message: message.into(), cause: None }
     }
 
     pub fn definite(message: impl Into<String>) -> Self {
-        SinkError { kind: ErrorKind::Definite, message: message.into() }
+        SinkError { kind: ErrorKind::Definite, message: message.into(), cause: None }
+    }
+
+    /// `message`, caused by `cause`.
+    pub fn caused(kind: ErrorKind, message: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        SinkError { kind, message: message.into(), cause: Some(cause.into()) }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
     }
 
     /// An I/O error: a full disk or a missing permission will not fix itself,
@@ -73,23 +101,6 @@ impl SinkError {
             K::PermissionDenied => "; give the user running riffle write access to that directory",
             _ => "",
         };
-        SinkError { kind, message: format!("{context}: {err}{hint}") }
-    }
-}
-
-/// A setting or privilege that is not what riffle needs: what `riffle check`
-/// prints and what a refused start lists. Every one says the setting, what
-/// riffle expected, what it found, and the fix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub setting: String,
-    pub expected: String,
-    pub found: String,
-    pub fix: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: expected {}, found {}; fix: {}", self.setting, self.expected, self.found, self.fix)
+        SinkError { kind, message: format!("{context}: {err}{hint}"), cause: None }
     }
 }

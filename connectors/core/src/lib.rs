@@ -11,7 +11,9 @@
 //!   `after`, `source`, `ts_ms`, `transaction`).
 //! - [`source`] and [`sink`]: the connector traits and their delivery contracts.
 //! - [`error`]: errors sorted by what to do about them: retry or stop.
+//! - [`check`]: readiness checks every connector reports in one shape.
 
+pub mod check;
 pub mod error;
 pub mod event;
 pub mod glob;
@@ -22,13 +24,14 @@ pub mod source;
 pub mod url;
 pub mod value;
 
-pub use error::{ErrorKind, Problem, SinkError, SourceError};
+pub use check::{human_bytes, Check, Problem, Report};
+pub use error::{ErrorKind, SinkError, SourceError};
 pub use event::{BeforeImage, BinlogCoords, ChangeEvent, Op, SourceInfo};
 pub use glob::glob_match;
 pub use position::{Lsn, MyPosition, Offset, PgPosition, Phase, Position};
 pub use schema::{Column, DataType, TableId, TableSchema};
 pub use sink::Sink;
-pub use source::{Source, SourceItem};
+pub use source::{SavedPipeline, Source, SourceItem, SourceSpec, StartMode, StatusReport, Until};
 pub use value::Value;
 
 /// Runs a future to completion from synchronous code such as the sink

@@ -30,6 +30,74 @@ pub enum SourceItem {
     SnapshotDone,
 }
 
+/// What every source is built from: the pipeline's `[source]` table and
+/// the pipeline-wide settings a source reads. Options particular to one
+/// system travel in the URL's query (`?sslmode=…`, `?server_id=…`), parsed
+/// and documented by that system's connector.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub url: String,
+    /// The pipeline's name; sources name what they create on the server
+    /// after it (a slot, a publication, a replica id).
+    pub name: String,
+    /// Table globs, `schema.table`.
+    pub tables: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Emit a heartbeat this often while streaming (sources that need one
+    /// to keep their log moving while the selected tables are idle).
+    pub heartbeat: Option<std::time::Duration>,
+    /// Refuse tables whose updates and deletes would carry only the key.
+    pub full_before_images: bool,
+}
+
+/// One pipeline as the state store holds it, for a source's `riffle status`
+/// and `riffle check`.
+#[derive(Debug, Clone)]
+pub struct SavedPipeline {
+    pub name: String,
+    pub offset: Option<Offset>,
+    /// Where its state lives, for messages that tell the user what to remove.
+    pub location: String,
+}
+
+/// What a source says about one pipeline in `riffle status`: a JSON object
+/// under `key` for `--json`, and the same as lines for people.
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    /// `slot`, `binlog`: names the object in `--json` output.
+    pub key: &'static str,
+    pub json: serde_json::Value,
+    /// `(label, text)` lines, e.g. `("slot", "riffle_x (active), …")`.
+    pub lines: Vec<(&'static str, String)>,
+}
+
+/// Where a run starts: what the pipeline's saved state says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartMode {
+    /// `riffle sync`: one consistent copy of the tables, nothing left
+    /// behind on the server (no slot), then [`RunEnd::SnapshotComplete`].
+    Copy,
+    /// No saved position: take the initial snapshot, then stream.
+    Snapshot,
+    /// An earlier run began a snapshot at this offset (Postgres: created
+    /// its slot there) and did not finish it: what it left on the server is
+    /// this pipeline's own to clean up before the snapshot starts again.
+    ResumeSnapshot(Offset),
+    /// Stream from a saved offset: every change before it is in every sink.
+    Resume(Offset),
+}
+
+/// Where a replicate run stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Until {
+    /// Stream until stopped.
+    Never,
+    /// The source's log position when the run started.
+    Now,
+    /// A given position (parsed by the source, which knows its form).
+    At(Offset),
+}
+
 /// Why a source's `run` returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunEnd {
@@ -57,6 +125,15 @@ pub enum RunEnd {
 ///   (or abandons a snapshot), sends its last checkpoint and returns
 ///   [`RunEnd::Stopped`].
 pub trait Source: Send {
+    /// Sets where the next [`Source::run`] starts and stops; the pipeline
+    /// calls it before every run (a retry resumes from the newest saved
+    /// offset). An `Until::Now` a previous run already resolved to a
+    /// position keeps that position, so retries stop at the same place.
+    fn prepare(&mut self, start: StartMode, until: Until) -> Result<(), SourceError>;
+
+    /// Live figures about the server for lag, status and health.
+    fn stats(&self) -> std::sync::Arc<SourceStats>;
+
     fn run(
         &mut self,
         out: mpsc::Sender<Vec<SourceItem>>,

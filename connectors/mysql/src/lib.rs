@@ -8,11 +8,13 @@
 //! - [`types`]: MySQL types to riffle's lossless values, from text and binlog.
 //! - [`snapshot`]: the consistent initial copy and its binlog position.
 //! - [`stream`]: binlog rows to change events.
+//! - [`report`]: what `riffle check` and `riffle status` show of the server.
 
 pub mod catalog;
 pub mod checks;
 pub mod connect;
 pub mod gtid;
+pub mod report;
 pub mod rows;
 pub mod snapshot;
 pub mod stream;
@@ -20,13 +22,13 @@ pub mod types;
 
 use connect::ConnectParams;
 use riffle_core::source::{RunEnd, SourceStats};
-use riffle_core::{Offset, Source, SourceError, SourceItem};
+use riffle_core::{Offset, Source, SourceError, SourceItem, SourceSpec, StartMode, Until};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
-/// What the source should do.
+/// What the next run does.
 #[derive(Debug, Clone)]
-pub enum Mode {
+enum Mode {
     /// `riffle sync`: copy the tables in one consistent read.
     Sync,
     /// Snapshot unless `resume` is set, then stream the binlog;
@@ -34,17 +36,15 @@ pub enum Mode {
     Replicate { resume: Option<Offset>, until_now: bool },
 }
 
-#[derive(Debug, Clone)]
-pub struct MySourceConfig {
-    pub url: String,
-    pub name: String,
-    pub tables: Vec<String>,
-    pub exclude: Vec<String>,
-    pub mode: Mode,
+/// `--until` for MySQL/MariaDB: only `now` (the end of the binlog when
+/// the run starts) is supported.
+pub fn parse_position(text: &str) -> Result<Offset, SourceError> {
+    Err(SourceError::definite(format!("--until {text}: a MySQL/MariaDB pipeline stops only at `now`")))
 }
 
 pub struct MySource {
-    config: MySourceConfig,
+    config: SourceSpec,
+    mode: Mode,
     params: ConnectParams,
     stats: Arc<SourceStats>,
 }
@@ -61,17 +61,9 @@ pub fn default_server_id(name: &str) -> u32 {
 }
 
 impl MySource {
-    pub fn new(config: MySourceConfig) -> Result<Self, SourceError> {
-        let params = ConnectParams::from_url(&config.url, default_server_id(&config.name))?;
-        Ok(MySource { config, params, stats: Arc::default() })
-    }
-
-    pub fn set_mode(&mut self, mode: Mode) {
-        self.config.mode = mode;
-    }
-
-    pub fn stats(&self) -> Arc<SourceStats> {
-        self.stats.clone()
+    pub fn new(spec: &SourceSpec) -> Result<Self, SourceError> {
+        let params = ConnectParams::from_url(&spec.url, default_server_id(&spec.name))?;
+        Ok(MySource { config: spec.clone(), mode: Mode::Sync, params, stats: Arc::default() })
     }
 
     pub fn params(&self) -> &ConnectParams {
@@ -89,7 +81,7 @@ impl MySource {
             server_id: self.params.server_id,
             stats: self.stats.clone(),
         };
-        match self.config.mode.clone() {
+        match self.mode.clone() {
             Mode::Sync => Ok(snapshot::copy_tables(&mut conn, &ctx, &tables, mariadb, false, &out, &stop).await?.0),
             Mode::Replicate { resume, until_now } => {
                 checks::require_replication_ready(&mut conn, &self.params).await?;
@@ -113,6 +105,25 @@ impl MySource {
 }
 
 impl Source for MySource {
+    /// An interrupted snapshot left nothing on the server: it starts again.
+    fn prepare(&mut self, start: StartMode, until: Until) -> Result<(), SourceError> {
+        let until_now = match until {
+            Until::Never => false,
+            Until::Now => true,
+            Until::At(o) => return parse_position(&o.to_string()).map(|_| ()),
+        };
+        self.mode = match start {
+            StartMode::Copy => Mode::Sync,
+            StartMode::Snapshot | StartMode::ResumeSnapshot(_) => Mode::Replicate { resume: None, until_now },
+            StartMode::Resume(offset) => Mode::Replicate { resume: Some(offset), until_now },
+        };
+        Ok(())
+    }
+
+    fn stats(&self) -> Arc<SourceStats> {
+        self.stats.clone()
+    }
+
     async fn run(
         &mut self,
         out: mpsc::Sender<Vec<SourceItem>>,

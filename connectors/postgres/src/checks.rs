@@ -4,7 +4,7 @@
 use crate::catalog::SelectedTable;
 use crate::connect::ConnectParams;
 use crate::quote_ident;
-use riffle_core::SourceError;
+use riffle_core::{human_bytes, Check, SourceError};
 use tokio_postgres::Client;
 
 pub use riffle_core::Problem;
@@ -117,14 +117,6 @@ pub async fn require_replication_ready(
     }
     let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
     Err(SourceError::definite(format!("postgres at {} is not ready for logical replication:\n{}", params.redacted(), list.join("\n"))))
-}
-
-/// One line of `riffle check`: what was checked, and either what was found
-/// (passed) or the problem.
-#[derive(Debug, Clone)]
-pub struct Check {
-    pub name: String,
-    pub outcome: Result<String, Problem>,
 }
 
 /// Every check `riffle check` runs against a Postgres source: the server
@@ -270,20 +262,4 @@ async fn publication_check(client: &Client, params: &ConnectParams, tables: &[Se
         }
     };
     Ok(Check { name: format!("publication {name}"), outcome })
-}
-
-/// `1.5 GiB`.
-pub fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < units.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
 }

@@ -10,11 +10,15 @@
 //!   stream loses and duplicates nothing).
 //! - [`stream`]: pgoutput changes to events, keepalives, flush confirmation.
 //! - [`replication`]: the walsender protocol client and pgoutput decoder.
+//! - [`report`]: what `riffle check` and `riffle status` show of the server.
+//! - [`slots`]: listing and dropping riffle's slots (`riffle slots`).
 
 pub mod catalog;
 pub mod checks;
 pub mod connect;
 pub mod replication;
+pub mod report;
+pub mod slots;
 pub mod snapshot;
 pub mod stream;
 pub mod tls;
@@ -23,7 +27,7 @@ pub mod types;
 use catalog::SelectedTable;
 use connect::ConnectParams;
 use riffle_core::source::{RunEnd, SourceStats};
-use riffle_core::{Lsn, Offset, Source, SourceError, SourceItem};
+use riffle_core::{Lsn, Offset, Source, SourceError, SourceItem, SourceSpec, StartMode, Until};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -42,20 +46,18 @@ pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Where a replicate run stops.
+/// Where a replicate run stops, in LSNs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Until {
-    /// Stream until stopped.
+enum StopAt {
     Never,
-    /// The server's WAL position when riffle started.
+    /// The server's WAL position when the run starts, resolved then.
     Now,
-    /// A given LSN.
     Lsn(Lsn),
 }
 
-/// What the source should do.
+/// What the next run does.
 #[derive(Debug, Clone)]
-pub enum Mode {
+enum Mode {
     /// `riffle sync`: copy the tables in one consistent read, no slot.
     Sync,
     /// `riffle replicate`: snapshot through a new slot unless `resume` is
@@ -66,23 +68,14 @@ pub enum Mode {
         /// stopped before its copy completed: a slot still at that point is
         /// ours to drop and recreate.
         snapshot_interrupted: Option<Lsn>,
-        until: Until,
+        until: StopAt,
     },
 }
 
-#[derive(Debug, Clone)]
-pub struct PgSourceConfig {
-    pub url: String,
-    /// The pipeline's name; the slot and publication are named after it.
-    pub name: String,
-    pub tables: Vec<String>,
-    pub exclude: Vec<String>,
-    pub mode: Mode,
-    /// Emit a logical message this often while streaming, so WAL keeps
-    /// moving through the slot even when the selected tables are idle.
-    pub heartbeat: Option<std::time::Duration>,
-    /// Refuse tables whose updates and deletes would carry only the key.
-    pub full_before_images: bool,
+/// `--until` for Postgres: an LSN such as `0/16B3748`.
+pub fn parse_position(text: &str) -> Result<Offset, SourceError> {
+    let lsn: Lsn = text.parse().map_err(|e| SourceError::definite(format!("--until: expected `now` or a Postgres LSN; {e}")))?;
+    Ok(Offset::Postgres { lsn })
 }
 
 /// Slot and publication names: `[a-z0-9_]`, at most 63 bytes.
@@ -93,35 +86,18 @@ pub fn object_name(pipeline: &str) -> String {
 }
 
 pub struct PgSource {
-    config: PgSourceConfig,
+    config: SourceSpec,
+    mode: Mode,
     params: ConnectParams,
     name: Arc<str>,
     stats: Arc<SourceStats>,
 }
 
 impl PgSource {
-    pub fn new(config: PgSourceConfig) -> Result<Self, SourceError> {
-        let params = ConnectParams::from_url(&config.url)?;
-        let name: Arc<str> = Arc::from(config.name.as_str());
-        Ok(PgSource { config, params, name, stats: Arc::default() })
-    }
-
-    /// Live figures about the server (position, last message) for lag and health.
-    pub fn stats(&self) -> Arc<SourceStats> {
-        self.stats.clone()
-    }
-
-    /// Sets what the next [`Source::run`] does (the pipeline updates the
-    /// resume offset between retries). An `--until now` already resolved
-    /// by an earlier run keeps its target.
-    pub fn set_mode(&mut self, mode: Mode) {
-        let resolved = match (&self.config.mode, mode) {
-            (Mode::Replicate { until: Until::Lsn(l), .. }, Mode::Replicate { resume, snapshot_interrupted, until: Until::Now }) => {
-                Mode::Replicate { resume, snapshot_interrupted, until: Until::Lsn(*l) }
-            }
-            (_, m) => m,
-        };
-        self.config.mode = resolved;
+    pub fn new(spec: &SourceSpec) -> Result<Self, SourceError> {
+        let params = ConnectParams::from_url(&spec.url)?;
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        Ok(PgSource { config: spec.clone(), mode: Mode::Sync, params, name, stats: Arc::default() })
     }
 
     pub fn params(&self) -> &ConnectParams {
@@ -139,20 +115,20 @@ impl PgSource {
         let tables = catalog::resolve_tables(&client, &self.config.tables, &self.config.exclude).await?;
         let db: Arc<str> = Arc::from(self.params.dbname.as_str());
         let ctx = snapshot::Context { name: self.name.clone(), db: db.clone(), stats: self.stats.clone() };
-        match self.config.mode.clone() {
+        match self.mode.clone() {
             Mode::Sync => snapshot::copy_tables(&client, &ctx, &tables, None, &out, &stop).await,
             Mode::Replicate { resume, snapshot_interrupted, until } => {
                 checks::require_replication_ready(&client, &self.params, &tables, self.config.full_before_images).await?;
                 let slot = object_name(&self.config.name);
                 let until_lsn = match until {
-                    Until::Never => None,
-                    Until::Now => {
+                    StopAt::Never => None,
+                    StopAt::Now => {
                         let now = catalog::current_lsn(&client).await?;
                         tracing::info!(until = %now, "replicating until the current position");
-                        self.config.mode = Mode::Replicate { resume: resume.clone(), snapshot_interrupted, until: Until::Lsn(now) };
+                        self.mode = Mode::Replicate { resume: resume.clone(), snapshot_interrupted, until: StopAt::Lsn(now) };
                         Some(now)
                     }
-                    Until::Lsn(l) => Some(l),
+                    StopAt::Lsn(l) => Some(l),
                 };
                 let start = match resume {
                     Some(Offset::Postgres { lsn }) => {
@@ -272,6 +248,32 @@ impl PgSource {
 }
 
 impl Source for PgSource {
+    /// An `--until now` already resolved by an earlier run keeps its LSN.
+    fn prepare(&mut self, start: StartMode, until: Until) -> Result<(), SourceError> {
+        let until = match until {
+            Until::Never => StopAt::Never,
+            Until::Now => match &self.mode {
+                Mode::Replicate { until: StopAt::Lsn(l), .. } => StopAt::Lsn(*l),
+                _ => StopAt::Now,
+            },
+            Until::At(Offset::Postgres { lsn }) => StopAt::Lsn(lsn),
+            Until::At(other) => return Err(SourceError::definite(format!("--until {other}: a Postgres pipeline stops at an LSN"))),
+        };
+        self.mode = match start {
+            StartMode::Copy => Mode::Sync,
+            StartMode::Snapshot => Mode::Replicate { resume: None, snapshot_interrupted: None, until },
+            StartMode::ResumeSnapshot(Offset::Postgres { lsn }) => Mode::Replicate { resume: None, snapshot_interrupted: Some(lsn), until },
+            StartMode::ResumeSnapshot(_) => Mode::Replicate { resume: None, snapshot_interrupted: None, until },
+            StartMode::Resume(offset) => Mode::Replicate { resume: Some(offset), snapshot_interrupted: None, until },
+        };
+        Ok(())
+    }
+
+    /// Live figures about the server (position, last message) for lag and health.
+    fn stats(&self) -> Arc<SourceStats> {
+        self.stats.clone()
+    }
+
     async fn run(
         &mut self,
         out: mpsc::Sender<Vec<SourceItem>>,

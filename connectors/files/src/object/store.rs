@@ -1,0 +1,198 @@
+//! Where objects live: [`Target`] (a store and the prefix riffle writes
+//! under), built from a sink URL by [`open_target`] for the clouds'
+//! object stores, local directories and HDFS; the few reads and writes
+//! riffle makes outside the sink's uploads; and the mapping of store errors
+//! to definite or transient failures with a hint at the fix.
+
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use riffle_core::{block_on, SinkError};
+use std::sync::Arc;
+
+/// A store URL as given (`gcs://…?endpoint=…`): the URL without its query,
+/// with the scheme aliases spelled as object_store knows them, and the
+/// query's options.
+pub fn split_url(url: &str) -> (String, Vec<(String, String)>) {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = base.replacen("gcs://", "gs://", 1).replacen("azure://", "az://", 1);
+    (base, riffle_core::url::query_pairs(query))
+}
+
+/// An object store and the prefix riffle writes under, from a sink URL.
+#[derive(Clone)]
+pub struct Target {
+    pub store: Arc<dyn ObjectStore>,
+    pub root: ObjPath,
+    /// The URL without credentials or options, for messages.
+    pub shown: String,
+}
+
+pub(super) fn object_error(what: &str, shown: &str, e: object_store::Error) -> SinkError {
+    use object_store::Error as E;
+    let text = e.to_string();
+    match e {
+        E::NotFound { .. } => SinkError::definite(format!(
+            "{shown}: {what}: not found ({text}); the bucket or container must exist: create it, or fix the URL"
+        )),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+            let creds = ["SignatureDoesNotMatch", "InvalidAccessKeyId", "AuthenticationFailed", "InvalidAuthenticationInfo", "AccessKeyId"]
+                .iter()
+                .any(|w| text.contains(w));
+            SinkError::definite(if creds {
+                format!("{shown}: {what}: the store refused the credentials ({text}); check the access key and secret (AWS_*/AZURE_* variables or the sink's options)")
+            } else {
+                format!("{shown}: {what}: permission denied ({text}); riffle's identity needs write, list and delete access under the sink's prefix")
+            })
+        }
+        E::UnknownConfigurationKey { .. } | E::InvalidPath { .. } | E::NotSupported { .. } | E::NotImplemented { .. } => {
+            SinkError::definite(format!("{shown}: {what}: {text}"))
+        }
+        _ => SinkError::transient(format!("{shown}: {what}: {text}")),
+    }
+}
+
+/// Builds the store for `url` (`s3://bucket/prefix`, `az://container/prefix`,
+/// `abfss://container@account.dfs.core.windows.net/prefix`, `gs://bucket/prefix`,
+/// `file:///dir`). Credentials come the way each cloud's tools read them
+/// (`AWS_*`, `AZURE_*`, `GOOGLE_*` environment variables) and from
+/// `options`, object_store's configuration keys (`endpoint`, `region`,
+/// `access_key_id`, `account_name`, `use_emulator`, `allow_http`, …).
+pub fn open_target(url: &str, options: &[(String, String)]) -> Result<Target, String> {
+    use object_store::{aws, azure, gcp, ObjectStoreScheme};
+    use std::str::FromStr;
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e})"))?;
+    if matches!(parsed.scheme(), "hdfs" | "viewfs") {
+        return open_hdfs(&parsed, options);
+    }
+    let (scheme, path) = ObjectStoreScheme::parse(&parsed).map_err(|e| format!("{url:?}: {e}"))?;
+    let shown = format!("{}://{}{}", parsed.scheme(), parsed.host_str().unwrap_or(""), parsed.path());
+    let allow_http = |v: &str| v.starts_with("http://");
+    let bad_key = |k: &str, e: object_store::Error| format!("{shown}: option {k:?}: {e}");
+    let retry = object_store::RetryConfig { max_retries: 8, retry_timeout: std::time::Duration::from_secs(60), ..Default::default() };
+    let store: Arc<dyn ObjectStore> = match scheme {
+        ObjectStoreScheme::Local => {
+            std::fs::create_dir_all(parsed.path()).map_err(|e| format!("{shown}: creating {}: {e}", parsed.path()))?;
+            let fs =
+                object_store::local::LocalFileSystem::new_with_prefix(parsed.path()).map_err(|e| format!("{shown}: {e}"))?.with_fsync(true);
+            return Ok(Target { store: Arc::new(fs), root: ObjPath::default(), shown: format!("file://{}", parsed.path()) });
+        }
+        ObjectStoreScheme::AmazonS3 => {
+            let mut b = aws::AmazonS3Builder::from_env().with_url(url).with_retry(retry);
+            for (k, v) in options {
+                if k == "allow_http" {
+                    b = b.with_allow_http(v == "true");
+                    continue;
+                }
+                let key = aws::AmazonS3ConfigKey::from_str(k).map_err(|e| bad_key(k, e))?;
+                if matches!(key, aws::AmazonS3ConfigKey::Endpoint) && allow_http(v) {
+                    b = b.with_allow_http(true);
+                }
+                b = b.with_config(key, v);
+            }
+            if std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")).is_ok_and(|v| allow_http(&v)) {
+                b = b.with_allow_http(true);
+            }
+            Arc::new(b.build().map_err(|e| format!("{shown}: {e}"))?)
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            let mut b = azure::MicrosoftAzureBuilder::from_env().with_url(url).with_retry(retry);
+            for (k, v) in options {
+                if k == "allow_http" {
+                    b = b.with_allow_http(v == "true");
+                    continue;
+                }
+                let key = azure::AzureConfigKey::from_str(k).map_err(|e| bad_key(k, e))?;
+                if matches!(key, azure::AzureConfigKey::Endpoint) && allow_http(v) {
+                    b = b.with_allow_http(true);
+                }
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().map_err(|e| format!("{shown}: {e}"))?)
+        }
+        ObjectStoreScheme::GoogleCloudStorage => {
+            let mut b = gcp::GoogleCloudStorageBuilder::from_env().with_url(url).with_retry(retry);
+            for (k, v) in options {
+                let key = gcp::GoogleConfigKey::from_str(k).map_err(|e| bad_key(k, e))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().map_err(|e| format!("{shown}: {e}"))?)
+        }
+        _ => return Err(format!("{shown}: expected s3://, az://, abfss://, gs:// or file://")),
+    };
+    Ok(Target { store, root: path, shown })
+}
+
+/// HDFS through the pure-Rust client: `hdfs://namenode:port/path`, or a
+/// name service (`hdfs://ns/path`, HA from the Hadoop configuration in
+/// `HADOOP_CONF_DIR`); Kerberos as the client supports it (a ticket in the
+/// credential cache). `options` are Hadoop configuration keys.
+fn open_hdfs(parsed: &url::Url, options: &[(String, String)]) -> Result<Target, String> {
+    let host = parsed.host_str().ok_or_else(|| format!("{parsed}: expected hdfs://NAMENODE[:PORT]/path"))?;
+    let authority = match parsed.port() {
+        Some(p) => format!("{}://{host}:{p}", parsed.scheme()),
+        None => format!("{}://{host}", parsed.scheme()),
+    };
+    let shown = format!("{authority}{}", parsed.path());
+    let store = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
+        .with_url(authority)
+        .with_config(options.iter().cloned())
+        .build()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let root = ObjPath::parse(parsed.path().trim_matches('/')).map_err(|e| format!("{shown}: {e}"))?;
+    Ok(Target { store: Arc::new(store), root, shown })
+}
+
+impl Target {
+    pub(super) fn key(&self, rel: &str) -> ObjPath {
+        let mut s = self.root.to_string();
+        if !s.is_empty() {
+            s.push('/');
+        }
+        s.push_str(rel);
+        ObjPath::from(s)
+    }
+
+    /// The object at `rel` under the root, if there is one.
+    pub fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, SinkError> {
+        let key = self.key(rel);
+        block_on(async {
+            match self.store.get(&key).await {
+                Ok(r) => r.bytes().await.map(|b| Some(b.to_vec())).map_err(|e| object_error(&format!("reading {key}"), &self.shown, e)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(object_error(&format!("reading {key}"), &self.shown, e)),
+            }
+        })
+    }
+
+    /// Writes `rel` under the root (whole, or not at all).
+    pub fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<(), SinkError> {
+        let key = self.key(rel);
+        block_on(self.store.put(&key, PutPayload::from(bytes)))
+            .map(|_| ())
+            .map_err(|e| object_error(&format!("writing {key}"), &self.shown, e))
+    }
+
+    /// The names of the objects directly under the root.
+    pub fn list_names(&self) -> Result<Vec<String>, SinkError> {
+        let root = self.root.clone();
+        block_on(async {
+            let listed = self.store.list_with_delimiter(Some(&root)).await.map_err(|e| object_error("listing", &self.shown, e))?;
+            Ok(listed.objects.into_iter().filter_map(|m| m.location.filename().map(str::to_string)).collect())
+        })
+    }
+
+    /// Writes, reads back the size of, and deletes a probe object: the
+    /// bucket exists and riffle may write and delete there.
+    pub fn probe(&self) -> Result<String, SinkError> {
+        let key = self.key(&format!("_riffle/probe-{}", std::process::id()));
+        block_on(async {
+            self.store
+                .put(&key, PutPayload::from_static(b"riffle"))
+                .await
+                .map_err(|e| object_error("writing a probe object", &self.shown, e))?;
+            self.store.delete(&key).await.map_err(|e| object_error("deleting the probe object", &self.shown, e))?;
+            Ok::<_, SinkError>(())
+        })?;
+        Ok("writable".into())
+    }
+}

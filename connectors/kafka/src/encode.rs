@@ -1,0 +1,142 @@
+//! How a change event becomes Kafka messages: the per-schema-version
+//! encodings (Kafka Connect wrappers, registered Avro schemas), the key, the
+//! envelope value, the headers, and the tombstone after a delete.
+
+use crate::sink::KafkaSink;
+use crate::{connect, ValueFormat};
+use rdkafka::message::{Header, OwnedHeaders};
+use riffle_core::{ChangeEvent, Op, SinkError, TableSchema};
+use riffle_formats::{avro, jsonl};
+use std::sync::Arc;
+
+/// What a table's messages need, computed once per schema version.
+pub(crate) struct TableOut {
+    schema: Arc<TableSchema>,
+    topic: String,
+    /// JSON with schemas: the `{"schema":…,"payload":` prefixes.
+    key_prefix: Vec<u8>,
+    value_prefix: Vec<u8>,
+    /// Avro: registered ids of the key and value schemas.
+    key_id: u32,
+    value_id: u32,
+}
+
+impl KafkaSink {
+    /// The table's topic and encodings for this schema version.
+    fn table_out(&mut self, event: &ChangeEvent) -> Result<&TableOut, SinkError> {
+        let table = &event.table;
+        let fresh = match self.tables.get(&table.id) {
+            Some(t) => !(Arc::ptr_eq(&t.schema, table) || *t.schema == **table),
+            None => true,
+        };
+        if fresh {
+            let topic = self.opts.topic_for(&table.id, &event.source.db);
+            self.ensure_topic(&topic)?;
+            let mut out =
+                TableOut { schema: table.clone(), topic, key_prefix: Vec::new(), value_prefix: Vec::new(), key_id: 0, value_id: 0 };
+            match &self.opts.format {
+                ValueFormat::Json { schemas: true } => {
+                    out.key_prefix = connect::wrapper_prefix(&connect::key_schema(table, &out.topic));
+                    out.value_prefix = connect::wrapper_prefix(&connect::value_schema(table, &out.topic));
+                }
+                ValueFormat::Json { schemas: false } => {}
+                ValueFormat::Avro { .. } => {
+                    let registry = self.registry.as_mut().expect("Avro sinks have a registry");
+                    let ns = avro::avro_namespace(&out.topic);
+                    if let Some(k) = avro::key_schema(table, &ns) {
+                        out.key_id = registry.register(&format!("{}-key", out.topic), &k.to_string())?;
+                    }
+                    out.value_id = registry.register(&format!("{}-value", out.topic), &avro::envelope_schema(table, &ns).to_string())?;
+                }
+            }
+            self.tables.insert(table.id.clone(), out);
+        }
+        Ok(&self.tables[&table.id])
+    }
+
+    /// Encodes the key into `self.key`; false when the message has no key.
+    fn encode_key(&mut self, event: &ChangeEvent) -> Result<bool, SinkError> {
+        self.key.clear();
+        let t = &self.tables[&event.table.id];
+        match &self.opts.format {
+            ValueFormat::Json { schemas } => {
+                if *schemas {
+                    self.key.extend_from_slice(&t.key_prefix);
+                }
+                if !jsonl::key_object(event, &mut self.key) {
+                    return Ok(false);
+                }
+                if *schemas {
+                    self.key.push(b'}');
+                }
+            }
+            ValueFormat::Avro { .. } => {
+                self.key.push(0);
+                self.key.extend_from_slice(&t.key_id.to_be_bytes());
+                if !avro::encode_key(event, &mut self.key).map_err(|e| unrepresentable(event, e))? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn encode_value(&mut self, event: &ChangeEvent) -> Result<(), SinkError> {
+        self.value.clear();
+        let t = &self.tables[&event.table.id];
+        match &self.opts.format {
+            ValueFormat::Json { schemas } => {
+                if *schemas {
+                    self.value.extend_from_slice(&t.value_prefix);
+                }
+                jsonl::write_envelope(event, false, &mut self.value);
+                if *schemas {
+                    self.value.push(b'}');
+                }
+            }
+            ValueFormat::Avro { .. } => {
+                self.value.push(0);
+                self.value.extend_from_slice(&t.value_id.to_be_bytes());
+                avro::encode_envelope(event, &mut self.value).map_err(|e| unrepresentable(event, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `riffle.position` lets consumers deduplicate a replay; `riffle.op` is the envelope's `op`.
+    fn headers(event: &ChangeEvent, position: &str) -> OwnedHeaders {
+        OwnedHeaders::new_with_capacity(2)
+            .insert(Header { key: "riffle.position", value: Some(position) })
+            .insert(Header { key: "riffle.op", value: Some(event.op.code()) })
+    }
+
+    /// Sends the event's message, then (for a delete, when enabled) its tombstone.
+    pub(crate) fn write_one(&mut self, event: &ChangeEvent) -> Result<(), SinkError> {
+        let topic = self.table_out(event)?.topic.clone();
+        self.track_transaction(event)?;
+        let has_key = self.encode_key(event)?;
+        self.encode_value(event)?;
+        let position = event.position.key();
+        let key = std::mem::take(&mut self.key);
+        let value = std::mem::take(&mut self.value);
+        let sent = self.send(&topic, has_key.then_some(&key[..]), Some(&value[..]), Self::headers(event, &position), &position);
+        let sent = sent.and_then(|()| {
+            if event.op == Op::Delete && self.opts.tombstones && has_key {
+                self.send(&topic, Some(&key[..]), None, Self::headers(event, &position), &position)
+            } else {
+                Ok(())
+            }
+        });
+        self.key = key;
+        self.value = value;
+        sent
+    }
+}
+
+fn unrepresentable(event: &ChangeEvent, e: avro::Unrepresentable) -> SinkError {
+    SinkError::definite(format!(
+        "the event at position {} cannot be written in Avro: {e}; write this table as JSON (a second sink with format json), \
+         or leave the column out with a [[tables]] columns rule",
+        event.position
+    ))
+}

@@ -1,0 +1,144 @@
+//! The sink's settings: [`KafkaOptions`] and [`ValueFormat`], parsed from the
+//! sink URL's query and the `[[sinks]]` table, and the librdkafka client
+//! configuration they imply. Kept apart from the sink so `riffle check` and
+//! config parsing need no producer.
+
+use rdkafka::config::ClientConfig;
+
+/// How message values (and keys) are encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueFormat {
+    /// JSON; `schemas` wraps each message in Kafka Connect's
+    /// `{"schema": …, "payload": …}` (`JsonConverter` `schemas.enable`).
+    Json { schemas: bool },
+    /// Avro in the Confluent wire format; schemas registered at this URL.
+    Avro { registry: String },
+}
+
+/// The sink's settings, from the URL's query and the `[[sinks]]` table.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// `host:port[,host:port]`.
+    pub brokers: String,
+    pub format: ValueFormat,
+    /// Topic names start with this (default: the pipeline name).
+    pub topic_prefix: String,
+    /// `(table glob, topic)`: the first match names the table's topic;
+    /// `{prefix}`, `{db}`, `{schema}`, `{table}` are replaced.
+    pub topic_routes: Vec<(String, String)>,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Topic-level settings for topics riffle creates (`cleanup.policy`, …).
+    pub topic_config: Vec<(String, String)>,
+    pub create_topics: bool,
+    /// A null-value message after each delete (Debezium's default).
+    pub tombstones: bool,
+    /// Debezium's `provide.transaction.metadata`: BEGIN/END markers here.
+    pub transaction_topic: Option<String>,
+    /// librdkafka settings, passed through (`security.protocol`, `sasl.*`,
+    /// `ssl.*`, `compression.type`, `message.max.bytes`, …).
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaOptions {
+    /// Defaults for `brokers`, with topics named after `pipeline`.
+    pub fn new(brokers: &str, pipeline: &str) -> KafkaOptions {
+        KafkaOptions {
+            brokers: brokers.to_string(),
+            format: ValueFormat::Json { schemas: false },
+            topic_prefix: pipeline.to_string(),
+            topic_routes: Vec::new(),
+            partitions: 1,
+            replication_factor: 1,
+            topic_config: Vec::new(),
+            create_topics: true,
+            tombstones: true,
+            transaction_topic: None,
+            properties: Vec::new(),
+        }
+    }
+
+    /// Applies one option by name (URL query or config key). `Err` says what
+    /// was expected.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let boolean = |v: &str| match v {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(format!("{key}: expected true or false, found {v:?}")),
+        };
+        let int =
+            |v: &str| v.parse::<i32>().ok().filter(|n| *n > 0).ok_or_else(|| format!("{key}: expected a positive integer, found {v:?}"));
+        match key {
+            "topic_prefix" | "topic.prefix" => self.topic_prefix = value.to_string(),
+            "partitions" => self.partitions = int(value)?,
+            "replication_factor" | "replication.factor" => self.replication_factor = int(value)?,
+            "create_topics" => self.create_topics = boolean(value)?,
+            "tombstones" | "tombstones.on.delete" => self.tombstones = boolean(value)?,
+            "schemas_enable" | "schemas.enable" => match &mut self.format {
+                ValueFormat::Json { schemas } => *schemas = boolean(value)?,
+                ValueFormat::Avro { .. } => {
+                    return Err(format!("{key}: applies to JSON values; Avro values always have a registered schema"))
+                }
+            },
+            "schema_registry" | "schema.registry.url" => self.format = ValueFormat::Avro { registry: value.to_string() },
+            "transaction_topic" => self.transaction_topic = Some(value.to_string()),
+            "provide.transaction.metadata" => {
+                if boolean(value)? {
+                    self.transaction_topic.get_or_insert_with(String::new);
+                } else {
+                    self.transaction_topic = None;
+                }
+            }
+            k if k.starts_with("topic.config.") => self.topic_config.push((k["topic.config.".len()..].to_string(), value.to_string())),
+            k if k.starts_with("kafka.") => self.properties.push((k["kafka.".len()..].to_string(), value.to_string())),
+            _ => {
+                return Err(format!(
+                    "unknown Kafka sink option {key:?}; expected one of topic_prefix, partitions, replication_factor, create_topics, \
+                     tombstones, schemas_enable, schema_registry, transaction_topic, topic.config.<name>, kafka.<librdkafka setting>"
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses `kafka://host:port[,host:port][?option=value&…]`.
+    pub fn from_url(url: &str, pipeline: &str) -> Result<KafkaOptions, String> {
+        let rest = url.strip_prefix("kafka://").ok_or_else(|| format!("{url:?}: expected kafka://host:port[,host:port]"))?;
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let hosts = hosts.trim_end_matches('/');
+        if hosts.is_empty()
+            || hosts.split(',').any(|h| h.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()))
+        {
+            return Err(format!(
+                "{}: expected kafka://host:port[,host:port], with a port for every broker",
+                riffle_core::url::redact_url(url)
+            ));
+        }
+        let mut opts = KafkaOptions::new(hosts, pipeline);
+        for (k, v) in riffle_core::url::query_pairs(query) {
+            opts.set(&k, &v)?;
+        }
+        Ok(opts)
+    }
+
+    /// The producer's (and admin client's) librdkafka settings.
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", format!("riffle-{}", self.topic_prefix))
+            .set("enable.idempotence", "true")
+            // Java clients' partitioner, so keys land where Debezium's would.
+            .set("partitioner", "murmur2_random")
+            .set("allow.auto.create.topics", "false")
+            // Back-pressure: a bounded local queue.
+            .set("queue.buffering.max.kbytes", "65536")
+            .set("queue.buffering.max.messages", "100000")
+            .set("linger.ms", "20")
+            .set("message.timeout.ms", "120000")
+            .set("log_level", "4");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}

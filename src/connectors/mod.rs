@@ -1,0 +1,116 @@
+//! The one place the binary names the systems riffle connects to: which
+//! connector a URL picks, and the dispatch to it (sinks in [`sinks`]). Everything a
+//! connector knows (its URL options, checks, status, how it snapshots and
+//! streams) lives in its crate under `connectors/`; the rest of `src/`
+//! speaks only riffle_core's vocabulary.
+//!
+//! Adding a source: a variant in [`AnySource`] and [`SourceKind`], and an
+//! arm in each `match` below; adding a sink: [`sinks`] (see
+//! docs/architecture.md).
+
+pub mod sinks;
+
+use riffle_core::source::{RunEnd, SourceStats};
+use riffle_core::{Offset, Report, SavedPipeline, Source, SourceError, SourceItem, SourceSpec, StartMode, StatusReport, Until};
+use riffle_mysql::MySource;
+use riffle_postgres::PgSource;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// `riffle slots` is Postgres' own command.
+pub use riffle_postgres::slots as pg_slots;
+
+/// Which connector reads a source URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Postgres,
+    Mysql,
+}
+
+/// The source URL forms, for messages.
+pub const SOURCE_SCHEMES: &str = "a postgres://, postgresql://, mysql:// or mariadb:// URL";
+
+impl SourceKind {
+    pub fn of(url: &str) -> Option<SourceKind> {
+        let scheme = url.split_once("://")?.0;
+        match scheme {
+            "postgres" | "postgresql" => Some(SourceKind::Postgres),
+            "mysql" | "mariadb" => Some(SourceKind::Mysql),
+            _ => None,
+        }
+    }
+
+    fn require(url: &str) -> Result<SourceKind, SourceError> {
+        SourceKind::of(url).ok_or_else(|| {
+            SourceError::definite(format!("source: expected {SOURCE_SCHEMES}, found {:?}", riffle_core::url::redact_url(url)))
+        })
+    }
+
+    /// `--until POSITION` in this source's own form.
+    pub fn parse_position(self, text: &str) -> Result<Offset, SourceError> {
+        match self {
+            SourceKind::Postgres => riffle_postgres::parse_position(text),
+            SourceKind::Mysql => riffle_mysql::parse_position(text),
+        }
+    }
+}
+
+/// The configured source. A closed set, so an enum rather than a trait
+/// object (the [`Source`] trait's `run` returns `impl Future`).
+pub enum AnySource {
+    Postgres(PgSource),
+    Mysql(MySource),
+}
+
+impl AnySource {
+    pub fn new(spec: &SourceSpec) -> Result<Self, SourceError> {
+        Ok(match SourceKind::require(&spec.url)? {
+            SourceKind::Postgres => AnySource::Postgres(PgSource::new(spec)?),
+            SourceKind::Mysql => AnySource::Mysql(MySource::new(spec)?),
+        })
+    }
+}
+
+impl Source for AnySource {
+    fn prepare(&mut self, start: StartMode, until: Until) -> Result<(), SourceError> {
+        match self {
+            AnySource::Postgres(s) => s.prepare(start, until),
+            AnySource::Mysql(s) => s.prepare(start, until),
+        }
+    }
+
+    fn stats(&self) -> Arc<SourceStats> {
+        match self {
+            AnySource::Postgres(s) => s.stats(),
+            AnySource::Mysql(s) => s.stats(),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        out: mpsc::Sender<Vec<SourceItem>>,
+        durable: watch::Receiver<Option<Offset>>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<RunEnd, SourceError> {
+        match self {
+            AnySource::Postgres(s) => s.run(out, durable, stop).await,
+            AnySource::Mysql(s) => s.run(out, durable, stop).await,
+        }
+    }
+}
+
+/// `riffle check` for the source; `saved` is the pipeline's state, if any.
+pub async fn check_source(spec: &SourceSpec, saved: Option<&SavedPipeline>) -> Result<Report, SourceError> {
+    match SourceKind::require(&spec.url)? {
+        SourceKind::Postgres => riffle_postgres::report::check(spec, saved).await,
+        SourceKind::Mysql => riffle_mysql::report::check(spec).await,
+    }
+}
+
+/// `riffle status --source URL`: what the server says of each pipeline.
+pub async fn source_status(url: &str, pipelines: &[SavedPipeline]) -> Result<Vec<StatusReport>, SourceError> {
+    match SourceKind::require(url)? {
+        SourceKind::Postgres => riffle_postgres::report::status(url, pipelines).await,
+        SourceKind::Mysql => riffle_mysql::report::status(url, pipelines).await,
+    }
+}

@@ -1,0 +1,335 @@
+//! Drives the sinks for one pipeline: routes each event through its
+//! table's rule to the sinks it goes to (skipping replays a sink already
+//! holds), counts, and on a source checkpoint commits every sink, then
+//! saves the offset, then tells the source it may release its log.
+
+use super::ledger::{AtEnd, Delivery, Ledger};
+use crate::metrics::Metrics;
+use crate::progress::Progress;
+use crate::state::{now_ms, PipelineState, SnapshotState, StateSave};
+use crate::transform::{Routed, Transformer};
+use riffle_core::{ChangeEvent, Offset, Op, Sink, SinkError, SourceItem, TableId, TableSchema};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+const OPS: [Op; 5] = [Op::Read, Op::Create, Op::Update, Op::Delete, Op::Truncate];
+
+fn op_index(op: Op) -> usize {
+    OPS.iter().position(|o| *o == op).unwrap_or(0)
+}
+
+/// Per table, since the last flush into the metrics.
+#[derive(Default)]
+struct TableCounts {
+    /// Events written, per sink and op.
+    written: Vec<[u64; 5]>,
+    /// Encoded bytes written, per sink.
+    bytes: Vec<u64>,
+    filtered: u64,
+    snapshot_rows: u64,
+}
+
+pub struct Committer {
+    pub(super) sinks: Vec<Box<dyn Sink>>,
+    sink_names: Vec<String>,
+    transformer: Transformer,
+    /// `None` for a one-shot sync, which saves nothing.
+    store: Option<Box<dyn StateSave>>,
+    pub(super) state: PipelineState,
+    durable: watch::Sender<Option<Offset>>,
+    interval: Duration,
+    last_commit: Instant,
+    ledger: Ledger,
+    in_snapshot: bool,
+    sync: bool,
+    progress: Progress,
+    metrics: Arc<Metrics>,
+    counts: Vec<(TableId, TableCounts)>,
+    /// The schema of the previous event and its index in `counts`:
+    /// consecutive events of one table find their entry without comparing names.
+    counted: Option<(Arc<TableSchema>, usize)>,
+}
+
+/// What a [`Committer`] is made of.
+pub struct Parts {
+    pub sinks: Vec<Box<dyn Sink>>,
+    pub sink_names: Vec<String>,
+    pub transformer: Transformer,
+    pub store: Option<Box<dyn StateSave>>,
+    pub state: PipelineState,
+    pub durable: watch::Sender<Option<Offset>>,
+    pub interval: Duration,
+    pub sync: bool,
+    pub progress: Progress,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A state store error as the pipeline sorts errors: transient ones are
+/// retried like a sink's.
+fn state_error(e: crate::state::StateError) -> SinkError {
+    SinkError::caused(e.kind(), "saving the pipeline's state", e)
+}
+
+impl Committer {
+    pub fn new(p: Parts) -> Self {
+        Committer {
+            sinks: p.sinks,
+            sink_names: p.sink_names,
+            transformer: p.transformer,
+            store: p.store,
+            state: p.state,
+            durable: p.durable,
+            interval: p.interval,
+            last_commit: Instant::now(),
+            ledger: Ledger::default(),
+            in_snapshot: false,
+            sync: p.sync,
+            progress: p.progress,
+            metrics: p.metrics,
+            counts: Vec::new(),
+            counted: None,
+        }
+    }
+
+    fn consume_batch(&mut self, batch: Vec<SourceItem>) -> Result<(), SinkError> {
+        let mut snapshot_rows = 0;
+        let mut streamed = 0;
+        for item in batch {
+            match item {
+                SourceItem::Event(ev) => {
+                    self.ledger.event(ev.position, ev.source.ts_ms);
+                    if self.in_snapshot {
+                        snapshot_rows += 1;
+                    } else {
+                        streamed += 1;
+                    }
+                    self.deliver(ev)?;
+                }
+                SourceItem::Checkpoint(offset) => {
+                    self.ledger.checkpoint(offset);
+                    if self.last_commit.elapsed() >= self.interval {
+                        self.commit()?;
+                    }
+                }
+                SourceItem::SnapshotStarted(offset) => {
+                    if let Some(store) = &self.store {
+                        self.state.snapshot = SnapshotState::InProgress;
+                        self.state.snapshot_started = Some(offset);
+                        self.state.updated_ms = now_ms();
+                        store.save(&self.state).map_err(state_error)?;
+                    }
+                }
+                SourceItem::SnapshotTable { table, estimated_rows } => {
+                    if !self.in_snapshot && !self.sync {
+                        self.warn_if_sinks_hold_history();
+                    }
+                    self.progress.snapshot_rows(snapshot_rows);
+                    snapshot_rows = 0;
+                    self.in_snapshot = true;
+                    self.metrics.with(|c| c.snapshot_estimated.insert(table.to_string(), estimated_rows));
+                    self.progress.start_table(&table, estimated_rows);
+                }
+                SourceItem::SnapshotDone => {
+                    self.progress.snapshot_rows(snapshot_rows);
+                    snapshot_rows = 0;
+                    self.progress.finish_table();
+                    self.in_snapshot = false;
+                    if self.sync {
+                        self.ledger.copy_complete();
+                        self.commit()?;
+                    } else {
+                        // Commit at the checkpoint that follows, whatever the interval.
+                        self.last_commit = Instant::now() - self.interval;
+                    }
+                }
+            }
+        }
+        self.progress.snapshot_rows(snapshot_rows);
+        if streamed > 0 {
+            self.progress.streamed(streamed);
+        }
+        self.flush_counts();
+        Ok(())
+    }
+
+    /// The index in `counts` of the event's table.
+    fn counts_for(&mut self, table: &Arc<TableSchema>) -> usize {
+        if let Some((t, i)) = &self.counted {
+            if Arc::ptr_eq(t, table) {
+                return *i;
+            }
+        }
+        let i = match self.counts.iter().position(|(id, _)| *id == table.id) {
+            Some(i) => i,
+            None => {
+                let n = self.sinks.len();
+                self.counts.push((table.id.clone(), TableCounts { written: vec![[0; 5]; n], bytes: vec![0; n], ..Default::default() }));
+                self.counts.len() - 1
+            }
+        };
+        self.counted = Some((table.clone(), i));
+        i
+    }
+
+    /// Passes one event through its table's rule to the sinks it goes to.
+    fn deliver(&mut self, ev: ChangeEvent) -> Result<(), SinkError> {
+        let idx = self.counts_for(&ev.table);
+        let counts = &mut self.counts[idx].1;
+        if ev.op == Op::Read {
+            counts.snapshot_rows += 1;
+        }
+        let routed = if self.transformer.is_empty() { Routed { event: Some(ev), sinks: None } } else { self.transformer.apply(ev)? };
+        let Some(ev) = routed.event else {
+            counts.filtered += 1;
+            return Ok(());
+        };
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            if routed.sinks.as_ref().is_some_and(|s| !s.contains(&i)) {
+                continue;
+            }
+            match super::ledger::delivery(sink.committed(), ev.position, ev.op, self.sync) {
+                Delivery::Write => {}
+                Delivery::Skip => continue,
+                Delivery::Conflict(c) => {
+                    return Err(SinkError::definite(format!(
+                        "{} already holds this pipeline's events up to position {c}, but the new snapshot starts at {}; \
+                         it was written from another server or an earlier history. Write to an empty directory, \
+                         or use another --name",
+                        sink.describe(),
+                        ev.position
+                    )))
+                }
+            }
+            let before = sink.bytes_written();
+            sink.write(&ev)?;
+            counts.written[i][op_index(ev.op)] += 1;
+            counts.bytes[i] += sink.bytes_written() - before;
+        }
+        Ok(())
+    }
+
+    fn warn_if_sinks_hold_history(&self) {
+        for sink in &self.sinks {
+            if let Some(c) = sink.committed() {
+                tracing::warn!(
+                    sink = sink.describe(),
+                    committed = %c,
+                    "this sink already holds events of an earlier run of this pipeline; the new snapshot follows them \
+                     (read its `r` events as upserts, or write to an empty directory)"
+                );
+            }
+        }
+    }
+
+    fn flush_counts(&mut self) {
+        if self.counts.is_empty() {
+            return;
+        }
+        let counts = std::mem::take(&mut self.counts);
+        self.counted = None;
+        let names = &self.sink_names;
+        let oldest = self.ledger.oldest_uncommitted_ms();
+        self.metrics.with(|c| {
+            for (table, counts) in counts {
+                let t = table.to_string();
+                for (i, ops) in counts.written.iter().enumerate() {
+                    for (k, n) in ops.iter().enumerate() {
+                        if *n > 0 {
+                            *c.events.entry((t.clone(), names[i].clone(), OPS[k].code())).or_default() += n;
+                        }
+                    }
+                    if counts.bytes[i] > 0 {
+                        *c.sink_bytes.entry((t.clone(), names[i].clone())).or_default() += counts.bytes[i];
+                    }
+                }
+                if counts.snapshot_rows > 0 {
+                    *c.snapshot_rows.entry(t.clone()).or_default() += counts.snapshot_rows;
+                }
+                if counts.filtered > 0 {
+                    *c.filtered.entry(t).or_default() += counts.filtered;
+                }
+            }
+            c.oldest_uncommitted_ms = oldest;
+        });
+    }
+
+    /// Commits every sink, then saves the offset, then releases the source.
+    fn commit(&mut self) -> Result<(), SinkError> {
+        let record = self.ledger.to_commit();
+        for sink in &mut self.sinks {
+            sink.commit(record.through)?;
+        }
+        self.last_commit = Instant::now();
+        let mut saved = None;
+        match (&self.store, record.offset) {
+            (Some(store), Some(offset)) => {
+                let mut next = self.state.clone();
+                next.offset = Some(offset.clone());
+                next.snapshot = SnapshotState::Done;
+                next.last_position = record.through.or(next.last_position);
+                next.last_source_ts_ms = record.last_ts_ms.or(next.last_source_ts_ms);
+                next.events += record.events;
+                next.updated_ms = now_ms();
+                store.save(&next).map_err(state_error)?;
+                self.state = next;
+                tracing::debug!(offset = %offset, events = record.events, "committed");
+                saved = Some(offset);
+            }
+            (Some(_), None) => {}
+            (None, _) => self.state.events += record.events,
+        }
+        self.ledger.committed();
+        let snapshot_done = self.state.snapshot == SnapshotState::Done || self.sync;
+        let in_snapshot = self.in_snapshot;
+        let position = saved.as_ref().map(Offset::as_number);
+        self.metrics.with(|c| {
+            c.commits += 1;
+            c.last_commit_ms = now_ms();
+            c.oldest_uncommitted_ms = None;
+            c.snapshot_done |= snapshot_done && !in_snapshot;
+            if let Some(p) = position {
+                c.committed_position = p;
+            }
+        });
+        if let Some(offset) = saved {
+            let _ = self.durable.send(Some(offset));
+        }
+        Ok(())
+    }
+
+    pub fn abort(&mut self) {
+        for sink in &mut self.sinks {
+            if let Err(e) = sink.abort() {
+                tracing::warn!(sink = sink.describe(), error = %e, "dropping uncommitted output failed");
+            }
+        }
+        self.ledger.aborted();
+        self.in_snapshot = false;
+    }
+
+    /// Consumes one source run's items until the source closes its channel.
+    pub async fn consume(&mut self, mut rx: mpsc::Receiver<Vec<SourceItem>>) -> Result<(), SinkError> {
+        loop {
+            // Commit a checkpoint that waits when the source goes quiet.
+            let wait = if self.ledger.checkpoint_waiting() {
+                self.interval.saturating_sub(self.last_commit.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some(batch)) => tokio::task::block_in_place(|| self.consume_batch(batch))?,
+                Ok(None) => break,
+                Err(_) => tokio::task::block_in_place(|| self.commit())?,
+            }
+        }
+        // The source ended: commit up to its last checkpoint; events after
+        // it (an interrupted snapshot) are dropped.
+        match self.ledger.at_end() {
+            AtEnd::Commit => tokio::task::block_in_place(|| self.commit())?,
+            AtEnd::Abort => tokio::task::block_in_place(|| self.abort()),
+            AtEnd::Nothing => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! The pipeline: runs a source, passes its events through the table rules
+//! to the sinks, commits the sinks on source checkpoints, and only then saves
+//! the offset and tells the source it may release its log.
+//!
+//! # Layout
+//!
+//! - [`ledger`]: the commit bookkeeping and replay rule, without I/O.
+//! - [`committer`]: routes events to the sinks, commits, saves the state.
+//! - [`supervisor`]: the retry loop around one source run.
+//!
+//! The source runs in its own task; the sinks are driven here, with their
+//! blocking file I/O inside `block_in_place`, so reading and writing use
+//! both cores. Transient errors restart the source from the saved offset
+//! after dropping what the sinks had not committed, with exponential backoff
+//! and jitter; definite errors end the run.
+
+mod committer;
+mod ledger;
+mod supervisor;
+#[cfg(test)]
+mod tests;
+
+use committer::{Committer, Parts};
+use supervisor::{supervise, Retries};
+
+use crate::config::Config;
+use crate::connectors::sinks::open_sinks;
+use crate::connectors::AnySource;
+use crate::metrics::Metrics;
+use crate::progress::Progress;
+use crate::state::{now_ms, PipelineState, SnapshotState, StateSave, StateStore};
+use crate::transform::Transformer;
+use anyhow::{bail, Result};
+use riffle_core::source::RunEnd;
+use riffle_core::{Offset, Source, Until};
+use tokio::sync::watch;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub enum Job {
+    Sync,
+    Replicate { until: Until },
+}
+
+/// How a run ended, for the exit message.
+#[derive(Debug)]
+pub struct Summary {
+    pub end: RunEnd,
+    pub events: u64,
+    pub offset: Option<Offset>,
+}
+
+pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool>) -> Result<Summary> {
+    let store = StateStore::new(&cfg.state_dir)?;
+    let redacted = crate::config::redact_source_url(&cfg.source_url);
+    let saved = match job {
+        Job::Sync => None,
+        Job::Replicate { .. } => store.load(&cfg.name)?,
+    };
+    if let Some(s) = &saved {
+        if s.tables != cfg.tables {
+            bail!(
+                "pipeline {:?} was started with --tables {:?}, now {:?}; a new selection needs a new snapshot: pass another --name, or remove {} (and the old slot) to start over",
+                cfg.name,
+                s.tables,
+                cfg.tables,
+                store.location(&cfg.name)
+            );
+        }
+    }
+    let source = AnySource::new(&cfg.source_spec())?;
+    // Sinks are checked before anything is read from the source.
+    crate::check::require_sinks_ready(cfg)?;
+    let sinks = tokio::task::block_in_place(|| open_sinks(cfg))?;
+    for s in &sinks {
+        tracing::info!(sink = s.describe(), "sink ready");
+    }
+    let state = saved.clone().unwrap_or(PipelineState {
+        version: 1,
+        name: cfg.name.clone(),
+        source: redacted,
+        tables: cfg.tables.clone(),
+        snapshot: SnapshotState::InProgress,
+        snapshot_started: None,
+        offset: None,
+        last_position: None,
+        last_source_ts_ms: None,
+        events: 0,
+        updated_ms: now_ms(),
+    });
+    let sync = matches!(job, Job::Sync);
+    let metrics = Metrics::new(source.stats(), cfg.stall_timeout);
+    if let Some(offset) = &state.offset {
+        let n = offset.as_number();
+        metrics.with(|c| {
+            c.committed_position = n;
+            c.snapshot_done = true;
+        });
+    }
+    if let Some(addr) = cfg.metrics_addr {
+        crate::metrics::serve(addr, metrics.clone()).await?;
+    }
+    let status_line = (!sync && !quiet).then(|| crate::progress::spawn_status_line(metrics.clone()));
+    let (durable_tx, durable_rx) = watch::channel(state.offset.clone());
+    let mut committer = Committer::new(Parts {
+        sink_names: cfg.sinks.iter().map(|s| s.name.clone()).collect(),
+        sinks,
+        transformer: Transformer::new(cfg.rules.clone(), cfg.mask_salt.clone()),
+        store: (!sync).then(|| Box::new(store) as Box<dyn StateSave>),
+        state,
+        durable: durable_tx,
+        interval: cfg.commit_interval,
+        sync,
+        progress: Progress::new(quiet),
+        metrics: metrics.clone(),
+    });
+    let retries = Retries { max: cfg.max_retries, scale: 1.0 };
+    let result = supervise(source, &mut committer, &job, retries, durable_rx, stop, &metrics).await;
+    if let Some(line) = status_line {
+        line.abort();
+    }
+    result
+}
