@@ -33,13 +33,6 @@ impl Check {
         Check { name: name.into(), outcome: Ok(found.into()) }
     }
 
-    /// A check that could not run at all (the server did not answer, the
-    /// selection is wrong): `found` is the error.
-    pub fn failed(name: impl Into<String>, expected: impl Into<String>, found: impl Into<String>, fix: impl Into<String>) -> Check {
-        let name = name.into();
-        Check { outcome: Err(Problem { setting: name.clone(), expected: expected.into(), found: found.into(), fix: fix.into() }), name }
-    }
-
     /// A check that could not run (the server did not answer, the
     /// selection is wrong): printed as the error alone.
     pub fn error(name: impl Into<String>, error: impl std::fmt::Display) -> Check {
@@ -48,10 +41,6 @@ impl Check {
             outcome: Err(Problem { setting: name.clone(), expected: String::new(), found: error.to_string(), fix: String::new() }),
             name,
         }
-    }
-
-    pub fn is_ok(&self) -> bool {
-        self.outcome.is_ok()
     }
 }
 
