@@ -10,7 +10,6 @@ use apache_avro::types::Value as A;
 use mysql_async::prelude::Queryable;
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 fn term(child: &mut std::process::Child) {
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
@@ -264,12 +263,21 @@ async fn broker_killed_and_restarted_mid_stream_loses_nothing() {
     assert_eq!(ids(&before), (1..=50).collect(), "log: {}", std::fs::read_to_string(&log).unwrap());
 
     // The broker dies (its memory storage with it) while changes keep coming.
+    let retries_before = log_count(&log, "transient error, retrying");
     broker.kill();
     for i in 51..=100 {
         client.execute("INSERT INTO t VALUES ($1, $1)", &[&i]).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(child.try_wait().unwrap().is_none(), "riffle must keep retrying while the broker is down");
+    // Sending them fails (kafka.message.timeout.ms): riffle retries.
+    wait_for("riffle to retry the changes the dead broker did not take", 60, || {
+        log_count(&log, "transient error, retrying") > retries_before || child.try_wait().unwrap().is_some()
+    })
+    .await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "riffle must keep retrying while the broker is down: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     broker.restart();
     // riffle resends everything after its saved position: nothing it did not
     // see acknowledged is skipped.

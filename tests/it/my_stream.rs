@@ -4,7 +4,7 @@
 use crate::support::*;
 use mysql_async::prelude::Queryable;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -46,13 +46,11 @@ async fn snapshot_then_binlog_under_concurrent_writes_reproduces_the_table() {
     let (out, state) = (temp_dir("my-cons-out"), temp_dir("my-cons-state"));
     let stop = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer(db, stop.clone()));
-    loop {
+    wait_for_async("the writer's first 20 transactions", 30, async || {
         let n: Option<i64> = conn.query_first("SELECT COUNT(*) FROM acct WHERE id >= 1000000").await.unwrap();
-        if n.unwrap_or(0) >= 20 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        n.unwrap_or(0) >= 20
+    })
+    .await;
     let url = my_url(db);
     let args: Vec<String> = [
         "replicate",
@@ -85,6 +83,27 @@ async fn snapshot_then_binlog_under_concurrent_writes_reproduces_the_table() {
     assert_eq!(replay(&events, "id"), table_rows(&mut conn, "acct").await);
 }
 
+/// Batch `b` of changes: 100 inserts, updates of every 7th row so far, 10 deletes.
+fn change(b: i64) -> String {
+    format!(
+        "INSERT INTO acct SELECT seq, 0, 'n' FROM seq_{}_to_{}; UPDATE acct SET v = v + 1 WHERE id % 7 = 0; DELETE FROM acct WHERE id % 10 = 3;",
+        b * 100 + 1,
+        b * 100 + 100
+    )
+}
+
+/// (op, GTID, ids) identifies a change printed on stdout; the value is its position.
+fn by_change(stdout_file: &std::path::Path) -> HashMap<String, String> {
+    std::fs::read_to_string(stdout_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|e| {
+            (format!("{}|{}|{}|{}", e["op"], e["source"]["gtid"], e["after"]["id"], e["before"]["id"]), e["source"]["position"].to_string())
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_binlog_then_restart_loses_nothing() {
     let db = "it_my_crash";
@@ -113,17 +132,32 @@ async fn kill_9_mid_binlog_then_restart_loses_nothing() {
     let stdout1 = state.join("run1.jsonl");
     let with_stdout = [&args[..], &["--sink", "-"]].concat();
     let mut child = spawn_riffle(&with_stdout, Some(&stdout1), &state.join("run1.log"));
-    let change = |b: i64| {
-        format!("INSERT INTO acct SELECT seq, 0, 'n' FROM seq_{}_to_{}; UPDATE acct SET v = v + 1 WHERE id % 7 = 0; DELETE FROM acct WHERE id % 10 = 3;", b * 100 + 1, b * 100 + 100)
-    };
     for b in 0..20 {
         conn.query_drop(change(b)).await.unwrap();
     }
+    // Let some commits land.
     wait_for("committed files", 30, || data_files(&out, &format!("{db}.acct")).len() > 2).await;
-    conn.query_drop(change(20)).await.unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    for b in 21..40 {
+    // Kill without warning mid-stream, once there is something to replay:
+    // stdout is flushed at each commit and, between commits, whenever its
+    // buffer fills, so riffle is frozen until stdout holds a change no
+    // committed file holds yet. The saved position is behind such a change
+    // (it is saved after the files are renamed): the restart must print it
+    // again.
+    let mut next = 20;
+    let mut uncommitted = Vec::new();
+    kill_9_when(&mut child, "printed changes not yet committed", 60, async || {
+        let committed: HashSet<String> =
+            read_jsonl(&out, &format!("{db}.acct")).iter().map(|e| e["source"]["position"].to_string()).collect();
+        uncommitted = by_change(&stdout1).into_iter().filter(|(_, pos)| !committed.contains(pos)).map(|(k, _)| k).collect();
+        if uncommitted.is_empty() {
+            // Not yet: another batch for riffle to read when it runs on.
+            conn.query_drop(change(next)).await.unwrap();
+            next += 1;
+        }
+        !uncommitted.is_empty()
+    })
+    .await;
+    for b in next..next + 19 {
         conn.query_drop(change(b)).await.unwrap();
     }
     let stdout2 = state.join("run2.jsonl");
@@ -134,20 +168,11 @@ async fn kill_9_mid_binlog_then_restart_loses_nothing() {
     let positions: Vec<&str> = events.iter().map(|e| e["source"]["position"].as_str().unwrap()).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "each change once, in order");
     // A change printed by both runs (a replay) carries the same position both times.
-    let by_change = |f: &std::path::Path| -> std::collections::HashMap<String, String> {
-        std::fs::read_to_string(f)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|e| {
-                (
-                    format!("{}|{}|{}|{}", e["op"], e["source"]["gtid"], e["after"]["id"], e["before"]["id"]),
-                    e["source"]["position"].to_string(),
-                )
-            })
-            .collect()
-    };
     let (p1, p2) = (by_change(&stdout1), by_change(&stdout2));
+    assert!(!uncommitted.is_empty());
+    for k in &uncommitted {
+        assert_eq!(p2.get(k), Some(&p1[k]), "change {k} was printed but not committed at the kill: the restart prints it again");
+    }
     for (k, pos) in &p2 {
         if let Some(first) = p1.get(k) {
             assert_eq!(first, pos, "replayed change {k} moved");

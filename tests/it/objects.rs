@@ -13,7 +13,6 @@ use arrow_array::Array;
 use arrow_schema::{DataType as T, TimeUnit};
 use mysql_async::prelude::Queryable;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 fn run_with_env(args: &[String], env: &[(String, String)]) -> std::process::Output {
     let out = riffle_cmd(args).envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).output().unwrap();
@@ -351,6 +350,47 @@ async fn committed_events(store: &std::sync::Arc<dyn object_store::ObjectStore>,
     events
 }
 
+/// The commit manifest of pipeline `root` (whose sink's root is `root` too).
+async fn manifest(store: &std::sync::Arc<dyn object_store::ObjectStore>, root: &str) -> Option<serde_json::Value> {
+    use object_store::ObjectStoreExt;
+    match store.get(&object_store::path::Path::from(format!("{root}/_riffle/{root}.json"))).await {
+        Ok(got) => Some(serde_json::from_slice(&got.bytes().await.unwrap()).unwrap()),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => panic!("reading the manifest: {e}"),
+    }
+}
+
+/// The events, by position, in the temporary objects of pipeline `root`
+/// that `manifest` does not commit: what a run killed now leaves for the
+/// next run to write again. The run should be frozen or dead; an object it
+/// deletes meanwhile is skipped.
+async fn uncommitted(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    root: &str,
+    manifest: Option<&serde_json::Value>,
+) -> BTreeMap<String, serde_json::Value> {
+    use futures_util::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let committed: BTreeSet<String> =
+        manifest.iter().flat_map(|m| m["renames"].as_array().unwrap()).map(|r| format!("{root}/{}", r[0].as_str().unwrap())).collect();
+    let listed: Vec<_> = store.list(Some(&object_store::path::Path::from(format!("{root}/_riffle/tmp")))).try_collect().await.unwrap();
+    let mut events = BTreeMap::new();
+    for meta in listed.into_iter().filter(|m| !committed.contains(m.location.as_ref())) {
+        let bytes = match store.get(&meta.location).await {
+            Ok(got) => got.bytes().await.unwrap(),
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => panic!("reading {}: {e}", meta.location),
+        };
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.ends_with('\n'), "{} is torn", meta.location);
+        for line in text.lines() {
+            let e: serde_json::Value = serde_json::from_str(line).unwrap();
+            events.insert(e["source"]["position"].as_str().unwrap().to_string(), e);
+        }
+    }
+    events
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_upload_then_restart_neither_loses_nor_duplicates() {
     let _gate = S3_GATE.read().await;
@@ -388,11 +428,21 @@ async fn kill_9_mid_upload_then_restart_neither_loses_nor_duplicates() {
             n += 1;
         }
     });
+    // Three runs, each killed once it has committed something and while it
+    // has uploaded a file it has not committed: the next run must write
+    // that file's events again.
+    let store = s3_store();
+    let mut replays = BTreeMap::new();
     for round in 0..3 {
+        let before = manifest(&store, &root).await;
         let mut child = spawn_with_env(&args, &s3_env(), &dir.join(format!("riffle-{round}.log")));
-        tokio::time::sleep(Duration::from_millis(2500 + round * 700)).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kill_9_when(&mut child, "a commit of this run and a file it has not committed", 120, async || {
+            let now = manifest(&store, &root).await;
+            now.is_some() && now != before && !uncommitted(&store, &root, now.as_ref()).await.is_empty()
+        })
+        .await;
+        // Read again now the run is dead, in case a manifest it was writing landed late.
+        replays.extend(uncommitted(&store, &root, manifest(&store, &root).await.as_ref()).await);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
@@ -400,11 +450,21 @@ async fn kill_9_mid_upload_then_restart_neither_loses_nor_duplicates() {
     until.extend(["--until".into(), "now".into()]);
     run_with_env(&until, &s3_env());
 
-    let store = s3_store();
     let events = committed_events(&store, &root, "public.t").await;
     let positions: Vec<&str> = events.iter().map(|e| e["source"]["position"].as_str().unwrap()).collect();
     let unique_positions: BTreeSet<&str> = positions.iter().copied().collect();
     assert_eq!(unique_positions.len(), positions.len(), "an event was written twice");
+    // What the kills left uncommitted was written again, at the same positions.
+    assert!(!replays.is_empty(), "no kill left an uncommitted file");
+    let by_position: BTreeMap<&str, &serde_json::Value> = positions.iter().copied().zip(&events).collect();
+    for (pos, first) in &replays {
+        let again = by_position.get(pos.as_str()).unwrap_or_else(|| panic!("the change at {pos}, uncommitted at a kill, is lost"));
+        assert_eq!(
+            (&again["op"], &again["before"], &again["after"]),
+            (&first["op"], &first["before"], &first["after"]),
+            "the change at {pos} came back different"
+        );
+    }
     let replayed = replay(&events, "id");
     let table = table_as_json(&client, "t", "id").await;
     assert_eq!(replayed.len(), table.len(), "rows after replay");
@@ -435,30 +495,28 @@ async fn s3_down_for_a_while_riffle_retries_and_catches_up() {
         client.execute("INSERT INTO t VALUES ($1, $1)", &[&i]).await.unwrap();
     }
     let ids = |events: &[serde_json::Value]| -> BTreeSet<i64> { events.iter().filter_map(|e| e["after"]["id"].as_i64()).collect() };
-    for _ in 0..200 {
-        if ids(&committed_events(&store, &root, "public.t").await).len() == 10 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(30, async || ids(&committed_events(&store, &root, "public.t").await).len() == 10).await;
     assert_eq!(ids(&committed_events(&store, &root, "public.t").await).len(), 10, "log: {}", std::fs::read_to_string(&log).unwrap());
 
+    let retries_before = log_count(&log, "transient error, retrying");
     sh(&std::env::var("RIFFLE_TEST_S3_STOP_CMD").unwrap());
     for i in 11..=20 {
         client.execute("INSERT INTO t VALUES ($1, $1)", &[&i]).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Committing them fails (after the object store client's own retries):
+    // riffle must retry, not exit.
+    let retried =
+        poll_until(180, async || log_count(&log, "transient error, retrying") > retries_before || child.try_wait().unwrap().is_some())
+            .await;
     let alive = child.try_wait().unwrap().is_none();
     sh(&std::env::var("RIFFLE_TEST_S3_START_CMD").unwrap());
-    assert!(alive, "riffle must wait for the store, not exit: {}", std::fs::read_to_string(&log).unwrap());
+    assert!(retried && alive, "riffle must wait for the store, not exit: {}", std::fs::read_to_string(&log).unwrap());
     let mut got = BTreeSet::new();
-    for _ in 0..900 {
+    poll_until(90, async || {
         got = ids(&committed_events(&store, &root, "public.t").await);
-        if got.len() == 20 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        got.len() == 20
+    })
+    .await;
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     child.wait().unwrap();
     assert_eq!(got, (1..=20).collect(), "log: {}", std::fs::read_to_string(&log).unwrap());

@@ -2,20 +2,6 @@
 //! after a known workload, and the health check answers.
 
 use crate::support::*;
-use std::io::{Read, Write};
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).ok()?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
-}
-
-fn metric(body: &str, series: &str) -> Option<f64> {
-    body.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' ')).and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_a_known_workload() {
@@ -101,7 +87,7 @@ async fn health_turns_unhealthy_when_the_stream_stalls() {
     let client = fresh_db(db).await;
     client.batch_execute("CREATE TABLE s (id int PRIMARY KEY)").await.unwrap();
     let (out, state) = (temp_dir("stall-out"), temp_dir("stall-state"));
-    let port = 57000 + (std::process::id() % 1000) as u16;
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     // No heartbeat, a quiet table: the server's own keepalives come every 30 s.
     let args = [
@@ -121,14 +107,17 @@ async fn health_turns_unhealthy_when_the_stream_stalls() {
         "--stall-timeout",
         "2s",
     ];
-    let mut child = spawn_riffle(&args, None, &state.join("riffle.log"));
+    let mut child = Running(spawn_riffle(&args, None, &state.join("riffle.log")));
     wait_for("a healthy stream", 30, || http_get(port, "/health").is_some_and(|(s, _)| s == 200)).await;
-    wait_for("the stall to show", 30, || {
+    // Any WAL on the server, even other databases' (other tests), reaches
+    // the walsender and keeps the stream talking: the stall shows once the
+    // server is quiet for 2 s, which may wait for other tests to finish.
+    wait_for("the stall to show", 180, || {
         http_get(port, "/health").is_some_and(|(s, b)| s == 503 && b.contains("no message from the source"))
     })
     .await;
     let (_, body) = http_get(port, "/metrics").unwrap();
     assert_eq!(metric(&body, "riffle_healthy"), Some(0.0));
-    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(child.wait().unwrap().success());
+    std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    assert!(child.0.wait().unwrap().success());
 }

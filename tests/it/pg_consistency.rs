@@ -45,13 +45,11 @@ async fn snapshot_then_stream_under_concurrent_writes_reproduces_the_table() {
     let w = tokio::spawn(writer(url.clone(), "acct", stop.clone()));
     // Let the writer get going so the snapshot overlaps it.
     let seen = connect(&url).await;
-    loop {
+    wait_for_async("the writer's first 20 transactions", 30, async || {
         let n: i64 = seen.query_one("SELECT count(*) FROM acct WHERE id >= 1000000", &[]).await.unwrap().get(0);
-        if n >= 20 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        n >= 20
+    })
+    .await;
     let args = [
         "replicate",
         "--source",

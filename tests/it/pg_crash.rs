@@ -3,7 +3,7 @@
 //! no partial file is ever visible under a final name.
 
 use crate::support::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 fn positions_by_change(stdout_file: &Path) -> HashMap<(String, String, String), String> {
@@ -19,6 +19,15 @@ fn positions_by_change(stdout_file: &Path) -> HashMap<(String, String, String), 
             )
         })
         .collect()
+}
+
+/// Batch `n` of changes: 100 inserts, updates of every 7th row so far, 10 deletes.
+fn change(batch: i32) -> String {
+    format!(
+        "BEGIN; INSERT INTO items SELECT g, 0 FROM generate_series({0} * 100 + 1, {0} * 100 + 100) g; \
+         UPDATE items SET v = v + 1 WHERE id % 7 = 0; DELETE FROM items WHERE id % 10 = 3; COMMIT;",
+        batch
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -51,23 +60,33 @@ async fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
     // Take the (empty) snapshot first, then stream in the background.
     riffle_ok(&[&args[..], &["--until", "now"]].concat());
     let mut child = spawn_riffle(&args, Some(&stdout1), &state.join("run1.log"));
-    let change = |batch: i32| {
-        format!(
-            "BEGIN; INSERT INTO items SELECT g, 0 FROM generate_series({0} * 100 + 1, {0} * 100 + 100) g; \
-             UPDATE items SET v = v + 1 WHERE id % 7 = 0; DELETE FROM items WHERE id % 10 = 3; COMMIT;",
-            batch
-        )
-    };
     for batch in 0..20 {
         client.batch_execute(&change(batch)).await.unwrap();
     }
-    // Let some commits land, then kill without warning while changes keep coming.
+    // Let some commits land.
     wait_for("committed files", 30, || data_files(&out, "public.items").len() > 2).await;
-    client.batch_execute(&change(20)).await.unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // Kill without warning mid-stream, once there is something to replay:
+    // stdout is flushed at each commit and, between commits, whenever its
+    // buffer fills, so riffle is frozen until stdout holds a change no
+    // committed file holds yet. The saved position is behind such a change
+    // (it is saved after the files are renamed): the restart must print it
+    // again.
+    let mut next = 20;
+    let mut uncommitted = Vec::new();
+    kill_9_when(&mut child, "printed changes not yet committed", 60, async || {
+        let committed: HashSet<String> =
+            read_jsonl(&out, "public.items").iter().map(|e| e["source"]["position"].as_str().unwrap().to_string()).collect();
+        uncommitted = positions_by_change(&stdout1).into_iter().filter(|(_, pos)| !committed.contains(pos)).map(|(k, _)| k).collect();
+        if uncommitted.is_empty() {
+            // Not yet: another batch for riffle to read when it runs on.
+            client.batch_execute(&change(next)).await.unwrap();
+            next += 1;
+        }
+        !uncommitted.is_empty()
+    })
+    .await;
     let committed_files = data_files(&out, "public.items").len();
-    for batch in 21..40 {
+    for batch in next..next + 19 {
         client.batch_execute(&change(batch)).await.unwrap();
     }
     assert!(committed_files > 2);
@@ -83,6 +102,10 @@ async fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
 
     // Replays on stdout (at-least-once) carry the position they had the first time.
     let (p1, p2) = (positions_by_change(&stdout1), positions_by_change(&stdout2));
+    assert!(!uncommitted.is_empty());
+    for k in &uncommitted {
+        assert_eq!(p2.get(k), Some(&p1[k]), "change {k:?} was printed but not committed at the kill: the restart prints it again");
+    }
     let replayed: Vec<_> = p2.iter().filter(|(k, _)| p1.contains_key(*k)).collect();
     for (k, pos) in &replayed {
         assert_eq!(&p1[*k], *pos, "replayed change {k:?} moved");
@@ -130,7 +153,10 @@ async fn sigterm_stops_gracefully_and_saves_the_position() {
     let out = temp_dir("sigterm-out");
     let state = temp_dir("sigterm-state");
     let (o, s) = (out.to_str().unwrap().to_string(), state.to_str().unwrap().to_string());
-    let args = ["replicate", "--source", &url, "--tables", "t", "--sink", &o, "--state", &s, "--commit-interval", "1h"];
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let args =
+        ["replicate", "--source", &url, "--tables", "t", "--sink", &o, "--state", &s, "--commit-interval", "1h", "--metrics-addr", &addr];
     let log = temp_dir("sigterm-log").join("riffle.log");
     let mut child = spawn_riffle(&args, None, &log);
     let saved_done = || {
@@ -143,7 +169,10 @@ async fn sigterm_stops_gracefully_and_saves_the_position() {
     wait_for("the snapshot to commit", 30, saved_done).await;
     client.batch_execute("INSERT INTO t SELECT generate_series(1, 10)").await.unwrap();
     // The commit interval is an hour: only the graceful stop can commit these.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Stop once riffle has written them to the sink (uncommitted).
+    let inserts = "riffle_events_total{table=\"public.t\",sink=\"sink0\",op=\"c\"}";
+    wait_for("the inserts in the metrics", 30, || http_get(port, "/metrics").and_then(|(_, b)| metric(&b, inserts)) == Some(10.0)).await;
+    assert!(read_jsonl(&out, "public.t").is_empty(), "nothing is committed before the stop");
     let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();

@@ -82,6 +82,19 @@ pub fn riffle_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
 }
 
 /// Starts riffle in the background; its stderr goes to `log`.
+/// A riffle process that is killed when the test ends, passed or failed,
+/// so a failed test never leaves it holding a slot.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 pub fn spawn_riffle<S: AsRef<std::ffi::OsStr>>(args: &[S], stdout: Option<&Path>, log: &Path) -> Child {
     let mut cmd = riffle_cmd(args);
     cmd.stderr(std::fs::File::create(log).unwrap());
@@ -99,6 +112,90 @@ pub async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls `cond` (which may await) until it holds or `secs` seconds pass;
+/// says whether it held. For a test that must clean up before it fails.
+pub async fn poll_until(secs: u64, mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`wait_for`] with a condition that may await.
+pub async fn wait_for_async(what: &str, secs: u64, cond: impl AsyncFnMut() -> bool) {
+    assert!(poll_until(secs, cond).await, "timed out after {secs}s waiting for {what}");
+}
+
+/// Sends `kill -SIGNAL` (`STOP`, `CONT`, `TERM`, …) to `child`.
+pub fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill").args([format!("-{signal}"), child.id().to_string()]).status().expect("running kill");
+    assert!(status.success(), "kill -{signal} {} failed", child.id());
+}
+
+/// `kill -9` at a moment `ready` picks, so a crash test does not depend on
+/// luck: `child` is frozen (SIGSTOP) while `ready` looks at what it has
+/// written, and killed frozen, so what `ready` saw is what the kill leaves
+/// behind. When `ready` says no, `child` runs on (SIGCONT) for a moment and
+/// is looked at again; after `secs` seconds the test fails (`child` killed).
+pub async fn kill_9_when(child: &mut Child, what: &str, secs: u64, mut ready: impl AsyncFnMut() -> bool) {
+    // Should `ready` panic, no stopped process is left behind.
+    struct KillOnPanic(u32);
+    impl Drop for KillOnPanic {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+            }
+        }
+    }
+    let _guard = KillOnPanic(child.id());
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        signal(child, "STOP");
+        let is_ready = ready().await;
+        if is_ready || Instant::now() >= deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            assert!(is_ready, "timed out after {secs}s waiting for {what}");
+            return;
+        }
+        signal(child, "CONT");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How many lines of the log at `path` contain `needle`.
+pub fn log_count(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().filter(|l| l.contains(needle)).count())
+}
+
+/// A loopback port nothing listens on right now (for `--metrics-addr`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET path` from riffle's metrics endpoint: the status and the body, or
+/// None while nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
+}
+
+/// The value of one series (name and labels, exactly) in a metrics body.
+pub fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' ')).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// Every final (committed) data file under `dir/<table>/`, in name order.
