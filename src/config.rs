@@ -324,8 +324,7 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
             let encoder = Encoder { format, metadata: s.metadata.unwrap_or(metadata_default) && metadata_default };
             let mut sink = sinks::parse_sink(&s.url, encoder, &where_(&format!("sinks[{i}].url")))?;
             sink.name = s.name.clone().unwrap_or_else(|| format!("sink{i}"));
-            sinks::typed_dir_to_object(&mut sink, &field)?;
-            sinks::apply_kafka_fields(&mut sink, s, &|k| where_(&format!("sinks[{i}].{k}")))?;
+            sinks::apply_fields(&mut sink, s, &|k| where_(&format!("sinks[{i}].{k}")))?;
             sinks::settle_format(&mut sink, s.format.is_some() || args.format.is_some(), &field)?;
             sinks.push(sink);
         }
@@ -554,14 +553,14 @@ mod tests {
             .sinks
             .iter()
             .map(|s| match &s.target {
-                SinkTarget::Dir(_) => "dir",
                 SinkTarget::Stdout => "stdout",
                 SinkTarget::Kafka(_) => "kafka",
-                SinkTarget::Object(_) => "object",
+                SinkTarget::Files(f) if f.local_dir().is_some() => "local files",
+                SinkTarget::Files(_) => "object store",
             })
             .collect();
-        assert_eq!(kinds, ["dir", "dir", "object", "kafka"]);
-        let SinkTarget::Object(lake) = &cfg.sinks[2].target else { panic!() };
+        assert_eq!(kinds, ["local files", "local files", "object store", "kafka"]);
+        let SinkTarget::Files(lake) = &cfg.sinks[2].target else { panic!() };
         assert_eq!((lake.partitioning, lake.compression.as_deref()), (Partitioning::Hour, Some("zstd")));
         assert_eq!(lake.store, [("region".to_string(), "eu-west-1".to_string())]);
         let SinkTarget::Kafka(k) = &cfg.sinks[3].target else { panic!() };

@@ -22,7 +22,6 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod connectors;
-pub mod file_formats;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;

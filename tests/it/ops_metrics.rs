@@ -31,7 +31,7 @@ async fn metrics_count_a_known_workload() {
         "--filter",
         "m: v >= 0",
     ];
-    let mut child = spawn_riffle(&args, None, &state.join("riffle.log"));
+    let mut child = Running(spawn_riffle(&args, None, &state.join("riffle.log")));
     let snapshot_series = "riffle_snapshot_rows_total{table=\"public.m\"}";
     wait_for("the snapshot in the metrics", 30, || http_get(port, "/metrics").and_then(|(_, b)| metric(&b, snapshot_series)) == Some(5.0))
         .await;
@@ -77,8 +77,8 @@ async fn metrics_count_a_known_workload() {
     let (status, health) = http_get(port, "/health").unwrap();
     assert_eq!((status, health.as_str()), (200, "ok\n"));
     assert_eq!(http_get(port, "/nope").unwrap().0, 404);
-    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(child.wait().unwrap().success());
+    std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    assert!(child.0.wait().unwrap().success());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -207,16 +207,20 @@ pub fn data_files(dir: &Path, table: &str) -> Vec<PathBuf> {
     files
 }
 
-/// Hidden temporary files anywhere under `dir`.
+/// Files a sink has written but not committed: everything under
+/// `_riffle/tmp/` (files being written, and uploads in progress).
 pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for table in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(table.path()).into_iter().flatten().flatten() {
-            if f.file_name().to_string_lossy().ends_with(".tmp") {
-                out.push(f.path());
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                walk(&e.path(), out);
+            } else {
+                out.push(e.path());
             }
         }
     }
+    let mut out = Vec::new();
+    walk(&dir.join("_riffle").join("tmp"), &mut out);
     out
 }
 

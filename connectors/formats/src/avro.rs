@@ -11,7 +11,7 @@
 //! (timestamps with a time zone, UTC), `local-timestamp-micros` (without),
 //! `uuid`. Unsigned 64-bit integers are `decimal(20,0)`.
 
-use crate::temporal;
+use crate::{temporal, UnfitValue};
 use riffle_core::{ChangeEvent, DataType, TableSchema, Value};
 use serde_json::{json, Value as Json};
 
@@ -168,16 +168,19 @@ pub fn envelope_schema(table: &TableSchema, namespace: &str) -> Json {
 }
 
 /// Why a value could not be written in Avro's type for its column.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("column {column} holds {value} which Avro's {avro_type} cannot represent")]
 pub struct Unrepresentable {
     pub column: String,
+    /// The value's kind and size ([`UnfitValue`]), never the value.
     pub value: String,
     pub avro_type: String,
 }
 
-impl std::fmt::Display for Unrepresentable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "column {} holds {} which Avro's {} cannot represent", self.column, self.value, self.avro_type)
+impl Unrepresentable {
+    /// `unfit`, a value of `table`'s column `c`.
+    fn new(table: &TableSchema, c: &riffle_core::Column, unfit: UnfitValue) -> Self {
+        Unrepresentable { column: format!("{}.{}", table.id, c.name), value: unfit.shown, avro_type: column_type(&c.data_type).to_string() }
     }
 }
 
@@ -216,8 +219,8 @@ fn write_opt_str(v: Option<&str>, out: &mut Vec<u8>) {
 }
 
 /// Writes a non-null value of `dt`; `Err` names what did not fit.
-pub fn write_value(v: &Value, dt: &DataType, out: &mut Vec<u8>) -> Result<(), String> {
-    let bad = || crate::value::describe(v);
+pub fn write_value(v: &Value, dt: &DataType, out: &mut Vec<u8>) -> Result<(), UnfitValue> {
+    let bad = || UnfitValue::of(v);
     match (dt, v) {
         (DataType::Bool, Value::Bool(b)) => out.push(u8::from(*b)),
         (DataType::Int16 | DataType::Int32 | DataType::Int64, Value::Int(i)) => write_long(*i, out),
@@ -258,7 +261,7 @@ pub fn write_value(v: &Value, dt: &DataType, out: &mut Vec<u8>) -> Result<(), St
 
 /// A `["null", T]` union value. Unavailable values are written as null
 /// (the envelope's `unavailable` lists them).
-pub fn write_nullable(v: &Value, dt: &DataType, out: &mut Vec<u8>) -> Result<(), String> {
+pub fn write_nullable(v: &Value, dt: &DataType, out: &mut Vec<u8>) -> Result<(), UnfitValue> {
     match v {
         Value::Null | Value::Unavailable => out.push(0),
         v => {
@@ -271,11 +274,7 @@ pub fn write_nullable(v: &Value, dt: &DataType, out: &mut Vec<u8>) -> Result<(),
 
 fn write_row(table: &TableSchema, row: &[Value], out: &mut Vec<u8>) -> Result<(), Unrepresentable> {
     for (v, c) in row.iter().zip(&table.columns) {
-        write_nullable(v, &c.data_type, out).map_err(|value| Unrepresentable {
-            column: format!("{}.{}", table.id, c.name),
-            value,
-            avro_type: column_type(&c.data_type).to_string(),
-        })?;
+        write_nullable(v, &c.data_type, out).map_err(|unfit| Unrepresentable::new(table, c, unfit))?;
     }
     Ok(())
 }
@@ -303,11 +302,7 @@ pub fn encode_key(event: &ChangeEvent, out: &mut Vec<u8>) -> Result<bool, Unrepr
     }
     for &i in &table.key {
         let c = &table.columns[i];
-        write_value(&row[i], &c.data_type, out).map_err(|value| Unrepresentable {
-            column: format!("{}.{}", table.id, c.name),
-            value,
-            avro_type: column_type(&c.data_type).to_string(),
-        })?;
+        write_value(&row[i], &c.data_type, out).map_err(|unfit| Unrepresentable::new(table, c, unfit))?;
     }
     Ok(true)
 }

@@ -11,6 +11,7 @@
 //! of the uncompressed data, as the specification says).
 
 use crate::avro::{encode_envelope, envelope_schema, write_bytes, write_long};
+use crate::FormatError;
 use apache_avro::{Codec, DeflateSettings, ZstandardSettings};
 use riffle_core::{ChangeEvent, TableSchema};
 use std::sync::Arc;
@@ -142,15 +143,20 @@ impl AvroFileWriter {
 
     /// Appends one event's envelope. It must be of the writer's table
     /// schema version. `Err` names a column whose value the Avro type cannot
-    /// hold; the event is then not written.
-    pub fn write(&mut self, ev: &ChangeEvent) -> Result<(), String> {
+    /// hold ([`FormatError::Unrepresentable`]), or says the event is of
+    /// another schema version ([`FormatError::SchemaChanged`]); the event is
+    /// then not written. Compressing a full block may fail too
+    /// ([`FormatError::Avro`]).
+    pub fn write(&mut self, ev: &ChangeEvent) -> Result<(), FormatError> {
         if !Arc::ptr_eq(&ev.table, &self.table) {
             if *ev.table != *self.table {
-                return Err(format!(
-                    "an event of {} with a different schema than the Avro file's ({} columns); start a new file",
-                    ev.table.id,
-                    ev.table.columns.len()
-                ));
+                return Err(FormatError::SchemaChanged {
+                    what: format!(
+                        "an event of {} with a different schema than the Avro file's ({} columns); start a new file",
+                        ev.table.id,
+                        ev.table.columns.len()
+                    ),
+                });
             }
             // The same schema: compare pointers from now on.
             self.table = ev.table.clone();
@@ -158,7 +164,7 @@ impl AvroFileWriter {
         let start = self.block.len();
         if let Err(e) = encode_envelope(ev, &mut self.block) {
             self.block.truncate(start);
-            return Err(format!("{e}; write this table as JSON lines"));
+            return Err(FormatError::Unrepresentable { what: format!("{e}; write this table as JSON lines") });
         }
         self.block_records += 1;
         self.rows += 1;
@@ -169,7 +175,7 @@ impl AvroFileWriter {
     }
 
     /// Closes the open block, if it has records.
-    pub fn flush_block(&mut self) -> Result<(), String> {
+    pub fn flush_block(&mut self) -> Result<(), FormatError> {
         if self.block_records == 0 {
             return Ok(());
         }
@@ -179,7 +185,10 @@ impl AvroFileWriter {
             self.block.clear();
         } else {
             let mut data = std::mem::replace(&mut self.block, Vec::with_capacity(self.max_block_bytes.min(1 << 20) + 4096));
-            self.codec.codec().compress(&mut data).map_err(|e| format!("avro {} compression: {e}", self.codec.name()))?;
+            self.codec
+                .codec()
+                .compress(&mut data)
+                .map_err(|e| FormatError::Avro { what: format!("avro {} compression", self.codec.name()), source: Box::new(e) })?;
             write_bytes(&data, &mut self.out);
         }
         self.out.extend_from_slice(&self.sync);
@@ -188,7 +197,7 @@ impl AvroFileWriter {
     }
 
     /// The whole file.
-    pub fn finish(mut self) -> Result<Vec<u8>, String> {
+    pub fn finish(mut self) -> Result<Vec<u8>, FormatError> {
         self.flush_block()?;
         Ok(self.out)
     }

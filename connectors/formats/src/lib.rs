@@ -16,15 +16,20 @@
 //! - [`temporal`]: dates, times and decimals as the numbers typed formats store.
 //! - [`parquet`]: the flat shape as typed Parquet files.
 //! - [`avro_file`]: Avro object container files of envelopes.
+//! - [`file`]: the four formats behind one [`file::FileFormat`] interface, for the file sink.
+//! - [`error`]: [`FormatError`], why an event could not be encoded, and [`UnfitValue`].
 
 pub mod avro;
 pub mod avro_file;
 pub mod csv;
+pub mod error;
+pub mod file;
 pub mod jsonl;
 pub mod parquet;
 pub mod temporal;
 pub mod value;
 
+pub use error::{FormatError, UnfitValue};
 use riffle_core::{ChangeEvent, TableSchema};
 
 /// The envelope's `transaction.id`: Postgres' transaction id; MySQL's GTID,

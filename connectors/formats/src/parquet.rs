@@ -15,7 +15,7 @@
 //! bytes. A value the column's type cannot hold (`NaN` in a decimal, a zero
 //! date) is an error naming the column; the row is then left out whole.
 
-use crate::temporal;
+use crate::{temporal, FormatError, UnfitValue};
 use arrow_array::types::{
     Date32Type, Decimal128Type, Decimal256Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Time64MicrosecondType,
     TimestampMicrosecondType, UInt64Type,
@@ -149,13 +149,13 @@ impl ParquetCompression {
         }
     }
 
-    fn to_parquet(self) -> Result<Compression, String> {
+    fn to_parquet(self) -> Result<Compression, FormatError> {
         Ok(match self {
             ParquetCompression::None => Compression::UNCOMPRESSED,
             ParquetCompression::Snappy => Compression::SNAPPY,
-            ParquetCompression::Zstd(level) => {
-                Compression::ZSTD(ZstdLevel::try_new(level).map_err(|e| format!("zstd level {level}: {e}"))?)
-            }
+            ParquetCompression::Zstd(level) => Compression::ZSTD(
+                ZstdLevel::try_new(level).map_err(|source| FormatError::Parquet { what: format!("zstd level {level}"), source })?,
+            ),
         })
     }
 }
@@ -217,7 +217,7 @@ struct MetaCols {
 
 impl ParquetWriter<Vec<u8>> {
     /// A writer building the file in memory.
-    pub fn new(table: Arc<TableSchema>, options: ParquetOptions) -> Result<Self, String> {
+    pub fn new(table: Arc<TableSchema>, options: ParquetOptions) -> Result<Self, FormatError> {
         Self::with_writer(table, options, Vec::new())
     }
 }
@@ -225,7 +225,7 @@ impl ParquetWriter<Vec<u8>> {
 impl<W: Write + Send> ParquetWriter<W> {
     /// A writer streaming the file to `out` (row groups are written to it as
     /// they fill; the footer on [`ParquetWriter::finish`]).
-    pub fn with_writer(table: Arc<TableSchema>, options: ParquetOptions, out: W) -> Result<Self, String> {
+    pub fn with_writer(table: Arc<TableSchema>, options: ParquetOptions, out: W) -> Result<Self, FormatError> {
         let schema = arrow_schema(&table, options.metadata);
         let mut props = WriterProperties::builder()
             .set_compression(options.compression.to_parquet()?)
@@ -246,7 +246,8 @@ impl<W: Write + Send> ParquetWriter<W> {
             props = props.set_column_dictionary_enabled(ColumnPath::from("__position"), false);
         }
         let props = props.build();
-        let writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(|e| format!("parquet file for {}: {e}", table.id))?;
+        let writer = ArrowWriter::try_new(out, schema.clone(), Some(props))
+            .map_err(|source| FormatError::Parquet { what: format!("parquet file for {}", table.id), source })?;
         let columns = table.columns.iter().map(|c| Col::new(&arrow_type(&c.data_type))).collect();
         let meta = options.metadata.then(|| {
             Box::new(MetaCols {
@@ -284,15 +285,20 @@ impl<W: Write + Send> ParquetWriter<W> {
     }
 
     /// Appends one event. It must be of the writer's table schema version.
-    /// `Err` names the column whose value the Parquet type cannot hold; the
-    /// event is then not written at all.
-    pub fn write(&mut self, ev: &ChangeEvent) -> Result<(), String> {
+    /// `Err` names the column whose value the Parquet type cannot hold
+    /// ([`FormatError::Unrepresentable`]), or says the event is of another
+    /// schema version ([`FormatError::SchemaChanged`]); the event is then not
+    /// written at all. Handing a full batch to the encoder may fail too
+    /// ([`FormatError::Arrow`], [`FormatError::Parquet`]).
+    pub fn write(&mut self, ev: &ChangeEvent) -> Result<(), FormatError> {
         if !Arc::ptr_eq(&ev.table, &self.table) && *ev.table != *self.table {
-            return Err(format!(
-                "an event of {} with a different schema than the Parquet file's ({} columns); start a new file",
-                ev.table.id,
-                ev.table.columns.len()
-            ));
+            return Err(FormatError::SchemaChanged {
+                what: format!(
+                    "an event of {} with a different schema than the Parquet file's ({} columns); start a new file",
+                    ev.table.id,
+                    ev.table.columns.len()
+                ),
+            });
         }
         let n = self.buffered;
         if let Err(e) = self.append(ev) {
@@ -316,70 +322,73 @@ impl<W: Write + Send> ParquetWriter<W> {
         self.columns.iter().map(Col::heap_bytes).sum::<usize>() + self.meta.as_ref().map_or(0, |m| m.heap_bytes())
     }
 
-    fn append(&mut self, ev: &ChangeEvent) -> Result<(), String> {
+    fn append(&mut self, ev: &ChangeEvent) -> Result<(), FormatError> {
         let table = &*self.table;
         let row = ev.row();
         for (i, col) in self.columns.iter_mut().enumerate() {
             let v = row.and_then(|r| r.get(i)).unwrap_or(&Value::Null);
-            col.push(v).map_err(|value| unrepresentable(table, i, value, ""))?;
+            col.push(v).map_err(|unfit| unrepresentable(table, i, unfit, ""))?;
         }
         let Some(m) = &mut self.meta else { return Ok(()) };
         match &ev.before {
             Some(before) => {
                 for (i, col) in m.before.children.iter_mut().enumerate() {
                     let v = before.get(i).unwrap_or(&Value::Null);
-                    col.push(v).map_err(|value| unrepresentable(table, i, value, " (before image)"))?;
+                    col.push(v).map_err(|unfit| unrepresentable(table, i, unfit, " (before image)"))?;
                 }
                 m.before.valid.push(true);
             }
             None => m.before.push_null(),
         }
-        m.op.push(ev.op.code().as_bytes())?;
+        // The metadata columns fail only when a batch outgrows Arrow's
+        // 32-bit offsets; the message is the limit's, as is.
+        let full = |unfit: UnfitValue| FormatError::Unrepresentable { what: unfit.shown };
+        m.op.push(ev.op.code().as_bytes()).map_err(full)?;
         m.source_ts_ms.push(ev.source.ts_ms);
         ev.position.write_key(&mut m.position.data);
-        m.position.commit()?;
+        m.position.commit().map_err(full)?;
         match ev.source.tx_id {
             Some(tx) => {
                 crate::value::write_int(tx, &mut m.tx.data);
-                m.tx.commit()?;
+                m.tx.commit().map_err(full)?;
             }
             None => m.tx.null(),
         }
         match ev.source.lsn {
             Some(lsn) => {
                 let _ = write!(m.lsn.data, "{lsn}");
-                m.lsn.commit()?;
+                m.lsn.commit().map_err(full)?;
             }
             None => m.lsn.null(),
         }
-        m.before_image.push(ev.before_image.name().as_bytes())?;
+        m.before_image.push(ev.before_image.name().as_bytes()).map_err(full)?;
         let Col::Utf8(names) = &mut m.unavailable.child else { unreachable!("__unavailable holds text") };
         if let Some(row) = row {
             for (v, c) in row.iter().zip(&table.columns) {
                 if *v == Value::Unavailable {
-                    names.push(c.name.as_bytes())?;
+                    names.push(c.name.as_bytes()).map_err(full)?;
                 }
             }
         }
-        m.unavailable.end(true)?;
+        m.unavailable.end(true).map_err(full)?;
         Ok(())
     }
 
     /// Hands the buffered rows to the Parquet encoder as one batch.
-    fn flush_batch(&mut self) -> Result<(), String> {
+    fn flush_batch(&mut self) -> Result<(), FormatError> {
         if self.buffered == 0 {
             return Ok(());
         }
         let fields = self.schema.fields();
         let mut arrays = Vec::with_capacity(fields.len());
         for (col, f) in self.columns.iter_mut().zip(fields.iter()) {
-            arrays.push(col.finish(f.data_type()).map_err(|e| format!("column {}: {e}", f.name()))?);
+            arrays.push(col.finish(f.data_type()).map_err(|source| FormatError::Arrow { what: format!("column {}", f.name()), source })?);
         }
         if let Some(m) = &mut self.meta {
             let mut f = fields[self.columns.len()..].iter();
             let mut next = || f.next().expect("metadata fields").data_type();
             let (op, ts, pos, tx, lsn, image, before, unavailable) = (next(), next(), next(), next(), next(), next(), next(), next());
-            let err = |e: ArrowError| format!("metadata columns: {e}");
+            let err = |source: ArrowError| FormatError::Arrow { what: "metadata columns".into(), source };
             arrays.push(m.op.finish(op).map_err(err)?);
             arrays.push(m.source_ts_ms.finish_primitive::<Int64Type>(ts));
             arrays.push(m.position.finish(pos).map_err(err)?);
@@ -389,27 +398,31 @@ impl<W: Write + Send> ParquetWriter<W> {
             arrays.push(m.before.finish(before).map_err(err)?);
             arrays.push(m.unavailable.finish(unavailable).map_err(err)?);
         }
-        let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| format!("parquet batch for {}: {e}", self.table.id))?;
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|source| FormatError::Arrow { what: format!("parquet batch for {}", self.table.id), source })?;
         self.buffered = 0;
-        self.writer.write(&batch).map_err(|e| format!("parquet file for {}: {e}", self.table.id))
+        self.writer.write(&batch).map_err(|source| FormatError::Parquet { what: format!("parquet file for {}", self.table.id), source })
     }
 
     /// Writes the buffered rows and the footer; returns the writer (the
     /// whole file for [`ParquetWriter::new`]).
-    pub fn finish(mut self) -> Result<W, String> {
+    pub fn finish(mut self) -> Result<W, FormatError> {
         self.flush_batch()?;
         let id = self.table.id.clone();
-        self.writer.into_inner().map_err(|e| format!("parquet file for {id}: {e}"))
+        self.writer.into_inner().map_err(|source| FormatError::Parquet { what: format!("parquet file for {id}"), source })
     }
 }
 
-fn unrepresentable(table: &TableSchema, i: usize, value: String, what: &str) -> String {
+/// `unfit`, a value of `table`'s column `i`; `what` says where in the row.
+fn unrepresentable(table: &TableSchema, i: usize, unfit: UnfitValue, what: &str) -> FormatError {
     let c = &table.columns[i];
     let ty = arrow_type(&c.data_type);
-    format!(
-        "column {}.{}{what} holds {value}, which Parquet's {ty} (from {}) cannot represent; write this table as CSV or JSON lines",
-        table.id, c.name, c.source_type
-    )
+    FormatError::Unrepresentable {
+        what: format!(
+            "column {}.{}{what} holds {unfit}, which Parquet's {ty} (from {}) cannot represent; write this table as CSV or JSON lines",
+            table.id, c.name, c.source_type
+        ),
+    }
 }
 
 impl MetaCols {
@@ -496,14 +509,14 @@ impl Default for Var {
 }
 
 impl Var {
-    fn push(&mut self, b: &[u8]) -> Result<(), String> {
+    fn push(&mut self, b: &[u8]) -> Result<(), UnfitValue> {
         self.data.extend_from_slice(b);
         self.commit()
     }
 
     /// Ends the value appended to `data` since the last one.
-    fn commit(&mut self) -> Result<(), String> {
-        let end = i32::try_from(self.data.len()).map_err(|_| "more than 2 GiB of text in one batch".to_string())?;
+    fn commit(&mut self) -> Result<(), UnfitValue> {
+        let end = i32::try_from(self.data.len()).map_err(|_| UnfitValue::new("more than 2 GiB of text in one batch"))?;
         self.offsets.push(end);
         self.valid.push(true);
         Ok(())
@@ -551,8 +564,8 @@ struct ListCol {
 
 impl ListCol {
     /// Ends a list whose items were pushed to `child` since the last one.
-    fn end(&mut self, valid: bool) -> Result<(), String> {
-        let end = i32::try_from(self.child.len()).map_err(|_| "more than 2^31 array items in one batch".to_string())?;
+    fn end(&mut self, valid: bool) -> Result<(), UnfitValue> {
+        let end = i32::try_from(self.child.len()).map_err(|_| UnfitValue::new("more than 2^31 array items in one batch"))?;
         self.offsets.push(end);
         self.valid.push(valid);
         Ok(())
@@ -742,12 +755,12 @@ impl Col {
     }
 
     /// Appends `v`; `Err` is the value as the error message shows it.
-    fn push(&mut self, v: &Value) -> Result<(), String> {
+    fn push(&mut self, v: &Value) -> Result<(), UnfitValue> {
         if matches!(v, Value::Null | Value::Unavailable) {
             self.push_null();
             return Ok(());
         }
-        let bad = || shown(v);
+        let bad = || UnfitValue::of(v);
         match (&mut *self, v) {
             (Col::Bool(p), Value::Bool(b)) => p.push_bool(*b),
             (Col::I16(p), Value::Int(i)) => p.push(i16::try_from(*i).map_err(|_| bad())?),
@@ -791,9 +804,9 @@ impl Col {
             (Col::List(l), Value::Array(items)) => {
                 for item in items {
                     if matches!(item, Value::Array(_)) && !matches!(l.child, Col::List(_)) {
-                        return Err(format!("a multi-dimensional array {}", bad()));
+                        return Err(UnfitValue::new(format!("a multi-dimensional array {}", bad())));
                     }
-                    l.child.push(item).map_err(|e| format!("{e} (an element of {})", bad()))?;
+                    l.child.push(item).map_err(|e| UnfitValue::new(format!("{e} (an element of {})", bad())))?;
                 }
                 l.end(true)?
             }
@@ -824,11 +837,6 @@ impl Col {
             Col::List(l) => l.finish(dt)?,
         })
     }
-}
-
-/// A value for an error message, without row data.
-fn shown(v: &Value) -> String {
-    crate::value::describe(v)
 }
 
 /// A decimal's text as its unscaled `i128` at `scale`, if it has at most

@@ -15,6 +15,7 @@ use riffle_core::{
 };
 use riffle_formats::avro_file::{AvroCodec, AvroFileWriter};
 use riffle_formats::parquet::{arrow_schema, ParquetCompression, ParquetOptions, ParquetWriter};
+use riffle_formats::FormatError;
 use std::sync::Arc;
 
 const WIDE: &str = "-1234567890123456789012345678901234567890.0123456789";
@@ -426,7 +427,9 @@ fn parquet_refuses_what_the_column_type_cannot_hold_and_keeps_going() {
         let mut r = full_row(9, "1");
         r[col] = v;
         let e = event(&table, Op::Create, None, Some(r), BeforeImage::None, 9);
-        w.write(&e).unwrap_err()
+        let e = w.write(&e).unwrap_err();
+        assert!(matches!(e, FormatError::Unrepresentable { .. }), "{e:?}");
+        e.to_string()
     };
     let e = bad_row(6, Value::Decimal("NaN".into()));
     assert!(e.contains("public.things.amount") && e.contains("NaN") && e.contains("Decimal128(12, 2)"), "{e}");
@@ -447,14 +450,15 @@ fn parquet_refuses_what_the_column_type_cannot_hold_and_keeps_going() {
     let mut before = full_row(1, "1");
     before[12] = t("0000-00-00");
     let e = w.write(&event(&table, Op::Update, Some(before), Some(full_row(1, "1")), BeforeImage::Full, 10)).unwrap_err();
-    assert!(e.contains("day (before image)"), "{e}");
+    assert!(matches!(e, FormatError::Unrepresentable { .. }) && e.to_string().contains("day (before image)"), "{e}");
     // An event of another schema version.
     let mut other = (*table).clone();
     other.columns.pop();
     let other = Arc::new(other);
     let mut r = full_row(1, "1");
     r.pop();
-    assert!(w.write(&event(&other, Op::Create, None, Some(r), BeforeImage::None, 11)).unwrap_err().contains("different schema"));
+    let e = w.write(&event(&other, Op::Create, None, Some(r), BeforeImage::None, 11)).unwrap_err();
+    assert!(matches!(e, FormatError::SchemaChanged { .. }) && e.to_string().contains("different schema"), "{e}");
     // The failed rows left nothing behind.
     w.write(&events(&table)[1]).unwrap();
     assert_eq!(w.rows(), 2);
@@ -586,13 +590,16 @@ fn avro_file_refuses_unrepresentable_values_and_keeps_going() {
     let mut r = full_row(9, "NaN");
     r[12] = t("2024-01-01");
     let e = w.write(&event(&table, Op::Create, None, Some(r), BeforeImage::None, 9)).unwrap_err();
-    assert!(e.contains("public.things.amount") && e.contains("NaN"), "{e}");
+    assert!(matches!(e, FormatError::Unrepresentable { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(e.contains("public.things.amount") && e.contains("NaN") && e.ends_with("; write this table as JSON lines"), "{e}");
     let mut other = (*table).clone();
     other.columns.pop();
     let other = Arc::new(other);
     let mut r = full_row(1, "1");
     r.pop();
-    assert!(w.write(&event(&other, Op::Create, None, Some(r), BeforeImage::None, 11)).unwrap_err().contains("different schema"));
+    let e = w.write(&event(&other, Op::Create, None, Some(r), BeforeImage::None, 11)).unwrap_err();
+    assert!(matches!(e, FormatError::SchemaChanged { .. }) && e.to_string().contains("different schema"), "{e}");
     w.write(&events(&table)[1]).unwrap();
     assert_eq!(w.rows(), 2);
     let (records, _) = read_avro(&w.finish().unwrap());
@@ -678,4 +685,25 @@ fn parquet_one_million_rows() {
     }
     let file = w.finish().unwrap();
     println!("avro zstandard: 1M rows in {:?}, {} bytes", start.elapsed(), file.len());
+}
+
+#[test]
+fn library_errors_keep_their_cause_and_values_stay_out_of_messages() {
+    use std::error::Error as _;
+    // A zstd level the parquet crate refuses: the message says what, the
+    // parquet error is the source.
+    let options = ParquetOptions { compression: ParquetCompression::Zstd(99), ..ParquetOptions::default() };
+    let e = match ParquetWriter::new(schema(), options) {
+        Ok(_) => panic!("zstd level 99 accepted"),
+        Err(e) => e,
+    };
+    assert!(matches!(e, FormatError::Parquet { .. }), "{e:?}");
+    assert_eq!(e.to_string(), "zstd level 99");
+    assert!(e.source().is_some_and(|s| !s.to_string().is_empty()), "{e:?}");
+    // The Avro datum helpers: the value's kind and size, never the value.
+    let dec = DataType::Decimal { precision: Some(12), scale: Some(2) };
+    let e = riffle_formats::avro::write_value(&Value::Decimal("1.234".into()), &dec, &mut Vec::new()).unwrap_err();
+    assert_eq!(e, riffle_formats::UnfitValue::new("a decimal of 5 characters"));
+    let e = riffle_formats::avro::write_nullable(&Value::Int(40_000), &DataType::Bool, &mut Vec::new()).unwrap_err();
+    assert_eq!(e.to_string(), "an integer out of the column's range");
 }

@@ -36,5 +36,5 @@ mod topics;
 mod txmeta;
 
 pub use options::{KafkaOptions, ValueFormat};
-pub use sink::KafkaSink;
+pub use sink::{check, KafkaSink};
 pub use topics::legal_topic;

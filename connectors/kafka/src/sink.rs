@@ -273,3 +273,19 @@ impl Sink for KafkaSink {
         self.bytes
     }
 }
+
+/// A Kafka sink is ready when the brokers answer with these settings (and
+/// the schema registry, for Avro).
+pub fn check(opts: &KafkaOptions) -> riffle_core::Check {
+    let name = format!("sink kafka://{}", opts.brokers);
+    let outcome = KafkaSink::open(opts.clone()).map_err(|e| e.message).and_then(|s| s.ping(Duration::from_secs(10)));
+    riffle_core::Check {
+        name: name.clone(),
+        outcome: outcome.map_err(|found| riffle_core::Problem {
+            setting: name,
+            expected: "a Kafka cluster that answers (and the schema registry, for Avro)".into(),
+            found,
+            fix: "check the broker addresses, that the brokers are up, and the kafka.* TLS/SASL settings of the sink".into(),
+        }),
+    }
+}

@@ -1,6 +1,6 @@
-//! The object-store sink: S3 (and S3-compatible stores), Azure Blob / ADLS
-//! Gen2, GCS, HDFS, and local directories for the typed formats, through
-//! `object_store` (and `hdfs-native-object-store`).
+//! The file sink over a store: local directories, S3 (and S3-compatible
+//! stores), Azure Blob / ADLS Gen2, GCS and HDFS, all through `object_store`
+//! (and `hdfs-native-object-store`), so one commit protocol serves them all.
 //!
 //! # Layout
 //!
@@ -31,13 +31,14 @@
 //! - `store.rs`: [`Target`], [`open_target`] and [`split_url`]: building a
 //!   store from a URL, single-object reads and writes, store errors.
 //! - `partition.rs`: [`Partitioning`], the time partitions of file names.
-//! - `sink.rs`: [`ObjectSink`] and the [`FileFormat`] / [`FileWriter`]
-//!   traits it writes through; the manifest and the commit protocol above.
+//! - `sink.rs`: [`ObjectSink`], which writes through the formats'
+//!   `FileFormat` / `FileWriter` (`riffle_formats::file`); the manifest and
+//!   the commit protocol above.
 
 mod partition;
 mod sink;
 mod store;
 
 pub use partition::Partitioning;
-pub use sink::{FileFormat, FileWriter, ObjectSink};
+pub use sink::ObjectSink;
 pub use store::{open_target, split_url, Target};

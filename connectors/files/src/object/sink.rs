@@ -9,27 +9,11 @@ use crate::manifest::Manifest;
 use crate::RollPolicy;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStoreExt, PutPayload};
-use riffle_core::{block_on, ChangeEvent, Position, Sink, SinkError, TableSchema};
+use riffle_core::{block_on, ChangeEvent, ErrorKind, Position, Sink, SinkError, TableSchema};
+use riffle_formats::file::{FileFormat, FileWriter};
+use riffle_formats::FormatError;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-
-/// Encodes one file's events; the bytes are taken out as they are ready.
-pub trait FileWriter: Send {
-    fn write(&mut self, event: &ChangeEvent) -> Result<(), String>;
-    /// Moves the bytes ready so far to `out`.
-    fn take(&mut self, out: &mut Vec<u8>);
-    /// Ends the file, moving its last bytes to `out`.
-    fn finish(self: Box<Self>, out: &mut Vec<u8>) -> Result<(), String>;
-    /// Encoded bytes so far (an estimate for formats that buffer).
-    fn bytes(&self) -> u64;
-}
-
-/// Makes a [`FileWriter`] for a table's schema version.
-pub trait FileFormat: Send + Sync {
-    fn extension(&self) -> &'static str;
-    fn name(&self) -> String;
-    fn writer(&self, table: &Arc<TableSchema>, namespace: &str) -> Box<dyn FileWriter>;
-}
 
 /// The pipeline's commit manifest, if it has one.
 fn load_manifest(target: &Target, pipeline: &str) -> Result<Option<Manifest>, SinkError> {
@@ -72,6 +56,8 @@ struct OpenFile {
     last: Position,
     rows: u64,
     uploaded: u64,
+    /// `writer.bytes()` already added to the sink's byte count.
+    counted: u64,
 }
 
 /// Writes events as files into an object store, committing with a manifest.
@@ -191,10 +177,29 @@ impl ObjectSink {
                 }
             }
             Ok(())
-        })
+        })?;
+        // On local disk, an upload a crash interrupted leaves its staging
+        // file (`<key>#<n>`), which the store's listing does not show.
+        if let Some(dir) = &self.target.local {
+            let tmp = dir.join("_riffle").join("tmp").join(&self.pipeline);
+            match std::fs::remove_dir_all(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SinkError::io(format!("removing uncommitted files under {}", tmp.display()), e)),
+            }
+        }
+        Ok(())
     }
 
-    fn start_file(&mut self, event: &ChangeEvent, bucket: i64) -> OpenFile {
+    /// An event the format refuses: definite, and its message names the
+    /// position, never the value.
+    fn unwritable(&self, event: &ChangeEvent, e: FormatError) -> SinkError {
+        let message =
+            format!("{}: the event at position {} cannot be written as {}", self.target.shown, event.position, self.format.name());
+        SinkError::caused(ErrorKind::Definite, message, e)
+    }
+
+    fn start_file(&mut self, event: &ChangeEvent, bucket: i64) -> Result<OpenFile, SinkError> {
         let table = &event.table;
         let partition = if bucket == i64::MIN { String::new() } else { self.partitioning.dir(event.source.ts_ms) };
         let dir = format!("{}.{}/{partition}", crate::sanitize(&table.id.schema), crate::sanitize(&table.id.name));
@@ -202,12 +207,13 @@ impl ObjectSink {
         self.files += 1;
         let tmp = format!("_riffle/tmp/{}/{}-{}/{dir}{}.{ext}", self.pipeline, self.run, self.files, event.position.key());
         let namespace = format!("{}.{}.{}", self.pipeline, table.id.schema, table.id.name);
+        let writer = self.format.writer(table, &namespace).map_err(|e| self.unwritable(event, e))?;
         let upload = object_store::buffered::BufWriter::with_capacity(self.target.store.clone(), self.target.key(&tmp), 10 << 20)
             .with_max_concurrency(4);
-        OpenFile {
+        Ok(OpenFile {
             schema: table.clone(),
             bucket,
-            writer: self.format.writer(table, &namespace),
+            writer,
             upload,
             tmp,
             dir,
@@ -215,16 +221,17 @@ impl ObjectSink {
             last: event.position,
             rows: 0,
             uploaded: 0,
-        }
+            counted: 0,
+        })
     }
 
     fn close(&mut self, f: OpenFile) -> Result<(), SinkError> {
         let OpenFile { writer, mut upload, tmp, dir, first, last, .. } = f;
         let mut chunk = std::mem::take(&mut self.chunk);
         chunk.clear();
-        let finished = writer.finish(&mut chunk).map_err(SinkError::definite);
+        let shown = &self.target.shown;
+        let finished = writer.finish(&mut chunk).map_err(|e| SinkError::caused(ErrorKind::Definite, format!("{shown}: ending {tmp}"), e));
         let res = finished.and_then(|()| upload_part(&self.target, &mut upload, &tmp, &chunk));
-        self.bytes += chunk.len() as u64;
         self.chunk = chunk;
         if let Err(e) = res {
             let _ = block_on(upload.abort());
@@ -289,7 +296,7 @@ impl Sink for ObjectSink {
                         let old = self.open.swap_remove(i);
                         self.close(old)?;
                     }
-                    let f = self.start_file(event, bucket);
+                    let f = self.start_file(event, bucket)?;
                     self.open.push(f);
                     self.open.len() - 1
                 }
@@ -297,22 +304,21 @@ impl Sink for ObjectSink {
         };
         self.last = idx;
         let f = &mut self.open[idx];
-        f.writer.write(event).map_err(|e| {
-            SinkError::definite(format!(
-                "{}: the event at position {} cannot be written as {}: {e}",
-                self.target.shown,
-                event.position,
-                self.format.name()
-            ))
-        })?;
+        if let Err(e) = f.writer.write(event) {
+            return Err(self.unwritable(event, e));
+        }
         f.rows += 1;
         f.last = event.position;
-        if f.writer.bytes() >= f.uploaded + UPLOAD_CHUNK as u64 {
+        // Counted as encoded (an estimate for formats that buffer), so the
+        // pipeline can put each table's bytes to its name.
+        let encoded = f.writer.bytes();
+        self.bytes += encoded.saturating_sub(f.counted);
+        f.counted = f.counted.max(encoded);
+        if encoded >= f.uploaded + UPLOAD_CHUNK as u64 {
             self.chunk.clear();
             f.writer.take(&mut self.chunk);
             f.uploaded += self.chunk.len() as u64;
             upload_part(&self.target, &mut f.upload, &f.tmp, &self.chunk)?;
-            self.bytes += self.chunk.len() as u64;
         }
         if f.rows >= self.roll.max_rows || f.writer.bytes() >= self.roll.max_bytes {
             let f = self.open.swap_remove(idx);

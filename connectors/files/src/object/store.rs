@@ -25,6 +25,8 @@ pub struct Target {
     pub root: ObjPath,
     /// The URL without credentials or options, for messages.
     pub shown: String,
+    /// The directory, when the store is the local disk.
+    pub local: Option<std::path::PathBuf>,
 }
 
 pub(super) fn object_error(what: &str, shown: &str, e: object_store::Error) -> SinkError {
@@ -57,24 +59,30 @@ pub(super) fn object_error(what: &str, shown: &str, e: object_store::Error) -> S
 /// (`AWS_*`, `AZURE_*`, `GOOGLE_*` environment variables) and from
 /// `options`, object_store's configuration keys (`endpoint`, `region`,
 /// `access_key_id`, `account_name`, `use_emulator`, `allow_http`, …).
-pub fn open_target(url: &str, options: &[(String, String)]) -> Result<Target, String> {
+pub fn open_target(url: &str, options: &[(String, String)]) -> Result<Target, SinkError> {
     use object_store::{aws, azure, gcp, ObjectStoreScheme};
     use std::str::FromStr;
-    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e})"))?;
+    let parsed = url::Url::parse(url).map_err(|e| SinkError::definite(format!("{url:?} is not a URL ({e})")))?;
     if matches!(parsed.scheme(), "hdfs" | "viewfs") {
         return open_hdfs(&parsed, options);
     }
-    let (scheme, path) = ObjectStoreScheme::parse(&parsed).map_err(|e| format!("{url:?}: {e}"))?;
+    let (scheme, path) = ObjectStoreScheme::parse(&parsed).map_err(|e| SinkError::definite(format!("{url:?}: {e}")))?;
     let shown = format!("{}://{}{}", parsed.scheme(), parsed.host_str().unwrap_or(""), parsed.path());
     let allow_http = |v: &str| v.starts_with("http://");
-    let bad_key = |k: &str, e: object_store::Error| format!("{shown}: option {k:?}: {e}");
+    let bad_key = |k: &str, e: object_store::Error| SinkError::definite(format!("{shown}: option {k:?}: {e}"));
     let retry = object_store::RetryConfig { max_retries: 8, retry_timeout: std::time::Duration::from_secs(60), ..Default::default() };
     let store: Arc<dyn ObjectStore> = match scheme {
         ObjectStoreScheme::Local => {
-            std::fs::create_dir_all(parsed.path()).map_err(|e| format!("{shown}: creating {}: {e}", parsed.path()))?;
-            let fs =
-                object_store::local::LocalFileSystem::new_with_prefix(parsed.path()).map_err(|e| format!("{shown}: {e}"))?.with_fsync(true);
-            return Ok(Target { store: Arc::new(fs), root: ObjPath::default(), shown: format!("file://{}", parsed.path()) });
+            std::fs::create_dir_all(parsed.path()).map_err(|e| SinkError::io(format!("{shown}: creating {}", parsed.path()), e))?;
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(parsed.path())
+                .map_err(|e| SinkError::definite(format!("{shown}: {e}")))?
+                .with_fsync(true);
+            return Ok(Target {
+                store: Arc::new(fs),
+                root: ObjPath::default(),
+                shown: format!("file://{}", parsed.path()),
+                local: Some(parsed.path().into()),
+            });
         }
         ObjectStoreScheme::AmazonS3 => {
             let mut b = aws::AmazonS3Builder::from_env().with_url(url).with_retry(retry);
@@ -92,7 +100,7 @@ pub fn open_target(url: &str, options: &[(String, String)]) -> Result<Target, St
             if std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")).is_ok_and(|v| allow_http(&v)) {
                 b = b.with_allow_http(true);
             }
-            Arc::new(b.build().map_err(|e| format!("{shown}: {e}"))?)
+            Arc::new(b.build().map_err(|e| SinkError::definite(format!("{shown}: {e}")))?)
         }
         ObjectStoreScheme::MicrosoftAzure => {
             let mut b = azure::MicrosoftAzureBuilder::from_env().with_url(url).with_retry(retry);
@@ -107,7 +115,7 @@ pub fn open_target(url: &str, options: &[(String, String)]) -> Result<Target, St
                 }
                 b = b.with_config(key, v);
             }
-            Arc::new(b.build().map_err(|e| format!("{shown}: {e}"))?)
+            Arc::new(b.build().map_err(|e| SinkError::definite(format!("{shown}: {e}")))?)
         }
         ObjectStoreScheme::GoogleCloudStorage => {
             let mut b = gcp::GoogleCloudStorageBuilder::from_env().with_url(url).with_retry(retry);
@@ -115,19 +123,19 @@ pub fn open_target(url: &str, options: &[(String, String)]) -> Result<Target, St
                 let key = gcp::GoogleConfigKey::from_str(k).map_err(|e| bad_key(k, e))?;
                 b = b.with_config(key, v);
             }
-            Arc::new(b.build().map_err(|e| format!("{shown}: {e}"))?)
+            Arc::new(b.build().map_err(|e| SinkError::definite(format!("{shown}: {e}")))?)
         }
-        _ => return Err(format!("{shown}: expected s3://, az://, abfss://, gs:// or file://")),
+        _ => return Err(SinkError::definite(format!("{shown}: expected s3://, az://, abfss://, gs:// or file://"))),
     };
-    Ok(Target { store, root: path, shown })
+    Ok(Target { store, root: path, shown, local: None })
 }
 
 /// HDFS through the pure-Rust client: `hdfs://namenode:port/path`, or a
 /// name service (`hdfs://ns/path`, HA from the Hadoop configuration in
 /// `HADOOP_CONF_DIR`); Kerberos as the client supports it (a ticket in the
 /// credential cache). `options` are Hadoop configuration keys.
-fn open_hdfs(parsed: &url::Url, options: &[(String, String)]) -> Result<Target, String> {
-    let host = parsed.host_str().ok_or_else(|| format!("{parsed}: expected hdfs://NAMENODE[:PORT]/path"))?;
+fn open_hdfs(parsed: &url::Url, options: &[(String, String)]) -> Result<Target, SinkError> {
+    let host = parsed.host_str().ok_or_else(|| SinkError::definite(format!("{parsed}: expected hdfs://NAMENODE[:PORT]/path")))?;
     let authority = match parsed.port() {
         Some(p) => format!("{}://{host}:{p}", parsed.scheme()),
         None => format!("{}://{host}", parsed.scheme()),
@@ -137,9 +145,9 @@ fn open_hdfs(parsed: &url::Url, options: &[(String, String)]) -> Result<Target, 
         .with_url(authority)
         .with_config(options.iter().cloned())
         .build()
-        .map_err(|e| format!("{shown}: {e}"))?;
-    let root = ObjPath::parse(parsed.path().trim_matches('/')).map_err(|e| format!("{shown}: {e}"))?;
-    Ok(Target { store: Arc::new(store), root, shown })
+        .map_err(|e| SinkError::definite(format!("{shown}: {e}")))?;
+    let root = ObjPath::parse(parsed.path().trim_matches('/')).map_err(|e| SinkError::definite(format!("{shown}: {e}")))?;
+    Ok(Target { store: Arc::new(store), root, shown, local: None })
 }
 
 impl Target {
