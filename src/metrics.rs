@@ -48,6 +48,14 @@ pub struct Counters {
     pub retrying: Option<String>,
 }
 
+/// What `/health` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    /// Why not, for the operator (no row values).
+    Unhealthy(String),
+}
+
 pub struct Metrics {
     pub counters: Mutex<Counters>,
     pub source: Arc<SourceStats>,
@@ -68,16 +76,16 @@ impl Metrics {
         f(&mut c)
     }
 
-    /// `Err(reason)` when the pipeline is not making progress.
-    pub fn health(&self) -> Result<(), String> {
+    /// Is the pipeline making progress?
+    pub fn health(&self) -> Health {
         if let Some(why) = self.with(|c| c.retrying.clone()) {
-            return Err(format!("retrying: {why}"));
+            return Health::Unhealthy(format!("retrying: {why}"));
         }
         let last = self.source.last_message_ms();
         if last > 0 && now_ms() - last > self.stall_after.as_millis() as i64 {
-            return Err(format!("no message from the source for {} s", (now_ms() - last) / 1000));
+            return Health::Unhealthy(format!("no message from the source for {} s", (now_ms() - last) / 1000));
         }
-        Ok(())
+        Health::Healthy
     }
 
     pub fn lag_bytes(&self) -> u64 {
@@ -97,7 +105,7 @@ impl Metrics {
         let mut out = String::new();
         let lag_bytes = self.lag_bytes();
         let lag_seconds = self.lag_seconds();
-        let healthy = self.health().is_ok();
+        let healthy = self.health() == Health::Healthy;
         let source_pos = self.source.server_position();
         let c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
@@ -213,8 +221,8 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> anyhow:
                 let (status, ctype, body) = match path {
                     "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
                     "/health" | "/healthz" => match metrics.health() {
-                        Ok(()) => ("200 OK", "text/plain", "ok\n".to_string()),
-                        Err(why) => ("503 Service Unavailable", "text/plain", format!("unhealthy: {why}\n")),
+                        Health::Healthy => ("200 OK", "text/plain", "ok\n".to_string()),
+                        Health::Unhealthy(why) => ("503 Service Unavailable", "text/plain", format!("unhealthy: {why}\n")),
                     },
                     _ => ("404 Not Found", "text/plain", "try /metrics or /health\n".to_string()),
                 };

@@ -111,7 +111,7 @@ impl Source for ScriptedSource {
                 batch.truncate(1);
                 let _ = out.send(batch).await;
                 self.fail_in_tx = None;
-                return Err(SourceError { kind, message: format!("planned failure inside transaction {fail_tx}"), cause: None });
+                return Err(SourceError::typed(kind, format!("planned failure inside transaction {fail_tx}")));
             }
             batch.push(SourceItem::Checkpoint(offset(tx)));
             if out.send(batch).await.is_err() {
@@ -153,7 +153,7 @@ impl Sink for MemorySink {
         let mut log = self.0.lock().unwrap();
         if !log.failing_commits.is_empty() {
             let kind = log.failing_commits.remove(0);
-            return Err(SinkError { kind, message: "planned commit failure".into(), cause: None });
+            return Err(SinkError::typed(kind, "planned commit failure"));
         }
         let staged = std::mem::take(&mut log.staged);
         log.durable.extend(staged);

@@ -58,7 +58,13 @@ enum Tok {
     Comma,
 }
 
-fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
+/// A predicate that does not parse, or names a column the table does not
+/// have: the message says what was expected and what was found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FilterError(String);
+
+fn tokenize(s: &str) -> Result<Vec<Tok>, FilterError> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut out = Vec::new();
@@ -116,13 +122,13 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
                             v.push(ch);
                             i += ch.len_utf8();
                         }
-                        None => return Err("unterminated string literal".into()),
+                        None => return Err(FilterError("unterminated string literal".into())),
                     }
                 }
                 out.push(Tok::Str(v));
             }
             b'"' => {
-                let end = s[i + 1..].find('"').ok_or("unterminated quoted column name")?;
+                let end = s[i + 1..].find('"').ok_or_else(|| FilterError("unterminated quoted column name".into()))?;
                 out.push(Tok::Ident(s[i + 1..i + 1 + end].to_string()));
                 i += end + 2;
             }
@@ -133,7 +139,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
                     i += 1;
                 }
                 let text = &s[start..i];
-                out.push(Tok::Num(text.parse().map_err(|_| format!("bad number {text:?}"))?));
+                out.push(Tok::Num(text.parse().map_err(|_| FilterError(format!("bad number {text:?}")))?));
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {
                 let start = i;
@@ -142,7 +148,7 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
                 }
                 out.push(Tok::Ident(s[start..i].to_string()));
             }
-            _ => return Err(format!("unexpected character {:?}", s[i..].chars().next().unwrap_or(' '))),
+            _ => return Err(FilterError(format!("unexpected character {:?}", s[i..].chars().next().unwrap_or(' ')))),
         }
     }
     Ok(out)
@@ -168,7 +174,7 @@ impl Parser {
         false
     }
 
-    fn or(&mut self) -> Result<Expr, String> {
+    fn or(&mut self) -> Result<Expr, FilterError> {
         let mut left = self.and()?;
         while self.keyword("or") {
             left = Expr::Or(Box::new(left), Box::new(self.and()?));
@@ -176,7 +182,7 @@ impl Parser {
         Ok(left)
     }
 
-    fn and(&mut self) -> Result<Expr, String> {
+    fn and(&mut self) -> Result<Expr, FilterError> {
         let mut left = self.not()?;
         while self.keyword("and") {
             left = Expr::And(Box::new(left), Box::new(self.not()?));
@@ -184,7 +190,7 @@ impl Parser {
         Ok(left)
     }
 
-    fn not(&mut self) -> Result<Expr, String> {
+    fn not(&mut self) -> Result<Expr, FilterError> {
         if self.keyword("not") {
             return Ok(Expr::Not(Box::new(self.not()?)));
         }
@@ -192,7 +198,7 @@ impl Parser {
             self.pos += 1;
             let e = self.or()?;
             if self.peek() != Some(&Tok::RParen) {
-                return Err("expected )".into());
+                return Err(FilterError("expected )".into()));
             }
             self.pos += 1;
             return Ok(e);
@@ -200,7 +206,7 @@ impl Parser {
         self.comparison()
     }
 
-    fn literal(&mut self) -> Result<Lit, String> {
+    fn literal(&mut self) -> Result<Lit, FilterError> {
         let t = self.toks.get(self.pos).cloned();
         self.pos += 1;
         match t {
@@ -208,27 +214,27 @@ impl Parser {
             Some(Tok::Str(s)) => Ok(Lit::Str(s)),
             Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("true") => Ok(Lit::Bool(true)),
             Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("false") => Ok(Lit::Bool(false)),
-            other => Err(format!("expected a number, 'string', true or false, found {other:?}")),
+            other => Err(FilterError(format!("expected a number, 'string', true or false, found {other:?}"))),
         }
     }
 
-    fn comparison(&mut self) -> Result<Expr, String> {
+    fn comparison(&mut self) -> Result<Expr, FilterError> {
         let column = match self.toks.get(self.pos).cloned() {
             Some(Tok::Ident(c)) => c,
-            other => return Err(format!("expected a column name, found {other:?}")),
+            other => return Err(FilterError(format!("expected a column name, found {other:?}"))),
         };
         self.pos += 1;
         if self.keyword("is") {
             let negated = self.keyword("not");
             if !self.keyword("null") {
-                return Err("expected NULL after IS".into());
+                return Err(FilterError("expected NULL after IS".into()));
             }
             return Ok(Expr::IsNull(column, !negated));
         }
         let negated = self.keyword("not");
         if self.keyword("in") {
             if self.peek() != Some(&Tok::LParen) {
-                return Err("expected ( after IN".into());
+                return Err(FilterError("expected ( after IN".into()));
             }
             self.pos += 1;
             let mut items = vec![self.literal()?];
@@ -237,13 +243,13 @@ impl Parser {
                 items.push(self.literal()?);
             }
             if self.peek() != Some(&Tok::RParen) {
-                return Err("expected ) to close IN".into());
+                return Err(FilterError("expected ) to close IN".into()));
             }
             self.pos += 1;
             return Ok(Expr::In(column, items, negated));
         }
         if negated {
-            return Err("expected IN after NOT".into());
+            return Err(FilterError("expected IN after NOT".into()));
         }
         let op = match self.toks.get(self.pos) {
             Some(Tok::Op(o)) => match *o {
@@ -254,7 +260,7 @@ impl Parser {
                 ">" => CmpOp::Gt,
                 _ => CmpOp::Ge,
             },
-            other => return Err(format!("expected a comparison after {column}, found {other:?}")),
+            other => return Err(FilterError(format!("expected a comparison after {column}, found {other:?}"))),
         };
         self.pos += 1;
         Ok(Expr::Cmp(column, op, self.literal()?))
@@ -262,11 +268,11 @@ impl Parser {
 }
 
 /// Parses a predicate.
-pub fn parse(s: &str) -> Result<Expr, String> {
+pub fn parse(s: &str) -> Result<Expr, FilterError> {
     let mut p = Parser { toks: tokenize(s)?, pos: 0 };
     let e = p.or()?;
     if p.pos != p.toks.len() {
-        return Err(format!("unexpected {:?} after the predicate", p.toks[p.pos]));
+        return Err(FilterError(format!("unexpected {:?} after the predicate", p.toks[p.pos])));
     }
     Ok(e)
 }
@@ -284,11 +290,11 @@ pub enum Bound {
 
 /// Resolves column names against `schema`; an unknown column is an error
 /// that lists the table's columns.
-pub fn bind(e: &Expr, schema: &TableSchema) -> Result<Bound, String> {
+pub fn bind(e: &Expr, schema: &TableSchema) -> Result<Bound, FilterError> {
     let col = |name: &str| {
         schema.column_index(name).ok_or_else(|| {
             let names: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
-            format!("column {name:?} does not exist in {} (columns: {})", schema.id, names.join(", "))
+            FilterError(format!("column {name:?} does not exist in {} (columns: {})", schema.id, names.join(", ")))
         })
     };
     Ok(match e {
@@ -399,10 +405,10 @@ mod tests {
 
     #[test]
     fn errors_say_what_is_wrong() {
-        assert!(parse("loc = ").unwrap_err().contains("expected a number"));
+        assert!(parse("loc = ").unwrap_err().to_string().contains("expected a number"));
         assert!(parse("loc == 1").is_err());
-        assert!(parse("status = 'open").unwrap_err().contains("unterminated"));
-        let e = bind(&parse("nope = 1").unwrap(), &schema()).unwrap_err();
+        assert!(parse("status = 'open").unwrap_err().to_string().contains("unterminated"));
+        let e = bind(&parse("nope = 1").unwrap(), &schema()).unwrap_err().to_string();
         assert!(e.contains("\"nope\" does not exist in public.t (columns: loc, status, amount)"), "{e}");
     }
 }

@@ -35,12 +35,10 @@ impl Check {
 
     /// A check that could not run (the server did not answer, the
     /// selection is wrong): printed as the error alone.
-    pub fn error(name: impl Into<String>, error: impl std::fmt::Display) -> Check {
+    pub fn error(name: impl Into<String>, error: &dyn std::error::Error) -> Check {
         let name = name.into();
-        Check {
-            outcome: Err(Problem { setting: name.clone(), expected: String::new(), found: error.to_string(), fix: String::new() }),
-            name,
-        }
+        let found = crate::error::chain(error);
+        Check { outcome: Err(Problem { setting: name.clone(), expected: String::new(), found, fix: String::new() }), name }
     }
 }
 

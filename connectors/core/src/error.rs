@@ -29,65 +29,111 @@ impl fmt::Display for ErrorKind {
 /// whole chain (`{:#}`) while the pipeline looks only at the kind.
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// An error from a source connector.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct SourceError {
-    pub kind: ErrorKind,
-    pub message: String,
-    /// What failed underneath, when the message does not already say it.
-    #[source]
-    pub cause: Option<Cause>,
+/// What an error says: a message (with what failed underneath, when the
+/// message does not already say it), or a connector's own typed error shown
+/// as itself, its source chain included.
+#[derive(Debug)]
+enum Body {
+    Message { message: String, cause: Option<Cause> },
+    Typed(Cause),
 }
 
-impl SourceError {
-    pub fn transient(message: impl Into<String>) -> Self {
-        SourceError { kind: ErrorKind::Transient, message: message.into(), cause: None }
-    }
-
-    pub fn definite(message: impl Into<String>) -> Self {
-        SourceError { kind: ErrorKind::Definite, message: message.into(), cause: None }
-    }
-
-    /// `message`, caused by `cause`.
-    pub fn caused(kind: ErrorKind, message: impl Into<String>, cause: impl Into<Cause>) -> Self {
-        SourceError { kind, message: message.into(), cause: Some(cause.into()) }
-    }
-
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
+impl Body {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Body::Message { cause, .. } => cause.as_deref().map(|c| c as &(dyn std::error::Error + 'static)),
+            Body::Typed(e) => e.source(),
+        }
     }
 }
 
-/// An error from a sink connector.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct SinkError {
-    pub kind: ErrorKind,
-    pub message: String,
-    /// What failed underneath, when the message does not already say it.
-    #[source]
-    pub cause: Option<Cause>,
+impl fmt::Display for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Body::Message { message, .. } => f.write_str(message),
+            Body::Typed(e) => e.fmt(f),
+        }
+    }
+}
+
+/// `SourceError` and `SinkError`: the same shape, told apart by type so a
+/// function says which side it reports for.
+macro_rules! classified_error {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            kind: ErrorKind,
+            body: Body,
+        }
+
+        impl $name {
+            pub fn transient(message: impl Into<String>) -> Self {
+                $name { kind: ErrorKind::Transient, body: Body::Message { message: message.into(), cause: None } }
+            }
+
+            pub fn definite(message: impl Into<String>) -> Self {
+                $name { kind: ErrorKind::Definite, body: Body::Message { message: message.into(), cause: None } }
+            }
+
+            /// `message`, caused by `cause` (printed after it in `{:#}`).
+            pub fn caused(kind: ErrorKind, message: impl Into<String>, cause: impl Into<Cause>) -> Self {
+                $name { kind, body: Body::Message { message: message.into(), cause: Some(cause.into()) } }
+            }
+
+            /// A connector's own typed error, of the kind it says it is.
+            pub fn typed(kind: ErrorKind, error: impl Into<Cause>) -> Self {
+                $name { kind, body: Body::Typed(error.into()) }
+            }
+
+            pub fn kind(&self) -> ErrorKind {
+                self.kind
+            }
+
+            /// The whole message, causes included: `a: b: c`.
+            pub fn chain(&self) -> String {
+                chain(self)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.body.fmt(f)
+            }
+        }
+
+        impl std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.body.source()
+            }
+        }
+    };
+}
+
+classified_error!(
+    /// An error from a source connector.
+    SourceError
+);
+
+classified_error!(
+    /// An error from a sink connector.
+    SinkError
+);
+
+/// An error and its causes on one line, `a: b: c`, for the places that
+/// print one error (a `riffle check` line, a log field).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        next = c.source();
+    }
+    out
 }
 
 impl SinkError {
-    pub fn transient(message: impl Into<String>) -> Self {
-        SinkError { kind: ErrorKind::Transient, message: message.into(), cause: None }
-    }
-
-    pub fn definite(message: impl Into<String>) -> Self {
-        SinkError { kind: ErrorKind::Definite, message: message.into(), cause: None }
-    }
-
-    /// `message`, caused by `cause`.
-    pub fn caused(kind: ErrorKind, message: impl Into<String>, cause: impl Into<Cause>) -> Self {
-        SinkError { kind, message: message.into(), cause: Some(cause.into()) }
-    }
-
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
     /// An I/O error: a full disk or a missing permission will not fix itself,
     /// so it is definite; an interrupted call is transient.
     pub fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
@@ -101,6 +147,6 @@ impl SinkError {
             K::PermissionDenied => "; give the user running riffle write access to that directory",
             _ => "",
         };
-        SinkError { kind, message: format!("{context}: {err}{hint}"), cause: None }
+        SinkError { kind, body: Body::Message { message: format!("{context}: {err}{hint}"), cause: None } }
     }
 }

@@ -21,13 +21,21 @@ impl fmt::Display for Lsn {
     }
 }
 
+/// Text that is not an LSN.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected an LSN like 0/16B3748, found {found:?}")]
+pub struct ParseLsnError {
+    pub found: String,
+}
+
 impl FromStr for Lsn {
-    type Err = String;
+    type Err = ParseLsnError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (hi, lo) = s.split_once('/').ok_or_else(|| format!("expected an LSN like 0/16B3748, found {s:?}"))?;
-        let hi = u32::from_str_radix(hi, 16).map_err(|_| format!("expected an LSN like 0/16B3748, found {s:?}"))?;
-        let lo = u32::from_str_radix(lo, 16).map_err(|_| format!("expected an LSN like 0/16B3748, found {s:?}"))?;
+        let bad = || ParseLsnError { found: s.to_string() };
+        let (hi, lo) = s.split_once('/').ok_or_else(bad)?;
+        let hi = u32::from_str_radix(hi, 16).map_err(|_| bad())?;
+        let lo = u32::from_str_radix(lo, 16).map_err(|_| bad())?;
         Ok(Lsn((u64::from(hi) << 32) | u64::from(lo)))
     }
 }

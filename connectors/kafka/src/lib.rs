@@ -35,6 +35,7 @@ mod sink;
 mod topics;
 mod txmeta;
 
-pub use options::{KafkaOptions, ValueFormat};
+pub use options::{KafkaOptions, OptionError, ValueFormat};
+pub use registry::RegistryError;
 pub use sink::{check, KafkaSink};
 pub use topics::legal_topic;

@@ -5,6 +5,23 @@
 
 use rdkafka::config::ClientConfig;
 
+/// An option the Kafka sink does not take, or a value it cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionError {
+    #[error("{key}: expected {expected}, found {found:?}")]
+    Value { key: String, expected: &'static str, found: String },
+    #[error("{key}: applies to JSON values; Avro values always have a registered schema")]
+    NotForAvro { key: String },
+    #[error(
+        "unknown Kafka sink option {key:?}; expected one of topic_prefix, partitions, replication_factor, create_topics, \
+         tombstones, schemas_enable, schema_registry, transaction_topic, topic.config.<name>, kafka.<librdkafka setting>"
+    )]
+    Unknown { key: String },
+    /// `shown` is the URL without its password.
+    #[error("{shown}: expected kafka://host:port[,host:port], with a port for every broker")]
+    Brokers { shown: String },
+}
+
 /// How message values (and keys) are encoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ValueFormat {
@@ -60,14 +77,14 @@ impl KafkaOptions {
 
     /// Applies one option by name (URL query or config key). `Err` says what
     /// was expected.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), OptionError> {
+        let bad = |expected: &'static str, v: &str| OptionError::Value { key: key.into(), expected, found: v.into() };
         let boolean = |v: &str| match v {
             "true" | "1" | "yes" => Ok(true),
             "false" | "0" | "no" => Ok(false),
-            _ => Err(format!("{key}: expected true or false, found {v:?}")),
+            _ => Err(bad("true or false", v)),
         };
-        let int =
-            |v: &str| v.parse::<i32>().ok().filter(|n| *n > 0).ok_or_else(|| format!("{key}: expected a positive integer, found {v:?}"));
+        let int = |v: &str| v.parse::<i32>().ok().filter(|n| *n > 0).ok_or_else(|| bad("a positive integer", v));
         match key {
             "topic_prefix" | "topic.prefix" => self.topic_prefix = value.to_string(),
             "partitions" => self.partitions = int(value)?,
@@ -76,9 +93,7 @@ impl KafkaOptions {
             "tombstones" | "tombstones.on.delete" => self.tombstones = boolean(value)?,
             "schemas_enable" | "schemas.enable" => match &mut self.format {
                 ValueFormat::Json { schemas } => *schemas = boolean(value)?,
-                ValueFormat::Avro { .. } => {
-                    return Err(format!("{key}: applies to JSON values; Avro values always have a registered schema"))
-                }
+                ValueFormat::Avro { .. } => return Err(OptionError::NotForAvro { key: key.into() }),
             },
             "schema_registry" | "schema.registry.url" => self.format = ValueFormat::Avro { registry: value.to_string() },
             "transaction_topic" => self.transaction_topic = Some(value.to_string()),
@@ -91,28 +106,21 @@ impl KafkaOptions {
             }
             k if k.starts_with("topic.config.") => self.topic_config.push((k["topic.config.".len()..].to_string(), value.to_string())),
             k if k.starts_with("kafka.") => self.properties.push((k["kafka.".len()..].to_string(), value.to_string())),
-            _ => {
-                return Err(format!(
-                    "unknown Kafka sink option {key:?}; expected one of topic_prefix, partitions, replication_factor, create_topics, \
-                     tombstones, schemas_enable, schema_registry, transaction_topic, topic.config.<name>, kafka.<librdkafka setting>"
-                ))
-            }
+            _ => return Err(OptionError::Unknown { key: key.into() }),
         }
         Ok(())
     }
 
     /// Parses `kafka://host:port[,host:port][?option=value&…]`.
-    pub fn from_url(url: &str, pipeline: &str) -> Result<KafkaOptions, String> {
-        let rest = url.strip_prefix("kafka://").ok_or_else(|| format!("{url:?}: expected kafka://host:port[,host:port]"))?;
+    pub fn from_url(url: &str, pipeline: &str) -> Result<KafkaOptions, OptionError> {
+        let brokers_error = || OptionError::Brokers { shown: riffle_core::url::redact_url(url) };
+        let rest = url.strip_prefix("kafka://").ok_or_else(brokers_error)?;
         let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
         let hosts = hosts.trim_end_matches('/');
         if hosts.is_empty()
             || hosts.split(',').any(|h| h.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()))
         {
-            return Err(format!(
-                "{}: expected kafka://host:port[,host:port], with a port for every broker",
-                riffle_core::url::redact_url(url)
-            ));
+            return Err(brokers_error());
         }
         let mut opts = KafkaOptions::new(hosts, pipeline);
         for (k, v) in riffle_core::url::query_pairs(query) {

@@ -12,6 +12,32 @@ use std::time::Duration;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
+/// A registry riffle cannot use: a bad URL, or one that does not answer as
+/// a registry should. (Registering a schema reports a classified
+/// [`SinkError`]: a refused schema is definite, a registry down transient.)
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// `shown` is the URL without its password.
+    #[error("schema registry URL {shown:?} is not a URL")]
+    Url {
+        shown: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("schema registry URL {shown:?}: expected http:// or https://")]
+    Scheme { shown: String },
+    #[error("schema registry client")]
+    Client(#[source] reqwest::Error),
+    #[error("cannot reach the schema registry {at}")]
+    Unreachable {
+        at: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the schema registry {at} answered GET /subjects with HTTP {status}: {body}")]
+    Refused { at: String, status: reqwest::StatusCode, body: String },
+}
+
 pub struct Registry {
     base: url::Url,
     client: reqwest::Client,
@@ -22,11 +48,11 @@ pub struct Registry {
 
 impl Registry {
     /// `url` may carry `user:password@` for basic auth.
-    pub fn new(url: &str) -> Result<Registry, String> {
+    pub fn new(url: &str) -> Result<Registry, RegistryError> {
         let shown = riffle_core::url::redact_url(url);
-        let mut base = url::Url::parse(url).map_err(|e| format!("schema registry URL {shown:?} is not a URL ({e})"))?;
+        let mut base = url::Url::parse(url).map_err(|source| RegistryError::Url { shown: shown.clone(), source })?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err(format!("schema registry URL {shown:?}: expected http:// or https://"));
+            return Err(RegistryError::Scheme { shown });
         }
         let auth = (!base.username().is_empty()).then(|| {
             let user = riffle_core::url::percent_decode(base.username());
@@ -39,8 +65,7 @@ impl Registry {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
-        let client =
-            reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| format!("schema registry client: {e}"))?;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(RegistryError::Client)?;
         Ok(Registry { base, client, auth, ids: HashMap::new() })
     }
 
@@ -105,18 +130,18 @@ impl Registry {
     }
 
     /// Reads `GET /subjects`: the registry answers and accepts the credentials.
-    pub fn ping(&self) -> Result<(), String> {
+    pub fn ping(&self) -> Result<(), RegistryError> {
         let req = self.request(reqwest::Method::GET, "subjects");
         let (status, text) = riffle_core::block_on(async move {
             let resp = req.send().await?;
             let status = resp.status();
             Ok::<_, reqwest::Error>((status, resp.text().await?))
         })
-        .map_err(|e| format!("cannot reach the schema registry {}: {e}", self.describe()))?;
+        .map_err(|source| RegistryError::Unreachable { at: self.describe(), source })?;
         if status.is_success() {
             Ok(())
         } else {
-            Err(format!("the schema registry {} answered GET /subjects with HTTP {status}: {text}", self.describe()))
+            Err(RegistryError::Refused { at: self.describe(), status, body: text })
         }
     }
 }

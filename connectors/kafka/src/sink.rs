@@ -13,7 +13,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message};
-use riffle_core::{ChangeEvent, Op, Position, Sink, SinkError, TableId};
+use riffle_core::{ChangeEvent, ErrorKind, Op, Position, Sink, SinkError, TableId};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,7 +97,7 @@ impl KafkaSink {
         let producer = config.create_with_context(Ctx(deliveries.clone())).map_err(|e| config_error("producer", &e))?;
         let admin = config.create().map_err(|e| config_error("admin client", &e))?;
         let registry = match &opts.format {
-            ValueFormat::Avro { registry } => Some(Registry::new(registry).map_err(SinkError::definite)?),
+            ValueFormat::Avro { registry } => Some(Registry::new(registry).map_err(|e| SinkError::typed(ErrorKind::Definite, e))?),
             ValueFormat::Json { .. } => None,
         };
         Ok(KafkaSink {
@@ -117,17 +117,17 @@ impl KafkaSink {
     }
 
     /// Reads the cluster's metadata: the brokers answer, with these settings.
-    pub fn ping(&self, timeout: Duration) -> Result<String, String> {
+    pub fn ping(&self, timeout: Duration) -> Result<String, SinkError> {
         let md = self.producer.client().fetch_metadata(None, timeout).map_err(|e| {
-            format!(
+            SinkError::transient(format!(
                 "no Kafka broker at {} answered within {}s ({e}); check the address, that the broker is up and its advertised \
                  listener, and TLS/SASL settings (kafka.security.protocol)",
                 self.opts.brokers,
                 timeout.as_secs()
-            )
+            ))
         })?;
         if let Some(r) = &self.registry {
-            r.ping()?;
+            r.ping().map_err(|e| SinkError::typed(ErrorKind::Transient, e))?;
         }
         Ok(format!("{} broker(s), {} topic(s)", md.brokers().len(), md.topics().len()))
     }
@@ -278,7 +278,7 @@ impl Sink for KafkaSink {
 /// the schema registry, for Avro).
 pub fn check(opts: &KafkaOptions) -> riffle_core::Check {
     let name = format!("sink kafka://{}", opts.brokers);
-    let outcome = KafkaSink::open(opts.clone()).map_err(|e| e.message).and_then(|s| s.ping(Duration::from_secs(10)));
+    let outcome = KafkaSink::open(opts.clone()).and_then(|s| s.ping(Duration::from_secs(10))).map_err(|e| e.chain());
     riffle_core::Check {
         name: name.clone(),
         outcome: outcome.map_err(|found| riffle_core::Problem {

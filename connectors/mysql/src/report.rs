@@ -13,7 +13,7 @@ pub async fn check(spec: &SourceSpec) -> Result<Report, SourceError> {
     let mut conn = match params.connect().await {
         Ok(c) => c,
         Err(e) => {
-            report.checks.push(Check::error("connection", e));
+            report.checks.push(Check::error("connection", &e));
             return Ok(report);
         }
     };
@@ -25,7 +25,7 @@ pub async fn check(spec: &SourceSpec) -> Result<Report, SourceError> {
                 report.checks.push(Check::passed(format!("table {}", t.id), format!("{key}, ~{} rows", t.estimated_rows)));
             }
         }
-        Err(e) => report.checks.push(Check::error("tables", e)),
+        Err(e) => report.checks.push(Check::error("tables", &e)),
     }
     let problems = checks::replication_problems(&mut conn, &params).await?;
     if problems.is_empty() {

@@ -230,7 +230,7 @@ pub async fn current_lsn(client: &Client) -> Result<riffle_core::Lsn, SourceErro
         .query_one("SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text", &[])
         .await
         .map_err(|e| query_err("reading the current WAL position", e))?;
-    row.get::<_, String>(0).parse().map_err(SourceError::definite)
+    row.get::<_, String>(0).parse().map_err(|e| SourceError::typed(riffle_core::ErrorKind::Definite, e))
 }
 
 pub async fn drop_slot(client: &Client, name: &str) -> Result<(), SourceError> {

@@ -230,7 +230,13 @@ impl PgSource {
         let mut repl = replication::client::ReplicationClient::connect(&self.params).await?;
         let rows = repl.simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", quote_ident(slot))).await?;
         let row = rows.first().ok_or_else(|| SourceError::definite("CREATE_REPLICATION_SLOT returned no row"))?;
-        let consistent: Lsn = row.get(1).cloned().flatten().unwrap_or_default().parse().map_err(SourceError::definite)?;
+        let consistent: Lsn = row
+            .get(1)
+            .cloned()
+            .flatten()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| SourceError::typed(riffle_core::ErrorKind::Definite, e))?;
         let snapshot_name =
             row.get(2).cloned().flatten().ok_or_else(|| SourceError::definite("CREATE_REPLICATION_SLOT exported no snapshot"))?;
         tracing::info!(slot, consistent_point = %consistent, "created replication slot");

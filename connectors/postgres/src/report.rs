@@ -16,7 +16,7 @@ pub async fn check(spec: &SourceSpec, saved: Option<&SavedPipeline>) -> Result<R
     let client = match params.connect().await {
         Ok(c) => c,
         Err(e) => {
-            report.checks.push(Check::error("connection", e));
+            report.checks.push(Check::error("connection", &e));
             return Ok(report);
         }
     };
@@ -24,7 +24,7 @@ pub async fn check(spec: &SourceSpec, saved: Option<&SavedPipeline>) -> Result<R
     let tables = match catalog::resolve_tables(&client, &spec.tables, &spec.exclude).await {
         Ok(t) => t,
         Err(e) => {
-            report.checks.push(Check::error("tables", e));
+            report.checks.push(Check::error("tables", &e));
             Vec::new()
         }
     };
