@@ -103,7 +103,8 @@ pub async fn supervise<S: Source + 'static>(
             return Ok(stopped());
         }
         if attempt >= retries.max {
-            return Err(error.context(format!("gave up after {} retries; raise --max-retries to keep trying longer", retries.max)));
+            // The error first, then why riffle stopped retrying it.
+            return Err(anyhow!("{error:#} (gave up after {} retries; raise --max-retries to keep trying longer)", retries.max));
         }
         attempt += 1;
         let wait = backoff(attempt).mul_f64(retries.scale);

@@ -1,9 +1,10 @@
 //! Tables, columns and keys from `information_schema`.
 
+use crate::error::MyError;
 use crate::types::{column_type, MyColumn};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
-use riffle_core::{SourceError, TableId, TableSchema};
+use riffle_core::{TableId, TableSchema};
 
 /// A table the selection resolved to.
 #[derive(Debug, Clone)]
@@ -23,17 +24,13 @@ pub fn quote_ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
 }
 
-fn err(what: &str, e: mysql_async::Error) -> SourceError {
-    crate::connect::classify_query(what, e)
-}
-
 /// `*` and `?` globs over `database.table`; no dot means the URL's database.
 pub async fn resolve_tables(
     conn: &mut Conn,
     default_db: &str,
     patterns: &[String],
     exclude: &[String],
-) -> Result<Vec<SelectedTable>, SourceError> {
+) -> Result<Vec<SelectedTable>, MyError> {
     let rows: Vec<(String, String, Option<u64>, i64)> = conn
         .query(
             "SELECT t.TABLE_SCHEMA, t.TABLE_NAME, t.TABLE_ROWS, \
@@ -44,7 +41,7 @@ pub async fn resolve_tables(
              ORDER BY 1, 2",
         )
         .await
-        .map_err(|e| err("listing tables", e))?;
+        .map_err(|e| MyError::query("listing tables", e))?;
     let all: Vec<SelectedTable> = rows
         .into_iter()
         .map(|(s, t, n, pk)| SelectedTable { id: TableId::new(s, t), estimated_rows: n.unwrap_or(0), has_primary_key: pk > 0 })
@@ -55,12 +52,9 @@ pub async fn resolve_tables(
         let pattern = qualify(pattern);
         let matched: Vec<&SelectedTable> = all.iter().filter(|t| riffle_core::glob_match(&pattern, &t.id.to_string())).collect();
         if matched.is_empty() {
-            let what = if pattern.contains(['*', '?']) { "no table matches" } else { "table does not exist:" };
-            let some: Vec<String> = all.iter().take(5).map(|t| t.id.to_string()).collect();
-            return Err(SourceError::definite(format!(
-                "--tables {pattern}: {what} {pattern} (the server has e.g. {}); tables are given as database.table, `*` matches any run of characters",
-                if some.is_empty() { "no tables".to_string() } else { some.join(", ") }
-            )));
+            let glob = pattern.contains(['*', '?']);
+            let examples = all.iter().take(5).map(|t| t.id.to_string()).collect();
+            return Err(MyError::NoSuchTable { pattern, glob, examples });
         }
         for t in matched {
             if !selected.iter().any(|s| s.id == t.id) {
@@ -74,7 +68,7 @@ pub async fn resolve_tables(
 }
 
 /// A table's columns as the catalog describes them now.
-pub async fn load_columns(conn: &mut Conn, id: &TableId) -> Result<Vec<MyColumn>, SourceError> {
+pub async fn load_columns(conn: &mut Conn, id: &TableId) -> Result<Vec<MyColumn>, MyError> {
     let rows: Vec<mysql_async::Row> = conn
         .exec(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY, NUMERIC_PRECISION, NUMERIC_SCALE, \
@@ -83,9 +77,9 @@ pub async fn load_columns(conn: &mut Conn, id: &TableId) -> Result<Vec<MyColumn>
             (&id.schema, &id.name),
         )
         .await
-        .map_err(|e| err(&format!("reading the columns of {id}"), e))?;
+        .map_err(|e| MyError::query(format!("reading the columns of {id}"), e))?;
     if rows.is_empty() {
-        return Err(SourceError::definite(format!("table {id} no longer exists")));
+        return Err(MyError::TableGone { table: id.clone() });
     }
     let text = |r: &mysql_async::Row, i: usize| -> Option<String> { r.get_opt::<Option<String>, _>(i).and_then(|v| v.ok()).flatten() };
     let num =

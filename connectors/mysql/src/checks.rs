@@ -1,32 +1,31 @@
 //! What a MySQL/MariaDB server must offer before riffle reads its binlog.
 
 use crate::connect::ConnectParams;
+use crate::error::MyError;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
-use riffle_core::SourceError;
 
 pub use riffle_core::Problem;
 
 /// A global variable, `None` when the server does not have it.
-async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>, SourceError> {
+async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>, MyError> {
     // @@global works on MySQL 5.7, 8 and MariaDB alike (MySQL 8 removed
     // information_schema.GLOBAL_VARIABLES).
     match conn.query_first::<Option<String>, _>(format!("SELECT @@global.{name}")).await {
         Ok(v) => Ok(v.flatten()),
         Err(mysql_async::Error::Server(e)) if e.code == 1193 => Ok(None),
-        Err(e) => Err(crate::connect::classify_query(&format!("reading {name}"), e)),
+        Err(e) => Err(MyError::query(format!("reading {name}"), e)),
     }
 }
 
 /// Is this MariaDB (rather than MySQL)?
-pub async fn is_mariadb(conn: &mut Conn) -> Result<bool, SourceError> {
-    let v: Option<String> =
-        conn.query_first("SELECT VERSION()").await.map_err(|e| SourceError::transient(format!("reading the version: {e}")))?;
+pub async fn is_mariadb(conn: &mut Conn) -> Result<bool, MyError> {
+    let v: Option<String> = conn.query_first("SELECT VERSION()").await.map_err(|e| MyError::lookup("reading the version", e))?;
     Ok(v.unwrap_or_default().to_lowercase().contains("mariadb"))
 }
 
 /// Server settings and privileges riffle needs for binlog replication.
-pub async fn replication_problems(conn: &mut Conn, params: &ConnectParams) -> Result<Vec<Problem>, SourceError> {
+pub async fn replication_problems(conn: &mut Conn, params: &ConnectParams) -> Result<Vec<Problem>, MyError> {
     let mut problems = Vec::new();
     let conf = "in my.cnf under [mysqld], then restart the server";
     // @@global.log_bin reads 1/0.
@@ -60,8 +59,7 @@ pub async fn replication_problems(conn: &mut Conn, params: &ConnectParams) -> Re
             }
         }
     }
-    let grants: Vec<String> =
-        conn.query("SHOW GRANTS FOR CURRENT_USER()").await.map_err(|e| SourceError::transient(format!("reading the grants: {e}")))?;
+    let grants: Vec<String> = conn.query("SHOW GRANTS FOR CURRENT_USER()").await.map_err(|e| MyError::lookup("reading the grants", e))?;
     let all = grants.join(" ").to_uppercase();
     let has = |p: &str| all.contains("ALL PRIVILEGES ON *.*") || all.contains(p);
     if !has("REPLICATION SLAVE") {
@@ -89,7 +87,7 @@ pub async fn replication_problems(conn: &mut Conn, params: &ConnectParams) -> Re
         let rows: Option<u64> = conn
             .query_first("SELECT CAST(COALESCE(SUM(TABLE_ROWS), 0) AS UNSIGNED) FROM information_schema.TABLES WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')")
             .await
-            .map_err(|e| SourceError::transient(format!("estimating table sizes: {e}")))?;
+            .map_err(|e| MyError::lookup("estimating table sizes", e))?;
         // A conservative 50,000 rows/s, doubled for headroom, at least a day.
         let needed = ((rows.unwrap_or(0) / 50_000) * 2).max(86_400);
         if expire_secs < needed {
@@ -102,8 +100,7 @@ pub async fn replication_problems(conn: &mut Conn, params: &ConnectParams) -> Re
         }
     }
     // Replica ids must be unique: riffle registers as one.
-    let own: Option<u32> =
-        conn.query_first("SELECT @@server_id").await.map_err(|e| SourceError::transient(format!("reading server_id: {e}")))?;
+    let own: Option<u32> = conn.query_first("SELECT @@server_id").await.map_err(|e| MyError::lookup("reading server_id", e))?;
     if own == Some(params.server_id) {
         problems.push(Problem {
             setting: "server_id".into(),
@@ -128,9 +125,8 @@ pub async fn replication_problems(conn: &mut Conn, params: &ConnectParams) -> Re
 }
 
 /// The server's binlog files and their sizes, oldest first.
-pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, SourceError> {
-    let rows: Vec<mysql_async::Row> =
-        conn.query("SHOW BINARY LOGS").await.map_err(|e| SourceError::transient(format!("SHOW BINARY LOGS: {e}")))?;
+pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, MyError> {
+    let rows: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.map_err(|e| MyError::lookup("SHOW BINARY LOGS", e))?;
     Ok(rows.iter().filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1).unwrap_or(0)))).collect())
 }
 
@@ -150,7 +146,7 @@ pub const SUPPORTED_CHARSETS: [&str; 6] = ["utf8mb4", "utf8mb3", "utf8", "latin1
 
 /// Refuses tables with text columns in a character set the binlog decoder
 /// does not know, rather than garble them.
-pub async fn require_supported_charsets(conn: &mut Conn, tables: &[crate::catalog::SelectedTable]) -> Result<(), SourceError> {
+pub async fn require_supported_charsets(conn: &mut Conn, tables: &[crate::catalog::SelectedTable]) -> Result<(), MyError> {
     let mut bad = Vec::new();
     for t in tables {
         for c in crate::catalog::load_columns(conn, &t.id).await? {
@@ -162,19 +158,13 @@ pub async fn require_supported_charsets(conn: &mut Conn, tables: &[crate::catalo
     if bad.is_empty() {
         return Ok(());
     }
-    Err(SourceError::definite(format!(
-        "columns in character sets riffle cannot decode from the binlog yet: {}; supported: {}. \
-         Convert them (ALTER TABLE … CONVERT TO CHARACTER SET utf8mb4) or leave the tables out with --exclude",
-        bad.join(", "),
-        SUPPORTED_CHARSETS.join(", ")
-    )))
+    Err(MyError::UnsupportedCharsets { columns: bad })
 }
 
-pub async fn require_replication_ready(conn: &mut Conn, params: &ConnectParams) -> Result<(), SourceError> {
+pub async fn require_replication_ready(conn: &mut Conn, params: &ConnectParams) -> Result<(), MyError> {
     let problems = replication_problems(conn, params).await?;
     if problems.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-    Err(SourceError::definite(format!("{} is not ready for binlog replication:\n{}", params.redacted(), list.join("\n"))))
+    Err(MyError::NotReady { at: params.redacted(), problems })
 }

@@ -1,6 +1,7 @@
-//! `mysql://` and `mariadb://` URLs, and connection errors with their fixes.
+//! `mysql://` and `mariadb://` URLs, and connecting (errors and their fixes
+//! in [`crate::error`]).
 
-use riffle_core::SourceError;
+use crate::error::MyError;
 use std::time::Duration;
 
 /// Where and how to connect.
@@ -41,14 +42,9 @@ impl std::fmt::Debug for ConnectParams {
 impl ConnectParams {
     /// Parses `mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?server_id=N]`
     /// (`mariadb://` too); the password may come from `MYSQL_PWD`.
-    pub fn from_url(raw: &str, default_server_id: u32) -> Result<Self, SourceError> {
-        let bad = |why: &str| {
-            SourceError::definite(format!(
-                "invalid source URL {}: {why}; expected mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
-                redact_url(raw)
-            ))
-        };
-        let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+    pub fn from_url(raw: &str, default_server_id: u32) -> Result<Self, MyError> {
+        let bad = |why: &str| MyError::Url { url: redact_url(raw), why: why.to_string() };
+        let url = url::Url::parse(raw).map_err(|source| MyError::UrlSyntax { url: redact_url(raw), source })?;
         if url.scheme() != "mysql" && url.scheme() != "mariadb" {
             return Err(bad(&format!("the scheme is {:?}", url.scheme())));
         }
@@ -136,16 +132,12 @@ impl ConnectParams {
         }
     }
 
-    pub async fn connect(&self) -> Result<mysql_async::Conn, SourceError> {
+    pub async fn connect(&self) -> Result<mysql_async::Conn, MyError> {
         let attempt = mysql_async::Conn::new(self.opts());
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(classify(&e, self)),
-            Err(_) => Err(SourceError::transient(format!(
-                "connecting to {}: timed out after {:?}; check the host and port and that the server is running",
-                self.redacted(),
-                self.connect_timeout
-            ))),
+            Ok(Err(e)) => Err(MyError::connection(self, e)),
+            Err(_) => Err(MyError::ConnectTimeout { at: self.redacted(), after: self.connect_timeout }),
         }
     }
 }
@@ -158,62 +150,6 @@ pub use riffle_core::url::redact_url;
 /// idle connection closed.
 pub fn is_transient_code(code: u16) -> bool {
     matches!(code, 1040 | 1053 | 1205 | 1213 | 1317 | 1927 | 3169 | 4031)
-}
-
-/// Sorts an error from a query (not a login) by what to do about it.
-pub fn classify_query(what: &str, e: mysql_async::Error) -> SourceError {
-    match &e {
-        mysql_async::Error::Server(s) if matches!(s.code, 1044 | 1142 | 1227) => SourceError::definite(format!(
-            "{what}: {}; riffle's user needs SELECT on the tables, REPLICATION SLAVE, REPLICATION CLIENT (MariaDB: BINLOG MONITOR) \
-             and, on MySQL, RELOAD: GRANT SELECT, RELOAD, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO …;",
-            s.message
-        )),
-        mysql_async::Error::Server(s) if is_transient_code(s.code) => SourceError::transient(format!("{what}: {}", s.message)),
-        mysql_async::Error::Server(s) => SourceError::definite(format!("{what}: {}", s.message)),
-        _ => SourceError::transient(format!("{what}: {e}")),
-    }
-}
-
-/// Sorts a driver error by what to do about it, with the fix.
-pub fn classify(e: &mysql_async::Error, p: &ConnectParams) -> SourceError {
-    let at = p.redacted();
-    match e {
-        mysql_async::Error::Server(s) => match s.code {
-            1045 => SourceError::definite(format!(
-                "{at} rejected the login for user {:?} ({}); check the password in the source URL or MYSQL_PWD{}",
-                p.user,
-                s.message,
-                if p.ssl_mode == MySslMode::Disabled { ", and whether the account REQUIREs SSL (then add ?ssl-mode=required)" } else { "" }
-            )),
-            1049 => SourceError::definite(format!("{at}: {}; check the database name in the source URL", s.message)),
-            1044 | 1142 | 1227 => SourceError::definite(format!(
-                "{at}: {}; riffle's user needs SELECT, REPLICATION SLAVE and REPLICATION CLIENT (MariaDB: BINLOG MONITOR): \
-                 GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{}'@'%';",
-                s.message, p.user
-            )),
-            1236 => SourceError::definite(format!(
-                "{at} cannot send the binlog from the saved position: {}. The binlog it needs was purged, so changes since then are lost \
-                 to riffle; take a new snapshot (remove this pipeline's state file, see `riffle status`) and raise \
-                 binlog_expire_logs_seconds so it does not happen again",
-                s.message
-            )),
-            code if is_transient_code(code) => SourceError::transient(format!("{at}: {}", s.message)),
-            _ => SourceError::definite(format!("{at}: {} (error {})", s.message, s.code)),
-        },
-        other => {
-            let text = other.to_string();
-            if p.ssl_mode != MySslMode::Disabled
-                && (text.contains("certificate") || text.contains("Certificate") || text.contains("TLS") || text.contains("SSL"))
-            {
-                return SourceError::definite(format!(
-                    "{at}: TLS failed ({text}); with ssl-mode=verify_ca or verify_identity the server's certificate must be signed by \
-                     the CA in ssl-ca (verify_identity: and name the host); ssl-mode=required encrypts without checking; the server \
-                     needs TLS configured (have_ssl = YES)"
-                ));
-            }
-            SourceError::transient(format!("{at}: {text}; check the host and port and that the server is running"))
-        }
-    }
 }
 
 #[cfg(test)]

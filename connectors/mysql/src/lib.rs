@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! - [`connect`]: `mysql://`/`mariadb://` URLs and connection errors.
+//! - [`connect`]: `mysql://`/`mariadb://` URLs and connecting.
+//! - [`error`]: [`MyError`], what failed and whether retrying can help.
 //! - [`checks`]: binlog settings and privileges riffle needs.
 //! - [`catalog`]: table selection and columns.
 //! - [`types`]: MySQL types to riffle's lossless values, from text and binlog.
@@ -13,6 +14,7 @@
 pub mod catalog;
 pub mod checks;
 pub mod connect;
+pub mod error;
 pub mod gtid;
 pub mod report;
 pub mod rows;
@@ -21,6 +23,7 @@ pub mod stream;
 pub mod types;
 
 use connect::ConnectParams;
+pub use error::MyError;
 use riffle_core::source::{RunEnd, SourceStats};
 use riffle_core::{Offset, Source, SourceError, SourceItem, SourceSpec, StartMode, Until};
 use std::sync::Arc;
@@ -39,7 +42,7 @@ enum Mode {
 /// `--until` for MySQL/MariaDB: only `now` (the end of the binlog when
 /// the run starts) is supported.
 pub fn parse_position(text: &str) -> Result<Offset, SourceError> {
-    Err(SourceError::definite(format!("--until {text}: a MySQL/MariaDB pipeline stops only at `now`")))
+    Err(MyError::Until { text: text.to_string() }.into())
 }
 
 pub struct MySource {
@@ -70,7 +73,7 @@ impl MySource {
         &self.params
     }
 
-    async fn run_inner(&mut self, out: mpsc::Sender<Vec<SourceItem>>, stop: watch::Receiver<bool>) -> Result<RunEnd, SourceError> {
+    async fn run_inner(&mut self, out: mpsc::Sender<Vec<SourceItem>>, stop: watch::Receiver<bool>) -> Result<RunEnd, MyError> {
         let mut conn = self.params.connect().await?;
         tracing::info!(source = %self.params.redacted(), "connected");
         let mariadb = checks::is_mariadb(&mut conn).await?;
@@ -132,6 +135,6 @@ impl Source for MySource {
     ) -> Result<RunEnd, SourceError> {
         // The binlog needs no acknowledgement: the server keeps it by time
         // (binlog_expire_logs_seconds), not by reader.
-        self.run_inner(out, stop).await
+        Ok(self.run_inner(out, stop).await?)
     }
 }

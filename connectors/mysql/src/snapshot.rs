@@ -19,11 +19,12 @@
 //! flow through in batches, so memory stays flat whatever the table size.
 
 use crate::catalog::{load_columns, quote_ident, schema_of, SelectedTable};
+use crate::error::MyError;
 use crate::types::from_text;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use riffle_core::source::{RunEnd, SourceStats};
-use riffle_core::{BeforeImage, BinlogCoords, ChangeEvent, MyPosition, Offset, Op, Phase, Position, SourceError, SourceInfo, SourceItem};
+use riffle_core::{BeforeImage, BinlogCoords, ChangeEvent, MyPosition, Offset, Op, Phase, Position, SourceInfo, SourceItem};
 use riffle_core::{DataType, Value};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -49,10 +50,6 @@ pub struct Context {
     pub stats: Arc<SourceStats>,
 }
 
-fn q(what: &str, e: mysql_async::Error) -> SourceError {
-    crate::connect::classify_query(what, e)
-}
-
 /// Copies `tables` in one consistent read; returns the binlog offset that
 /// matches it (a checkpoint there follows the rows when `replicate`).
 pub async fn copy_tables(
@@ -63,12 +60,16 @@ pub async fn copy_tables(
     emit_checkpoint: bool,
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
-) -> Result<(RunEnd, Offset), SourceError> {
-    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await.map_err(|e| q("starting the snapshot", e))?;
+) -> Result<(RunEnd, Offset), MyError> {
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(|e| MyError::query("starting the snapshot", e))?;
     let (file, pos, gtid) = if mariadb {
-        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await.map_err(|e| q("starting the snapshot", e))?;
-        let rows: Vec<(String, String)> =
-            conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await.map_err(|e| q("reading the snapshot's binlog position", e))?;
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await.map_err(|e| MyError::query("starting the snapshot", e))?;
+        let rows: Vec<(String, String)> = conn
+            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            .await
+            .map_err(|e| MyError::query("reading the snapshot's binlog position", e))?;
         let get = |k: &str| rows.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone()).unwrap_or_default();
         let file = get("binlog_snapshot_file");
         let pos: u64 = get("binlog_snapshot_position").parse().unwrap_or(0);
@@ -81,25 +82,23 @@ pub async fn copy_tables(
             .filter(|g| !g.is_empty());
         (file, pos, gtid)
     } else {
-        conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| q("locking for the snapshot", e))?;
+        conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| MyError::query("locking for the snapshot", e))?;
         let started = conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await;
         // MySQL 8.4 renamed SHOW MASTER STATUS.
         let status: Result<Option<mysql_async::Row>, _> = match conn.query_first("SHOW BINARY LOG STATUS").await {
             Ok(row) => Ok(row),
             Err(_) => conn.query_first("SHOW MASTER STATUS").await,
         };
-        conn.query_drop("UNLOCK TABLES").await.map_err(|e| q("unlocking after the snapshot started", e))?;
-        started.map_err(|e| q("starting the snapshot", e))?;
-        let row = status
-            .map_err(|e| q("reading the binlog position", e))?
-            .ok_or_else(|| SourceError::definite("SHOW MASTER STATUS returned nothing: is log_bin on?"))?;
+        conn.query_drop("UNLOCK TABLES").await.map_err(|e| MyError::query("unlocking after the snapshot started", e))?;
+        started.map_err(|e| MyError::query("starting the snapshot", e))?;
+        let row = status.map_err(|e| MyError::query("reading the binlog position", e))?.ok_or(MyError::NoMasterStatus)?;
         let file: String = row.get(0).unwrap_or_default();
         let pos: u64 = row.get(1).unwrap_or(0);
         let gtid: Option<String> = row.get_opt::<String, _>(4).and_then(|g| g.ok()).filter(|g| !g.is_empty());
         (file, pos, gtid)
     };
     if file.is_empty() {
-        return Err(SourceError::definite("the server reported no binlog position for the snapshot: is log_bin on?"));
+        return Err(MyError::NoSnapshotPosition);
     }
     let file_name: Arc<str> = Arc::from(file.as_str());
     let started_us = now_us();
@@ -143,8 +142,8 @@ pub async fn copy_tables(
                 (None, _) => format!("SELECT {} FROM {}", cols.join(", "), table.qualified()),
             };
             let mut rows_in_chunk = 0usize;
-            let mut result = conn.query_iter(sql).await.map_err(|e| q(&format!("copying {}", table.id), e))?;
-            while let Some(row) = result.next().await.map_err(|e| q(&format!("copying {}", table.id), e))? {
+            let mut result = conn.query_iter(sql).await.map_err(|e| MyError::query(format!("copying {}", table.id), e))?;
+            while let Some(row) = result.next().await.map_err(|e| MyError::query(format!("copying {}", table.id), e))? {
                 let values = row.unwrap();
                 let mut after = Vec::with_capacity(values.len());
                 for (v, c) in values.into_iter().zip(&columns) {
@@ -196,7 +195,7 @@ pub async fn copy_tables(
         }
         tracing::info!(table = %table.id, rows = seq, "snapshot of table done");
     }
-    conn.query_drop("COMMIT").await.map_err(|e| q("ending the snapshot", e))?;
+    conn.query_drop("COMMIT").await.map_err(|e| MyError::query("ending the snapshot", e))?;
     let offset = Offset::Mysql { file, pos, gtid };
     let mut last = vec![SourceItem::SnapshotDone];
     if emit_checkpoint {

@@ -11,7 +11,8 @@
 //! after every DDL statement.
 
 use crate::catalog::{load_columns, schema_of, SelectedTable};
-use crate::connect::{classify, ConnectParams};
+use crate::connect::ConnectParams;
+use crate::error::{MyError, MysqlError};
 use crate::snapshot::{file_seq, now_us, Context, BATCH};
 use crate::types::{column_type, from_binlog, MyColumn};
 use futures_util::StreamExt;
@@ -19,7 +20,7 @@ use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::prelude::Queryable;
 use mysql_async::BinlogStreamRequest;
 use riffle_core::source::RunEnd;
-use riffle_core::{BeforeImage, BinlogCoords, ChangeEvent, MyPosition, Offset, Op, Phase, Position, SourceError, SourceInfo, SourceItem};
+use riffle_core::{BeforeImage, BinlogCoords, ChangeEvent, MyPosition, Offset, Op, Phase, Position, SourceInfo, SourceItem};
 use riffle_core::{TableId, TableSchema, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,21 +61,21 @@ impl Stream<'_> {
         until_now: bool,
         out: mpsc::Sender<Vec<SourceItem>>,
         stop: watch::Receiver<bool>,
-    ) -> Result<RunEnd, SourceError> {
+    ) -> Result<RunEnd, MyError> {
         let Offset::Mysql { file, pos, gtid } = start else {
-            return Err(SourceError::definite("the saved position is not a MySQL binlog position; this state belongs to another source"));
+            return Err(MyError::NotMysqlPosition);
         };
         let mut catalog = self.params.connect().await?;
         crate::checks::warn_if_near_purge(&mut catalog, &file).await;
         let mut conn = self.params.connect().await?;
         let p = self.params;
-        let checksum: Option<String> = conn.query_first("SELECT @@global.binlog_checksum").await.map_err(|e| classify(&e, p))?;
+        let checksum: Option<String> = conn.query_first("SELECT @@global.binlog_checksum").await.map_err(|e| MyError::connection(p, e))?;
         let checksums = checksum.is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
         // Heartbeats every 5 s keep an idle stream visibly alive.
-        conn.query_drop("SET @master_heartbeat_period = 5000000000").await.map_err(|e| classify(&e, p))?;
+        conn.query_drop("SET @master_heartbeat_period = 5000000000").await.map_err(|e| MyError::connection(p, e))?;
         if self.mariadb {
             // Send MariaDB GTID events (capability 4 = GTID).
-            conn.query_drop("SET @mariadb_slave_capability = 4").await.map_err(|e| classify(&e, p))?;
+            conn.query_drop("SET @mariadb_slave_capability = 4").await.map_err(|e| MyError::connection(p, e))?;
         }
         // With a saved GTID position, resume by GTID: it also finds the
         // place on a new primary after a failover (file names differ there).
@@ -83,7 +84,7 @@ impl Stream<'_> {
         let by_gtid = gtid.is_some() && (self.mariadb || mysql_gtid_mode_on(&mut conn).await);
         let mut request = match (&gtid, by_gtid, self.mariadb) {
             (Some(g), true, true) => {
-                conn.exec_drop("SET @slave_connect_state = ?", (g,)).await.map_err(|e| classify(&e, p))?;
+                conn.exec_drop("SET @slave_connect_state = ?", (g,)).await.map_err(|e| MyError::connection(p, e))?;
                 BinlogStreamRequest::new(self.ctx.server_id).with_pos(4)
             }
             (Some(g), true, false) => {
@@ -91,7 +92,7 @@ impl Stream<'_> {
                     .split(',')
                     .map(|s| s.trim().parse::<mysql_async::Sid<'static>>())
                     .collect::<Result<_, _>>()
-                    .map_err(|e| SourceError::definite(format!("the saved GTID set {g:?} is not valid: {e}")))?;
+                    .map_err(|source| MyError::BadGtidSet { gtid: g.clone(), source })?;
                 BinlogStreamRequest::new(self.ctx.server_id).with_gtid().with_gtid_set(sids).with_pos(4)
             }
             _ => BinlogStreamRequest::new(self.ctx.server_id).with_filename(file.as_bytes()).with_pos(pos),
@@ -99,7 +100,7 @@ impl Stream<'_> {
         if until_now {
             request = request.with_non_blocking();
         }
-        let mut stream = conn.get_binlog_stream(request).await.map_err(|e| classify(&e, p))?;
+        let mut stream = conn.get_binlog_stream(request).await.map_err(|e| MyError::connection(p, e))?;
         match &gtid {
             Some(g) if by_gtid => tracing::info!(gtid = %g, server_id = self.ctx.server_id, "streaming started"),
             _ => tracing::info!(file = %file, pos, server_id = self.ctx.server_id, "streaming started"),
@@ -131,11 +132,11 @@ impl Stream<'_> {
                     let _ = out.send(std::mem::take(&mut batch)).await;
                     return Ok(RunEnd::ReachedUntil);
                 }
-                return Err(SourceError::transient("the server ended the binlog stream"));
+                return Err(MyError::StreamEnded);
             };
             let event = event.map_err(|e| match e {
-                mysql_async::Error::Server(_) => classify(&e, p),
-                other => SourceError::transient(format!("binlog stream: {other}")),
+                mysql_async::Error::Server(_) => MyError::connection(p, e),
+                other => MyError::Stream { source: MysqlError(other) },
             })?;
             let header = event.header();
             let end_pos = u64::from(header.log_pos());
@@ -152,15 +153,12 @@ impl Stream<'_> {
                 continue;
             }
             if (MARIADB_COMPRESSED_EVENTS).contains(&raw_type) {
-                return Err(SourceError::definite(format!(
-                    "the binlog at {current_file}:{start_pos} holds a compressed event (log_bin_compress=ON), which riffle cannot read yet; \
-                     SET GLOBAL log_bin_compress = OFF; (and in my.cnf), then take a new snapshot"
-                )));
+                return Err(MyError::CompressedEvent { file: current_file.to_string(), pos: start_pos });
             }
             let data = match event.read_data() {
                 Ok(Some(d)) => d,
                 Ok(None) => continue,
-                Err(e) => return Err(SourceError::definite(format!("cannot decode a binlog event at {current_file}:{start_pos}: {e}"))),
+                Err(source) => return Err(MyError::BadEvent { file: current_file.to_string(), pos: start_pos, source }),
             };
             match data {
                 EventData::FormatDescriptionEvent(_) => seen_format = true,
@@ -176,11 +174,7 @@ impl Stream<'_> {
                     // position (a failover) would sort new changes before ones
                     // the sinks hold and get them skipped as replays: stop instead.
                     if by_gtid && file_seq(&current_file) < file_seq(&file) {
-                        return Err(SourceError::definite(format!(
-                            "resuming by GTID landed in binlog {current_file}, numbered below the saved {file} (a failover to a server with \
-                             other binlog numbering?); riffle's positions would go backwards. Take a new snapshot into a new output \
-                             directory (remove this pipeline's state file)"
-                        )));
+                        return Err(MyError::GtidBehind { landed: current_file.to_string(), saved: file });
                     }
                 }
                 EventData::GtidEvent(g) => {
@@ -198,10 +192,7 @@ impl Stream<'_> {
                         continue;
                     }
                     if upper.starts_with("XA ") {
-                        return Err(SourceError::definite(format!(
-                            "the binlog at {current_file}:{start_pos} holds an XA transaction, which riffle does not support yet \
-                             (its rows would be emitted at PREPARE, before the outcome is known)"
-                        )));
+                        return Err(MyError::Xa { file: current_file.to_string(), pos: start_pos });
                     }
                     // Inside a transaction, savepoints neither end it nor change tables.
                     let in_explicit = tx.as_ref().is_some_and(|t| t.explicit);
@@ -244,7 +235,7 @@ impl Stream<'_> {
                 }
                 EventData::RowsEvent(rows) => {
                     let Some(tme) = stream.get_tme(rows.table_id()) else {
-                        return Err(SourceError::definite(format!("a rows event at {current_file}:{start_pos} has no table map")));
+                        return Err(MyError::NoTableMap { file: current_file.to_string(), pos: start_pos });
                     };
                     let id = TableId::new(tme.database_name().to_string(), tme.table_name().to_string());
                     if !self.selected.iter().any(|s| s.id == id) {
@@ -262,13 +253,9 @@ impl Stream<'_> {
                         RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Create,
                         RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_) => Op::Update,
                         RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
-                        RowsEventData::PartialUpdateRowsEvent(_) => {
-                            return Err(SourceError::definite(
-                                "the binlog holds partial JSON updates (binlog_row_value_options=PARTIAL_JSON); set it to '' so rows carry whole values",
-                            ))
-                        }
+                        RowsEventData::PartialUpdateRowsEvent(_) => return Err(MyError::PartialJson),
                     };
-                    let bad = |e: std::io::Error| SourceError::definite(format!("cannot decode a row at {current_file}:{start_pos}: {e}"));
+                    let bad = |source: std::io::Error| MyError::BadRow { file: current_file.to_string(), pos: start_pos, source };
                     let shape = crate::rows::shape(tme).map_err(bad)?;
                     let layout = layout_of(table, &shape);
                     for (n, (before, after)) in crate::rows::rows(&rows, &shape).map_err(bad)?.into_iter().enumerate() {
@@ -432,18 +419,13 @@ fn layout_of(table: &Table, shape: &crate::rows::Shape) -> Layout {
 }
 
 /// Decodes one row image with its event's layout.
-fn decode_row(table: &Table, layout: &Layout, values: Vec<mysql_async::Value>) -> Result<(Arc<TableSchema>, Vec<Value>), SourceError> {
+fn decode_row(table: &Table, layout: &Layout, values: Vec<mysql_async::Value>) -> Result<(Arc<TableSchema>, Vec<Value>), MyError> {
     let (schema, columns) = match layout {
         Layout::Catalog => (&table.schema, &table.columns),
         Layout::Own(schema, columns) => (schema, columns),
     };
     if values.len() != columns.len() {
-        return Err(SourceError::definite(format!(
-            "a row of {} has {} values for {} columns: is binlog_row_image FULL?",
-            table.schema.id,
-            values.len(),
-            columns.len()
-        )));
+        return Err(MyError::RowWidth { table: table.schema.id.clone(), values: values.len(), columns: columns.len() });
     }
     let mut out = Vec::with_capacity(values.len());
     for (v, c) in values.into_iter().zip(columns) {

@@ -10,7 +10,8 @@
 //! (riffle's session runs with `time_zone = '+00:00'`), `datetime` has no
 //! zone; geometry is MySQL's internal form (4-byte SRID, then WKB) as bytes.
 
-use riffle_core::{Column, DataType, SourceError, Value};
+use crate::error::MyError;
+use riffle_core::{Column, DataType, Value};
 
 /// What riffle needs to know of one column.
 #[derive(Debug, Clone)]
@@ -130,15 +131,12 @@ pub fn column_type(
     }
 }
 
-fn bad(col: &MyColumn, what: &str) -> SourceError {
-    SourceError::definite(format!(
-        "cannot read column {} ({}) from {what}; this is a bug in riffle, please report it",
-        col.column.name, col.column.source_type
-    ))
+fn bad(col: &MyColumn, from: &'static str) -> MyError {
+    MyError::Decode { column: col.column.name.clone(), source_type: col.column.source_type.clone(), from }
 }
 
 /// A value from the snapshot's text protocol.
-pub fn from_text(col: &MyColumn, v: mysql_async::Value) -> Result<Value, SourceError> {
+pub fn from_text(col: &MyColumn, v: mysql_async::Value) -> Result<Value, MyError> {
     let bytes = match v {
         mysql_async::Value::NULL => return Ok(Value::Null),
         mysql_async::Value::Bytes(b) => b,
@@ -205,7 +203,7 @@ fn cp1252(b: u8) -> char {
 }
 
 /// A value from a binlog row image.
-pub fn from_binlog(col: &MyColumn, v: mysql_async::Value) -> Result<Value, SourceError> {
+pub fn from_binlog(col: &MyColumn, v: mysql_async::Value) -> Result<Value, MyError> {
     use mysql_async::Value as V;
     Ok(match (v, &col.column.data_type) {
         (V::NULL, _) => Value::Null,

@@ -1,9 +1,10 @@
 //! Catalog work on a regular session: which tables a selection means, what
 //! their columns and keys are, and the publication and slot riffle owns.
 
+use crate::error::PgError;
+use crate::quote_ident;
 use crate::types::TypeCache;
-use crate::{quote_ident, quote_literal};
-use riffle_core::{Column, SourceError, TableId, TableSchema};
+use riffle_core::{Column, TableId, TableSchema};
 use tokio_postgres::Client;
 
 /// A table the selection resolved to.
@@ -27,15 +28,11 @@ impl SelectedTable {
     }
 }
 
-fn query_err(what: &str, e: tokio_postgres::Error) -> SourceError {
-    match e.as_db_error() {
-        Some(db) if db.code().code() == "42501" => SourceError::definite(format!(
-            "{what}: {}; grant riffle's user SELECT on the selected tables (GRANT SELECT ON ALL TABLES IN SCHEMA … TO …)",
-            db.message()
-        )),
-        Some(db) => SourceError::definite(format!("{what}: {}", db.message())),
-        None => SourceError::transient(format!("{what}: {e}")),
-    }
+/// A failed catalog read: a missing privilege says which grant fixes it.
+fn query_err(what: &str, e: tokio_postgres::Error) -> PgError {
+    PgError::query(what, e, || {
+        "grant riffle's user SELECT on the selected tables (GRANT SELECT ON ALL TABLES IN SCHEMA … TO …)".to_string()
+    })
 }
 
 pub use riffle_core::glob_match;
@@ -43,7 +40,7 @@ pub use riffle_core::glob_match;
 /// Resolves `schema.table` globs (a pattern without a dot means the
 /// `public` schema) to tables, sorted by name. A pattern that matches
 /// nothing is an error: a typo must not silently replicate nothing.
-pub async fn resolve_tables(client: &Client, patterns: &[String], exclude: &[String]) -> Result<Vec<SelectedTable>, SourceError> {
+pub async fn resolve_tables(client: &Client, patterns: &[String], exclude: &[String]) -> Result<Vec<SelectedTable>, PgError> {
     let rows = client
         .query(
             "SELECT c.oid, n.nspname::text, c.relname::text, greatest(c.reltuples, 0)::float8, c.relreplident::text, \
@@ -75,11 +72,8 @@ pub async fn resolve_tables(client: &Client, patterns: &[String], exclude: &[Str
         let pattern = qualify(pattern);
         let matched: Vec<&SelectedTable> = all.iter().filter(|t| glob_match(&pattern, &t.id.to_string())).collect();
         if matched.is_empty() {
-            let what = if pattern.contains(['*', '?']) { "no table matches" } else { "table does not exist:" };
-            return Err(SourceError::definite(format!(
-                "--tables {pattern}: {what} {pattern} in this database {}; check the name (tables are given as schema.table, `*` matches any run of characters)",
-                client_db_hint(&all)
-            )));
+            let examples = all.iter().take(5).map(|t| t.id.to_string()).collect();
+            return Err(PgError::NoSuchTable { pattern, examples });
         }
         for t in matched {
             if !selected.iter().any(|s: &SelectedTable| s.oid == t.oid) {
@@ -92,17 +86,8 @@ pub async fn resolve_tables(client: &Client, patterns: &[String], exclude: &[Str
     Ok(selected)
 }
 
-fn client_db_hint(all: &[SelectedTable]) -> String {
-    let names: Vec<String> = all.iter().take(5).map(|t| t.id.to_string()).collect();
-    if names.is_empty() {
-        "(it has no tables)".into()
-    } else {
-        format!("(it has e.g. {})", names.join(", "))
-    }
-}
-
 /// Reads a table's columns, key and replica identity.
-pub async fn load_schema(client: &Client, types: &mut TypeCache, oid: u32) -> Result<TableSchema, SourceError> {
+pub async fn load_schema(client: &Client, types: &mut TypeCache, oid: u32) -> Result<TableSchema, PgError> {
     let rows = client
         .query(
             "SELECT n.nspname::text, c.relname::text, c.relreplident::text, a.attname::text, a.atttypid, a.atttypmod, \
@@ -116,7 +101,7 @@ pub async fn load_schema(client: &Client, types: &mut TypeCache, oid: u32) -> Re
         )
         .await
         .map_err(|e| query_err("reading table columns", e))?;
-    let first = rows.first().ok_or_else(|| SourceError::definite(format!("table with oid {oid} no longer exists")))?;
+    let first = rows.first().ok_or(PgError::TableGone { oid })?;
     let id = TableId::new(first.get::<_, String>(0), first.get::<_, String>(1));
     let full = first.get::<_, String>(2) == "f";
     let oids: Vec<u32> = rows.iter().map(|r| r.get(4)).collect();
@@ -138,7 +123,7 @@ pub async fn load_schema(client: &Client, types: &mut TypeCache, oid: u32) -> Re
 }
 
 /// The names of a table's primary key columns, from the current catalog.
-pub async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, SourceError> {
+pub async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, PgError> {
     let rows = client
         .query(
             "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
@@ -152,7 +137,7 @@ pub async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, Sourc
 
 /// Creates the publication for `tables` if it is missing; an existing one
 /// must publish exactly those tables.
-pub async fn ensure_publication(client: &Client, name: &str, tables: &[SelectedTable]) -> Result<(), SourceError> {
+pub async fn ensure_publication(client: &Client, name: &str, tables: &[SelectedTable]) -> Result<(), PgError> {
     let existing = client
         .query("SELECT schemaname::text || '.' || tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", &[&name])
         .await
@@ -168,15 +153,7 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[SelectedT
         let mut want_sorted = wanted.clone();
         want_sorted.sort();
         if have != want_sorted {
-            return Err(SourceError::definite(format!(
-                "publication {name:?} exists and publishes [{}], but this pipeline selects [{}]; \
-                 a changed selection needs a new snapshot: use another --name, or drop the old pipeline's slot and publication \
-                 (SELECT pg_drop_replication_slot({}); DROP PUBLICATION {};) and its state",
-                have.join(", "),
-                want_sorted.join(", "),
-                quote_literal(name),
-                quote_ident(name)
-            )));
+            return Err(PgError::PublicationMismatch { name: name.to_string(), have, wanted: want_sorted });
         }
         return Ok(());
     }
@@ -184,12 +161,10 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[SelectedT
     // Changes to partitions are published under their root's name, the
     // table the user selected.
     let sql = format!("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)", quote_ident(name), list.join(", "));
-    client.batch_execute(&sql).await.map_err(|e| match e.as_db_error() {
-        Some(db) if db.code().code() == "42501" => SourceError::definite(format!(
-            "creating publication {name:?}: {}; riffle's user must own the tables (or be superuser), or create it once yourself: {sql};",
-            db.message()
-        )),
-        _ => query_err(&format!("creating publication {name:?}"), e),
+    client.batch_execute(&sql).await.map_err(|e| {
+        PgError::query(format!("creating publication {name:?}"), e, || {
+            format!("riffle's user must own the tables (or be superuser), or create it once yourself: {sql};")
+        })
     })?;
     tracing::info!(publication = name, tables = tables.len(), "created publication");
     Ok(())
@@ -205,7 +180,7 @@ pub struct SlotInfo {
     pub retained_bytes: Option<i64>,
 }
 
-pub async fn slot_info(client: &Client, name: &str) -> Result<Option<SlotInfo>, SourceError> {
+pub async fn slot_info(client: &Client, name: &str) -> Result<Option<SlotInfo>, PgError> {
     let row = client
         .query_opt(
             "SELECT database::text, plugin::text, active, confirmed_flush_lsn::text, \
@@ -225,15 +200,15 @@ pub async fn slot_info(client: &Client, name: &str) -> Result<Option<SlotInfo>, 
 }
 
 /// The server's current WAL position (the `--until now` target).
-pub async fn current_lsn(client: &Client) -> Result<riffle_core::Lsn, SourceError> {
+pub async fn current_lsn(client: &Client) -> Result<riffle_core::Lsn, PgError> {
     let row = client
         .query_one("SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text", &[])
         .await
         .map_err(|e| query_err("reading the current WAL position", e))?;
-    row.get::<_, String>(0).parse().map_err(|e| SourceError::typed(riffle_core::ErrorKind::Definite, e))
+    row.get::<_, String>(0).parse().map_err(|source| PgError::ServerLsn { what: "the server's current WAL position", source })
 }
 
-pub async fn drop_slot(client: &Client, name: &str) -> Result<(), SourceError> {
+pub async fn drop_slot(client: &Client, name: &str) -> Result<(), PgError> {
     client
         .execute("SELECT pg_drop_replication_slot($1)", &[&name])
         .await

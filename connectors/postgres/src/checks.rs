@@ -3,23 +3,22 @@
 
 use crate::catalog::SelectedTable;
 use crate::connect::ConnectParams;
+use crate::error::PgError;
 use crate::quote_ident;
-use riffle_core::{human_bytes, Check, SourceError};
+use riffle_core::{human_bytes, Check};
 use tokio_postgres::Client;
 
 pub use riffle_core::Problem;
 
-async fn setting(client: &Client, name: &str) -> Result<String, SourceError> {
-    let row = client
-        .query_one("SELECT current_setting($1)", &[&name])
-        .await
-        .map_err(|e| SourceError::transient(format!("reading setting {name}: {e}")))?;
+async fn setting(client: &Client, name: &str) -> Result<String, PgError> {
+    let row =
+        client.query_one("SELECT current_setting($1)", &[&name]).await.map_err(PgError::session(format!("reading setting {name}")))?;
     Ok(row.get(0))
 }
 
 /// Checks the server settings, the role's privileges and the tables'
 /// replica identity for logical replication.
-pub async fn replication_problems(client: &Client, params: &ConnectParams, tables: &[SelectedTable]) -> Result<Vec<Problem>, SourceError> {
+pub async fn replication_problems(client: &Client, params: &ConnectParams, tables: &[SelectedTable]) -> Result<Vec<Problem>, PgError> {
     let mut problems = Vec::new();
     let wal_level = setting(client, "wal_level").await?;
     if wal_level != "logical" {
@@ -55,7 +54,7 @@ pub async fn replication_problems(client: &Client, params: &ConnectParams, table
             .query_one("SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user", &[])
             .await
             .map(|r| r.get::<_, bool>(0))
-            .map_err(|e| SourceError::transient(format!("reading role attributes: {e}")))?,
+            .map_err(PgError::session("reading role attributes"))?,
     };
     if !can_replicate {
         problems.push(Problem {
@@ -98,7 +97,7 @@ pub async fn require_replication_ready(
     params: &ConnectParams,
     tables: &[SelectedTable],
     want_full_before_images: bool,
-) -> Result<(), SourceError> {
+) -> Result<(), PgError> {
     let mut problems = replication_problems(client, params, tables).await?;
     if want_full_before_images {
         for t in tables.iter().filter(|t| t.replica_identity != b'f') {
@@ -115,8 +114,7 @@ pub async fn require_replication_ready(
     if problems.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-    Err(SourceError::definite(format!("postgres at {} is not ready for logical replication:\n{}", params.redacted(), list.join("\n"))))
+    Err(PgError::NotReady { at: params.redacted(), problems })
 }
 
 /// Every check `riffle check` runs against a Postgres source: the server
@@ -128,7 +126,7 @@ pub async fn full_check(
     tables: &[SelectedTable],
     slot: &str,
     want_full_before_images: bool,
-) -> Result<Vec<Check>, SourceError> {
+) -> Result<Vec<Check>, PgError> {
     let mut checks = Vec::new();
     let problems = replication_problems(client, params, tables).await?;
     let settings = ["wal_level", "max_replication_slots", "max_wal_senders"];
@@ -153,7 +151,7 @@ pub async fn full_check(
             .query_one("SELECT has_table_privilege($1::oid, 'SELECT')", &[&t.oid])
             .await
             .map(|r| r.get(0))
-            .map_err(|e| SourceError::transient(format!("checking privileges: {e}")))?;
+            .map_err(PgError::session("checking privileges"))?;
         let name = format!("table {}", t.id);
         let identity = problems
             .iter()
@@ -210,8 +208,8 @@ pub async fn full_check(
     Ok(checks)
 }
 
-async fn publication_check(client: &Client, params: &ConnectParams, tables: &[SelectedTable], name: &str) -> Result<Check, SourceError> {
-    let err = |e: tokio_postgres::Error| SourceError::transient(format!("reading publications: {e}"));
+async fn publication_check(client: &Client, params: &ConnectParams, tables: &[SelectedTable], name: &str) -> Result<Check, PgError> {
+    let err = |e: tokio_postgres::Error| PgError::session("reading publications")(e);
     let exists = client.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name]).await.map_err(err)?.is_some();
     let mut wanted: Vec<String> = tables.iter().map(|t| t.id.to_string()).collect();
     wanted.sort();

@@ -1,9 +1,10 @@
 //! Connection settings from a `postgres://` URL, and the errors a connection
 //! attempt can end in, each with its fix.
 
+use crate::error::PgError;
 use crate::replication::client::ServerError;
 use crate::tls::SslMode;
-use riffle_core::SourceError;
+use riffle_core::error::Cause;
 use std::time::Duration;
 
 /// Where and how to connect, parsed from `postgres://user:pass@host:port/db`.
@@ -30,13 +31,8 @@ impl ConnectParams {
     /// Parses a `postgres://` or `postgresql://` URL. The password may come
     /// from the URL or from `PGPASSWORD`; `sslmode` and `sslrootcert` as
     /// libpq's (default `prefer`; `PGSSLMODE`, `PGSSLROOTCERT` too).
-    pub fn from_url(raw: &str) -> Result<Self, SourceError> {
-        let bad = |why: &str| {
-            SourceError::definite(format!(
-                "invalid source URL {}: {why}; expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
-                redact_url(raw)
-            ))
-        };
+    pub fn from_url(raw: &str) -> Result<Self, PgError> {
+        let bad = |why: &str| PgError::InvalidUrl { url: redact_url(raw), why: why.to_string() };
         let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
         if url.scheme() != "postgres" && url.scheme() != "postgresql" {
             return Err(bad(&format!("the scheme is {:?}", url.scheme())));
@@ -84,13 +80,8 @@ impl ConnectParams {
         format!("postgres://{}@{}:{}/{}", self.user, self.host, self.port, self.dbname)
     }
 
-    pub(crate) fn password_for_auth(&self) -> Result<&str, SourceError> {
-        self.password.as_deref().ok_or_else(|| {
-            SourceError::definite(format!(
-                "postgres asked for a password for user {:?} and none was given; put it in the URL or in PGPASSWORD",
-                self.user
-            ))
-        })
+    pub(crate) fn password_for_auth(&self) -> Result<&str, PgError> {
+        self.password.as_deref().ok_or_else(|| PgError::NoPassword { user: self.user.clone() })
     }
 
     pub fn tokio_config(&self) -> tokio_postgres::Config {
@@ -111,10 +102,10 @@ impl ConnectParams {
 
     /// Opens a regular (non-replication) session for catalog work and the
     /// snapshot.
-    pub async fn connect(&self) -> Result<tokio_postgres::Client, SourceError> {
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, PgError> {
         let config = self.tokio_config();
         let client = if self.sslmode == SslMode::Disable {
-            let (client, conn) = config.connect(tokio_postgres::NoTls).await.map_err(|e| classify_pg_error(&e, self))?;
+            let (client, conn) = config.connect(tokio_postgres::NoTls).await.map_err(|e| classify_pg_error(e, self))?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "postgres connection ended");
@@ -125,7 +116,7 @@ impl ConnectParams {
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
                 (*crate::tls::client_config(self.sslmode, self.sslrootcert.as_ref())?).clone(),
             );
-            let (client, conn) = config.connect(tls).await.map_err(|e| classify_pg_error(&e, self))?;
+            let (client, conn) = config.connect(tls).await.map_err(|e| classify_pg_error(e, self))?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "postgres connection ended");
@@ -140,71 +131,46 @@ impl ConnectParams {
 use riffle_core::url::percent_decode;
 pub use riffle_core::url::redact_url;
 
-/// Turns a server's error at connection time into a message with the fix.
-pub(crate) fn classify_server_error(e: &ServerError, p: &ConnectParams) -> SourceError {
+/// Turns a server's error at connection time into the error with its fix.
+pub(crate) fn classify_server_error(e: &ServerError, p: &ConnectParams) -> PgError {
     classify(&e.code, &e.message, p)
 }
 
-fn classify(code: &str, message: &str, p: &ConnectParams) -> SourceError {
-    let at = p.redacted();
+/// A login the server refused, by SQLSTATE.
+fn classify(code: &str, message: &str, p: &ConnectParams) -> PgError {
+    let (at, message) = (p.redacted(), message.to_string());
     match code {
-        "28P01" => SourceError::definite(format!(
-            "postgres at {at} rejected the password for user {:?} ({message}); check the password in the source URL or PGPASSWORD",
-            p.user
-        )),
-        "28000" if message.contains("no encryption") => SourceError::definite(format!(
-            "postgres at {at} accepts user {:?} only over TLS ({message}); connect with sslmode=require (or verify-full with sslrootcert=CA.pem)",
-            p.user
-        )),
-        "28000" => SourceError::definite(format!(
-            "postgres at {at} refused the login ({message}); allow it in pg_hba.conf: riffle needs a `host DATABASE USER ADDRESS scram-sha-256` line for its snapshot session and a `host replication USER ADDRESS scram-sha-256` line for its replication connection, then `SELECT pg_reload_conf();`"
-        )),
-        "3D000" => SourceError::definite(format!("postgres at {at}: {message}; check the database name in the source URL")),
-        "42501" => SourceError::definite(format!(
-            "postgres at {at}: {message}; grant the privilege: ALTER ROLE {} WITH REPLICATION;",
-            crate::quote_ident(&p.user)
-        )),
-        "57P03" | "53300" | "57P01" | "57P02" => SourceError::transient(format!("postgres at {at}: {message}")),
-        _ => SourceError::definite(format!("postgres at {at}: {message}")),
+        "28P01" => PgError::PasswordRejected { at, user: p.user.clone(), message },
+        "28000" if message.contains("no encryption") => PgError::TlsOnlyUser { at, user: p.user.clone(), message },
+        "28000" => PgError::LoginRefused { at, message },
+        "3D000" => PgError::NoSuchDatabase { at, message },
+        "42501" => PgError::NoReplicationPrivilege { at, user: p.user.clone(), message },
+        "57P03" | "53300" | "57P01" | "57P02" => PgError::Unavailable { at, code: code.to_string(), message },
+        _ => PgError::ConnectRefused { at, code: code.to_string(), message },
     }
 }
 
-/// Classifies a tokio-postgres error: server errors by SQLSTATE, the rest
-/// (refused, reset, timed out) as transient.
-pub fn classify_pg_error(e: &tokio_postgres::Error, p: &ConnectParams) -> SourceError {
+/// Classifies a tokio-postgres error at connection time: server errors by
+/// SQLSTATE, TLS failures as such, the rest (refused, reset, timed out) as
+/// [`PgError::Unreachable`].
+pub fn classify_pg_error(e: tokio_postgres::Error, p: &ConnectParams) -> PgError {
     if let Some(db) = e.as_db_error() {
         return classify(db.code().code(), db.message(), p);
     }
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg = format!("{msg}: {s}");
-        source = s.source();
-    }
-    tls_error(&msg, p).unwrap_or_else(|| {
-        SourceError::transient(format!("postgres at {}: {msg}; check the host and port and that the server is running", p.redacted()))
-    })
+    let shown = riffle_core::error::chain(&e);
+    tls_error(&shown, p, e).unwrap_or_else(|source| PgError::Unreachable { at: p.redacted(), source: crate::error::DriverError(source) })
 }
 
 /// TLS failures are definite: retrying does not change a certificate.
-pub(crate) fn tls_error(msg: &str, p: &ConnectParams) -> Option<SourceError> {
-    let at = p.redacted();
-    if msg.contains("does not support TLS") || msg.contains("server refused TLS") {
-        return Some(SourceError::definite(format!(
-            "postgres at {at} does not accept TLS connections (ssl = off) and sslmode={} requires TLS; turn ssl on in postgresql.conf, \
-             or use sslmode=prefer",
-            p.sslmode.name()
-        )));
+/// `shown` is `cause` as text; `Err(cause)` when it is not about TLS.
+pub(crate) fn tls_error<E: Into<Cause>>(shown: &str, p: &ConnectParams, cause: E) -> Result<PgError, E> {
+    if shown.contains("does not support TLS") || shown.contains("server refused TLS") {
+        return Ok(PgError::TlsRefused { at: p.redacted(), mode: p.sslmode });
     }
-    if msg.contains("certificate") || msg.contains("Certificate") {
-        return Some(SourceError::definite(format!(
-            "postgres at {at}: the server's TLS certificate was not accepted ({msg}); with sslmode={} it must be signed by the CA in \
-             sslrootcert{}; check sslrootcert, or use sslmode=require to encrypt without checking the certificate",
-            p.sslmode.name(),
-            if p.sslmode == SslMode::VerifyFull { " and name the host" } else { "" }
-        )));
+    if shown.contains("certificate") || shown.contains("Certificate") {
+        return Ok(PgError::Certificate { at: p.redacted(), mode: p.sslmode, source: cause.into() });
     }
-    None
+    Err(cause)
 }
 
 #[cfg(test)]

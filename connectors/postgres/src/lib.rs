@@ -16,6 +16,7 @@
 pub mod catalog;
 pub mod checks;
 pub mod connect;
+pub mod error;
 pub mod replication;
 pub mod report;
 pub mod slots;
@@ -26,6 +27,7 @@ pub mod types;
 
 use catalog::SelectedTable;
 use connect::ConnectParams;
+use error::PgError;
 use riffle_core::source::{RunEnd, SourceStats};
 use riffle_core::{Lsn, Offset, Source, SourceError, SourceItem, SourceSpec, StartMode, Until};
 use std::sync::Arc;
@@ -74,7 +76,7 @@ enum Mode {
 
 /// `--until` for Postgres: an LSN such as `0/16B3748`.
 pub fn parse_position(text: &str) -> Result<Offset, SourceError> {
-    let lsn: Lsn = text.parse().map_err(|e| SourceError::definite(format!("--until: expected `now` or a Postgres LSN; {e}")))?;
+    let lsn: Lsn = text.parse().map_err(PgError::InvalidUntil)?;
     Ok(Offset::Postgres { lsn })
 }
 
@@ -109,7 +111,7 @@ impl PgSource {
         out: mpsc::Sender<Vec<SourceItem>>,
         durable: watch::Receiver<Option<Offset>>,
         stop: watch::Receiver<bool>,
-    ) -> Result<RunEnd, SourceError> {
+    ) -> Result<RunEnd, PgError> {
         let client = self.params.connect().await?;
         tracing::info!(source = %self.params.redacted(), "connected");
         let tables = catalog::resolve_tables(&client, &self.config.tables, &self.config.exclude).await?;
@@ -139,11 +141,7 @@ impl PgSource {
                         Some(lsn) => lsn,
                         None => return Ok(RunEnd::Stopped),
                     },
-                    Some(other) => {
-                        return Err(SourceError::definite(format!(
-                            "the saved position ({other}) is not a Postgres position: this state belongs to another source; use another --name or --state"
-                        )))
-                    }
+                    Some(other) => return Err(PgError::NotAPostgresPosition { offset: other.to_string() }),
                 };
                 if until_lsn.is_some_and(|u| start >= u) {
                     return Ok(RunEnd::ReachedUntil);
@@ -154,42 +152,31 @@ impl PgSource {
         }
     }
 
-    async fn check_slot_for_resume(&self, client: &tokio_postgres::Client, slot: &str, lsn: Lsn) -> Result<(), SourceError> {
+    async fn check_slot_for_resume(&self, client: &tokio_postgres::Client, slot: &str, lsn: Lsn) -> Result<(), PgError> {
         match catalog::slot_info(client, slot).await? {
-            None => Err(SourceError::definite(format!(
-                "the saved position is {lsn} in replication slot {slot:?}, but the slot no longer exists, so the changes since then are gone from the server; \
-                 take a new snapshot: remove this pipeline's state file (see `riffle status`) and run riffle again"
-            ))),
+            None => Err(PgError::SlotMissing { slot: slot.to_string(), saved: lsn }),
             Some(info) => {
                 self.check_slot_owner(slot, &info)?;
                 let confirmed = info.confirmed_flush.as_deref().and_then(|c| c.parse::<Lsn>().ok());
-                if confirmed.is_some_and(|c| c > lsn) {
-                    return Err(SourceError::definite(format!(
-                        "replication slot {slot:?} has confirmed {} but this pipeline's saved position is {lsn}: the changes in between were \
-                         consumed by someone else (another riffle with the same --name?) and are gone; take a new snapshot: remove this \
-                         pipeline's state file (see `riffle status`) and drop the slot",
-                        confirmed.map(|c| c.to_string()).unwrap_or_default()
-                    )));
+                if let Some(confirmed) = confirmed.filter(|c| *c > lsn) {
+                    return Err(PgError::SlotAdvanced { slot: slot.to_string(), confirmed, saved: lsn });
                 }
                 Ok(())
             }
         }
     }
 
-    fn check_slot_owner(&self, slot: &str, info: &catalog::SlotInfo) -> Result<(), SourceError> {
+    fn check_slot_owner(&self, slot: &str, info: &catalog::SlotInfo) -> Result<(), PgError> {
         if info.database.as_deref() != Some(self.params.dbname.as_str()) || info.plugin.as_deref() != Some("pgoutput") {
-            return Err(SourceError::definite(format!(
-                "replication slot {slot:?} belongs to database {:?} with plugin {:?}, but this pipeline reads database {:?} with pgoutput; \
-                 give this pipeline another --name",
-                info.database.as_deref().unwrap_or("(physical)"),
-                info.plugin.as_deref().unwrap_or("(none)"),
-                self.params.dbname
-            )));
+            return Err(PgError::SlotOfAnotherDatabase {
+                slot: slot.to_string(),
+                slot_database: info.database.clone(),
+                plugin: info.plugin.clone(),
+                database: self.params.dbname.clone(),
+            });
         }
         if info.active {
-            return Err(SourceError::transient(format!(
-                "replication slot {slot:?} is in use by another connection (another riffle with the same --name?)"
-            )));
+            return Err(PgError::SlotInUse { slot: slot.to_string() });
         }
         Ok(())
     }
@@ -207,7 +194,7 @@ impl PgSource {
         interrupted: Option<Lsn>,
         out: &mpsc::Sender<Vec<SourceItem>>,
         stop: &watch::Receiver<bool>,
-    ) -> Result<Option<Lsn>, SourceError> {
+    ) -> Result<Option<Lsn>, PgError> {
         let existing = catalog::slot_info(client, slot).await?;
         if let Some(info) = &existing {
             self.check_slot_owner(slot, info)?;
@@ -218,27 +205,23 @@ impl PgSource {
             // completed, and that nobody has advanced since, may be dropped.
             let ours = interrupted.is_some_and(|lsn| info.confirmed_flush.as_deref().and_then(|c| c.parse::<Lsn>().ok()) == Some(lsn));
             if !ours {
-                return Err(SourceError::definite(format!(
-                    "replication slot {slot:?} already exists but this pipeline has no saved position for it (wrong --state, or another pipeline uses --name {:?}); \
-                     point --state at this pipeline's state, choose another --name, or drop the slot: SELECT pg_drop_replication_slot('{slot}');",
-                    self.config.name
-                )));
+                return Err(PgError::SlotWithoutPosition { slot: slot.to_string(), pipeline: self.config.name.clone() });
             }
             tracing::info!(slot, "dropping the slot of an interrupted snapshot to take a new one");
             catalog::drop_slot(client, slot).await?;
         }
         let mut repl = replication::client::ReplicationClient::connect(&self.params).await?;
         let rows = repl.simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", quote_ident(slot))).await?;
-        let row = rows.first().ok_or_else(|| SourceError::definite("CREATE_REPLICATION_SLOT returned no row"))?;
+        let row = rows.first().ok_or_else(|| PgError::Unexpected("CREATE_REPLICATION_SLOT returned no row".into()))?;
         let consistent: Lsn = row
             .get(1)
             .cloned()
             .flatten()
             .unwrap_or_default()
             .parse()
-            .map_err(|e| SourceError::typed(riffle_core::ErrorKind::Definite, e))?;
+            .map_err(|source| PgError::ServerLsn { what: "the consistent point CREATE_REPLICATION_SLOT returned", source })?;
         let snapshot_name =
-            row.get(2).cloned().flatten().ok_or_else(|| SourceError::definite("CREATE_REPLICATION_SLOT exported no snapshot"))?;
+            row.get(2).cloned().flatten().ok_or_else(|| PgError::Unexpected("CREATE_REPLICATION_SLOT exported no snapshot".into()))?;
         tracing::info!(slot, consistent_point = %consistent, "created replication slot");
         if out.send(vec![SourceItem::SnapshotStarted(Offset::Postgres { lsn: consistent })]).await.is_err() {
             return Ok(None);
@@ -263,7 +246,7 @@ impl Source for PgSource {
                 _ => StopAt::Now,
             },
             Until::At(Offset::Postgres { lsn }) => StopAt::Lsn(lsn),
-            Until::At(other) => return Err(SourceError::definite(format!("--until {other}: a Postgres pipeline stops at an LSN"))),
+            Until::At(other) => return Err(PgError::UntilNotAnLsn { until: other.to_string() }.into()),
         };
         self.mode = match start {
             StartMode::Copy => Mode::Sync,
@@ -286,6 +269,6 @@ impl Source for PgSource {
         durable: watch::Receiver<Option<Offset>>,
         stop: watch::Receiver<bool>,
     ) -> Result<RunEnd, SourceError> {
-        self.run_inner(out, durable, stop).await
+        Ok(self.run_inner(out, durable, stop).await?)
     }
 }

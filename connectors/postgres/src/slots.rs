@@ -2,6 +2,7 @@
 //! `riffle slots`: a slot nobody reads holds WAL on the server forever.
 
 use crate::connect::ConnectParams;
+use crate::error::PgError;
 use crate::quote_ident;
 use riffle_core::SourceError;
 
@@ -18,10 +19,6 @@ pub struct SlotRow {
     pub riffle: bool,
 }
 
-fn query_err(what: &str) -> impl Fn(tokio_postgres::Error) -> SourceError + '_ {
-    move |e| SourceError::caused(riffle_core::ErrorKind::Transient, format!("{what}: {e}"), e)
-}
-
 /// Every logical pgoutput slot of the server.
 pub async fn list(url: &str) -> Result<Vec<SlotRow>, SourceError> {
     let client = ConnectParams::from_url(url)?.connect().await?;
@@ -34,7 +31,7 @@ pub async fn list(url: &str) -> Result<Vec<SlotRow>, SourceError> {
             &[],
         )
         .await
-        .map_err(query_err("listing replication slots"))?;
+        .map_err(PgError::session("listing replication slots"))?;
     Ok(rows
         .iter()
         .map(|r| SlotRow {
@@ -61,12 +58,12 @@ pub async fn find(url: &str, name: &str) -> Result<Found, SourceError> {
     let slot = client
         .query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&name])
         .await
-        .map_err(query_err("reading replication slots"))?
+        .map_err(PgError::session("reading replication slots"))?
         .map(|r| r.get::<_, bool>(0));
     let publication = client
         .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
         .await
-        .map_err(query_err("reading publications"))?
+        .map_err(PgError::session("reading publications"))?
         .is_some();
     Ok(Found { slot, publication })
 }
@@ -75,10 +72,13 @@ pub async fn find(url: &str, name: &str) -> Result<Found, SourceError> {
 pub async fn drop(url: &str, name: &str, found: Found) -> Result<(), SourceError> {
     let client = ConnectParams::from_url(url)?.connect().await?;
     if found.slot.is_some() {
-        client.execute("SELECT pg_drop_replication_slot($1)", &[&name]).await.map_err(query_err("dropping the slot"))?;
+        client.execute("SELECT pg_drop_replication_slot($1)", &[&name]).await.map_err(PgError::session("dropping the slot"))?;
     }
     if found.publication {
-        client.batch_execute(&format!("DROP PUBLICATION {}", quote_ident(name))).await.map_err(query_err("dropping the publication"))?;
+        client
+            .batch_execute(&format!("DROP PUBLICATION {}", quote_ident(name)))
+            .await
+            .map_err(PgError::session("dropping the publication"))?;
     }
     Ok(())
 }

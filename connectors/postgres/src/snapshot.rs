@@ -27,13 +27,14 @@
 //! location at its start.
 
 use crate::catalog::SelectedTable;
+use crate::error::PgError;
 use crate::types::{decode_text, TypeCache};
 use crate::{quote_ident, quote_literal};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use riffle_core::source::RunEnd;
 use riffle_core::{BeforeImage, DataType};
-use riffle_core::{ChangeEvent, Lsn, Offset, Op, PgPosition, Phase, Position, SourceError, SourceInfo, SourceItem, TableSchema, Value};
+use riffle_core::{ChangeEvent, Lsn, Offset, Op, PgPosition, Phase, Position, SourceInfo, SourceItem, TableSchema, Value};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
@@ -54,17 +55,8 @@ pub(crate) fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
-fn copy_err(table: &SelectedTable, e: tokio_postgres::Error) -> SourceError {
-    match e.as_db_error() {
-        Some(db) if db.code().code() == "42501" => SourceError::definite(format!(
-            "copying {}: {}; grant it: GRANT SELECT ON {} TO CURRENT_USER's role",
-            table.id,
-            db.message(),
-            table.qualified()
-        )),
-        Some(db) => SourceError::definite(format!("copying {}: {}", table.id, db.message())),
-        None => SourceError::transient(format!("copying {}: {e}", table.id)),
-    }
+fn copy_err(table: &SelectedTable, e: tokio_postgres::Error) -> PgError {
+    PgError::query(format!("copying {}", table.id), e, || format!("grant it: GRANT SELECT ON {} TO CURRENT_USER's role", table.qualified()))
 }
 
 /// Copies `tables` in one transaction. With `exported = Some((snapshot,
@@ -77,8 +69,8 @@ pub async fn copy_tables(
     exported: Option<(&str, Lsn)>,
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
-) -> Result<RunEnd, SourceError> {
-    let begin = |e: tokio_postgres::Error| SourceError::transient(format!("starting the snapshot transaction: {e}"));
+) -> Result<RunEnd, PgError> {
+    let begin = |e: tokio_postgres::Error| PgError::session("starting the snapshot transaction")(e);
     client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.map_err(begin)?;
     let at = match exported {
         Some((name, lsn)) => {
@@ -127,7 +119,7 @@ pub async fn copy_tables(
         }
         tracing::info!(table = %table.id, rows, "snapshot of table done");
     }
-    client.batch_execute("COMMIT").await.map_err(|e| SourceError::transient(format!("ending the snapshot transaction: {e}")))?;
+    client.batch_execute("COMMIT").await.map_err(PgError::session("ending the snapshot transaction"))?;
     let mut last = vec![SourceItem::SnapshotDone];
     if exported.is_some() {
         last.push(SourceItem::Checkpoint(Offset::Postgres { lsn: at }));
@@ -154,7 +146,7 @@ impl<'a> CopyReader<'a> {
         CopyReader { schema, ctx, at, started_us, partial: Vec::new(), now_ms: now_us() / 1000 }
     }
 
-    fn feed(&mut self, chunk: Bytes, seq: &mut u64, batch: &mut Vec<SourceItem>) -> Result<(), SourceError> {
+    fn feed(&mut self, chunk: Bytes, seq: &mut u64, batch: &mut Vec<SourceItem>) -> Result<(), PgError> {
         // One clock read per chunk, not per row.
         self.now_ms = now_us() / 1000;
         // Postgres sends one row per CopyData message; still, rows are
@@ -175,11 +167,11 @@ impl<'a> CopyReader<'a> {
         Ok(())
     }
 
-    fn finish(&self) -> Result<(), SourceError> {
+    fn finish(&self) -> Result<(), PgError> {
         if self.partial.is_empty() {
             Ok(())
         } else {
-            Err(SourceError::transient(format!("the copy of {} ended in the middle of a row", self.schema.id)))
+            Err(PgError::CopyTruncated { table: self.schema.id.clone() })
         }
     }
 
@@ -208,23 +200,22 @@ impl<'a> CopyReader<'a> {
 
 /// Parses one line of COPY text format: tab-separated, `\N` for NULL,
 /// backslash escapes.
-fn parse_copy_row(schema: &TableSchema, line: &[u8]) -> Result<Vec<Value>, SourceError> {
+fn parse_copy_row(schema: &TableSchema, line: &[u8]) -> Result<Vec<Value>, PgError> {
     let mut values = Vec::with_capacity(schema.columns.len());
     let mut fields = line.split(|b| *b == b'\t');
     for column in &schema.columns {
-        let field =
-            fields.next().ok_or_else(|| SourceError::definite(format!("COPY of {} returned fewer columns than expected", schema.id)))?;
+        let field = fields.next().ok_or_else(|| PgError::CopyColumns { table: schema.id.clone() })?;
         values.push(copy_field(&column.data_type, field)?);
     }
     Ok(values)
 }
 
-fn copy_field(ty: &DataType, field: &[u8]) -> Result<Value, SourceError> {
+fn copy_field(ty: &DataType, field: &[u8]) -> Result<Value, PgError> {
     if field == b"\\N" {
         return Ok(Value::Null);
     }
     let text = if field.contains(&b'\\') { unescape(field) } else { field.to_vec() };
-    let text = String::from_utf8(text).map_err(|_| SourceError::definite("COPY returned text that is not UTF-8"))?;
+    let text = String::from_utf8(text).map_err(|_| PgError::NotUtf8 { what: "COPY returned text" })?;
     decode_text(ty, &text)
 }
 

@@ -9,13 +9,14 @@
 
 use crate::catalog;
 use crate::connect::ConnectParams;
+use crate::error::PgError;
 use crate::replication::client::{ReplicationClient, ReplicationMessage};
 use crate::replication::pgoutput::{self, Message, RelationColumn, TupleValue};
 use crate::replication::PG_EPOCH_OFFSET_US;
 use crate::snapshot::{now_us, Context, BATCH};
 use crate::types::{decode_text, TypeCache};
 use riffle_core::source::{RunEnd, SourceStats};
-use riffle_core::{BeforeImage, ChangeEvent, Column, Lsn, Offset, Op, PgPosition, Phase, Position, SourceError, SourceInfo, SourceItem};
+use riffle_core::{BeforeImage, ChangeEvent, Column, Lsn, Offset, Op, PgPosition, Phase, Position, SourceInfo, SourceItem};
 use riffle_core::{TableId, TableSchema, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,7 +50,7 @@ pub struct Stream {
     relations: HashMap<u32, Relation>,
 }
 
-fn closed() -> Result<RunEnd, SourceError> {
+fn closed() -> Result<RunEnd, PgError> {
     Ok(RunEnd::Stopped)
 }
 
@@ -72,7 +73,7 @@ impl Stream {
         out: mpsc::Sender<Vec<SourceItem>>,
         mut durable: watch::Receiver<Option<Offset>>,
         mut stop: watch::Receiver<bool>,
-    ) -> Result<RunEnd, SourceError> {
+    ) -> Result<RunEnd, PgError> {
         let mut repl = ReplicationClient::connect(params).await?;
         repl.start_replication(slot, start, slot).await?;
         tracing::info!(slot, start = %start, "streaming started");
@@ -116,10 +117,10 @@ impl Stream {
                     self.catalog
                         .execute("SELECT pg_logical_emit_message(false, 'riffle_heartbeat', '')", &[])
                         .await
-                        .map_err(|e| SourceError::transient(format!("heartbeat: {e}")))?;
+                        .map_err(PgError::session("heartbeat"))?;
                 }
                 msg = repl.next() => match msg? {
-                    None => return Err(SourceError::transient("postgres ended the replication stream")),
+                    None => return Err(PgError::StreamEnded),
                     Some(ReplicationMessage::Keepalive { wal_end, reply_requested }) => {
                         received = received.max(wal_end);
                         self.stats.saw(wal_end.0);
@@ -162,7 +163,7 @@ impl Stream {
                                 self.relation(oid, TableId::new(namespace, name), replica_identity, &columns).await?;
                             }
                             change => {
-                                let t = tx.as_mut().ok_or_else(|| SourceError::definite("pgoutput sent a change outside a transaction"))?;
+                                let t = tx.as_mut().ok_or_else(|| PgError::Unexpected("pgoutput sent a change outside a transaction".into()))?;
                                 self.change(change, t, at, &mut batch)?;
                                 if batch.len() >= BATCH && out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
                                     return closed();
@@ -192,7 +193,7 @@ impl Stream {
     }
 
     /// A Relation message: the table's columns as of the changes that follow.
-    async fn relation(&mut self, oid: u32, id: TableId, replica_identity: u8, columns: &[RelationColumn]) -> Result<(), SourceError> {
+    async fn relation(&mut self, oid: u32, id: TableId, replica_identity: u8, columns: &[RelationColumn]) -> Result<(), PgError> {
         let oids: Vec<u32> = columns.iter().map(|c| c.type_oid).collect();
         self.types.load(&self.catalog, &oids).await?;
         let pk = catalog::primary_key(&self.catalog, oid).await?;
@@ -223,13 +224,13 @@ impl Stream {
         Ok(())
     }
 
-    fn relation_of(&self, oid: u32) -> Result<&Relation, SourceError> {
+    fn relation_of(&self, oid: u32) -> Result<&Relation, PgError> {
         self.relations
             .get(&oid)
-            .ok_or_else(|| SourceError::definite(format!("pgoutput sent a change for relation {oid} before describing it")))
+            .ok_or_else(|| PgError::Unexpected(format!("pgoutput sent a change for relation {oid} before describing it")))
     }
 
-    fn change(&self, msg: Message, t: &mut Transaction, at: Lsn, batch: &mut Vec<SourceItem>) -> Result<(), SourceError> {
+    fn change(&self, msg: Message, t: &mut Transaction, at: Lsn, batch: &mut Vec<SourceItem>) -> Result<(), PgError> {
         match msg {
             Message::Insert { oid, new } => {
                 let rel = self.relation_of(oid)?;
@@ -316,14 +317,9 @@ fn key_only(row: &[Value], identity: &[bool]) -> Vec<Value> {
 
 /// Decodes a tuple; with `identity`, columns outside it were not sent (the
 /// server fills them with nulls) and become [`Value::Unavailable`].
-fn decode_tuple(schema: &TableSchema, tuple: &[TupleValue], identity: Option<&[bool]>) -> Result<Vec<Value>, SourceError> {
+fn decode_tuple(schema: &TableSchema, tuple: &[TupleValue], identity: Option<&[bool]>) -> Result<Vec<Value>, PgError> {
     if tuple.len() != schema.columns.len() {
-        return Err(SourceError::definite(format!(
-            "pgoutput sent {} columns for {} but its relation has {}",
-            tuple.len(),
-            schema.id,
-            schema.columns.len()
-        )));
+        return Err(PgError::TupleColumns { table: schema.id.clone(), sent: tuple.len(), expected: schema.columns.len() });
     }
     tuple
         .iter()
@@ -337,7 +333,7 @@ fn decode_tuple(schema: &TableSchema, tuple: &[TupleValue], identity: Option<&[b
                 TupleValue::Null => Ok(Value::Null),
                 TupleValue::UnchangedToast => Ok(Value::Unavailable),
                 TupleValue::Text(b) => {
-                    let text = std::str::from_utf8(b).map_err(|_| SourceError::definite("pgoutput sent text that is not UTF-8"))?;
+                    let text = std::str::from_utf8(b).map_err(|_| PgError::NotUtf8 { what: "pgoutput sent text" })?;
                     decode_text(&c.data_type, text)
                 }
             }

@@ -9,7 +9,7 @@
 //!
 //! `sslrootcert` defaults to `~/.postgresql/root.crt`, as libpq's.
 
-use riffle_core::SourceError;
+use crate::error::PgError;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -60,12 +60,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The client configuration for `mode`, reading `root_cert` (or libpq's
 /// default file) for the verifying modes.
-pub fn client_config(mode: SslMode, root_cert: Option<&PathBuf>) -> Result<Arc<rustls::ClientConfig>, SourceError> {
+pub fn client_config(mode: SslMode, root_cert: Option<&PathBuf>) -> Result<Arc<rustls::ClientConfig>, PgError> {
     // As libpq: `require` with a CA given checks the chain as `verify-ca`.
     let mode = if mode == SslMode::Require && root_cert.is_some() { SslMode::VerifyCa } else { mode };
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SourceError::definite(format!("TLS setup: {e}")))?;
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(PgError::TlsSetup)?;
     let config = match mode {
         SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
             .dangerous()
@@ -77,21 +76,15 @@ pub fn client_config(mode: SslMode, root_cert: Option<&PathBuf>) -> Result<Arc<r
                 None => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".postgresql/root.crt"),
             };
             let mut roots = rustls::RootCertStore::empty();
-            let certs: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_file_iter(&path).and_then(|it| it.collect::<Result<Vec<_>, _>>()).map_err(|e| {
-                    SourceError::definite(format!(
-                        "sslmode={}: cannot read the CA certificate {} ({e}); give the CA that signed the server's certificate \
-                         with sslrootcert=/path/to/ca.pem",
-                        mode.name(),
-                        path.display()
-                    ))
-                })?;
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|source| PgError::RootCertUnreadable { mode, path: path.clone(), source })?;
             for c in certs {
-                roots.add(c).map_err(|e| SourceError::definite(format!("sslrootcert {}: {e}", path.display())))?;
+                roots.add(c).map_err(|e| PgError::RootCert { path: path.clone(), source: e.into() })?;
             }
             let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
-                .map_err(|e| SourceError::definite(format!("sslrootcert {}: {e}", path.display())))?;
+                .map_err(|e| PgError::RootCert { path: path.clone(), source: e.into() })?;
             let verifier: Arc<dyn ServerCertVerifier> =
                 if mode == SslMode::VerifyCa { Arc::new(Lenient { provider: provider(), chain: Some(webpki) }) } else { webpki };
             builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
@@ -101,8 +94,8 @@ pub fn client_config(mode: SslMode, root_cert: Option<&PathBuf>) -> Result<Arc<r
 }
 
 /// The server name to verify: an IP address or a DNS name.
-pub fn server_name(host: &str) -> Result<ServerName<'static>, SourceError> {
-    ServerName::try_from(host.to_string()).map_err(|e| SourceError::definite(format!("TLS: {host:?} is not a valid server name ({e})")))
+pub fn server_name(host: &str) -> Result<ServerName<'static>, PgError> {
+    ServerName::try_from(host.to_string()).map_err(|source| PgError::ServerName { host: host.to_string(), source })
 }
 
 /// The modes that check less than `verify-full`: `require` and `prefer`

@@ -7,7 +7,8 @@
 //! took. Types without a specific mapping keep their text form
 //! ([`DataType::Other`]); the full table is in `schemas/postgres-types.md`.
 
-use riffle_core::{DataType, SourceError, Value};
+use crate::error::PgError;
+use riffle_core::{DataType, Value};
 use std::collections::HashMap;
 
 /// What riffle knows of one `pg_type` row.
@@ -29,7 +30,7 @@ pub struct TypeCache {
 
 impl TypeCache {
     /// Makes sure `oids`, their element types and domain base types are known.
-    pub async fn load(&mut self, client: &tokio_postgres::Client, oids: &[u32]) -> Result<(), SourceError> {
+    pub async fn load(&mut self, client: &tokio_postgres::Client, oids: &[u32]) -> Result<(), PgError> {
         let mut wanted: Vec<u32> = oids.iter().copied().filter(|o| !self.rows.contains_key(o)).collect();
         while !wanted.is_empty() {
             wanted.sort_unstable();
@@ -41,7 +42,7 @@ impl TypeCache {
                     &[&wanted],
                 )
                 .await
-                .map_err(|e| SourceError::transient(format!("reading pg_type: {e}")))?;
+                .map_err(PgError::session("reading pg_type"))?;
             let mut next = Vec::new();
             for r in rows {
                 let oid: u32 = r.get(0);
@@ -125,15 +126,12 @@ fn builtin(name: &str, typmod: i32) -> DataType {
 
 /// The value itself is not in the message: errors end up in logs, and logs
 /// never carry row data.
-fn bad_value(ty: &DataType, text: &str) -> SourceError {
-    SourceError::definite(format!(
-        "cannot read a {ty:?} value from postgres' text form ({} bytes); this is a bug in riffle, please report it",
-        text.len()
-    ))
+fn bad_value(ty: &DataType, text: &str) -> PgError {
+    PgError::Value { ty: ty.clone(), len: text.len() }
 }
 
 /// Decodes a value's text form.
-pub fn decode_text(ty: &DataType, text: &str) -> Result<Value, SourceError> {
+pub fn decode_text(ty: &DataType, text: &str) -> Result<Value, PgError> {
     Ok(match ty {
         DataType::Bool => match text {
             "t" => Value::Bool(true),
@@ -204,8 +202,8 @@ struct ArrayParser<'a> {
 }
 
 impl ArrayParser<'_> {
-    fn err(&self) -> SourceError {
-        SourceError::definite(format!("cannot parse a postgres array literal ({} bytes) at byte {}", self.src.len(), self.pos))
+    fn err(&self) -> PgError {
+        PgError::ArrayLiteral { len: self.src.len(), pos: self.pos }
     }
 
     /// Arrays with non-default bounds print as `[0:1]={…}`; the bounds are
@@ -224,7 +222,7 @@ impl ArrayParser<'_> {
         }
     }
 
-    fn array(&mut self, elem: &DataType) -> Result<Value, SourceError> {
+    fn array(&mut self, elem: &DataType) -> Result<Value, PgError> {
         self.skip_ws();
         if self.s.get(self.pos) != Some(&b'{') {
             return Err(self.err());

@@ -6,13 +6,14 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
-use riffle_core::{Lsn, SourceError};
+use riffle_core::Lsn;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::PG_EPOCH_OFFSET_US;
 use crate::connect::ConnectParams;
+use crate::error::PgError;
 
 /// A backend message: its tag and body.
 struct Message {
@@ -39,18 +40,14 @@ pub struct ReplicationClient {
     write_buf: BytesMut,
 }
 
-fn io_err(context: &str, err: std::io::Error) -> SourceError {
-    SourceError::transient(format!("{context}: {err}"))
-}
-
 impl ReplicationClient {
     /// Connects and authenticates a replication connection to `params.dbname`.
-    pub async fn connect(params: &ConnectParams) -> Result<Self, SourceError> {
+    pub async fn connect(params: &ConnectParams) -> Result<Self, PgError> {
         let addr = format!("{}:{}", params.host, params.port);
         let stream = tokio::time::timeout(params.connect_timeout, TcpStream::connect(&addr))
             .await
-            .map_err(|_| SourceError::transient(format!("connecting to postgres at {addr}: timed out after {:?}", params.connect_timeout)))?
-            .map_err(|e| io_err(&format!("connecting to postgres at {addr}"), e))?;
+            .map_err(|_| PgError::ConnectTimeout { addr: addr.clone(), after: params.connect_timeout })?
+            .map_err(PgError::io(format!("connecting to postgres at {addr}")))?;
         stream.set_nodelay(true).ok();
         // TLS and login within the connect timeout too: a server that
         // stalls mid-handshake must not hang riffle.
@@ -58,16 +55,16 @@ impl ReplicationClient {
             let stream = Self::negotiate_tls(stream, params).await?;
             let mut client = ReplicationClient { stream, read_buf: BytesMut::with_capacity(1 << 16), write_buf: BytesMut::new() };
             client.startup(params).await?;
-            Ok::<_, SourceError>(client)
+            Ok::<_, PgError>(client)
         };
-        tokio::time::timeout(params.connect_timeout, login).await.map_err(|_| {
-            SourceError::transient(format!("postgres at {addr}: no answer to the TLS request or login within {:?}", params.connect_timeout))
-        })?
+        tokio::time::timeout(params.connect_timeout, login)
+            .await
+            .map_err(|_| PgError::LoginTimeout { addr, after: params.connect_timeout })?
     }
 
     /// `SSLRequest`, then the TLS handshake when the server agrees (and
     /// `sslmode` is not `disable`).
-    async fn negotiate_tls(mut stream: TcpStream, params: &ConnectParams) -> Result<Box<dyn Stream>, SourceError> {
+    async fn negotiate_tls(mut stream: TcpStream, params: &ConnectParams) -> Result<Box<dyn Stream>, PgError> {
         use crate::tls::SslMode;
         if params.sslmode == SslMode::Disable {
             return Ok(Box::new(stream));
@@ -75,27 +72,25 @@ impl ReplicationClient {
         let at = params.redacted();
         let mut request = BytesMut::new();
         frontend::ssl_request(&mut request);
-        stream.write_all(&request).await.map_err(|e| io_err(&format!("postgres at {at}: TLS request"), e))?;
-        let answer = stream.read_u8().await.map_err(|e| io_err(&format!("postgres at {at}: TLS request"), e))?;
+        stream.write_all(&request).await.map_err(PgError::io(format!("postgres at {at}: TLS request")))?;
+        let answer = stream.read_u8().await.map_err(PgError::io(format!("postgres at {at}: TLS request")))?;
         match answer {
             b'S' => {
                 let config = crate::tls::client_config(params.sslmode, params.sslrootcert.as_ref())?;
                 let name = crate::tls::server_name(&params.host)?;
                 let tls = tokio_rustls::TlsConnector::from(config).connect(name, stream).await.map_err(|e| {
-                    crate::connect::tls_error(&e.to_string(), params)
-                        .unwrap_or_else(|| io_err(&format!("postgres at {at}: TLS handshake"), e))
+                    crate::connect::tls_error(&e.to_string(), params, e)
+                        .unwrap_or_else(|e| PgError::Io { what: format!("postgres at {at}: TLS handshake"), source: e })
                 })?;
                 Ok(Box::new(tls))
             }
             b'N' if !params.sslmode.required() => Ok(Box::new(stream)),
-            b'N' => Err(crate::connect::tls_error("server refused TLS", params).expect("a TLS error")),
-            other => {
-                Err(SourceError::definite(format!("postgres at {at} answered the TLS request with {other:?}; is this a Postgres server?")))
-            }
+            b'N' => Err(PgError::TlsRefused { at, mode: params.sslmode }),
+            answer => Err(PgError::NotPostgres { at, answer }),
         }
     }
 
-    async fn startup(&mut self, params: &ConnectParams) -> Result<(), SourceError> {
+    async fn startup(&mut self, params: &ConnectParams) -> Result<(), PgError> {
         // The walsender formats values with these settings; the snapshot
         // session sets the same, so both paths produce identical text.
         let options = crate::SESSION_OPTIONS;
@@ -106,7 +101,7 @@ impl ReplicationClient {
             ("application_name", "riffle"),
             ("options", options),
         ];
-        frontend::startup_message(startup.iter().copied(), &mut self.write_buf).map_err(|e| io_err("encoding startup", e))?;
+        frontend::startup_message(startup.iter().copied(), &mut self.write_buf).map_err(PgError::io("encoding startup"))?;
         self.flush().await?;
         let mut scram: Option<ScramSha256> = None;
         loop {
@@ -119,45 +114,41 @@ impl ReplicationClient {
                         0 => {}
                         3 => {
                             let pw = params.password_for_auth()?;
-                            frontend::password_message(pw.as_bytes(), &mut self.write_buf).map_err(|e| io_err("auth", e))?;
+                            frontend::password_message(pw.as_bytes(), &mut self.write_buf).map_err(PgError::io("auth"))?;
                             self.flush().await?;
                         }
                         5 => {
                             let pw = params.password_for_auth()?;
                             let salt = [body[0], body[1], body[2], body[3]];
                             let hash = postgres_protocol::authentication::md5_hash(params.user.as_bytes(), pw.as_bytes(), salt);
-                            frontend::password_message(hash.as_bytes(), &mut self.write_buf).map_err(|e| io_err("auth", e))?;
+                            frontend::password_message(hash.as_bytes(), &mut self.write_buf).map_err(PgError::io("auth"))?;
                             self.flush().await?;
                         }
                         10 => {
                             let mechanisms: Vec<&[u8]> = body.split(|b| *b == 0).filter(|m| !m.is_empty()).collect();
                             if !mechanisms.iter().any(|m| *m == b"SCRAM-SHA-256") {
-                                return Err(SourceError::definite(format!(
-                                    "postgres asked for SASL mechanisms {:?}; riffle supports SCRAM-SHA-256 (without channel binding)",
-                                    mechanisms.iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect::<Vec<_>>()
-                                )));
+                                return Err(PgError::SaslMechanisms {
+                                    mechanisms: mechanisms.iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect(),
+                                });
                             }
                             let pw = params.password_for_auth()?;
                             let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
-                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut self.write_buf).map_err(|e| io_err("auth", e))?;
+                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut self.write_buf)
+                                .map_err(PgError::io("auth"))?;
                             self.flush().await?;
                             scram = Some(s);
                         }
                         11 => {
-                            let s = scram.as_mut().ok_or_else(|| SourceError::definite("postgres sent SASLContinue before SASL"))?;
-                            s.update(&body).map_err(|e| SourceError::definite(format!("SCRAM authentication: {e}")))?;
-                            frontend::sasl_response(s.message(), &mut self.write_buf).map_err(|e| io_err("auth", e))?;
+                            let s = scram.as_mut().ok_or_else(|| PgError::Unexpected("postgres sent SASLContinue before SASL".into()))?;
+                            s.update(&body).map_err(PgError::Scram)?;
+                            frontend::sasl_response(s.message(), &mut self.write_buf).map_err(PgError::io("auth"))?;
                             self.flush().await?;
                         }
                         12 => {
-                            let s = scram.as_mut().ok_or_else(|| SourceError::definite("postgres sent SASLFinal before SASL"))?;
-                            s.finish(&body).map_err(|e| SourceError::definite(format!("SCRAM authentication: the server's proof did not verify: {e}")))?;
+                            let s = scram.as_mut().ok_or_else(|| PgError::Unexpected("postgres sent SASLFinal before SASL".into()))?;
+                            s.finish(&body).map_err(PgError::ScramProof)?;
                         }
-                        other => {
-                            return Err(SourceError::definite(format!(
-                                "postgres asked for authentication method {other}, which riffle does not support; use scram-sha-256, md5 or password in pg_hba.conf"
-                            )))
-                        }
+                        method => return Err(PgError::AuthMethod { method }),
                     }
                 }
                 b'E' => return Err(crate::connect::classify_server_error(&parse_error_fields(&msg.body), params)),
@@ -169,8 +160,8 @@ impl ReplicationClient {
     }
 
     /// Runs a simple query and returns its rows as text (NULL as `None`).
-    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SourceError> {
-        frontend::query(sql, &mut self.write_buf).map_err(|e| io_err("encoding query", e))?;
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, PgError> {
+        frontend::query(sql, &mut self.write_buf).map_err(PgError::io("encoding query"))?;
         self.flush().await?;
         let mut rows = Vec::new();
         let mut error = None;
@@ -198,27 +189,27 @@ impl ReplicationClient {
             }
         }
         match error {
-            Some(e) => Err(SourceError::definite(format!("{sql}: {}", e.message))),
+            Some(source) => Err(PgError::Command { what: sql.to_string(), source }),
             None => Ok(rows),
         }
     }
 
     /// Sends `START_REPLICATION` and waits for the server to enter CopyBoth.
-    pub async fn start_replication(&mut self, slot: &str, start: Lsn, publication: &str) -> Result<(), SourceError> {
+    pub async fn start_replication(&mut self, slot: &str, start: Lsn, publication: &str) -> Result<(), PgError> {
         let sql = format!(
             "START_REPLICATION SLOT {} LOGICAL {start} (\"proto_version\" '1', \"publication_names\" {})",
             crate::quote_ident(slot),
             crate::quote_literal(&crate::quote_ident(publication))
         );
-        frontend::query(&sql, &mut self.write_buf).map_err(|e| io_err("encoding query", e))?;
+        frontend::query(&sql, &mut self.write_buf).map_err(PgError::io("encoding query"))?;
         self.flush().await?;
         loop {
             let msg = self.read_message().await?;
             match msg.tag {
                 b'W' => return Ok(()),
                 b'E' => {
-                    let e = parse_error_fields(&msg.body);
-                    return Err(SourceError::definite(format!("starting replication from slot {slot:?} at {start}: {}", e.message)));
+                    let what = format!("starting replication from slot {slot:?} at {start}");
+                    return Err(PgError::Command { what, source: parse_error_fields(&msg.body) });
                 }
                 _ => {}
             }
@@ -227,7 +218,7 @@ impl ReplicationClient {
 
     /// The next message of the replication stream; `None` when the server
     /// ended the stream.
-    pub async fn next(&mut self) -> Result<Option<ReplicationMessage>, SourceError> {
+    pub async fn next(&mut self) -> Result<Option<ReplicationMessage>, PgError> {
         loop {
             let msg = self.read_message().await?;
             match msg.tag {
@@ -253,10 +244,7 @@ impl ReplicationClient {
                     }
                 }
                 b'c' => return Ok(None),
-                b'E' => {
-                    let e = parse_error_fields(&msg.body);
-                    return Err(SourceError::transient(format!("replication stream: {}", e.message)));
-                }
+                b'E' => return Err(PgError::Stream(parse_error_fields(&msg.body))),
                 _ => {}
             }
         }
@@ -264,7 +252,7 @@ impl ReplicationClient {
 
     /// Tells the server what riffle has written and made durable: the slot's
     /// confirmed flush LSN moves to `flushed`.
-    pub async fn send_status(&mut self, written: Lsn, flushed: Lsn) -> Result<(), SourceError> {
+    pub async fn send_status(&mut self, written: Lsn, flushed: Lsn) -> Result<(), PgError> {
         let now_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_micros() as i64 - PG_EPOCH_OFFSET_US;
         let mut payload = BytesMut::with_capacity(34);
         payload.put_u8(b'r');
@@ -273,18 +261,18 @@ impl ReplicationClient {
         payload.put_u64(flushed.0);
         payload.put_i64(now_us);
         payload.put_u8(0);
-        let data = frontend::CopyData::new(payload.freeze()).map_err(|e| io_err("encoding status", e))?;
+        let data = frontend::CopyData::new(payload.freeze()).map_err(PgError::io("encoding status"))?;
         data.write(&mut self.write_buf);
         self.flush().await
     }
 
-    async fn flush(&mut self) -> Result<(), SourceError> {
-        self.stream.write_all(&self.write_buf).await.map_err(|e| io_err("writing to postgres", e))?;
+    async fn flush(&mut self) -> Result<(), PgError> {
+        self.stream.write_all(&self.write_buf).await.map_err(PgError::io("writing to postgres"))?;
         self.write_buf.clear();
         Ok(())
     }
 
-    async fn read_message(&mut self) -> Result<Message, SourceError> {
+    async fn read_message(&mut self) -> Result<Message, PgError> {
         loop {
             if self.read_buf.len() >= 5 {
                 let len = i32::from_be_bytes([self.read_buf[1], self.read_buf[2], self.read_buf[3], self.read_buf[4]]) as usize;
@@ -296,16 +284,17 @@ impl ReplicationClient {
                 }
                 self.read_buf.reserve(len + 1 - self.read_buf.len());
             }
-            let n = self.stream.read_buf(&mut self.read_buf).await.map_err(|e| io_err("reading from postgres", e))?;
+            let n = self.stream.read_buf(&mut self.read_buf).await.map_err(PgError::io("reading from postgres"))?;
             if n == 0 {
-                return Err(SourceError::transient("postgres closed the replication connection"));
+                return Err(PgError::ConnectionClosed);
             }
         }
     }
 }
 
-/// The fields of an ErrorResponse riffle uses.
-#[derive(Debug, Default)]
+/// The fields of an ErrorResponse riffle uses; shown as its message.
+#[derive(Debug, Default, thiserror::Error)]
+#[error("{message}")]
 pub struct ServerError {
     pub code: String,
     pub message: String,

@@ -1,8 +1,9 @@
 //! Decoder for the `pgoutput` plugin's messages, protocol version 1
 //! (<https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html>).
 
+use crate::error::PgError;
 use bytes::{Buf, Bytes};
-use riffle_core::{Lsn, SourceError};
+use riffle_core::Lsn;
 
 /// One column of a tuple as pgoutput sends it.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,11 +65,11 @@ pub enum Message {
     Other(u8),
 }
 
-fn malformed(what: &str) -> SourceError {
-    SourceError::definite(format!("malformed pgoutput message: {what}; this is a bug in riffle or an unsupported server version"))
+fn malformed(what: &str) -> PgError {
+    PgError::Malformed { what: what.to_string() }
 }
 
-fn need(buf: &Bytes, n: usize, what: &str) -> Result<(), SourceError> {
+fn need(buf: &Bytes, n: usize, what: &str) -> Result<(), PgError> {
     if buf.remaining() < n {
         Err(malformed(what))
     } else {
@@ -76,14 +77,14 @@ fn need(buf: &Bytes, n: usize, what: &str) -> Result<(), SourceError> {
     }
 }
 
-fn cstring(buf: &mut Bytes) -> Result<String, SourceError> {
+fn cstring(buf: &mut Bytes) -> Result<String, PgError> {
     let end = buf.iter().position(|b| *b == 0).ok_or_else(|| malformed("unterminated string"))?;
     let s = String::from_utf8_lossy(&buf[..end]).into_owned();
     buf.advance(end + 1);
     Ok(s)
 }
 
-fn tuple(buf: &mut Bytes) -> Result<Vec<TupleValue>, SourceError> {
+fn tuple(buf: &mut Bytes) -> Result<Vec<TupleValue>, PgError> {
     need(buf, 2, "tuple header")?;
     let n = buf.get_i16() as usize;
     let mut values = Vec::with_capacity(n);
@@ -105,7 +106,7 @@ fn tuple(buf: &mut Bytes) -> Result<Vec<TupleValue>, SourceError> {
 }
 
 /// Decodes one pgoutput message.
-pub fn decode(mut buf: Bytes) -> Result<Message, SourceError> {
+pub fn decode(mut buf: Bytes) -> Result<Message, PgError> {
     need(&buf, 1, "empty message")?;
     let tag = buf.get_u8();
     let msg = match tag {
