@@ -6,6 +6,7 @@
 #     kafka: the Postgres runs plus the 350k changes replicated into a Kafka-protocol broker (tansu)
 #     files: the Postgres snapshot to Parquet and CSV, on local disk and on the S3 server (SeaweedFS)
 #   ROWS=100000 scripts/bench.sh postgres     a quicker run (Postgres only: the MariaDB seed is fixed at 1M)
+#   RIFFLE_BIN=/tmp/riffle-old scripts/bench.sh files   measure another build (A/B against an earlier commit)
 #
 # Figures: wall time from /usr/bin/time -v, and its "Maximum resident set
 # size". Absolute seconds vary from machine to machine; the ratios are what
@@ -41,8 +42,14 @@ esac
 KAFKA="kafka://127.0.0.1:$RIFFLE_KAFKA_PORT"
 trap 'scripts/servers.sh stop' EXIT
 scripts/build-deps.sh
-cargo build --release --quiet --bin riffle
-RIFFLE=$ROOT/target/release/riffle
+# RIFFLE_BIN=/path/to/riffle measures another build (an A/B against an
+# earlier commit) instead of building this checkout.
+if [ -n "${RIFFLE_BIN:-}" ]; then
+    RIFFLE=$RIFFLE_BIN
+else
+    cargo build --release --quiet --bin riffle
+    RIFFLE=$ROOT/target/release/riffle
+fi
 BIN=/usr/lib/postgresql/15/bin
 export PGPASSWORD=riffle-test-pw
 PSQL=(psql -h 127.0.0.1 -p "$RIFFLE_PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q)

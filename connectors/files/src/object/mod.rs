@@ -30,6 +30,8 @@
 //!
 //! - `store.rs`: [`Target`], [`open_target`] and [`split_url`]: building a
 //!   store from a URL, single-object reads and writes, store errors.
+//! - `upload.rs`: where a file's bytes go while it is written (a local
+//!   file, or a multipart upload).
 //! - `partition.rs`: [`Partitioning`], the time partitions of file names.
 //! - `sink.rs`: [`ObjectSink`], which writes through the formats'
 //!   `FileFormat` / `FileWriter` (`riffle_formats::file`); the manifest and
@@ -38,6 +40,7 @@
 mod partition;
 mod sink;
 mod store;
+mod upload;
 
 pub use partition::Partitioning;
 pub use sink::ObjectSink;

@@ -5,6 +5,7 @@
 
 use super::partition::Partitioning;
 use super::store::{object_error, Target};
+use super::upload::Upload;
 use crate::manifest::Manifest;
 use crate::RollPolicy;
 use object_store::path::Path as ObjPath;
@@ -13,7 +14,6 @@ use riffle_core::{block_on, ChangeEvent, ErrorKind, Position, Sink, SinkError, T
 use riffle_formats::file::{FileFormat, FileWriter};
 use riffle_formats::FormatError;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 
 /// The pipeline's commit manifest, if it has one.
 fn load_manifest(target: &Target, pipeline: &str) -> Result<Option<Manifest>, SinkError> {
@@ -36,20 +36,12 @@ fn load_manifest(target: &Target, pipeline: &str) -> Result<Option<Manifest>, Si
     })
 }
 
-/// Hands bytes to a file's upload (parts go out as they fill).
-fn upload_part(target: &Target, upload: &mut object_store::buffered::BufWriter, tmp: &str, data: &[u8]) -> Result<(), SinkError> {
-    if data.is_empty() {
-        return Ok(());
-    }
-    block_on(upload.write_all(data)).map_err(|e| SinkError::transient(format!("{}: uploading {tmp}: {e}", target.shown)))
-}
-
 struct OpenFile {
     schema: Arc<TableSchema>,
     /// The time partition (see [`Partitioning::bucket`]).
     bucket: i64,
     writer: Box<dyn FileWriter>,
-    upload: object_store::buffered::BufWriter,
+    upload: Upload,
     tmp: String,
     dir: String,
     first: Position,
@@ -86,8 +78,6 @@ pub struct ObjectSink {
     bytes: u64,
 }
 
-const UPLOAD_CHUNK: usize = 8 << 20;
-
 impl ObjectSink {
     /// Opens the sink, finishing an interrupted commit of `pipeline` and
     /// deleting its uncommitted objects.
@@ -117,7 +107,7 @@ impl ObjectSink {
                     ^ u128::from(std::process::id())
             ),
             files: 0,
-            chunk: Vec::with_capacity(UPLOAD_CHUNK + (1 << 20)),
+            chunk: Vec::new(),
             bytes: 0,
         };
         if let Some(m) = manifest {
@@ -208,8 +198,7 @@ impl ObjectSink {
         let tmp = format!("_riffle/tmp/{}/{}-{}/{dir}{}.{ext}", self.pipeline, self.run, self.files, event.position.key());
         let namespace = format!("{}.{}.{}", self.pipeline, table.id.schema, table.id.name);
         let writer = self.format.writer(table, &namespace).map_err(|e| self.unwritable(event, e))?;
-        let upload = object_store::buffered::BufWriter::with_capacity(self.target.store.clone(), self.target.key(&tmp), 10 << 20)
-            .with_max_concurrency(4);
+        let upload = Upload::start(&self.target, &tmp)?;
         Ok(OpenFile {
             schema: table.clone(),
             bucket,
@@ -231,17 +220,13 @@ impl ObjectSink {
         chunk.clear();
         let shown = &self.target.shown;
         let finished = writer.finish(&mut chunk).map_err(|e| SinkError::caused(ErrorKind::Definite, format!("{shown}: ending {tmp}"), e));
-        let res = finished.and_then(|()| upload_part(&self.target, &mut upload, &tmp, &chunk));
+        let res = finished.and_then(|()| upload.write(&self.target, &tmp, &chunk));
         self.chunk = chunk;
         if let Err(e) = res {
-            let _ = block_on(upload.abort());
+            upload.abort();
             return Err(e);
         }
-        let shown = &self.target.shown;
-        // (A failed shutdown cannot be aborted: object_store's BufWriter
-        // refuses once shut down. Stores expire incomplete multipart
-        // uploads with a lifecycle rule.)
-        block_on(upload.shutdown()).map_err(|e| SinkError::transient(format!("{shown}: completing the upload of {tmp}: {e}")))?;
+        upload.finish(&self.target, &tmp)?;
         let name = format!("{dir}{}_{}.{}", first.key(), last.key(), self.format.extension());
         self.pending.push((tmp, name));
         Ok(())
@@ -252,8 +237,8 @@ impl ObjectSink {
         while let Some(f) = open.next() {
             if let Err(e) = self.close(f) {
                 // Abandon the other uploads (their parts would linger).
-                for mut rest in open {
-                    let _ = block_on(rest.upload.abort());
+                for rest in open {
+                    rest.upload.abort();
                 }
                 return Err(e);
             }
@@ -314,11 +299,11 @@ impl Sink for ObjectSink {
         let encoded = f.writer.bytes();
         self.bytes += encoded.saturating_sub(f.counted);
         f.counted = f.counted.max(encoded);
-        if encoded >= f.uploaded + UPLOAD_CHUNK as u64 {
+        if encoded >= f.uploaded + f.upload.chunk() as u64 {
             self.chunk.clear();
             f.writer.take(&mut self.chunk);
             f.uploaded += self.chunk.len() as u64;
-            upload_part(&self.target, &mut f.upload, &f.tmp, &self.chunk)?;
+            f.upload.write(&self.target, &f.tmp, &self.chunk)?;
         }
         if f.rows >= self.roll.max_rows || f.writer.bytes() >= self.roll.max_bytes {
             let f = self.open.swap_remove(idx);
@@ -345,8 +330,8 @@ impl Sink for ObjectSink {
     /// Drops what was written since the last commit. Moves a saved manifest
     /// lists are finished first and their files never deleted.
     fn abort(&mut self) -> Result<(), SinkError> {
-        for mut f in std::mem::take(&mut self.open) {
-            let _ = block_on(f.upload.abort());
+        for f in std::mem::take(&mut self.open) {
+            f.upload.abort();
         }
         self.pending.clear();
         // A manifest write that failed may have landed all the same: the
