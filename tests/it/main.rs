@@ -3,6 +3,7 @@
 //! makes its own database, so they run in parallel.
 
 mod kafka_support;
+mod net_proxy;
 mod objects_support;
 mod support;
 
@@ -22,5 +23,6 @@ mod objects;
 
 mod ops_check;
 mod ops_metrics;
+mod ops_network;
 mod ops_resilience;
 mod ops_transforms;

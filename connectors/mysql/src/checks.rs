@@ -124,6 +124,31 @@ pub async fn replication_problems(conn: &mut Conn, params: &ConnectParams) -> Re
     Ok(problems)
 }
 
+/// Ends this process's previous binlog dump (connection `id`), whose
+/// connection was lost without the server noticing, and waits until its
+/// thread is gone (and with it the replica registered under riffle's
+/// server_id). A user may always kill its own connections; one already
+/// gone is fine.
+pub async fn end_own_dump(conn: &mut Conn, id: u32) -> Result<(), MyError> {
+    tracing::info!(connection = id, "ending this pipeline's previous binlog dump, whose connection was lost");
+    if let Err(e) = conn.query_drop(format!("KILL CONNECTION {id}")).await {
+        tracing::debug!(error = %riffle_core::error::chain(&e), "the previous binlog dump was already gone");
+    }
+    // A user sees its own threads in the process list without PROCESS.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        let alive: Option<u64> = conn
+            .exec_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?", (id,))
+            .await
+            .map_err(|e| MyError::lookup("reading the process list", e))?;
+        if alive.unwrap_or(0) == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// The server's binlog files and their sizes, oldest first.
 pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, MyError> {
     let rows: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.map_err(|e| MyError::lookup("SHOW BINARY LOGS", e))?;

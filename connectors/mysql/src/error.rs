@@ -198,6 +198,11 @@ pub enum MyError {
     /// The server closed the binlog stream.
     #[error("the server ended the binlog stream")]
     StreamEnded,
+    /// Nothing came within the deadline, heartbeats included: the
+    /// connection is presumed dead (a network path that drops packets
+    /// silently never closes it).
+    #[error("{what}: no answer from the server within {after:?}; the connection is presumed dead, reconnecting")]
+    Silent { what: &'static str, after: std::time::Duration },
     /// A compressed event (MariaDB `log_bin_compress=ON`).
     #[error(
         "the binlog at {file}:{pos} holds a compressed event (log_bin_compress=ON), which riffle cannot read yet; \
@@ -250,7 +255,7 @@ impl MyError {
     pub fn kind(&self) -> ErrorKind {
         use MyError::*;
         let transient = match self {
-            ConnectTimeout { .. } | Unreachable { .. } | Lookup { .. } | Stream { .. } | StreamEnded => true,
+            ConnectTimeout { .. } | Unreachable { .. } | Lookup { .. } | Stream { .. } | StreamEnded | Silent { .. } => true,
             Server { code, .. } => is_transient_code(*code),
             Query { source, .. } => source.code().is_none_or(is_transient_code),
             Url { .. }

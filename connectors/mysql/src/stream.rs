@@ -26,6 +26,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
+/// How often the server sends a heartbeat event on an idle stream.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long the stream may go without an event (heartbeats included), and
+/// a query made while streaming may take, before the connection is presumed
+/// dead and the run retried: four missed heartbeats. A network path that
+/// drops packets silently never closes the socket.
+pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `fut`, or [`MyError::Silent`] after [`SILENCE_LIMIT`].
+async fn within<T>(what: &'static str, fut: impl std::future::Future<Output = Result<T, MyError>>) -> Result<T, MyError> {
+    tokio::time::timeout(SILENCE_LIMIT, fut).await.map_err(|_| MyError::Silent { what, after: SILENCE_LIMIT })?
+}
+
 /// MariaDB's GTID event (`GTID_EVENT`, 162).
 const MARIADB_GTID_EVENT: u8 = 162;
 /// MariaDB's compressed query and rows events (`log_bin_compress=ON`).
@@ -50,6 +64,8 @@ pub struct Stream<'a> {
     pub ctx: &'a Context,
     pub selected: &'a [SelectedTable],
     pub mariadb: bool,
+    /// Where the dump connection's id is left for the next run.
+    pub dump: &'a std::sync::atomic::AtomicU32,
 }
 
 impl Stream<'_> {
@@ -71,8 +87,9 @@ impl Stream<'_> {
         let p = self.params;
         let checksum: Option<String> = conn.query_first("SELECT @@global.binlog_checksum").await.map_err(|e| MyError::connection(p, e))?;
         let checksums = checksum.is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
-        // Heartbeats every 5 s keep an idle stream visibly alive.
-        conn.query_drop("SET @master_heartbeat_period = 5000000000").await.map_err(|e| MyError::connection(p, e))?;
+        // Heartbeats keep an idle stream visibly alive.
+        let period = format!("SET @master_heartbeat_period = {}", HEARTBEAT.as_nanos());
+        conn.query_drop(period).await.map_err(|e| MyError::connection(p, e))?;
         if self.mariadb {
             // Send MariaDB GTID events (capability 4 = GTID).
             conn.query_drop("SET @mariadb_slave_capability = 4").await.map_err(|e| MyError::connection(p, e))?;
@@ -100,6 +117,7 @@ impl Stream<'_> {
         if until_now {
             request = request.with_non_blocking();
         }
+        self.dump.store(conn.id(), std::sync::atomic::Ordering::Relaxed);
         let mut stream = conn.get_binlog_stream(request).await.map_err(|e| MyError::connection(p, e))?;
         match &gtid {
             Some(g) if by_gtid => tracing::info!(gtid = %g, server_id = self.ctx.server_id, "streaming started"),
@@ -124,7 +142,10 @@ impl Stream<'_> {
                     continue;
                 }
                 _ = out.closed() => return Ok(RunEnd::Stopped),
-                next = stream.next() => next,
+                next = tokio::time::timeout(SILENCE_LIMIT, stream.next()) => match next {
+                    Ok(next) => next,
+                    Err(_) => return Err(MyError::Silent { what: "binlog stream", after: SILENCE_LIMIT }),
+                },
             };
             let Some(event) = next else {
                 // Non-blocking mode: the end of the binlog.
@@ -205,7 +226,7 @@ impl Stream<'_> {
                         if let Some(t) = truncated_table(&query, &qe.schema()) {
                             if let Some(sel) = self.selected.iter().find(|s| s.id == t) {
                                 let mut t_state = tx.take().unwrap_or(Tx { pos: start_pos, seq: 0, gtid: None, explicit: false });
-                                let cols = load_columns(&mut catalog, &sel.id).await?;
+                                let cols = within("reading the table's columns", load_columns(&mut catalog, &sel.id)).await?;
                                 let schema = Arc::new(schema_of(&sel.id, &cols));
                                 t_state.seq += 1;
                                 batch.push(SourceItem::Event(self.event(
@@ -242,7 +263,7 @@ impl Stream<'_> {
                         continue;
                     }
                     if !tables.contains_key(&id) {
-                        let columns = load_columns(&mut catalog, &id).await?;
+                        let columns = within("reading the table's columns", load_columns(&mut catalog, &id)).await?;
                         tables.insert(id.clone(), Table { schema: Arc::new(schema_of(&id, &columns)), columns });
                     }
                     let tme = stream.get_tme(rows.table_id()).expect("checked above");

@@ -176,6 +176,8 @@ pub struct SlotInfo {
     pub database: Option<String>,
     pub plugin: Option<String>,
     pub active: bool,
+    /// The walsender reading the slot, when it is active.
+    pub active_pid: Option<i32>,
     pub confirmed_flush: Option<String>,
     pub retained_bytes: Option<i64>,
 }
@@ -184,7 +186,8 @@ pub async fn slot_info(client: &Client, name: &str) -> Result<Option<SlotInfo>, 
     let row = client
         .query_opt(
             "SELECT database::text, plugin::text, active, confirmed_flush_lsn::text, \
-                    (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - restart_lsn)::int8 \
+                    (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - restart_lsn)::int8, \
+                    active_pid \
              FROM pg_replication_slots WHERE slot_name = $1",
             &[&name],
         )
@@ -196,6 +199,7 @@ pub async fn slot_info(client: &Client, name: &str) -> Result<Option<SlotInfo>, 
         active: r.get(2),
         confirmed_flush: r.get(3),
         retained_bytes: r.get(4),
+        active_pid: r.get(5),
     }))
 }
 

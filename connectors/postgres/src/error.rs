@@ -210,6 +210,10 @@ pub enum PgError {
     ConnectionClosed,
     #[error("postgres ended the replication stream")]
     StreamEnded,
+    /// Nothing came back within the deadline: the connection is presumed
+    /// dead (a network path that drops packets silently never closes it).
+    #[error("{what}: no answer from postgres within {after:?}; the connection is presumed dead, reconnecting")]
+    Silent { what: &'static str, after: Duration },
     /// The walsender refused a command (`what` is the command, or what it
     /// was for).
     #[error("{what}")]
@@ -279,6 +283,7 @@ impl PgError {
             | Io { .. }
             | ConnectionClosed
             | StreamEnded
+            | Silent { .. }
             | Stream(_)
             | CopyTruncated { .. } => ErrorKind::Transient,
             Query { source, .. } if source.0.as_db_error().is_none() => ErrorKind::Transient,

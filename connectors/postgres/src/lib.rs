@@ -31,6 +31,7 @@ use error::PgError;
 use riffle_core::source::{RunEnd, SourceStats};
 use riffle_core::{Lsn, Offset, Source, SourceError, SourceItem, SourceSpec, StartMode, Until};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// Settings every riffle session runs with, on both the snapshot and the
@@ -93,13 +94,17 @@ pub struct PgSource {
     params: ConnectParams,
     name: Arc<str>,
     stats: Arc<SourceStats>,
+    /// The pid of the walsender the last run streamed from (0: none). When
+    /// that run lost its connection silently, the server may still hold
+    /// the slot for it until `wal_sender_timeout`; the next run ends it.
+    walsender: Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl PgSource {
     pub fn new(spec: &SourceSpec) -> Result<Self, SourceError> {
         let params = ConnectParams::from_url(&spec.url)?;
         let name: Arc<str> = Arc::from(spec.name.as_str());
-        Ok(PgSource { config: spec.clone(), mode: Mode::Sync, params, name, stats: Arc::default() })
+        Ok(PgSource { config: spec.clone(), mode: Mode::Sync, params, name, stats: Arc::default(), walsender: Arc::default() })
     }
 
     pub fn params(&self) -> &ConnectParams {
@@ -146,13 +151,36 @@ impl PgSource {
                 if until_lsn.is_some_and(|u| start >= u) {
                     return Ok(RunEnd::ReachedUntil);
                 }
-                let mut stream = stream::Stream::new(client, ctx, until_lsn, self.stats.clone(), self.config.heartbeat);
+                let walsender = self.walsender.clone();
+                let mut stream = stream::Stream::new(client, ctx, until_lsn, self.stats.clone(), self.config.heartbeat, walsender);
                 stream.run(&self.params, &slot, start, out, durable, stop).await
             }
         }
     }
 
+    /// Ends the walsender of this process's previous run when it still
+    /// holds the slot: its connection was lost (a silently dropped network
+    /// path) and the server has not noticed yet. A walsender of any other
+    /// process is left alone: that is another riffle, and refused.
+    async fn end_own_walsender(&self, client: &tokio_postgres::Client, slot: &str) -> Result<(), PgError> {
+        let ours = self.walsender.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if ours == 0 {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while let Some(info) = catalog::slot_info(client, slot).await? {
+            if !info.active || info.active_pid != Some(ours) || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tracing::info!(slot, pid = ours, "ending this pipeline's previous walsender, whose connection was lost");
+            client.execute("SELECT pg_terminate_backend($1)", &[&ours]).await.map_err(PgError::session("ending the previous walsender"))?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     async fn check_slot_for_resume(&self, client: &tokio_postgres::Client, slot: &str, lsn: Lsn) -> Result<(), PgError> {
+        self.end_own_walsender(client, slot).await?;
         match catalog::slot_info(client, slot).await? {
             None => Err(PgError::SlotMissing { slot: slot.to_string(), saved: lsn }),
             Some(info) => {

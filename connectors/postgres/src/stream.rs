@@ -24,8 +24,27 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// How often riffle reports its position when nothing else prompts it; well
-/// under the server's default `wal_sender_timeout` of 60 s.
+/// under the server's default `wal_sender_timeout` of 60 s. Each report asks
+/// the server to answer at once, so a quiet stream still hears from it.
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long the stream may go without a message from the server, and any
+/// call made while streaming may take, before the connection is presumed
+/// dead and the run retried: a network path that drops packets silently
+/// never closes the socket, and TCP alone would notice only after ~15 min.
+/// Three status intervals: three pings unanswered.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
+/// `fut`, or [`PgError::Silent`] after [`SILENCE_LIMIT`].
+async fn within<T>(what: &'static str, fut: impl std::future::Future<Output = Result<T, PgError>>) -> Result<T, PgError> {
+    tokio::time::timeout(SILENCE_LIMIT, fut).await.map_err(|_| PgError::Silent { what, after: SILENCE_LIMIT })?
+}
+
+/// Notes when the server was last heard from, and passes `msg` on.
+fn heard<T>(at: &mut tokio::time::Instant, msg: T) -> T {
+    *at = tokio::time::Instant::now();
+    msg
+}
 
 struct Relation {
     schema: Arc<TableSchema>,
@@ -46,6 +65,9 @@ pub struct Stream {
     until: Option<Lsn>,
     stats: Arc<SourceStats>,
     heartbeat: Option<Duration>,
+    /// Where the walsender's pid is left for the next run (see
+    /// [`crate::PgSource`]'s `walsender`).
+    walsender: Arc<std::sync::atomic::AtomicI32>,
     types: TypeCache,
     relations: HashMap<u32, Relation>,
 }
@@ -61,8 +83,9 @@ impl Stream {
         until: Option<Lsn>,
         stats: Arc<SourceStats>,
         heartbeat: Option<Duration>,
+        walsender: Arc<std::sync::atomic::AtomicI32>,
     ) -> Self {
-        Stream { catalog, ctx, until, stats, heartbeat, types: TypeCache::default(), relations: HashMap::new() }
+        Stream { catalog, ctx, until, stats, heartbeat, walsender, types: TypeCache::default(), relations: HashMap::new() }
     }
 
     pub async fn run(
@@ -75,7 +98,9 @@ impl Stream {
         mut stop: watch::Receiver<bool>,
     ) -> Result<RunEnd, PgError> {
         let mut repl = ReplicationClient::connect(params).await?;
-        repl.start_replication(slot, start, slot).await?;
+        self.walsender.store(repl.backend_pid().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        within("starting replication", repl.start_replication(slot, start, slot)).await?;
+        let mut last_heard = tokio::time::Instant::now();
         tracing::info!(slot, start = %start, "streaming started");
         let mut received = start;
         let mut flushed = start;
@@ -107,19 +132,22 @@ impl Stream {
                     if let Some(Offset::Postgres { lsn }) = *durable.borrow_and_update() {
                         flushed = flushed.max(lsn);
                     }
-                    repl.send_status(received, flushed).await?;
+                    within("reporting the position", repl.send_status(received, flushed, false)).await?;
                 }
-                _ = timer.tick() => repl.send_status(received, flushed).await?,
+                _ = timer.tick() => {
+                    if last_heard.elapsed() >= SILENCE_LIMIT {
+                        return Err(PgError::Silent { what: "replication stream", after: SILENCE_LIMIT });
+                    }
+                    within("reporting the position", repl.send_status(received, flushed, true)).await?;
+                }
                 _ = heartbeat.tick(), if self.heartbeat.is_some() => {
                     // Non-transactional: it reaches the WAL at once and moves
                     // the walsender past it, which then reports a position the
                     // slot can be confirmed at.
-                    self.catalog
-                        .execute("SELECT pg_logical_emit_message(false, 'riffle_heartbeat', '')", &[])
-                        .await
-                        .map_err(PgError::session("heartbeat"))?;
+                    let beat = self.catalog.execute("SELECT pg_logical_emit_message(false, 'riffle_heartbeat', '')", &[]);
+                    within("heartbeat", async { beat.await.map_err(PgError::session("heartbeat")) }).await?;
                 }
-                msg = repl.next() => match msg? {
+                msg = repl.next() => match heard(&mut last_heard, msg)? {
                     None => return Err(PgError::StreamEnded),
                     Some(ReplicationMessage::Keepalive { wal_end, reply_requested }) => {
                         received = received.max(wal_end);
@@ -138,7 +166,7 @@ impl Stream {
                             }
                         }
                         if reply_requested {
-                            repl.send_status(received, flushed).await?;
+                            within("reporting the position", repl.send_status(received, flushed, false)).await?;
                         }
                     }
                     Some(ReplicationMessage::XLogData { start: at, wal_end, data }) => {
@@ -160,7 +188,8 @@ impl Stream {
                                 }
                             }
                             Message::Relation { oid, namespace, name, replica_identity, columns } => {
-                                self.relation(oid, TableId::new(namespace, name), replica_identity, &columns).await?;
+                                within("reading the table's schema", self.relation(oid, TableId::new(namespace, name), replica_identity, &columns))
+                                    .await?;
                             }
                             change => {
                                 let t = tx.as_mut().ok_or_else(|| PgError::Unexpected("pgoutput sent a change outside a transaction".into()))?;
@@ -188,7 +217,7 @@ impl Stream {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
-        repl.send_status(received, flushed).await?;
+        within("reporting the position", repl.send_status(received, flushed, false)).await?;
         Ok(end)
     }
 

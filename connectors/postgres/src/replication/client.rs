@@ -38,6 +38,9 @@ pub struct ReplicationClient {
     stream: Box<dyn Stream>,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    /// The walsender's process id (BackendKeyData), to end it ourselves
+    /// if this connection dies without the server noticing.
+    backend_pid: Option<i32>,
 }
 
 impl ReplicationClient {
@@ -53,7 +56,8 @@ impl ReplicationClient {
         // stalls mid-handshake must not hang riffle.
         let login = async {
             let stream = Self::negotiate_tls(stream, params).await?;
-            let mut client = ReplicationClient { stream, read_buf: BytesMut::with_capacity(1 << 16), write_buf: BytesMut::new() };
+            let mut client =
+                ReplicationClient { stream, read_buf: BytesMut::with_capacity(1 << 16), write_buf: BytesMut::new(), backend_pid: None };
             client.startup(params).await?;
             Ok::<_, PgError>(client)
         };
@@ -153,10 +157,18 @@ impl ReplicationClient {
                 }
                 b'E' => return Err(crate::connect::classify_server_error(&parse_error_fields(&msg.body), params)),
                 b'Z' => return Ok(()),
-                // ParameterStatus, BackendKeyData, NoticeResponse.
+                b'K' if msg.body.len() >= 4 => {
+                    self.backend_pid = Some(i32::from_be_bytes([msg.body[0], msg.body[1], msg.body[2], msg.body[3]]));
+                }
+                // ParameterStatus, NoticeResponse.
                 _ => {}
             }
         }
+    }
+
+    /// The walsender's process id, when the server said it.
+    pub fn backend_pid(&self) -> Option<i32> {
+        self.backend_pid
     }
 
     /// Runs a simple query and returns its rows as text (NULL as `None`).
@@ -252,7 +264,9 @@ impl ReplicationClient {
 
     /// Tells the server what riffle has written and made durable: the slot's
     /// confirmed flush LSN moves to `flushed`.
-    pub async fn send_status(&mut self, written: Lsn, flushed: Lsn) -> Result<(), PgError> {
+    /// Reports the positions; `ping` asks the server to answer at once (a
+    /// keepalive), which tells a quiet connection from a dead one.
+    pub async fn send_status(&mut self, written: Lsn, flushed: Lsn, ping: bool) -> Result<(), PgError> {
         let now_us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_micros() as i64 - PG_EPOCH_OFFSET_US;
         let mut payload = BytesMut::with_capacity(34);
         payload.put_u8(b'r');
@@ -260,7 +274,7 @@ impl ReplicationClient {
         payload.put_u64(flushed.0);
         payload.put_u64(flushed.0);
         payload.put_i64(now_us);
-        payload.put_u8(0);
+        payload.put_u8(u8::from(ping));
         let data = frontend::CopyData::new(payload.freeze()).map_err(PgError::io("encoding status"))?;
         data.write(&mut self.write_buf);
         self.flush().await
