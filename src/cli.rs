@@ -225,6 +225,11 @@ pub struct ReplicateArgs {
     #[arg(long, value_name = "DURATION")]
     pub commit_interval: Option<String>,
 
+    /// Wait for this pipeline's running process to end, then take over, instead of refusing to
+    /// start (a second replica for high availability; the lease is a lock on the state file).
+    #[arg(long)]
+    pub standby: bool,
+
     /// Retries of a transient error (connection lost, server restart) before giving up [default: 10].
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,

@@ -72,7 +72,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let state = cfg.state_dir.to_string_lossy().split('?').next().unwrap_or_default().to_string();
             tracing::info!(pipeline = cfg.name, state, "starting");
             let stop = stop_on_signals();
-            let summary = pipeline::run(&cfg, pipeline::Job::Replicate { until }, cli.quiet, stop).await?;
+            let summary = pipeline::run(&cfg, pipeline::Job::Replicate { until, standby: args.standby }, cli.quiet, stop).await?;
             let offset = summary.offset.map(|o| o.to_string()).unwrap_or_else(|| "none".into());
             match summary.end {
                 RunEnd::ReachedUntil => tracing::info!(offset, events = summary.events, "reached --until; done"),

@@ -46,6 +46,11 @@ pub struct PipelineState {
     pub events: u64,
     /// When the state was saved, ms since the epoch.
     pub updated_ms: i64,
+    /// The server-side session the source streamed on (Postgres walsender
+    /// pid, MySQL binlog dump connection id): the next lease holder ends it
+    /// if the server still holds it after this process died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_session: Option<u64>,
 }
 
 /// Why the state could not be read or saved, sorted like every other error:
@@ -109,6 +114,19 @@ impl StateSave for StateStore {
     }
 }
 
+/// A pipeline's lease while held (a state in a bucket has none yet).
+pub struct Lease {
+    _held: Option<riffle_core::lease::LocalLease>,
+}
+
+impl Lease {
+    /// Does this lease exclude every other process? (A state in a bucket
+    /// has no lease yet.)
+    pub fn is_exclusive(&self) -> bool {
+        self._held.is_some()
+    }
+}
+
 pub enum StateStore {
     Dir(PathBuf),
     /// An object-store prefix (`s3://…`, `az://…`, `gs://…`, …); credentials
@@ -135,6 +153,51 @@ impl StateStore {
         let (base, options) = riffle_files::object::split_url(&text);
         let target = riffle_files::object::open_target(&base, &options).map_err(|e| anyhow!("--state: {e}"))?;
         Ok(StateStore::Object(target))
+    }
+
+    /// Takes pipeline `name`'s lease: one process replicates a pipeline at
+    /// a time. Refused, naming the holder, when another process holds it;
+    /// with `standby`, waits for the holder to end (a local lease is
+    /// released by the kernel the moment its process dies). A state in a
+    /// bucket has no lease yet (`None`): see the README.
+    /// `Ok(None)` when `stop` turned true while waiting.
+    pub async fn lease(&self, name: &str, standby: bool, stop: &tokio::sync::watch::Receiver<bool>) -> Result<Option<Lease>> {
+        use riffle_core::lease::{Holder, LocalLease};
+        let StateStore::Dir(dir) = self else {
+            tracing::warn!(pipeline = name, "the state is in a bucket: a second process on this pipeline is not refused yet");
+            return Ok(Some(Lease { _held: None }));
+        };
+        let path = dir.join(format!("{name}.lock"));
+        let mut waiting = false;
+        loop {
+            match LocalLease::try_acquire(&path, &Holder::me()) {
+                Ok(Ok(lease)) => {
+                    if waiting {
+                        tracing::info!(pipeline = name, "standby: the lease is ours, taking over");
+                    }
+                    return Ok(Some(Lease { _held: Some(lease) }));
+                }
+                Ok(Err(holder)) => {
+                    let holder = holder.map_or_else(|| "another riffle".to_string(), |h| h.to_string());
+                    if !standby {
+                        anyhow::bail!(
+                            "pipeline {name} is already running: {holder} holds {}; stop it first, or pass --standby to take over when it ends",
+                            path.display()
+                        );
+                    }
+                    if !waiting {
+                        tracing::info!(pipeline = name, holder, "standby: waiting for the running pipeline to end");
+                        waiting = true;
+                    }
+                    let mut stop = stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                        _ = stop.wait_for(|s| *s) => return Ok(None),
+                    }
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("locking {}", path.display()))),
+            }
+        }
     }
 
     /// Where pipeline `name`'s state lives, for messages.
@@ -251,6 +314,7 @@ mod tests {
             last_source_ts_ms: None,
             events: 0,
             updated_ms: 0,
+            source_session: None,
         }
     }
 

@@ -271,6 +271,7 @@ impl Committer {
                 next.last_source_ts_ms = record.last_ts_ms.or(next.last_source_ts_ms);
                 next.events += record.events;
                 next.updated_ms = now_ms();
+                next.source_session = Some(self.metrics.source.session()).filter(|s| *s != 0).or(next.source_session);
                 store.save(&next).map_err(state_error)?;
                 self.state = next;
                 tracing::debug!(offset = %offset, events = record.events, "committed");

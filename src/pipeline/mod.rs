@@ -39,7 +39,11 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 pub enum Job {
     Sync,
-    Replicate { until: Until },
+    /// `standby`: wait for the pipeline's lease instead of refusing to start.
+    Replicate {
+        until: Until,
+        standby: bool,
+    },
 }
 
 /// How a run ended, for the exit message.
@@ -52,6 +56,14 @@ pub struct Summary {
 
 pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool>) -> Result<Summary> {
     let store = StateStore::new(&cfg.state_dir)?;
+    // One process per pipeline: taken before anything is read or written.
+    let lease = match job {
+        Job::Sync => None,
+        Job::Replicate { standby, .. } => match store.lease(&cfg.name, standby, &stop).await? {
+            Some(lease) => Some(lease),
+            None => return Ok(Summary { end: RunEnd::Stopped, events: 0, offset: None }),
+        },
+    };
     let redacted = crate::config::redact_source_url(&cfg.source_url);
     let saved = match job {
         Job::Sync => None,
@@ -87,7 +99,13 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         last_source_ts_ms: None,
         events: 0,
         updated_ms: now_ms(),
+        source_session: None,
     });
+    // The previous holder of the lease is gone: what it left on the server
+    // is ours to end.
+    if let (Some(session), Some(true)) = (state.source_session, lease.as_ref().map(|l| l.is_exclusive())) {
+        source.stats().set_session(session);
+    }
     let sync = matches!(job, Job::Sync);
     let metrics = Metrics::new(source.stats(), cfg.stall_timeout);
     if let Some(offset) = &state.offset {

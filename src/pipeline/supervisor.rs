@@ -28,7 +28,7 @@ fn backoff(attempt: u32) -> Duration {
 fn start_of(job: &Job, state: &crate::state::PipelineState) -> (StartMode, Until) {
     match job {
         Job::Sync => (StartMode::Copy, Until::Never),
-        Job::Replicate { until } => {
+        Job::Replicate { until, .. } => {
             let start = match (&state.offset, &state.snapshot_started) {
                 (Some(offset), _) => StartMode::Resume(offset.clone()),
                 (None, Some(started)) => StartMode::ResumeSnapshot(started.clone()),

@@ -207,6 +207,7 @@ fn fresh_state() -> PipelineState {
         last_source_ts_ms: None,
         events: 0,
         updated_ms: 0,
+        source_session: None,
     }
 }
 
@@ -233,7 +234,7 @@ async fn replicate(source: ScriptedSource, sink: &Arc<Mutex<SinkLog>>, store: &M
         progress: Progress::new(true),
         metrics: metrics.clone(),
     });
-    let job = Job::Replicate { until: Until::Now };
+    let job = Job::Replicate { until: Until::Now, standby: false };
     let retries = Retries { max: 3, scale: 0.001 };
     let result = supervise(source, &mut committer, &job, retries, durable_rx, stop, &metrics).await;
     Run { result, metrics }

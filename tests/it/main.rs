@@ -24,5 +24,6 @@ mod objects;
 mod ops_check;
 mod ops_metrics;
 mod ops_network;
+mod ops_ownership;
 mod ops_resilience;
 mod ops_transforms;

@@ -12,11 +12,13 @@
 //! - [`source`] and [`sink`]: the connector traits and their delivery contracts.
 //! - [`error`]: errors sorted by what to do about them: retry or stop.
 //! - [`check`]: readiness checks every connector reports in one shape.
+//! - [`lease`]: one writer per pipeline on this machine.
 
 pub mod check;
 pub mod error;
 pub mod event;
 pub mod glob;
+pub mod lease;
 pub mod position;
 pub mod schema;
 pub mod sink;

@@ -149,6 +149,7 @@ pub trait Source: Send {
 pub struct SourceStats {
     server_position: std::sync::atomic::AtomicU64,
     last_message_ms: std::sync::atomic::AtomicI64,
+    session: std::sync::atomic::AtomicU64,
 }
 
 impl SourceStats {
@@ -163,6 +164,27 @@ impl SourceStats {
 
     pub fn server_position(&self) -> u64 {
         self.server_position.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The server-side session the source streams on (Postgres: the
+    /// walsender's pid; MySQL/MariaDB: the binlog dump's connection id),
+    /// saved with the pipeline's state.
+    pub fn set_session(&self, id: u64) {
+        self.session.store(id, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn session(&self) -> u64 {
+        self.session.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes the session an earlier run left (0: none): a run whose
+    /// connection was lost, or, through the saved state, a process that
+    /// died. The server may still hold it for a while (a walsender holding
+    /// the slot, a dump registered under riffle's server id); the next run
+    /// ends it, as its own, instead of waiting or taking it for another
+    /// reader. Only a pipeline's lease holder may hand one over.
+    pub fn take_session(&self) -> u64 {
+        self.session.swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// When the source last heard from its server (ms since the epoch; 0 never).

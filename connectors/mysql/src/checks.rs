@@ -130,6 +130,15 @@ pub async fn replication_problems(conn: &mut Conn, params: &ConnectParams) -> Re
 /// server_id). A user may always kill its own connections; one already
 /// gone is fine.
 pub async fn end_own_dump(conn: &mut Conn, id: u32) -> Result<(), MyError> {
+    // Only a binlog dump: after a server restart the id may name another
+    // of this user's connections.
+    let command: Option<String> = conn
+        .exec_first("SELECT COMMAND FROM information_schema.PROCESSLIST WHERE ID = ?", (id,))
+        .await
+        .map_err(|e| MyError::lookup("reading the process list", e))?;
+    if !command.is_some_and(|c| c.starts_with("Binlog Dump")) {
+        return Ok(());
+    }
     tracing::info!(connection = id, "ending this pipeline's previous binlog dump, whose connection was lost");
     if let Err(e) = conn.query_drop(format!("KILL CONNECTION {id}")).await {
         tracing::debug!(error = %riffle_core::error::chain(&e), "the previous binlog dump was already gone");

@@ -50,11 +50,6 @@ pub struct MySource {
     mode: Mode,
     params: ConnectParams,
     stats: Arc<SourceStats>,
-    /// The connection id of the binlog dump the last run streamed from (0:
-    /// none). When that run lost its connection silently, the server may
-    /// still hold the dump thread, registered under riffle's server_id; the
-    /// next run ends it instead of taking it for another reader.
-    dump: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// A replica server id derived from the pipeline name, so two pipelines on
@@ -71,7 +66,7 @@ pub fn default_server_id(name: &str) -> u32 {
 impl MySource {
     pub fn new(spec: &SourceSpec) -> Result<Self, SourceError> {
         let params = ConnectParams::from_url(&spec.url, default_server_id(&spec.name))?;
-        Ok(MySource { config: spec.clone(), mode: Mode::Sync, params, stats: Arc::default(), dump: Arc::default() })
+        Ok(MySource { config: spec.clone(), mode: Mode::Sync, params, stats: Arc::default() })
     }
 
     pub fn params(&self) -> &ConnectParams {
@@ -92,8 +87,9 @@ impl MySource {
         match self.mode.clone() {
             Mode::Sync => Ok(snapshot::copy_tables(&mut conn, &ctx, &tables, mariadb, false, &out, &stop).await?.0),
             Mode::Replicate { resume, until_now } => {
-                let previous = self.dump.swap(0, std::sync::atomic::Ordering::Relaxed);
-                if previous != 0 {
+                // The binlog dump this pipeline streamed from last, which the
+                // server may still hold (see SourceStats::take_session).
+                if let Ok(previous @ 1..) = u32::try_from(self.stats.take_session()) {
                     checks::end_own_dump(&mut conn, previous).await?;
                 }
                 checks::require_replication_ready(&mut conn, &self.params).await?;
@@ -109,7 +105,7 @@ impl MySource {
                     }
                 };
                 drop(conn);
-                let stream = stream::Stream { params: &self.params, ctx: &ctx, selected: &tables, mariadb, dump: &self.dump };
+                let stream = stream::Stream { params: &self.params, ctx: &ctx, selected: &tables, mariadb };
                 stream.run(start, until_now, out, stop).await
             }
         }

@@ -64,8 +64,6 @@ pub struct Stream<'a> {
     pub ctx: &'a Context,
     pub selected: &'a [SelectedTable],
     pub mariadb: bool,
-    /// Where the dump connection's id is left for the next run.
-    pub dump: &'a std::sync::atomic::AtomicU32,
 }
 
 impl Stream<'_> {
@@ -117,7 +115,7 @@ impl Stream<'_> {
         if until_now {
             request = request.with_non_blocking();
         }
-        self.dump.store(conn.id(), std::sync::atomic::Ordering::Relaxed);
+        self.ctx.stats.set_session(u64::from(conn.id()));
         let mut stream = conn.get_binlog_stream(request).await.map_err(|e| MyError::connection(p, e))?;
         match &gtid {
             Some(g) if by_gtid => tracing::info!(gtid = %g, server_id = self.ctx.server_id, "streaming started"),

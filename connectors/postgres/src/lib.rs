@@ -94,17 +94,13 @@ pub struct PgSource {
     params: ConnectParams,
     name: Arc<str>,
     stats: Arc<SourceStats>,
-    /// The pid of the walsender the last run streamed from (0: none). When
-    /// that run lost its connection silently, the server may still hold
-    /// the slot for it until `wal_sender_timeout`; the next run ends it.
-    walsender: Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl PgSource {
     pub fn new(spec: &SourceSpec) -> Result<Self, SourceError> {
         let params = ConnectParams::from_url(&spec.url)?;
         let name: Arc<str> = Arc::from(spec.name.as_str());
-        Ok(PgSource { config: spec.clone(), mode: Mode::Sync, params, name, stats: Arc::default(), walsender: Arc::default() })
+        Ok(PgSource { config: spec.clone(), mode: Mode::Sync, params, name, stats: Arc::default() })
     }
 
     pub fn params(&self) -> &ConnectParams {
@@ -151,19 +147,19 @@ impl PgSource {
                 if until_lsn.is_some_and(|u| start >= u) {
                     return Ok(RunEnd::ReachedUntil);
                 }
-                let walsender = self.walsender.clone();
-                let mut stream = stream::Stream::new(client, ctx, until_lsn, self.stats.clone(), self.config.heartbeat, walsender);
+                let mut stream = stream::Stream::new(client, ctx, until_lsn, self.stats.clone(), self.config.heartbeat);
                 stream.run(&self.params, &slot, start, out, durable, stop).await
             }
         }
     }
 
-    /// Ends the walsender of this process's previous run when it still
-    /// holds the slot: its connection was lost (a silently dropped network
-    /// path) and the server has not noticed yet. A walsender of any other
-    /// process is left alone: that is another riffle, and refused.
+    /// Ends the walsender this pipeline streamed from last (its session,
+    /// see [`SourceStats::take_session`]) when it still holds the slot: its
+    /// connection was lost (a silently dropped network path, a killed
+    /// process) and the server has not noticed yet. Any other walsender is
+    /// left alone: that is another reader, and refused.
     async fn end_own_walsender(&self, client: &tokio_postgres::Client, slot: &str) -> Result<(), PgError> {
-        let ours = self.walsender.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let Ok(ours) = i32::try_from(self.stats.take_session()) else { return Ok(()) };
         if ours == 0 {
             return Ok(());
         }

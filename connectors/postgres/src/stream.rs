@@ -65,9 +65,6 @@ pub struct Stream {
     until: Option<Lsn>,
     stats: Arc<SourceStats>,
     heartbeat: Option<Duration>,
-    /// Where the walsender's pid is left for the next run (see
-    /// [`crate::PgSource`]'s `walsender`).
-    walsender: Arc<std::sync::atomic::AtomicI32>,
     types: TypeCache,
     relations: HashMap<u32, Relation>,
 }
@@ -83,9 +80,8 @@ impl Stream {
         until: Option<Lsn>,
         stats: Arc<SourceStats>,
         heartbeat: Option<Duration>,
-        walsender: Arc<std::sync::atomic::AtomicI32>,
     ) -> Self {
-        Stream { catalog, ctx, until, stats, heartbeat, walsender, types: TypeCache::default(), relations: HashMap::new() }
+        Stream { catalog, ctx, until, stats, heartbeat, types: TypeCache::default(), relations: HashMap::new() }
     }
 
     pub async fn run(
@@ -98,7 +94,9 @@ impl Stream {
         mut stop: watch::Receiver<bool>,
     ) -> Result<RunEnd, PgError> {
         let mut repl = ReplicationClient::connect(params).await?;
-        self.walsender.store(repl.backend_pid().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        if let Some(pid) = repl.backend_pid().and_then(|p| u64::try_from(p).ok()) {
+            self.stats.set_session(pid);
+        }
         within("starting replication", repl.start_replication(slot, start, slot)).await?;
         let mut last_heard = tokio::time::Instant::now();
         tracing::info!(slot, start = %start, "streaming started");

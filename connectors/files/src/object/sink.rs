@@ -10,6 +10,7 @@ use crate::manifest::Manifest;
 use crate::RollPolicy;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStoreExt, PutPayload};
+use riffle_core::lease::{Holder, LocalLease};
 use riffle_core::{block_on, ChangeEvent, ErrorKind, Position, Sink, SinkError, TableSchema};
 use riffle_formats::file::{FileFormat, FileWriter};
 use riffle_formats::FormatError;
@@ -52,8 +53,25 @@ struct OpenFile {
     counted: u64,
 }
 
+/// One writer per pipeline and directory: a second riffle (a `sync` with the
+/// same name, a second `replicate`) would delete this one's uncommitted
+/// files and overwrite its manifest.
+fn lease(dir: &std::path::Path, shown: &str, pipeline: &str) -> Result<LocalLease, SinkError> {
+    let path = dir.join("_riffle").join(format!("{pipeline}.lock"));
+    match LocalLease::try_acquire(&path, &Holder::me()) {
+        Ok(Ok(lease)) => Ok(lease),
+        Ok(Err(holder)) => Err(SinkError::definite(format!(
+            "{shown}: pipeline {pipeline} is being written here by {}; stop it first, or give this run another --name",
+            holder.map_or_else(|| "another riffle".to_string(), |h| h.to_string())
+        ))),
+        Err(e) => Err(SinkError::io(format!("locking {}", path.display()), e)),
+    }
+}
+
 /// Writes events as files into an object store, committing with a manifest.
 pub struct ObjectSink {
+    /// Held while the sink is open (local directories).
+    _lease: Option<LocalLease>,
     target: Target,
     pipeline: String,
     format: Arc<dyn FileFormat>,
@@ -88,8 +106,13 @@ impl ObjectSink {
         roll: RollPolicy,
         partitioning: Partitioning,
     ) -> Result<ObjectSink, SinkError> {
+        let lease = match &target.local {
+            Some(dir) => Some(lease(dir, &target.shown, pipeline)?),
+            None => None,
+        };
         let manifest = load_manifest(&target, pipeline)?;
         let sink = ObjectSink {
+            _lease: lease,
             target,
             pipeline: pipeline.to_string(),
             format,
