@@ -144,7 +144,7 @@ pub struct RawFiles {
 }
 
 /// A validated pipeline.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub name: String,
     pub source_kind: SourceKind,
@@ -164,6 +164,24 @@ pub struct Config {
     /// `/health` turns unhealthy after this long without a message from the
     /// source (default: three heartbeats, at least 90 s).
     pub stall_timeout: Duration,
+}
+
+/// Shown without secrets: the source URL's password, the state URL's
+/// query, the mask salt.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state_dir.to_string_lossy();
+        f.debug_struct("Config")
+            .field("name", &self.name)
+            .field("source", &redact_source_url(&self.source_url))
+            .field("tables", &self.tables)
+            .field("exclude", &self.exclude)
+            .field("sinks", &self.sinks)
+            .field("state", &state.split('?').next().unwrap_or_default())
+            .field("commit_interval", &self.commit_interval)
+            .field("rules", &self.rules.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {

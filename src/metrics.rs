@@ -45,7 +45,10 @@ pub struct Counters {
     pub oldest_uncommitted_ms: Option<i64>,
     pub errors: BTreeMap<&'static str, u64>,
     pub retries: u64,
-    pub retrying: Option<String>,
+    /// The attempt of the transient error being retried, if one is. Not
+    /// its text: `/health` answers anyone who can reach it, and error
+    /// messages name users, hosts and databases (the log has the text).
+    pub retrying: Option<u32>,
 }
 
 /// What `/health` answers.
@@ -78,8 +81,8 @@ impl Metrics {
 
     /// Is the pipeline making progress?
     pub fn health(&self) -> Health {
-        if let Some(why) = self.with(|c| c.retrying.clone()) {
-            return Health::Unhealthy(format!("retrying: {why}"));
+        if let Some(attempt) = self.with(|c| c.retrying) {
+            return Health::Unhealthy(format!("retrying a transient error (attempt {attempt}; riffle's log says which)"));
         }
         let last = self.source.last_message_ms();
         if last > 0 && now_ms() - last > self.stall_after.as_millis() as i64 {

@@ -103,7 +103,7 @@ pub fn apply_fields(sink: &mut SinkConfig, raw: &RawSink, field: &dyn Fn(&str) -
                 opts.set(k, &text(v)).map_err(|e| anyhow!("{}: {e}", field(k)))?;
             }
             for (k, v) in &raw.kafka {
-                opts.properties.push((k.clone(), text(v)));
+                opts.set_property(k, &text(v)).map_err(|e| anyhow!("{}: {e}", field(&format!("kafka.{k}"))))?;
             }
             for (k, v) in &raw.topic_config {
                 opts.topic_config.push((k.clone(), text(v)));

@@ -118,7 +118,7 @@ pub async fn supervise<S: Source + 'static>(
         );
         metrics.with(|c| {
             c.retries += 1;
-            c.retrying = Some(shown);
+            c.retrying = Some(attempt);
         });
         let mut stop_wait = stop.clone();
         tokio::select! {

@@ -8,7 +8,7 @@
 pub mod filter;
 
 use riffle_core::{ChangeEvent, Op};
-use riffle_core::{Column, DataType, SinkError, TableSchema, Value};
+use riffle_core::{Column, DataType, SinkError, TableId, TableSchema, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,8 +37,8 @@ pub struct TableRule {
 
 /// What happens to one table (one schema version of it).
 struct Plan {
-    /// Keeps the source schema alive so its address is not reused.
-    _source: Arc<TableSchema>,
+    /// The schema version the plan was built for.
+    source: Arc<TableSchema>,
     output: Arc<TableSchema>,
     keep: Vec<usize>,
     masks: Vec<Option<Mask>>,
@@ -50,7 +50,10 @@ struct Plan {
 pub struct Transformer {
     rules: Vec<TableRule>,
     salt: String,
-    plans: HashMap<*const TableSchema, Plan>,
+    /// One plan per table, for its latest schema version: bounded by the
+    /// number of tables, however often a source hands out a new `Arc` of
+    /// the same schema (MySQL: one per table map event).
+    plans: HashMap<TableId, Plan>,
 }
 
 /// An event after the transforms: where it goes.
@@ -74,19 +77,19 @@ impl Transformer {
     }
 
     fn plan(&mut self, schema: &Arc<TableSchema>) -> Result<&Plan, SinkError> {
-        let key = Arc::as_ptr(schema);
-        if !self.plans.contains_key(&key) {
+        let current = self.plans.get(&schema.id).is_some_and(|p| Arc::ptr_eq(&p.source, schema) || *p.source == **schema);
+        if !current {
             let plan = self.build(schema)?;
-            self.plans.insert(key, plan);
+            self.plans.insert(schema.id.clone(), plan);
         }
-        Ok(&self.plans[&key])
+        Ok(&self.plans[&schema.id])
     }
 
     fn build(&self, schema: &Arc<TableSchema>) -> Result<Plan, SinkError> {
         let name = schema.id.to_string();
         let Some(rule) = self.rules.iter().find(|r| matches(&r.pattern, &name)) else {
             return Ok(Plan {
-                _source: schema.clone(),
+                source: schema.clone(),
                 output: schema.clone(),
                 keep: (0..schema.columns.len()).collect(),
                 masks: vec![None; schema.columns.len()],
@@ -132,7 +135,7 @@ impl Transformer {
             None => None,
         };
         let output = Arc::new(TableSchema { id: schema.id.clone(), columns, key, full_before_image: schema.full_before_image });
-        Ok(Plan { _source: schema.clone(), output, keep, masks, filter, sinks: rule.sinks.clone(), identity: false })
+        Ok(Plan { source: schema.clone(), output, keep, masks, filter, sinks: rule.sinks.clone(), identity: false })
     }
 
     /// Applies the table's rule: `event` is `None` when the filter drops it.
@@ -215,5 +218,34 @@ mod tests {
         assert_eq!(mask_value(&Value::Null, Mask::Hash, "s1"), Value::Null);
         assert_eq!(mask_value(&Value::Unavailable, Mask::Redact, "s1"), Value::Unavailable);
         assert_eq!(mask_value(&Value::Int(5), Mask::Redact, "s1"), Value::Text("****".into()));
+    }
+
+    #[test]
+    fn one_plan_per_table_however_many_copies_of_its_schema_arrive() {
+        let rule = TableRule {
+            pattern: "public.t".into(),
+            columns: None,
+            exclude_columns: vec!["secret".into()],
+            masks: vec![],
+            filter: None,
+            sinks: None,
+        };
+        let mut t = Transformer::new(vec![rule], String::new());
+        let column = |name: &str| Column { name: name.into(), source_type: "text".into(), data_type: DataType::String, nullable: true };
+        let schema = TableSchema {
+            id: TableId::new("public", "t"),
+            columns: vec![column("id"), column("secret")],
+            key: vec![0],
+            full_before_image: false,
+        };
+        for _ in 0..1000 {
+            // A source may hand out a new Arc of the same schema per event.
+            t.plan(&Arc::new(schema.clone())).unwrap();
+        }
+        assert_eq!(t.plans.len(), 1);
+        let mut changed = schema.clone();
+        changed.columns.push(column("added"));
+        assert_eq!(t.plan(&Arc::new(changed)).unwrap().output.columns.len(), 2, "a new schema version gets a new plan");
+        assert_eq!(t.plans.len(), 1);
     }
 }

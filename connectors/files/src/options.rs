@@ -18,7 +18,7 @@ pub struct OptionError {
 }
 
 /// A file sink's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct FileSinkOptions {
     /// `file:///absolute/dir`, or the store URL without its query.
     pub url: String,
@@ -28,6 +28,19 @@ pub struct FileSinkOptions {
     pub partitioning: Partitioning,
     /// Avro and Parquet compression.
     pub compression: Option<String>,
+}
+
+/// Shown with the store options' names only: their values hold keys.
+impl std::fmt::Debug for FileSinkOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.store.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("FileSinkOptions")
+            .field("url", &self.url)
+            .field("store", &names)
+            .field("partitioning", &self.partitioning)
+            .field("compression", &self.compression)
+            .finish()
+    }
 }
 
 impl FileSinkOptions {

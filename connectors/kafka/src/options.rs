@@ -23,7 +23,7 @@ pub enum OptionError {
 }
 
 /// How message values (and keys) are encoded.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum ValueFormat {
     /// JSON; `schemas` wraps each message in Kafka Connect's
     /// `{"schema": …, "payload": …}` (`JsonConverter` `schemas.enable`).
@@ -32,8 +32,18 @@ pub enum ValueFormat {
     Avro { registry: String },
 }
 
+/// Shown without the registry's credentials.
+impl std::fmt::Debug for ValueFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ValueFormat::Json { schemas } => f.debug_struct("Json").field("schemas", schemas).finish(),
+            ValueFormat::Avro { registry } => f.debug_struct("Avro").field("registry", &riffle_core::url::redact_url(registry)).finish(),
+        }
+    }
+}
+
 /// The sink's settings, from the URL's query and the `[[sinks]]` table.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaOptions {
     /// `host:port[,host:port]`.
     pub brokers: String,
@@ -55,6 +65,22 @@ pub struct KafkaOptions {
     /// librdkafka settings, passed through (`security.protocol`, `sasl.*`,
     /// `ssl.*`, `compression.type`, `message.max.bytes`, …).
     pub properties: Vec<(String, String)>,
+}
+
+/// Shown with the librdkafka settings' names only: their values hold
+/// passwords (`sasl.password`, `ssl.key.password`).
+impl std::fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.properties.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("KafkaOptions")
+            .field("brokers", &self.brokers)
+            .field("format", &self.format)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("properties", &names)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KafkaOptions {
@@ -105,9 +131,26 @@ impl KafkaOptions {
                 }
             }
             k if k.starts_with("topic.config.") => self.topic_config.push((k["topic.config.".len()..].to_string(), value.to_string())),
-            k if k.starts_with("kafka.") => self.properties.push((k["kafka.".len()..].to_string(), value.to_string())),
+            k if k.starts_with("kafka.") => self.set_property(&k["kafka.".len()..], value)?,
             _ => return Err(OptionError::Unknown { key: key.into() }),
         }
+        Ok(())
+    }
+
+    /// A librdkafka setting passed through, except those that would break
+    /// riffle's delivery guarantee (a commit waits for every message to be
+    /// acknowledged by all in-sync replicas, once): they are refused, not
+    /// silently overridden.
+    pub fn set_property(&mut self, key: &str, value: &str) -> Result<(), OptionError> {
+        let refused = |expected: &'static str| OptionError::Value { key: format!("kafka.{key}"), expected, found: value.into() };
+        match key {
+            "enable.idempotence" if value != "true" => return Err(refused("true (riffle's producer must be idempotent)")),
+            "acks" | "request.required.acks" if !matches!(value, "all" | "-1") => {
+                return Err(refused("all (a commit waits for every in-sync replica)"))
+            }
+            _ => {}
+        }
+        self.properties.push((key.to_string(), value.to_string()));
         Ok(())
     }
 
@@ -148,5 +191,20 @@ impl KafkaOptions {
             c.set(k, v);
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_would_weaken_delivery_are_refused_and_secrets_never_shown() {
+        let mut o = KafkaOptions::from_url("kafka://b:9092?kafka.sasl.password=hunter2", "p").unwrap();
+        assert!(!format!("{o:?}").contains("hunter2"));
+        let err = o.set("kafka.acks", "0").unwrap_err().to_string();
+        assert_eq!(err, "kafka.acks: expected all (a commit waits for every in-sync replica), found \"0\"");
+        assert!(o.set_property("enable.idempotence", "false").is_err());
+        assert!(o.set_property("acks", "all").is_ok() && o.set_property("compression.type", "zstd").is_ok());
     }
 }

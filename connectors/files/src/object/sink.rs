@@ -155,7 +155,26 @@ impl ObjectSink {
                 }
             }
             Ok(())
-        })
+        })?;
+        // On local disk a rename is durable once its directory is synced,
+        // and a new table or partition directory once its parent is.
+        if let Some(root) = &self.target.local {
+            let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+            for (_, fin) in renames {
+                let mut dir = root.join(fin);
+                while dir.pop() && dir.starts_with(root) {
+                    if !dirs.contains(&dir) {
+                        dirs.push(dir.clone());
+                    }
+                }
+            }
+            for dir in dirs {
+                std::fs::File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| SinkError::io(format!("syncing directory {}", dir.display()), e))?;
+            }
+        }
+        Ok(())
     }
 
     fn finish_unapplied(&mut self) -> Result<(), SinkError> {
