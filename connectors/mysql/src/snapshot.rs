@@ -82,6 +82,10 @@ pub async fn copy_tables(
             .filter(|g| !g.is_empty());
         (file, pos, gtid)
     } else {
+        // FLUSH TABLES WITH READ LOCK waits for running statements, and every
+        // write on the server waits behind it: give up after 10 s (a
+        // transient error, retried) rather than stall the server.
+        conn.query_drop("SET SESSION lock_wait_timeout = 10").await.map_err(|e| MyError::query("limiting the snapshot's lock wait", e))?;
         conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| MyError::query("locking for the snapshot", e))?;
         let started = conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await;
         // MySQL 8.4 renamed SHOW MASTER STATUS.
