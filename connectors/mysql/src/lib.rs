@@ -9,13 +9,16 @@
 //! - [`types`]: MySQL types to riffle's lossless values, from text and binlog.
 //! - [`snapshot`]: the consistent initial copy and its binlog position.
 //! - [`stream`]: binlog rows to change events.
+//! - [`json`]: MySQL's binary JSON to JSON text.
 //! - [`report`]: what `riffle check` and `riffle status` show of the server.
 
 pub mod catalog;
 pub mod checks;
 pub mod connect;
 pub mod error;
+pub mod fuzzing;
 pub mod gtid;
+pub mod json;
 pub mod report;
 pub mod rows;
 pub mod snapshot;

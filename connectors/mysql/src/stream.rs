@@ -45,9 +45,9 @@ const MARIADB_GTID_EVENT: u8 = 162;
 /// MariaDB's compressed query and rows events (`log_bin_compress=ON`).
 const MARIADB_COMPRESSED_EVENTS: std::ops::RangeInclusive<u8> = 165..=171;
 
-struct Table {
-    schema: Arc<TableSchema>,
-    columns: Vec<MyColumn>,
+pub(crate) struct Table {
+    pub(crate) schema: Arc<TableSchema>,
+    pub(crate) columns: Vec<MyColumn>,
 }
 
 struct Tx {
@@ -125,6 +125,7 @@ impl Stream<'_> {
         let mut seen_format = false;
         let mut tracker = crate::gtid::Tracker::parse(gtid.as_deref(), self.mariadb);
         let mut tables: HashMap<TableId, Table> = HashMap::new();
+        let mut shapes = crate::rows::Shapes::default();
         let mut tx: Option<Tx> = None;
         let mut batch: Vec<SourceItem> = Vec::with_capacity(BATCH);
         let mut stop = stop;
@@ -173,6 +174,13 @@ impl Stream<'_> {
             }
             if (MARIADB_COMPRESSED_EVENTS).contains(&raw_type) {
                 return Err(MyError::CompressedEvent { file: current_file.to_string(), pos: start_pos });
+            }
+            // Rows events: mysql_common sizes their column bitmaps from
+            // the column count unchecked.
+            if matches!(raw_type, 23..=25 | 30..=32 | 39) {
+                if let Err(source) = crate::rows::check_rows_header(raw_type, event.data()) {
+                    return Err(MyError::BadEvent { file: current_file.to_string(), pos: start_pos, source });
+                }
             }
             let data = match event.read_data() {
                 Ok(Some(d)) => d,
@@ -275,7 +283,7 @@ impl Stream<'_> {
                         RowsEventData::PartialUpdateRowsEvent(_) => return Err(MyError::PartialJson),
                     };
                     let bad = |source: std::io::Error| MyError::BadRow { file: current_file.to_string(), pos: start_pos, source };
-                    let shape = crate::rows::shape(tme).map_err(bad)?;
+                    let shape = shapes.of(tme).map_err(bad)?;
                     let layout = layout_of(table, &shape);
                     for (n, (before, after)) in crate::rows::rows(&rows, &shape).map_err(bad)?.into_iter().enumerate() {
                         let (schema, before) = match before {
@@ -398,7 +406,7 @@ fn truncated_table(query: &str, default_db: &str) -> Option<TableId> {
 /// How the images of one rows event map to columns: the catalog's (the
 /// usual case), or their own shape when the table changed since (a DDL later
 /// in the binlog than these rows).
-enum Layout {
+pub(crate) enum Layout {
     Catalog,
     Own(Arc<TableSchema>, Vec<MyColumn>),
 }
@@ -408,7 +416,7 @@ enum Layout {
 /// (without names, by position), and ENUM/SET labels as they were when the
 /// rows were written. A column the catalog no longer has keeps the binlog's
 /// name and a type inferred from its value.
-fn layout_of(table: &Table, shape: &crate::rows::Shape) -> Layout {
+pub(crate) fn layout_of(table: &Table, shape: &crate::rows::Shape) -> Layout {
     let names = &shape.names;
     let same_names =
         names.is_empty() || (names.len() == table.columns.len() && names.iter().zip(&table.columns).all(|(n, t)| *n == t.column.name));
@@ -438,7 +446,11 @@ fn layout_of(table: &Table, shape: &crate::rows::Shape) -> Layout {
 }
 
 /// Decodes one row image with its event's layout.
-fn decode_row(table: &Table, layout: &Layout, values: Vec<mysql_async::Value>) -> Result<(Arc<TableSchema>, Vec<Value>), MyError> {
+pub(crate) fn decode_row(
+    table: &Table,
+    layout: &Layout,
+    values: Vec<mysql_async::Value>,
+) -> Result<(Arc<TableSchema>, Vec<Value>), MyError> {
     let (schema, columns) = match layout {
         Layout::Catalog => (&table.schema, &table.columns),
         Layout::Own(schema, columns) => (schema, columns),

@@ -242,7 +242,7 @@ pub fn from_binlog(col: &MyColumn, v: mysql_async::Value) -> Result<Value, MyErr
         }
         (V::Date(y, m, d, h, i, s, us), _) => Value::Text(format!("{y:04}-{m:02}-{d:02}T{h:02}:{i:02}:{s:02}{}", frac(us, col.fsp))),
         (V::Time(neg, days, h, i, s, us), _) => {
-            let hours = days * 24 + u32::from(h);
+            let hours = u64::from(days) * 24 + u64::from(h);
             Value::Text(format!("{}{hours:02}:{i:02}:{s:02}{}", if neg { "-" } else { "" }, frac(us, col.fsp)))
         }
         (V::Bytes(b), DataType::TimestampTz) => {
@@ -250,7 +250,10 @@ pub fn from_binlog(col: &MyColumn, v: mysql_async::Value) -> Result<Value, MyErr
             let text = String::from_utf8(b).map_err(|_| bad(col, "the binlog"))?;
             let (secs, micros) = text.split_once('.').unwrap_or((&text, "0"));
             let secs: i64 = secs.parse().map_err(|_| bad(col, "the binlog"))?;
-            let micros: u32 = format!("{micros:0<6}")[..6].parse().map_err(|_| bad(col, "the binlog"))?;
+            if !micros.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(col, "the binlog"));
+            }
+            let micros: u32 = format!("{micros:0<6}").get(..6).unwrap_or_default().parse().map_err(|_| bad(col, "the binlog"))?;
             if secs == 0 && micros == 0 {
                 Value::Text(format!("0000-00-00T00:00:00{}Z", frac(0, col.fsp)))
             } else {
@@ -271,7 +274,8 @@ pub fn from_binlog(col: &MyColumn, v: mysql_async::Value) -> Result<Value, MyErr
             for (i, byte) in b.iter().enumerate().take(8) {
                 bits |= u64::from(*byte) << (8 * i);
             }
-            let labels: Vec<&str> = col.labels.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, l)| l.as_str()).collect();
+            let labels: Vec<&str> =
+                col.labels.iter().enumerate().filter(|(i, _)| *i < 64 && bits & (1 << i) != 0).map(|(_, l)| l.as_str()).collect();
             Value::Text(labels.join(","))
         }
         (V::Bytes(b), DataType::Bool) => Value::Bool(b.iter().any(|x| *x != 0)),

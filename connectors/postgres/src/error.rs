@@ -228,7 +228,9 @@ pub enum PgError {
     /// A message the protocol does not allow here.
     #[error("{0}")]
     Unexpected(String),
-    #[error("malformed pgoutput message: {what}; this is a bug in riffle or an unsupported server version")]
+    /// A message from the server riffle cannot read (framing, login, the
+    /// stream, pgoutput); `what` names the message, never its content.
+    #[error("malformed message from postgres: {what}; this is a bug in riffle or an unsupported server version")]
     Malformed { what: String },
     /// A position the server sent that is not an LSN; `what` says which.
     #[error("{what}")]

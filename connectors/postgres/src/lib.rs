@@ -17,6 +17,8 @@ pub mod catalog;
 pub mod checks;
 pub mod connect;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod replication;
 pub mod report;
 pub mod slots;

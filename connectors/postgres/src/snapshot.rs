@@ -131,7 +131,7 @@ pub async fn copy_tables(
 }
 
 /// Splits `COPY … TO STDOUT` text output into rows and rows into values.
-struct CopyReader<'a> {
+pub(crate) struct CopyReader<'a> {
     schema: Arc<TableSchema>,
     ctx: &'a Context,
     at: Lsn,
@@ -142,11 +142,11 @@ struct CopyReader<'a> {
 }
 
 impl<'a> CopyReader<'a> {
-    fn new(schema: Arc<TableSchema>, ctx: &'a Context, at: Lsn, started_us: i64) -> Self {
+    pub(crate) fn new(schema: Arc<TableSchema>, ctx: &'a Context, at: Lsn, started_us: i64) -> Self {
         CopyReader { schema, ctx, at, started_us, partial: Vec::new(), now_ms: now_us() / 1000 }
     }
 
-    fn feed(&mut self, chunk: Bytes, seq: &mut u64, batch: &mut Vec<SourceItem>) -> Result<(), PgError> {
+    pub(crate) fn feed(&mut self, chunk: Bytes, seq: &mut u64, batch: &mut Vec<SourceItem>) -> Result<(), PgError> {
         // One clock read per chunk, not per row.
         self.now_ms = now_us() / 1000;
         // Postgres sends one row per CopyData message; still, rows are
@@ -167,7 +167,7 @@ impl<'a> CopyReader<'a> {
         Ok(())
     }
 
-    fn finish(&self) -> Result<(), PgError> {
+    pub(crate) fn finish(&self) -> Result<(), PgError> {
         if self.partial.is_empty() {
             Ok(())
         } else {

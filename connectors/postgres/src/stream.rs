@@ -172,7 +172,7 @@ impl Stream {
                         self.stats.saw(wal_end.0);
                         match pgoutput::decode(data)? {
                             Message::Begin { final_lsn, commit_ts_us, xid } => {
-                                tx = Some(Transaction { commit_lsn: final_lsn, xid, ts_us: commit_ts_us + PG_EPOCH_OFFSET_US, seq: 0 });
+                                tx = Some(Transaction { commit_lsn: final_lsn, xid, ts_us: commit_ts_us.saturating_add(PG_EPOCH_OFFSET_US), seq: 0 });
                             }
                             Message::Commit { end_lsn, .. } => {
                                 tx = None;
@@ -344,7 +344,7 @@ fn key_only(row: &[Value], identity: &[bool]) -> Vec<Value> {
 
 /// Decodes a tuple; with `identity`, columns outside it were not sent (the
 /// server fills them with nulls) and become [`Value::Unavailable`].
-fn decode_tuple(schema: &TableSchema, tuple: &[TupleValue], identity: Option<&[bool]>) -> Result<Vec<Value>, PgError> {
+pub(crate) fn decode_tuple(schema: &TableSchema, tuple: &[TupleValue], identity: Option<&[bool]>) -> Result<Vec<Value>, PgError> {
     if tuple.len() != schema.columns.len() {
         return Err(PgError::TupleColumns { table: schema.id.clone(), sent: tuple.len(), expected: schema.columns.len() });
     }

@@ -68,11 +68,17 @@ impl TypeCache {
 
     /// The [`DataType`] of a column of type `oid` with modifier `typmod`.
     pub fn data_type(&self, oid: u32, typmod: i32) -> DataType {
-        let Some(row) = self.rows.get(&oid) else {
+        self.data_type_within(oid, typmod, MAX_TYPE_DEPTH)
+    }
+
+    /// `depth` bounds the domains and element types followed: `pg_type` as
+    /// the server reports it could loop.
+    fn data_type_within(&self, oid: u32, typmod: i32, depth: usize) -> DataType {
+        let Some(row) = self.rows.get(&oid).filter(|_| depth > 0) else {
             return DataType::Other(format!("oid {oid}"));
         };
         if row.typtype == b'd' && row.base != 0 {
-            return self.data_type(row.base, typmod);
+            return self.data_type_within(row.base, typmod, depth - 1);
         }
         if row.typtype == b'e' {
             return DataType::Enum;
@@ -81,7 +87,7 @@ impl TypeCache {
         // elements with ';': keep their text form.
         let odd_array = matches!(row.name.as_str(), "int2vector" | "oidvector" | "_box");
         if row.category == b'A' && row.elem != 0 && !odd_array {
-            return DataType::Array(Box::new(self.data_type(row.elem, -1)));
+            return DataType::Array(Box::new(self.data_type_within(row.elem, -1, depth - 1)));
         }
         if odd_array {
             return DataType::Other(row.name.clone());
@@ -92,6 +98,13 @@ impl TypeCache {
         builtin(&row.name, typmod)
     }
 }
+
+/// How many domains and element types [`TypeCache::data_type`] follows.
+const MAX_TYPE_DEPTH: usize = 32;
+
+/// How deeply array literals may nest. Postgres allows 6 dimensions
+/// (`MAXDIM`); the bound keeps a hostile literal from overflowing the stack.
+const MAX_ARRAY_DEPTH: usize = 64;
 
 fn builtin(name: &str, typmod: i32) -> DataType {
     match name {
@@ -150,7 +163,7 @@ pub fn decode_text(ty: &DataType, text: &str) -> Result<Value, PgError> {
         DataType::Array(elem) => {
             let mut parser = ArrayParser { s: text.as_bytes(), pos: 0, src: text };
             parser.skip_dimensions();
-            parser.array(elem)?
+            parser.array(elem, MAX_ARRAY_DEPTH)?
         }
         DataType::String
         | DataType::Date
@@ -222,9 +235,10 @@ impl ArrayParser<'_> {
         }
     }
 
-    fn array(&mut self, elem: &DataType) -> Result<Value, PgError> {
+    /// An array and its nested arrays, `depth` levels at most.
+    fn array(&mut self, elem: &DataType, depth: usize) -> Result<Value, PgError> {
         self.skip_ws();
-        if self.s.get(self.pos) != Some(&b'{') {
+        if depth == 0 || self.s.get(self.pos) != Some(&b'{') {
             return Err(self.err());
         }
         self.pos += 1;
@@ -236,7 +250,7 @@ impl ArrayParser<'_> {
                     self.pos += 1;
                     return Ok(Value::Array(items));
                 }
-                Some(b'{') => items.push(self.array(elem)?),
+                Some(b'{') => items.push(self.array(elem, depth - 1)?),
                 Some(b'"') => {
                     self.pos += 1;
                     let mut buf = Vec::new();
@@ -323,5 +337,37 @@ mod tests {
         assert!(matches!(decode_text(&DataType::Float32, "NaN").unwrap(), Value::Float32(f) if f.is_nan()));
         assert_eq!(decode_text(&DataType::Bytes, "\\x00ff10").unwrap(), Value::Bytes(vec![0, 255, 16]));
         assert!(decode_text(&DataType::Bytes, "\\x0").is_err());
+    }
+
+    #[test]
+    fn deeply_nested_or_broken_arrays_are_errors() {
+        let ints = DataType::Array(Box::new(DataType::Int32));
+        let deep = format!("{}1{}", "{".repeat(100_000), "}".repeat(100_000));
+        assert!(matches!(decode_text(&ints, &deep), Err(PgError::ArrayLiteral { .. })));
+        let ok = format!("{}1{}", "{".repeat(6), "}".repeat(6));
+        assert!(decode_text(&ints, &ok).is_ok());
+        for bad in ["", "{", "{1", "{1,", "{\"a", "{\"\\", "[1:2]", "[1:2]={1", "{{1}"] {
+            assert!(decode_text(&ints, bad).is_err(), "{bad:?}");
+        }
+        // No value in the error.
+        let e = decode_text(&ints, "{secret}").unwrap_err().to_string();
+        assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn looping_domains_in_pg_type_end() {
+        let mut cache = TypeCache::default();
+        let row = |base, elem, typtype, category| TypeRow { name: "d".into(), namespace: "public".into(), typtype, category, elem, base };
+        // A domain over itself, and an array type of itself.
+        cache.rows.insert(1, row(1, 0, b'd', b'N'));
+        cache.rows.insert(2, row(0, 2, b'b', b'A'));
+        assert!(matches!(cache.data_type(1, -1), DataType::Other(_)));
+        let mut t = cache.data_type(2, -1);
+        let mut depth = 0;
+        while let DataType::Array(elem) = t {
+            t = *elem;
+            depth += 1;
+        }
+        assert!(depth <= MAX_TYPE_DEPTH && matches!(t, DataType::Other(_)), "{depth}");
     }
 }

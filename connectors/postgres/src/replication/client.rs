@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::cursor::{Cursor, MAX_MESSAGE};
 use super::PG_EPOCH_OFFSET_US;
 use crate::connect::ConnectParams;
 use crate::error::PgError;
@@ -111,50 +112,42 @@ impl ReplicationClient {
         loop {
             let msg = self.read_message().await?;
             match msg.tag {
-                b'R' => {
-                    let mut body = msg.body;
-                    let code = body.get_i32();
-                    match code {
-                        0 => {}
-                        3 => {
-                            let pw = params.password_for_auth()?;
-                            frontend::password_message(pw.as_bytes(), &mut self.write_buf).map_err(PgError::io("auth"))?;
-                            self.flush().await?;
-                        }
-                        5 => {
-                            let pw = params.password_for_auth()?;
-                            let salt = [body[0], body[1], body[2], body[3]];
-                            let hash = postgres_protocol::authentication::md5_hash(params.user.as_bytes(), pw.as_bytes(), salt);
-                            frontend::password_message(hash.as_bytes(), &mut self.write_buf).map_err(PgError::io("auth"))?;
-                            self.flush().await?;
-                        }
-                        10 => {
-                            let mechanisms: Vec<&[u8]> = body.split(|b| *b == 0).filter(|m| !m.is_empty()).collect();
-                            if !mechanisms.iter().any(|m| *m == b"SCRAM-SHA-256") {
-                                return Err(PgError::SaslMechanisms {
-                                    mechanisms: mechanisms.iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect(),
-                                });
-                            }
-                            let pw = params.password_for_auth()?;
-                            let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
-                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut self.write_buf)
-                                .map_err(PgError::io("auth"))?;
-                            self.flush().await?;
-                            scram = Some(s);
-                        }
-                        11 => {
-                            let s = scram.as_mut().ok_or_else(|| PgError::Unexpected("postgres sent SASLContinue before SASL".into()))?;
-                            s.update(&body).map_err(PgError::Scram)?;
-                            frontend::sasl_response(s.message(), &mut self.write_buf).map_err(PgError::io("auth"))?;
-                            self.flush().await?;
-                        }
-                        12 => {
-                            let s = scram.as_mut().ok_or_else(|| PgError::Unexpected("postgres sent SASLFinal before SASL".into()))?;
-                            s.finish(&body).map_err(PgError::ScramProof)?;
-                        }
-                        method => return Err(PgError::AuthMethod { method }),
+                b'R' => match auth_request(msg.body)? {
+                    Auth::Ok => {}
+                    Auth::Cleartext => {
+                        let pw = params.password_for_auth()?;
+                        frontend::password_message(pw.as_bytes(), &mut self.write_buf).map_err(PgError::io("auth"))?;
+                        self.flush().await?;
                     }
-                }
+                    Auth::Md5(salt) => {
+                        let pw = params.password_for_auth()?;
+                        let hash = postgres_protocol::authentication::md5_hash(params.user.as_bytes(), pw.as_bytes(), salt);
+                        frontend::password_message(hash.as_bytes(), &mut self.write_buf).map_err(PgError::io("auth"))?;
+                        self.flush().await?;
+                    }
+                    Auth::Sasl(mechanisms) => {
+                        if !mechanisms.iter().any(|m| m == "SCRAM-SHA-256") {
+                            return Err(PgError::SaslMechanisms { mechanisms });
+                        }
+                        let pw = params.password_for_auth()?;
+                        let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                        frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut self.write_buf).map_err(PgError::io("auth"))?;
+                        self.flush().await?;
+                        scram = Some(s);
+                    }
+                    Auth::SaslContinue(data) => {
+                        let s = scram.as_mut().ok_or_else(|| PgError::Unexpected("postgres sent SASLContinue before SASL".into()))?;
+                        scram_iterations(&data)?;
+                        s.update(&data).map_err(PgError::Scram)?;
+                        frontend::sasl_response(s.message(), &mut self.write_buf).map_err(PgError::io("auth"))?;
+                        self.flush().await?;
+                    }
+                    Auth::SaslFinal(data) => {
+                        let s = scram.as_mut().ok_or_else(|| PgError::Unexpected("postgres sent SASLFinal before SASL".into()))?;
+                        s.finish(&data).map_err(PgError::ScramProof)?;
+                    }
+                    Auth::Other(method) => return Err(PgError::AuthMethod { method }),
+                },
                 b'E' => return Err(crate::connect::classify_server_error(&parse_error_fields(&msg.body), params)),
                 b'Z' => return Ok(()),
                 b'K' if msg.body.len() >= 4 => {
@@ -180,21 +173,7 @@ impl ReplicationClient {
         loop {
             let msg = self.read_message().await?;
             match msg.tag {
-                b'D' => {
-                    let mut body = msg.body;
-                    let n = body.get_i16();
-                    let mut row = Vec::with_capacity(n as usize);
-                    for _ in 0..n {
-                        let len = body.get_i32();
-                        if len < 0 {
-                            row.push(None);
-                        } else {
-                            let v = body.split_to(len as usize);
-                            row.push(Some(String::from_utf8_lossy(&v).into_owned()));
-                        }
-                    }
-                    rows.push(row);
-                }
+                b'D' => rows.push(data_row(msg.body)?),
                 b'E' => error = Some(parse_error_fields(&msg.body)),
                 b'Z' => break,
                 _ => {}
@@ -235,24 +214,8 @@ impl ReplicationClient {
             let msg = self.read_message().await?;
             match msg.tag {
                 b'd' => {
-                    let mut body = msg.body;
-                    if body.is_empty() {
-                        continue;
-                    }
-                    match body.get_u8() {
-                        b'w' => {
-                            let start = Lsn(body.get_u64());
-                            let wal_end = Lsn(body.get_u64());
-                            let _send_time = body.get_i64();
-                            return Ok(Some(ReplicationMessage::XLogData { start, wal_end, data: body }));
-                        }
-                        b'k' => {
-                            let wal_end = Lsn(body.get_u64());
-                            let _send_time = body.get_i64();
-                            let reply_requested = body.get_u8() == 1;
-                            return Ok(Some(ReplicationMessage::Keepalive { wal_end, reply_requested }));
-                        }
-                        _ => continue,
+                    if let Some(m) = copy_data(msg.body)? {
+                        return Ok(Some(m));
                     }
                 }
                 b'c' => return Ok(None),
@@ -288,21 +251,160 @@ impl ReplicationClient {
 
     async fn read_message(&mut self) -> Result<Message, PgError> {
         loop {
-            if self.read_buf.len() >= 5 {
-                let len = i32::from_be_bytes([self.read_buf[1], self.read_buf[2], self.read_buf[3], self.read_buf[4]]) as usize;
-                if self.read_buf.len() > len {
-                    let mut frame = self.read_buf.split_to(len + 1);
-                    let tag = frame[0];
-                    frame.advance(5);
-                    return Ok(Message { tag, body: frame.freeze() });
-                }
-                self.read_buf.reserve(len + 1 - self.read_buf.len());
+            if let Some(msg) = take_message(&mut self.read_buf)? {
+                return Ok(msg);
+            }
+            // Room for the whole message at once (bounded by frame_len).
+            if let Some(len) = frame_len(&self.read_buf)? {
+                self.read_buf.reserve(len.saturating_sub(self.read_buf.len()));
             }
             let n = self.stream.read_buf(&mut self.read_buf).await.map_err(PgError::io("reading from postgres"))?;
             if n == 0 {
                 return Err(PgError::ConnectionClosed);
             }
         }
+    }
+}
+
+/// The length of the message at the start of `buf`, its tag included, once
+/// its header is in. A length below 4 (it counts itself) or above
+/// [`MAX_MESSAGE`] is not Postgres speaking.
+fn frame_len(buf: &[u8]) -> Result<Option<usize>, PgError> {
+    let Some(&[_, a, b, c, d]) = buf.get(..5) else {
+        return Ok(None);
+    };
+    let len = i32::from_be_bytes([a, b, c, d]);
+    match usize::try_from(len) {
+        Ok(n) if (4..=MAX_MESSAGE + 4).contains(&n) => Ok(Some(n + 1)),
+        _ => Err(PgError::Malformed { what: format!("a message (tag {:#04x}) of length {len}", buf[0]) }),
+    }
+}
+
+/// Splits the first whole message off `buf`; `None` until it has arrived.
+fn take_message(buf: &mut BytesMut) -> Result<Option<Message>, PgError> {
+    match frame_len(buf)? {
+        Some(len) if buf.len() >= len => {
+            let mut frame = buf.split_to(len);
+            let tag = frame[0];
+            frame.advance(5);
+            Ok(Some(Message { tag, body: frame.freeze() }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// An authentication request (`R`).
+#[derive(Debug)]
+enum Auth {
+    Ok,
+    Cleartext,
+    Md5([u8; 4]),
+    /// The SASL mechanisms the server offers.
+    Sasl(Vec<String>),
+    SaslContinue(Bytes),
+    SaslFinal(Bytes),
+    Other(i32),
+}
+
+fn auth_request(body: Bytes) -> Result<Auth, PgError> {
+    let mut c = Cursor::new(body, "authentication request");
+    Ok(match c.i32()? {
+        0 => Auth::Ok,
+        3 => Auth::Cleartext,
+        5 => {
+            let salt = c.bytes(4)?;
+            Auth::Md5([salt[0], salt[1], salt[2], salt[3]])
+        }
+        10 => Auth::Sasl(c.rest().split(|b| *b == 0).filter(|m| !m.is_empty()).map(|m| String::from_utf8_lossy(m).into_owned()).collect()),
+        11 => Auth::SaslContinue(c.rest()),
+        12 => Auth::SaslFinal(c.rest()),
+        method => Auth::Other(method),
+    })
+}
+
+/// A DataRow (`D`) of a simple query, as text (NULL as `None`).
+fn data_row(body: Bytes) -> Result<Vec<Option<String>>, PgError> {
+    let mut c = Cursor::new(body, "DataRow");
+    let n = c.i16()?;
+    // Each column takes at least its length.
+    let n = c.count(n.into(), 4)?;
+    let mut row = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = c.i32()?;
+        row.push(if len < 0 { None } else { Some(String::from_utf8_lossy(&c.bytes_signed(len)?).into_owned()) });
+    }
+    Ok(row)
+}
+
+/// A CopyData (`d`) of the replication stream: XLogData or a keepalive;
+/// `None` for an empty or unknown one (skipped).
+fn copy_data(body: Bytes) -> Result<Option<ReplicationMessage>, PgError> {
+    let mut c = Cursor::new(body, "replication CopyData");
+    if c.remaining() == 0 {
+        return Ok(None);
+    }
+    Ok(match c.u8()? {
+        b'w' => {
+            let mut c = Cursor::new(c.rest(), "XLogData");
+            let start = Lsn(c.u64()?);
+            let wal_end = Lsn(c.u64()?);
+            let _send_time = c.i64()?;
+            Some(ReplicationMessage::XLogData { start, wal_end, data: c.rest() })
+        }
+        b'k' => {
+            let mut c = Cursor::new(c.rest(), "primary keepalive");
+            let wal_end = Lsn(c.u64()?);
+            let _send_time = c.i64()?;
+            let reply_requested = c.u8()? == 1;
+            Some(ReplicationMessage::Keepalive { wal_end, reply_requested })
+        }
+        _ => None,
+    })
+}
+
+/// Feeds `data` through everything above as if a server had sent it:
+/// framing, then each message as login, a simple query and the stream read
+/// it. For the fuzz targets ([`crate::fuzzing`]).
+pub(crate) fn fuzz(data: &[u8]) {
+    let mut buf = BytesMut::from(data);
+    while let Ok(Some(msg)) = take_message(&mut buf) {
+        // Every decoder sees every message, whatever its tag.
+        let _ = parse_error_fields(&msg.body);
+        let _ = data_row(msg.body.clone());
+        if let Ok(Auth::SaslContinue(data) | Auth::SaslFinal(data)) = auth_request(msg.body.clone()) {
+            // The SCRAM exchange parses what the server sends too (with
+            // few iterations: each costs a hash).
+            if scram_iterations(&data).is_ok_and(|i| i.is_none_or(|i| i <= 16)) {
+                let mut s = ScramSha256::new(b"password", ChannelBinding::unsupported());
+                if s.update(&data).is_ok() {
+                    let _ = s.finish(&data);
+                }
+            }
+        }
+        if let Ok(Some(ReplicationMessage::XLogData { data, .. })) = copy_data(msg.body) {
+            let _ = super::pgoutput::decode(data);
+        }
+    }
+}
+
+/// The most PBKDF2 iterations riffle computes for a SCRAM login (Postgres
+/// uses 4096 unless `scram_iterations` says otherwise): the hash runs on
+/// riffle's threads, where no timeout can stop it, so a server (or whoever
+/// sits between it and riffle before TLS) must not ask for billions.
+const MAX_SCRAM_ITERATIONS: u32 = 10_000_000;
+
+/// The iteration count (`i=`) of a SCRAM server-first message, if it has
+/// one; more than [`MAX_SCRAM_ITERATIONS`] is refused.
+fn scram_iterations(server_first: &[u8]) -> Result<Option<u32>, PgError> {
+    let Some(i) = server_first.split(|b| *b == b',').find_map(|attr| attr.strip_prefix(b"i=")) else {
+        return Ok(None);
+    };
+    // Unparseable counts are the SCRAM library's to reject.
+    match std::str::from_utf8(i).ok().and_then(|i| i.parse::<u64>().ok()) {
+        Some(n) if n > u64::from(MAX_SCRAM_ITERATIONS) => {
+            Err(PgError::Unexpected(format!("postgres asked for {n} SCRAM iterations; riffle computes at most {MAX_SCRAM_ITERATIONS}")))
+        }
+        n => Ok(n.map(|n| n as u32)),
     }
 }
 
@@ -327,4 +429,110 @@ fn parse_error_fields(body: &[u8]) -> ServerError {
         }
     }
     err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    #[test]
+    fn messages_are_framed_across_reads() {
+        let mut wire = frame(b'Z', b"I");
+        wire.extend(frame(b'c', b""));
+        let mut buf = BytesMut::from(&wire[..3]);
+        assert!(take_message(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(&wire[3..]);
+        let m = take_message(&mut buf).unwrap().unwrap();
+        assert_eq!((m.tag, &m.body[..]), (b'Z', &b"I"[..]));
+        let m = take_message(&mut buf).unwrap().unwrap();
+        assert_eq!((m.tag, m.body.len()), (b'c', 0));
+        assert!(take_message(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn impossible_message_lengths_are_errors() {
+        for len in [0i32, 3, -1, i32::MIN, (MAX_MESSAGE + 5) as i32, i32::MAX] {
+            let mut buf = BytesMut::from(&[b'd'][..]);
+            buf.extend_from_slice(&len.to_be_bytes());
+            assert!(take_message(&mut buf).is_err(), "{len}");
+            assert!(frame_len(&buf).is_err(), "{len}");
+        }
+        // The largest allowed length waits for the data, without allocating it.
+        let mut buf = BytesMut::from(&[b'd'][..]);
+        buf.extend_from_slice(&((MAX_MESSAGE + 4) as i32).to_be_bytes());
+        assert!(take_message(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn short_authentication_requests_are_errors() {
+        assert!(auth_request(Bytes::new()).is_err());
+        assert!(auth_request(Bytes::from_static(&[0, 0])).is_err());
+        // MD5 without its salt.
+        assert!(auth_request(Bytes::from_static(&[0, 0, 0, 5, 1, 2])).is_err());
+        assert!(matches!(auth_request(Bytes::from_static(&[0, 0, 0, 5, 1, 2, 3, 4])).unwrap(), Auth::Md5([1, 2, 3, 4])));
+        let sasl = auth_request(Bytes::from_static(b"\0\0\0\x0aSCRAM-SHA-256\0\0")).unwrap();
+        assert!(matches!(sasl, Auth::Sasl(m) if m == ["SCRAM-SHA-256"]));
+    }
+
+    #[test]
+    fn scram_iteration_counts_are_bounded() {
+        assert_eq!(scram_iterations(b"r=abc,s=c2FsdA==,i=4096").unwrap(), Some(4096));
+        assert_eq!(scram_iterations(b"r=abc,s=c2FsdA==").unwrap(), None);
+        assert!(scram_iterations(b"r=abc,s=c2FsdA==,i=4294967295").is_err());
+        assert!(scram_iterations(b"r=abc,s=c2FsdA==,i=99999999999999999999").unwrap().is_none());
+    }
+
+    #[test]
+    fn short_copy_data_is_an_error() {
+        assert!(copy_data(Bytes::new()).unwrap().is_none());
+        assert!(copy_data(Bytes::from_static(b"x")).unwrap().is_none());
+        assert!(copy_data(Bytes::from_static(b"w")).is_err());
+        assert!(copy_data(Bytes::from_static(b"w\0\0\0\0\0\0\0\x01\0\0")).is_err());
+        assert!(copy_data(Bytes::from_static(b"k\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\0")).is_err());
+        let mut k = b"k".to_vec();
+        k.extend(7u64.to_be_bytes());
+        k.extend(0i64.to_be_bytes());
+        k.push(1);
+        assert!(matches!(
+            copy_data(Bytes::from(k)).unwrap(),
+            Some(ReplicationMessage::Keepalive { wal_end: Lsn(7), reply_requested: true })
+        ));
+        let mut w = b"w".to_vec();
+        w.extend(1u64.to_be_bytes());
+        w.extend(2u64.to_be_bytes());
+        w.extend(0i64.to_be_bytes());
+        w.extend(b"B");
+        assert!(matches!(
+            copy_data(Bytes::from(w)).unwrap(),
+            Some(ReplicationMessage::XLogData { start: Lsn(1), wal_end: Lsn(2), data }) if &data[..] == b"B"
+        ));
+    }
+
+    #[test]
+    fn truncated_data_rows_are_errors() {
+        let row = data_row(Bytes::from_static(b"\0\x02\0\0\0\x01a\xff\xff\xff\xff")).unwrap();
+        assert_eq!(row, vec![Some("a".to_string()), None]);
+        assert!(data_row(Bytes::new()).is_err());
+        // More columns than bytes, a negative count, a value past the end.
+        assert!(data_row(Bytes::from_static(b"\x7f\xff")).is_err());
+        assert!(data_row(Bytes::from_static(b"\xff\xff\0\0\0\0")).is_err());
+        assert!(data_row(Bytes::from_static(b"\0\x01\0\0\0\x09abc")).is_err());
+        assert!(data_row(Bytes::from_static(b"\0\x02\0\0\0\x01a")).is_err());
+    }
+
+    #[test]
+    fn error_fields_without_terminators_still_parse() {
+        let e = parse_error_fields(b"SERROR\0C42704\0Mslot \"s\" does not exist");
+        assert_eq!((e.code.as_str(), e.message.as_str()), ("42704", "slot \"s\" does not exist"));
+        let _ = parse_error_fields(b"\0\0M");
+        // Framing and every decoder on garbage: no panic.
+        fuzz(b"d\0\0\0\x05wR\0\0\0\x08\0\0\0\x05D\0\0\0\x06\xff\xffd\0\0\0\x01");
+    }
 }

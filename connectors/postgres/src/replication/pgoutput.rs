@@ -1,8 +1,9 @@
 //! Decoder for the `pgoutput` plugin's messages, protocol version 1
 //! (<https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html>).
 
+use super::cursor::Cursor;
 use crate::error::PgError;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use riffle_core::Lsn;
 
 /// One column of a tuple as pgoutput sends it.
@@ -65,111 +66,91 @@ pub enum Message {
     Other(u8),
 }
 
-fn malformed(what: &str) -> PgError {
-    PgError::Malformed { what: what.to_string() }
-}
-
-fn need(buf: &Bytes, n: usize, what: &str) -> Result<(), PgError> {
-    if buf.remaining() < n {
-        Err(malformed(what))
-    } else {
-        Ok(())
-    }
-}
-
-fn cstring(buf: &mut Bytes) -> Result<String, PgError> {
-    let end = buf.iter().position(|b| *b == 0).ok_or_else(|| malformed("unterminated string"))?;
-    let s = String::from_utf8_lossy(&buf[..end]).into_owned();
-    buf.advance(end + 1);
-    Ok(s)
-}
-
-fn tuple(buf: &mut Bytes) -> Result<Vec<TupleValue>, PgError> {
-    need(buf, 2, "tuple header")?;
-    let n = buf.get_i16() as usize;
+/// A tuple: its column count, then each column's kind and value.
+fn tuple(c: &mut Cursor) -> Result<Vec<TupleValue>, PgError> {
+    let n = c.i16()?;
+    // Each column takes at least its kind byte.
+    let n = c.count(n.into(), 1)?;
     let mut values = Vec::with_capacity(n);
     for _ in 0..n {
-        need(buf, 1, "tuple column kind")?;
-        match buf.get_u8() {
+        match c.u8()? {
             b'n' => values.push(TupleValue::Null),
             b'u' => values.push(TupleValue::UnchangedToast),
             b't' => {
-                need(buf, 4, "tuple column length")?;
-                let len = buf.get_i32() as usize;
-                need(buf, len, "tuple column data")?;
-                values.push(TupleValue::Text(buf.split_to(len)));
+                let len = c.i32()?;
+                values.push(TupleValue::Text(c.bytes_signed(len)?));
             }
-            other => return Err(malformed(&format!("tuple column kind {:?}", other as char))),
+            // A protocol byte, not row data.
+            other => return Err(c.malformed(format_args!("tuple column kind {other:#04x}"))),
         }
     }
     Ok(values)
 }
 
-/// Decodes one pgoutput message.
-pub fn decode(mut buf: Bytes) -> Result<Message, PgError> {
-    need(&buf, 1, "empty message")?;
-    let tag = buf.get_u8();
+/// Decodes one pgoutput message. Anything malformed is a
+/// [`PgError::Malformed`]; no input panics.
+pub fn decode(buf: Bytes) -> Result<Message, PgError> {
+    let mut c = Cursor::new(buf, "pgoutput message");
+    let tag = c.u8()?;
     let msg = match tag {
         b'B' => {
-            need(&buf, 20, "begin")?;
-            Message::Begin { final_lsn: Lsn(buf.get_u64()), commit_ts_us: buf.get_i64(), xid: buf.get_u32() }
+            let mut c = Cursor::new(c.rest(), "pgoutput Begin");
+            Message::Begin { final_lsn: Lsn(c.u64()?), commit_ts_us: c.i64()?, xid: c.u32()? }
         }
         b'C' => {
-            need(&buf, 25, "commit")?;
-            let _flags = buf.get_u8();
-            Message::Commit { commit_lsn: Lsn(buf.get_u64()), end_lsn: Lsn(buf.get_u64()), commit_ts_us: buf.get_i64() }
+            let mut c = Cursor::new(c.rest(), "pgoutput Commit");
+            let _flags = c.u8()?;
+            Message::Commit { commit_lsn: Lsn(c.u64()?), end_lsn: Lsn(c.u64()?), commit_ts_us: c.i64()? }
         }
         b'R' => {
-            need(&buf, 4, "relation")?;
-            let oid = buf.get_u32();
-            let namespace = cstring(&mut buf)?;
-            let name = cstring(&mut buf)?;
-            need(&buf, 3, "relation")?;
-            let replica_identity = buf.get_u8();
-            let n = buf.get_i16() as usize;
+            let mut c = Cursor::new(c.rest(), "pgoutput Relation");
+            let oid = c.u32()?;
+            let namespace = c.cstring()?;
+            let name = c.cstring()?;
+            let replica_identity = c.u8()?;
+            let n = c.i16()?;
+            // Flags, a name's NUL, type OID and modifier: 10 bytes at least.
+            let n = c.count(n.into(), 10)?;
             let mut columns = Vec::with_capacity(n);
             for _ in 0..n {
-                need(&buf, 1, "relation column")?;
-                let key = buf.get_u8() & 1 == 1;
-                let name = cstring(&mut buf)?;
-                need(&buf, 8, "relation column type")?;
-                columns.push(RelationColumn { key, name, type_oid: buf.get_u32(), type_modifier: buf.get_i32() });
+                let key = c.u8()? & 1 == 1;
+                let name = c.cstring()?;
+                columns.push(RelationColumn { key, name, type_oid: c.u32()?, type_modifier: c.i32()? });
             }
             Message::Relation { oid, namespace, name, replica_identity, columns }
         }
         b'I' => {
-            need(&buf, 5, "insert")?;
-            let oid = buf.get_u32();
-            let _n = buf.get_u8();
-            Message::Insert { oid, new: tuple(&mut buf)? }
+            let mut c = Cursor::new(c.rest(), "pgoutput Insert");
+            let oid = c.u32()?;
+            let _n = c.u8()?;
+            Message::Insert { oid, new: tuple(&mut c)? }
         }
         b'U' => {
-            need(&buf, 5, "update")?;
-            let oid = buf.get_u32();
-            let mut kind = buf.get_u8();
+            let mut c = Cursor::new(c.rest(), "pgoutput Update");
+            let oid = c.u32()?;
+            let mut kind = c.u8()?;
             let mut old = None;
             if kind == b'K' || kind == b'O' {
-                old = Some((kind, tuple(&mut buf)?));
-                need(&buf, 1, "update new tuple")?;
-                kind = buf.get_u8();
+                old = Some((kind, tuple(&mut c)?));
+                kind = c.u8()?;
             }
             if kind != b'N' {
-                return Err(malformed("update without new tuple"));
+                return Err(c.malformed("no new tuple"));
             }
-            Message::Update { oid, old, new: tuple(&mut buf)? }
+            Message::Update { oid, old, new: tuple(&mut c)? }
         }
         b'D' => {
-            need(&buf, 5, "delete")?;
-            let oid = buf.get_u32();
-            let kind = buf.get_u8();
-            Message::Delete { oid, old: (kind, tuple(&mut buf)?) }
+            let mut c = Cursor::new(c.rest(), "pgoutput Delete");
+            let oid = c.u32()?;
+            let kind = c.u8()?;
+            Message::Delete { oid, old: (kind, tuple(&mut c)?) }
         }
         b'T' => {
-            need(&buf, 5, "truncate")?;
-            let n = buf.get_u32() as usize;
-            let options = buf.get_u8();
-            need(&buf, 4 * n, "truncate relations")?;
-            let oids = (0..n).map(|_| buf.get_u32()).collect();
+            let mut c = Cursor::new(c.rest(), "pgoutput Truncate");
+            let n = c.u32()?;
+            let options = c.u8()?;
+            let n = c.count(n.into(), 4)?;
+            let oids = (0..n).map(|_| c.u32()).collect::<Result<_, _>>()?;
             Message::Truncate { oids, cascade: options & 1 != 0, restart_identity: options & 2 != 0 }
         }
         other => Message::Other(other),
@@ -220,5 +201,50 @@ mod tests {
         b.put_u8(b't');
         b.put_i32(100);
         assert!(decode(b.freeze()).is_err());
+    }
+
+    #[test]
+    fn impossible_counts_and_lengths_are_errors_not_panics() {
+        let msg = |bytes: &[u8]| decode(Bytes::copy_from_slice(bytes));
+        // Insert with a negative column count (once a capacity overflow).
+        assert!(msg(b"I\0\0\0\x01N\xff\xff").is_err());
+        // More columns than bytes left.
+        assert!(msg(b"I\0\0\0\x01N\x7f\xffn").is_err());
+        // A negative value length.
+        assert!(msg(b"I\0\0\0\x01N\0\x01t\xff\xff\xff\xff").is_err());
+        // Relation: negative column count, a name without its NUL.
+        assert!(msg(b"R\0\0\0\x01public\0t\0d\xff\xff").is_err());
+        assert!(msg(b"R\0\0\0\x01public\0t\0d\0\x01\x01col").is_err());
+        assert!(msg(b"R\0\0\0\x01public").is_err());
+        // Truncate of 4 billion relations in 5 bytes.
+        assert!(msg(b"T\xff\xff\xff\xff\0\0\0\0\x01").is_err());
+        // Update with an old tuple and nothing after it; every prefix of a
+        // short Begin and Commit.
+        assert!(msg(b"U\0\0\0\x01K\0\0").is_err());
+        for n in 0..21 {
+            assert!(msg(&b"B\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\x02\0\0\0\x03"[..n]).is_err(), "{n}");
+        }
+        assert!(msg(b"C\0").is_err());
+        assert!(msg(b"").is_err());
+        // No row data in the error.
+        let e = msg(b"I\0\0\0\x01N\0\x02t\0\0\0\x06secretx").unwrap_err().to_string();
+        assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn a_relation_and_a_truncate_decode() {
+        let rel = decode(Bytes::from_static(b"R\0\0\x40\0public\0t\0d\0\x01\x01id\0\0\0\0\x17\xff\xff\xff\xff")).unwrap();
+        assert_eq!(
+            rel,
+            Message::Relation {
+                oid: 16384,
+                namespace: "public".into(),
+                name: "t".into(),
+                replica_identity: b'd',
+                columns: vec![RelationColumn { key: true, name: "id".into(), type_oid: 23, type_modifier: -1 }],
+            }
+        );
+        let t = decode(Bytes::from_static(b"T\0\0\0\x02\x03\0\0\0\x01\0\0\0\x02")).unwrap();
+        assert_eq!(t, Message::Truncate { oids: vec![1, 2], cascade: true, restart_identity: true });
     }
 }
