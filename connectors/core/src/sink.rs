@@ -10,7 +10,9 @@ use crate::position::Position;
 /// - the pipeline calls [`Sink::write`] in position order and
 ///   [`Sink::commit`] only on a source checkpoint; when `commit` returns,
 ///   every event written before it is durable (a file closed, synced and
-///   visible under its final name; a broker's acknowledgement);
+///   recorded in the commit manifest; a broker's acknowledgement) and, as
+///   soon as the store allows, visible (a file under its final name: moves
+///   a store refused are retried at the next commit or start);
 /// - delivery is at-least-once: after a crash the pipeline replays from its
 ///   last saved offset, so a sink may be handed events it already committed,
 ///   with the same positions. A sink that knows the position it committed

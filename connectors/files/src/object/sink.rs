@@ -363,10 +363,23 @@ impl Sink for ObjectSink {
         self.save_manifest(through, &renames)?;
         self.attempted = None;
         // The manifest holds these events now: whatever happens to the
-        // copies, they are committed (a restart finishes the moves).
+        // moves, they are committed (a restart finishes the moves). So a
+        // store that fails now does not fail the commit: the pipeline must
+        // save its offset, or it would take the snapshot (or replay the
+        // stream) again into a sink that already holds it.
         self.committed = Some(through);
         self.unapplied = renames;
-        self.finish_unapplied()
+        match self.finish_unapplied() {
+            Err(e) if e.kind() == ErrorKind::Transient => {
+                tracing::warn!(
+                    sink = self.describe(),
+                    error = riffle_core::error::chain(&e),
+                    "committed (the manifest is saved); moving the files to their final names failed and is retried at the next commit or start"
+                );
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Drops what was written since the last commit. Moves a saved manifest
