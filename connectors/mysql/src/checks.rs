@@ -129,7 +129,12 @@ pub async fn replication_problems(conn: &mut Conn, params: &ConnectParams) -> Re
 /// thread is gone (and with it the replica registered under riffle's
 /// server_id). A user may always kill its own connections; one already
 /// gone is fine.
-pub async fn end_own_dump(conn: &mut Conn, id: u32) -> Result<(), MyError> {
+pub async fn end_own_dump(conn: &mut Conn, session: u64) -> Result<(), MyError> {
+    let (started, id) = (session >> 32, (session & 0xFFFF_FFFF) as u32);
+    // Another server run: the id names someone else, if anyone.
+    if server_started(conn).await?.abs_diff(started) > 2 {
+        return Ok(());
+    }
     // Only a binlog dump: after a server restart the id may name another
     // of this user's connections.
     let command: Option<String> = conn
@@ -156,6 +161,16 @@ pub async fn end_own_dump(conn: &mut Conn, id: u32) -> Result<(), MyError> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     Ok(())
+}
+
+/// When the server started, in seconds since the epoch by its own clock
+/// (give or take a second).
+pub async fn server_started(conn: &mut Conn) -> Result<u64, MyError> {
+    let now: Option<u64> =
+        conn.query_first("SELECT UNIX_TIMESTAMP()").await.map_err(|e| MyError::lookup("reading the server's clock", e))?;
+    let uptime: Option<(String, u64)> =
+        conn.query_first("SHOW GLOBAL STATUS LIKE 'Uptime'").await.map_err(|e| MyError::lookup("reading the server's uptime", e))?;
+    Ok(now.unwrap_or(0).saturating_sub(uptime.map_or(0, |(_, u)| u)) & 0xFFFF_FFFF)
 }
 
 /// The server's binlog files and their sizes, oldest first.

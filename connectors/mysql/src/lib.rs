@@ -92,7 +92,8 @@ impl MySource {
             Mode::Replicate { resume, until_now } => {
                 // The binlog dump this pipeline streamed from last, which the
                 // server may still hold (see SourceStats::take_session).
-                if let Ok(previous @ 1..) = u32::try_from(self.stats.take_session()) {
+                let previous = self.stats.take_session();
+                if previous != 0 {
                     checks::end_own_dump(&mut conn, previous).await?;
                 }
                 checks::require_replication_ready(&mut conn, &self.params).await?;

@@ -115,7 +115,10 @@ impl Stream<'_> {
         if until_now {
             request = request.with_non_blocking();
         }
-        self.ctx.stats.set_session(u64::from(conn.id()));
+        // The dump's connection id, with when the server started: ids
+        // start again at 1 after a restart, and must then name nothing.
+        let started = crate::checks::server_started(&mut conn).await?;
+        self.ctx.stats.set_session((started << 32) | u64::from(conn.id()));
         let mut stream = conn.get_binlog_stream(request).await.map_err(|e| MyError::connection(p, e))?;
         match &gtid {
             Some(g) if by_gtid => tracing::info!(gtid = %g, server_id = self.ctx.server_id, "streaming started"),

@@ -32,12 +32,22 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 /// call made while streaming may take, before the connection is presumed
 /// dead and the run retried: a network path that drops packets silently
 /// never closes the socket, and TCP alone would notice only after ~15 min.
-/// Three status intervals: three pings unanswered.
-pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+/// Six pings unanswered, as long as the server's own default
+/// `wal_sender_timeout`: a walsender busy decoding a large transaction may
+/// answer late, and must not be taken for a dead one.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 
 /// `fut`, or [`PgError::Silent`] after [`SILENCE_LIMIT`].
 async fn within<T>(what: &'static str, fut: impl std::future::Future<Output = Result<T, PgError>>) -> Result<T, PgError> {
     tokio::time::timeout(SILENCE_LIMIT, fut).await.map_err(|_| PgError::Silent { what, after: SILENCE_LIMIT })?
+}
+
+/// Hands items to the pipeline. The time it waits there (slow sinks, a long
+/// commit) is not the server's silence, so the clock restarts after it.
+async fn hand_over(out: &mpsc::Sender<Vec<SourceItem>>, items: Vec<SourceItem>, heard: &mut tokio::time::Instant) -> bool {
+    let delivered = out.send(items).await.is_ok();
+    *heard = tokio::time::Instant::now();
+    delivered
 }
 
 /// Notes when the server was last heard from, and passes `msg` on.
@@ -156,7 +166,7 @@ impl Stream {
                         // databases or unselected tables.
                         if tx.is_none() && wal_end > last_checkpoint {
                             last_checkpoint = wal_end;
-                            if out.send(vec![SourceItem::Checkpoint(Offset::Postgres { lsn: wal_end })]).await.is_err() {
+                            if !hand_over(&out, vec![SourceItem::Checkpoint(Offset::Postgres { lsn: wal_end })], &mut last_heard).await {
                                 return closed();
                             }
                             if self.until.is_some_and(|u| wal_end >= u) {
@@ -178,7 +188,7 @@ impl Stream {
                                 tx = None;
                                 last_checkpoint = last_checkpoint.max(end_lsn);
                                 batch.push(SourceItem::Checkpoint(Offset::Postgres { lsn: end_lsn }));
-                                if out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
+                                if !hand_over(&out, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &mut last_heard).await {
                                     return closed();
                                 }
                                 if self.until.is_some_and(|u| end_lsn >= u) {
@@ -192,7 +202,7 @@ impl Stream {
                             change => {
                                 let t = tx.as_mut().ok_or_else(|| PgError::Unexpected("pgoutput sent a change outside a transaction".into()))?;
                                 self.change(change, t, at, &mut batch)?;
-                                if batch.len() >= BATCH && out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
+                                if batch.len() >= BATCH && !hand_over(&out, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &mut last_heard).await {
                                     return closed();
                                 }
                             }

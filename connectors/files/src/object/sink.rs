@@ -136,21 +136,40 @@ impl ObjectSink {
         if let Some(m) = manifest {
             let renames: Vec<(String, String)> =
                 m.renames.iter().map(|(t, f)| (t.to_string_lossy().into_owned(), f.to_string_lossy().into_owned())).collect();
-            sink.apply_renames(&renames)?;
+            // Leniently: a file moved then may have been taken away since by a reader.
+            sink.apply_renames(&renames, false)?;
         }
         sink.remove_uncommitted()?;
         Ok(sink)
     }
 
-    fn apply_renames(&self, renames: &[(String, String)]) -> Result<(), SinkError> {
+    /// Moves each file to its final name. `strict`: a file missing under
+    /// both names is an error (while this process commits), not a move
+    /// done long ago (a restart re-applying an old manifest).
+    fn apply_renames(&self, renames: &[(String, String)], strict: bool) -> Result<(), SinkError> {
         let shown = &self.target.shown;
         block_on(async {
             for (tmp, fin) in renames {
                 let (tmp, fin) = (self.target.key(tmp), self.target.key(fin));
                 match self.target.store.rename(&tmp, &fin).await {
                     Ok(()) => {}
-                    // Already moved by the run that crashed.
-                    Err(object_store::Error::NotFound { .. }) => {}
+                    // Already moved (by the run that crashed, or an earlier
+                    // try)? Only if the file is there: otherwise another
+                    // process removed this pipeline's uncommitted files (a
+                    // second riffle with the same name on this sink), and
+                    // going on would save an offset past lost events.
+                    Err(object_store::Error::NotFound { .. }) if !strict => {}
+                    Err(object_store::Error::NotFound { .. }) => match self.target.store.head(&fin).await {
+                        Ok(_) => {}
+                        Err(object_store::Error::NotFound { .. }) => {
+                            return Err(SinkError::definite(format!(
+                                "{shown}: {tmp} is gone and {fin} was never written: another process removed this pipeline's \
+                                 uncommitted files (a second riffle with the same --name writing here?); stop it, then run riffle \
+                                 again: it resumes from the last saved position and writes these events again"
+                            )))
+                        }
+                        Err(e) => return Err(object_error(&format!("checking {fin}"), shown, e)),
+                    },
                     Err(e) => return Err(object_error(&format!("moving {tmp} to {fin}"), shown, e)),
                 }
             }
@@ -179,7 +198,7 @@ impl ObjectSink {
 
     fn finish_unapplied(&mut self) -> Result<(), SinkError> {
         if !self.unapplied.is_empty() {
-            self.apply_renames(&self.unapplied)?;
+            self.apply_renames(&self.unapplied, true)?;
             self.unapplied.clear();
         }
         Ok(())
