@@ -127,6 +127,26 @@ impl Lease {
     }
 }
 
+impl PipelineState {
+    /// A pipeline that has saved nothing yet.
+    pub fn new(name: &str, source: String, tables: Vec<String>) -> Self {
+        PipelineState {
+            version: 1,
+            name: name.to_string(),
+            source,
+            tables,
+            snapshot: SnapshotState::InProgress,
+            snapshot_started: None,
+            offset: None,
+            last_position: None,
+            last_source_ts_ms: None,
+            events: 0,
+            updated_ms: now_ms(),
+            source_session: None,
+        }
+    }
+}
+
 pub enum StateStore {
     Dir(PathBuf),
     /// An object-store prefix (`s3://…`, `az://…`, `gs://…`, …); credentials
@@ -303,18 +323,9 @@ mod tests {
 
     fn state(lsn: u64) -> PipelineState {
         PipelineState {
-            version: 1,
-            name: "p".into(),
-            source: "postgres://u@h/db".into(),
-            tables: vec![],
             snapshot: SnapshotState::Done,
-            snapshot_started: None,
             offset: Some(Offset::Postgres { lsn: Lsn(lsn) }),
-            last_position: None,
-            last_source_ts_ms: None,
-            events: 0,
-            updated_ms: 0,
-            source_session: None,
+            ..PipelineState::new("p", "postgres://u@h/db".into(), vec![])
         }
     }
 

@@ -28,7 +28,7 @@ use crate::connectors::sinks::open_sinks;
 use crate::connectors::AnySource;
 use crate::metrics::Metrics;
 use crate::progress::Progress;
-use crate::state::{now_ms, PipelineState, SnapshotState, StateSave, StateStore};
+use crate::state::{PipelineState, StateSave, StateStore};
 use crate::transform::Transformer;
 use anyhow::{bail, Result};
 use riffle_core::source::RunEnd;
@@ -87,20 +87,7 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
     for s in &sinks {
         tracing::info!(sink = s.describe(), "sink ready");
     }
-    let state = saved.clone().unwrap_or(PipelineState {
-        version: 1,
-        name: cfg.name.clone(),
-        source: redacted,
-        tables: cfg.tables.clone(),
-        snapshot: SnapshotState::InProgress,
-        snapshot_started: None,
-        offset: None,
-        last_position: None,
-        last_source_ts_ms: None,
-        events: 0,
-        updated_ms: now_ms(),
-        source_session: None,
-    });
+    let state = saved.clone().unwrap_or_else(|| PipelineState::new(&cfg.name, redacted, cfg.tables.clone()));
     // The previous holder of the lease is gone: what it left on the server
     // is ours to end.
     if let (Some(session), Some(true)) = (state.source_session, lease.as_ref().map(|l| l.is_exclusive())) {

@@ -195,20 +195,7 @@ impl StateSave for MemoryStore {
 }
 
 fn fresh_state() -> PipelineState {
-    PipelineState {
-        version: 1,
-        name: "p".into(),
-        source: "postgres://u@h/db".into(),
-        tables: vec!["public.t".into()],
-        snapshot: SnapshotState::InProgress,
-        snapshot_started: None,
-        offset: None,
-        last_position: None,
-        last_source_ts_ms: None,
-        events: 0,
-        updated_ms: 0,
-        source_session: None,
-    }
+    PipelineState::new("p", "postgres://u@h/db".into(), vec!["public.t".into()])
 }
 
 struct Run {

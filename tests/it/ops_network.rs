@@ -7,7 +7,6 @@
 use crate::net_proxy::Proxy;
 use crate::support::*;
 use std::collections::BTreeSet;
-use std::path::Path;
 
 /// `url` with its `host:port` pointed at the proxy.
 fn through(url: &str, proxy: &Proxy) -> String {
@@ -15,14 +14,6 @@ fn through(url: &str, proxy: &Proxy) -> String {
     let (auth, path) = rest.split_once('/').unwrap();
     let (creds, _) = auth.rsplit_once('@').unwrap();
     format!("{scheme}://{creds}@127.0.0.1:{}/{path}", proxy.port)
-}
-
-/// The ids of the rows the sink holds (snapshot reads or inserts), and how
-/// many events it holds.
-fn inserted(out: &Path, table: &str) -> (BTreeSet<i64>, usize) {
-    let events = read_jsonl(out, table);
-    let ids = events.iter().filter(|e| e["op"] == "c" || e["op"] == "r").filter_map(|e| e["after"]["id"].as_i64()).collect();
-    (ids, events.len())
 }
 
 /// Streams `table` through `proxy`, blackholes the connections after ten
@@ -37,11 +28,11 @@ async fn survives_a_blackholed_path(proxy: &Proxy, source: &str, table: &str, na
     // timeout, another path).
     wait_for("the stream to start", 60, || log_count(&log, "streaming started") == 1).await;
     insert(1, 10).await;
-    wait_for("the first rows", 60, || inserted(&out, table).0.len() == 10).await;
+    wait_for("the first rows", 60, || row_ids(&out, table).0.len() == 10).await;
     proxy.blackhole();
     insert(11, 20).await;
-    wait_for("the rows after the cut, over new connections", 150, || inserted(&out, table).0.len() == 20).await;
-    let (ids, events) = inserted(&out, table);
+    wait_for("the rows after the cut, over new connections", 150, || row_ids(&out, table).0.len() == 20).await;
+    let (ids, events) = row_ids(&out, table);
     assert_eq!(ids, (1..=20).collect::<BTreeSet<_>>());
     assert_eq!(events, 20, "each change once");
     let text = std::fs::read_to_string(&log).unwrap();

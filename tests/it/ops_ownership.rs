@@ -5,13 +5,6 @@
 
 use crate::support::*;
 use std::collections::BTreeSet;
-use std::path::Path;
-
-fn ids(out: &Path) -> (BTreeSet<i64>, usize) {
-    let events = read_jsonl(out, "public.t");
-    let ids = events.iter().filter(|e| e["op"] == "c" || e["op"] == "r").filter_map(|e| e["after"]["id"].as_i64()).collect();
-    (ids, events.len())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_writer_is_refused_naming_the_first() {
@@ -55,12 +48,12 @@ async fn a_standby_takes_over_when_the_holder_dies_losing_nothing() {
     wait_for("the standby to wait", 30, || log_count(&log2, "standby: waiting for the running pipeline to end") == 1).await;
 
     client.execute("INSERT INTO t SELECT generate_series(1, 5)", &[]).await.unwrap();
-    wait_for("the holder's rows", 60, || ids(&out).0.len() == 5).await;
+    wait_for("the holder's rows", 60, || row_ids(&out, "public.t").0.len() == 5).await;
     holder.0.kill().unwrap();
     holder.0.wait().unwrap();
     client.execute("INSERT INTO t SELECT generate_series(6, 10)", &[]).await.unwrap();
-    wait_for("the standby to take over and catch up", 60, || ids(&out).0.len() == 10).await;
-    let (got, events) = ids(&out);
+    wait_for("the standby to take over and catch up", 60, || row_ids(&out, "public.t").0.len() == 10).await;
+    let (got, events) = row_ids(&out, "public.t");
     assert_eq!(got, (1..=10).collect::<BTreeSet<_>>());
     assert_eq!(events, 10, "each change once");
     assert_eq!(log_count(&log2, "standby: the lease is ours"), 1);
@@ -82,26 +75,22 @@ async fn mariadb_restarts_at_once_after_kill_9() {
     let (out, state) = (temp_dir("own-restart-my-out"), temp_dir("own-restart-my-state"));
     let table = format!("{db}.t");
     let args = replicate_args(&url, &table, &out, &state, &["--name", db, "--commit-interval", "200ms"]);
-    let rows = |out: &Path| {
-        let events = read_jsonl(out, &table);
-        let ids: BTreeSet<i64> = events.iter().filter_map(|e| e["after"]["id"].as_i64()).collect();
-        (ids, events.len())
-    };
     let log1 = state.join("first.log");
     let mut first = Running(spawn_riffle(&args, None, &log1));
     wait_for("the first to stream", 60, || log_count(&log1, "streaming started") == 1).await;
     conn.query_drop("INSERT INTO t VALUES (1), (2), (3)").await.unwrap();
-    wait_for("the first rows", 60, || rows(&out).0.len() == 3).await;
+    wait_for("the first rows", 60, || row_ids(&out, &table).0.len() == 3).await;
     first.0.kill().unwrap();
     first.0.wait().unwrap();
 
     let log2 = state.join("second.log");
     let mut second = Running(spawn_riffle(&args, None, &log2));
     conn.query_drop("INSERT INTO t VALUES (4), (5)").await.unwrap();
-    wait_for("the restart to stream the new rows", 60, || rows(&out).0.len() == 5 || second.0.try_wait().unwrap().is_some()).await;
+    wait_for("the restart to stream the new rows", 60, || row_ids(&out, &table).0.len() == 5 || second.0.try_wait().unwrap().is_some())
+        .await;
     let text = std::fs::read_to_string(&log2).unwrap();
     assert!(second.0.try_wait().unwrap().is_none(), "the restart exited: {text}");
-    assert_eq!(rows(&out), ((1..=5).collect(), 5), "each change once");
+    assert_eq!(row_ids(&out, &table), ((1..=5).collect(), 5), "each change once");
     std::process::Command::new("kill").args(["-TERM", &second.0.id().to_string()]).status().unwrap();
     assert!(second.0.wait().unwrap().success(), "{text}");
 }

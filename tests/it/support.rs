@@ -224,6 +224,14 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The ids (`after.id`) of the rows a JSON-lines sink holds for `table`,
+/// snapshot reads and inserts, and how many events it holds in all.
+pub fn row_ids(dir: &Path, table: &str) -> (std::collections::BTreeSet<i64>, usize) {
+    let events = read_jsonl(dir, table);
+    let ids = events.iter().filter(|e| e["op"] == "c" || e["op"] == "r").filter_map(|e| e["after"]["id"].as_i64()).collect();
+    (ids, events.len())
+}
+
 /// The JSON-lines events of one table, in file (= position) order.
 pub fn read_jsonl(dir: &Path, table: &str) -> Vec<Json> {
     let mut events = Vec::new();
