@@ -172,6 +172,16 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "DURATION")]
     pub heartbeat_interval: Option<String>,
 
+    /// Connections reading the snapshot at once, across and within tables
+    /// [default: the cores, at most 4, within the server's free connections].
+    #[arg(long, value_name = "N")]
+    pub snapshot_workers: Option<usize>,
+
+    /// Rows per snapshot chunk: the unit read by one query and saved as progress,
+    /// so an interrupted snapshot resumes after its last committed chunk [default: 8192].
+    #[arg(long, value_name = "ROWS")]
+    pub snapshot_chunk_rows: Option<u64>,
+
     /// Roll output files at this many rows [default: 1000000].
     #[arg(long, value_name = "ROWS")]
     pub max_file_rows: Option<u64>,

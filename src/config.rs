@@ -74,6 +74,10 @@ pub struct RawFile {
     pub full_before_images: Option<bool>,
     /// `/health` turns unhealthy after this long without a message from the source.
     pub stall_timeout: Option<String>,
+    /// Connections reading the snapshot at once.
+    pub snapshot_workers: Option<usize>,
+    /// Rows per snapshot chunk (the unit of saved progress).
+    pub snapshot_chunk_rows: Option<u64>,
 }
 
 /// One `[[tables]]` rule as written.
@@ -164,6 +168,7 @@ pub struct Config {
     /// `/health` turns unhealthy after this long without a message from the
     /// source (default: three heartbeats, at least 90 s).
     pub stall_timeout: Duration,
+    pub snapshot: riffle_core::SnapshotOptions,
 }
 
 /// Shown without secrets: the source URL's password, the state URL's
@@ -194,6 +199,7 @@ impl Config {
             exclude: self.exclude.clone(),
             heartbeat: self.heartbeat,
             full_before_images: self.full_before_images,
+            snapshot: self.snapshot,
         }
     }
 }
@@ -414,6 +420,14 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
         Some(a) => Some(a.parse().map_err(|_| anyhow!("{}: expected HOST:PORT like 127.0.0.1:9187, found {a:?}", where_("metrics_addr")))?),
         None => None,
     };
+    let snapshot_workers = args.snapshot_workers.or(file.snapshot_workers);
+    if snapshot_workers == Some(0) {
+        bail!("{}: expected at least 1 connection, found 0", where_("snapshot_workers"));
+    }
+    let chunk_rows = args.snapshot_chunk_rows.or(file.snapshot_chunk_rows).unwrap_or(riffle_core::SnapshotOptions::default().chunk_rows);
+    if chunk_rows == 0 {
+        bail!("{}: expected at least 1 row, found 0", where_("snapshot_chunk_rows"));
+    }
     Ok(Config {
         name: name.to_lowercase(),
         source_kind,
@@ -431,6 +445,7 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
         metrics_addr,
         full_before_images: args.full_before_images || file.full_before_images.unwrap_or(false),
         stall_timeout,
+        snapshot: riffle_core::SnapshotOptions { workers: snapshot_workers, chunk_rows },
     })
 }
 

@@ -2,23 +2,46 @@
 //! when stderr is a terminal, plain log lines otherwise, and a periodic
 //! summary of the stream. Never row values.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use riffle_core::TableId;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// One table being copied.
+struct Copying {
+    table: TableId,
+    rows: u64,
+    estimated: u64,
+    started: Instant,
+    bar: Option<ProgressBar>,
+}
+
+/// Snapshot progress: with a terminal, one bar for the whole snapshot and
+/// one per table being copied (several at once when the source reads
+/// tables in parallel); without one, a log line every 10 s and one per
+/// table copied. Stream progress: a log line every 10 s.
 pub struct Progress {
     bars: bool,
-    bar: Option<ProgressBar>,
-    table: Option<TableId>,
-    table_rows: u64,
+    multi: Option<MultiProgress>,
+    overall: Option<ProgressBar>,
+    copying: Vec<Copying>,
+    /// The source reads tables in parallel and says when each is done;
+    /// otherwise a table is done when the next one starts.
+    parallel: bool,
+    tables_done: usize,
+    tables_planned: usize,
+    rows: u64,
     estimated: u64,
-    table_started: Instant,
+    started: Instant,
     last_log: Instant,
     streamed: u64,
     streamed_at_last_log: u64,
+}
+
+fn bar_style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
 }
 
 impl Progress {
@@ -26,60 +49,124 @@ impl Progress {
         let bars = !quiet && std::io::stderr().is_terminal();
         Progress {
             bars,
-            bar: None,
-            table: None,
-            table_rows: 0,
+            multi: None,
+            overall: None,
+            copying: Vec::new(),
+            parallel: false,
+            tables_done: 0,
+            tables_planned: 0,
+            rows: 0,
             estimated: 0,
-            table_started: Instant::now(),
+            started: Instant::now(),
             last_log: Instant::now(),
             streamed: 0,
             streamed_at_last_log: 0,
         }
     }
 
+    /// The source planned its snapshot: `tables` tables, read in parallel,
+    /// each reported done.
+    pub fn plan(&mut self, tables: usize) {
+        self.parallel = true;
+        self.tables_planned = tables;
+    }
+
+    fn multi(&mut self) -> &MultiProgress {
+        self.multi.get_or_insert_with(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+    }
+
     pub fn start_table(&mut self, table: &TableId, estimated: u64) {
-        self.finish_table();
-        self.table = Some(table.clone());
-        self.table_rows = 0;
-        self.estimated = estimated;
-        self.table_started = Instant::now();
-        self.last_log = Instant::now();
-        if self.bars {
-            let bar = ProgressBar::with_draw_target(Some(estimated.max(1)), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {human_pos}/{human_len} rows {per_sec} eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
-            bar.set_style(style);
+        if !self.parallel {
+            self.finish_tables();
+        }
+        if self.copying.is_empty() && self.tables_done == 0 {
+            self.started = Instant::now();
+        }
+        self.estimated += estimated;
+        let bar = self.bars.then(|| {
+            if self.overall.is_none() {
+                let overall = self.multi().add(ProgressBar::new(1));
+                overall.set_style(bar_style("{prefix:.bold} [{bar:30}] {human_pos}/{human_len} rows {per_sec} eta {eta}"));
+                self.overall = Some(overall);
+            }
+            let bar = self.multi().add(ProgressBar::new(estimated.max(1)));
+            bar.set_style(bar_style("  {prefix} [{bar:30}] {human_pos}/{human_len} rows {per_sec}"));
             bar.set_prefix(table.to_string());
-            self.bar = Some(bar);
+            bar
+        });
+        self.copying.push(Copying { table: table.clone(), rows: 0, estimated, started: Instant::now(), bar });
+        self.draw_overall();
+    }
+
+    fn draw_overall(&self) {
+        if let Some(o) = &self.overall {
+            o.set_prefix(format!(
+                "snapshot: {} of {} tables",
+                self.tables_done,
+                self.tables_planned.max(self.tables_done + self.copying.len())
+            ));
+            o.set_length(self.estimated.max(self.rows).max(1));
+            o.set_position(self.rows);
         }
     }
 
-    pub fn snapshot_rows(&mut self, n: u64) {
-        if n == 0 || self.table.is_none() {
+    /// `n` rows of `table` read.
+    pub fn snapshot_rows(&mut self, table: &TableId, n: u64) {
+        if n == 0 {
             return;
         }
-        self.table_rows += n;
-        if let Some(bar) = &self.bar {
-            if self.table_rows > bar.length().unwrap_or(0) {
-                bar.set_length(self.table_rows);
+        self.rows += n;
+        if let Some(c) = self.copying.iter_mut().find(|c| c.table == *table) {
+            c.rows += n;
+            if let Some(bar) = &c.bar {
+                if c.rows > bar.length().unwrap_or(0) {
+                    bar.set_length(c.rows);
+                }
+                bar.set_position(c.rows);
             }
-            bar.set_position(self.table_rows);
-        } else if self.last_log.elapsed() >= LOG_EVERY {
+        }
+        self.draw_overall();
+        if !self.bars && self.last_log.elapsed() >= LOG_EVERY {
             self.last_log = Instant::now();
-            let rate = self.table_rows as f64 / self.table_started.elapsed().as_secs_f64().max(0.001);
-            let table = self.table.as_ref().map(ToString::to_string).unwrap_or_default();
-            tracing::info!(table, rows = self.table_rows, estimated_rows = self.estimated, rows_per_sec = rate as u64, "snapshot progress");
+            let rate = self.rows as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+            let copying: Vec<String> = self.copying.iter().map(|c| format!("{} {}/{}", c.table, c.rows, c.estimated)).collect();
+            tracing::info!(
+                tables_done = self.tables_done,
+                tables = self.tables_planned.max(self.tables_done + self.copying.len()),
+                rows = self.rows,
+                estimated_rows = self.estimated,
+                rows_per_sec = rate as u64,
+                copying = copying.join(", "),
+                "snapshot progress"
+            );
         }
     }
 
-    pub fn finish_table(&mut self) {
-        if let Some(bar) = self.bar.take() {
+    /// Every row of `table` (`schema.table`) has been read.
+    pub fn finish_table(&mut self, table: &str) {
+        let Some(i) = self.copying.iter().position(|c| c.table.to_string() == table) else { return };
+        let c = self.copying.remove(i);
+        if let Some(bar) = c.bar {
             bar.finish_and_clear();
         }
-        if let Some(table) = self.table.take() {
-            let secs = self.table_started.elapsed().as_secs_f64();
-            tracing::info!(table = %table, rows = self.table_rows, seconds = format!("{secs:.1}"), "table copied");
+        self.tables_done += 1;
+        let secs = c.started.elapsed().as_secs_f64();
+        tracing::info!(table = %c.table, rows = c.rows, seconds = format!("{secs:.1}"), "table copied");
+        self.draw_overall();
+    }
+
+    fn finish_tables(&mut self) {
+        let tables: Vec<String> = self.copying.iter().map(|c| c.table.to_string()).collect();
+        for t in tables {
+            self.finish_table(&t);
+        }
+    }
+
+    /// The snapshot ended.
+    pub fn finish_all(&mut self) {
+        self.finish_tables();
+        if let Some(o) = self.overall.take() {
+            o.finish_and_clear();
         }
     }
 

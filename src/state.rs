@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotState {
-    /// A snapshot was started and has not completed; the next run takes a
-    /// new one (dropping the slot this pipeline created).
+    /// A snapshot was started and has not completed. With no offset saved,
+    /// the next run takes a new one (dropping the slot this pipeline
+    /// created); with an offset and chunks left, it reads those chunks.
     InProgress,
     /// The snapshot is in the sinks; streaming resumes from `offset`.
     Done,
@@ -51,6 +52,11 @@ pub struct PipelineState {
     /// if the server still holds it after this process died.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_session: Option<u64>,
+    /// A chunked snapshot not finished: the key ranges still to read. The
+    /// next run streams from `offset` and reads them (see
+    /// `riffle_core::chunks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<riffle_core::SnapshotProgress>,
 }
 
 /// Why the state could not be read or saved, sorted like every other error:
@@ -143,6 +149,7 @@ impl PipelineState {
             events: 0,
             updated_ms: now_ms(),
             source_session: None,
+            chunks: None,
         }
     }
 }

@@ -50,10 +50,7 @@ fn print_rows(args: &StatusArgs, store: &StateStore, rows: Vec<(&PipelineState, 
         println!("{}", s.name);
         println!("  source          {}", s.source);
         println!("  tables          {}", s.tables.join(", "));
-        println!(
-            "  snapshot        {}",
-            if s.snapshot == crate::state::SnapshotState::Done { "done" } else { "in progress (restarts on next run)" }
-        );
+        println!("  snapshot        {}", snapshot_line(s));
         println!("  offset          {}", s.offset.as_ref().map(|o| o.to_string()).unwrap_or_else(|| "none".into()));
         println!("  last position   {}", s.last_position.map(|p| p.key()).unwrap_or_else(|| "none".into()));
         println!("  events          {}", s.events);
@@ -66,6 +63,28 @@ fn print_rows(args: &StatusArgs, store: &StateStore, rows: Vec<(&PipelineState, 
         }
     }
     Ok(())
+}
+
+/// `done`; `in progress: 3 of 5 tables done, 12 chunks left…`; or, for a
+/// snapshot that saved no chunk yet, that the next run starts it again.
+fn snapshot_line(s: &PipelineState) -> String {
+    if s.snapshot == crate::state::SnapshotState::Done {
+        return "done".into();
+    }
+    match &s.chunks {
+        Some(p) if s.offset.is_some() => {
+            let done = p.tables.iter().filter(|t| t.is_done()).count();
+            let rows: u64 = p.tables.iter().map(|t| t.rows).sum();
+            let pending: Vec<&str> = p.pending().map(|t| t.table.as_str()).take(5).collect();
+            format!(
+                "in progress: {done} of {} tables done, {rows} rows committed, {} key ranges left (next: {}); the next run reads only those",
+                p.tables.len(),
+                p.ranges_left(),
+                pending.join(", ")
+            )
+        }
+        _ => "in progress (no chunk committed yet: the next run starts it again)".into(),
+    }
 }
 
 fn json_row(s: &PipelineState, report: Option<&StatusReport>) -> serde_json::Value {

@@ -49,6 +49,9 @@ pub struct Committer {
     /// The schema of the previous event and its index in `counts`:
     /// consecutive events of one table find their entry without comparing names.
     counted: Option<(Arc<TableSchema>, usize)>,
+    /// A chunked snapshot's plan with every chunk received so far recorded;
+    /// saved at the next commit (the saved one is `state.chunks`).
+    chunks: Option<riffle_core::SnapshotProgress>,
 }
 
 /// What a [`Committer`] is made of.
@@ -73,6 +76,7 @@ fn state_error(e: crate::state::StateError) -> SinkError {
 
 impl Committer {
     pub fn new(p: Parts) -> Self {
+        let chunks = p.state.chunks.clone();
         Committer {
             sinks: p.sinks,
             sink_names: p.sink_names,
@@ -89,18 +93,29 @@ impl Committer {
             metrics: p.metrics,
             counts: Vec::new(),
             counted: None,
+            chunks,
         }
     }
 
     fn consume_batch(&mut self, batch: Vec<SourceItem>) -> Result<(), SinkError> {
-        let mut snapshot_rows = 0;
+        // Snapshot rows of one table in a row, counted for the progress display.
+        let mut run: Option<(Arc<TableSchema>, u64)> = None;
         let mut streamed = 0;
         for item in batch {
+            if !matches!(item, SourceItem::Event(_)) {
+                self.count_run(run.take());
+            }
             match item {
                 SourceItem::Event(ev) => {
                     self.ledger.event(ev.position, ev.source.ts_ms);
                     if self.in_snapshot {
-                        snapshot_rows += 1;
+                        match &mut run {
+                            Some((t, n)) if Arc::ptr_eq(t, &ev.table) => *n += 1,
+                            _ => {
+                                self.count_run(run.take());
+                                run = Some((ev.table.clone(), 1));
+                            }
+                        }
                     } else {
                         streamed += 1;
                     }
@@ -120,20 +135,34 @@ impl Committer {
                         store.save(&self.state).map_err(state_error)?;
                     }
                 }
+                SourceItem::SnapshotPlan(plan) => {
+                    self.progress.plan(plan.pending().count());
+                    self.chunks = Some(plan);
+                }
+                SourceItem::ChunkDone(done) => {
+                    if let Some(plan) = &mut self.chunks {
+                        if !plan.record(&done) {
+                            return Err(SinkError::definite(format!(
+                                "the source reported a chunk of {} that its plan does not hold; this is a bug in riffle",
+                                done.table
+                            )));
+                        }
+                        if plan.table(&done.table).is_some_and(|t| t.is_done()) {
+                            self.progress.finish_table(&done.table);
+                        }
+                    }
+                }
                 SourceItem::SnapshotTable { table, estimated_rows } => {
-                    if !self.in_snapshot && !self.sync {
+                    // A resumed snapshot adds to what the sinks hold by design.
+                    if !self.in_snapshot && !self.sync && self.state.chunks.is_none() {
                         self.warn_if_sinks_hold_history();
                     }
-                    self.progress.snapshot_rows(snapshot_rows);
-                    snapshot_rows = 0;
                     self.in_snapshot = true;
                     self.metrics.with(|c| c.snapshot_estimated.insert(table.to_string(), estimated_rows));
                     self.progress.start_table(&table, estimated_rows);
                 }
                 SourceItem::SnapshotDone => {
-                    self.progress.snapshot_rows(snapshot_rows);
-                    snapshot_rows = 0;
-                    self.progress.finish_table();
+                    self.progress.finish_all();
                     self.in_snapshot = false;
                     if self.sync {
                         self.ledger.copy_complete();
@@ -145,12 +174,18 @@ impl Committer {
                 }
             }
         }
-        self.progress.snapshot_rows(snapshot_rows);
+        self.count_run(run);
         if streamed > 0 {
             self.progress.streamed(streamed);
         }
         self.flush_counts();
         Ok(())
+    }
+
+    fn count_run(&mut self, run: Option<(Arc<TableSchema>, u64)>) {
+        if let Some((table, n)) = run {
+            self.progress.snapshot_rows(&table.id, n);
+        }
     }
 
     /// The index in `counts` of the event's table.
@@ -266,7 +301,8 @@ impl Committer {
             (Some(store), Some(offset)) => {
                 let mut next = self.state.clone();
                 next.offset = Some(offset.clone());
-                next.snapshot = SnapshotState::Done;
+                next.chunks = self.chunks.clone().filter(|p| !p.is_done());
+                next.snapshot = if next.chunks.is_some() { SnapshotState::InProgress } else { SnapshotState::Done };
                 next.last_position = record.through.or(next.last_position);
                 next.last_source_ts_ms = record.last_ts_ms.or(next.last_source_ts_ms);
                 next.events += record.events;
@@ -307,6 +343,7 @@ impl Committer {
         }
         self.ledger.aborted();
         self.in_snapshot = false;
+        self.chunks = self.state.chunks.clone();
     }
 
     /// Consumes one source run's items until the source closes its channel.

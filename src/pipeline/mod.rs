@@ -97,9 +97,10 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
     let metrics = Metrics::new(source.stats(), cfg.stall_timeout);
     if let Some(offset) = &state.offset {
         let n = offset.as_number();
+        let done = state.chunks.is_none();
         metrics.with(|c| {
             c.committed_position = n;
-            c.snapshot_done = true;
+            c.snapshot_done = done;
         });
     }
     if let Some(addr) = cfg.metrics_addr {

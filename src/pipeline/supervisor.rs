@@ -30,7 +30,10 @@ fn start_of(job: &Job, state: &crate::state::PipelineState) -> (StartMode, Until
         Job::Sync => (StartMode::Copy, Until::Never),
         Job::Replicate { until, .. } => {
             let start = match (&state.offset, &state.snapshot_started) {
-                (Some(offset), _) => StartMode::Resume(offset.clone()),
+                (Some(offset), _) => match &state.chunks {
+                    Some(progress) if !progress.is_done() => StartMode::ResumeChunks { offset: offset.clone(), progress: progress.clone() },
+                    _ => StartMode::Resume(offset.clone()),
+                },
                 (None, Some(started)) => StartMode::ResumeSnapshot(started.clone()),
                 (None, None) => StartMode::Snapshot,
             };

@@ -11,6 +11,7 @@ mod pg_before_images;
 mod pg_consistency;
 mod pg_crash;
 mod pg_errors;
+mod pg_snapshot;
 mod pg_tls;
 mod pg_types;
 

@@ -124,8 +124,25 @@ async fn kill_9_mid_snapshot_leaves_nothing_visible_and_restarts_clean() {
     let out = temp_dir("crash-snap-out");
     let state = temp_dir("crash-snap-state");
     let (o, s) = (out.to_str().unwrap().to_string(), state.to_str().unwrap().to_string());
-    let args =
-        ["replicate", "--source", &url, "--tables", "big", "--sink", &o, "--state", &s, "--max-file-rows", "10000", "--until", "now"];
+    // No chunk is committed before the kill (an hour between commits): the
+    // snapshot has nothing to resume from and starts over.
+    let args = [
+        "replicate",
+        "--source",
+        &url,
+        "--tables",
+        "big",
+        "--sink",
+        &o,
+        "--state",
+        &s,
+        "--max-file-rows",
+        "10000",
+        "--until",
+        "now",
+        "--commit-interval",
+        "1h",
+    ];
     let mut child = spawn_riffle(&args, None, &state.join("run1.log"));
     wait_for("a rolled temporary file", 60, || temp_files(&out).len() >= 2).await;
     child.kill().unwrap();

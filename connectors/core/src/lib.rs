@@ -13,8 +13,10 @@
 //! - [`error`]: errors sorted by what to do about them: retry or stop.
 //! - [`check`]: readiness checks every connector reports in one shape.
 //! - [`lease`]: one writer per pipeline on this machine.
+//! - [`chunks`]: a chunked snapshot's saved progress.
 
 pub mod check;
+pub mod chunks;
 pub mod error;
 pub mod event;
 pub mod glob;
@@ -27,13 +29,14 @@ pub mod url;
 pub mod value;
 
 pub use check::{human_bytes, Check, Problem, Report};
+pub use chunks::{ChunkDone, KeyRange, SnapshotProgress, TableProgress};
 pub use error::{ErrorKind, SinkError, SourceError};
 pub use event::{BeforeImage, BinlogCoords, ChangeEvent, Op, SourceInfo};
 pub use glob::glob_match;
 pub use position::{Lsn, MyPosition, Offset, PgPosition, Phase, Position};
 pub use schema::{Column, DataType, TableId, TableSchema};
 pub use sink::Sink;
-pub use source::{SavedPipeline, Source, SourceItem, SourceSpec, StartMode, StatusReport, Until};
+pub use source::{SavedPipeline, SnapshotOptions, Source, SourceItem, SourceSpec, StartMode, StatusReport, Until};
 pub use value::Value;
 
 /// Runs a future to completion from synchronous code such as the sink

@@ -1,5 +1,6 @@
 //! The source connector contract.
 
+use crate::chunks::{ChunkDone, SnapshotProgress};
 use crate::error::SourceError;
 use crate::event::ChangeEvent;
 use crate::position::Offset;
@@ -26,6 +27,13 @@ pub enum SourceItem {
         table: TableId,
         estimated_rows: u64,
     },
+    /// The snapshot's plan: every table and key range it will read (a
+    /// resumed snapshot: the ranges still to read). Sent before the first
+    /// chunk; the pipeline saves it with the offset at each commit.
+    SnapshotPlan(SnapshotProgress),
+    /// Every row of one chunk has been sent. Recorded in the plan at the
+    /// next commit, together with the offset of the checkpoint that follows.
+    ChunkDone(ChunkDone),
     /// The snapshot finished: every table was copied.
     SnapshotDone,
 }
@@ -48,6 +56,23 @@ pub struct SourceSpec {
     pub heartbeat: Option<std::time::Duration>,
     /// Refuse tables whose updates and deletes would carry only the key.
     pub full_before_images: bool,
+    pub snapshot: SnapshotOptions,
+}
+
+/// How a snapshot reads its tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotOptions {
+    /// Connections reading chunks at once; `None`: the source picks from
+    /// the machine's cores and the server's free connections.
+    pub workers: Option<usize>,
+    /// Rows per chunk (a chunk is the unit of progress saved).
+    pub chunk_rows: u64,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        SnapshotOptions { workers: None, chunk_rows: 8192 }
+    }
 }
 
 /// One pipeline as the state store holds it, for a source's `riffle status`
@@ -85,6 +110,10 @@ pub enum StartMode {
     ResumeSnapshot(Offset),
     /// Stream from a saved offset: every change before it is in every sink.
     Resume(Offset),
+    /// Stream from a saved offset, and read the chunks of `progress` still
+    /// left (a snapshot interrupted after some chunks were committed, or
+    /// tables added to the selection) while catching up.
+    ResumeChunks { offset: Offset, progress: SnapshotProgress },
 }
 
 /// Where a replicate run stops.

@@ -128,6 +128,13 @@ impl Source for MySource {
             StartMode::Copy => Mode::Sync,
             StartMode::Snapshot | StartMode::ResumeSnapshot(_) => Mode::Replicate { resume: None, until_now },
             StartMode::Resume(offset) => Mode::Replicate { resume: Some(offset), until_now },
+            // This source's snapshots are one read, never saved in chunks.
+            StartMode::ResumeChunks { .. } => {
+                return Err(SourceError::definite(
+                    "the saved state holds a chunked snapshot in progress, which MySQL/MariaDB pipelines do not take; \
+                     was it written by another source? Remove the pipeline's state to start over",
+                ))
+            }
         };
         Ok(())
     }

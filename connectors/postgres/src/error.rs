@@ -159,6 +159,12 @@ pub enum PgError {
     NoSuchTable { pattern: String, examples: Vec<String> },
     #[error("table with oid {oid} no longer exists")]
     TableGone { oid: u32 },
+    #[error(
+        "the snapshot of {table} was interrupted while chunked by key ({}), and its key is now ({}); \
+         the chunks left cannot be found by the new key: restore the key, or start the pipeline over with another --name",
+        .saved.join(", "), .now.join(", ")
+    )]
+    ChunkKeyChanged { table: String, saved: Vec<String>, now: Vec<String> },
 
     // ---- The server is not set up for logical replication.
     #[error("postgres at {at} is not ready for logical replication:\n{}", problem_list(.problems))]
@@ -315,6 +321,7 @@ impl PgError {
             | PermissionDenied { .. }
             | NoSuchTable { .. }
             | TableGone { .. }
+            | ChunkKeyChanged { .. }
             | NotReady { .. }
             | SlotMissing { .. }
             | SlotOfAnotherDatabase { .. }

@@ -8,6 +8,8 @@
 //! - [`types`]: Postgres types to riffle's lossless values.
 //! - [`snapshot`]: the consistent initial copy (and why the hand-off to the
 //!   stream loses and duplicates nothing).
+//! - [`chunked`]: snapshot reads in key-range chunks by parallel workers,
+//!   and why a resumed snapshot is exact.
 //! - [`stream`]: pgoutput changes to events, keepalives, flush confirmation.
 //! - [`replication`]: the walsender protocol client and pgoutput decoder.
 //! - [`report`]: what `riffle check` and `riffle status` show of the server.
@@ -15,6 +17,7 @@
 
 pub mod catalog;
 pub mod checks;
+pub mod chunked;
 pub mod connect;
 pub mod error;
 #[doc(hidden)]
@@ -31,7 +34,7 @@ use catalog::SelectedTable;
 use connect::ConnectParams;
 use error::PgError;
 use riffle_core::source::{RunEnd, SourceStats};
-use riffle_core::{Lsn, Offset, Source, SourceError, SourceItem, SourceSpec, StartMode, Until};
+use riffle_core::{Lsn, Offset, SnapshotProgress, Source, SourceError, SourceItem, SourceSpec, StartMode, Until};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -73,6 +76,8 @@ enum Mode {
         /// stopped before its copy completed: a slot still at that point is
         /// ours to drop and recreate.
         snapshot_interrupted: Option<Lsn>,
+        /// Chunks a snapshot has left to read, caught up with before streaming on.
+        chunks: Option<SnapshotProgress>,
         until: StopAt,
     },
 }
@@ -121,8 +126,8 @@ impl PgSource {
         let db: Arc<str> = Arc::from(self.params.dbname.as_str());
         let ctx = snapshot::Context { name: self.name.clone(), db: db.clone(), stats: self.stats.clone() };
         match self.mode.clone() {
-            Mode::Sync => snapshot::copy_tables(&client, &ctx, &tables, None, &out, &stop).await,
-            Mode::Replicate { resume, snapshot_interrupted, until } => {
+            Mode::Sync => snapshot::sync_copy(&client, &self.params, &ctx, &tables, self.config.snapshot, &out, &stop).await,
+            Mode::Replicate { resume, snapshot_interrupted, chunks, until } => {
                 checks::require_replication_ready(&client, &self.params, &tables, self.config.full_before_images).await?;
                 let slot = object_name(&self.config.name);
                 let until_lsn = match until {
@@ -130,7 +135,12 @@ impl PgSource {
                     StopAt::Now => {
                         let now = catalog::current_lsn(&client).await?;
                         tracing::info!(until = %now, "replicating until the current position");
-                        self.mode = Mode::Replicate { resume: resume.clone(), snapshot_interrupted, until: StopAt::Lsn(now) };
+                        self.mode = Mode::Replicate {
+                            resume: resume.clone(),
+                            snapshot_interrupted,
+                            chunks: chunks.clone(),
+                            until: StopAt::Lsn(now),
+                        };
                         Some(now)
                     }
                     StopAt::Lsn(l) => Some(l),
@@ -146,11 +156,20 @@ impl PgSource {
                     },
                     Some(other) => return Err(PgError::NotAPostgresPosition { offset: other.to_string() }),
                 };
+                let mut stream = stream::Stream::new(client, ctx.clone(), until_lsn, self.stats.clone(), self.config.heartbeat);
+                let start = match chunks {
+                    Some(progress) => {
+                        match self.catch_up(&mut stream, &ctx, &slot, start, &progress, &tables, &out, &durable, &stop).await? {
+                            Some(lsn) => lsn,
+                            None => return Ok(RunEnd::Stopped),
+                        }
+                    }
+                    None => start,
+                };
                 if until_lsn.is_some_and(|u| start >= u) {
                     return Ok(RunEnd::ReachedUntil);
                 }
-                let mut stream = stream::Stream::new(client, ctx, until_lsn, self.stats.clone(), self.config.heartbeat);
-                stream.run(&self.params, &slot, start, out, durable, stop).await
+                stream.run(&self.params, &slot, start, None, out, durable, stop).await
             }
         }
     }
@@ -238,28 +257,119 @@ impl PgSource {
         }
         let mut repl = replication::client::ReplicationClient::connect(&self.params).await?;
         let rows = repl.simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", quote_ident(slot))).await?;
-        let row = rows.first().ok_or_else(|| PgError::Unexpected("CREATE_REPLICATION_SLOT returned no row".into()))?;
-        let consistent: Lsn = row
-            .get(1)
-            .cloned()
-            .flatten()
-            .unwrap_or_default()
-            .parse()
-            .map_err(|source| PgError::ServerLsn { what: "the consistent point CREATE_REPLICATION_SLOT returned", source })?;
-        let snapshot_name =
-            row.get(2).cloned().flatten().ok_or_else(|| PgError::Unexpected("CREATE_REPLICATION_SLOT exported no snapshot".into()))?;
+        let (consistent, snapshot_name) = created_slot(&rows)?;
         tracing::info!(slot, consistent_point = %consistent, "created replication slot");
         if out.send(vec![SourceItem::SnapshotStarted(Offset::Postgres { lsn: consistent })]).await.is_err() {
             return Ok(None);
         }
         // The exported snapshot lives while `repl` stays open and idle.
-        let end = snapshot::copy_tables(client, ctx, tables, Some((&snapshot_name, consistent)), out, stop).await?;
+        let end = self.copy_chunks(client, ctx, &snapshot_name, consistent, tables, None, out, stop).await?;
         drop(repl);
-        if end == RunEnd::Stopped {
-            return Ok(None);
-        }
-        Ok(Some(consistent))
+        Ok(end.then_some(consistent))
     }
+
+    /// Reads the chunks of `tables` (a fresh plan, or what `resumed` has
+    /// left) inside the exported snapshot `snapshot` whose consistent point
+    /// is `at`, then ends the snapshot with a checkpoint at `at`. False when
+    /// stopped first.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_chunks(
+        &self,
+        client: &tokio_postgres::Client,
+        ctx: &snapshot::Context,
+        snapshot: &str,
+        at: Lsn,
+        tables: &[SelectedTable],
+        resumed: Option<&SnapshotProgress>,
+        out: &mpsc::Sender<Vec<SourceItem>>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<bool, PgError> {
+        let options = self.config.snapshot;
+        let workers = chunked::workers(client, options.workers).await?;
+        let (progress, planned) = snapshot::plan(client, tables, resumed, options.chunk_rows, workers).await?;
+        if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
+            return Ok(false);
+        }
+        let job = chunked::CopyJob { params: &self.params, ctx, snapshot, at, workers, chunk_rows: options.chunk_rows, checkpoints: true };
+        if chunked::copy(job, planned, out, stop).await? != RunEnd::SnapshotComplete {
+            return Ok(false);
+        }
+        Ok(out.send(vec![SourceItem::SnapshotDone, SourceItem::Checkpoint(Offset::Postgres { lsn: at })]).await.is_ok())
+    }
+
+    /// Reads the chunks an interrupted snapshot left, exactly, while the
+    /// pipeline streams from `from`.
+    ///
+    /// A temporary slot created now exports a snapshot consistent with its
+    /// point `at` (Postgres guarantees it: a transaction that commits before
+    /// `at` is visible in it, one that commits at or after is not). The
+    /// stream runs from `from` up to `at` and stops before the first
+    /// transaction at or after it; the chunks left are then read inside that
+    /// snapshot, positioned at `at`, and the stream goes on from `at`. So
+    /// each row read sits in the output exactly where its state is current:
+    /// after every change it includes, before every change it does not.
+    /// Returns where the stream goes on, or `None` when stopped.
+    #[allow(clippy::too_many_arguments)]
+    async fn catch_up(
+        &self,
+        stream: &mut stream::Stream,
+        ctx: &snapshot::Context,
+        slot: &str,
+        from: Lsn,
+        progress: &SnapshotProgress,
+        tables: &[SelectedTable],
+        out: &mpsc::Sender<Vec<SourceItem>>,
+        durable: &watch::Receiver<Option<Offset>>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Option<Lsn>, PgError> {
+        let mut temp = replication::client::ReplicationClient::connect(&self.params).await?;
+        let name = format!("{}_c{}", &slot[..slot.len().min(48)], std::process::id());
+        let rows = temp
+            .simple_query(&format!("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT", quote_ident(&name)))
+            .await?;
+        let (at, snapshot_name) = created_slot(&rows)?;
+        tracing::info!(
+            from = %from,
+            at = %at,
+            ranges = progress.ranges_left(),
+            "resuming the snapshot: streaming up to a new consistent point, then reading the chunks left there"
+        );
+        if at > from {
+            let end = stream.run(&self.params, slot, from, Some(at), out.clone(), durable.clone(), stop.clone()).await?;
+            if end == RunEnd::Stopped {
+                return Ok(None);
+            }
+            wait_inactive(stream.catalog(), slot).await?;
+        }
+        let done = self.copy_chunks(stream.catalog(), ctx, &snapshot_name, at, tables, Some(progress), out, stop).await?;
+        drop(temp);
+        Ok(done.then_some(at))
+    }
+}
+
+/// Waits (up to 10 s) for the walsender of a stream just closed to let go
+/// of the slot, so the stream can start on it again.
+async fn wait_inactive(client: &tokio_postgres::Client, slot: &str) -> Result<(), PgError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while catalog::slot_info(client, slot).await?.is_some_and(|s| s.active) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// The consistent point and exported snapshot `CREATE_REPLICATION_SLOT` returned.
+fn created_slot(rows: &[Vec<Option<String>>]) -> Result<(Lsn, String), PgError> {
+    let row = rows.first().ok_or_else(|| PgError::Unexpected("CREATE_REPLICATION_SLOT returned no row".into()))?;
+    let consistent: Lsn = row
+        .get(1)
+        .cloned()
+        .flatten()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|source| PgError::ServerLsn { what: "the consistent point CREATE_REPLICATION_SLOT returned", source })?;
+    let snapshot =
+        row.get(2).cloned().flatten().ok_or_else(|| PgError::Unexpected("CREATE_REPLICATION_SLOT exported no snapshot".into()))?;
+    Ok((consistent, snapshot))
 }
 
 impl Source for PgSource {
@@ -276,10 +386,15 @@ impl Source for PgSource {
         };
         self.mode = match start {
             StartMode::Copy => Mode::Sync,
-            StartMode::Snapshot => Mode::Replicate { resume: None, snapshot_interrupted: None, until },
-            StartMode::ResumeSnapshot(Offset::Postgres { lsn }) => Mode::Replicate { resume: None, snapshot_interrupted: Some(lsn), until },
-            StartMode::ResumeSnapshot(_) => Mode::Replicate { resume: None, snapshot_interrupted: None, until },
-            StartMode::Resume(offset) => Mode::Replicate { resume: Some(offset), snapshot_interrupted: None, until },
+            StartMode::Snapshot => Mode::Replicate { resume: None, snapshot_interrupted: None, chunks: None, until },
+            StartMode::ResumeSnapshot(Offset::Postgres { lsn }) => {
+                Mode::Replicate { resume: None, snapshot_interrupted: Some(lsn), chunks: None, until }
+            }
+            StartMode::ResumeSnapshot(_) => Mode::Replicate { resume: None, snapshot_interrupted: None, chunks: None, until },
+            StartMode::Resume(offset) => Mode::Replicate { resume: Some(offset), snapshot_interrupted: None, chunks: None, until },
+            StartMode::ResumeChunks { offset, progress } => {
+                Mode::Replicate { resume: Some(offset), snapshot_interrupted: None, chunks: Some(progress), until }
+            }
         };
         Ok(())
     }

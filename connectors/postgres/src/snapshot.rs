@@ -17,24 +17,28 @@
 //!
 //! The exported snapshot is valid only while the replication connection
 //! that created it stays open and idle, so that connection runs nothing
-//! else until the copy is done. A copy interrupted by a crash cannot be
-//! resumed (its snapshot is gone with the connection): the next run drops
-//! the slot and starts again, and the file sink never showed the partial
-//! copy because snapshot files are committed only when the copy completes.
+//! else until the copy is done. The copy is read in key-range chunks by
+//! parallel workers that all import the snapshot, and each committed chunk
+//! is saved as progress ([`crate::chunked`]). A copy interrupted by a crash
+//! loses its snapshot with the connection: the next run streams from the
+//! consistent point and reads the chunks left inside a new exported
+//! snapshot, at the point where the stream reaches it (`PgSource::catch_up`).
+//! When no chunk had been committed yet, it drops the slot and starts over.
 //!
 //! `riffle sync` needs no slot: one `REPEATABLE READ, READ ONLY` transaction
-//! is consistent across tables on its own, and positions use the WAL
-//! location at its start.
+//! is consistent across tables on its own and exports its snapshot to the
+//! workers (`pg_export_snapshot()`); positions use the WAL location at its
+//! start.
 
 use crate::catalog::SelectedTable;
+use crate::chunked::{self, CopyJob, KeyColumn, PlannedTable};
+use crate::connect::ConnectParams;
 use crate::error::PgError;
 use crate::types::{decode_text, TypeCache};
-use crate::{quote_ident, quote_literal};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use riffle_core::source::RunEnd;
-use riffle_core::{BeforeImage, DataType};
-use riffle_core::{ChangeEvent, Lsn, Offset, Op, PgPosition, Phase, Position, SourceInfo, SourceItem, TableSchema, Value};
+use riffle_core::{BeforeImage, DataType, SnapshotOptions, SnapshotProgress, TableProgress};
+use riffle_core::{ChangeEvent, Lsn, Op, PgPosition, Phase, Position, SourceInfo, SourceItem, TableSchema, Value};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
@@ -55,76 +59,78 @@ pub(crate) fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
-fn copy_err(table: &SelectedTable, e: tokio_postgres::Error) -> PgError {
-    PgError::query(format!("copying {}", table.id), e, || format!("grant it: GRANT SELECT ON {} TO CURRENT_USER's role", table.qualified()))
+/// Plans a snapshot of `tables`: each table's schema, chunk key and key
+/// ranges. With `resumed`, the ranges are those the saved plan has left
+/// (a table no longer there is dropped from it, with a warning); without,
+/// a fresh plan, large integer-keyed tables split for `workers`.
+pub async fn plan(
+    client: &Client,
+    tables: &[SelectedTable],
+    resumed: Option<&SnapshotProgress>,
+    chunk_rows: u64,
+    workers: usize,
+) -> Result<(SnapshotProgress, Vec<PlannedTable>), PgError> {
+    let mut types = TypeCache::default();
+    let mut progress = resumed.cloned().unwrap_or_default();
+    let mut planned = Vec::new();
+    for t in tables {
+        let name = t.id.to_string();
+        let saved = resumed.map(|p| p.table(&name));
+        if saved.is_some_and(|s| s.is_none_or(TableProgress::is_done)) {
+            continue;
+        }
+        let schema = Arc::new(crate::catalog::load_schema(client, &mut types, t.oid).await?);
+        let key = chunked::chunk_key(client, t, &schema).await?;
+        let names: Vec<String> = key.iter().map(|k| k.name.clone()).collect();
+        let table_progress = match saved.flatten() {
+            Some(s) if s.key != names => return Err(PgError::ChunkKeyChanged { table: name, saved: s.key.clone(), now: names }),
+            Some(s) => s.clone(),
+            None => {
+                let left = chunked::first_ranges(client, t, &key, chunk_rows, workers * 4).await?;
+                let p = TableProgress { table: name, key: names, left, rows: 0, chunks: 0 };
+                progress.add(p.clone());
+                p
+            }
+        };
+        planned.push(PlannedTable { selected: t.clone(), schema, key, progress: table_progress });
+    }
+    progress.tables.retain(|p| {
+        let here = p.is_done() || planned.iter().any(|t| t.progress.table == p.table);
+        if !here {
+            tracing::warn!(table = %p.table, "a table of the interrupted snapshot is gone (dropped, or no longer selected); its snapshot ends with the rows committed");
+        }
+        here
+    });
+    Ok((progress, planned))
 }
 
-/// Copies `tables` in one transaction. With `exported = Some((snapshot,
-/// consistent_point))` the transaction imports the slot's snapshot and a
-/// checkpoint at the consistent point follows the copy.
-pub async fn copy_tables(
+/// `riffle sync`: every table in one consistent read, no slot. One
+/// `REPEATABLE READ, READ ONLY` transaction exports its snapshot for the
+/// workers and stays open until they are done; positions use the WAL
+/// location at its start.
+pub async fn sync_copy(
     client: &Client,
+    params: &ConnectParams,
     ctx: &Context,
     tables: &[SelectedTable],
-    exported: Option<(&str, Lsn)>,
+    options: SnapshotOptions,
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
 ) -> Result<RunEnd, PgError> {
     let begin = |e: tokio_postgres::Error| PgError::session("starting the snapshot transaction")(e);
     client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.map_err(begin)?;
-    let at = match exported {
-        Some((name, lsn)) => {
-            client.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", quote_literal(name))).await.map_err(begin)?;
-            lsn
-        }
-        None => crate::catalog::current_lsn(client).await?,
-    };
-    let started_us = now_us();
-    let mut types = TypeCache::default();
-    let mut seq = 0u64;
-    for table in tables {
-        let schema = Arc::new(crate::catalog::load_schema(client, &mut types, table.oid).await?);
-        let sent = out.send(vec![SourceItem::SnapshotTable { table: table.id.clone(), estimated_rows: table.estimated_rows }]).await;
-        if sent.is_err() {
-            return Ok(RunEnd::Stopped);
-        }
-        tracing::info!(table = %table.id, estimated_rows = table.estimated_rows, "snapshot of table started");
-        let cols: Vec<String> = schema.columns.iter().map(|c| quote_ident(&c.name)).collect();
-        // A partitioned table is copied through a query over all its partitions.
-        let sql = if table.partitioned {
-            format!("COPY (SELECT {} FROM {}) TO STDOUT", cols.join(", "), table.qualified())
-        } else {
-            format!("COPY {} ({}) TO STDOUT", table.qualified(), cols.join(", "))
-        };
-        let stream = client.copy_out(&sql).await.map_err(|e| copy_err(table, e))?;
-        futures_util::pin_mut!(stream);
-        let mut reader = CopyReader::new(schema.clone(), ctx, at, started_us);
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut rows = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| copy_err(table, e))?;
-            reader.feed(chunk, &mut seq, &mut batch)?;
-            if batch.len() >= BATCH {
-                rows += batch.len() as u64;
-                ctx.stats.saw(at.0);
-                if *stop.borrow() || out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
-                    return Ok(RunEnd::Stopped);
-                }
-            }
-        }
-        reader.finish()?;
-        rows += batch.len() as u64;
-        if !batch.is_empty() && out.send(batch).await.is_err() {
-            return Ok(RunEnd::Stopped);
-        }
-        tracing::info!(table = %table.id, rows, "snapshot of table done");
+    let at = crate::catalog::current_lsn(client).await?;
+    let row = client.query_one("SELECT pg_export_snapshot()", &[]).await.map_err(PgError::session("exporting the snapshot"))?;
+    let snapshot: String = row.get(0);
+    let workers = chunked::workers(client, options.workers).await?;
+    let (progress, planned) = plan(client, tables, None, options.chunk_rows, workers).await?;
+    if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
+        return Ok(RunEnd::Stopped);
     }
+    let job = CopyJob { params, ctx, snapshot: &snapshot, at, workers, chunk_rows: options.chunk_rows, checkpoints: false };
+    let end = chunked::copy(job, planned, out, stop).await?;
     client.batch_execute("COMMIT").await.map_err(PgError::session("ending the snapshot transaction"))?;
-    let mut last = vec![SourceItem::SnapshotDone];
-    if exported.is_some() {
-        last.push(SourceItem::Checkpoint(Offset::Postgres { lsn: at }));
-    }
-    if out.send(last).await.is_err() {
+    if end != RunEnd::SnapshotComplete || out.send(vec![SourceItem::SnapshotDone]).await.is_err() {
         return Ok(RunEnd::Stopped);
     }
     Ok(RunEnd::SnapshotComplete)
@@ -137,13 +143,15 @@ pub(crate) struct CopyReader<'a> {
     at: Lsn,
     started_us: i64,
     partial: Vec<u8>,
+    /// The last row read, as COPY sent it: where the next chunk starts.
+    last_line: Vec<u8>,
     /// When riffle read the current chunk (the events' `ts_ms`).
     now_ms: i64,
 }
 
 impl<'a> CopyReader<'a> {
     pub(crate) fn new(schema: Arc<TableSchema>, ctx: &'a Context, at: Lsn, started_us: i64) -> Self {
-        CopyReader { schema, ctx, at, started_us, partial: Vec::new(), now_ms: now_us() / 1000 }
+        CopyReader { schema, ctx, at, started_us, partial: Vec::new(), last_line: Vec::new(), now_ms: now_us() / 1000 }
     }
 
     pub(crate) fn feed(&mut self, chunk: Bytes, seq: &mut u64, batch: &mut Vec<SourceItem>) -> Result<(), PgError> {
@@ -159,12 +167,26 @@ impl<'a> CopyReader<'a> {
         }
         while let Some(nl) = data.iter().position(|b| *b == b'\n') {
             let row = parse_copy_row(&self.schema, &data[..nl])?;
+            self.last_line.clear();
+            self.last_line.extend_from_slice(&data[..nl]);
             *seq += 1;
             batch.push(SourceItem::Event(self.event(row, *seq)));
             data = &data[nl + 1..];
         }
         self.partial.extend_from_slice(data);
         Ok(())
+    }
+
+    /// The key of the last row read, in the server's text form.
+    pub(crate) fn last_key(&self, key: &[KeyColumn]) -> Result<Vec<String>, PgError> {
+        let fields: Vec<&[u8]> = self.last_line.split(|b| *b == b'\t').collect();
+        key.iter()
+            .map(|k| {
+                let field = fields.get(k.index).ok_or_else(|| PgError::CopyColumns { table: self.schema.id.clone() })?;
+                let text = if field.contains(&b'\\') { unescape(field) } else { field.to_vec() };
+                String::from_utf8(text).map_err(|_| PgError::NotUtf8 { what: "COPY returned text" })
+            })
+            .collect()
     }
 
     pub(crate) fn finish(&self) -> Result<(), PgError> {

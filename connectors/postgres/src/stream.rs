@@ -94,11 +94,22 @@ impl Stream {
         Stream { catalog, ctx, until, stats, heartbeat, types: TypeCache::default(), relations: HashMap::new() }
     }
 
+    /// The regular session the stream reads schemas on.
+    pub fn catalog(&self) -> &tokio_postgres::Client {
+        &self.catalog
+    }
+
+    /// Streams from `start`. With `pause`, stops once every transaction
+    /// that commits before it has been sent, before any that commits at or
+    /// after it (and ignores `--until`): the caller reads a snapshot
+    /// consistent with `pause` there, then streams on from it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         &mut self,
         params: &ConnectParams,
         slot: &str,
         start: Lsn,
+        pause: Option<Lsn>,
         out: mpsc::Sender<Vec<SourceItem>>,
         mut durable: watch::Receiver<Option<Offset>>,
         mut stop: watch::Receiver<bool>,
@@ -116,7 +127,10 @@ impl Stream {
         let mut batch: Vec<SourceItem> = Vec::with_capacity(BATCH);
         let mut tx: Option<Transaction> = None;
         let mut stopping = *stop.borrow();
-        let mut timer = tokio::time::interval(STATUS_INTERVAL);
+        let until = if pause.is_some() { None } else { self.until };
+        // Pausing waits for the server to say it has sent everything before
+        // the pause point: ask it often.
+        let mut timer = tokio::time::interval(if pause.is_some() { Duration::from_secs(1) } else { STATUS_INTERVAL });
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat = tokio::time::interval(self.heartbeat.unwrap_or(Duration::from_secs(3600)));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,14 +178,20 @@ impl Stream {
                         // been sent, so it is a safe place to resume from; saving
                         // it lets the slot release WAL written by other
                         // databases or unselected tables.
+                        // Pausing, a checkpoint never passes the pause point:
+                        // the snapshot read there is positioned at it.
+                        let wal_end = pause.map_or(wal_end, |p| wal_end.min(p));
                         if tx.is_none() && wal_end > last_checkpoint {
                             last_checkpoint = wal_end;
                             if !hand_over(&out, vec![SourceItem::Checkpoint(Offset::Postgres { lsn: wal_end })], &mut last_heard).await {
                                 return closed();
                             }
-                            if self.until.is_some_and(|u| wal_end >= u) {
+                            if until.is_some_and(|u| wal_end >= u) {
                                 break RunEnd::ReachedUntil;
                             }
+                        }
+                        if tx.is_none() && pause.is_some_and(|p| wal_end >= p) {
+                            return Ok(RunEnd::ReachedUntil);
                         }
                         if reply_requested {
                             within("reporting the position", repl.send_status(received, flushed, false)).await?;
@@ -182,6 +202,10 @@ impl Stream {
                         self.stats.saw(wal_end.0);
                         match pgoutput::decode(data)? {
                             Message::Begin { final_lsn, commit_ts_us, xid } => {
+                                if pause.is_some_and(|p| final_lsn >= p) {
+                                    // Sent again when the stream goes on from the pause point.
+                                    return Ok(RunEnd::ReachedUntil);
+                                }
                                 tx = Some(Transaction { commit_lsn: final_lsn, xid, ts_us: commit_ts_us.saturating_add(PG_EPOCH_OFFSET_US), seq: 0 });
                             }
                             Message::Commit { end_lsn, .. } => {
@@ -191,7 +215,7 @@ impl Stream {
                                 if !hand_over(&out, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &mut last_heard).await {
                                     return closed();
                                 }
-                                if self.until.is_some_and(|u| end_lsn >= u) {
+                                if until.is_some_and(|u| end_lsn >= u) {
                                     break RunEnd::ReachedUntil;
                                 }
                             }

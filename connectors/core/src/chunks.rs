@@ -1,0 +1,164 @@
+//! A chunked snapshot's progress: which key ranges of which tables are still
+//! to be read. The source plans it, reports each chunk it finished, and the
+//! pipeline saves it with the offset at every commit, so a snapshot
+//! interrupted by a crash or a stop resumes with the chunks that were not
+//! committed, and reads nothing twice.
+//!
+//! Keys travel as the source's own text forms (what the server prints for
+//! the key columns), so any key type the server can order and parse back
+//! works, composite keys included.
+
+use serde::{Deserialize, Serialize};
+
+/// A range of a table's key: rows with `after < key <= upto`, an absent
+/// bound being open. Ranges of one table never overlap, so a range's bounds
+/// name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct KeyRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upto: Option<Vec<String>>,
+}
+
+impl KeyRange {
+    /// The whole table.
+    pub fn all() -> Self {
+        KeyRange::default()
+    }
+}
+
+/// One table's part of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableProgress {
+    /// `schema.table`.
+    pub table: String,
+    /// The key columns chunks are ordered by. Empty: the table has no key
+    /// and is read whole, as one unit (its rows cannot be told apart across
+    /// two reads, so half of it is never committed).
+    pub key: Vec<String>,
+    /// Ranges not read yet. Empty: the table is done.
+    pub left: Vec<KeyRange>,
+    /// Rows read and committed so far.
+    #[serde(default)]
+    pub rows: u64,
+    /// Chunks read and committed so far.
+    #[serde(default)]
+    pub chunks: u64,
+}
+
+impl TableProgress {
+    pub fn is_done(&self) -> bool {
+        self.left.is_empty()
+    }
+}
+
+/// What a source reports when it has sent every row of one chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkDone {
+    pub table: String,
+    /// The range the chunk was read from, as planned or left by the
+    /// previous chunk.
+    pub range: KeyRange,
+    /// The last key the chunk read: the range continues after it. `None`:
+    /// the range is exhausted.
+    pub next_after: Option<Vec<String>>,
+    pub rows: u64,
+}
+
+/// The chunks of a snapshot not yet read, per table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SnapshotProgress {
+    pub tables: Vec<TableProgress>,
+}
+
+impl SnapshotProgress {
+    pub fn is_done(&self) -> bool {
+        self.tables.iter().all(TableProgress::is_done)
+    }
+
+    /// Tables still with ranges to read.
+    pub fn pending(&self) -> impl Iterator<Item = &TableProgress> {
+        self.tables.iter().filter(|t| !t.is_done())
+    }
+
+    pub fn table(&self, name: &str) -> Option<&TableProgress> {
+        self.tables.iter().find(|t| t.table == name)
+    }
+
+    /// Ranges left across all tables.
+    pub fn ranges_left(&self) -> usize {
+        self.tables.iter().map(|t| t.left.len()).sum()
+    }
+
+    /// Records a finished chunk. A chunk of a range the plan does not hold
+    /// (already recorded) changes nothing and returns false.
+    pub fn record(&mut self, done: &ChunkDone) -> bool {
+        let Some(t) = self.tables.iter_mut().find(|t| t.table == done.table) else { return false };
+        let Some(i) = t.left.iter().position(|r| *r == done.range) else { return false };
+        match &done.next_after {
+            Some(next) => t.left[i].after = Some(next.clone()),
+            None => {
+                t.left.remove(i);
+            }
+        }
+        t.rows += done.rows;
+        t.chunks += 1;
+        true
+    }
+
+    /// Adds tables to read whole (a table added to the selection, or one to
+    /// snapshot again), replacing what the plan held for them.
+    pub fn add(&mut self, table: TableProgress) {
+        self.tables.retain(|t| t.table != table.table);
+        self.tables.push(table);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(k: &[&str]) -> Option<Vec<String>> {
+        Some(k.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn chunks_advance_their_range_and_finish_it() {
+        let split = KeyRange { after: None, upto: keys(&["100"]) };
+        let rest = KeyRange { after: keys(&["100"]), upto: None };
+        let mut p = SnapshotProgress {
+            tables: vec![TableProgress {
+                table: "s.t".into(),
+                key: vec!["id".into()],
+                left: vec![split.clone(), rest.clone()],
+                rows: 0,
+                chunks: 0,
+            }],
+        };
+        assert!(p.record(&ChunkDone { table: "s.t".into(), range: split.clone(), next_after: keys(&["50"]), rows: 50 }));
+        let moved = KeyRange { after: keys(&["50"]), upto: keys(&["100"]) };
+        assert_eq!(p.tables[0].left, vec![moved.clone(), rest.clone()]);
+        assert!(!p.record(&ChunkDone { table: "s.t".into(), range: split, next_after: None, rows: 1 }), "a range already advanced");
+        assert!(p.record(&ChunkDone { table: "s.t".into(), range: moved, next_after: None, rows: 50 }));
+        assert!(!p.is_done());
+        assert!(p.record(&ChunkDone { table: "s.t".into(), range: rest, next_after: None, rows: 7 }));
+        assert!(p.is_done());
+        assert_eq!((p.tables[0].rows, p.tables[0].chunks), (107, 3));
+    }
+
+    #[test]
+    fn progress_round_trips_through_json() {
+        let p = SnapshotProgress {
+            tables: vec![TableProgress {
+                table: "s.t".into(),
+                key: vec!["a".into(), "b".into()],
+                left: vec![KeyRange { after: keys(&["x\ty", "2"]), upto: None }],
+                rows: 3,
+                chunks: 1,
+            }],
+        };
+        let text = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<SnapshotProgress>(&text).unwrap(), p);
+    }
+}

@@ -1,0 +1,461 @@
+//! Chunked, parallel snapshot reads under one exported snapshot.
+//!
+//! # The algorithm, and why the copy is exact
+//!
+//! Every read of a snapshot happens inside one *exported* snapshot: the
+//! slot's (`CREATE_REPLICATION_SLOT … EXPORT_SNAPSHOT`, valid while that
+//! replication connection stays idle), or, for `riffle sync`, one taken with
+//! `pg_export_snapshot()` by a transaction kept open until the copy ends.
+//! Each worker connection starts a `REPEATABLE READ` transaction and imports
+//! it with `SET TRANSACTION SNAPSHOT`, as `pg_dump -j` does, so all workers
+//! see the database as of the same instant, the snapshot's consistent point
+//! `at`, however long they take and whatever writers do meanwhile.
+//!
+//! A table is read in chunks of its key order: `WHERE key > last ORDER BY
+//! key LIMIT n`, the key being the primary key or, without one, a unique
+//! index over NOT NULL columns. A large table with a one-column integer key
+//! is first split into key ranges between its minimum and maximum so that
+//! several workers read it at once; other tables are read by one worker each,
+//! several tables at a time. Chunks are disjoint and together cover the
+//! table, so every row is read exactly once.
+//!
+//! A worker sends each chunk whole to one forwarder, which numbers the rows
+//! (their positions are `at`, then read order) and hands them to the
+//! pipeline followed by the chunk's [`ChunkDone`] and, for a replicate run,
+//! a checkpoint at `at`. The pipeline records the chunk in the plan it saves
+//! with the offset, so after a crash the chunks committed are never read
+//! again and the others are: by a later run, inside a new exported snapshot
+//! at a later point, once the stream has caught up to that point (see
+//! `PgSource::catch_up`), so each row read is as of the place it takes in the
+//! output and no change is lost or shown out of order.
+//!
+//! A table without such a key is read whole with one `COPY`, and no
+//! checkpoint is sent while one is being read: its rows cannot be told apart
+//! across two reads, so it is committed all at once or not at all.
+
+use crate::catalog::SelectedTable;
+use crate::connect::ConnectParams;
+use crate::error::PgError;
+use crate::snapshot::{Context, CopyReader, BATCH};
+use crate::{quote_ident, quote_literal};
+use futures_util::StreamExt;
+use riffle_core::source::RunEnd;
+use riffle_core::{ChunkDone, KeyRange, Lsn, Offset, PgPosition, Phase, Position, SourceItem, TableProgress, TableSchema};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+/// A chunk whose COPY output passes this many bytes halves the next
+/// chunk's rows: wide rows keep a chunk's memory bounded, whatever
+/// `chunk_rows` says.
+const CHUNK_BYTES: usize = 32 << 20;
+
+/// One key column: its name, place in the table's columns and type as SQL
+/// spells it (for the literals of chunk bounds).
+#[derive(Debug, Clone)]
+pub struct KeyColumn {
+    pub name: String,
+    pub index: usize,
+    pub type_sql: String,
+}
+
+/// One table of a snapshot plan.
+#[derive(Debug, Clone)]
+pub struct PlannedTable {
+    pub selected: SelectedTable,
+    pub schema: Arc<TableSchema>,
+    /// Empty: read whole.
+    pub key: Vec<KeyColumn>,
+    pub progress: TableProgress,
+}
+
+/// The key chunks are ordered by: the primary key, else the unique index
+/// over NOT NULL columns with the fewest columns. Empty: none.
+pub async fn chunk_key(client: &Client, table: &SelectedTable, schema: &TableSchema) -> Result<Vec<KeyColumn>, PgError> {
+    let rows = client
+        .query(
+            "SELECT array_agg(a.attname::text ORDER BY k.n), array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.n) \
+             FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL \
+             GROUP BY i.indexrelid, i.indisprimary \
+             HAVING bool_and(a.attnotnull) \
+             ORDER BY i.indisprimary DESC, count(*), i.indexrelid LIMIT 1",
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| PgError::query(format!("reading the keys of {}", table.id), e, || "grant riffle's user SELECT on the table".into()))?;
+    let Some(row) = rows.first() else { return Ok(Vec::new()) };
+    let names: Vec<String> = row.get(0);
+    let types: Vec<String> = row.get(1);
+    let mut key = Vec::with_capacity(names.len());
+    for (name, type_sql) in names.into_iter().zip(types) {
+        // A key column riffle does not copy (generated) cannot bound a chunk.
+        let Some(index) = schema.columns.iter().position(|c| c.name == name) else { return Ok(Vec::new()) };
+        key.push(KeyColumn { name, index, type_sql });
+    }
+    Ok(key)
+}
+
+/// The first plan of a table: one range, or, for a large table with a
+/// one-column integer key, `parts` ranges between its minimum and maximum
+/// key, so several workers can read it.
+pub async fn first_ranges(
+    client: &Client,
+    t: &SelectedTable,
+    key: &[KeyColumn],
+    chunk_rows: u64,
+    parts: usize,
+) -> Result<Vec<KeyRange>, PgError> {
+    let integer = key.len() == 1 && matches!(key[0].type_sql.as_str(), "smallint" | "integer" | "bigint");
+    let wanted = (t.estimated_rows / chunk_rows.max(1)).min(parts as u64);
+    if !integer || wanted < 2 {
+        return Ok(vec![KeyRange::all()]);
+    }
+    let k = quote_ident(&key[0].name);
+    let row = client.query_one(&format!("SELECT min({k})::int8, max({k})::int8 FROM {}", t.qualified()), &[]).await.map_err(|e| {
+        PgError::query(format!("reading the key range of {}", t.id), e, || "grant riffle's user SELECT on the table".into())
+    })?;
+    let (Some(lo), Some(hi)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) else { return Ok(vec![KeyRange::all()]) };
+    let span = i128::from(hi) - i128::from(lo);
+    let mut bounds: Vec<i64> = (1..wanted as i128).map(|i| (i128::from(lo) + span * i / wanted as i128) as i64).collect();
+    bounds.dedup();
+    let mut ranges = Vec::with_capacity(bounds.len() + 1);
+    let mut after = None;
+    for b in bounds {
+        let upto = Some(vec![b.to_string()]);
+        ranges.push(KeyRange { after: after.clone(), upto: upto.clone() });
+        after = upto;
+    }
+    ranges.push(KeyRange { after, upto: None });
+    Ok(ranges)
+}
+
+/// `(a, b) > ('1'::int, 'x'::text)`: a bound of a key range.
+fn bound(key: &[KeyColumn], values: &[String], op: &str) -> String {
+    let cols: Vec<String> = key.iter().map(|k| quote_ident(&k.name)).collect();
+    let lits: Vec<String> = key.iter().zip(values).map(|(k, v)| format!("{}::{}", quote_literal(v), k.type_sql)).collect();
+    format!("({}) {op} ({})", cols.join(", "), lits.join(", "))
+}
+
+/// The COPY reading the next `limit` rows of `range` (or, without a key,
+/// the whole table).
+fn chunk_sql(t: &PlannedTable, range: &KeyRange, limit: u64) -> String {
+    let cols: Vec<String> = t.schema.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    if t.key.is_empty() {
+        return if t.selected.partitioned {
+            format!("COPY (SELECT {} FROM {}) TO STDOUT", cols.join(", "), t.selected.qualified())
+        } else {
+            format!("COPY {} ({}) TO STDOUT", t.selected.qualified(), cols.join(", "))
+        };
+    }
+    let mut filters = Vec::new();
+    if let Some(after) = &range.after {
+        filters.push(bound(&t.key, after, ">"));
+    }
+    if let Some(upto) = &range.upto {
+        filters.push(bound(&t.key, upto, "<="));
+    }
+    let filter = if filters.is_empty() { String::new() } else { format!(" WHERE {}", filters.join(" AND ")) };
+    let order: Vec<String> = t.key.iter().map(|k| quote_ident(&k.name)).collect();
+    format!(
+        "COPY (SELECT {} FROM {}{filter} ORDER BY {} LIMIT {limit}) TO STDOUT",
+        cols.join(", "),
+        t.selected.qualified(),
+        order.join(", ")
+    )
+}
+
+/// What a worker hands the forwarder.
+enum Piece {
+    /// Every row of one chunk of a keyed table.
+    Chunk {
+        table: usize,
+        range: KeyRange,
+        next_after: Option<Vec<String>>,
+        rows: Vec<SourceItem>,
+    },
+    /// Rows of a table read whole.
+    Part {
+        table: usize,
+        rows: Vec<SourceItem>,
+    },
+    /// The end of a table read whole (or of a table dropped meanwhile).
+    Whole {
+        table: usize,
+        range: KeyRange,
+        rows: u64,
+    },
+    Failed(PgError),
+}
+
+/// Where the copy reads from and what it reports.
+pub struct CopyJob<'a> {
+    pub params: &'a ConnectParams,
+    pub ctx: &'a Context,
+    /// The exported snapshot every worker imports.
+    pub snapshot: &'a str,
+    /// The snapshot's consistent point: the rows' position.
+    pub at: Lsn,
+    pub workers: usize,
+    pub chunk_rows: u64,
+    /// Send a checkpoint at `at` after each chunk (replicate), or none (sync).
+    pub checkpoints: bool,
+}
+
+/// Reads every range of `tables` left in their progress and hands the rows
+/// to the pipeline, chunk by chunk. Returns `Stopped` if asked to stop or
+/// the pipeline went away.
+pub async fn copy(
+    job: CopyJob<'_>,
+    tables: Vec<PlannedTable>,
+    out: &mpsc::Sender<Vec<SourceItem>>,
+    stop: &watch::Receiver<bool>,
+) -> Result<RunEnd, PgError> {
+    let tables = Arc::new(tables);
+    let mut work: VecDeque<(usize, KeyRange)> = VecDeque::new();
+    // Ranges of different tables alternate, so workers spread over tables.
+    let most = tables.iter().map(|t| t.progress.left.len()).max().unwrap_or(0);
+    for i in 0..most {
+        for (ti, t) in tables.iter().enumerate() {
+            if let Some(r) = t.progress.left.get(i) {
+                work.push_back((ti, r.clone()));
+            }
+        }
+    }
+    let workers = job.workers.clamp(1, work.len().max(1));
+    tracing::info!(tables = tables.len(), ranges = work.len(), workers, chunk_rows = job.chunk_rows, "snapshot plan");
+    let queue = Arc::new(Mutex::new(work));
+    let (tx, mut rx) = mpsc::channel::<Piece>(workers);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (params, ctx, snapshot) = (job.params.clone(), job.ctx.clone(), job.snapshot.to_string());
+        let (tables, queue, tx) = (tables.clone(), queue.clone(), tx.clone());
+        let (at, chunk_rows) = (job.at, job.chunk_rows);
+        set.spawn(async move {
+            if let Err(e) = worker(&params, &ctx, &snapshot, at, chunk_rows, &tables, &queue, &tx).await {
+                let _ = tx.send(Piece::Failed(e)).await;
+            }
+        });
+    }
+    drop(tx);
+    let mut forward =
+        Forward { tables: &tables, at: job.at, seq: 0, started: vec![false; tables.len()], open_whole: 0, checkpoints: job.checkpoints };
+    while let Some(piece) = rx.recv().await {
+        if *stop.borrow() {
+            return Ok(RunEnd::Stopped);
+        }
+        let items = forward.items(piece)?;
+        if out.send(items).await.is_err() {
+            return Ok(RunEnd::Stopped);
+        }
+    }
+    while let Some(joined) = set.join_next().await {
+        joined.map_err(|e| PgError::Unexpected(format!("a snapshot worker failed: {e}")))?;
+    }
+    Ok(RunEnd::SnapshotComplete)
+}
+
+/// Numbers the rows and adds the progress items and checkpoints.
+struct Forward<'a> {
+    tables: &'a [PlannedTable],
+    at: Lsn,
+    seq: u64,
+    started: Vec<bool>,
+    /// Tables read whole and not finished: no checkpoint meanwhile.
+    open_whole: usize,
+    checkpoints: bool,
+}
+
+impl Forward<'_> {
+    fn items(&mut self, piece: Piece) -> Result<Vec<SourceItem>, PgError> {
+        let mut items = Vec::new();
+        let (table, rows, done) = match piece {
+            Piece::Failed(e) => return Err(e),
+            Piece::Chunk { table, range, next_after, rows } => {
+                let n = rows.len() as u64;
+                (table, rows, Some(ChunkDone { table: self.tables[table].progress.table.clone(), range, next_after, rows: n }))
+            }
+            Piece::Part { table, rows } => {
+                if !self.started[table] {
+                    self.open_whole += 1;
+                }
+                (table, rows, None)
+            }
+            Piece::Whole { table, range, rows } => {
+                if self.started[table] && self.tables[table].key.is_empty() {
+                    self.open_whole -= 1;
+                }
+                (table, Vec::new(), Some(ChunkDone { table: self.tables[table].progress.table.clone(), range, next_after: None, rows }))
+            }
+        };
+        if !self.started[table] {
+            self.started[table] = true;
+            let t = &self.tables[table].selected;
+            items.push(SourceItem::SnapshotTable { table: t.id.clone(), estimated_rows: t.estimated_rows });
+        }
+        items.reserve(rows.len() + 2);
+        for mut item in rows {
+            if let SourceItem::Event(ev) = &mut item {
+                self.seq += 1;
+                ev.position = Position::Postgres(PgPosition { lsn: self.at, phase: Phase::Snapshot, seq: self.seq });
+            }
+            items.push(item);
+        }
+        if let Some(done) = done {
+            items.push(SourceItem::ChunkDone(done));
+            if self.checkpoints && self.open_whole == 0 {
+                items.push(SourceItem::Checkpoint(Offset::Postgres { lsn: self.at }));
+            }
+        }
+        Ok(items)
+    }
+}
+
+/// One worker: imports the snapshot, then takes ranges off the queue and
+/// reads each chunk by chunk until the queue is empty.
+#[allow(clippy::too_many_arguments)]
+async fn worker(
+    params: &ConnectParams,
+    ctx: &Context,
+    snapshot: &str,
+    at: Lsn,
+    chunk_rows: u64,
+    tables: &[PlannedTable],
+    queue: &Mutex<VecDeque<(usize, KeyRange)>>,
+    tx: &mpsc::Sender<Piece>,
+) -> Result<(), PgError> {
+    let client = params.connect().await?;
+    let begin = |e: tokio_postgres::Error| PgError::session("starting a snapshot worker's transaction")(e);
+    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.map_err(begin)?;
+    client.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", quote_literal(snapshot))).await.map_err(begin)?;
+    let started_us = crate::snapshot::now_us();
+    let mut limit = chunk_rows;
+    loop {
+        let next = queue.lock().map_err(|_| PgError::Unexpected("a snapshot worker panicked".into()))?.pop_front();
+        let Some((ti, mut range)) = next else { break };
+        let t = &tables[ti];
+        loop {
+            let sql = chunk_sql(t, &range, limit);
+            let stream = match client.copy_out(&sql).await {
+                Ok(s) => s,
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                    tracing::warn!(table = %t.selected.id, "table dropped during its snapshot; its snapshot ends here");
+                    let _ = tx.send(Piece::Whole { table: ti, range: range.clone(), rows: 0 }).await;
+                    break;
+                }
+                Err(e) => return Err(copy_err(&t.selected, e)),
+            };
+            futures_util::pin_mut!(stream);
+            let mut reader = CopyReader::new(t.schema.clone(), ctx, at, started_us);
+            let mut rows = Vec::new();
+            let (mut seq, mut bytes, mut total) = (0u64, 0usize, 0u64);
+            while let Some(data) = stream.next().await {
+                let data = data.map_err(|e| copy_err(&t.selected, e))?;
+                bytes += data.len();
+                reader.feed(data, &mut seq, &mut rows)?;
+                if t.key.is_empty() && rows.len() >= BATCH {
+                    total += rows.len() as u64;
+                    ctx.stats.saw(at.0);
+                    if tx.send(Piece::Part { table: ti, rows: std::mem::replace(&mut rows, Vec::with_capacity(BATCH)) }).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            reader.finish()?;
+            ctx.stats.saw(at.0);
+            if t.key.is_empty() {
+                total += rows.len() as u64;
+                if !rows.is_empty() && tx.send(Piece::Part { table: ti, rows }).await.is_err() {
+                    return Ok(());
+                }
+                if tx.send(Piece::Whole { table: ti, range: range.clone(), rows: total }).await.is_err() {
+                    return Ok(());
+                }
+                break;
+            }
+            let full = rows.len() as u64 >= limit;
+            let next_after = if full { Some(reader.last_key(&t.key)?) } else { None };
+            if bytes > CHUNK_BYTES && limit > 1 {
+                limit /= 2;
+            }
+            let piece = Piece::Chunk { table: ti, range: range.clone(), next_after: next_after.clone(), rows };
+            if tx.send(piece).await.is_err() {
+                return Ok(());
+            }
+            match next_after {
+                Some(after) => range.after = Some(after),
+                None => break,
+            }
+        }
+    }
+    client.batch_execute("COMMIT").await.map_err(PgError::session("ending a snapshot worker's transaction"))?;
+    Ok(())
+}
+
+fn copy_err(table: &SelectedTable, e: tokio_postgres::Error) -> PgError {
+    PgError::query(format!("copying {}", table.id), e, || format!("grant it: GRANT SELECT ON {} TO CURRENT_USER's role", table.qualified()))
+}
+
+/// How many workers to use: the asked number, else the cores (at most
+/// four), within half the server's free connections.
+pub async fn workers(client: &Client, asked: Option<usize>) -> Result<usize, PgError> {
+    if let Some(n) = asked {
+        return Ok(n.max(1));
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4);
+    let free = client
+        .query_one(
+            "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int \
+                    - (SELECT count(*) FROM pg_stat_activity)::int",
+            &[],
+        )
+        .await
+        .map(|r| r.get::<_, i32>(0))
+        .unwrap_or(2);
+    Ok(cores.min((free.max(2) / 2) as usize).max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riffle_core::{Column, DataType, TableId};
+
+    fn table(key: &[(&str, &str)]) -> PlannedTable {
+        let col = |name: &str| Column { name: name.into(), source_type: String::new(), data_type: DataType::String, nullable: false };
+        let schema =
+            TableSchema { id: TableId::new("s", "t"), columns: vec![col("a"), col("b"), col("c")], key: vec![0], full_before_image: false };
+        PlannedTable {
+            selected: SelectedTable {
+                id: schema.id.clone(),
+                oid: 1,
+                estimated_rows: 0,
+                replica_identity: b'd',
+                has_primary_key: true,
+                partitioned: false,
+                unlogged: false,
+            },
+            key: key.iter().map(|(n, t)| KeyColumn { name: n.to_string(), index: 0, type_sql: t.to_string() }).collect(),
+            schema: Arc::new(schema),
+            progress: TableProgress { table: "s.t".into(), key: vec![], left: vec![], rows: 0, chunks: 0 },
+        }
+    }
+
+    #[test]
+    fn chunk_queries_bound_the_key_with_typed_literals() {
+        let t = table(&[("a", "integer"), ("b", "text")]);
+        let range = KeyRange { after: Some(vec!["7".into(), "it's".into()]), upto: Some(vec!["9".into(), "z".into()]) };
+        assert_eq!(
+            chunk_sql(&t, &range, 100),
+            "COPY (SELECT \"a\", \"b\", \"c\" FROM \"s\".\"t\" WHERE (\"a\", \"b\") > ('7'::integer, 'it''s'::text) \
+             AND (\"a\", \"b\") <= ('9'::integer, 'z'::text) ORDER BY \"a\", \"b\" LIMIT 100) TO STDOUT"
+        );
+        assert_eq!(
+            chunk_sql(&t, &KeyRange::all(), 5),
+            "COPY (SELECT \"a\", \"b\", \"c\" FROM \"s\".\"t\" ORDER BY \"a\", \"b\" LIMIT 5) TO STDOUT"
+        );
+        assert_eq!(chunk_sql(&table(&[]), &KeyRange::all(), 5), "COPY \"s\".\"t\" (\"a\", \"b\", \"c\") TO STDOUT");
+    }
+}
