@@ -28,16 +28,16 @@ fn print(check: &Check, color: bool) -> bool {
     let (ok, fail) = if color { ("\x1b[32mok  \x1b[0m", "\x1b[31mFAIL\x1b[0m") } else { ("ok  ", "FAIL") };
     match &check.outcome {
         Ok(found) => {
-            println!("  {ok}  {}: {found}", check.name);
+            out!("  {ok}  {}: {found}", check.name);
             true
         }
         Err(p) if p.expected.is_empty() => {
-            println!("  {fail}  {}: {}", check.name, p.found);
+            out!("  {fail}  {}: {}", check.name, p.found);
             false
         }
         Err(p) => {
-            println!("  {fail}  {}: expected {}, found {}", p.setting, p.expected, p.found);
-            println!("        fix: {}", p.fix);
+            out!("  {fail}  {}: expected {}, found {}", p.setting, p.expected, p.found);
+            out!("        fix: {}", p.fix);
             false
         }
     }
@@ -57,15 +57,15 @@ pub async fn run(args: &CheckArgs) -> Result<bool> {
     let saved =
         store.load(&cfg.name)?.map(|s| SavedPipeline { name: s.name.clone(), offset: s.offset, location: store.location(&cfg.name) });
     let report = crate::connectors::check_source(&cfg.source_spec(), saved.as_ref()).await?;
-    println!("{}", report.heading);
+    out!("{}", report.heading);
     let mut all_ok = true;
     for c in &report.checks {
         all_ok &= print(c, color);
     }
     for s in &cfg.sinks {
-        println!("sink {}", s.name);
+        out!("sink {}", s.name);
         all_ok &= print(&sink_check(&s.target, cfg.roll.max_bytes), color);
     }
-    println!("{}", if all_ok { "all checks passed" } else { "some checks failed; fix them and run riffle check again" });
+    out!("{}", if all_ok { "all checks passed" } else { "some checks failed; fix them and run riffle check again" });
     Ok(all_ok)
 }

@@ -18,6 +18,15 @@
 //! their encoders (formats). docs/architecture.md shows how an event and
 //! its position travel through them.
 
+/// A line of a report on stdout (`status`, `check`, `slots`). A reader that
+/// went away (`riffle status | head`) is no error: the rest is dropped.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod check;
 pub mod cli;
 pub mod config;

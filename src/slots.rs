@@ -11,10 +11,10 @@ pub async fn run(action: &SlotsAction) -> Result<()> {
         SlotsAction::List { source } => {
             let rows = pg_slots::list(source).await?;
             if rows.is_empty() {
-                println!("no logical pgoutput slots");
+                out!("no logical pgoutput slots");
             }
             for r in rows {
-                println!(
+                out!(
                     "{}  database={}  {}  confirmed={}  retains={}{}",
                     r.name,
                     r.database,
@@ -48,10 +48,10 @@ pub async fn run(action: &SlotsAction) -> Result<()> {
             }
             pg_slots::drop(source, name, found).await?;
             if found.slot.is_some() {
-                println!("dropped slot {name}");
+                out!("dropped slot {name}");
             }
             if found.publication {
-                println!("dropped publication {name}");
+                out!("dropped publication {name}");
             }
             Ok(())
         }

@@ -39,27 +39,27 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
 fn print_rows(args: &StatusArgs, store: &StateStore, rows: Vec<(&PipelineState, Option<StatusReport>)>) -> Result<()> {
     if args.json {
         let out: Vec<serde_json::Value> = rows.iter().map(|(s, report)| json_row(s, report.as_ref())).collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        out!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no pipelines in {}", store.describe());
+        out!("no pipelines in {}", store.describe());
         return Ok(());
     }
     for (s, report) in rows {
-        println!("{}", s.name);
-        println!("  source          {}", s.source);
-        println!("  tables          {}", s.tables.join(", "));
-        println!("  snapshot        {}", snapshot_line(s));
-        println!("  offset          {}", s.offset.as_ref().map(|o| o.to_string()).unwrap_or_else(|| "none".into()));
-        println!("  last position   {}", s.last_position.map(|p| p.key()).unwrap_or_else(|| "none".into()));
-        println!("  events          {}", s.events);
-        println!("  saved           {} s ago", (now_ms() - s.updated_ms) / 1000);
+        out!("{}", s.name);
+        out!("  source          {}", s.source);
+        out!("  tables          {}", s.tables.join(", "));
+        out!("  snapshot        {}", snapshot_line(s));
+        out!("  offset          {}", s.offset.as_ref().map(|o| o.to_string()).unwrap_or_else(|| "none".into()));
+        out!("  last position   {}", s.last_position.map(|p| p.key()).unwrap_or_else(|| "none".into()));
+        out!("  events          {}", s.events);
+        out!("  saved           {} s ago", (now_ms() - s.updated_ms) / 1000);
         if let Some(ts) = s.last_source_ts_ms {
-            println!("  last change     committed {} s ago at the source", (now_ms() - ts).max(0) / 1000);
+            out!("  last change     committed {} s ago at the source", (now_ms() - ts).max(0) / 1000);
         }
         for (label, line) in report.iter().flat_map(|r| &r.lines) {
-            println!("  {label:<15} {line}");
+            out!("  {label:<15} {line}");
         }
     }
     Ok(())

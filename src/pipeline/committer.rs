@@ -52,6 +52,11 @@ pub struct Committer {
     /// A chunked snapshot's plan with every chunk received so far recorded;
     /// saved at the next commit (the saved one is `state.chunks`).
     chunks: Option<riffle_core::SnapshotProgress>,
+    /// The table globs asked for now; saved once the source has planned
+    /// for them (`selection_planned`): until then a restart still sees the
+    /// selection as changed and plans again.
+    selection: Vec<String>,
+    selection_planned: bool,
 }
 
 /// What a [`Committer`] is made of.
@@ -66,6 +71,8 @@ pub struct Parts {
     pub sync: bool,
     pub progress: Progress,
     pub metrics: Arc<Metrics>,
+    /// The table globs of this run.
+    pub selection: Vec<String>,
 }
 
 /// A state store error as the pipeline sorts errors: transient ones are
@@ -94,7 +101,14 @@ impl Committer {
             counts: Vec::new(),
             counted: None,
             chunks,
+            selection: p.selection,
+            selection_planned: false,
         }
+    }
+
+    /// The table globs this run captures.
+    pub fn selection(&self) -> &[String] {
+        &self.selection
     }
 
     fn consume_batch(&mut self, batch: Vec<SourceItem>) -> Result<(), SinkError> {
@@ -138,6 +152,7 @@ impl Committer {
                 SourceItem::SnapshotPlan(plan) => {
                     self.progress.plan(plan.pending().count());
                     self.chunks = Some(plan);
+                    self.selection_planned = true;
                 }
                 SourceItem::ChunkDone(done) => {
                     if let Some(plan) = &mut self.chunks {
@@ -153,8 +168,9 @@ impl Committer {
                     }
                 }
                 SourceItem::SnapshotTable { table, estimated_rows } => {
-                    // A resumed snapshot adds to what the sinks hold by design.
-                    if !self.in_snapshot && !self.sync && self.state.chunks.is_none() {
+                    // A resumed snapshot, or a table added to the selection,
+                    // adds to what the sinks hold by design.
+                    if !self.in_snapshot && !self.sync && self.state.offset.is_none() {
                         self.warn_if_sinks_hold_history();
                     }
                     self.in_snapshot = true;
@@ -302,6 +318,9 @@ impl Committer {
                 let mut next = self.state.clone();
                 next.offset = Some(offset.clone());
                 next.chunks = self.chunks.clone().filter(|p| !p.is_done());
+                if self.selection_planned {
+                    next.tables = self.selection.clone();
+                }
                 next.snapshot = if next.chunks.is_some() { SnapshotState::InProgress } else { SnapshotState::Done };
                 next.last_position = record.through.or(next.last_position);
                 next.last_source_ts_ms = record.last_ts_ms.or(next.last_source_ts_ms);
@@ -344,6 +363,7 @@ impl Committer {
         self.ledger.aborted();
         self.in_snapshot = false;
         self.chunks = self.state.chunks.clone();
+        self.selection_planned = false;
     }
 
     /// Consumes one source run's items until the source closes its channel.

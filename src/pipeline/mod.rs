@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::progress::Progress;
 use crate::state::{PipelineState, StateSave, StateStore};
 use crate::transform::Transformer;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use riffle_core::source::RunEnd;
 use riffle_core::{Offset, Source, Until};
 use tokio::sync::watch;
@@ -69,16 +69,13 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         Job::Sync => None,
         Job::Replicate { .. } => store.load(&cfg.name)?,
     };
-    if let Some(s) = &saved {
-        if s.tables != cfg.tables {
-            bail!(
-                "pipeline {:?} was started with --tables {:?}, now {:?}; a new selection needs a new snapshot: pass another --name, or remove {} (and the old slot) to start over",
-                cfg.name,
-                s.tables,
-                cfg.tables,
-                store.location(&cfg.name)
-            );
-        }
+    if let Some(s) = saved.as_ref().filter(|s| s.tables != cfg.tables) {
+        tracing::info!(
+            pipeline = cfg.name,
+            was = s.tables.join(","),
+            now = cfg.tables.join(","),
+            "the table selection changed: added tables are snapshotted while the others stream on, removed ones stop"
+        );
     }
     let source = AnySource::new(&cfg.source_spec())?;
     // Sinks are checked before anything is read from the source.
@@ -119,6 +116,7 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         sync,
         progress: Progress::new(quiet),
         metrics: metrics.clone(),
+        selection: cfg.tables.clone(),
     });
     let retries = Retries { max: cfg.max_retries, scale: 1.0 };
     let result = supervise(source, &mut committer, &job, retries, durable_rx, stop, &metrics).await;

@@ -24,16 +24,22 @@ fn backoff(attempt: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// Where the next run starts, from what is saved.
-fn start_of(job: &Job, state: &crate::state::PipelineState) -> (StartMode, Until) {
+/// Where the next run starts, from what is saved and the selection
+/// (`tables`) asked for now.
+fn start_of(job: &Job, state: &crate::state::PipelineState, tables: &[String]) -> (StartMode, Until) {
     match job {
         Job::Sync => (StartMode::Copy, Until::Never),
         Job::Replicate { until, .. } => {
             let start = match (&state.offset, &state.snapshot_started) {
-                (Some(offset), _) => match &state.chunks {
-                    Some(progress) if !progress.is_done() => StartMode::ResumeChunks { offset: offset.clone(), progress: progress.clone() },
-                    _ => StartMode::Resume(offset.clone()),
-                },
+                (Some(offset), _) => {
+                    let previous_tables = (state.tables != tables).then(|| state.tables.clone());
+                    let progress = state.chunks.clone().unwrap_or_default();
+                    if !progress.is_done() || previous_tables.is_some() {
+                        StartMode::ResumeChunks { offset: offset.clone(), progress, previous_tables }
+                    } else {
+                        StartMode::Resume(offset.clone())
+                    }
+                }
                 (None, Some(started)) => StartMode::ResumeSnapshot(started.clone()),
                 (None, None) => StartMode::Snapshot,
             };
@@ -62,7 +68,7 @@ pub async fn supervise<S: Source + 'static>(
     let mut attempt = 0u32;
     loop {
         let offset_before = committer.state.offset.clone();
-        let (start, until) = start_of(job, &committer.state);
+        let (start, until) = start_of(job, &committer.state, committer.selection());
         source.prepare(start, until)?;
         let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
         let (durable_rx, stop_rx) = (durable.clone(), stop.clone());

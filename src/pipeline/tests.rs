@@ -208,6 +208,7 @@ async fn replicate(source: ScriptedSource, sink: &Arc<Mutex<SinkLog>>, store: &M
     let metrics = Metrics::new(Arc::default(), Duration::from_secs(90));
     let (durable_tx, durable_rx) = watch::channel(state.offset.clone());
     let (_stop_tx, stop) = watch::channel(false);
+    let selection = state.tables.clone();
     let mut committer = Committer::new(Parts {
         sinks: vec![Box::new(MemorySink(sink.clone()))],
         sink_names: vec!["sink0".into()],
@@ -220,6 +221,7 @@ async fn replicate(source: ScriptedSource, sink: &Arc<Mutex<SinkLog>>, store: &M
         sync: false,
         progress: Progress::new(true),
         metrics: metrics.clone(),
+        selection,
     });
     let job = Job::Replicate { until: Until::Now, standby: false };
     let retries = Retries { max: 3, scale: 0.001 };

@@ -238,3 +238,43 @@ async fn kill_9_twice_mid_snapshot_resumes_with_only_the_chunks_left() {
     let first = *points.values().next().unwrap();
     assert!(first as f64 >= big as f64 * 0.2, "what the first run committed is kept: {points:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_added_to_a_running_pipeline_are_snapshotted_and_removed_ones_stop() {
+    let db = "it_snap_added";
+    let client = fresh_db(db).await;
+    create_tables(&client, 30_000).await;
+    let url = db_url(db);
+    let (out, state) = (temp_dir("snap-added-out"), temp_dir("snap-added-state"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = tokio::spawn(writer(url.clone(), 30_000, stop.clone()));
+    let name = ["--name", "added"];
+    let first: Vec<&str> = args(&url, &out, &state, &name).into_iter().map(|a| if a == "public.*" { "public.big" } else { a }).collect();
+    run_to_now(&first).await;
+    assert!(read_jsonl(&out, "public.comp").is_empty(), "comp is not selected yet");
+    // Every other table joins while the writer keeps changing all of them.
+    let all = args(&url, &out, &state, &["--name", "added", "--snapshot-chunk-rows", "1000"]);
+    let log = run_to_now(&all).await;
+    assert!(log.contains("table added to the selection"), "{log}");
+    stop.store(true, Ordering::Relaxed);
+    assert!(w.await.unwrap() > 0);
+    run_to_now(&all).await;
+    assert_exact(&client, &out).await;
+    // big was never snapshotted again: one snapshot point for its reads.
+    let big_points: std::collections::BTreeSet<String> = read_jsonl(&out, "public.big")
+        .iter()
+        .filter(|e| e["op"] == "r")
+        .map(|e| e["source"]["position"].as_str().unwrap().split('.').next().unwrap().to_string())
+        .collect();
+    assert_eq!(big_points.len(), 1, "{big_points:?}");
+
+    // Removing comp stops its changes, and says so.
+    let without: Vec<&str> = all.iter().map(|a| if *a == "public.*" { "public.big" } else { a }).collect();
+    let before = read_jsonl(&out, "public.comp").len();
+    let log = run_to_now(&without).await;
+    assert!(log.contains("table removed from the selection"), "{log}");
+    client.batch_execute("UPDATE comp SET v = 0; UPDATE big SET v = 0 WHERE id = 2").await.unwrap();
+    run_to_now(&without).await;
+    assert_eq!(read_jsonl(&out, "public.comp").len(), before, "comp's changes are no longer captured");
+    assert_eq!(read_jsonl(&out, "public.big").last().unwrap()["after"]["v"], 0, "big still streams");
+}

@@ -111,9 +111,12 @@ pub enum StartMode {
     /// Stream from a saved offset: every change before it is in every sink.
     Resume(Offset),
     /// Stream from a saved offset, and read the chunks of `progress` still
-    /// left (a snapshot interrupted after some chunks were committed, or
-    /// tables added to the selection) while catching up.
-    ResumeChunks { offset: Offset, progress: SnapshotProgress },
+    /// left (a snapshot interrupted after some chunks were committed) while
+    /// catching up. With `previous_tables`, the selection changed since the
+    /// pipeline last saved: it was those globs. Tables the new selection
+    /// adds are snapshotted the same way (added to the plan the source
+    /// sends); tables it drops stop being captured.
+    ResumeChunks { offset: Offset, progress: SnapshotProgress, previous_tables: Option<Vec<String>> },
 }
 
 /// Where a replicate run stops.

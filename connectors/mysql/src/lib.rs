@@ -129,6 +129,13 @@ impl Source for MySource {
             StartMode::Snapshot | StartMode::ResumeSnapshot(_) => Mode::Replicate { resume: None, until_now },
             StartMode::Resume(offset) => Mode::Replicate { resume: Some(offset), until_now },
             // This source's snapshots are one read, never saved in chunks.
+            StartMode::ResumeChunks { previous_tables: Some(previous), .. } => {
+                return Err(SourceError::definite(format!(
+                    "pipeline {:?} was started with --tables {previous:?}, now {:?}; a MySQL/MariaDB pipeline cannot add or \
+                     remove tables yet: pass another --name for a new pipeline, or run `riffle replicate` with the previous tables",
+                    self.config.name, self.config.tables
+                )))
+            }
             StartMode::ResumeChunks { .. } => {
                 return Err(SourceError::definite(
                     "the saved state holds a chunked snapshot in progress, which MySQL/MariaDB pipelines do not take; \

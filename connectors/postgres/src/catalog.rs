@@ -41,6 +41,16 @@ pub use riffle_core::glob_match;
 /// `public` schema) to tables, sorted by name. A pattern that matches
 /// nothing is an error: a typo must not silently replicate nothing.
 pub async fn resolve_tables(client: &Client, patterns: &[String], exclude: &[String]) -> Result<Vec<SelectedTable>, PgError> {
+    select(&list_tables(client).await?, patterns, exclude, true)
+}
+
+/// [`resolve_tables`] for a selection made earlier: a pattern that matches
+/// nothing any more (its table was dropped) is no error.
+pub async fn resolve_tables_lenient(client: &Client, patterns: &[String], exclude: &[String]) -> Result<Vec<SelectedTable>, PgError> {
+    select(&list_tables(client).await?, patterns, exclude, false)
+}
+
+async fn list_tables(client: &Client) -> Result<Vec<SelectedTable>, PgError> {
     let rows = client
         .query(
             "SELECT c.oid, n.nspname::text, c.relname::text, greatest(c.reltuples, 0)::float8, c.relreplident::text, \
@@ -54,7 +64,7 @@ pub async fn resolve_tables(client: &Client, patterns: &[String], exclude: &[Str
         )
         .await
         .map_err(|e| query_err("listing tables", e))?;
-    let all: Vec<SelectedTable> = rows
+    Ok(rows
         .iter()
         .map(|r| SelectedTable {
             oid: r.get(0),
@@ -65,13 +75,16 @@ pub async fn resolve_tables(client: &Client, patterns: &[String], exclude: &[Str
             partitioned: r.get(6),
             unlogged: r.get(7),
         })
-        .collect();
+        .collect())
+}
+
+fn select(all: &[SelectedTable], patterns: &[String], exclude: &[String], strict: bool) -> Result<Vec<SelectedTable>, PgError> {
     let qualify = |p: &str| if p.contains('.') { p.to_string() } else { format!("public.{p}") };
     let mut selected = Vec::new();
     for pattern in patterns {
         let pattern = qualify(pattern);
         let matched: Vec<&SelectedTable> = all.iter().filter(|t| glob_match(&pattern, &t.id.to_string())).collect();
-        if matched.is_empty() {
+        if matched.is_empty() && strict {
             let examples = all.iter().take(5).map(|t| t.id.to_string()).collect();
             return Err(PgError::NoSuchTable { pattern, examples });
         }
@@ -135,13 +148,50 @@ pub async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, PgErr
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Creates the publication for `tables` if it is missing; an existing one
-/// must publish exactly those tables.
-pub async fn ensure_publication(client: &Client, name: &str, tables: &[SelectedTable]) -> Result<(), PgError> {
-    let existing = client
+/// The tables a publication publishes, `schema.table`, sorted.
+pub async fn publication_tables(client: &Client, name: &str) -> Result<Vec<String>, PgError> {
+    let rows = client
         .query("SELECT schemaname::text || '.' || tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", &[&name])
         .await
         .map_err(|e| query_err("reading publications", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Adds `added` to the publication (those it does not publish yet) and
+/// removes `removed` (`schema.table`) from it.
+pub async fn alter_publication(client: &Client, name: &str, added: &[SelectedTable], removed: &[String]) -> Result<(), PgError> {
+    let published = publication_tables(client, name).await?;
+    let add: Vec<String> = added.iter().filter(|t| !published.contains(&t.id.to_string())).map(SelectedTable::qualified).collect();
+    let mut statements = Vec::new();
+    if !add.is_empty() {
+        statements.push(format!("ALTER PUBLICATION {} ADD TABLE {}", quote_ident(name), add.join(", ")));
+    }
+    let drop: Vec<String> = removed
+        .iter()
+        .filter(|t| published.contains(t))
+        .map(|t| {
+            let (schema, table) = t.split_once('.').unwrap_or(("public", t));
+            format!("{}.{}", quote_ident(schema), quote_ident(table))
+        })
+        .collect();
+    if !drop.is_empty() {
+        statements.push(format!("ALTER PUBLICATION {} DROP TABLE {}", quote_ident(name), drop.join(", ")));
+    }
+    for sql in statements {
+        client.batch_execute(&sql).await.map_err(|e| {
+            PgError::query(format!("changing publication {name:?}"), e, || {
+                format!("riffle's user must own the tables (or be superuser), or run it yourself: {sql};")
+            })
+        })?;
+        tracing::info!(publication = name, "{sql}");
+    }
+    Ok(())
+}
+
+/// Creates the publication for `tables` if it is missing; an existing one
+/// must publish exactly those tables.
+pub async fn ensure_publication(client: &Client, name: &str, tables: &[SelectedTable]) -> Result<(), PgError> {
+    let have = publication_tables(client, name).await?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
         .await
@@ -149,7 +199,6 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[SelectedT
         .is_some();
     let wanted: Vec<String> = tables.iter().map(|t| t.id.to_string()).collect();
     if exists {
-        let have: Vec<String> = existing.iter().map(|r| r.get(0)).collect();
         let mut want_sorted = wanted.clone();
         want_sorted.sort();
         if have != want_sorted {

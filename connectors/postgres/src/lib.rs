@@ -76,8 +76,9 @@ enum Mode {
         /// stopped before its copy completed: a slot still at that point is
         /// ours to drop and recreate.
         snapshot_interrupted: Option<Lsn>,
-        /// Chunks a snapshot has left to read, caught up with before streaming on.
-        chunks: Option<SnapshotProgress>,
+        /// Chunks a snapshot has left to read, caught up with before
+        /// streaming on; and the selection before it changed, if it did.
+        chunks: Option<(SnapshotProgress, Option<Vec<String>>)>,
         until: StopAt,
     },
 }
@@ -158,10 +159,19 @@ impl PgSource {
                 };
                 let mut stream = stream::Stream::new(client, ctx.clone(), until_lsn, self.stats.clone(), self.config.heartbeat);
                 let start = match chunks {
-                    Some(progress) => {
-                        match self.catch_up(&mut stream, &ctx, &slot, start, &progress, &tables, &out, &durable, &stop).await? {
-                            Some(lsn) => lsn,
-                            None => return Ok(RunEnd::Stopped),
+                    Some((progress, previous)) => {
+                        let (progress, pending) = self.replan(stream.catalog(), &slot, progress, previous.as_deref(), &tables).await?;
+                        if pending.is_empty() {
+                            // Nothing to read: the plan records the new selection.
+                            if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
+                                return Ok(RunEnd::Stopped);
+                            }
+                            start
+                        } else {
+                            match self.catch_up(&mut stream, &ctx, &slot, start, &progress, &pending, &out, &durable, &stop).await? {
+                                Some(lsn) => lsn,
+                                None => return Ok(RunEnd::Stopped),
+                            }
                         }
                     }
                     None => start,
@@ -297,6 +307,42 @@ impl PgSource {
         Ok(out.send(vec![SourceItem::SnapshotDone, SourceItem::Checkpoint(Offset::Postgres { lsn: at })]).await.is_ok())
     }
 
+    /// The snapshot plan of a resumed run and the tables it has to read:
+    /// the chunks an interrupted snapshot left, and, when the selection
+    /// changed since `previous`, the tables it adds (published from now
+    /// on, planned whole). Tables it removes leave the publication: their
+    /// changes stop.
+    async fn replan(
+        &self,
+        client: &tokio_postgres::Client,
+        publication: &str,
+        mut progress: SnapshotProgress,
+        previous: Option<&[String]>,
+        tables: &[SelectedTable],
+    ) -> Result<(SnapshotProgress, Vec<SelectedTable>), PgError> {
+        let mut pending: Vec<SelectedTable> =
+            tables.iter().filter(|t| progress.table(&t.id.to_string()).is_some_and(|p| !p.is_done())).cloned().collect();
+        if let Some(previous) = previous {
+            let before = catalog::resolve_tables_lenient(client, previous, &self.config.exclude).await?;
+            let added: Vec<SelectedTable> = tables.iter().filter(|t| !before.iter().any(|b| b.oid == t.oid)).cloned().collect();
+            let published = catalog::publication_tables(client, publication).await?;
+            let removed: Vec<String> = published.iter().filter(|p| !tables.iter().any(|t| t.id.to_string() == **p)).cloned().collect();
+            catalog::alter_publication(client, publication, &added, &removed).await?;
+            for t in &removed {
+                tracing::warn!(table = %t, "table removed from the selection: its changes are no longer captured");
+                progress.tables.retain(|p| p.table != *t);
+            }
+            for t in added {
+                tracing::info!(table = %t.id, "table added to the selection: it is snapshotted while the others stream on");
+                progress.tables.retain(|p| p.table != t.id.to_string());
+                if !pending.iter().any(|p| p.oid == t.oid) {
+                    pending.push(t);
+                }
+            }
+        }
+        Ok((progress, pending))
+    }
+
     /// Reads the chunks an interrupted snapshot left, exactly, while the
     /// pipeline streams from `from`.
     ///
@@ -331,10 +377,13 @@ impl PgSource {
         tracing::info!(
             from = %from,
             at = %at,
-            ranges = progress.ranges_left(),
+            tables = tables.len(),
             "resuming the snapshot: streaming up to a new consistent point, then reading the chunks left there"
         );
         if at > from {
+            // Tables read whole at `at` start there in the output.
+            let whole = tables.iter().filter(|t| progress.table(&t.id.to_string()).is_none_or(|p| p.chunks == 0)).map(|t| t.id.clone());
+            stream.skip_before_pause(whole.collect());
             let end = stream.run(&self.params, slot, from, Some(at), out.clone(), durable.clone(), stop.clone()).await?;
             if end == RunEnd::Stopped {
                 return Ok(None);
@@ -392,8 +441,8 @@ impl Source for PgSource {
             }
             StartMode::ResumeSnapshot(_) => Mode::Replicate { resume: None, snapshot_interrupted: None, chunks: None, until },
             StartMode::Resume(offset) => Mode::Replicate { resume: Some(offset), snapshot_interrupted: None, chunks: None, until },
-            StartMode::ResumeChunks { offset, progress } => {
-                Mode::Replicate { resume: Some(offset), snapshot_interrupted: None, chunks: Some(progress), until }
+            StartMode::ResumeChunks { offset, progress, previous_tables } => {
+                Mode::Replicate { resume: Some(offset), snapshot_interrupted: None, chunks: Some((progress, previous_tables)), until }
             }
         };
         Ok(())

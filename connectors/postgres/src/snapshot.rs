@@ -60,9 +60,10 @@ pub(crate) fn now_us() -> i64 {
 }
 
 /// Plans a snapshot of `tables`: each table's schema, chunk key and key
-/// ranges. With `resumed`, the ranges are those the saved plan has left
-/// (a table no longer there is dropped from it, with a warning); without,
-/// a fresh plan, large integer-keyed tables split for `workers`.
+/// ranges: what `resumed` has left of it, or, for a table it does not
+/// hold, a fresh plan (large integer-keyed tables split for `workers`).
+/// A table `resumed` has left to read and `tables` does not hold (dropped,
+/// or no longer selected) leaves the plan, with a warning.
 pub async fn plan(
     client: &Client,
     tables: &[SelectedTable],
@@ -75,14 +76,14 @@ pub async fn plan(
     let mut planned = Vec::new();
     for t in tables {
         let name = t.id.to_string();
-        let saved = resumed.map(|p| p.table(&name));
-        if saved.is_some_and(|s| s.is_none_or(TableProgress::is_done)) {
+        let saved = resumed.and_then(|p| p.table(&name));
+        if saved.is_some_and(TableProgress::is_done) {
             continue;
         }
         let schema = Arc::new(crate::catalog::load_schema(client, &mut types, t.oid).await?);
         let key = chunked::chunk_key(client, t, &schema).await?;
         let names: Vec<String> = key.iter().map(|k| k.name.clone()).collect();
-        let table_progress = match saved.flatten() {
+        let table_progress = match saved {
             Some(s) if s.key != names => return Err(PgError::ChunkKeyChanged { table: name, saved: s.key.clone(), now: names }),
             Some(s) => s.clone(),
             None => {
