@@ -5,6 +5,8 @@
 #   scripts/bench.sh [postgres|mariadb|kafka|all]   1,000,000 rows, the 350k-change workloads (default: all)
 #     kafka: the Postgres runs plus the 350k changes replicated into a Kafka-protocol broker (tansu)
 #     files: the Postgres snapshot to Parquet and CSV, on local disk and on the S3 server (SeaweedFS)
+#     snapshot: the chunked Postgres snapshot with 1, 2 and 4 workers vs one and two parallel psql COPY,
+#               a resume after kill -9 at 60 % vs a full snapshot, and a snapshot under the CDC workload
 #   ROWS=100000 scripts/bench.sh postgres     a quicker run (Postgres only: the MariaDB seed is fixed at 1M)
 #   RIFFLE_BIN=/tmp/riffle-old scripts/bench.sh files   measure another build (A/B against an earlier commit)
 #
@@ -36,8 +38,9 @@ postgres) scripts/servers.sh start postgres ;;
 mariadb) scripts/servers.sh start mariadb ;;
 kafka) WITH_KAFKA=1; scripts/servers.sh start postgres kafka ;;
 files) WITH_FILES=1; scripts/servers.sh start postgres s3 ;;
+snapshot) scripts/servers.sh start postgres ;;
 all) WITH_KAFKA=1 WITH_FILES=1; scripts/servers.sh start postgres mariadb kafka s3 ;;
-*) echo "usage: $0 [postgres|mariadb|kafka|files|all]" >&2; exit 2 ;;
+*) echo "usage: $0 [postgres|mariadb|kafka|files|snapshot|all]" >&2; exit 2 ;;
 esac
 KAFKA="kafka://127.0.0.1:$RIFFLE_KAFKA_PORT"
 trap 'scripts/servers.sh stop' EXIT
@@ -75,11 +78,73 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 RESULTS=()
 report() { RESULTS+=("$(printf '%-46s %8.2f s %6s MB' "$1" "$2" "$3")"); }
 
-bench_postgres() {
+seed_postgres() {
     "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench"
     echo "== seeding bench.orders with $ROWS rows"
     "${PSQL[@]}" -d bench -v rows="$ROWS" -f "$BENCH/pg_seed.sql" >/dev/null
     "${PSQL[@]}" -d bench -c "CHECKPOINT" -c "VACUUM ANALYZE bench.orders"
+}
+
+# The committed rows of bench.orders in a pipeline's saved snapshot plan.
+committed_rows() {
+    python3 -c 'import json,sys
+try:
+    s = json.load(open(sys.argv[1]))
+    print(sum(t["rows"] for t in (s.get("chunks") or {}).get("tables", [])))
+except Exception:
+    print(0)' "$1"
+}
+
+bench_snapshot() {
+    seed_postgres
+    echo "== chunked snapshot: riffle sync with 1, 2, 4 workers vs psql COPY"
+    measure psql_copy "${PSQL[@]}" -d bench -o "$WORK/copy.csv" -c "COPY bench.orders TO STDOUT (FORMAT csv)"
+    COPY_S=$SECS
+    report "psql COPY … TO STDOUT (reference)" "$SECS" "$RSS_MB"
+    local half=$((ROWS / 2))
+    measure psql_copy2 bash -c "${PSQL[*]} -d bench -o $WORK/copy-a.csv -c 'COPY (SELECT * FROM bench.orders WHERE id <= $half) TO STDOUT (FORMAT csv)' &
+        ${PSQL[*]} -d bench -o $WORK/copy-b.csv -c 'COPY (SELECT * FROM bench.orders WHERE id > $half) TO STDOUT (FORMAT csv)'; wait"
+    COPY2_S=$SECS
+    report "two psql COPY of halves, in parallel" "$SECS" "$RSS_MB"
+    for w in 1 2 4; do
+        measure "riffle_sync_w$w" "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/sync-w$w" --format csv --no-metadata \
+            --snapshot-workers "$w"
+        eval "W${w}_S=$SECS W${w}_RSS=$RSS_MB"
+        report "riffle sync → CSV, $w worker(s)" "$SECS" "$RSS_MB"
+    done
+    echo "== resume after kill -9 at 60 %"
+    measure riffle_full "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/full" --format csv --state "$WORK/full-state" \
+        --name bench_full --until now --commit-interval 1s -q
+    FULL_S=$SECS
+    report "riffle replicate, full snapshot (2 workers)" "$SECS" "$RSS_MB"
+    "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/resume" --format csv --state "$WORK/resume-state" \
+        --name bench_resume --until now --commit-interval 1s -q &
+    local pid=$! target=$((ROWS * 6 / 10))
+    until [ "$(committed_rows "$WORK/resume-state/bench_resume.json")" -ge "$target" ]; do
+        kill -0 "$pid" 2>/dev/null || { echo "bench: the snapshot ended before 60 %" >&2; exit 1; }
+        sleep 0.05
+    done
+    kill -9 "$pid"
+    wait "$pid" 2>/dev/null || true
+    measure riffle_resume "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/resume" --format csv \
+        --state "$WORK/resume-state" --name bench_resume --until now --commit-interval 1s -q
+    RESUME_S=$SECS
+    report "riffle replicate, resumed after kill -9 at 60 %" "$SECS" "$RSS_MB"
+    echo "== snapshot while the CDC workload runs"
+    "${PSQL[@]}" -d bench -f "$BENCH/pg_cdc_workload.sql" >/dev/null &
+    local writer=$!
+    measure riffle_busy "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/busy" --format csv --state "$WORK/busy-state" \
+        --name bench_busy --until now --commit-interval 1s -q
+    BUSY_S=$SECS
+    report "riffle replicate, snapshot under the workload" "$SECS" "$RSS_MB"
+    wait "$writer"
+    for slot in bench_full bench_resume bench_busy; do
+        "${PSQL[@]}" -d bench -c "SELECT pg_drop_replication_slot('$slot')" >/dev/null
+    done
+}
+
+bench_postgres() {
+    seed_postgres
 
     echo "== snapshot: psql COPY vs riffle sync to CSV"
     measure psql_copy "${PSQL[@]}" -d bench -o "$WORK/copy.csv" -c "COPY bench.orders TO STDOUT (FORMAT csv)"
@@ -184,6 +249,7 @@ bench_mariadb() {
 
 case "$WHICH" in
 postgres | kafka | files) bench_postgres ;;
+snapshot) bench_snapshot ;;
 mariadb) bench_mariadb ;;
 all) bench_postgres; bench_mariadb ;;
 esac
@@ -192,7 +258,15 @@ echo
 echo "riffle benchmarks, $(nproc) cores, $(date -u +%Y-%m-%d)"
 printf '%s\n' "${RESULTS[@]}"
 echo
-if [ -n "${COPY_S:-}" ]; then
+if [ -n "${W1_S:-}" ]; then
+    echo "two parallel psql COPY / one:                  $(ratio "$COPY2_S" "$COPY_S")  (the parallel limit of this machine)"
+    for w in 1 2 4; do
+        eval "echo \"riffle sync, $w worker(s) / one psql COPY:         \$(ratio \$W${w}_S $COPY_S), peak RSS \${W${w}_RSS} MB\""
+    done
+    echo "  (target: 2 workers ≤ 1.0× one COPY; memory < 150 MB with 4 workers)"
+    echo "resumed after kill -9 at 60 % / full snapshot:  $(ratio "$RESUME_S" "$FULL_S")  (target ≤ 0.6)"
+    echo "snapshot under the CDC workload / without:     $(ratio "$FULL_S" "$BUSY_S") throughput ratio (target ≥ 0.7)"
+elif [ -n "${COPY_S:-}" ]; then
     echo "snapshot ratio (riffle sync CSV --no-metadata / psql COPY): $(ratio "$SYNC_S" "$COPY_S")  (target ≤ 1.5), peak RSS ${SYNC_RSS} MB"
     echo "snapshot ratio (with metadata columns / psql COPY):        $(ratio "$SYNCM_S" "$COPY_S")"
     echo "snapshot ratio (JSON lines / psql COPY):                   $(ratio "$SYNCJ_S" "$COPY_S")"

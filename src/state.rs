@@ -294,7 +294,7 @@ impl StateStore {
     pub fn save(&self, state: &PipelineState) -> Result<(), StateError> {
         // A state that cannot be read stops the save: the check below must not be skipped.
         if let (Some(new), Some(Some(old))) = (state.offset.clone(), self.load(&state.name)?.map(|s| s.offset)) {
-            if new.is_before(&old) && state.snapshot == SnapshotState::Done {
+            if new.is_before(&old) {
                 return Err(StateError::Backwards { name: state.name.clone(), old: Box::new(old), new: Box::new(new) });
             }
         }

@@ -19,19 +19,19 @@
 //! several tables at a time. Chunks are disjoint and together cover the
 //! table, so every row is read exactly once.
 //!
-//! A worker sends each chunk whole to one forwarder, which numbers the rows
-//! (their positions are `at`, then read order) and hands them to the
-//! pipeline followed by the chunk's [`ChunkDone`] and, for a replicate run,
-//! a checkpoint at `at`. The pipeline records the chunk in the plan it saves
+//! Workers stream their rows to one forwarder, which hands on one chunk at a
+//! time (the other workers read ahead meanwhile), numbers the rows (their
+//! positions are `at`, then read order) and follows each chunk with its
+//! [`ChunkDone`] and, for a replicate run, a checkpoint at `at`. The pipeline records the chunk in the plan it saves
 //! with the offset, so after a crash the chunks committed are never read
 //! again and the others are: by a later run, inside a new exported snapshot
 //! at a later point, once the stream has caught up to that point (see
 //! `PgSource::catch_up`), so each row read is as of the place it takes in the
 //! output and no change is lost or shown out of order.
 //!
-//! A table without such a key is read whole with one `COPY`, and no
-//! checkpoint is sent while one is being read: its rows cannot be told apart
-//! across two reads, so it is committed all at once or not at all.
+//! A table without such a key is read whole with one `COPY`, as one chunk:
+//! its rows cannot be told apart across two reads, so it is committed all at
+//! once or not at all.
 
 use crate::catalog::SelectedTable;
 use crate::connect::ConnectParams;
@@ -168,27 +168,13 @@ fn chunk_sql(t: &PlannedTable, range: &KeyRange, limit: u64) -> String {
     )
 }
 
-/// What a worker hands the forwarder.
+/// What a worker hands the forwarder, on its own channel.
 enum Piece {
-    /// Every row of one chunk of a keyed table.
-    Chunk {
-        table: usize,
-        range: KeyRange,
-        next_after: Option<Vec<String>>,
-        rows: Vec<SourceItem>,
-    },
-    /// Rows of a table read whole.
-    Part {
-        table: usize,
-        rows: Vec<SourceItem>,
-    },
-    /// The end of a table read whole (or of a table dropped meanwhile).
-    Whole {
-        table: usize,
-        range: KeyRange,
-        rows: u64,
-    },
-    Failed(PgError),
+    /// Rows of the chunk (or whole table) being read, at most a batch.
+    Rows(Vec<SourceItem>),
+    /// The chunk is complete: `next_after` is where its range goes on
+    /// (`None`: the range is exhausted, or the table read whole is done).
+    End { table: usize, range: KeyRange, next_after: Option<Vec<String>>, rows: u64 },
 }
 
 /// Where the copy reads from and what it reports.
@@ -205,9 +191,21 @@ pub struct CopyJob<'a> {
     pub checkpoints: bool,
 }
 
+/// A worker's channel to the forwarder: about one chunk of pieces, so a
+/// worker reads its next chunk while the forwarder hands on another's.
+fn piece_channel(chunk_rows: u64) -> (mpsc::Sender<Piece>, mpsc::Receiver<Piece>) {
+    mpsc::channel((chunk_rows as usize).div_ceil(BATCH).clamp(2, 64))
+}
+
 /// Reads every range of `tables` left in their progress and hands the rows
-/// to the pipeline, chunk by chunk. Returns `Stopped` if asked to stop or
-/// the pipeline went away.
+/// to the pipeline, one chunk after another. Returns `Stopped` if asked to
+/// stop or the pipeline went away.
+///
+/// Each worker streams its rows, in pieces, on its own channel, and says on
+/// a shared queue when it starts a chunk. The forwarder takes chunks in
+/// that order and hands on each one whole before the next, so a checkpoint
+/// after a chunk's end never commits part of another chunk, while the other
+/// workers read ahead into their channels.
 pub async fn copy(
     job: CopyJob<'_>,
     tables: Vec<PlannedTable>,
@@ -228,34 +226,71 @@ pub async fn copy(
     let workers = job.workers.clamp(1, work.len().max(1));
     tracing::info!(tables = tables.len(), ranges = work.len(), workers, chunk_rows = job.chunk_rows, "snapshot plan");
     let queue = Arc::new(Mutex::new(work));
-    let (tx, mut rx) = mpsc::channel::<Piece>(workers);
+    let (starts_tx, mut starts) = mpsc::unbounded_channel::<(usize, usize)>();
+    let (failed_tx, mut failed) = mpsc::unbounded_channel::<PgError>();
+    let mut channels = Vec::with_capacity(workers);
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..workers {
+    for w in 0..workers {
+        let (tx, rx) = piece_channel(job.chunk_rows);
+        channels.push(rx);
         let (params, ctx, snapshot) = (job.params.clone(), job.ctx.clone(), job.snapshot.to_string());
-        let (tables, queue, tx) = (tables.clone(), queue.clone(), tx.clone());
+        let (tables, queue, starts_tx, failed_tx) = (tables.clone(), queue.clone(), starts_tx.clone(), failed_tx.clone());
         let (at, chunk_rows) = (job.at, job.chunk_rows);
         set.spawn(async move {
-            if let Err(e) = worker(&params, &ctx, &snapshot, at, chunk_rows, &tables, &queue, &tx).await {
-                let _ = tx.send(Piece::Failed(e)).await;
+            let lane = Lane { index: w, pieces: tx, starts: starts_tx };
+            if let Err(e) = worker(&params, &ctx, &snapshot, at, chunk_rows, &tables, &queue, &lane).await {
+                let _ = failed_tx.send(e);
             }
         });
     }
-    drop(tx);
-    let mut forward =
-        Forward { tables: &tables, at: job.at, seq: 0, started: vec![false; tables.len()], open_whole: 0, checkpoints: job.checkpoints };
-    while let Some(piece) = rx.recv().await {
-        if *stop.borrow() {
-            return Ok(RunEnd::Stopped);
+    drop((starts_tx, failed_tx));
+    let mut forward = Forward { tables: &tables, at: job.at, seq: 0, started: vec![false; tables.len()], checkpoints: job.checkpoints };
+    loop {
+        let next = tokio::select! {
+            biased;
+            Some(e) = failed.recv() => return Err(e),
+            w = starts.recv() => w,
+        };
+        let Some((w, table)) = next else { break };
+        if let Some(item) = forward.announce(table) {
+            if out.send(vec![item]).await.is_err() {
+                return Ok(RunEnd::Stopped);
+            }
         }
-        let items = forward.items(piece)?;
-        if out.send(items).await.is_err() {
-            return Ok(RunEnd::Stopped);
+        // Hand on worker `w`'s chunk, up to its end.
+        loop {
+            let piece = tokio::select! {
+                biased;
+                Some(e) = failed.recv() => return Err(e),
+                p = channels[w].recv() => p,
+            };
+            let Some(piece) = piece else {
+                return Err(PgError::Unexpected("a snapshot worker stopped in the middle of a chunk".into()));
+            };
+            let end = matches!(piece, Piece::End { .. });
+            if *stop.borrow() || out.send(forward.items(piece)).await.is_err() {
+                return Ok(RunEnd::Stopped);
+            }
+            if end {
+                break;
+            }
         }
     }
     while let Some(joined) = set.join_next().await {
         joined.map_err(|e| PgError::Unexpected(format!("a snapshot worker failed: {e}")))?;
     }
+    if let Ok(e) = failed.try_recv() {
+        return Err(e);
+    }
     Ok(RunEnd::SnapshotComplete)
+}
+
+/// A worker's way to the forwarder.
+struct Lane {
+    index: usize,
+    pieces: mpsc::Sender<Piece>,
+    /// (worker, table) as each chunk starts.
+    starts: mpsc::UnboundedSender<(usize, usize)>,
 }
 
 /// Numbers the rows and adds the progress items and checkpoints.
@@ -264,55 +299,45 @@ struct Forward<'a> {
     at: Lsn,
     seq: u64,
     started: Vec<bool>,
-    /// Tables read whole and not finished: no checkpoint meanwhile.
-    open_whole: usize,
     checkpoints: bool,
 }
 
 impl Forward<'_> {
-    fn items(&mut self, piece: Piece) -> Result<Vec<SourceItem>, PgError> {
-        let mut items = Vec::new();
-        let (table, rows, done) = match piece {
-            Piece::Failed(e) => return Err(e),
-            Piece::Chunk { table, range, next_after, rows } => {
-                let n = rows.len() as u64;
-                (table, rows, Some(ChunkDone { table: self.tables[table].progress.table.clone(), range, next_after, rows: n }))
-            }
-            Piece::Part { table, rows } => {
-                if !self.started[table] {
-                    self.open_whole += 1;
+    fn items(&mut self, piece: Piece) -> Vec<SourceItem> {
+        match piece {
+            Piece::Rows(mut rows) => {
+                for item in &mut rows {
+                    if let SourceItem::Event(ev) = item {
+                        self.seq += 1;
+                        ev.position = Position::Postgres(PgPosition { lsn: self.at, phase: Phase::Snapshot, seq: self.seq });
+                    }
                 }
-                (table, rows, None)
+                rows
             }
-            Piece::Whole { table, range, rows } => {
-                if self.started[table] && self.tables[table].key.is_empty() {
-                    self.open_whole -= 1;
+            Piece::End { table, range, next_after, rows } => {
+                let mut items =
+                    vec![SourceItem::ChunkDone(ChunkDone { table: self.tables[table].progress.table.clone(), range, next_after, rows })];
+                if self.checkpoints {
+                    items.push(SourceItem::Checkpoint(Offset::Postgres { lsn: self.at }));
                 }
-                (table, Vec::new(), Some(ChunkDone { table: self.tables[table].progress.table.clone(), range, next_after: None, rows }))
-            }
-        };
-        if !self.started[table] {
-            self.started[table] = true;
-            let t = &self.tables[table].selected;
-            items.push(SourceItem::SnapshotTable { table: t.id.clone(), estimated_rows: t.estimated_rows });
-        }
-        items.reserve(rows.len() + 2);
-        for mut item in rows {
-            if let SourceItem::Event(ev) = &mut item {
-                self.seq += 1;
-                ev.position = Position::Postgres(PgPosition { lsn: self.at, phase: Phase::Snapshot, seq: self.seq });
-            }
-            items.push(item);
-        }
-        if let Some(done) = done {
-            items.push(SourceItem::ChunkDone(done));
-            if self.checkpoints && self.open_whole == 0 {
-                items.push(SourceItem::Checkpoint(Offset::Postgres { lsn: self.at }));
+                items
             }
         }
-        Ok(items)
+    }
+
+    /// The item that announces `table`, the first time one of its chunks is handed on.
+    fn announce(&mut self, table: usize) -> Option<SourceItem> {
+        if std::mem::replace(&mut self.started[table], true) {
+            return None;
+        }
+        let t = &self.tables[table].selected;
+        Some(SourceItem::SnapshotTable { table: t.id.clone(), estimated_rows: t.estimated_rows })
     }
 }
+
+/// A piece of COPY output this large is handed on even before it holds a
+/// batch of rows: wide rows keep the pieces in flight bounded.
+const PIECE_BYTES: usize = 4 << 20;
 
 /// One worker: imports the snapshot, then takes ranges off the queue and
 /// reads each chunk by chunk until the queue is empty.
@@ -325,7 +350,7 @@ async fn worker(
     chunk_rows: u64,
     tables: &[PlannedTable],
     queue: &Mutex<VecDeque<(usize, KeyRange)>>,
-    tx: &mpsc::Sender<Piece>,
+    lane: &Lane,
 ) -> Result<(), PgError> {
     let client = params.connect().await?;
     let begin = |e: tokio_postgres::Error| PgError::session("starting a snapshot worker's transaction")(e);
@@ -343,46 +368,46 @@ async fn worker(
                 Ok(s) => s,
                 Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
                     tracing::warn!(table = %t.selected.id, "table dropped during its snapshot; its snapshot ends here");
-                    let _ = tx.send(Piece::Whole { table: ti, range: range.clone(), rows: 0 }).await;
+                    if !lane.empty_chunk(ti, range.clone()).await {
+                        return Ok(());
+                    }
                     break;
                 }
                 Err(e) => return Err(copy_err(&t.selected, e)),
             };
             futures_util::pin_mut!(stream);
+            if lane.starts.send((lane.index, ti)).is_err() {
+                return Ok(());
+            }
             let mut reader = CopyReader::new(t.schema.clone(), ctx, at, started_us);
-            let mut rows = Vec::new();
-            let (mut seq, mut bytes, mut total) = (0u64, 0usize, 0u64);
+            let mut rows = Vec::with_capacity(BATCH);
+            let (mut seq, mut bytes, mut piece_bytes, mut total) = (0u64, 0usize, 0usize, 0u64);
             while let Some(data) = stream.next().await {
                 let data = data.map_err(|e| copy_err(&t.selected, e))?;
                 bytes += data.len();
+                piece_bytes += data.len();
                 reader.feed(data, &mut seq, &mut rows)?;
-                if t.key.is_empty() && rows.len() >= BATCH {
+                if rows.len() >= BATCH || piece_bytes >= PIECE_BYTES {
                     total += rows.len() as u64;
+                    piece_bytes = 0;
                     ctx.stats.saw(at.0);
-                    if tx.send(Piece::Part { table: ti, rows: std::mem::replace(&mut rows, Vec::with_capacity(BATCH)) }).await.is_err() {
+                    if lane.pieces.send(Piece::Rows(std::mem::replace(&mut rows, Vec::with_capacity(BATCH)))).await.is_err() {
                         return Ok(());
                     }
                 }
             }
             reader.finish()?;
             ctx.stats.saw(at.0);
-            if t.key.is_empty() {
-                total += rows.len() as u64;
-                if !rows.is_empty() && tx.send(Piece::Part { table: ti, rows }).await.is_err() {
-                    return Ok(());
-                }
-                if tx.send(Piece::Whole { table: ti, range: range.clone(), rows: total }).await.is_err() {
-                    return Ok(());
-                }
-                break;
-            }
-            let full = rows.len() as u64 >= limit;
-            let next_after = if full { Some(reader.last_key(&t.key)?) } else { None };
+            total += rows.len() as u64;
+            let next_after = if !t.key.is_empty() && total >= limit { Some(reader.last_key(&t.key)?) } else { None };
             if bytes > CHUNK_BYTES && limit > 1 {
                 limit /= 2;
             }
-            let piece = Piece::Chunk { table: ti, range: range.clone(), next_after: next_after.clone(), rows };
-            if tx.send(piece).await.is_err() {
+            if !rows.is_empty() && lane.pieces.send(Piece::Rows(rows)).await.is_err() {
+                return Ok(());
+            }
+            let end = Piece::End { table: ti, range: range.clone(), next_after: next_after.clone(), rows: total };
+            if lane.pieces.send(end).await.is_err() {
                 return Ok(());
             }
             match next_after {
@@ -393,6 +418,17 @@ async fn worker(
     }
     client.batch_execute("COMMIT").await.map_err(PgError::session("ending a snapshot worker's transaction"))?;
     Ok(())
+}
+
+impl Lane {
+    /// Ends `range` of `table` without rows (its table was dropped); false
+    /// if the forwarder is gone.
+    async fn empty_chunk(&self, table: usize, range: KeyRange) -> bool {
+        if self.starts.send((self.index, table)).is_err() {
+            return false;
+        }
+        self.pieces.send(Piece::End { table, range, next_after: None, rows: 0 }).await.is_ok()
+    }
 }
 
 fn copy_err(table: &SelectedTable, e: tokio_postgres::Error) -> PgError {

@@ -160,7 +160,8 @@ impl PgSource {
                 let mut stream = stream::Stream::new(client, ctx.clone(), until_lsn, self.stats.clone(), self.config.heartbeat);
                 let start = match chunks {
                     Some((progress, previous)) => {
-                        let (progress, pending) = self.replan(stream.catalog(), &slot, progress, previous.as_deref(), &tables).await?;
+                        let (progress, pending, skip) =
+                            self.replan(stream.catalog(), &slot, progress, previous.as_deref(), &tables).await?;
                         if pending.is_empty() {
                             // Nothing to read: the plan records the new selection.
                             if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
@@ -168,6 +169,7 @@ impl PgSource {
                             }
                             start
                         } else {
+                            stream.skip_before_pause(skip);
                             match self.catch_up(&mut stream, &ctx, &slot, start, &progress, &pending, &out, &durable, &stop).await? {
                                 Some(lsn) => lsn,
                                 None => return Ok(RunEnd::Stopped),
@@ -307,11 +309,14 @@ impl PgSource {
         Ok(out.send(vec![SourceItem::SnapshotDone, SourceItem::Checkpoint(Offset::Postgres { lsn: at })]).await.is_ok())
     }
 
-    /// The snapshot plan of a resumed run and the tables it has to read:
-    /// the chunks an interrupted snapshot left, and, when the selection
-    /// changed since `previous`, the tables it adds (published from now
-    /// on, planned whole). Tables it removes leave the publication: their
-    /// changes stop.
+    /// The snapshot plan of a resumed run, the tables it has to read, and
+    /// those of them whose changes before the catch-up point are left out:
+    /// the chunks an interrupted snapshot left; when the selection changed
+    /// since `previous`, the tables it adds (published from now on, planned
+    /// whole); and the tables `riffle snapshot` asked to read again (planned
+    /// whole; their changes are all delivered, since consumers have seen
+    /// their rows). Tables the selection removes leave the publication:
+    /// their changes stop.
     async fn replan(
         &self,
         client: &tokio_postgres::Client,
@@ -319,7 +324,7 @@ impl PgSource {
         mut progress: SnapshotProgress,
         previous: Option<&[String]>,
         tables: &[SelectedTable],
-    ) -> Result<(SnapshotProgress, Vec<SelectedTable>), PgError> {
+    ) -> Result<(SnapshotProgress, Vec<SelectedTable>, Vec<riffle_core::TableId>), PgError> {
         let mut pending: Vec<SelectedTable> =
             tables.iter().filter(|t| progress.table(&t.id.to_string()).is_some_and(|p| !p.is_done())).cloned().collect();
         if let Some(previous) = previous {
@@ -340,7 +345,26 @@ impl PgSource {
                 }
             }
         }
-        Ok((progress, pending))
+        // Tables whose output starts at the catch-up point: nothing of them
+        // is in the sinks yet (added, or no chunk committed).
+        let mut skip: Vec<riffle_core::TableId> =
+            pending.iter().filter(|t| progress.table(&t.id.to_string()).is_none_or(|p| p.chunks == 0)).map(|t| t.id.clone()).collect();
+        for glob in std::mem::take(&mut progress.requested) {
+            let pattern = if glob.contains('.') { glob.clone() } else { format!("public.{glob}") };
+            let matched: Vec<&SelectedTable> = tables.iter().filter(|t| riffle_core::glob_match(&pattern, &t.id.to_string())).collect();
+            if matched.is_empty() {
+                tracing::warn!(tables = glob, "riffle snapshot asked for tables this pipeline does not capture; nothing to read for them");
+            }
+            for t in matched {
+                tracing::info!(table = %t.id, "snapshotting the table again, as riffle snapshot asked");
+                progress.tables.retain(|p| p.table != t.id.to_string());
+                skip.retain(|s| *s != t.id);
+                if !pending.iter().any(|p| p.oid == t.oid) {
+                    pending.push(t.clone());
+                }
+            }
+        }
+        Ok((progress, pending, skip))
     }
 
     /// Reads the chunks an interrupted snapshot left, exactly, while the
@@ -381,9 +405,6 @@ impl PgSource {
             "resuming the snapshot: streaming up to a new consistent point, then reading the chunks left there"
         );
         if at > from {
-            // Tables read whole at `at` start there in the output.
-            let whole = tables.iter().filter(|t| progress.table(&t.id.to_string()).is_none_or(|p| p.chunks == 0)).map(|t| t.id.clone());
-            stream.skip_before_pause(whole.collect());
             let end = stream.run(&self.params, slot, from, Some(at), out.clone(), durable.clone(), stop.clone()).await?;
             if end == RunEnd::Stopped {
                 return Ok(None);
