@@ -114,27 +114,31 @@ bench_snapshot() {
     done
     echo "== resume after kill -9 at 60 %"
     measure riffle_full "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/full" --format csv --state "$WORK/full-state" \
-        --name bench_full --until now --commit-interval 1s -q
+        --name bench_full --until now --commit-interval 200ms -q
     FULL_S=$SECS
     report "riffle replicate, full snapshot (2 workers)" "$SECS" "$RSS_MB"
     "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/resume" --format csv --state "$WORK/resume-state" \
-        --name bench_resume --until now --commit-interval 1s -q &
+        --name bench_resume --until now --commit-interval 200ms -q &
     local pid=$! target=$((ROWS * 6 / 10))
-    until [ "$(committed_rows "$WORK/resume-state/bench_resume.json")" -ge "$target" ]; do
-        kill -0 "$pid" 2>/dev/null || { echo "bench: the snapshot ended before 60 %" >&2; exit 1; }
-        sleep 0.05
+    # Frozen while its state is read, killed frozen: what was read is what the kill leaves.
+    while :; do
+        kill -STOP "$pid" 2>/dev/null || { echo "bench: the snapshot ended before 60 %" >&2; exit 1; }
+        [ "$(committed_rows "$WORK/resume-state/bench_resume.json")" -ge "$target" ] && break
+        kill -CONT "$pid"
+        sleep 0.02
     done
     kill -9 "$pid"
     wait "$pid" 2>/dev/null || true
+    KILLED_AT=$(committed_rows "$WORK/resume-state/bench_resume.json")
     measure riffle_resume "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/resume" --format csv \
-        --state "$WORK/resume-state" --name bench_resume --until now --commit-interval 1s -q
+        --state "$WORK/resume-state" --name bench_resume --until now --commit-interval 200ms -q
     RESUME_S=$SECS
-    report "riffle replicate, resumed after kill -9 at 60 %" "$SECS" "$RSS_MB"
+    report "riffle replicate, resumed ($((KILLED_AT * 100 / ROWS)) % committed)" "$SECS" "$RSS_MB"
     echo "== snapshot while the CDC workload runs"
     "${PSQL[@]}" -d bench -f "$BENCH/pg_cdc_workload.sql" >/dev/null &
     local writer=$!
     measure riffle_busy "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/busy" --format csv --state "$WORK/busy-state" \
-        --name bench_busy --until now --commit-interval 1s -q
+        --name bench_busy --until now --commit-interval 200ms -q
     BUSY_S=$SECS
     report "riffle replicate, snapshot under the workload" "$SECS" "$RSS_MB"
     wait "$writer"

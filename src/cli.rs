@@ -59,6 +59,27 @@ pub enum Command {
     Check(CheckArgs),
     /// List or drop riffle's replication slots and publications.
     Slots(SlotsArgs),
+    /// Snapshot chosen tables of a Postgres pipeline again, while it streams (or at its next run).
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Tables to read again, `schema.table` globs among the pipeline's own. Repeatable.
+    #[arg(long = "tables", short = 't', value_name = "GLOB", required = true)]
+    pub tables: Vec<String>,
+
+    /// The pipeline, by name (see `riffle status`).
+    #[arg(long, required_unless_present = "config")]
+    pub name: Option<String>,
+
+    /// The pipeline, by its file (its name, or the default name of its source and tables).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Where the pipeline's state lives (as given to `riffle replicate`) [default: .riffle].
+    #[arg(long, value_name = "DIR|URL")]
+    pub state: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -100,7 +121,7 @@ pub enum SlotsAction {
 }
 
 /// Flags every pipeline command shares.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct PipelineArgs {
     /// Pipeline file (TOML); flags override its values, `${VAR}` reads the environment.
     #[arg(long, short = 'c', value_name = "FILE")]

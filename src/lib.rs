@@ -8,7 +8,8 @@
 //! - [`progress`]: progress bars and progress logs.
 //! - [`connectors`]: the one place that names the systems riffle connects
 //!   to: which connector a URL picks, and the dispatch to it.
-//! - [`status`]: `riffle status`; [`check`]: `riffle check`; [`slots`]: `riffle slots`.
+//! - [`status`]: `riffle status`; [`check`]: `riffle check`; [`slots`]: `riffle slots`;
+//!   [`resnapshot`]: `riffle snapshot`.
 //! - [`transform`]: per-table columns, masks, filters and routing.
 //! - [`metrics`]: Prometheus metrics and the health check.
 //!
@@ -34,6 +35,7 @@ pub mod connectors;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;
+pub mod resnapshot;
 pub mod slots;
 pub mod state;
 pub mod status;
@@ -98,6 +100,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Slots(args) => slots::run(&args.action).await,
+        Command::Snapshot(args) => resnapshot::run(&args),
     }
 }
 

@@ -108,6 +108,14 @@ pub trait StateSave: Send {
     fn load(&self, name: &str) -> Result<Option<PipelineState>, StateError>;
     /// Saves `state`; the offset never moves backwards.
     fn save(&self, state: &PipelineState) -> Result<(), StateError>;
+    /// Table globs `riffle snapshot` asked the pipeline to read again.
+    fn request(&self, _name: &str) -> Result<Vec<String>, StateError> {
+        Ok(Vec::new())
+    }
+    /// The request has been taken into the pipeline's saved state.
+    fn clear_request(&self, _name: &str) -> Result<(), StateError> {
+        Ok(())
+    }
 }
 
 impl StateSave for StateStore {
@@ -117,6 +125,14 @@ impl StateSave for StateStore {
 
     fn save(&self, state: &PipelineState) -> Result<(), StateError> {
         StateStore::save(self, state)
+    }
+
+    fn request(&self, name: &str) -> Result<Vec<String>, StateError> {
+        StateStore::request(self, name)
+    }
+
+    fn clear_request(&self, name: &str) -> Result<(), StateError> {
+        StateStore::clear_request(self, name)
     }
 }
 
@@ -316,6 +332,83 @@ impl StateStore {
             fs::File::open(dir)?.sync_all()
         };
         write().map_err(io_error("saving state to", &path))
+    }
+}
+
+impl StateStore {
+    /// The table globs `riffle snapshot` asked pipeline `name` to read
+    /// again, not yet taken into its state (`<name>.request` beside the
+    /// state: the running process owns the state file, so a request is a
+    /// file of its own).
+    pub fn request(&self, name: &str) -> Result<Vec<String>, StateError> {
+        let rel = format!("{name}.request");
+        let bytes = match self {
+            StateStore::Dir(dir) => match fs::read(dir.join(&rel)) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io_error("reading snapshot request", &dir.join(&rel))(e)),
+            },
+            StateStore::Object(t) => match t.get(&rel).map_err(|source| StateError::Store { what: "reading snapshot request", source })? {
+                Some(b) => b,
+                None => return Ok(Vec::new()),
+            },
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|source| StateError::Invalid { location: format!("{} request", self.location(name)), source })
+    }
+
+    /// Adds `globs` to pipeline `name`'s request.
+    pub fn add_request(&self, name: &str, globs: &[String]) -> Result<Vec<String>, StateError> {
+        let mut all = self.request(name)?;
+        for g in globs {
+            if !all.contains(g) {
+                all.push(g.clone());
+            }
+        }
+        let bytes = serde_json::to_vec(&all).expect("strings serialize");
+        let rel = format!("{name}.request");
+        match self {
+            StateStore::Dir(dir) => {
+                let path = dir.join(&rel);
+                let tmp = path.with_extension("request.tmp");
+                let write = || -> std::io::Result<()> {
+                    let mut f = fs::File::create(&tmp)?;
+                    f.write_all(&bytes)?;
+                    f.sync_all()?;
+                    fs::rename(&tmp, &path)?;
+                    fs::File::open(dir)?.sync_all()
+                };
+                write().map_err(io_error("saving snapshot request to", &path))?;
+            }
+            StateStore::Object(t) => t.put(&rel, bytes).map_err(|source| StateError::Store { what: "saving snapshot request", source })?,
+        }
+        Ok(all)
+    }
+
+    pub fn clear_request(&self, name: &str) -> Result<(), StateError> {
+        let rel = format!("{name}.request");
+        match self {
+            StateStore::Dir(dir) => match fs::remove_file(dir.join(&rel)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_error("removing snapshot request", &dir.join(&rel))(e)),
+            },
+            StateStore::Object(t) => t.delete(&rel).map_err(|source| StateError::Store { what: "removing snapshot request", source }),
+        }
+    }
+}
+
+impl PipelineState {
+    /// Takes `globs` into the snapshot plan as tables to read again.
+    pub fn request_snapshot(&mut self, globs: &[String]) {
+        let mut plan = self.chunks.clone().unwrap_or_default();
+        for g in globs {
+            if !plan.requested.contains(g) {
+                plan.requested.push(g.clone());
+            }
+        }
+        self.chunks = Some(plan);
+        self.snapshot = SnapshotState::InProgress;
     }
 }
 

@@ -57,7 +57,12 @@ pub struct Committer {
     /// selection as changed and plans again.
     selection: Vec<String>,
     selection_planned: bool,
+    /// When a `riffle snapshot` request was last looked for.
+    request_checked: Instant,
 }
+
+/// How often a running pipeline looks for a `riffle snapshot` request.
+const REQUEST_POLL: Duration = Duration::from_secs(2);
 
 /// What a [`Committer`] is made of.
 pub struct Parts {
@@ -103,6 +108,7 @@ impl Committer {
             chunks,
             selection: p.selection,
             selection_planned: false,
+            request_checked: Instant::now(),
         }
     }
 
@@ -351,7 +357,31 @@ impl Committer {
         if let Some(offset) = saved {
             let _ = self.durable.send(Some(offset));
         }
-        Ok(())
+        self.take_request()
+    }
+
+    /// A `riffle snapshot` request: taken into the saved plan, then the
+    /// source is restarted (a transient error) to read those tables. Looked
+    /// for only once the stream has a saved offset to catch up from.
+    fn take_request(&mut self) -> Result<(), SinkError> {
+        let Some(store) = &self.store else { return Ok(()) };
+        if self.state.offset.is_none() || self.request_checked.elapsed() < REQUEST_POLL {
+            return Ok(());
+        }
+        self.request_checked = Instant::now();
+        let asked = store.request(&self.state.name).map_err(state_error)?;
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let mut next = self.state.clone();
+        next.chunks = self.chunks.clone().filter(|p| !p.is_done());
+        next.request_snapshot(&asked);
+        next.updated_ms = now_ms();
+        store.save(&next).map_err(state_error)?;
+        store.clear_request(&self.state.name).map_err(state_error)?;
+        self.chunks = next.chunks.clone();
+        self.state = next;
+        Err(SinkError::transient(format!("riffle snapshot asked to read {} again: restarting the source to read them", asked.join(", "))))
     }
 
     pub fn abort(&mut self) {
@@ -370,15 +400,21 @@ impl Committer {
     pub async fn consume(&mut self, mut rx: mpsc::Receiver<Vec<SourceItem>>) -> Result<(), SinkError> {
         loop {
             // Commit a checkpoint that waits when the source goes quiet.
+            // A quiet stream still looks for `riffle snapshot` requests.
             let wait = if self.ledger.checkpoint_waiting() {
                 self.interval.saturating_sub(self.last_commit.elapsed())
+            } else if self.store.is_some() {
+                REQUEST_POLL
             } else {
                 Duration::from_secs(3600)
             };
             match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(Some(batch)) => tokio::task::block_in_place(|| self.consume_batch(batch))?,
                 Ok(None) => break,
-                Err(_) => tokio::task::block_in_place(|| self.commit())?,
+                Err(_) if self.ledger.checkpoint_waiting() => tokio::task::block_in_place(|| self.commit())?,
+                // Nothing uncommitted: restarting the source loses nothing.
+                Err(_) if self.ledger.at_end() == AtEnd::Nothing => tokio::task::block_in_place(|| self.take_request())?,
+                Err(_) => {}
             }
         }
         // The source ended: commit up to its last checkpoint; events after

@@ -65,10 +65,20 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         },
     };
     let redacted = crate::config::redact_source_url(&cfg.source_url);
-    let saved = match job {
+    let mut saved = match job {
         Job::Sync => None,
         Job::Replicate { .. } => store.load(&cfg.name)?,
     };
+    // A `riffle snapshot` request made while the pipeline was stopped.
+    if let Some(s) = saved.as_mut().filter(|s| s.offset.is_some()) {
+        let asked = store.request(&cfg.name)?;
+        if !asked.is_empty() {
+            tracing::info!(tables = asked.join(","), "reading tables again, as riffle snapshot asked");
+            s.request_snapshot(&asked);
+            store.save(s)?;
+            store.clear_request(&cfg.name)?;
+        }
+    }
     if let Some(s) = saved.as_ref().filter(|s| s.tables != cfg.tables) {
         tracing::info!(
             pipeline = cfg.name,

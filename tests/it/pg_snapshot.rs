@@ -278,3 +278,49 @@ async fn tables_added_to_a_running_pipeline_are_snapshotted_and_removed_ones_sto
     assert_eq!(read_jsonl(&out, "public.comp").len(), before, "comp's changes are no longer captured");
     assert_eq!(read_jsonl(&out, "public.big").last().unwrap()["after"]["v"], 0, "big still streams");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn riffle_snapshot_reads_chosen_tables_again_in_a_running_and_a_stopped_pipeline() {
+    let db = "it_snap_again";
+    let client = fresh_db(db).await;
+    create_tables(&client, 20_000).await;
+    let url = db_url(db);
+    let (out, state) = (temp_dir("snap-again-out"), temp_dir("snap-again-state"));
+    let s = state.to_str().unwrap();
+    let a = args(&url, &out, &state, &["--name", "again", "--snapshot-chunk-rows", "1000"]);
+    run_to_now(&a).await;
+    let reads = |table: &str| read_jsonl(&out, table).iter().filter(|e| e["op"] == "r").count();
+    assert_eq!(reads("public.comp"), 6000);
+
+    // A stopped pipeline: read at its next run.
+    let asked = riffle_ok(&["snapshot", "--name", "again", "--state", s, "--tables", "public.comp"]);
+    assert!(String::from_utf8_lossy(&asked.stdout).contains("public.comp"));
+    client.batch_execute("UPDATE comp SET v = -v WHERE a = 3").await.unwrap();
+    run_to_now(&a).await;
+    assert_eq!(reads("public.comp"), 12_000, "comp read twice in all");
+    assert_eq!(reads("public.tkey"), 3000, "other tables are not read again");
+    assert!(!state.join("again.request").exists(), "the request was taken");
+
+    // A running pipeline: read within seconds, its changes still delivered.
+    let log = state.join("running.log");
+    let _running = Running(spawn_riffle(&a, None, &log));
+    wait_for("the pipeline to stream", 30, || log_count(&log, "streaming started") >= 1).await;
+    riffle_ok(&["snapshot", "--name", "again", "--state", s, "--tables", "public.t*", "--tables", "public.uniq"]);
+    wait_for("the tables read again", 60, || reads("public.tkey") == 6000 && reads("public.uniq") == 6000).await;
+    client.batch_execute("INSERT INTO tkey VALUES ('late', 1); UPDATE uniq SET v = 0 WHERE id = 1").await.unwrap();
+    wait_for("the change streamed", 60, || read_jsonl(&out, "public.tkey").iter().any(|e| e["after"]["k"] == "late")).await;
+    assert_eq!(reads("public.comp"), 12_000);
+    wait_for("the snapshot to be saved done", 30, || {
+        let status = riffle_ok(&["status", "--state", s, "--json"]);
+        serde_json::from_slice::<Json>(&status.stdout).unwrap()[0]["snapshot"] == "done"
+    })
+    .await;
+    drop(_running);
+    // Everything replays to the source: reads again are upserts.
+    assert_exact(&client, &out).await;
+
+    // MySQL pipelines and unknown names are refused clearly.
+    let unknown = riffle(&["snapshot", "--name", "nope", "--state", s, "--tables", "x"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("no pipeline \"nope\""), "{}", stderr(&unknown));
+}

@@ -180,6 +180,15 @@ impl Target {
             .map_err(|e| object_error(&format!("writing {key}"), &self.shown, e))
     }
 
+    /// Deletes `rel` under the root; a missing object is no error.
+    pub fn delete(&self, rel: &str) -> Result<(), SinkError> {
+        let key = self.key(rel);
+        match block_on(self.store.delete(&key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(object_error(&format!("deleting {key}"), &self.shown, e)),
+        }
+    }
+
     /// The names of the objects directly under the root.
     pub fn list_names(&self) -> Result<Vec<String>, SinkError> {
         let root = self.root.clone();
