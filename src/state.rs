@@ -337,36 +337,69 @@ impl StateStore {
 
 impl StateStore {
     /// The table globs `riffle snapshot` asked pipeline `name` to read
-    /// again, not yet taken into its state (`<name>.request` beside the
-    /// state: the running process owns the state file, so a request is a
-    /// file of its own).
+    /// again, not yet taken into its state. `riffle snapshot` writes
+    /// `<name>.request` beside the state (the running process owns the
+    /// state file); the pipeline first claims it by renaming it to
+    /// `<name>.request.taken`, so a request written meanwhile waits for the
+    /// next look instead of being deleted unread, and removes the claimed
+    /// file once its state holds the request ([`StateStore::clear_request`]).
+    /// In a bucket the claim is a copy and a delete: a request written
+    /// between the two is lost (run `riffle snapshot` again).
     pub fn request(&self, name: &str) -> Result<Vec<String>, StateError> {
-        let rel = format!("{name}.request");
+        let (rel, taken) = (format!("{name}.request"), format!("{name}.request.taken"));
         let bytes = match self {
-            StateStore::Dir(dir) => match fs::read(dir.join(&rel)) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                Err(e) => return Err(io_error("reading snapshot request", &dir.join(&rel))(e)),
-            },
-            StateStore::Object(t) => match t.get(&rel).map_err(|source| StateError::Store { what: "reading snapshot request", source })? {
-                Some(b) => b,
-                None => return Ok(Vec::new()),
-            },
+            StateStore::Dir(dir) => {
+                let taken = dir.join(&taken);
+                if !taken.exists() {
+                    match fs::rename(dir.join(&rel), &taken) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                        Err(e) => return Err(io_error("claiming snapshot request", &dir.join(&rel))(e)),
+                    }
+                }
+                fs::read(&taken).map_err(io_error("reading snapshot request", &taken))?
+            }
+            StateStore::Object(t) => {
+                let store = |what: &'static str| move |source| StateError::Store { what, source };
+                match t.get(&taken).map_err(store("reading snapshot request"))? {
+                    Some(b) => b,
+                    None => match t.get(&rel).map_err(store("reading snapshot request"))? {
+                        Some(b) => {
+                            t.put(&taken, b.clone()).map_err(store("claiming snapshot request"))?;
+                            t.delete(&rel).map_err(store("claiming snapshot request"))?;
+                            b
+                        }
+                        None => return Ok(Vec::new()),
+                    },
+                }
+            }
         };
         serde_json::from_slice(&bytes)
             .map_err(|source| StateError::Invalid { location: format!("{} request", self.location(name)), source })
     }
 
-    /// Adds `globs` to pipeline `name`'s request.
+    /// Adds `globs` to pipeline `name`'s request (`<name>.request`).
     pub fn add_request(&self, name: &str, globs: &[String]) -> Result<Vec<String>, StateError> {
-        let mut all = self.request(name)?;
+        let rel = format!("{name}.request");
+        let existing = match self {
+            StateStore::Dir(dir) => match fs::read(dir.join(&rel)) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io_error("reading snapshot request", &dir.join(&rel))(e)),
+            },
+            StateStore::Object(t) => t.get(&rel).map_err(|source| StateError::Store { what: "reading snapshot request", source })?,
+        };
+        let mut all: Vec<String> = match existing {
+            Some(b) => serde_json::from_slice(&b)
+                .map_err(|source| StateError::Invalid { location: format!("{} request", self.location(name)), source })?,
+            None => Vec::new(),
+        };
         for g in globs {
             if !all.contains(g) {
                 all.push(g.clone());
             }
         }
         let bytes = serde_json::to_vec(&all).expect("strings serialize");
-        let rel = format!("{name}.request");
         match self {
             StateStore::Dir(dir) => {
                 let path = dir.join(&rel);
@@ -385,8 +418,9 @@ impl StateStore {
         Ok(all)
     }
 
+    /// Removes the request [`StateStore::request`] claimed.
     pub fn clear_request(&self, name: &str) -> Result<(), StateError> {
-        let rel = format!("{name}.request");
+        let rel = format!("{name}.request.taken");
         match self {
             StateStore::Dir(dir) => match fs::remove_file(dir.join(&rel)) {
                 Ok(()) => Ok(()),

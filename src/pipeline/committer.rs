@@ -59,6 +59,9 @@ pub struct Committer {
     selection_planned: bool,
     /// When a `riffle snapshot` request was last looked for.
     request_checked: Instant,
+    /// A request was taken: the source must restart to read it (not a
+    /// failure, and not counted as one).
+    restart: bool,
 }
 
 /// How often a running pipeline looks for a `riffle snapshot` request.
@@ -109,6 +112,7 @@ impl Committer {
             selection: p.selection,
             selection_planned: false,
             request_checked: Instant::now(),
+            restart: false,
         }
     }
 
@@ -381,7 +385,13 @@ impl Committer {
         store.clear_request(&self.state.name).map_err(state_error)?;
         self.chunks = next.chunks.clone();
         self.state = next;
+        self.restart = true;
         Err(SinkError::transient(format!("riffle snapshot asked to read {} again: restarting the source to read them", asked.join(", "))))
+    }
+
+    /// Did the last run end to take a `riffle snapshot` request?
+    pub fn take_restart(&mut self) -> bool {
+        std::mem::take(&mut self.restart)
     }
 
     pub fn abort(&mut self) {

@@ -83,6 +83,11 @@ pub async fn supervise<S: Source + 'static>(
         let error: anyhow::Error = match (result, consumed) {
             (_, Err(sink_err)) => {
                 tokio::task::block_in_place(|| committer.abort());
+                if committer.take_restart() {
+                    // Not a failure: the source starts again to read what was asked.
+                    tracing::info!(reason = format!("{sink_err:#}"), "restarting the source");
+                    continue;
+                }
                 if sink_err.kind() == ErrorKind::Definite {
                     metrics.with(|c| *c.errors.entry("definite").or_default() += 1);
                     return Err(sink_err.into());

@@ -15,6 +15,7 @@ mod pg_snapshot;
 mod pg_tls;
 mod pg_types;
 
+mod my_snapshot;
 mod my_stream;
 mod my_tls;
 mod my_types;

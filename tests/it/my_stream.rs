@@ -31,12 +31,6 @@ async fn writer(db: &'static str, stop: Arc<AtomicBool>) -> u64 {
     n
 }
 
-async fn my_fresh_conn(db: &str) -> mysql_async::Conn {
-    let admin = my_admin_url().replacen("mariadb://", "mysql://", 1);
-    let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
-    mysql_async::Conn::from_url(&url).await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_then_binlog_under_concurrent_writes_reproduces_the_table() {
     let db = "it_my_consistency";

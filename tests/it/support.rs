@@ -357,6 +357,13 @@ pub fn my_url(db: &str) -> String {
     format!("{}/{db}", u.rsplit_once('/').unwrap().0)
 }
 
+/// Another admin connection to MariaDB database `db` (a writer's).
+pub async fn my_fresh_conn(db: &str) -> mysql_async::Conn {
+    let admin = my_admin_url().replacen("mariadb://", "mysql://", 1);
+    let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
+    mysql_async::Conn::from_url(&url).await.unwrap()
+}
+
 /// A fresh MariaDB database, and an admin connection to it (UTC session).
 pub async fn my_fresh_db(db: &str) -> mysql_async::Conn {
     use mysql_async::prelude::Queryable;

@@ -45,11 +45,22 @@ pub struct TableProgress {
     /// Chunks read and committed so far.
     #[serde(default)]
     pub chunks: u64,
+    /// Read again (`riffle snapshot`): consumers already hold its rows, so
+    /// its changes are always delivered, never left out before the read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub again: bool,
 }
 
 impl TableProgress {
     pub fn is_done(&self) -> bool {
         self.left.is_empty()
+    }
+
+    /// Nothing of the table is in the sinks from this plan, and consumers
+    /// never saw it before: its output may start with its snapshot, its
+    /// earlier changes left out.
+    pub fn starts_with_snapshot(&self) -> bool {
+        self.chunks == 0 && !self.again
     }
 }
 
@@ -138,6 +149,7 @@ mod tests {
                 left: vec![split.clone(), rest.clone()],
                 rows: 0,
                 chunks: 0,
+                again: false,
             }],
             requested: vec![],
         };
@@ -161,6 +173,7 @@ mod tests {
                 left: vec![KeyRange { after: keys(&["x\ty", "2"]), upto: None }],
                 rows: 3,
                 chunks: 1,
+                again: true,
             }],
             requested: vec!["s.*".into()],
         };

@@ -162,6 +162,16 @@ pub enum MyError {
     /// A selected table was dropped while riffle read it.
     #[error("table {table} no longer exists")]
     TableGone { table: TableId },
+    /// The key an interrupted snapshot chunked a table by changed.
+    #[error(
+        "the snapshot of {table} was interrupted while chunked by key ({}), and its key is now ({}); \
+         the chunks left cannot be found by the new key: restore the key, or start the pipeline over with another --name",
+        .saved.join(", "), .now.join(", ")
+    )]
+    ChunkKeyChanged { table: String, saved: Vec<String>, now: Vec<String> },
+    /// A chunk's last key did not come back as text.
+    #[error("the key of {table} came back from the server as bytes that are not text")]
+    KeyNotText { table: TableId },
 
     /// MySQL's `SHOW MASTER STATUS` gave no row at the snapshot.
     #[error("SHOW MASTER STATUS returned nothing: is log_bin on?")]
@@ -271,6 +281,8 @@ impl MyError {
             | UnsupportedCharsets { .. }
             | NoSuchTable { .. }
             | TableGone { .. }
+            | ChunkKeyChanged { .. }
+            | KeyNotText { .. }
             | NoMasterStatus
             | NoSnapshotPosition
             | NotMysqlPosition

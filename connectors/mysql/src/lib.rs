@@ -27,8 +27,9 @@ pub mod types;
 
 use connect::ConnectParams;
 pub use error::MyError;
+use mysql_async::prelude::Queryable;
 use riffle_core::source::{RunEnd, SourceStats};
-use riffle_core::{Offset, Source, SourceError, SourceItem, SourceSpec, StartMode, Until};
+use riffle_core::{Offset, SnapshotProgress, Source, SourceError, SourceItem, SourceSpec, StartMode, Until};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -38,8 +39,9 @@ enum Mode {
     /// `riffle sync`: copy the tables in one consistent read.
     Sync,
     /// Snapshot unless `resume` is set, then stream the binlog;
-    /// `until_now` stops at the end of the binlog.
-    Replicate { resume: Option<Offset>, until_now: bool },
+    /// `until_now` stops at the end of the binlog. `chunks`: what an
+    /// interrupted snapshot has left, read while catching up.
+    Replicate { resume: Option<Offset>, chunks: Option<SnapshotProgress>, until_now: bool },
 }
 
 /// `--until` for MySQL/MariaDB: only `now` (the end of the binlog when
@@ -87,9 +89,10 @@ impl MySource {
             server_id: self.params.server_id,
             stats: self.stats.clone(),
         };
+        let chunk_rows = self.config.snapshot.chunk_rows;
         match self.mode.clone() {
-            Mode::Sync => Ok(snapshot::copy_tables(&mut conn, &ctx, &tables, mariadb, false, &out, &stop).await?.0),
-            Mode::Replicate { resume, until_now } => {
+            Mode::Sync => Ok(snapshot::copy_tables(&mut conn, &ctx, &tables, mariadb, false, chunk_rows, &out, &stop).await?.0),
+            Mode::Replicate { resume, chunks, until_now } => {
                 // The binlog dump this pipeline streamed from last, which the
                 // server may still hold (see SourceStats::take_session).
                 let previous = self.stats.take_session();
@@ -101,23 +104,92 @@ impl MySource {
                 let start = match resume {
                     Some(o) => o,
                     None => {
-                        let (end, offset) = snapshot::copy_tables(&mut conn, &ctx, &tables, mariadb, true, &out, &stop).await?;
+                        let (end, offset) = snapshot::copy_tables(&mut conn, &ctx, &tables, mariadb, true, chunk_rows, &out, &stop).await?;
                         if end == RunEnd::Stopped {
                             return Ok(RunEnd::Stopped);
                         }
                         offset
                     }
                 };
+                let mut stream = stream::Stream { params: &self.params, ctx: &ctx, selected: &tables, mariadb, skipped: Vec::new() };
+                let start = match chunks {
+                    Some(progress) => match catch_up(&mut conn, &mut stream, start, &progress, chunk_rows, &out, &stop).await? {
+                        Some(offset) => offset,
+                        None => return Ok(RunEnd::Stopped),
+                    },
+                    None => start,
+                };
                 drop(conn);
-                let stream = stream::Stream { params: &self.params, ctx: &ctx, selected: &tables, mariadb };
-                stream.run(start, until_now, out, stop).await
+                stream.run(start, until_now, None, out, stop).await
             }
         }
     }
 }
 
+/// Reads the chunks an interrupted snapshot left, exactly, while the
+/// pipeline streams from `from`.
+///
+/// A new consistent read is opened on `conn` with its binlog position `at`
+/// (the same way as the first snapshot's). The stream runs from `from` and
+/// stops before the first transaction that starts at or after `at`: every
+/// transaction before it is in the read, none after. The chunks left are
+/// read in that transaction, positioned at `at`, and the stream goes on
+/// from `at`. So each row read sits in the output where its state is
+/// current, and nothing is read twice. Tables read whole at `at` (no chunk
+/// committed) start there: their earlier changes are left out.
+/// Returns where the stream goes on, or `None` when stopped.
+async fn catch_up(
+    conn: &mut mysql_async::Conn,
+    stream: &mut stream::Stream<'_>,
+    from: Offset,
+    progress: &SnapshotProgress,
+    chunk_rows: u64,
+    out: &mpsc::Sender<Vec<SourceItem>>,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<Offset>, MyError> {
+    let snap = snapshot::begin(conn, stream.mariadb).await?;
+    let at = (snapshot::file_seq(&snap.file), snap.pos);
+    let pending: Vec<catalog::SelectedTable> =
+        stream.selected.iter().filter(|t| progress.table(&t.id.to_string()).is_some_and(|p| !p.is_done())).cloned().collect();
+    tracing::info!(
+        from = %from,
+        at = %snap.offset(),
+        tables = pending.len(),
+        "resuming the snapshot: streaming up to a new consistent read's position, then reading the chunks left there"
+    );
+    let behind = match &from {
+        Offset::Mysql { file, pos, .. } => (snapshot::file_seq(file), *pos) < at,
+        _ => return Err(MyError::NotMysqlPosition),
+    };
+    if behind {
+        stream.skipped = pending
+            .iter()
+            .filter(|t| progress.table(&t.id.to_string()).is_none_or(|p| p.starts_with_snapshot()))
+            .map(|t| t.id.clone())
+            .collect();
+        let end = stream.run(from, false, Some(at), out.clone(), stop.clone()).await;
+        stream.skipped.clear();
+        if end? == RunEnd::Stopped {
+            return Ok(None);
+        }
+    }
+    let (progress, planned) = snapshot::plan(conn, &pending, Some(progress)).await?;
+    if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
+        return Ok(None);
+    }
+    if snapshot::copy(conn, stream.ctx, &snap, &planned, chunk_rows, true, out, stop).await? != RunEnd::SnapshotComplete {
+        return Ok(None);
+    }
+    conn.query_drop("COMMIT").await.map_err(|e| MyError::query("ending the snapshot", e))?;
+    if out.send(vec![SourceItem::SnapshotDone, SourceItem::Checkpoint(snap.offset())]).await.is_err() {
+        return Ok(None);
+    }
+    Ok(Some(snap.offset()))
+}
+
 impl Source for MySource {
-    /// An interrupted snapshot left nothing on the server: it starts again.
+    /// An interrupted snapshot that committed no chunk left nothing on the
+    /// server: it starts again.
     fn prepare(&mut self, start: StartMode, until: Until) -> Result<(), SourceError> {
         let until_now = match until {
             Until::Never => false,
@@ -126,9 +198,8 @@ impl Source for MySource {
         };
         self.mode = match start {
             StartMode::Copy => Mode::Sync,
-            StartMode::Snapshot | StartMode::ResumeSnapshot(_) => Mode::Replicate { resume: None, until_now },
-            StartMode::Resume(offset) => Mode::Replicate { resume: Some(offset), until_now },
-            // This source's snapshots are one read, never saved in chunks.
+            StartMode::Snapshot | StartMode::ResumeSnapshot(_) => Mode::Replicate { resume: None, chunks: None, until_now },
+            StartMode::Resume(offset) => Mode::Replicate { resume: Some(offset), chunks: None, until_now },
             StartMode::ResumeChunks { previous_tables: Some(previous), .. } => {
                 return Err(SourceError::definite(format!(
                     "pipeline {:?} was started with --tables {previous:?}, now {:?}; a MySQL/MariaDB pipeline cannot add or \
@@ -136,12 +207,13 @@ impl Source for MySource {
                     self.config.name, self.config.tables
                 )))
             }
-            StartMode::ResumeChunks { .. } => {
+            StartMode::ResumeChunks { progress, .. } if !progress.requested.is_empty() => {
                 return Err(SourceError::definite(
-                    "the saved state holds a chunked snapshot in progress, which MySQL/MariaDB pipelines do not take; \
-                     was it written by another source? Remove the pipeline's state to start over",
+                    "riffle snapshot asked to read tables again, which MySQL/MariaDB pipelines cannot do yet; \
+                     remove the request from the pipeline's state (its `requested` list) to go on",
                 ))
             }
+            StartMode::ResumeChunks { offset, progress, .. } => Mode::Replicate { resume: Some(offset), chunks: Some(progress), until_now },
         };
         Ok(())
     }

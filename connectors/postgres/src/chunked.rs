@@ -80,8 +80,9 @@ pub async fn chunk_key(client: &Client, table: &SelectedTable, schema: &TableSch
              FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) \
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
              WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL \
+               AND k.n <= i.indnkeyatts \
              GROUP BY i.indexrelid, i.indisprimary \
-             HAVING bool_and(a.attnotnull) \
+             HAVING bool_and(a.attnotnull) AND NOT bool_or(a.atttypid IN ('float4'::regtype, 'float8'::regtype)) \
              ORDER BY i.indisprimary DESC, count(*), i.indexrelid LIMIT 1",
             &[&table.oid],
         )
@@ -115,7 +116,7 @@ pub async fn first_ranges(
         return Ok(vec![KeyRange::all()]);
     }
     let k = quote_ident(&key[0].name);
-    let row = client.query_one(&format!("SELECT min({k})::int8, max({k})::int8 FROM {}", t.qualified()), &[]).await.map_err(|e| {
+    let row = client.query_one(&format!("SELECT min({k})::int8, max({k})::int8 FROM {}", from(t)), &[]).await.map_err(|e| {
         PgError::query(format!("reading the key range of {}", t.id), e, || "grant riffle's user SELECT on the table".into())
     })?;
     let (Some(lo), Some(hi)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) else { return Ok(vec![KeyRange::all()]) };
@@ -160,12 +161,18 @@ fn chunk_sql(t: &PlannedTable, range: &KeyRange, limit: u64) -> String {
     }
     let filter = if filters.is_empty() { String::new() } else { format!(" WHERE {}", filters.join(" AND ")) };
     let order: Vec<String> = t.key.iter().map(|k| quote_ident(&k.name)).collect();
-    format!(
-        "COPY (SELECT {} FROM {}{filter} ORDER BY {} LIMIT {limit}) TO STDOUT",
-        cols.join(", "),
-        t.selected.qualified(),
-        order.join(", ")
-    )
+    format!("COPY (SELECT {} FROM {}{filter} ORDER BY {} LIMIT {limit}) TO STDOUT", cols.join(", "), from(&t.selected), order.join(", "))
+}
+
+/// What a query reads: a partitioned table with its partitions, any other
+/// table without the children it may have by inheritance (they are tables
+/// of their own, as `COPY t` reads them).
+fn from(t: &SelectedTable) -> String {
+    if t.partitioned {
+        t.qualified()
+    } else {
+        format!("ONLY {}", t.qualified())
+    }
 }
 
 /// What a worker hands the forwarder, on its own channel.
@@ -244,11 +251,13 @@ pub async fn copy(
         });
     }
     drop((starts_tx, failed_tx));
+    let mut stop = stop.clone();
     let mut forward = Forward { tables: &tables, at: job.at, seq: 0, started: vec![false; tables.len()], checkpoints: job.checkpoints };
     loop {
         let next = tokio::select! {
             biased;
             Some(e) = failed.recv() => return Err(e),
+            _ = stop.changed() => return Ok(RunEnd::Stopped),
             w = starts.recv() => w,
         };
         let Some((w, table)) = next else { break };
@@ -262,6 +271,7 @@ pub async fn copy(
             let piece = tokio::select! {
                 biased;
                 Some(e) = failed.recv() => return Err(e),
+                _ = stop.changed() => return Ok(RunEnd::Stopped),
                 p = channels[w].recv() => p,
             };
             let Some(piece) = piece else {
@@ -475,7 +485,7 @@ mod tests {
             },
             key: key.iter().map(|(n, t)| KeyColumn { name: n.to_string(), index: 0, type_sql: t.to_string() }).collect(),
             schema: Arc::new(schema),
-            progress: TableProgress { table: "s.t".into(), key: vec![], left: vec![], rows: 0, chunks: 0 },
+            progress: TableProgress { table: "s.t".into(), key: vec![], left: vec![], rows: 0, chunks: 0, again: false },
         }
     }
 
@@ -485,12 +495,12 @@ mod tests {
         let range = KeyRange { after: Some(vec!["7".into(), "it's".into()]), upto: Some(vec!["9".into(), "z".into()]) };
         assert_eq!(
             chunk_sql(&t, &range, 100),
-            "COPY (SELECT \"a\", \"b\", \"c\" FROM \"s\".\"t\" WHERE (\"a\", \"b\") > ('7'::integer, 'it''s'::text) \
+            "COPY (SELECT \"a\", \"b\", \"c\" FROM ONLY \"s\".\"t\" WHERE (\"a\", \"b\") > ('7'::integer, 'it''s'::text) \
              AND (\"a\", \"b\") <= ('9'::integer, 'z'::text) ORDER BY \"a\", \"b\" LIMIT 100) TO STDOUT"
         );
         assert_eq!(
             chunk_sql(&t, &KeyRange::all(), 5),
-            "COPY (SELECT \"a\", \"b\", \"c\" FROM \"s\".\"t\" ORDER BY \"a\", \"b\" LIMIT 5) TO STDOUT"
+            "COPY (SELECT \"a\", \"b\", \"c\" FROM ONLY \"s\".\"t\" ORDER BY \"a\", \"b\" LIMIT 5) TO STDOUT"
         );
         assert_eq!(chunk_sql(&table(&[]), &KeyRange::all(), 5), "COPY \"s\".\"t\" (\"a\", \"b\", \"c\") TO STDOUT");
     }

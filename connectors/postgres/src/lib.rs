@@ -347,8 +347,11 @@ impl PgSource {
         }
         // Tables whose output starts at the catch-up point: nothing of them
         // is in the sinks yet (added, or no chunk committed).
-        let mut skip: Vec<riffle_core::TableId> =
-            pending.iter().filter(|t| progress.table(&t.id.to_string()).is_none_or(|p| p.chunks == 0)).map(|t| t.id.clone()).collect();
+        let mut skip: Vec<riffle_core::TableId> = pending
+            .iter()
+            .filter(|t| progress.table(&t.id.to_string()).is_none_or(|p| p.starts_with_snapshot()))
+            .map(|t| t.id.clone())
+            .collect();
         for glob in std::mem::take(&mut progress.requested) {
             let pattern = if glob.contains('.') { glob.clone() } else { format!("public.{glob}") };
             let matched: Vec<&SelectedTable> = tables.iter().filter(|t| riffle_core::glob_match(&pattern, &t.id.to_string())).collect();
@@ -357,7 +360,17 @@ impl PgSource {
             }
             for t in matched {
                 tracing::info!(table = %t.id, "snapshotting the table again, as riffle snapshot asked");
-                progress.tables.retain(|p| p.table != t.id.to_string());
+                // Planned afresh (no chunk committed), marked so its changes
+                // are never left out, even after a crash before its first chunk.
+                let name = t.id.to_string();
+                progress.add(riffle_core::TableProgress {
+                    table: name,
+                    key: Vec::new(),
+                    left: vec![riffle_core::KeyRange::all()],
+                    rows: 0,
+                    chunks: 0,
+                    again: true,
+                });
                 skip.retain(|s| *s != t.id);
                 if !pending.iter().any(|p| p.oid == t.oid) {
                     pending.push(t.clone());

@@ -84,11 +84,15 @@ pub async fn plan(
         let key = chunked::chunk_key(client, t, &schema).await?;
         let names: Vec<String> = key.iter().map(|k| k.name.clone()).collect();
         let table_progress = match saved {
-            Some(s) if s.key != names => return Err(PgError::ChunkKeyChanged { table: name, saved: s.key.clone(), now: names }),
-            Some(s) => s.clone(),
-            None => {
+            // Nothing of it committed yet: planned afresh.
+            Some(s) if s.chunks > 0 && s.key != names => {
+                return Err(PgError::ChunkKeyChanged { table: name, saved: s.key.clone(), now: names })
+            }
+            Some(s) if s.chunks > 0 => s.clone(),
+            _ => {
                 let left = chunked::first_ranges(client, t, &key, chunk_rows, workers * 4).await?;
-                let p = TableProgress { table: name, key: names, left, rows: 0, chunks: 0 };
+                let again = saved.is_some_and(|s| s.again);
+                let p = TableProgress { table: name, key: names, left, rows: 0, chunks: 0, again };
                 progress.add(p.clone());
                 p
             }
