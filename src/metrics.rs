@@ -9,6 +9,8 @@
 //! | `riffle_snapshot_rows_total` | `table` | rows copied by the snapshot |
 //! | `riffle_snapshot_rows_estimated` | `table` | the source's row estimate |
 //! | `riffle_snapshot_done` | | 1 once the snapshot is committed |
+//! | `riffle_snapshot_tables` | `state` (`done`, `left`) | tables of a chunked snapshot's saved plan |
+//! | `riffle_snapshot_ranges_left` | | key ranges the saved plan has left to read |
 //! | `riffle_commits_total` | | sink commits (each followed by a saved position) |
 //! | `riffle_last_commit_timestamp_seconds` | | when the last commit happened |
 //! | `riffle_source_position` | | the source's log position the server reported (Postgres LSN as a number) |
@@ -38,6 +40,8 @@ pub struct Counters {
     pub snapshot_rows: BTreeMap<String, u64>,
     pub snapshot_estimated: BTreeMap<String, u64>,
     pub snapshot_done: bool,
+    /// A chunked snapshot's saved plan: tables done, tables left, ranges left.
+    pub snapshot_plan: Option<(usize, usize, usize)>,
     pub commits: u64,
     pub last_commit_ms: i64,
     pub committed_position: u64,
@@ -154,6 +158,22 @@ impl Metrics {
             "1 once the snapshot is committed.",
             vec![format!(" {}", u8::from(c.snapshot_done))],
         );
+        if let Some((done, left, ranges)) = c.snapshot_plan {
+            series(
+                &mut out,
+                "riffle_snapshot_tables",
+                "gauge",
+                "Tables of the chunked snapshot's saved plan, done or left.",
+                vec![format!("{{state=\"done\"}} {done}"), format!("{{state=\"left\"}} {left}")],
+            );
+            series(
+                &mut out,
+                "riffle_snapshot_ranges_left",
+                "gauge",
+                "Key ranges the saved plan has left to read.",
+                vec![format!(" {ranges}")],
+            );
+        }
         series(&mut out, "riffle_commits_total", "counter", "Sink commits.", vec![format!(" {}", c.commits)]);
         series(
             &mut out,

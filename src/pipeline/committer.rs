@@ -349,7 +349,12 @@ impl Committer {
         let snapshot_done = self.state.snapshot == SnapshotState::Done || self.sync;
         let in_snapshot = self.in_snapshot;
         let position = saved.as_ref().map(Offset::as_number);
+        let plan = self.chunks.as_ref().map(|p| {
+            let done = p.tables.iter().filter(|t| t.is_done()).count();
+            (done, p.tables.len() - done, p.ranges_left())
+        });
         self.metrics.with(|c| {
+            c.snapshot_plan = plan.or(c.snapshot_plan);
             c.commits += 1;
             c.last_commit_ms = now_ms();
             c.oldest_uncommitted_ms = None;

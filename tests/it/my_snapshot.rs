@@ -179,3 +179,74 @@ async fn kill_9_mid_snapshot_resumes_with_only_the_chunks_left() {
     assert_eq!(points.len(), 2, "one snapshot point per run: {points:?}");
     assert!(*points.values().next().unwrap() >= at_kill, "what the first run committed is kept: {points:?}, {at_kill} at the kill");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_dropped_during_its_snapshot_ends_its_snapshot_and_the_others_go_on() {
+    let db = "it_my_snap_dropped";
+    let mut conn = my_fresh_db(db).await;
+    conn.query_drop(
+        "CREATE TABLE a (id BIGINT PRIMARY KEY, pad VARCHAR(60));
+         INSERT INTO a SELECT seq, REPEAT('a', 50) FROM seq_1_to_60000;
+         CREATE TABLE b (id INT PRIMARY KEY);
+         INSERT INTO b SELECT seq FROM seq_1_to_1000;
+         CREATE TABLE c (id INT PRIMARY KEY);
+         INSERT INTO c SELECT seq FROM seq_1_to_10;",
+    )
+    .await
+    .unwrap();
+    let url = my_url(db);
+    let (out, state) = (temp_dir("my-snap-dropped-out"), temp_dir("my-snap-dropped-state"));
+    let (o, s) = (out.to_str().unwrap(), state.to_str().unwrap());
+    let a = [
+        "replicate",
+        "--source",
+        &url,
+        "--tables",
+        "*",
+        "--sink",
+        o,
+        "--state",
+        s,
+        "--commit-interval",
+        "100ms",
+        "--snapshot-chunk-rows",
+        "1000",
+        "--until",
+        "now",
+    ];
+    let log = state.join("run.log");
+    let mut child = Running(spawn_riffle(&a, None, &log));
+    // Tables are read one after the other: freeze riffle inside a, drop b,
+    // and let it go on.
+    let a_rows = || {
+        std::fs::read_dir(&state)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
+            .filter_map(|f| serde_json::from_str::<Json>(&std::fs::read_to_string(f.path()).ok()?).ok())
+            .filter_map(|s| {
+                s["chunks"]["tables"].as_array()?.iter().find(|t| t["table"].as_str().is_some_and(|n| n.ends_with(".a")))?["rows"].as_u64()
+            })
+            .next()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        signal(&child.0, "STOP");
+        if a_rows() >= 2000 {
+            break;
+        }
+        signal(&child.0, "CONT");
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for the snapshot of a");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(a_rows() < 60_000, "a is still being read");
+    conn.query_drop("DROP TABLE b").await.unwrap();
+    signal(&child.0, "CONT");
+    wait_for("riffle to finish", 60, || child.0.try_wait().unwrap().is_some()).await;
+    assert!(child.0.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert_eq!(log_count(&log, "table dropped during its snapshot"), 1, "{}", std::fs::read_to_string(&log).unwrap());
+    let reads = |t: &str| read_jsonl(&out, &format!("{db}.{t}")).iter().filter(|e| e["op"] == "r").count();
+    assert_eq!((reads("a"), reads("b"), reads("c")), (60_000, 0, 10));
+}

@@ -328,3 +328,60 @@ async fn riffle_snapshot_reads_chosen_tables_again_in_a_running_and_a_stopped_pi
     assert_eq!(unknown.status.code(), Some(1));
     assert!(stderr(&unknown).contains("no pipeline \"nope\""), "{}", stderr(&unknown));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_dropped_during_its_snapshot_ends_its_snapshot_and_the_others_go_on() {
+    let db = "it_snap_dropped";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE a (id bigint PRIMARY KEY, pad text);
+             INSERT INTO a SELECT g, repeat('a', 50) FROM generate_series(1, 100000) g;
+             CREATE TABLE b (id int PRIMARY KEY);
+             INSERT INTO b SELECT generate_series(1, 1000);
+             CREATE TABLE c (id int PRIMARY KEY);
+             INSERT INTO c SELECT generate_series(1, 10);
+             ANALYZE;",
+        )
+        .await
+        .unwrap();
+    let url = db_url(db);
+    let (out, state) = (temp_dir("snap-dropped-out"), temp_dir("snap-dropped-state"));
+    let mut a = args(&url, &out, &state, &["--snapshot-workers", "1", "--snapshot-chunk-rows", "1000"]);
+    a.extend(["--until", "now"]);
+    let log = state.join("run.log");
+    let mut child = Running(spawn_riffle(&a, None, &log));
+    // One worker reads a's first key range before b: freeze riffle there,
+    // drop b, and let it go on.
+    let a_rows = || {
+        std::fs::read_dir(&state)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
+            .filter_map(|f| serde_json::from_str::<Json>(&std::fs::read_to_string(f.path()).ok()?).ok())
+            .filter_map(|s| s["chunks"]["tables"].as_array()?.iter().find(|t| t["table"] == "public.a")?["rows"].as_u64())
+            .next()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        signal(&child.0, "STOP");
+        if a_rows() >= 2000 {
+            break;
+        }
+        signal(&child.0, "CONT");
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for the snapshot of a");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(a_rows() < 25_000, "a's first range is still being read");
+    client.batch_execute("DROP TABLE b").await.unwrap();
+    signal(&child.0, "CONT");
+    wait_for("riffle to finish", 60, || child.0.try_wait().unwrap().is_some()).await;
+    assert!(child.0.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert_eq!(log_count(&log, "table dropped during its snapshot"), 1, "{}", std::fs::read_to_string(&log).unwrap());
+    let reads = |t: &str| read_jsonl(&out, t).iter().filter(|e| e["op"] == "r").count();
+    assert_eq!((reads("public.a"), reads("public.b"), reads("public.c")), (100_000, 0, 10));
+    let status = riffle_ok(&["status", "--state", state.to_str().unwrap(), "--json"]);
+    assert_eq!(serde_json::from_slice::<Json>(&status.stdout).unwrap()[0]["snapshot"], "done");
+}

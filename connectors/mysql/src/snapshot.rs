@@ -305,7 +305,23 @@ pub async fn copy(
                 let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); t.key.len()];
                 let mut batch = Vec::with_capacity(BATCH);
                 let copying = || format!("copying {}", t.selected.id);
-                let mut result = conn.query_iter(sql).await.map_err(|e| MyError::query(copying(), e))?;
+                let mut result = match conn.query_iter(sql).await {
+                    Ok(r) => r,
+                    // ER_NO_SUCH_TABLE: dropped during its snapshot.
+                    Err(mysql_async::Error::Server(e)) if e.code == 1146 => {
+                        tracing::warn!(table = %t.selected.id, "table dropped during its snapshot; its snapshot ends here");
+                        let done = ChunkDone { table: t.progress.table.clone(), range: range.clone(), next_after: None, rows: 0 };
+                        let mut items = vec![SourceItem::ChunkDone(done)];
+                        if checkpoints {
+                            items.push(SourceItem::Checkpoint(snap.offset()));
+                        }
+                        if out.send(items).await.is_err() {
+                            return Ok(RunEnd::Stopped);
+                        }
+                        break;
+                    }
+                    Err(e) => return Err(MyError::query(copying(), e)),
+                };
                 while let Some(row) = result.next().await.map_err(|e| MyError::query(copying(), e))? {
                     let values = row.unwrap();
                     for (slot, k) in last_key.iter_mut().zip(&t.key) {

@@ -374,9 +374,13 @@ async fn worker(
         let t = &tables[ti];
         loop {
             let sql = chunk_sql(t, &range, limit);
+            // A table dropped meanwhile fails its COPY: the savepoint keeps
+            // the worker's transaction (and snapshot) usable for the others.
+            client.batch_execute("SAVEPOINT chunk").await.map_err(PgError::session("starting a chunk"))?;
             let stream = match client.copy_out(&sql).await {
                 Ok(s) => s,
                 Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                    client.batch_execute("ROLLBACK TO SAVEPOINT chunk").await.map_err(PgError::session("skipping a dropped table"))?;
                     tracing::warn!(table = %t.selected.id, "table dropped during its snapshot; its snapshot ends here");
                     if !lane.empty_chunk(ti, range.clone()).await {
                         return Ok(());
@@ -407,6 +411,7 @@ async fn worker(
                 }
             }
             reader.finish()?;
+            client.batch_execute("RELEASE SAVEPOINT chunk").await.map_err(PgError::session("ending a chunk"))?;
             ctx.stats.saw(at.0);
             total += rows.len() as u64;
             let next_after = if !t.key.is_empty() && total >= limit { Some(reader.last_key(&t.key)?) } else { None };
