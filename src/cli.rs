@@ -59,7 +59,7 @@ pub enum Command {
     Check(CheckArgs),
     /// List or drop riffle's replication slots and publications.
     Slots(SlotsArgs),
-    /// Snapshot chosen tables of a Postgres pipeline again, while it streams (or at its next run).
+    /// Snapshot chosen tables of a pipeline again, while it streams (or at its next run).
     Snapshot(SnapshotArgs),
 }
 

@@ -1,4 +1,4 @@
-//! `riffle snapshot`: asks a Postgres pipeline to snapshot chosen tables
+//! `riffle snapshot`: asks a pipeline to snapshot chosen tables
 //! again. The request is a file (or object) beside the pipeline's state,
 //! since a running pipeline owns its state: a running pipeline takes it
 //! within a few seconds (at a commit), a stopped one at its next run. The
@@ -28,17 +28,11 @@ pub fn run(args: &SnapshotArgs) -> Result<()> {
         (None, None) => bail!("riffle snapshot: name the pipeline with --name NAME (see riffle status) or --config FILE"),
     };
     let store = StateStore::new(&state_dir)?;
-    let Some(state) = store.load(&name)? else {
+    if store.load(&name)?.is_none() {
         bail!(
             "riffle snapshot: no pipeline {name:?} in {}; check --name and --state (riffle status lists the pipelines there)",
             store.describe()
         )
-    };
-    if !state.source.starts_with("postgres") {
-        bail!(
-            "riffle snapshot: pipeline {name:?} reads {}; snapshotting tables again works for Postgres pipelines only (MySQL/MariaDB: not yet)",
-            state.source
-        );
     }
     let all = store.add_request(&name, &args.tables)?;
     out!(

@@ -250,3 +250,65 @@ async fn a_table_dropped_during_its_snapshot_ends_its_snapshot_and_the_others_go
     let reads = |t: &str| read_jsonl(&out, &format!("{db}.{t}")).iter().filter(|e| e["op"] == "r").count();
     assert_eq!((reads("a"), reads("b"), reads("c")), (60_000, 0, 10));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_added_or_asked_for_again_are_snapshotted_while_the_others_stream() {
+    let db = "it_my_snap_added";
+    let mut conn = my_fresh_db(db).await;
+    conn.query_drop(format!(
+        "CREATE TABLE big (id BIGINT PRIMARY KEY, v BIGINT NOT NULL, note VARCHAR(50));
+         INSERT INTO big SELECT seq, seq, REPEAT('x', 40) FROM seq_1_to_{BIG};
+         CREATE TABLE comp (a INT, b VARCHAR(20), v INT, PRIMARY KEY (b, a));
+         INSERT INTO comp SELECT seq % 7, CONCAT('k', seq), seq FROM seq_1_to_5000;
+         CREATE TABLE nokey (x INT, y VARCHAR(10));
+         INSERT INTO nokey SELECT seq % 100, 'n' FROM seq_1_to_2000;"
+    ))
+    .await
+    .unwrap();
+    let url = my_url(db);
+    let (out, state) = (temp_dir("my-added-out"), temp_dir("my-added-state"));
+    let (o, s) = (out.to_str().unwrap().to_string(), state.to_str().unwrap().to_string());
+    let run = |tables: &[&str]| {
+        let mut a: Vec<String> =
+            ["replicate", "--source", &url, "--sink", &o, "--state", &s, "--name", "added", "--commit-interval", "100ms"]
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
+        for t in tables {
+            a.extend(["--tables".to_string(), t.to_string()]);
+        }
+        a.extend(["--snapshot-chunk-rows".into(), "1000".into(), "--until".into(), "now".into()]);
+        tokio::task::spawn_blocking(move || stderr(&riffle_ok(&a)))
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = tokio::spawn(writer(db, stop.clone()));
+    run(&["big"]).await.unwrap();
+    assert!(read_jsonl(&out, &format!("{db}.comp")).is_empty(), "comp is not selected yet");
+    let log = run(&["big", "comp", "nokey"]).await.unwrap();
+    assert!(log.contains("table added to the selection"), "{log}");
+    stop.store(true, Ordering::Relaxed);
+    assert!(w.await.unwrap() > 0);
+    // comp again, after a delete the new read must not hide.
+    riffle_ok(&["snapshot", "--name", "added", "--state", &s, "--tables", "comp"]);
+    conn.query_drop("DELETE FROM comp WHERE a = 4").await.unwrap();
+    let log = run(&["big", "comp", "nokey"]).await.unwrap();
+    assert!(log.contains("snapshotting the table again"), "{log}");
+    for (table, key, object) in TABLES {
+        let events = read_jsonl(&out, &format!("{db}.{table}"));
+        let positions: Vec<&str> = events.iter().map(|e| e["source"]["position"].as_str().unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{table}: positions must strictly increase");
+        assert_eq!(
+            replay_rows(&events, key),
+            source_rows(&mut conn, table, object).await,
+            "{table}: replaying the output must give the table"
+        );
+    }
+    let comp = read_jsonl(&out, &format!("{db}.comp"));
+    assert_eq!(comp.iter().filter(|e| e["op"] == "d").count(), 714, "comp's deletes are delivered");
+    let big_points: HashSet<String> = read_jsonl(&out, &format!("{db}.big"))
+        .iter()
+        .filter(|e| e["op"] == "r")
+        .map(|e| e["source"]["position"].as_str().unwrap().rsplit_once('.').unwrap().0.to_string())
+        .collect();
+    assert_eq!(big_points.len(), 1, "big was never read again: {big_points:?}");
+}

@@ -31,6 +31,27 @@ pub async fn resolve_tables(
     patterns: &[String],
     exclude: &[String],
 ) -> Result<Vec<SelectedTable>, MyError> {
+    select(conn, default_db, patterns, exclude, true).await
+}
+
+/// [`resolve_tables`] for a selection made earlier: a pattern that matches
+/// nothing any more (its table was dropped) is no error.
+pub async fn resolve_tables_lenient(
+    conn: &mut Conn,
+    default_db: &str,
+    patterns: &[String],
+    exclude: &[String],
+) -> Result<Vec<SelectedTable>, MyError> {
+    select(conn, default_db, patterns, exclude, false).await
+}
+
+async fn select(
+    conn: &mut Conn,
+    default_db: &str,
+    patterns: &[String],
+    exclude: &[String],
+    strict: bool,
+) -> Result<Vec<SelectedTable>, MyError> {
     let rows: Vec<(String, String, Option<u64>, i64)> = conn
         .query(
             "SELECT t.TABLE_SCHEMA, t.TABLE_NAME, t.TABLE_ROWS, \
@@ -51,7 +72,7 @@ pub async fn resolve_tables(
     for pattern in patterns {
         let pattern = qualify(pattern);
         let matched: Vec<&SelectedTable> = all.iter().filter(|t| riffle_core::glob_match(&pattern, &t.id.to_string())).collect();
-        if matched.is_empty() {
+        if matched.is_empty() && strict {
             let glob = pattern.contains(['*', '?']);
             let examples = all.iter().take(5).map(|t| t.id.to_string()).collect();
             return Err(MyError::NoSuchTable { pattern, glob, examples });

@@ -40,8 +40,9 @@ enum Mode {
     Sync,
     /// Snapshot unless `resume` is set, then stream the binlog;
     /// `until_now` stops at the end of the binlog. `chunks`: what an
-    /// interrupted snapshot has left, read while catching up.
-    Replicate { resume: Option<Offset>, chunks: Option<SnapshotProgress>, until_now: bool },
+    /// interrupted snapshot has left, read while catching up, and the
+    /// selection before it changed, if it did.
+    Replicate { resume: Option<Offset>, chunks: Option<(SnapshotProgress, Option<Vec<String>>)>, until_now: bool },
 }
 
 /// `--until` for MySQL/MariaDB: only `now` (the end of the binlog when
@@ -113,10 +114,21 @@ impl MySource {
                 };
                 let mut stream = stream::Stream { params: &self.params, ctx: &ctx, selected: &tables, mariadb, skipped: Vec::new() };
                 let start = match chunks {
-                    Some(progress) => match catch_up(&mut conn, &mut stream, start, &progress, chunk_rows, &out, &stop).await? {
-                        Some(offset) => offset,
-                        None => return Ok(RunEnd::Stopped),
-                    },
+                    Some((progress, previous)) => {
+                        let (progress, pending) = self.replan(&mut conn, progress, previous.as_deref(), &tables).await?;
+                        if pending.is_empty() {
+                            // Nothing to read: the plan records the new selection.
+                            if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
+                                return Ok(RunEnd::Stopped);
+                            }
+                            start
+                        } else {
+                            match catch_up(&mut conn, &mut stream, start, &progress, &pending, chunk_rows, &out, &stop).await? {
+                                Some(offset) => offset,
+                                None => return Ok(RunEnd::Stopped),
+                            }
+                        }
+                    }
                     None => start,
                 };
                 drop(conn);
@@ -138,19 +150,19 @@ impl MySource {
 /// current, and nothing is read twice. Tables read whole at `at` (no chunk
 /// committed) start there: their earlier changes are left out.
 /// Returns where the stream goes on, or `None` when stopped.
+#[allow(clippy::too_many_arguments)]
 async fn catch_up(
     conn: &mut mysql_async::Conn,
     stream: &mut stream::Stream<'_>,
     from: Offset,
     progress: &SnapshotProgress,
+    pending: &[catalog::SelectedTable],
     chunk_rows: u64,
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
 ) -> Result<Option<Offset>, MyError> {
     let snap = snapshot::begin(conn, stream.mariadb).await?;
     let at = (snapshot::file_seq(&snap.file), snap.pos);
-    let pending: Vec<catalog::SelectedTable> =
-        stream.selected.iter().filter(|t| progress.table(&t.id.to_string()).is_some_and(|p| !p.is_done())).cloned().collect();
     tracing::info!(
         from = %from,
         at = %snap.offset(),
@@ -173,7 +185,7 @@ async fn catch_up(
             return Ok(None);
         }
     }
-    let (progress, planned) = snapshot::plan(conn, &pending, Some(progress)).await?;
+    let (progress, planned) = snapshot::plan(conn, pending, Some(progress)).await?;
     if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
         return Ok(None);
     }
@@ -185,6 +197,64 @@ async fn catch_up(
         return Ok(None);
     }
     Ok(Some(snap.offset()))
+}
+
+impl MySource {
+    /// The snapshot plan of a resumed run and the tables it reads: the
+    /// chunks an interrupted snapshot left; when the selection changed since
+    /// `previous`, the tables it adds (planned whole; their changes before
+    /// the read are left out); and the tables `riffle snapshot` asked to
+    /// read again (planned whole; all their changes delivered). Tables the
+    /// selection removes are no longer captured (the stream reads only the
+    /// selection).
+    async fn replan(
+        &self,
+        conn: &mut mysql_async::Conn,
+        mut progress: SnapshotProgress,
+        previous: Option<&[String]>,
+        tables: &[catalog::SelectedTable],
+    ) -> Result<(SnapshotProgress, Vec<catalog::SelectedTable>), MyError> {
+        let db = &self.params.database;
+        let mut pending: Vec<catalog::SelectedTable> =
+            tables.iter().filter(|t| progress.table(&t.id.to_string()).is_some_and(|p| !p.is_done())).cloned().collect();
+        if let Some(previous) = previous {
+            let before = catalog::resolve_tables_lenient(conn, db, previous, &self.config.exclude).await?;
+            for t in before.iter().filter(|b| !tables.iter().any(|t| t.id == b.id)) {
+                tracing::warn!(table = %t.id, "table removed from the selection: its changes are no longer captured");
+                progress.tables.retain(|p| p.table != t.id.to_string());
+            }
+            for t in tables.iter().filter(|t| !before.iter().any(|b| b.id == t.id)) {
+                tracing::info!(table = %t.id, "table added to the selection: it is snapshotted, then streamed");
+                progress.tables.retain(|p| p.table != t.id.to_string());
+                if !pending.iter().any(|p| p.id == t.id) {
+                    pending.push(t.clone());
+                }
+            }
+        }
+        for glob in std::mem::take(&mut progress.requested) {
+            let pattern = if glob.contains('.') { glob.clone() } else { format!("{db}.{glob}") };
+            let matched: Vec<&catalog::SelectedTable> =
+                tables.iter().filter(|t| riffle_core::glob_match(&pattern, &t.id.to_string())).collect();
+            if matched.is_empty() {
+                tracing::warn!(tables = glob, "riffle snapshot asked for tables this pipeline does not capture; nothing to read for them");
+            }
+            for t in matched {
+                tracing::info!(table = %t.id, "snapshotting the table again, as riffle snapshot asked");
+                progress.add(riffle_core::TableProgress {
+                    table: t.id.to_string(),
+                    key: Vec::new(),
+                    left: vec![riffle_core::KeyRange::all()],
+                    rows: 0,
+                    chunks: 0,
+                    again: true,
+                });
+                if !pending.iter().any(|p| p.id == t.id) {
+                    pending.push(t.clone());
+                }
+            }
+        }
+        Ok((progress, pending))
+    }
 }
 
 impl Source for MySource {
@@ -200,20 +270,9 @@ impl Source for MySource {
             StartMode::Copy => Mode::Sync,
             StartMode::Snapshot | StartMode::ResumeSnapshot(_) => Mode::Replicate { resume: None, chunks: None, until_now },
             StartMode::Resume(offset) => Mode::Replicate { resume: Some(offset), chunks: None, until_now },
-            StartMode::ResumeChunks { previous_tables: Some(previous), .. } => {
-                return Err(SourceError::definite(format!(
-                    "pipeline {:?} was started with --tables {previous:?}, now {:?}; a MySQL/MariaDB pipeline cannot add or \
-                     remove tables yet: pass another --name for a new pipeline, or run `riffle replicate` with the previous tables",
-                    self.config.name, self.config.tables
-                )))
+            StartMode::ResumeChunks { offset, progress, previous_tables } => {
+                Mode::Replicate { resume: Some(offset), chunks: Some((progress, previous_tables)), until_now }
             }
-            StartMode::ResumeChunks { progress, .. } if !progress.requested.is_empty() => {
-                return Err(SourceError::definite(
-                    "riffle snapshot asked to read tables again, which MySQL/MariaDB pipelines cannot do yet; \
-                     remove the request from the pipeline's state (its `requested` list) to go on",
-                ))
-            }
-            StartMode::ResumeChunks { offset, progress, .. } => Mode::Replicate { resume: Some(offset), chunks: Some(progress), until_now },
         };
         Ok(())
     }
