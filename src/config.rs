@@ -78,6 +78,8 @@ pub struct RawFile {
     pub snapshot_workers: Option<usize>,
     /// Rows per snapshot chunk (the unit of saved progress).
     pub snapshot_chunk_rows: Option<u64>,
+    /// How long one round of a snapshot read while streaming reads chunks.
+    pub snapshot_round: Option<String>,
 }
 
 /// One `[[tables]]` rule as written.
@@ -428,6 +430,10 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
     if chunk_rows == 0 {
         bail!("{}: expected at least 1 row, found 0", where_("snapshot_chunk_rows"));
     }
+    let round_text = args.snapshot_round.clone().or(file.snapshot_round).unwrap_or_else(|| "5s".into());
+    let round = parse_duration(&round_text)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| anyhow!("{}: expected a duration like 5s, found {round_text:?}", where_("snapshot_round")))?;
     Ok(Config {
         name: name.to_lowercase(),
         source_kind,
@@ -445,7 +451,7 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
         metrics_addr,
         full_before_images: args.full_before_images || file.full_before_images.unwrap_or(false),
         stall_timeout,
-        snapshot: riffle_core::SnapshotOptions { workers: snapshot_workers, chunk_rows },
+        snapshot: riffle_core::SnapshotOptions { workers: snapshot_workers, chunk_rows, round },
     })
 }
 

@@ -79,6 +79,10 @@ impl Progress {
         if !self.parallel {
             self.finish_tables();
         }
+        // A snapshot read in rounds announces a table again each round.
+        if self.copying.iter().any(|c| c.table == *table) {
+            return;
+        }
         if self.copying.is_empty() && self.tables_done == 0 {
             self.started = Instant::now();
         }

@@ -67,11 +67,14 @@ pub struct SnapshotOptions {
     pub workers: Option<usize>,
     /// Rows per chunk (a chunk is the unit of progress saved).
     pub chunk_rows: u64,
+    /// How long one round of a snapshot read while streaming (a resume, an
+    /// added table) reads chunks before the stream goes on.
+    pub round: std::time::Duration,
 }
 
 impl Default for SnapshotOptions {
     fn default() -> Self {
-        SnapshotOptions { workers: None, chunk_rows: 8192 }
+        SnapshotOptions { workers: None, chunk_rows: 8192, round: std::time::Duration::from_secs(5) }
     }
 }
 

@@ -40,7 +40,9 @@ use crate::snapshot::{Context, CopyReader, BATCH};
 use crate::{quote_ident, quote_literal};
 use futures_util::StreamExt;
 use riffle_core::source::RunEnd;
-use riffle_core::{ChunkDone, KeyRange, Lsn, Offset, PgPosition, Phase, Position, SourceItem, TableProgress, TableSchema};
+use riffle_core::{
+    ChunkDone, KeyRange, Lsn, Offset, PgPosition, Phase, Position, SnapshotProgress, SourceItem, TableProgress, TableSchema,
+};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
@@ -196,6 +198,9 @@ pub struct CopyJob<'a> {
     pub chunk_rows: u64,
     /// Send a checkpoint at `at` after each chunk (replicate), or none (sync).
     pub checkpoints: bool,
+    /// Start no chunk after this: a round of an online read (see
+    /// `PgSource::catch_up`); the ranges left are returned.
+    pub until: Option<tokio::time::Instant>,
 }
 
 /// A worker's channel to the forwarder: about one chunk of pieces, so a
@@ -218,7 +223,8 @@ pub async fn copy(
     tables: Vec<PlannedTable>,
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
-) -> Result<RunEnd, PgError> {
+) -> Result<(RunEnd, SnapshotProgress), PgError> {
+    let mut progress = SnapshotProgress { tables: tables.iter().map(|t| t.progress.clone()).collect(), requested: Vec::new() };
     let tables = Arc::new(tables);
     let mut work: VecDeque<(usize, KeyRange)> = VecDeque::new();
     // Ranges of different tables alternate, so workers spread over tables.
@@ -242,9 +248,9 @@ pub async fn copy(
         channels.push(rx);
         let (params, ctx, snapshot) = (job.params.clone(), job.ctx.clone(), job.snapshot.to_string());
         let (tables, queue, starts_tx, failed_tx) = (tables.clone(), queue.clone(), starts_tx.clone(), failed_tx.clone());
-        let (at, chunk_rows) = (job.at, job.chunk_rows);
+        let (at, chunk_rows, until) = (job.at, job.chunk_rows, job.until);
         set.spawn(async move {
-            let lane = Lane { index: w, pieces: tx, starts: starts_tx };
+            let lane = Lane { index: w, pieces: tx, starts: starts_tx, until };
             if let Err(e) = worker(&params, &ctx, &snapshot, at, chunk_rows, &tables, &queue, &lane).await {
                 let _ = failed_tx.send(e);
             }
@@ -252,18 +258,25 @@ pub async fn copy(
     }
     drop((starts_tx, failed_tx));
     let mut stop = stop.clone();
-    let mut forward = Forward { tables: &tables, at: job.at, seq: 0, started: vec![false; tables.len()], checkpoints: job.checkpoints };
+    let mut forward = Forward {
+        tables: &tables,
+        at: job.at,
+        seq: 0,
+        started: vec![false; tables.len()],
+        checkpoints: job.checkpoints,
+        progress: std::mem::take(&mut progress),
+    };
     loop {
         let next = tokio::select! {
             biased;
             Some(e) = failed.recv() => return Err(e),
-            _ = stop.changed() => return Ok(RunEnd::Stopped),
+            _ = stop.changed() => return Ok((RunEnd::Stopped, forward.progress)),
             w = starts.recv() => w,
         };
         let Some((w, table)) = next else { break };
         if let Some(item) = forward.announce(table) {
             if out.send(vec![item]).await.is_err() {
-                return Ok(RunEnd::Stopped);
+                return Ok((RunEnd::Stopped, forward.progress));
             }
         }
         // Hand on worker `w`'s chunk, up to its end.
@@ -271,7 +284,7 @@ pub async fn copy(
             let piece = tokio::select! {
                 biased;
                 Some(e) = failed.recv() => return Err(e),
-                _ = stop.changed() => return Ok(RunEnd::Stopped),
+                _ = stop.changed() => return Ok((RunEnd::Stopped, forward.progress)),
                 p = channels[w].recv() => p,
             };
             let Some(piece) = piece else {
@@ -279,7 +292,7 @@ pub async fn copy(
             };
             let end = matches!(piece, Piece::End { .. });
             if *stop.borrow() || out.send(forward.items(piece)).await.is_err() {
-                return Ok(RunEnd::Stopped);
+                return Ok((RunEnd::Stopped, forward.progress));
             }
             if end {
                 break;
@@ -292,7 +305,7 @@ pub async fn copy(
     if let Ok(e) = failed.try_recv() {
         return Err(e);
     }
-    Ok(RunEnd::SnapshotComplete)
+    Ok((RunEnd::SnapshotComplete, forward.progress))
 }
 
 /// A worker's way to the forwarder.
@@ -301,6 +314,8 @@ struct Lane {
     pieces: mpsc::Sender<Piece>,
     /// (worker, table) as each chunk starts.
     starts: mpsc::UnboundedSender<(usize, usize)>,
+    /// Start no chunk after this.
+    until: Option<tokio::time::Instant>,
 }
 
 /// Numbers the rows and adds the progress items and checkpoints.
@@ -310,6 +325,8 @@ struct Forward<'a> {
     seq: u64,
     started: Vec<bool>,
     checkpoints: bool,
+    /// The plan with every chunk handed on recorded.
+    progress: SnapshotProgress,
 }
 
 impl Forward<'_> {
@@ -325,8 +342,9 @@ impl Forward<'_> {
                 rows
             }
             Piece::End { table, range, next_after, rows } => {
-                let mut items =
-                    vec![SourceItem::ChunkDone(ChunkDone { table: self.tables[table].progress.table.clone(), range, next_after, rows })];
+                let done = ChunkDone { table: self.tables[table].progress.table.clone(), range, next_after, rows };
+                self.progress.record(&done);
+                let mut items = vec![SourceItem::ChunkDone(done)];
                 if self.checkpoints {
                     items.push(SourceItem::Checkpoint(Offset::Postgres { lsn: self.at }));
                 }
@@ -368,11 +386,20 @@ async fn worker(
     client.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", quote_literal(snapshot))).await.map_err(begin)?;
     let started_us = crate::snapshot::now_us();
     let mut limit = chunk_rows;
-    loop {
+    let over = || lane.until.is_some_and(|d| tokio::time::Instant::now() >= d);
+    'ranges: loop {
+        if over() {
+            break;
+        }
         let next = queue.lock().map_err(|_| PgError::Unexpected("a snapshot worker panicked".into()))?.pop_front();
         let Some((ti, mut range)) = next else { break };
         let t = &tables[ti];
+        let mut first = true;
         loop {
+            // The round is over: this range goes on in the next one.
+            if !std::mem::take(&mut first) && over() {
+                break 'ranges;
+            }
             let sql = chunk_sql(t, &range, limit);
             // A table dropped meanwhile fails its COPY: the savepoint keeps
             // the worker's transaction (and snapshot) usable for the others.

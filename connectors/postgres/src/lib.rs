@@ -160,8 +160,7 @@ impl PgSource {
                 let mut stream = stream::Stream::new(client, ctx.clone(), until_lsn, self.stats.clone(), self.config.heartbeat);
                 let start = match chunks {
                     Some((progress, previous)) => {
-                        let (progress, pending, skip) =
-                            self.replan(stream.catalog(), &slot, progress, previous.as_deref(), &tables).await?;
+                        let (progress, pending) = self.replan(stream.catalog(), &slot, progress, previous.as_deref(), &tables).await?;
                         if pending.is_empty() {
                             // Nothing to read: the plan records the new selection.
                             if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
@@ -169,7 +168,6 @@ impl PgSource {
                             }
                             start
                         } else {
-                            stream.skip_before_pause(skip);
                             match self.catch_up(&mut stream, &ctx, &slot, start, &progress, &pending, &out, &durable, &stop).await? {
                                 Some(lsn) => lsn,
                                 None => return Ok(RunEnd::Stopped),
@@ -302,8 +300,17 @@ impl PgSource {
         if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
             return Ok(false);
         }
-        let job = chunked::CopyJob { params: &self.params, ctx, snapshot, at, workers, chunk_rows: options.chunk_rows, checkpoints: true };
-        if chunked::copy(job, planned, out, stop).await? != RunEnd::SnapshotComplete {
+        let job = chunked::CopyJob {
+            params: &self.params,
+            ctx,
+            snapshot,
+            at,
+            workers,
+            chunk_rows: options.chunk_rows,
+            checkpoints: true,
+            until: None,
+        };
+        if chunked::copy(job, planned, out, stop).await?.0 != RunEnd::SnapshotComplete {
             return Ok(false);
         }
         Ok(out.send(vec![SourceItem::SnapshotDone, SourceItem::Checkpoint(Offset::Postgres { lsn: at })]).await.is_ok())
@@ -324,7 +331,7 @@ impl PgSource {
         mut progress: SnapshotProgress,
         previous: Option<&[String]>,
         tables: &[SelectedTable],
-    ) -> Result<(SnapshotProgress, Vec<SelectedTable>, Vec<riffle_core::TableId>), PgError> {
+    ) -> Result<(SnapshotProgress, Vec<SelectedTable>), PgError> {
         let mut pending: Vec<SelectedTable> =
             tables.iter().filter(|t| progress.table(&t.id.to_string()).is_some_and(|p| !p.is_done())).cloned().collect();
         if let Some(previous) = previous {
@@ -345,13 +352,6 @@ impl PgSource {
                 }
             }
         }
-        // Tables whose output starts at the catch-up point: nothing of them
-        // is in the sinks yet (added, or no chunk committed).
-        let mut skip: Vec<riffle_core::TableId> = pending
-            .iter()
-            .filter(|t| progress.table(&t.id.to_string()).is_none_or(|p| p.starts_with_snapshot()))
-            .map(|t| t.id.clone())
-            .collect();
         for glob in std::mem::take(&mut progress.requested) {
             let pattern = if glob.contains('.') { glob.clone() } else { format!("public.{glob}") };
             let matched: Vec<&SelectedTable> = tables.iter().filter(|t| riffle_core::glob_match(&pattern, &t.id.to_string())).collect();
@@ -371,62 +371,101 @@ impl PgSource {
                     chunks: 0,
                     again: true,
                 });
-                skip.retain(|s| *s != t.id);
                 if !pending.iter().any(|p| p.oid == t.oid) {
                     pending.push(t.clone());
                 }
             }
         }
-        Ok((progress, pending, skip))
+        Ok((progress, pending))
     }
 
-    /// Reads the chunks an interrupted snapshot left, exactly, while the
-    /// pipeline streams from `from`.
+    /// Reads the chunks an interrupted snapshot left (and tables added or
+    /// asked for again), exactly, in rounds interleaved with the stream.
     ///
-    /// A temporary slot created now exports a snapshot consistent with its
-    /// point `at` (Postgres guarantees it: a transaction that commits before
-    /// `at` is visible in it, one that commits at or after is not). The
-    /// stream runs from `from` up to `at` and stops before the first
-    /// transaction at or after it; the chunks left are then read inside that
-    /// snapshot, positioned at `at`, and the stream goes on from `at`. So
-    /// each row read sits in the output exactly where its state is current:
-    /// after every change it includes, before every change it does not.
-    /// Returns where the stream goes on, or `None` when stopped.
+    /// Each round creates a temporary slot, which exports a snapshot
+    /// consistent with its point `at` (Postgres guarantees it: a transaction
+    /// that commits before `at` is visible in it, one that commits at or
+    /// after is not). The stream runs from where it is up to `at` and stops
+    /// before the first transaction at or after it; chunks are then read
+    /// inside that snapshot for up to `--snapshot-round`, positioned at `at`, and the
+    /// next round goes on from `at`. So each row read sits in the output
+    /// exactly where its state is current (after every change it includes,
+    /// before every change it does not), and the other tables' changes wait
+    /// at most one round. Returns where the stream goes on, or `None` when
+    /// stopped.
     #[allow(clippy::too_many_arguments)]
     async fn catch_up(
         &self,
         stream: &mut stream::Stream,
         ctx: &snapshot::Context,
         slot: &str,
-        from: Lsn,
+        mut from: Lsn,
         progress: &SnapshotProgress,
         tables: &[SelectedTable],
         out: &mpsc::Sender<Vec<SourceItem>>,
         durable: &watch::Receiver<Option<Offset>>,
         stop: &watch::Receiver<bool>,
     ) -> Result<Option<Lsn>, PgError> {
-        let mut temp = replication::client::ReplicationClient::connect(&self.params).await?;
+        let options = self.config.snapshot;
+        let workers = chunked::workers(stream.catalog(), options.workers).await?;
+        let mut progress = progress.clone();
+        let mut pending: Vec<SelectedTable> = tables.to_vec();
         let name = format!("{}_c{}", &slot[..slot.len().min(48)], std::process::id());
-        let rows = temp
-            .simple_query(&format!("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT", quote_ident(&name)))
-            .await?;
-        let (at, snapshot_name) = created_slot(&rows)?;
-        tracing::info!(
-            from = %from,
-            at = %at,
-            tables = tables.len(),
-            "resuming the snapshot: streaming up to a new consistent point, then reading the chunks left there"
-        );
-        if at > from {
-            let end = stream.run(&self.params, slot, from, Some(at), out.clone(), durable.clone(), stop.clone()).await?;
+        for round in 1.. {
+            let mut temp = replication::client::ReplicationClient::connect(&self.params).await?;
+            let rows = temp
+                .simple_query(&format!("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT", quote_ident(&name)))
+                .await?;
+            let (at, snapshot_name) = created_slot(&rows)?;
+            tracing::info!(
+                from = %from,
+                at = %at,
+                round,
+                tables = pending.len(),
+                "snapshot round: streaming up to a new consistent point, then reading chunks there"
+            );
+            if at > from {
+                // Tables whose output starts with their snapshot: their
+                // changes before it are left out.
+                let whole = pending.iter().filter(|t| progress.table(&t.id.to_string()).is_none_or(|p| p.starts_with_snapshot()));
+                stream.skip_before_pause(whole.map(|t| t.id.clone()).collect());
+                let end = stream.run(&self.params, slot, from, Some(at), out.clone(), durable.clone(), stop.clone()).await?;
+                if end == RunEnd::Stopped {
+                    return Ok(None);
+                }
+                wait_inactive(stream.catalog(), slot).await?;
+            }
+            let (mut plan, planned) = snapshot::plan(stream.catalog(), &pending, Some(&progress), options.chunk_rows, workers).await?;
+            if out.send(vec![SourceItem::SnapshotPlan(plan.clone())]).await.is_err() {
+                return Ok(None);
+            }
+            let job = chunked::CopyJob {
+                params: &self.params,
+                ctx,
+                snapshot: &snapshot_name,
+                at,
+                workers,
+                chunk_rows: options.chunk_rows,
+                checkpoints: true,
+                until: Some(tokio::time::Instant::now() + options.round),
+            };
+            let (end, read) = chunked::copy(job, planned, out, stop).await?;
+            drop(temp);
             if end == RunEnd::Stopped {
                 return Ok(None);
             }
-            wait_inactive(stream.catalog(), slot).await?;
+            for t in read.tables {
+                plan.add(t);
+            }
+            progress = plan;
+            from = at;
+            pending.retain(|t| progress.table(&t.id.to_string()).is_some_and(|p| !p.is_done()));
+            if pending.is_empty() {
+                let done = vec![SourceItem::SnapshotDone, SourceItem::Checkpoint(Offset::Postgres { lsn: at })];
+                return Ok(out.send(done).await.is_ok().then_some(at));
+            }
         }
-        let done = self.copy_chunks(stream.catalog(), ctx, &snapshot_name, at, tables, Some(progress), out, stop).await?;
-        drop(temp);
-        Ok(done.then_some(at))
+        unreachable!("the rounds end when no table is left")
     }
 }
 

@@ -132,8 +132,8 @@ pub async fn sync_copy(
     if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
         return Ok(RunEnd::Stopped);
     }
-    let job = CopyJob { params, ctx, snapshot: &snapshot, at, workers, chunk_rows: options.chunk_rows, checkpoints: false };
-    let end = chunked::copy(job, planned, out, stop).await?;
+    let job = CopyJob { params, ctx, snapshot: &snapshot, at, workers, chunk_rows: options.chunk_rows, checkpoints: false, until: None };
+    let (end, _) = chunked::copy(job, planned, out, stop).await?;
     client.batch_execute("COMMIT").await.map_err(PgError::session("ending the snapshot transaction"))?;
     if end != RunEnd::SnapshotComplete || out.send(vec![SourceItem::SnapshotDone]).await.is_err() {
         return Ok(RunEnd::Stopped);
