@@ -144,7 +144,7 @@ impl Stream {
         }
         // Pausing waits for the server to say it has sent everything before
         // the pause point: ask it often.
-        let mut timer = tokio::time::interval(if pause.is_some() { Duration::from_secs(1) } else { STATUS_INTERVAL });
+        let mut timer = tokio::time::interval(if pause.is_some() { Duration::from_millis(100) } else { STATUS_INTERVAL });
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat = tokio::time::interval(self.heartbeat.unwrap_or(Duration::from_secs(3600)));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
