@@ -203,7 +203,7 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "ROWS")]
     pub snapshot_chunk_rows: Option<u64>,
 
-    /// Postgres: how long one round of a snapshot read while streaming (a resume, added tables,
+    /// How long one round of a snapshot read while streaming (a resume, added tables,
     /// riffle snapshot) reads chunks before the stream goes on: the longest the other tables'
     /// changes wait [default: 5s].
     #[arg(long, value_name = "DURATION")]

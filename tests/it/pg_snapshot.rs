@@ -237,7 +237,7 @@ async fn kill_9_twice_mid_snapshot_resumes_with_only_the_chunks_left() {
         let id = e["after"]["id"].as_i64().unwrap();
         assert!(ids.insert(id), "row {id} was read twice: a committed chunk was read again");
     }
-    assert!(points.len() >= 2 + rounds, "one snapshot point per run and round: {points:?}");
+    assert!(points.len() >= 4, "big was read at each run's point and in several rounds: {points:?}");
     let first = *points.values().next().unwrap();
     assert!(first as f64 >= big as f64 * 0.2, "what the first run committed is kept: {points:?}");
 }

@@ -123,7 +123,7 @@ impl MySource {
                             }
                             start
                         } else {
-                            match catch_up(&mut conn, &mut stream, start, &progress, &pending, chunk_rows, &out, &stop).await? {
+                            match catch_up(&mut conn, &mut stream, start, &progress, &pending, self.config.snapshot, &out, &stop).await? {
                                 Some(offset) => offset,
                                 None => return Ok(RunEnd::Stopped),
                             }
@@ -138,65 +138,80 @@ impl MySource {
     }
 }
 
-/// Reads the chunks an interrupted snapshot left, exactly, while the
-/// pipeline streams from `from`.
+/// Reads the chunks an interrupted snapshot left (and tables added or asked
+/// for again), exactly, in rounds interleaved with the binlog stream.
 ///
-/// A new consistent read is opened on `conn` with its binlog position `at`
-/// (the same way as the first snapshot's). The stream runs from `from` and
-/// stops before the first transaction that starts at or after `at`: every
-/// transaction before it is in the read, none after. The chunks left are
-/// read in that transaction, positioned at `at`, and the stream goes on
-/// from `at`. So each row read sits in the output where its state is
-/// current, and nothing is read twice. Tables read whole at `at` (no chunk
-/// committed) start there: their earlier changes are left out.
+/// Each round opens a new consistent read on `conn` with its binlog
+/// position `at` (the same way as the first snapshot's). The stream runs
+/// from where it is and stops before the first transaction that starts at
+/// or after `at`: every transaction before it is in the read, none after.
+/// Chunks are read in that transaction for up to `round`, positioned at
+/// `at`, and the next round goes on from `at`. So each row read sits in the
+/// output where its state is current, nothing is read twice, and the other
+/// tables' changes wait at most one round. Tables read whole at `at` (no
+/// chunk committed) start there: their earlier changes are left out.
 /// Returns where the stream goes on, or `None` when stopped.
 #[allow(clippy::too_many_arguments)]
 async fn catch_up(
     conn: &mut mysql_async::Conn,
     stream: &mut stream::Stream<'_>,
-    from: Offset,
+    mut from: Offset,
     progress: &SnapshotProgress,
     pending: &[catalog::SelectedTable],
-    chunk_rows: u64,
+    options: riffle_core::SnapshotOptions,
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
 ) -> Result<Option<Offset>, MyError> {
-    let snap = snapshot::begin(conn, stream.mariadb).await?;
-    let at = (snapshot::file_seq(&snap.file), snap.pos);
-    tracing::info!(
-        from = %from,
-        at = %snap.offset(),
-        tables = pending.len(),
-        "resuming the snapshot: streaming up to a new consistent read's position, then reading the chunks left there"
-    );
-    let behind = match &from {
-        Offset::Mysql { file, pos, .. } => (snapshot::file_seq(file), *pos) < at,
-        _ => return Err(MyError::NotMysqlPosition),
-    };
-    if behind {
-        stream.skipped = pending
-            .iter()
-            .filter(|t| progress.table(&t.id.to_string()).is_none_or(|p| p.starts_with_snapshot()))
-            .map(|t| t.id.clone())
-            .collect();
-        let end = stream.run(from, false, Some(at), out.clone(), stop.clone()).await;
-        stream.skipped.clear();
-        if end? == RunEnd::Stopped {
+    let mut progress = progress.clone();
+    let mut pending = pending.to_vec();
+    for round in 1.. {
+        let snap = snapshot::begin(conn, stream.mariadb).await?;
+        let at = (snapshot::file_seq(&snap.file), snap.pos);
+        tracing::info!(
+            from = %from,
+            at = %snap.offset(),
+            round,
+            tables = pending.len(),
+            "snapshot round: streaming up to a new consistent read's position, then reading chunks there"
+        );
+        let behind = match &from {
+            Offset::Mysql { file, pos, .. } => (snapshot::file_seq(file), *pos) < at,
+            _ => return Err(MyError::NotMysqlPosition),
+        };
+        if behind {
+            stream.skipped = pending
+                .iter()
+                .filter(|t| progress.table(&t.id.to_string()).is_none_or(|p| p.starts_with_snapshot()))
+                .map(|t| t.id.clone())
+                .collect();
+            let end = stream.run(from.clone(), false, Some(at), out.clone(), stop.clone()).await;
+            stream.skipped.clear();
+            if end? == RunEnd::Stopped {
+                return Ok(None);
+            }
+        }
+        let (mut plan, planned) = snapshot::plan(conn, &pending, Some(&progress)).await?;
+        if out.send(vec![SourceItem::SnapshotPlan(plan.clone())]).await.is_err() {
             return Ok(None);
         }
+        let until = Some(tokio::time::Instant::now() + options.round);
+        let (end, read) = snapshot::copy(conn, stream.ctx, &snap, &planned, options.chunk_rows, true, until, out, stop).await?;
+        conn.query_drop("COMMIT").await.map_err(|e| MyError::query("ending the snapshot", e))?;
+        if end != RunEnd::SnapshotComplete {
+            return Ok(None);
+        }
+        for t in read.tables {
+            plan.add(t);
+        }
+        progress = plan;
+        from = snap.offset();
+        pending.retain(|t| progress.table(&t.id.to_string()).is_some_and(|p| !p.is_done()));
+        if pending.is_empty() {
+            let done = vec![SourceItem::SnapshotDone, SourceItem::Checkpoint(snap.offset())];
+            return Ok(out.send(done).await.is_ok().then_some(snap.offset()));
+        }
     }
-    let (progress, planned) = snapshot::plan(conn, pending, Some(progress)).await?;
-    if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
-        return Ok(None);
-    }
-    if snapshot::copy(conn, stream.ctx, &snap, &planned, chunk_rows, true, out, stop).await? != RunEnd::SnapshotComplete {
-        return Ok(None);
-    }
-    conn.query_drop("COMMIT").await.map_err(|e| MyError::query("ending the snapshot", e))?;
-    if out.send(vec![SourceItem::SnapshotDone, SourceItem::Checkpoint(snap.offset())]).await.is_err() {
-        return Ok(None);
-    }
-    Ok(Some(snap.offset()))
+    unreachable!("the rounds end when no table is left")
 }
 
 impl MySource {

@@ -263,6 +263,8 @@ fn chunk_sql(t: &PlannedTable, cols: &[String], range: &KeyRange, limit: u64, es
 /// `conn` at `snap`, chunk by chunk; after each chunk its [`ChunkDone`] and,
 /// with `checkpoints`, a checkpoint at the snapshot's position, so the
 /// pipeline saves progress. Returns `Stopped` if asked to stop.
+/// With `until`, no chunk starts after it (a round of a snapshot read while
+/// streaming); the plan with every chunk read recorded is returned.
 #[allow(clippy::too_many_arguments)]
 pub async fn copy(
     conn: &mut Conn,
@@ -271,9 +273,12 @@ pub async fn copy(
     tables: &[PlannedTable],
     chunk_rows: u64,
     checkpoints: bool,
+    until: Option<tokio::time::Instant>,
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
-) -> Result<RunEnd, MyError> {
+) -> Result<(RunEnd, SnapshotProgress), MyError> {
+    let mut progress = SnapshotProgress { tables: tables.iter().map(|t| t.progress.clone()).collect(), requested: Vec::new() };
+    let over = || until.is_some_and(|d| tokio::time::Instant::now() >= d);
     let modes: Option<String> = conn.query_first("SELECT @@SESSION.sql_mode").await.map_err(|e| MyError::query("reading sql_mode", e))?;
     let escapes = !modes.unwrap_or_default().to_uppercase().contains("NO_BACKSLASH_ESCAPES");
     let file_name: Arc<str> = Arc::from(snap.file.as_str());
@@ -285,7 +290,7 @@ pub async fn copy(
             .await
             .is_err()
         {
-            return Ok(RunEnd::Stopped);
+            return Ok((RunEnd::Stopped, progress));
         }
         // The text protocol prints FLOAT with 6 digits; as a double (exact
         // for every float) it keeps them all.
@@ -300,6 +305,10 @@ pub async fn copy(
         for range in &t.progress.left {
             let mut range = range.clone();
             loop {
+                // The round is over: the ranges left go on in the next one.
+                if over() {
+                    return Ok((RunEnd::SnapshotComplete, progress));
+                }
                 let sql = chunk_sql(t, &cols, &range, chunk_rows, escapes);
                 let mut rows_in_chunk = 0u64;
                 let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); t.key.len()];
@@ -311,12 +320,13 @@ pub async fn copy(
                     Err(mysql_async::Error::Server(e)) if e.code == 1146 => {
                         tracing::warn!(table = %t.selected.id, "table dropped during its snapshot; its snapshot ends here");
                         let done = ChunkDone { table: t.progress.table.clone(), range: range.clone(), next_after: None, rows: 0 };
+                        progress.record(&done);
                         let mut items = vec![SourceItem::ChunkDone(done)];
                         if checkpoints {
                             items.push(SourceItem::Checkpoint(snap.offset()));
                         }
                         if out.send(items).await.is_err() {
-                            return Ok(RunEnd::Stopped);
+                            return Ok((RunEnd::Stopped, progress));
                         }
                         break;
                     }
@@ -340,7 +350,7 @@ pub async fn copy(
                     if batch.len() >= BATCH {
                         ctx.stats.saw(snap.pos);
                         if *stop.borrow() || out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
-                            return Ok(RunEnd::Stopped);
+                            return Ok((RunEnd::Stopped, progress));
                         }
                     }
                 }
@@ -351,17 +361,19 @@ pub async fn copy(
                 } else {
                     None
                 };
-                batch.push(SourceItem::ChunkDone(ChunkDone {
+                let done = ChunkDone {
                     table: t.progress.table.clone(),
                     range: range.clone(),
                     next_after: next_after.clone(),
                     rows: rows_in_chunk,
-                }));
+                };
+                progress.record(&done);
+                batch.push(SourceItem::ChunkDone(done));
                 if checkpoints {
                     batch.push(SourceItem::Checkpoint(snap.offset()));
                 }
                 if out.send(batch).await.is_err() {
-                    return Ok(RunEnd::Stopped);
+                    return Ok((RunEnd::Stopped, progress));
                 }
                 match next_after {
                     Some(after) => range.after = Some(after),
@@ -370,7 +382,7 @@ pub async fn copy(
             }
         }
     }
-    Ok(RunEnd::SnapshotComplete)
+    Ok((RunEnd::SnapshotComplete, progress))
 }
 
 fn read_event(
@@ -422,7 +434,7 @@ pub async fn copy_tables(
     if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
         return Ok((RunEnd::Stopped, snap.offset()));
     }
-    if copy(conn, ctx, &snap, &planned, chunk_rows, checkpoints, out, stop).await? != RunEnd::SnapshotComplete {
+    if copy(conn, ctx, &snap, &planned, chunk_rows, checkpoints, None, out, stop).await?.0 != RunEnd::SnapshotComplete {
         return Ok((RunEnd::Stopped, snap.offset()));
     }
     conn.query_drop("COMMIT").await.map_err(|e| MyError::query("ending the snapshot", e))?;

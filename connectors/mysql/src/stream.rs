@@ -278,6 +278,10 @@ impl Stream<'_> {
                     if out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
                         return Ok(RunEnd::Stopped);
                     }
+                    // Pausing: the pause point is where the read's last transaction ends.
+                    if reached(&current_file, end_pos) {
+                        return Ok(RunEnd::ReachedUntil);
+                    }
                 }
                 EventData::RowsEvent(rows) => {
                     let Some(tme) = stream.get_tme(rows.table_id()) else {
