@@ -150,7 +150,7 @@ pg_instance() {
     fi
     "${run[@]}" "$bin/pg_ctl" -D "$data" -l "$RUN_DIR/$name.log" -w -t 60 start -o \
         "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$RUN_DIR \
-         -c wal_level=$wal_level -c max_replication_slots=40 -c max_wal_senders=40 -c fsync=off \
+         -c wal_level=$wal_level -c max_replication_slots=100 -c max_wal_senders=100 -c fsync=off \
          -c password_encryption=scram-sha-256 $tls_opts" >/dev/null \
         || { tail -n 30 "$RUN_DIR/$name.log" >&2; exit 1; }
     head -n1 "$data/postmaster.pid" >"$pidfile"

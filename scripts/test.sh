@@ -26,7 +26,7 @@ source "$RIFFLE_RUN_DIR/env"
 echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features failpoints -- -D warnings
 echo "== tests"
-cargo test --workspace --locked
+cargo test --workspace --locked --features failpoints
 echo "== all tests passed"

@@ -321,6 +321,7 @@ impl Committer {
         for sink in &mut self.sinks {
             sink.commit(record.through)?;
         }
+        riffle_core::fail::point("pipeline.sinks_committed");
         self.last_commit = Instant::now();
         let mut saved = None;
         match (&self.store, record.offset) {
@@ -338,6 +339,7 @@ impl Committer {
                 next.updated_ms = now_ms();
                 next.source_session = Some(self.metrics.source.session()).filter(|s| *s != 0).or(next.source_session);
                 store.save(&next).map_err(state_error)?;
+                riffle_core::fail::point("pipeline.state_saved");
                 self.state = next;
                 tracing::debug!(offset = %offset, events = record.events, "committed");
                 saved = Some(offset);

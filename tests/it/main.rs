@@ -24,6 +24,7 @@ mod kafka;
 mod objects;
 
 mod ops_check;
+mod ops_crash_windows;
 mod ops_metrics;
 mod ops_network;
 mod ops_ownership;

@@ -14,11 +14,13 @@
 //! - [`check`]: readiness checks every connector reports in one shape.
 //! - [`lease`]: one writer per pipeline on this machine.
 //! - [`chunks`]: a chunked snapshot's saved progress.
+//! - [`fail`]: fail points the test suite crashes riffle at.
 
 pub mod check;
 pub mod chunks;
 pub mod error;
 pub mod event;
+pub mod fail;
 pub mod glob;
 pub mod lease;
 pub mod position;

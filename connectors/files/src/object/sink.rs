@@ -378,9 +378,11 @@ impl Sink for ObjectSink {
         self.finish_unapplied()?;
         let Some(through) = crate::commit_point(self.committed, through, !self.pending.is_empty()) else { return Ok(()) };
         let renames = std::mem::take(&mut self.pending);
+        riffle_core::fail::point("files.written");
         self.attempted = Some((through, renames.clone()));
         self.save_manifest(through, &renames)?;
         self.attempted = None;
+        riffle_core::fail::point("files.manifest");
         // The manifest holds these events now: whatever happens to the
         // moves, they are committed (a restart finishes the moves). So a
         // store that fails now does not fail the commit: the pipeline must

@@ -45,6 +45,7 @@ impl Upload {
         if data.is_empty() {
             return Ok(());
         }
+        riffle_core::fail::point("files.mid_upload");
         match self {
             Upload::Local { file, path } => file.write_all(data).map_err(|e| SinkError::io(format!("writing {}", path.display()), e)),
             Upload::Store(upload) => {
