@@ -25,6 +25,7 @@ mod objects;
 
 mod ops_check;
 mod ops_crash_windows;
+mod ops_disk_full;
 mod ops_metrics;
 mod ops_network;
 mod ops_ownership;

@@ -52,8 +52,7 @@ async fn crash_at(point: &str, hit: u32, db: &str) {
             .iter()
             .map(|s| s.to_string())
             .chain(
-                ["--commit-interval", "100ms", "--max-file-rows", "500", "--snapshot-chunk-rows", "1000", "--name", db]
-                    .map(String::from),
+                ["--commit-interval", "100ms", "--max-file-rows", "500", "--snapshot-chunk-rows", "1000", "--name", db].map(String::from),
             )
             .collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -71,11 +70,8 @@ async fn crash_at(point: &str, hit: u32, db: &str) {
     assert!(!status.success() && log_count(&log, &format!("fail point {point} reached")) == 1, "{status}: {}", shown());
     // The slot is never confirmed past what the state says is durable.
     let slot = connect(&admin_url()).await;
-    let confirmed: Option<String> = slot
-        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&db])
-        .await
-        .unwrap()
-        .get(0);
+    let confirmed: Option<String> =
+        slot.query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&db]).await.unwrap().get(0);
     if let (Some(confirmed), Some(saved)) = (confirmed, saved_lsn(&state)) {
         let cmp: bool = slot.query_one("SELECT $1::text::pg_lsn <= $2::text::pg_lsn", &[&confirmed, &saved]).await.unwrap().get(0);
         assert!(cmp, "the slot was confirmed at {confirmed}, past the saved offset {saved}");
