@@ -178,6 +178,7 @@ async fn parallel_chunked_snapshot_under_a_writer_reproduces_every_kind_of_table
     let a = args(&url, &out, &state, &["--snapshot-workers", "3", "--snapshot-chunk-rows", "700"]);
     let log = run_to_now(&a).await;
     assert!(log.contains("workers=3"), "{log}");
+    assert!(log.lines().any(|l| l.contains("read whole") && l.contains("public.nokey")), "a keyless table is said to be read whole: {log}");
     stop.store(true, Ordering::Relaxed);
     assert!(w.await.unwrap() > 5);
     run_to_now(&a).await;

@@ -119,9 +119,9 @@ impl Position {
                 (p.phase, p.seq)
             }
             Position::Mysql(p) => {
-                write_digits(u64::from(p.file), 6, out);
+                write_sortable(u64::from(p.file), 6, out);
                 out.push(b'.');
-                write_digits(p.pos, 12, out);
+                write_sortable(p.pos, 12, out);
                 (p.phase, p.seq)
             }
         };
@@ -131,7 +131,7 @@ impl Position {
             Phase::Snapshot => b's',
             Phase::Stream => b'x',
         });
-        write_digits(seq, 10, out);
+        write_sortable(seq, 10, out);
     }
 
     /// The event's number within its transaction (snapshot: read order).
@@ -140,6 +140,19 @@ impl Position {
             Position::Postgres(p) => p.seq,
             Position::Mysql(p) => p.seq,
         }
+    }
+}
+
+/// `n` zero-padded to `width` digits; a number that needs more digits is
+/// written as `~` and 20 digits, which sorts after every `width`-digit one
+/// (`~` follows the digits in ASCII), so keys keep sorting like positions
+/// past binlog file 999999 while every key written before stays the same.
+fn write_sortable(n: u64, width: usize, out: &mut Vec<u8>) {
+    if (n.checked_ilog10().unwrap_or(0) as usize) < width {
+        write_digits(n, width, out);
+    } else {
+        out.push(b'~');
+        write_digits(n, 20, out);
     }
 }
 
@@ -197,6 +210,12 @@ fn gtid_marks(gtid: &str) -> Option<std::collections::BTreeMap<String, u64>> {
     (!marks.is_empty()).then_some(marks)
 }
 
+/// A binlog file's number (`mysql-bin.000042` → 42), then its name, for
+/// ordering: names without a number sort by name, before numbered ones.
+fn file_number(file: &str) -> (u64, &str) {
+    (file.rsplit('.').next().and_then(|s| s.parse().ok()).unwrap_or(0), file)
+}
+
 impl Offset {
     /// Is `self` strictly before `other` in the source's history? Binlog
     /// file names differ between servers, so two MySQL offsets that both
@@ -212,7 +231,8 @@ impl Offset {
                         let common: Vec<(&u64, &u64)> = a.iter().filter_map(|(k, x)| b.get(k).map(|y| (x, y))).collect();
                         common.iter().any(|(x, y)| x < y) && common.iter().all(|(x, y)| x <= y)
                     }
-                    _ => (fa, pa) < (fb, pb),
+                    // By the file's number: `mysql-bin.1000000` follows `mysql-bin.999999`.
+                    _ => (file_number(fa), pa) < (file_number(fb), pb),
                 }
             }
             _ => false,
@@ -284,5 +304,71 @@ mod tests {
             1,
             Some("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-6")
         )));
+    }
+
+    /// Positions of every shape, edge values included: binlog file numbers
+    /// around 999,999 → 1,000,000, offsets and sequence numbers past their
+    /// key's usual width.
+    fn any_position(rng: &mut impl rand::Rng) -> Position {
+        const EDGES: [u64; 8] = [0, 1, 9, 999_999, 1_000_000, 999_999_999_999, 1_000_000_000_000, u32::MAX as u64];
+        let pick = |rng: &mut dyn rand::RngCore, max: u64| -> u64 {
+            if rand::Rng::random_bool(rng, 0.3) {
+                EDGES[rand::Rng::random_range(rng, 0..EDGES.len())].min(max)
+            } else {
+                rand::Rng::random_range(rng, 0..=max)
+            }
+        };
+        let phase = if rng.random_bool(0.5) { Phase::Snapshot } else { Phase::Stream };
+        if rng.random_bool(0.5) {
+            Position::Postgres(PgPosition { lsn: Lsn(pick(rng, u64::MAX)), phase, seq: pick(rng, u64::MAX) })
+        } else {
+            Position::Mysql(MyPosition {
+                file: pick(rng, u64::from(u32::MAX)) as u32,
+                pos: pick(rng, u64::MAX),
+                phase,
+                seq: pick(rng, u64::MAX),
+            })
+        }
+    }
+
+    #[test]
+    fn keys_sort_exactly_like_positions() {
+        let mut rng = rand::rng();
+        for _ in 0..200_000 {
+            let (a, b) = (any_position(&mut rng), any_position(&mut rng));
+            if std::mem::discriminant(&a) != std::mem::discriminant(&b) {
+                continue;
+            }
+            assert_eq!(a.cmp(&b), a.key().cmp(&b.key()), "{a:?} vs {b:?}: {} vs {}", a.key(), b.key());
+        }
+    }
+
+    #[test]
+    fn is_before_is_a_strict_order_that_agrees_with_the_keys() {
+        let mut rng = rand::rng();
+        let offset = |rng: &mut rand::rngs::ThreadRng| match any_position(rng) {
+            Position::Mysql(p) => (Offset::Mysql { file: format!("mysql-bin.{:06}", p.file), pos: p.pos, gtid: None }, p),
+            Position::Postgres(p) => {
+                let p = MyPosition { file: (p.lsn.0 >> 32) as u32, pos: p.lsn.0 & 0xFFFF_FFFF, phase: p.phase, seq: 0 };
+                (Offset::Mysql { file: format!("mysql-bin.{:06}", p.file), pos: p.pos, gtid: None }, p)
+            }
+        };
+        for _ in 0..100_000 {
+            let ((a, pa), (b, pb), (c, _)) = (offset(&mut rng), offset(&mut rng), offset(&mut rng));
+            assert!(!a.is_before(&a), "{a} before itself");
+            assert!(!(a.is_before(&b) && b.is_before(&a)), "{a} and {b} each before the other");
+            if a.is_before(&b) && b.is_before(&c) {
+                assert!(a.is_before(&c), "{a} < {b} < {c} but not {a} < {c}");
+            }
+            let at = |p: MyPosition| Position::Mysql(MyPosition { phase: Phase::Stream, seq: 0, ..p }).key();
+            assert_eq!(a.is_before(&b), at(pa) < at(pb), "{a} vs {b}");
+        }
+        let (old, new) = (
+            Offset::Mysql { file: "mysql-bin.999999".into(), pos: 900, gtid: None },
+            Offset::Mysql { file: "mysql-bin.1000000".into(), pos: 4, gtid: None },
+        );
+        assert!(old.is_before(&new) && !new.is_before(&old), "binlog file numbers past 999999");
+        let lsn = |l| Offset::Postgres { lsn: Lsn(l) };
+        assert!(lsn(1).is_before(&lsn(2)) && !lsn(2).is_before(&lsn(2)));
     }
 }

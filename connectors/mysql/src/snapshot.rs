@@ -180,6 +180,13 @@ pub async fn plan(
         let columns = load_columns(conn, &t.id).await?;
         let schema = Arc::new(schema_of(&t.id, &columns));
         let key = chunk_key(conn, t, &columns).await?;
+        if key.is_empty() {
+            tracing::info!(
+                table = %t.id,
+                "no primary key a chunk can follow (none, or a binary, ENUM or floating-point column in it): read whole, in one piece \
+                 (an interrupted read starts it over)"
+            );
+        }
         let names: Vec<String> = key.iter().map(|i| columns[*i].column.name.clone()).collect();
         let table_progress = match saved {
             // Nothing of it committed yet: planned afresh.

@@ -82,6 +82,13 @@ pub async fn plan(
         }
         let schema = Arc::new(crate::catalog::load_schema(client, &mut types, t.oid).await?);
         let key = chunked::chunk_key(client, t, &schema).await?;
+        if key.is_empty() {
+            tracing::info!(
+                table = %t.id,
+                "no primary key or unique NOT NULL index (without floating-point columns) to chunk by: read whole, in one piece \
+                 (an interrupted read starts it over)"
+            );
+        }
         let names: Vec<String> = key.iter().map(|k| k.name.clone()).collect();
         let table_progress = match saved {
             // Nothing of it committed yet: planned afresh.
