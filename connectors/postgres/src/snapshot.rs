@@ -55,6 +55,10 @@ pub struct Context {
 
 pub const BATCH: usize = 1024;
 
+/// The longest COPY row riffle keeps while waiting for its end: Postgres
+/// rows are at most 1 GiB, escaped text a little longer.
+const MAX_ROW: usize = (1 << 30) + (1 << 24);
+
 pub(crate) fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
@@ -157,33 +161,55 @@ pub(crate) struct CopyReader<'a> {
     partial: Vec<u8>,
     /// The last row read, as COPY sent it: where the next chunk starts.
     last_line: Vec<u8>,
+    /// The longest row kept while its end has not come.
+    max_row: usize,
     /// When riffle read the current chunk (the events' `ts_ms`).
     now_ms: i64,
 }
 
 impl<'a> CopyReader<'a> {
     pub(crate) fn new(schema: Arc<TableSchema>, ctx: &'a Context, at: Lsn, started_us: i64) -> Self {
-        CopyReader { schema, ctx, at, started_us, partial: Vec::new(), last_line: Vec::new(), now_ms: now_us() / 1000 }
+        CopyReader { schema, ctx, at, started_us, partial: Vec::new(), last_line: Vec::new(), max_row: MAX_ROW, now_ms: now_us() / 1000 }
     }
 
     pub(crate) fn feed(&mut self, chunk: Bytes, seq: &mut u64, batch: &mut Vec<SourceItem>) -> Result<(), PgError> {
         // One clock read per chunk, not per row.
         self.now_ms = now_us() / 1000;
         // Postgres sends one row per CopyData message; still, rows are
-        // split on newlines so any chunking works.
+        // split on newlines so any chunking works, and a row split across
+        // messages is searched for its end in the new bytes only.
         let mut data: &[u8] = &chunk;
         if !self.partial.is_empty() {
-            self.partial.extend_from_slice(data);
-            let joined = std::mem::take(&mut self.partial);
-            return self.feed(Bytes::from(joined), seq, batch);
+            let Some(nl) = data.iter().position(|b| *b == b'\n') else { return self.keep(data) };
+            self.keep(&data[..nl])?;
+            let line = std::mem::take(&mut self.partial);
+            self.row(&line, seq, batch)?;
+            data = &data[nl + 1..];
         }
         while let Some(nl) = data.iter().position(|b| *b == b'\n') {
-            let row = parse_copy_row(&self.schema, &data[..nl])?;
-            self.last_line.clear();
-            self.last_line.extend_from_slice(&data[..nl]);
-            *seq += 1;
-            batch.push(SourceItem::Event(self.event(row, *seq)));
+            self.row(&data[..nl], seq, batch)?;
             data = &data[nl + 1..];
+        }
+        self.keep(data)
+    }
+
+    fn row(&mut self, line: &[u8], seq: &mut u64, batch: &mut Vec<SourceItem>) -> Result<(), PgError> {
+        let row = parse_copy_row(&self.schema, line)?;
+        self.last_line.clear();
+        self.last_line.extend_from_slice(line);
+        *seq += 1;
+        batch.push(SourceItem::Event(self.event(row, *seq)));
+        Ok(())
+    }
+
+    /// Keeps the start of a row whose end has not come yet, up to the
+    /// largest row Postgres can send: a server that never ends one cannot
+    /// make riffle hold unbounded memory.
+    fn keep(&mut self, data: &[u8]) -> Result<(), PgError> {
+        if self.partial.len() + data.len() > self.max_row {
+            return Err(PgError::Malformed {
+                what: format!("COPY of {} sent a row of more than {} bytes without its end; a Postgres row is at most 1 GiB", self.schema.id, self.max_row),
+            });
         }
         self.partial.extend_from_slice(data);
         Ok(())
@@ -303,5 +329,25 @@ mod tests {
         };
         let row = parse_copy_row(&schema, b"7\tline\\none\\ttab\\\\\t\\N").unwrap();
         assert_eq!(row, vec![Value::Int(7), Value::Text("line\none\ttab\\".into()), Value::Null]);
+    }
+
+    #[test]
+    fn rows_split_across_messages_are_joined_and_bounded() {
+        let col = |name: &str| Column { name: name.into(), source_type: String::new(), data_type: DataType::Int32, nullable: true };
+        let schema = Arc::new(TableSchema { id: TableId::new("public", "t"), columns: vec![col("a"), col("b")], key: vec![0], full_before_image: false });
+        let ctx = Context { name: Arc::from("p"), db: Arc::from("d"), stats: Arc::default() };
+        let mut r = CopyReader::new(schema, &ctx, Lsn(1), 0);
+        let (mut seq, mut batch) = (0, Vec::new());
+        for part in ["1\t", "2\n3", "\t4\n5\t6", "\n"] {
+            r.feed(Bytes::from(part), &mut seq, &mut batch).unwrap();
+        }
+        r.finish().unwrap();
+        let rows: Vec<_> = batch.iter().map(|i| match i { SourceItem::Event(e) => e.after.clone().unwrap(), _ => unreachable!() }).collect();
+        assert_eq!(rows, vec![vec![Value::Int(1), Value::Int(2)], vec![Value::Int(3), Value::Int(4)], vec![Value::Int(5), Value::Int(6)]]);
+        // A row that never ends is refused once it passes the bound.
+        r.max_row = 64;
+        r.feed(Bytes::from("7\t"), &mut seq, &mut batch).unwrap();
+        let endless = (0..100).try_for_each(|_| r.feed(Bytes::from(vec![b'8'; 16]), &mut seq, &mut batch));
+        assert!(matches!(endless, Err(PgError::Malformed { .. })), "{endless:?}");
     }
 }
