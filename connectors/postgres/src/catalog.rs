@@ -1,7 +1,7 @@
 //! Catalog work on a regular session: which tables a selection means, what
 //! their columns and keys are, and the publication and slot riffle owns.
 
-use crate::error::PgError;
+use crate::error::{Col, PgError};
 use crate::quote_ident;
 use crate::types::TypeCache;
 use riffle_core::{Column, TableId, TableSchema};
@@ -64,18 +64,19 @@ async fn list_tables(client: &Client) -> Result<Vec<SelectedTable>, PgError> {
         )
         .await
         .map_err(|e| query_err("listing tables", e))?;
-    Ok(rows
-        .iter()
-        .map(|r| SelectedTable {
-            oid: r.get(0),
-            id: TableId::new(r.get::<_, String>(1), r.get::<_, String>(2)),
-            estimated_rows: r.get::<_, f64>(3) as u64,
-            replica_identity: r.get::<_, String>(4).bytes().next().unwrap_or(b'd'),
-            has_primary_key: r.get(5),
-            partitioned: r.get(6),
-            unlogged: r.get(7),
+    rows.iter()
+        .map(|r| {
+            Ok(SelectedTable {
+                oid: r.col(0)?,
+                id: TableId::new(r.col::<String>(1)?, r.col::<String>(2)?),
+                estimated_rows: r.col::<f64>(3)? as u64,
+                replica_identity: r.col::<String>(4)?.bytes().next().unwrap_or(b'd'),
+                has_primary_key: r.col(5)?,
+                partitioned: r.col(6)?,
+                unlogged: r.col(7)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 fn select(all: &[SelectedTable], patterns: &[String], exclude: &[String], strict: bool) -> Result<Vec<SelectedTable>, PgError> {
@@ -115,20 +116,20 @@ pub async fn load_schema(client: &Client, types: &mut TypeCache, oid: u32) -> Re
         .await
         .map_err(|e| query_err("reading table columns", e))?;
     let first = rows.first().ok_or(PgError::TableGone { oid })?;
-    let id = TableId::new(first.get::<_, String>(0), first.get::<_, String>(1));
-    let full = first.get::<_, String>(2) == "f";
-    let oids: Vec<u32> = rows.iter().map(|r| r.get(4)).collect();
+    let id = TableId::new(first.col::<String>(0)?, first.col::<String>(1)?);
+    let full = first.col::<String>(2)? == "f";
+    let oids: Vec<u32> = rows.iter().map(|r| r.col(4)).collect::<Result<_, _>>()?;
     types.load(client, &oids).await?;
     let mut columns = Vec::with_capacity(rows.len());
     let mut key = Vec::new();
     for (i, r) in rows.iter().enumerate() {
         columns.push(Column {
-            name: r.get(3),
-            data_type: types.data_type(r.get(4), r.get(5)),
-            source_type: r.get(6),
-            nullable: !r.get::<_, bool>(7),
+            name: r.col(3)?,
+            data_type: types.data_type(r.col(4)?, r.col(5)?),
+            source_type: r.col(6)?,
+            nullable: !r.col::<bool>(7)?,
         });
-        if r.get::<_, bool>(8) {
+        if r.col::<bool>(8)? {
             key.push(i);
         }
     }
@@ -145,7 +146,7 @@ pub async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, PgErr
         )
         .await
         .map_err(|e| query_err("reading the primary key", e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    rows.iter().map(|r| r.col(0)).collect()
 }
 
 /// The tables a publication publishes, `schema.table`, sorted.
@@ -154,7 +155,7 @@ pub async fn publication_tables(client: &Client, name: &str) -> Result<Vec<Strin
         .query("SELECT schemaname::text || '.' || tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", &[&name])
         .await
         .map_err(|e| query_err("reading publications", e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    rows.iter().map(|r| r.col(0)).collect()
 }
 
 /// Adds `added` to the publication (those it does not publish yet) and
@@ -242,14 +243,17 @@ pub async fn slot_info(client: &Client, name: &str) -> Result<Option<SlotInfo>, 
         )
         .await
         .map_err(|e| query_err("reading replication slots", e))?;
-    Ok(row.map(|r| SlotInfo {
-        database: r.get(0),
-        plugin: r.get(1),
-        active: r.get(2),
-        confirmed_flush: r.get(3),
-        retained_bytes: r.get(4),
-        active_pid: r.get(5),
-    }))
+    row.map(|r| {
+        Ok(SlotInfo {
+            database: r.col(0)?,
+            plugin: r.col(1)?,
+            active: r.col(2)?,
+            confirmed_flush: r.col(3)?,
+            retained_bytes: r.col(4)?,
+            active_pid: r.col(5)?,
+        })
+    })
+    .transpose()
 }
 
 /// The server's current WAL position (the `--until now` target).
@@ -258,7 +262,7 @@ pub async fn current_lsn(client: &Client) -> Result<riffle_core::Lsn, PgError> {
         .query_one("SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text", &[])
         .await
         .map_err(|e| query_err("reading the current WAL position", e))?;
-    row.get::<_, String>(0).parse().map_err(|source| PgError::ServerLsn { what: "the server's current WAL position", source })
+    row.col::<String>(0)?.parse().map_err(|source| PgError::ServerLsn { what: "the server's current WAL position", source })
 }
 
 pub async fn drop_slot(client: &Client, name: &str) -> Result<(), PgError> {

@@ -3,7 +3,7 @@
 
 use crate::catalog::SelectedTable;
 use crate::connect::ConnectParams;
-use crate::error::PgError;
+use crate::error::{Col, PgError};
 use crate::quote_ident;
 use riffle_core::{human_bytes, Check};
 use tokio_postgres::Client;
@@ -13,7 +13,7 @@ pub use riffle_core::Problem;
 async fn setting(client: &Client, name: &str) -> Result<String, PgError> {
     let row =
         client.query_one("SELECT current_setting($1)", &[&name]).await.map_err(PgError::session(format!("reading setting {name}")))?;
-    Ok(row.get(0))
+    row.col(0)
 }
 
 /// Checks the server settings, the role's privileges and the tables'
@@ -48,13 +48,13 @@ pub async fn replication_problems(client: &Client, params: &ConnectParams, table
         )
         .await;
     let can_replicate = match row {
-        Ok(r) => r.get::<_, bool>(0),
+        Ok(r) => r.col::<bool>(0)?,
         // rds_replication does not exist outside RDS.
         Err(_) => client
             .query_one("SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user", &[])
             .await
-            .map(|r| r.get::<_, bool>(0))
-            .map_err(PgError::session("reading role attributes"))?,
+            .map_err(PgError::session("reading role attributes"))?
+            .col::<bool>(0)?,
     };
     if !can_replicate {
         problems.push(Problem {
@@ -150,8 +150,8 @@ pub async fn full_check(
         let can_select: bool = client
             .query_one("SELECT has_table_privilege($1::oid, 'SELECT')", &[&t.oid])
             .await
-            .map(|r| r.get(0))
-            .map_err(PgError::session("checking privileges"))?;
+            .map_err(PgError::session("checking privileges"))?
+            .col(0)?;
         let name = format!("table {}", t.id);
         let identity = problems
             .iter()
@@ -218,7 +218,7 @@ async fn publication_check(client: &Client, params: &ConnectParams, tables: &[Se
             .query("SELECT schemaname::text || '.' || tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", &[&name])
             .await
             .map_err(err)?;
-        let have: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let have: Vec<String> = rows.iter().map(|r| r.col(0)).collect::<Result<_, _>>()?;
         if have == wanted {
             Ok(format!("exists, publishes the {} selected tables", have.len()))
         } else {
@@ -226,7 +226,11 @@ async fn publication_check(client: &Client, params: &ConnectParams, tables: &[Se
                 setting: format!("publication {name}"),
                 expected: format!("[{}]", wanted.join(", ")),
                 found: format!("[{}]", have.join(", ")),
-                fix: format!("a changed selection needs a new snapshot: use another --name, or DROP PUBLICATION {};", quote_ident(name)),
+                fix: format!(
+                    "riffle replicate with this pipeline's saved state alters it (added tables are snapshotted, removed ones stop); \
+                     a new pipeline needs another --name, or DROP PUBLICATION {};",
+                    quote_ident(name)
+                ),
             })
         }
     } else {
@@ -241,7 +245,7 @@ async fn publication_check(client: &Client, params: &ConnectParams, tables: &[Se
                 )
                 .await
                 .map_err(err)?;
-            let bad: Vec<u32> = rows.iter().map(|r| r.get(0)).collect();
+            let bad: Vec<u32> = rows.iter().map(|r| r.col(0)).collect::<Result<_, _>>()?;
             tables.iter().filter(|t| bad.contains(&t.oid)).map(|t| t.qualified()).collect()
         };
         if not_owned.is_empty() {

@@ -35,7 +35,7 @@
 
 use crate::catalog::SelectedTable;
 use crate::connect::ConnectParams;
-use crate::error::PgError;
+use crate::error::{Col, PgError};
 use crate::snapshot::{Context, CopyReader, BATCH};
 use crate::{quote_ident, quote_literal};
 use futures_util::StreamExt;
@@ -91,8 +91,8 @@ pub async fn chunk_key(client: &Client, table: &SelectedTable, schema: &TableSch
         .await
         .map_err(|e| PgError::query(format!("reading the keys of {}", table.id), e, || "grant riffle's user SELECT on the table".into()))?;
     let Some(row) = rows.first() else { return Ok(Vec::new()) };
-    let names: Vec<String> = row.get(0);
-    let types: Vec<String> = row.get(1);
+    let names: Vec<String> = row.col(0)?;
+    let types: Vec<String> = row.col(1)?;
     let mut key = Vec::with_capacity(names.len());
     for (name, type_sql) in names.into_iter().zip(types) {
         // A key column riffle does not copy (generated) cannot bound a chunk.
@@ -121,7 +121,7 @@ pub async fn first_ranges(
     let row = client.query_one(&format!("SELECT min({k})::int8, max({k})::int8 FROM {}", from(t)), &[]).await.map_err(|e| {
         PgError::query(format!("reading the key range of {}", t.id), e, || "grant riffle's user SELECT on the table".into())
     })?;
-    let (Some(lo), Some(hi)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) else { return Ok(vec![KeyRange::all()]) };
+    let (Some(lo), Some(hi)) = (row.col::<Option<i64>>(0)?, row.col::<Option<i64>>(1)?) else { return Ok(vec![KeyRange::all()]) };
     let span = i128::from(hi) - i128::from(lo);
     let mut bounds: Vec<i64> = (1..wanted as i128).map(|i| (i128::from(lo) + span * i / wanted as i128) as i64).collect();
     bounds.dedup();
@@ -491,7 +491,8 @@ pub async fn workers(client: &Client, asked: Option<usize>) -> Result<usize, PgE
             &[],
         )
         .await
-        .map(|r| r.get::<_, i32>(0))
+        .ok()
+        .and_then(|r| r.col::<i32>(0).ok())
         .unwrap_or(2);
     Ok(cores.min((free.max(2) / 2) as usize).max(1))
 }

@@ -391,6 +391,21 @@ impl std::fmt::Display for DriverError {
 
 impl std::error::Error for DriverError {}
 
+/// Reading a column of a row the server sent, as an error rather than a
+/// panic when the server answers with another type or fewer columns than
+/// the query asks for (a Postgres-compatible server that differs, or bytes
+/// altered on the way).
+pub(crate) trait Col {
+    fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, idx: usize) -> Result<T, PgError>;
+}
+
+impl Col for tokio_postgres::Row {
+    fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, idx: usize) -> Result<T, PgError> {
+        self.try_get(idx)
+            .map_err(|e| PgError::Malformed { what: format!("the server answered a catalog query unexpectedly (column {idx}: {e})") })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! `riffle slots`: a slot nobody reads holds WAL on the server forever.
 
 use crate::connect::ConnectParams;
-use crate::error::PgError;
+use crate::error::{Col, PgError};
 use crate::quote_ident;
 use riffle_core::SourceError;
 
@@ -34,15 +34,17 @@ pub async fn list(url: &str) -> Result<Vec<SlotRow>, SourceError> {
         .map_err(PgError::session("listing replication slots"))?;
     Ok(rows
         .iter()
-        .map(|r| SlotRow {
-            name: r.get(0),
-            database: r.get::<_, Option<String>>(1).unwrap_or_default(),
-            active: r.get(2),
-            confirmed: r.get::<_, Option<String>>(3).unwrap_or_else(|| "-".into()),
-            retains: crate::report::retained(r.get(4)),
-            riffle: r.get(5),
+        .map(|r| {
+            Ok(SlotRow {
+                name: r.col(0)?,
+                database: r.col::<Option<String>>(1)?.unwrap_or_default(),
+                active: r.col(2)?,
+                confirmed: r.col::<Option<String>>(3)?.unwrap_or_else(|| "-".into()),
+                retains: crate::report::retained(r.col(4)?),
+                riffle: r.col(5)?,
+            })
         })
-        .collect())
+        .collect::<Result<Vec<_>, PgError>>()?)
 }
 
 /// What exists under a pipeline's name.
@@ -59,7 +61,8 @@ pub async fn find(url: &str, name: &str) -> Result<Found, SourceError> {
         .query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&name])
         .await
         .map_err(PgError::session("reading replication slots"))?
-        .map(|r| r.get::<_, bool>(0));
+        .map(|r| r.col::<bool>(0))
+        .transpose()?;
     let publication = client
         .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
         .await

@@ -33,7 +33,7 @@
 use crate::catalog::SelectedTable;
 use crate::chunked::{self, CopyJob, KeyColumn, PlannedTable};
 use crate::connect::ConnectParams;
-use crate::error::PgError;
+use crate::error::{Col, PgError};
 use crate::types::{decode_text, TypeCache};
 use bytes::Bytes;
 use riffle_core::source::RunEnd;
@@ -137,7 +137,7 @@ pub async fn sync_copy(
     client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.map_err(begin)?;
     let at = crate::catalog::current_lsn(client).await?;
     let row = client.query_one("SELECT pg_export_snapshot()", &[]).await.map_err(PgError::session("exporting the snapshot"))?;
-    let snapshot: String = row.get(0);
+    let snapshot: String = row.col(0)?;
     let workers = chunked::workers(client, options.workers).await?;
     let (progress, planned) = plan(client, tables, None, options.chunk_rows, workers).await?;
     if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
@@ -208,7 +208,10 @@ impl<'a> CopyReader<'a> {
     fn keep(&mut self, data: &[u8]) -> Result<(), PgError> {
         if self.partial.len() + data.len() > self.max_row {
             return Err(PgError::Malformed {
-                what: format!("COPY of {} sent a row of more than {} bytes without its end; a Postgres row is at most 1 GiB", self.schema.id, self.max_row),
+                what: format!(
+                    "COPY of {} sent a row of more than {} bytes without its end; a Postgres row is at most 1 GiB",
+                    self.schema.id, self.max_row
+                ),
             });
         }
         self.partial.extend_from_slice(data);
@@ -334,7 +337,12 @@ mod tests {
     #[test]
     fn rows_split_across_messages_are_joined_and_bounded() {
         let col = |name: &str| Column { name: name.into(), source_type: String::new(), data_type: DataType::Int32, nullable: true };
-        let schema = Arc::new(TableSchema { id: TableId::new("public", "t"), columns: vec![col("a"), col("b")], key: vec![0], full_before_image: false });
+        let schema = Arc::new(TableSchema {
+            id: TableId::new("public", "t"),
+            columns: vec![col("a"), col("b")],
+            key: vec![0],
+            full_before_image: false,
+        });
         let ctx = Context { name: Arc::from("p"), db: Arc::from("d"), stats: Arc::default() };
         let mut r = CopyReader::new(schema, &ctx, Lsn(1), 0);
         let (mut seq, mut batch) = (0, Vec::new());
@@ -342,7 +350,13 @@ mod tests {
             r.feed(Bytes::from(part), &mut seq, &mut batch).unwrap();
         }
         r.finish().unwrap();
-        let rows: Vec<_> = batch.iter().map(|i| match i { SourceItem::Event(e) => e.after.clone().unwrap(), _ => unreachable!() }).collect();
+        let rows: Vec<_> = batch
+            .iter()
+            .map(|i| match i {
+                SourceItem::Event(e) => e.after.clone().unwrap(),
+                _ => unreachable!(),
+            })
+            .collect();
         assert_eq!(rows, vec![vec![Value::Int(1), Value::Int(2)], vec![Value::Int(3), Value::Int(4)], vec![Value::Int(5), Value::Int(6)]]);
         // A row that never ends is refused once it passes the bound.
         r.max_row = 64;

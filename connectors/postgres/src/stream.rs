@@ -9,7 +9,7 @@
 
 use crate::catalog;
 use crate::connect::ConnectParams;
-use crate::error::PgError;
+use crate::error::{Col, PgError};
 use crate::replication::client::{ReplicationClient, ReplicationMessage};
 use crate::replication::pgoutput::{self, Message, RelationColumn, TupleValue};
 use crate::replication::PG_EPOCH_OFFSET_US;
@@ -280,7 +280,8 @@ impl Stream {
                 &[&oids, &columns.iter().map(|c| c.type_modifier).collect::<Vec<i32>>()],
             )
             .await
-            .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>())
+            .ok()
+            .and_then(|rows| rows.iter().map(|r| r.col::<String>(0)).collect::<Result<Vec<_>, _>>().ok())
             .unwrap_or(names);
         let cols: Vec<Column> = columns
             .iter()

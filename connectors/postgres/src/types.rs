@@ -7,7 +7,7 @@
 //! took. Types without a specific mapping keep their text form
 //! ([`DataType::Other`]); the full table is in `schemas/postgres-types.md`.
 
-use crate::error::PgError;
+use crate::error::{Col, PgError};
 use riffle_core::{DataType, Value};
 use std::collections::HashMap;
 
@@ -45,14 +45,14 @@ impl TypeCache {
                 .map_err(PgError::session("reading pg_type"))?;
             let mut next = Vec::new();
             for r in rows {
-                let oid: u32 = r.get(0);
+                let oid: u32 = r.col(0)?;
                 let row = TypeRow {
-                    name: r.get(1),
-                    namespace: r.get(2),
-                    typtype: r.get::<_, String>(3).bytes().next().unwrap_or(b'b'),
-                    category: r.get::<_, String>(4).bytes().next().unwrap_or(b'U'),
-                    elem: r.get(5),
-                    base: r.get(6),
+                    name: r.col(1)?,
+                    namespace: r.col(2)?,
+                    typtype: r.col::<String>(3)?.bytes().next().unwrap_or(b'b'),
+                    category: r.col::<String>(4)?.bytes().next().unwrap_or(b'U'),
+                    elem: r.col(5)?,
+                    base: r.col(6)?,
                 };
                 for dep in [row.elem, row.base] {
                     if dep != 0 && !self.rows.contains_key(&dep) {
