@@ -23,6 +23,7 @@ mod my_types;
 mod kafka;
 mod objects;
 
+mod ops_big_values;
 mod ops_check;
 mod ops_crash_windows;
 mod ops_disk_full;
