@@ -29,3 +29,36 @@ async fn a_200_mb_value_goes_through_snapshot_and_stream_whole() {
         .collect();
     assert_eq!(got, vec![("r".to_string(), 1, 200 * MB, true), ("c".to_string(), 2, 200 * MB, true)]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_2000_table_snapshot_holds_a_bounded_number_of_files_open() {
+    let db = "it_many_tables";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(
+            "DO $$ BEGIN FOR i IN 1..2000 LOOP
+               EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, v text); INSERT INTO t%s VALUES (%s, ''x'')', i, i, i);
+             END LOOP; END $$",
+        )
+        .await
+        .unwrap();
+    let url = db_url(db);
+    let (out, state) = (temp_dir("many-tables-out"), temp_dir("many-tables-state"));
+    let args = replicate_args(&url, "public.*", &out, &state, &["--until", "now"]);
+    // 256 file handles for riffle: far fewer than the tables.
+    let run = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n 256 && exec {} \"$@\"", env!("CARGO_BIN_EXE_riffle")))
+        .arg("riffle")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let mut ids = Vec::new();
+    for i in 1..=2000 {
+        let events = read_jsonl(&out, &format!("public.t{i}"));
+        assert_eq!(events.len(), 1, "t{i}");
+        ids.push(events[0]["after"]["id"].as_i64().unwrap());
+    }
+    assert_eq!(ids, (1..=2000).collect::<Vec<i64>>());
+}

@@ -51,7 +51,15 @@ struct OpenFile {
     uploaded: u64,
     /// `writer.bytes()` already added to the sink's byte count.
     counted: u64,
+    /// When it was last written to (the sink's write count then).
+    touched: u64,
 }
+
+/// The most files a sink keeps open at once: when a new one would pass it,
+/// the one written to longest ago is finished early (a smaller file). A
+/// snapshot of thousands of small tables holds a bounded number of file
+/// handles and buffers, not one per table.
+const MAX_OPEN_FILES: usize = 64;
 
 /// One writer per pipeline and directory: a second riffle (a `sync` with the
 /// same name, a second `replicate`) would delete this one's uncommitted
@@ -92,6 +100,8 @@ pub struct ObjectSink {
     /// key of a file a manifest still lists.
     run: String,
     files: u64,
+    /// Events written by this sink: the clock `OpenFile::touched` reads.
+    writes: u64,
     chunk: Vec<u8>,
     bytes: u64,
 }
@@ -130,6 +140,7 @@ impl ObjectSink {
                     ^ u128::from(std::process::id())
             ),
             files: 0,
+            writes: 0,
             chunk: Vec::new(),
             bytes: 0,
         };
@@ -272,6 +283,7 @@ impl ObjectSink {
             rows: 0,
             uploaded: 0,
             counted: 0,
+            touched: self.writes,
         })
     }
 
@@ -342,6 +354,11 @@ impl Sink for ObjectSink {
                         let old = self.open.swap_remove(i);
                         self.close(old)?;
                     }
+                    if self.open.len() >= MAX_OPEN_FILES {
+                        let oldest = self.open.iter().enumerate().min_by_key(|(_, f)| f.touched).map_or(0, |(i, _)| i);
+                        let old = self.open.swap_remove(oldest);
+                        self.close(old)?;
+                    }
                     let f = self.start_file(event, bucket)?;
                     self.open.push(f);
                     self.open.len() - 1
@@ -349,7 +366,9 @@ impl Sink for ObjectSink {
             },
         };
         self.last = idx;
+        self.writes += 1;
         let f = &mut self.open[idx];
+        f.touched = self.writes;
         if let Err(e) = f.writer.write(event) {
             return Err(self.unwritable(event, e));
         }
