@@ -8,6 +8,11 @@ use crate::schema::TableId;
 use std::future::Future;
 use tokio::sync::{mpsc, watch};
 
+/// The most bytes of row data a source puts in one batch (besides at most
+/// a thousand or so events): with the pipeline's queue of 16 batches, what a
+/// source has in flight stays near 100 MB whatever the rows' size.
+pub const BATCH_BYTES: usize = 4 << 20;
+
 /// What a source hands the pipeline, in log order.
 #[derive(Debug)]
 pub enum SourceItem {

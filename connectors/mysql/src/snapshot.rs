@@ -320,6 +320,7 @@ pub async fn copy(
                 let mut rows_in_chunk = 0u64;
                 let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); t.key.len()];
                 let mut batch = Vec::with_capacity(BATCH);
+                let mut batch_bytes = 0usize;
                 let copying = || format!("copying {}", t.selected.id);
                 let mut result = match conn.query_iter(sql).await {
                     Ok(r) => r,
@@ -341,6 +342,7 @@ pub async fn copy(
                 };
                 while let Some(row) = result.next().await.map_err(|e| MyError::query(copying(), e))? {
                     let values = row.unwrap();
+                    batch_bytes += values.iter().map(|v| if let mysql_async::Value::Bytes(b) = v { b.len() } else { 8 }).sum::<usize>();
                     for (slot, k) in last_key.iter_mut().zip(&t.key) {
                         if let Some(mysql_async::Value::Bytes(b)) = values.get(*k) {
                             slot.clear();
@@ -354,7 +356,8 @@ pub async fn copy(
                     rows_in_chunk += 1;
                     seq += 1;
                     batch.push(SourceItem::Event(read_event(ctx, &t.schema, after, &file_name, snap.pos, seq, started_us)));
-                    if batch.len() >= BATCH {
+                    if batch.len() >= BATCH || batch_bytes >= riffle_core::source::BATCH_BYTES {
+                        batch_bytes = 0;
                         ctx.stats.saw(snap.pos);
                         if *stop.borrow() || out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
                             return Ok((RunEnd::Stopped, progress));

@@ -137,6 +137,8 @@ impl Stream<'_> {
         let mut shapes = crate::rows::Shapes::default();
         let mut tx: Option<Tx> = None;
         let mut batch: Vec<SourceItem> = Vec::with_capacity(BATCH);
+        // Row data in `batch` (rows events' bytes): a batch of wide rows is handed on early.
+        let mut batch_bytes = 0usize;
         let mut stop = stop;
         let mut stopping = false;
         loop {
@@ -332,8 +334,12 @@ impl Stream<'_> {
                         t.seq += 1;
                         batch.push(SourceItem::Event(self.event(op, &schema, before, after, &current_file, t, n as u32, ts)));
                     }
-                    if batch.len() >= BATCH && out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
-                        return Ok(RunEnd::Stopped);
+                    batch_bytes += header.event_size() as usize;
+                    if batch.len() >= BATCH || batch_bytes >= riffle_core::source::BATCH_BYTES {
+                        batch_bytes = 0;
+                        if out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
+                            return Ok(RunEnd::Stopped);
+                        }
                     }
                 }
                 EventData::HeartbeatEvent if until_now && tx.is_none() => return Ok(RunEnd::ReachedUntil),

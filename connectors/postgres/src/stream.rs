@@ -136,6 +136,8 @@ impl Stream {
         let mut flushed = start;
         let mut last_checkpoint = start;
         let mut batch: Vec<SourceItem> = Vec::with_capacity(BATCH);
+        // Row data in `batch` (pgoutput bytes): a batch of wide rows is handed on early.
+        let mut batch_bytes = 0usize;
         let mut tx: Option<Transaction> = None;
         let mut stopping = *stop.borrow();
         let until = if pause.is_some() { None } else { self.until };
@@ -214,6 +216,7 @@ impl Stream {
                     Some(ReplicationMessage::XLogData { start: at, wal_end, data }) => {
                         received = received.max(wal_end);
                         self.stats.saw(wal_end.0);
+                        let size = data.len();
                         match pgoutput::decode(data)? {
                             Message::Begin { final_lsn, commit_ts_us, xid } => {
                                 if pause.is_some_and(|p| final_lsn >= p) {
@@ -240,8 +243,12 @@ impl Stream {
                             change => {
                                 let t = tx.as_mut().ok_or_else(|| PgError::Unexpected("pgoutput sent a change outside a transaction".into()))?;
                                 self.change(change, t, at, &mut batch)?;
-                                if batch.len() >= BATCH && !hand_over(&out, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &mut last_heard).await {
-                                    return closed();
+                                batch_bytes += size;
+                                if batch.len() >= BATCH || batch_bytes >= riffle_core::source::BATCH_BYTES {
+                                    batch_bytes = 0;
+                                    if !hand_over(&out, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), &mut last_heard).await {
+                                        return closed();
+                                    }
                                 }
                             }
                         }
