@@ -14,8 +14,75 @@
 //! many elements as the document has bytes, which a document MySQL wrote
 //! never exceeds (each element has an entry of at least 3 bytes of its own).
 
-use serde_json::{Map, Number, Value};
+use serde_json::Number;
+use std::collections::BTreeMap;
 use std::io;
+
+/// A decoded document. Its own tree rather than serde_json's, so that a
+/// DECIMAL inside JSON keeps every digit (serde_json's numbers are f64).
+enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Double(f64),
+    /// A number's exact text (a DECIMAL).
+    Number(String),
+    String(String),
+    Array(Vec<Value>),
+    /// Keys sorted, as riffle has always printed them.
+    Object(BTreeMap<String, Value>),
+}
+
+impl Value {
+    fn write(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::UInt(u) => {
+                let _ = write!(out, "{u}");
+            }
+            // Not finite: MySQL never stores one; mysql_common made it null.
+            Value::Double(d) => match Number::from_f64(*d) {
+                Some(n) => out.push_str(&n.to_string()),
+                None => out.push_str("null"),
+            },
+            Value::Number(text) => out.push_str(text),
+            Value::String(text) => string(text, out),
+            Value::Array(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    v.write(out);
+                }
+                out.push(']');
+            }
+            Value::Object(map) => {
+                out.push('{');
+                for (i, (k, v)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    string(k, out);
+                    out.push(':');
+                    v.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+/// `text` as a JSON string literal.
+fn string(text: &str, out: &mut String) {
+    out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into()));
+}
 
 /// How deep containers may nest. MySQL refuses documents deeper than 100
 /// (`JSON_DOCUMENT_MAX_DEPTH`); a little more keeps every one it writes.
@@ -47,7 +114,9 @@ pub fn to_text(doc: &[u8]) -> io::Result<String> {
         return Ok("null".to_string());
     };
     let mut budget = doc.len();
-    Ok(value(ty, rest, 0, &mut budget)?.to_string())
+    let mut out = String::with_capacity(doc.len() * 2);
+    value(ty, rest, 0, &mut budget)?.write(&mut out);
+    Ok(out)
 }
 
 fn bytes<const N: usize>(data: &[u8], at: usize) -> io::Result<[u8; N]> {
@@ -68,21 +137,78 @@ fn value(ty: u8, data: &[u8], depth: usize, budget: &mut usize) -> io::Result<Va
             Some(0x02) => Value::Bool(false),
             _ => return Err(invalid("unknown literal")),
         },
-        INT16 => i16::from_le_bytes(bytes(data, 0)?).into(),
-        UINT16 => u16::from_le_bytes(bytes(data, 0)?).into(),
-        INT32 => i32::from_le_bytes(bytes(data, 0)?).into(),
-        UINT32 => u32::from_le_bytes(bytes(data, 0)?).into(),
-        INT64 => i64::from_le_bytes(bytes(data, 0)?).into(),
-        UINT64 => u64::from_le_bytes(bytes(data, 0)?).into(),
-        // Not finite: MySQL never stores one; mysql_common made it null.
-        DOUBLE => Number::from_f64(f64::from_le_bytes(bytes(data, 0)?)).map_or(Value::Null, Value::Number),
+        INT16 => Value::Int(i16::from_le_bytes(bytes(data, 0)?).into()),
+        UINT16 => Value::UInt(u16::from_le_bytes(bytes(data, 0)?).into()),
+        INT32 => Value::Int(i32::from_le_bytes(bytes(data, 0)?).into()),
+        UINT32 => Value::UInt(u32::from_le_bytes(bytes(data, 0)?).into()),
+        INT64 => Value::Int(i64::from_le_bytes(bytes(data, 0)?)),
+        UINT64 => Value::UInt(u64::from_le_bytes(bytes(data, 0)?)),
+        DOUBLE => Value::Double(f64::from_le_bytes(bytes(data, 0)?)),
         STRING => {
             let (len, at) = var_len(data)?;
             let raw = at.checked_add(len).and_then(|end| data.get(at..end)).ok_or_else(|| invalid("string runs past its container"))?;
             Value::String(std::str::from_utf8(raw).map_err(|_| invalid("string is not UTF-8"))?.to_string())
         }
-        OPAQUE => return Err(invalid("opaque values (DECIMAL, dates and times inside JSON) are not supported yet")),
+        OPAQUE => {
+            let (&field_type, rest) = data.split_first().ok_or_else(|| invalid("opaque value without its type"))?;
+            let (len, at) = var_len(rest)?;
+            let raw = at.checked_add(len).and_then(|end| rest.get(at..end)).ok_or_else(|| invalid("opaque value runs past its container"))?;
+            opaque(field_type, raw)?
+        }
         _ => return Err(invalid("unknown value type")),
+    })
+}
+
+/// MySQL's column types an opaque value carries.
+const NEWDECIMAL: u8 = 246;
+const TIMESTAMP: u8 = 7;
+const DATE: u8 = 10;
+const TIME: u8 = 11;
+const DATETIME: u8 = 12;
+
+/// An opaque value: a DECIMAL (precision, scale, then decimal2bin) as a
+/// number with every digit; a DATE, TIME, DATETIME or TIMESTAMP (MySQL's
+/// packed 8-byte form) as the string MySQL prints for it in JSON
+/// (`"2015-01-15"`, `"23:24:25.000000"`, `"2015-01-15 23:24:25.000000"`);
+/// anything else as MySQL prints it too, `"base64:type<N>:<bytes>"`.
+fn opaque(field_type: u8, raw: &[u8]) -> io::Result<Value> {
+    use base64::Engine as _;
+    Ok(match field_type {
+        NEWDECIMAL => {
+            let (&precision, rest) = raw.split_first().ok_or_else(|| invalid("DECIMAL without its precision"))?;
+            let (&scale, bin) = rest.split_first().ok_or_else(|| invalid("DECIMAL without its scale"))?;
+            if precision == 0 || precision > 65 || scale > 30 || scale > precision {
+                return Err(invalid("DECIMAL with an impossible precision or scale"));
+            }
+            let mut buf = mysql_common::io::ParseBuf(bin);
+            Value::Number(crate::rows::decimal(&mut buf, usize::from(precision), usize::from(scale))?)
+        }
+        DATE | TIME | DATETIME | TIMESTAMP => {
+            let packed = i64::from_le_bytes(raw.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| invalid("a packed time of fewer than 8 bytes"))?);
+            let (negative, v) = (packed < 0, packed.unsigned_abs());
+            let micros = v % (1 << 24);
+            let hms = (v >> 24) % (1 << 17);
+            let (hour, minute, second) = (hms >> 12, (hms >> 6) % 64, hms % 64);
+            if minute > 59 || second > 59 || micros > 999_999 {
+                return Err(invalid("a packed time out of range"));
+            }
+            if field_type == TIME {
+                let hour = v >> 36;
+                let sign = if negative { "-" } else { "" };
+                return Ok(Value::String(format!("{sign}{hour:02}:{minute:02}:{second:02}.{micros:06}")));
+            }
+            let ymd = v >> 41;
+            let (year, month, day) = ((ymd >> 5) / 13, (ymd >> 5) % 13, ymd % 32);
+            if negative || year > 9999 || hour > 23 {
+                return Err(invalid("a packed date out of range"));
+            }
+            if field_type == DATE {
+                Value::String(format!("{year:04}-{month:02}-{day:02}"))
+            } else {
+                Value::String(format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}.{micros:06}"))
+            }
+        }
+        other => Value::String(format!("base64:type{other}:{}", base64::engine::general_purpose::STANDARD.encode(raw))),
     })
 }
 
@@ -143,7 +269,7 @@ fn container(data: &[u8], large: bool, object: bool, depth: usize, budget: &mut 
         value(ty, &data[at..], depth, budget)
     };
     if object {
-        let mut map = Map::new();
+        let mut map = BTreeMap::new();
         for i in 0..count {
             let entry = keys_at + i * key_entry;
             let key_at = offset(entry)?;
@@ -218,5 +344,38 @@ mod tests {
         }
         let doc = [&[0x02][..], &inner].concat();
         assert!(to_text(&doc).is_err());
+    }
+
+    /// `[OPAQUE, field_type, len, bytes…]`: a document of one opaque value.
+    fn opaque_doc(field_type: u8, raw: &[u8]) -> Vec<u8> {
+        [&[OPAQUE, field_type, raw.len() as u8][..], raw].concat()
+    }
+
+    fn packed(year: i64, month: i64, day: i64, hour: i64, minute: i64, second: i64, micros: i64) -> [u8; 8] {
+        let ymd = ((year * 13 + month) << 5) | day;
+        let hms = (hour << 12) | (minute << 6) | second;
+        ((((ymd << 17) | hms) << 24) + micros).to_le_bytes()
+    }
+
+    #[test]
+    fn decimals_dates_and_times_inside_json() {
+        // DECIMAL(3,2) 3.14 and -3.14 in decimal2bin, every digit kept.
+        assert_eq!(to_text(&opaque_doc(NEWDECIMAL, &[3, 2, 0x83, 0x0e])).unwrap(), "3.14");
+        assert_eq!(to_text(&opaque_doc(NEWDECIMAL, &[3, 2, 0x7c, 0xf1])).unwrap(), "-3.14");
+        // DECIMAL(20,2) 123456789012345678.90: more digits than a double holds.
+        let d20 = [20, 2, 0x87, 0x5b, 0xcd, 0x15, 0x00, 0xbc, 0x61, 0x4e, 0x5a];
+        assert_eq!(to_text(&opaque_doc(NEWDECIMAL, &d20)).unwrap(), "123456789012345678.90");
+        let dt = packed(2015, 1, 15, 23, 24, 25, 123);
+        assert_eq!(to_text(&opaque_doc(DATETIME, &dt)).unwrap(), r#""2015-01-15 23:24:25.000123""#);
+        assert_eq!(to_text(&opaque_doc(TIMESTAMP, &dt)).unwrap(), r#""2015-01-15 23:24:25.000123""#);
+        assert_eq!(to_text(&opaque_doc(DATE, &packed(2015, 1, 15, 0, 0, 0, 0))).unwrap(), r#""2015-01-15""#);
+        let time = (-((((12i64 << 12) | (34 << 6) | 56) << 24) + 500_000)).to_le_bytes();
+        assert_eq!(to_text(&opaque_doc(TIME, &time)).unwrap(), r#""-12:34:56.500000""#);
+        assert_eq!(to_text(&opaque_doc(252, b"hi")).unwrap(), r#""base64:type252:aGk=""#);
+        // Out of range, or cut short: errors, never a panic.
+        assert!(to_text(&opaque_doc(NEWDECIMAL, &[70, 2, 0x80])).is_err());
+        assert!(to_text(&opaque_doc(DATETIME, &[1, 2, 3])).is_err());
+        assert!(to_text(&opaque_doc(DATETIME, &packed(2015, 1, 15, 23, 61, 0, 0))).is_err());
+        assert!(to_text(&[OPAQUE, NEWDECIMAL, 9, 3]).is_err());
     }
 }

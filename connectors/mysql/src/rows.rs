@@ -362,7 +362,7 @@ fn value<'a>(buf: &mut ParseBuf<'a>, col: &'a ColumnSpec) -> io::Result<MyValue>
 /// fewer, big-endian, the sign in the top bit (negatives inverted). Here
 /// rather than in mysql_common, which multiplies digits out of range (a
 /// server's bytes are not checked) with overflow.
-fn decimal(buf: &mut ParseBuf<'_>, precision: usize, scale: usize) -> io::Result<String> {
+pub(crate) fn decimal(buf: &mut ParseBuf<'_>, precision: usize, scale: usize) -> io::Result<String> {
     const DIG_TO_BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
     let intg = precision - scale; // shape checked scale <= precision
     let (intg_full, intg_part, frac_full, frac_part) = (intg / 9, intg % 9, scale / 9, scale % 9);
