@@ -199,7 +199,8 @@ pub struct PipelineArgs {
     pub snapshot_workers: Option<usize>,
 
     /// Rows per snapshot chunk: the unit read by one query and saved as progress,
-    /// so an interrupted snapshot resumes after its last committed chunk [default: 8192].
+    /// so an interrupted snapshot resumes after its last committed chunk [default: 8192 for Postgres,
+    /// 100000 for MySQL/MariaDB].
     #[arg(long, value_name = "ROWS")]
     pub snapshot_chunk_rows: Option<u64>,
 

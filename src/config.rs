@@ -426,8 +426,8 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
     if snapshot_workers == Some(0) {
         bail!("{}: expected at least 1 connection, found 0", where_("snapshot_workers"));
     }
-    let chunk_rows = args.snapshot_chunk_rows.or(file.snapshot_chunk_rows).unwrap_or(riffle_core::SnapshotOptions::default().chunk_rows);
-    if chunk_rows == 0 {
+    let chunk_rows = args.snapshot_chunk_rows.or(file.snapshot_chunk_rows);
+    if chunk_rows == Some(0) {
         bail!("{}: expected at least 1 row, found 0", where_("snapshot_chunk_rows"));
     }
     let round_text = args.snapshot_round.clone().or(file.snapshot_round).unwrap_or_else(|| "5s".into());

@@ -70,8 +70,9 @@ pub struct SnapshotOptions {
     /// Connections reading chunks at once; `None`: the source picks from
     /// the machine's cores and the server's free connections.
     pub workers: Option<usize>,
-    /// Rows per chunk (a chunk is the unit of progress saved).
-    pub chunk_rows: u64,
+    /// Rows per chunk (a chunk is the unit of progress saved); `None`: the
+    /// source's own default ([`SnapshotOptions::rows_per_chunk`]).
+    pub chunk_rows: Option<u64>,
     /// How long one round of a snapshot read while streaming (a resume, an
     /// added table) reads chunks before the stream goes on.
     pub round: std::time::Duration,
@@ -79,7 +80,15 @@ pub struct SnapshotOptions {
 
 impl Default for SnapshotOptions {
     fn default() -> Self {
-        SnapshotOptions { workers: None, chunk_rows: 8192, round: std::time::Duration::from_secs(5) }
+        SnapshotOptions { workers: None, chunk_rows: None, round: std::time::Duration::from_secs(5) }
+    }
+}
+
+impl SnapshotOptions {
+    /// Rows per chunk: as asked, else the source's `default` (each source
+    /// knows what a query of its own costs).
+    pub fn rows_per_chunk(&self, default: u64) -> u64 {
+        self.chunk_rows.unwrap_or(default)
     }
 }
 

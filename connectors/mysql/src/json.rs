@@ -152,7 +152,8 @@ fn value(ty: u8, data: &[u8], depth: usize, budget: &mut usize) -> io::Result<Va
         OPAQUE => {
             let (&field_type, rest) = data.split_first().ok_or_else(|| invalid("opaque value without its type"))?;
             let (len, at) = var_len(rest)?;
-            let raw = at.checked_add(len).and_then(|end| rest.get(at..end)).ok_or_else(|| invalid("opaque value runs past its container"))?;
+            let raw =
+                at.checked_add(len).and_then(|end| rest.get(at..end)).ok_or_else(|| invalid("opaque value runs past its container"))?;
             opaque(field_type, raw)?
         }
         _ => return Err(invalid("unknown value type")),
@@ -184,7 +185,9 @@ fn opaque(field_type: u8, raw: &[u8]) -> io::Result<Value> {
             Value::Number(crate::rows::decimal(&mut buf, usize::from(precision), usize::from(scale))?)
         }
         DATE | TIME | DATETIME | TIMESTAMP => {
-            let packed = i64::from_le_bytes(raw.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| invalid("a packed time of fewer than 8 bytes"))?);
+            let packed = i64::from_le_bytes(
+                raw.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| invalid("a packed time of fewer than 8 bytes"))?,
+            );
             let (negative, v) = (packed < 0, packed.unsigned_abs());
             let micros = v % (1 << 24);
             let hms = (v >> 24) % (1 << 17);

@@ -90,7 +90,7 @@ impl MySource {
             server_id: self.params.server_id,
             stats: self.stats.clone(),
         };
-        let chunk_rows = self.config.snapshot.chunk_rows;
+        let chunk_rows = self.config.snapshot.rows_per_chunk(snapshot::CHUNK_ROWS);
         match self.mode.clone() {
             Mode::Sync => Ok(snapshot::copy_tables(&mut conn, &ctx, &tables, mariadb, false, chunk_rows, &out, &stop).await?.0),
             Mode::Replicate { resume, chunks, until_now } => {
@@ -195,7 +195,8 @@ async fn catch_up(
             return Ok(None);
         }
         let until = Some(tokio::time::Instant::now() + options.round);
-        let (end, read) = snapshot::copy(conn, stream.ctx, &snap, &planned, options.chunk_rows, true, until, out, stop).await?;
+        let (end, read) =
+            snapshot::copy(conn, stream.ctx, &snap, &planned, options.rows_per_chunk(snapshot::CHUNK_ROWS), true, until, out, stop).await?;
         conn.query_drop("COMMIT").await.map_err(|e| MyError::query("ending the snapshot", e))?;
         if end != RunEnd::SnapshotComplete {
             return Ok(None);

@@ -37,6 +37,11 @@ use tokio::sync::{mpsc, watch};
 
 pub const BATCH: usize = 1024;
 
+/// Rows per chunk unless `--snapshot-chunk-rows` says otherwise: rows are
+/// streamed whatever the chunk's size, and a query per chunk costs a few
+/// milliseconds here (8192-row chunks read 1M rows 20 % slower).
+pub const CHUNK_ROWS: u64 = 100_000;
+
 /// The binlog file's sequence number: `mysql-bin.000042` → 42.
 pub fn file_seq(file: &str) -> u32 {
     file.rsplit('.').next().and_then(|s| s.parse().ok()).unwrap_or(0)

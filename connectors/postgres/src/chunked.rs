@@ -49,6 +49,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
+/// Rows per chunk unless `--snapshot-chunk-rows` says otherwise: each
+/// worker holds about one chunk in flight.
+pub const CHUNK_ROWS: u64 = 8192;
+
 /// A chunk whose COPY output passes this many bytes halves the next
 /// chunk's rows: wide rows keep a chunk's memory bounded, whatever
 /// `chunk_rows` says.

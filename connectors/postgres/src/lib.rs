@@ -296,7 +296,8 @@ impl PgSource {
     ) -> Result<bool, PgError> {
         let options = self.config.snapshot;
         let workers = chunked::workers(client, options.workers).await?;
-        let (progress, planned) = snapshot::plan(client, tables, resumed, options.chunk_rows, workers).await?;
+        let (progress, planned) =
+            snapshot::plan(client, tables, resumed, options.rows_per_chunk(crate::chunked::CHUNK_ROWS), workers).await?;
         if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
             return Ok(false);
         }
@@ -306,7 +307,7 @@ impl PgSource {
             snapshot,
             at,
             workers,
-            chunk_rows: options.chunk_rows,
+            chunk_rows: options.rows_per_chunk(crate::chunked::CHUNK_ROWS),
             checkpoints: true,
             until: None,
         };
@@ -435,7 +436,9 @@ impl PgSource {
                 }
                 wait_inactive(stream.catalog(), slot).await?;
             }
-            let (mut plan, planned) = snapshot::plan(stream.catalog(), &pending, Some(&progress), options.chunk_rows, workers).await?;
+            let (mut plan, planned) =
+                snapshot::plan(stream.catalog(), &pending, Some(&progress), options.rows_per_chunk(crate::chunked::CHUNK_ROWS), workers)
+                    .await?;
             if out.send(vec![SourceItem::SnapshotPlan(plan.clone())]).await.is_err() {
                 return Ok(None);
             }
@@ -445,7 +448,7 @@ impl PgSource {
                 snapshot: &snapshot_name,
                 at,
                 workers,
-                chunk_rows: options.chunk_rows,
+                chunk_rows: options.rows_per_chunk(crate::chunked::CHUNK_ROWS),
                 checkpoints: true,
                 until: Some(tokio::time::Instant::now() + options.round),
             };

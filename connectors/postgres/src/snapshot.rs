@@ -139,11 +139,20 @@ pub async fn sync_copy(
     let row = client.query_one("SELECT pg_export_snapshot()", &[]).await.map_err(PgError::session("exporting the snapshot"))?;
     let snapshot: String = row.col(0)?;
     let workers = chunked::workers(client, options.workers).await?;
-    let (progress, planned) = plan(client, tables, None, options.chunk_rows, workers).await?;
+    let (progress, planned) = plan(client, tables, None, options.rows_per_chunk(crate::chunked::CHUNK_ROWS), workers).await?;
     if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
         return Ok(RunEnd::Stopped);
     }
-    let job = CopyJob { params, ctx, snapshot: &snapshot, at, workers, chunk_rows: options.chunk_rows, checkpoints: false, until: None };
+    let job = CopyJob {
+        params,
+        ctx,
+        snapshot: &snapshot,
+        at,
+        workers,
+        chunk_rows: options.rows_per_chunk(crate::chunked::CHUNK_ROWS),
+        checkpoints: false,
+        until: None,
+    };
     let (end, _) = chunked::copy(job, planned, out, stop).await?;
     client.batch_execute("COMMIT").await.map_err(PgError::session("ending the snapshot transaction"))?;
     if end != RunEnd::SnapshotComplete || out.send(vec![SourceItem::SnapshotDone]).await.is_err() {
