@@ -483,6 +483,10 @@ stop_s3_gateway() { stop_pid s3_gateway weed 20; }
 
 stop_s3() {
     stop_s3_gateway
+    # Not started from this run directory: its sockets belong to another
+    # run's SeaweedFS (the test servers while the quickstart stops), and are
+    # left alone.
+    [ -f "$RUN_DIR/s3.pid" ] || return 0
     # The filer waits 15 s for its own gRPC streams on SIGTERM; its data is
     # discarded here, so a short grace is enough.
     stop_pid s3 weed 3

@@ -5,6 +5,7 @@
 mod kafka_support;
 mod net_proxy;
 mod objects_support;
+mod snapshot_support;
 mod support;
 
 mod pg_before_images;

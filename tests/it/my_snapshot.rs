@@ -4,11 +4,11 @@
 //! source tables exactly (composite keys, and a table without a key, read
 //! whole).
 
+use crate::snapshot_support::{freeze_when, plan_rows, replay_rows};
 use crate::support::*;
 use mysql_async::prelude::Queryable;
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -49,59 +49,11 @@ async fn writer(db: &'static str, stop: Arc<AtomicBool>) -> u64 {
     n as u64
 }
 
-fn key_of(row: &Json, key: &[&str]) -> String {
-    serde_json::to_string(&key.iter().map(|k| row[*k].clone()).collect::<Vec<_>>()).unwrap()
-}
-
-/// What replaying the events gives: rows as sorted JSON texts.
-fn replay_rows(events: &[Json], key: &[&str]) -> Vec<String> {
-    let mut keyed: BTreeMap<String, String> = BTreeMap::new();
-    let mut bag: Vec<String> = Vec::new();
-    for e in events {
-        let op = e["op"].as_str().unwrap();
-        if key.is_empty() {
-            if matches!(op, "u" | "d") {
-                let text = e["before"].to_string();
-                let i = bag.iter().position(|r| *r == text).unwrap_or_else(|| panic!("no row {text} to change"));
-                bag.swap_remove(i);
-            }
-            if matches!(op, "r" | "c" | "u") {
-                bag.push(e["after"].to_string());
-            }
-            continue;
-        }
-        if matches!(op, "u" | "d") {
-            keyed.remove(&key_of(&e["before"], key));
-        }
-        if matches!(op, "r" | "c" | "u") {
-            keyed.insert(key_of(&e["after"], key), e["after"].to_string());
-        }
-    }
-    let mut rows: Vec<String> = if key.is_empty() { bag } else { keyed.into_values().collect() };
-    rows.sort();
-    rows
-}
-
 async fn source_rows(conn: &mut mysql_async::Conn, table: &str, object: &str) -> Vec<String> {
     let rows: Vec<String> = conn.query(format!("SELECT {object} FROM {table}")).await.unwrap();
     let mut rows: Vec<String> = rows.iter().map(|r| serde_json::from_str::<Json>(r).unwrap().to_string()).collect();
     rows.sort();
     rows
-}
-
-/// The rows of `big` the saved snapshot plan says are committed.
-fn committed_rows(state: &Path) -> u64 {
-    std::fs::read_dir(state)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
-        .filter_map(|f| serde_json::from_str::<Json>(&std::fs::read_to_string(f.path()).ok()?).ok())
-        .filter_map(|s| {
-            s["chunks"]["tables"].as_array()?.iter().find(|t| t["table"].as_str().is_some_and(|n| n.ends_with(".big")))?["rows"].as_u64()
-        })
-        .next()
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -144,8 +96,8 @@ async fn kill_9_mid_snapshot_resumes_with_only_the_chunks_left() {
     let stop = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer(db, stop.clone()));
     let mut child = spawn_riffle(&args, None, &state.join("run1.log"));
-    kill_9_when(&mut child, "the snapshot to commit a third of big", 120, async || committed_rows(&state) >= BIG as u64 / 3).await;
-    let at_kill = committed_rows(&state);
+    kill_9_when(&mut child, "the snapshot to commit a third of big", 120, async || plan_rows(&state, ".big") >= BIG as u64 / 3).await;
+    let at_kill = plan_rows(&state, ".big");
     let mut until = args.clone();
     until.extend(["--until".into(), "now".into()]);
     let rerun = tokio::task::spawn_blocking({
@@ -223,29 +175,8 @@ async fn a_table_dropped_during_its_snapshot_ends_its_snapshot_and_the_others_go
     let mut child = Running(spawn_riffle(&a, None, &log));
     // Tables are read one after the other: freeze riffle inside a, drop b,
     // and let it go on.
-    let a_rows = || {
-        std::fs::read_dir(&state)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
-            .filter_map(|f| serde_json::from_str::<Json>(&std::fs::read_to_string(f.path()).ok()?).ok())
-            .filter_map(|s| {
-                s["chunks"]["tables"].as_array()?.iter().find(|t| t["table"].as_str().is_some_and(|n| n.ends_with(".a")))?["rows"].as_u64()
-            })
-            .next()
-            .unwrap_or(0)
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        signal(&child.0, "STOP");
-        if a_rows() >= 2000 {
-            break;
-        }
-        signal(&child.0, "CONT");
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for the snapshot of a");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let a_rows = || plan_rows(&state, ".a");
+    freeze_when(&child.0, "the snapshot of a", 60, || a_rows() >= 2000).await;
     assert!(a_rows() < 60_000, "a is still being read");
     conn.query_drop("DROP TABLE b").await.unwrap();
     signal(&child.0, "CONT");

@@ -4,6 +4,7 @@
 //! escapes, uuid, a unique index instead of a primary key, none) and after
 //! `kill -9` in the middle of the snapshot, with no chunk read twice.
 
+use crate::snapshot_support::{freeze_when, key_of, plan_rows, replay_rows};
 use crate::support::*;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -73,43 +74,6 @@ async fn writer(url: String, big_rows: i64, stop: Arc<AtomicBool>) -> u64 {
         n += 1;
     }
     n as u64
-}
-
-fn key_of(row: &Json, key: &[&str]) -> String {
-    serde_json::to_string(&key.iter().map(|k| row[*k].clone()).collect::<Vec<_>>()).unwrap()
-}
-
-/// A table's rows as a sorted list of JSON texts (with duplicates), keyed
-/// rows by key: what a consumer replaying the events must end with.
-fn replay_rows(events: &[Json], key: &[&str]) -> Vec<String> {
-    let mut keyed: BTreeMap<String, String> = BTreeMap::new();
-    let mut bag: Vec<String> = Vec::new();
-    let take = |bag: &mut Vec<String>, row: &Json| {
-        let text = row.to_string();
-        let i = bag.iter().position(|r| *r == text).unwrap_or_else(|| panic!("no row {text} to change"));
-        bag.swap_remove(i);
-    };
-    for e in events {
-        let op = e["op"].as_str().unwrap();
-        if key.is_empty() {
-            if matches!(op, "u" | "d") {
-                take(&mut bag, &e["before"]);
-            }
-            if matches!(op, "r" | "c" | "u") {
-                bag.push(e["after"].to_string());
-            }
-            continue;
-        }
-        if matches!(op, "u" | "d") {
-            keyed.remove(&key_of(&e["before"], key));
-        }
-        if matches!(op, "r" | "c" | "u") {
-            keyed.insert(key_of(&e["after"], key), e["after"].to_string());
-        }
-    }
-    let mut rows: Vec<String> = if key.is_empty() { bag } else { keyed.into_values().collect() };
-    rows.sort();
-    rows
 }
 
 async fn source_rows(client: &Client, table: &str) -> Vec<String> {
@@ -187,19 +151,6 @@ async fn parallel_chunked_snapshot_under_a_writer_reproduces_every_kind_of_table
     assert!(reads > 55_000, "the snapshot read big ({reads} rows)");
 }
 
-/// The rows of `public.big` the saved snapshot plan says are committed, or 0.
-fn committed_rows(state: &Path) -> u64 {
-    std::fs::read_dir(state)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
-        .filter_map(|f| serde_json::from_str::<Json>(&std::fs::read_to_string(f.path()).ok()?).ok())
-        .filter_map(|s| s["chunks"]["tables"].as_array()?.iter().find(|t| t["table"] == "public.big")?["rows"].as_u64())
-        .next()
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_twice_mid_snapshot_resumes_with_only_the_chunks_left() {
     let db = "it_snap_resume";
@@ -217,8 +168,8 @@ async fn kill_9_twice_mid_snapshot_resumes_with_only_the_chunks_left() {
     for (i, share) in [0.2, 0.6].into_iter().enumerate() {
         let mut child = spawn_riffle(&a, None, &state.join(format!("run{i}.log")));
         let target = (big as f64 * share) as u64;
-        kill_9_when(&mut child, "the snapshot to commit chunks", 120, async || committed_rows(&state) >= target).await;
-        at_kill.push(committed_rows(&state));
+        kill_9_when(&mut child, "the snapshot to commit chunks", 120, async || plan_rows(&state, ".big") >= target).await;
+        at_kill.push(plan_rows(&state, ".big"));
     }
     assert!(at_kill[1] > at_kill[0], "the second run went on from the first: {at_kill:?}");
     let log = run_to_now(&a).await;
@@ -364,27 +315,8 @@ async fn a_table_dropped_during_its_snapshot_ends_its_snapshot_and_the_others_go
     let mut child = Running(spawn_riffle(&a, None, &log));
     // One worker reads a's first key range before b: freeze riffle there,
     // drop b, and let it go on.
-    let a_rows = || {
-        std::fs::read_dir(&state)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
-            .filter_map(|f| serde_json::from_str::<Json>(&std::fs::read_to_string(f.path()).ok()?).ok())
-            .filter_map(|s| s["chunks"]["tables"].as_array()?.iter().find(|t| t["table"] == "public.a")?["rows"].as_u64())
-            .next()
-            .unwrap_or(0)
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        signal(&child.0, "STOP");
-        if a_rows() >= 2000 {
-            break;
-        }
-        signal(&child.0, "CONT");
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for the snapshot of a");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let a_rows = || plan_rows(&state, "public.a");
+    freeze_when(&child.0, "the snapshot of a", 60, || a_rows() >= 2000).await;
     assert!(a_rows() < 25_000, "a's first range is still being read");
     client.batch_execute("DROP TABLE b").await.unwrap();
     signal(&child.0, "CONT");

@@ -122,6 +122,26 @@ impl SnapshotProgress {
         true
     }
 
+    /// Asks for `table` to be read again whole (`riffle snapshot`): planned
+    /// afresh (no chunk committed) and marked so that its changes are never
+    /// left out, even after a crash before its first chunk.
+    pub fn read_again(&mut self, table: String) {
+        self.add(TableProgress { table, key: Vec::new(), left: vec![KeyRange::all()], rows: 0, chunks: 0, again: true });
+    }
+
+    /// Drops the tables left to read that `planned` does not hold (dropped,
+    /// or no longer selected), with a warning: their snapshot ends with the
+    /// rows committed.
+    pub fn keep_planned(&mut self, planned: impl Fn(&str) -> bool) {
+        self.tables.retain(|p| {
+            let here = p.is_done() || planned(&p.table);
+            if !here {
+                tracing::warn!(table = %p.table, "a table of the interrupted snapshot is gone (dropped, or no longer selected); its snapshot ends with the rows committed");
+            }
+            here
+        });
+    }
+
     /// Adds tables to read whole (a table added to the selection, or one to
     /// snapshot again), replacing what the plan held for them.
     pub fn add(&mut self, table: TableProgress) {

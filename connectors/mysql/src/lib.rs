@@ -256,14 +256,7 @@ impl MySource {
             }
             for t in matched {
                 tracing::info!(table = %t.id, "snapshotting the table again, as riffle snapshot asked");
-                progress.add(riffle_core::TableProgress {
-                    table: t.id.to_string(),
-                    key: Vec::new(),
-                    left: vec![riffle_core::KeyRange::all()],
-                    rows: 0,
-                    chunks: 0,
-                    again: true,
-                });
+                progress.read_again(t.id.to_string());
                 if !pending.iter().any(|p| p.id == t.id) {
                     pending.push(t.clone());
                 }

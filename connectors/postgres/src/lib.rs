@@ -361,17 +361,7 @@ impl PgSource {
             }
             for t in matched {
                 tracing::info!(table = %t.id, "snapshotting the table again, as riffle snapshot asked");
-                // Planned afresh (no chunk committed), marked so its changes
-                // are never left out, even after a crash before its first chunk.
-                let name = t.id.to_string();
-                progress.add(riffle_core::TableProgress {
-                    table: name,
-                    key: Vec::new(),
-                    left: vec![riffle_core::KeyRange::all()],
-                    rows: 0,
-                    chunks: 0,
-                    again: true,
-                });
+                progress.read_again(t.id.to_string());
                 if !pending.iter().any(|p| p.oid == t.oid) {
                     pending.push(t.clone());
                 }

@@ -110,13 +110,7 @@ pub async fn plan(
         };
         planned.push(PlannedTable { selected: t.clone(), schema, key, progress: table_progress });
     }
-    progress.tables.retain(|p| {
-        let here = p.is_done() || planned.iter().any(|t| t.progress.table == p.table);
-        if !here {
-            tracing::warn!(table = %p.table, "a table of the interrupted snapshot is gone (dropped, or no longer selected); its snapshot ends with the rows committed");
-        }
-        here
-    });
+    progress.keep_planned(|name| planned.iter().any(|t| t.progress.table == name));
     Ok((progress, planned))
 }
 

@@ -1,0 +1,76 @@
+//! What the snapshot tests of both sources share: replaying events into a
+//! table's rows, reading a saved snapshot plan, and freezing riffle at a
+//! chosen point of its snapshot.
+
+use crate::support::signal;
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// A row's key columns as one string.
+pub fn key_of(row: &Json, key: &[&str]) -> String {
+    serde_json::to_string(&key.iter().map(|k| row[*k].clone()).collect::<Vec<_>>()).unwrap()
+}
+
+/// What a consumer replaying the events ends with: the table's rows as
+/// sorted JSON texts (by key, or, without a key, as a bag with duplicates).
+pub fn replay_rows(events: &[Json], key: &[&str]) -> Vec<String> {
+    let mut keyed: BTreeMap<String, String> = BTreeMap::new();
+    let mut bag: Vec<String> = Vec::new();
+    for e in events {
+        let op = e["op"].as_str().unwrap();
+        if key.is_empty() {
+            if matches!(op, "u" | "d") {
+                let text = e["before"].to_string();
+                let i = bag.iter().position(|r| *r == text).unwrap_or_else(|| panic!("no row {text} to change"));
+                bag.swap_remove(i);
+            }
+            if matches!(op, "r" | "c" | "u") {
+                bag.push(e["after"].to_string());
+            }
+            continue;
+        }
+        if matches!(op, "u" | "d") {
+            keyed.remove(&key_of(&e["before"], key));
+        }
+        if matches!(op, "r" | "c" | "u") {
+            keyed.insert(key_of(&e["after"], key), e["after"].to_string());
+        }
+    }
+    let mut rows: Vec<String> = if key.is_empty() { bag } else { keyed.into_values().collect() };
+    rows.sort();
+    rows
+}
+
+/// The rows the saved snapshot plan in `state` says are committed for the
+/// table whose name ends with `suffix` (`.big`), or 0.
+pub fn plan_rows(state: &Path, suffix: &str) -> u64 {
+    std::fs::read_dir(state)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
+        .filter_map(|f| serde_json::from_str::<Json>(&std::fs::read_to_string(f.path()).ok()?).ok())
+        .filter_map(|s| {
+            s["chunks"]["tables"].as_array()?.iter().find(|t| t["table"].as_str().is_some_and(|n| n.ends_with(suffix)))?["rows"].as_u64()
+        })
+        .next()
+        .unwrap_or(0)
+}
+
+/// Freezes `child` (SIGSTOP) once `ready` holds, checking it while frozen so
+/// what it saw stays true; the caller acts, then continues it (SIGCONT).
+pub async fn freeze_when(child: &Child, what: &str, secs: u64, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        signal(child, "STOP");
+        if ready() {
+            return;
+        }
+        signal(child, "CONT");
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
