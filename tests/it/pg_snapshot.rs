@@ -298,7 +298,7 @@ async fn a_table_dropped_during_its_snapshot_ends_its_snapshot_and_the_others_go
     client
         .batch_execute(
             "CREATE TABLE a (id bigint PRIMARY KEY, pad text);
-             INSERT INTO a SELECT g, repeat('a', 50) FROM generate_series(1, 100000) g;
+             INSERT INTO a SELECT g, repeat('a', 50) FROM generate_series(1, 400000) g;
              CREATE TABLE b (id int PRIMARY KEY);
              INSERT INTO b SELECT generate_series(1, 1000);
              CREATE TABLE c (id int PRIMARY KEY);
@@ -313,18 +313,21 @@ async fn a_table_dropped_during_its_snapshot_ends_its_snapshot_and_the_others_go
     a.extend(["--until", "now"]);
     let log = state.join("run.log");
     let mut child = Running(spawn_riffle(&a, None, &log));
-    // One worker reads a's first key range before b: freeze riffle there,
-    // drop b, and let it go on.
+    // One worker reads a's first key range (100,000 rows) before b: freeze
+    // riffle early in it (the worker runs at most a few queues ahead of
+    // what is committed), drop b, and let it go on. Should the worker have
+    // reached b after all, its lock makes the drop time out, not hang.
     let a_rows = || plan_rows(&state, "public.a");
     freeze_when(&child.0, "the snapshot of a", 60, || a_rows() >= 2000).await;
-    assert!(a_rows() < 25_000, "a's first range is still being read");
-    client.batch_execute("DROP TABLE b").await.unwrap();
+    assert!(a_rows() < 100_000, "a's first range is still being read");
+    let dropped = client.batch_execute("SET lock_timeout = '10s'; DROP TABLE b").await;
     signal(&child.0, "CONT");
+    dropped.expect("dropping b while riffle reads a");
     wait_for("riffle to finish", 60, || child.0.try_wait().unwrap().is_some()).await;
     assert!(child.0.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
     assert_eq!(log_count(&log, "table dropped during its snapshot"), 1, "{}", std::fs::read_to_string(&log).unwrap());
     let reads = |t: &str| read_jsonl(&out, t).iter().filter(|e| e["op"] == "r").count();
-    assert_eq!((reads("public.a"), reads("public.b"), reads("public.c")), (100_000, 0, 10));
+    assert_eq!((reads("public.a"), reads("public.b"), reads("public.c")), (400_000, 0, 10));
     let status = riffle_ok(&["status", "--state", state.to_str().unwrap(), "--json"]);
     assert_eq!(serde_json::from_slice::<Json>(&status.stdout).unwrap()[0]["snapshot"], "done");
 }
