@@ -285,7 +285,7 @@ async fn riffle_snapshot_reads_chosen_tables_again_in_a_running_and_a_stopped_pi
     // Everything replays to the source: reads again are upserts.
     assert_exact(&client, &out).await;
 
-    // MySQL pipelines and unknown names are refused clearly.
+    // An unknown pipeline is refused clearly.
     let unknown = riffle(&["snapshot", "--name", "nope", "--state", s, "--tables", "x"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(stderr(&unknown).contains("no pipeline \"nope\""), "{}", stderr(&unknown));
