@@ -260,23 +260,41 @@ impl StateStore {
     }
 
     pub fn load(&self, name: &str) -> Result<Option<PipelineState>, StateError> {
-        let bytes = match self {
-            StateStore::Dir(dir) => {
-                let path = dir_path(dir, name);
-                match fs::read(&path) {
-                    Ok(bytes) => bytes,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(io_error("reading state file", &path)(e)),
-                }
-            }
-            StateStore::Object(t) => {
-                match t.get(&format!("{name}.json")).map_err(|source| StateError::Store { what: "reading state", source })? {
-                    Some(b) => b,
-                    None => return Ok(None),
-                }
-            }
-        };
+        let Some(bytes) = self.read(&format!("{name}.json"), "reading state")? else { return Ok(None) };
         serde_json::from_slice(&bytes).map(Some).map_err(|source| StateError::Invalid { location: self.location(name), source })
+    }
+
+    /// The bytes of `rel`: a file in the directory or an object under the
+    /// prefix; `None` when there is none.
+    fn read(&self, rel: &str, what: &'static str) -> Result<Option<Vec<u8>>, StateError> {
+        match self {
+            StateStore::Dir(dir) => match fs::read(dir.join(rel)) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io_error(what, &dir.join(rel))(e)),
+            },
+            StateStore::Object(t) => t.get(rel).map_err(|source| StateError::Store { what, source }),
+        }
+    }
+
+    /// Writes `rel` whole or not at all: in the directory a temporary file,
+    /// fsync, rename and an fsync of the directory; in a bucket one PUT.
+    fn write(&self, rel: &str, bytes: Vec<u8>, what: &'static str) -> Result<(), StateError> {
+        let dir = match self {
+            StateStore::Dir(dir) => dir,
+            StateStore::Object(t) => return t.put(rel, bytes).map_err(|source| StateError::Store { what, source }),
+        };
+        fs::create_dir_all(dir).map_err(io_error("creating state directory", dir))?;
+        let path = dir.join(rel);
+        let tmp = dir.join(format!("{rel}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            fs::File::open(dir)?.sync_all()
+        };
+        write().map_err(io_error(what, &path))
     }
 
     /// Every pipeline's state, sorted by name.
@@ -315,23 +333,7 @@ impl StateStore {
             }
         }
         let bytes = serde_json::to_vec_pretty(state).expect("a pipeline state serializes");
-        let dir = match self {
-            StateStore::Dir(dir) => dir,
-            StateStore::Object(t) => {
-                return t.put(&format!("{}.json", state.name), bytes).map_err(|source| StateError::Store { what: "saving state", source });
-            }
-        };
-        fs::create_dir_all(dir).map_err(io_error("creating state directory", dir))?;
-        let path = dir_path(dir, &state.name);
-        let tmp = path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(io_error("saving state to", &path))
+        self.write(&format!("{}.json", state.name), bytes, "saving state")
     }
 }
 
@@ -359,39 +361,30 @@ impl StateStore {
                 }
                 fs::read(&taken).map_err(io_error("reading snapshot request", &taken))?
             }
-            StateStore::Object(t) => {
-                let store = |what: &'static str| move |source| StateError::Store { what, source };
-                match t.get(&taken).map_err(store("reading snapshot request"))? {
-                    Some(b) => b,
-                    None => match t.get(&rel).map_err(store("reading snapshot request"))? {
-                        Some(b) => {
-                            t.put(&taken, b.clone()).map_err(store("claiming snapshot request"))?;
-                            t.delete(&rel).map_err(store("claiming snapshot request"))?;
-                            b
-                        }
-                        None => return Ok(Vec::new()),
-                    },
-                }
-            }
+            StateStore::Object(t) => match self.read(&taken, "reading snapshot request")? {
+                Some(b) => b,
+                None => match self.read(&rel, "reading snapshot request")? {
+                    Some(b) => {
+                        self.write(&taken, b.clone(), "claiming snapshot request")?;
+                        t.delete(&rel).map_err(|source| StateError::Store { what: "claiming snapshot request", source })?;
+                        b
+                    }
+                    None => return Ok(Vec::new()),
+                },
+            },
         };
-        serde_json::from_slice(&bytes)
-            .map_err(|source| StateError::Invalid { location: format!("{} request", self.location(name)), source })
+        self.parse_request(name, &bytes)
+    }
+
+    fn parse_request(&self, name: &str, bytes: &[u8]) -> Result<Vec<String>, StateError> {
+        serde_json::from_slice(bytes).map_err(|source| StateError::Invalid { location: format!("{} request", self.location(name)), source })
     }
 
     /// Adds `globs` to pipeline `name`'s request (`<name>.request`).
     pub fn add_request(&self, name: &str, globs: &[String]) -> Result<Vec<String>, StateError> {
         let rel = format!("{name}.request");
-        let existing = match self {
-            StateStore::Dir(dir) => match fs::read(dir.join(&rel)) {
-                Ok(b) => Some(b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(io_error("reading snapshot request", &dir.join(&rel))(e)),
-            },
-            StateStore::Object(t) => t.get(&rel).map_err(|source| StateError::Store { what: "reading snapshot request", source })?,
-        };
-        let mut all: Vec<String> = match existing {
-            Some(b) => serde_json::from_slice(&b)
-                .map_err(|source| StateError::Invalid { location: format!("{} request", self.location(name)), source })?,
+        let mut all = match self.read(&rel, "reading snapshot request")? {
+            Some(b) => self.parse_request(name, &b)?,
             None => Vec::new(),
         };
         for g in globs {
@@ -399,22 +392,7 @@ impl StateStore {
                 all.push(g.clone());
             }
         }
-        let bytes = serde_json::to_vec(&all).expect("strings serialize");
-        match self {
-            StateStore::Dir(dir) => {
-                let path = dir.join(&rel);
-                let tmp = path.with_extension("request.tmp");
-                let write = || -> std::io::Result<()> {
-                    let mut f = fs::File::create(&tmp)?;
-                    f.write_all(&bytes)?;
-                    f.sync_all()?;
-                    fs::rename(&tmp, &path)?;
-                    fs::File::open(dir)?.sync_all()
-                };
-                write().map_err(io_error("saving snapshot request to", &path))?;
-            }
-            StateStore::Object(t) => t.put(&rel, bytes).map_err(|source| StateError::Store { what: "saving snapshot request", source })?,
-        }
+        self.write(&rel, serde_json::to_vec(&all).expect("strings serialize"), "saving snapshot request")?;
         Ok(all)
     }
 

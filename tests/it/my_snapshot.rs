@@ -4,7 +4,7 @@
 //! source tables exactly (composite keys, and a table without a key, read
 //! whole).
 
-use crate::snapshot_support::{freeze_when, plan_rows, replay_rows};
+use crate::snapshot_support::{ends_saying, freeze_when, plan_rows, replay_rows};
 use crate::support::*;
 use mysql_async::prelude::Queryable;
 use serde_json::Value as Json;
@@ -56,9 +56,8 @@ async fn source_rows(conn: &mut mysql_async::Conn, table: &str, object: &str) ->
     rows
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_mid_snapshot_resumes_with_only_the_chunks_left() {
-    let db = "it_my_snap_resume";
+/// A fresh database `db` with [`TABLES`], and an admin connection to it.
+async fn fresh_tables(db: &str) -> mysql_async::Conn {
     let mut conn = my_fresh_db(db).await;
     conn.query_drop(format!(
         "CREATE TABLE big (id BIGINT PRIMARY KEY, v BIGINT NOT NULL, note VARCHAR(50));
@@ -70,6 +69,13 @@ async fn kill_9_mid_snapshot_resumes_with_only_the_chunks_left() {
     ))
     .await
     .unwrap();
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_snapshot_resumes_with_only_the_chunks_left() {
+    let db = "it_my_snap_resume";
+    let mut conn = fresh_tables(db).await;
     let url = my_url(db);
     let (out, state) = (temp_dir("my-snap-out"), temp_dir("my-snap-state"));
     let args: Vec<String> = [
@@ -183,9 +189,7 @@ async fn a_table_dropped_during_its_snapshot_ends_its_snapshot_and_the_others_go
     let dropped = conn.query_drop("SET SESSION lock_wait_timeout = 10; DROP TABLE b").await;
     signal(&child.0, "CONT");
     dropped.expect("dropping b while riffle reads a");
-    wait_for("riffle to finish", 60, || child.0.try_wait().unwrap().is_some()).await;
-    assert!(child.0.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
-    assert_eq!(log_count(&log, "table dropped during its snapshot"), 1, "{}", std::fs::read_to_string(&log).unwrap());
+    ends_saying(&mut child.0, &log, "table dropped during its snapshot").await;
     let reads = |t: &str| read_jsonl(&out, &format!("{db}.{t}")).iter().filter(|e| e["op"] == "r").count();
     assert_eq!((reads("a"), reads("b"), reads("c")), (200_000, 0, 10));
 }
@@ -193,17 +197,7 @@ async fn a_table_dropped_during_its_snapshot_ends_its_snapshot_and_the_others_go
 #[tokio::test(flavor = "multi_thread")]
 async fn tables_added_or_asked_for_again_are_snapshotted_while_the_others_stream() {
     let db = "it_my_snap_added";
-    let mut conn = my_fresh_db(db).await;
-    conn.query_drop(format!(
-        "CREATE TABLE big (id BIGINT PRIMARY KEY, v BIGINT NOT NULL, note VARCHAR(50));
-         INSERT INTO big SELECT seq, seq, REPEAT('x', 40) FROM seq_1_to_{BIG};
-         CREATE TABLE comp (a INT, b VARCHAR(20), v INT, PRIMARY KEY (b, a));
-         INSERT INTO comp SELECT seq % 7, CONCAT('k', seq), seq FROM seq_1_to_5000;
-         CREATE TABLE nokey (x INT, y VARCHAR(10));
-         INSERT INTO nokey SELECT seq % 100, 'n' FROM seq_1_to_2000;"
-    ))
-    .await
-    .unwrap();
+    let mut conn = fresh_tables(db).await;
     let url = my_url(db);
     let (out, state) = (temp_dir("my-added-out"), temp_dir("my-added-state"));
     let (o, s) = (out.to_str().unwrap().to_string(), state.to_str().unwrap().to_string());

@@ -2,7 +2,7 @@
 //! table's rows, reading a saved snapshot plan, and freezing riffle at a
 //! chosen point of its snapshot.
 
-use crate::support::signal;
+use crate::support::{log_count, signal, wait_for};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -73,4 +73,13 @@ pub async fn freeze_when(child: &Child, what: &str, secs: u64, mut ready: impl F
         assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits for `child` to end, which must be a success whose log at `log`
+/// says `warning` once.
+pub async fn ends_saying(child: &mut Child, log: &Path, warning: &str) {
+    wait_for("riffle to finish", 60, || child.try_wait().unwrap().is_some()).await;
+    let shown = || std::fs::read_to_string(log).unwrap_or_default();
+    assert!(child.wait().unwrap().success(), "{}", shown());
+    assert_eq!(log_count(log, warning), 1, "{}", shown());
 }

@@ -77,6 +77,27 @@ pub struct ChunkDone {
     pub rows: u64,
 }
 
+/// How a table goes on from a saved plan (see [`resume`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resumed {
+    /// Chunks of it were committed: the ranges it has left.
+    Ranges(TableProgress),
+    /// Nothing of it was committed (or it is not in the plan): planned
+    /// afresh, keeping whether it is read again.
+    Fresh { again: bool },
+}
+
+/// Where `table`, chunked by `key` now, goes on from the saved plan
+/// `resumed`. Ranges saved by another key cannot be found by this one:
+/// `Err` holds the saved key. (A table the plan has done is skipped before.)
+pub fn resume(resumed: Option<&SnapshotProgress>, table: &str, key: &[String]) -> Result<Resumed, Vec<String>> {
+    match resumed.and_then(|p| p.table(table)) {
+        Some(s) if s.chunks > 0 && s.key != key => Err(s.key.clone()),
+        Some(s) if s.chunks > 0 => Ok(Resumed::Ranges(s.clone())),
+        saved => Ok(Resumed::Fresh { again: saved.is_some_and(|s| s.again) }),
+    }
+}
+
 /// The chunks of a snapshot not yet read, per table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SnapshotProgress {
@@ -199,5 +220,21 @@ mod tests {
         };
         let text = serde_json::to_string(&p).unwrap();
         assert_eq!(serde_json::from_str::<SnapshotProgress>(&text).unwrap(), p);
+    }
+
+    #[test]
+    fn a_table_resumes_its_ranges_or_is_planned_afresh() {
+        let key = vec!["id".to_string()];
+        let t =
+            |chunks, again| TableProgress { table: "s.t".into(), key: key.clone(), left: vec![KeyRange::all()], rows: 0, chunks, again };
+        let plan = |t: TableProgress| SnapshotProgress { tables: vec![t], requested: vec![] };
+        assert_eq!(resume(None, "s.t", &key), Ok(Resumed::Fresh { again: false }));
+        assert_eq!(
+            resume(Some(&plan(t(0, true))), "s.t", &["other".into()]),
+            Ok(Resumed::Fresh { again: true }),
+            "nothing committed: any key"
+        );
+        assert_eq!(resume(Some(&plan(t(2, false))), "s.t", &key), Ok(Resumed::Ranges(t(2, false))));
+        assert_eq!(resume(Some(&plan(t(2, false))), "s.t", &["other".into()]), Err(key.clone()), "committed by another key");
     }
 }

@@ -29,6 +29,7 @@ use crate::error::MyError;
 use crate::types::{from_text, MyColumn};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
+use riffle_core::chunks::Resumed;
 use riffle_core::source::{RunEnd, SourceStats};
 use riffle_core::{BeforeImage, BinlogCoords, ChangeEvent, MyPosition, Offset, Op, Phase, Position, SourceInfo, SourceItem};
 use riffle_core::{ChunkDone, DataType, KeyRange, SnapshotProgress, TableProgress, TableSchema, Value};
@@ -178,8 +179,7 @@ pub async fn plan(
     let mut planned = Vec::new();
     for t in tables {
         let name = t.id.to_string();
-        let saved = resumed.and_then(|p| p.table(&name));
-        if saved.is_some_and(TableProgress::is_done) {
+        if resumed.and_then(|p| p.table(&name)).is_some_and(TableProgress::is_done) {
             continue;
         }
         let columns = load_columns(conn, &t.id).await?;
@@ -193,14 +193,10 @@ pub async fn plan(
             );
         }
         let names: Vec<String> = key.iter().map(|i| columns[*i].column.name.clone()).collect();
-        let table_progress = match saved {
-            // Nothing of it committed yet: planned afresh.
-            Some(s) if s.chunks > 0 && s.key != names => {
-                return Err(MyError::ChunkKeyChanged { table: name, saved: s.key.clone(), now: names })
-            }
-            Some(s) if s.chunks > 0 => s.clone(),
-            _ => {
-                let again = saved.is_some_and(|s| s.again);
+        let table_progress = match riffle_core::chunks::resume(resumed, &name, &names) {
+            Err(saved) => return Err(MyError::ChunkKeyChanged { table: name, saved, now: names }),
+            Ok(Resumed::Ranges(p)) => p,
+            Ok(Resumed::Fresh { again }) => {
                 let p = TableProgress { table: name, key: names, left: vec![KeyRange::all()], rows: 0, chunks: 0, again };
                 progress.add(p.clone());
                 p

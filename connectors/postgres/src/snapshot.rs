@@ -36,6 +36,7 @@ use crate::connect::ConnectParams;
 use crate::error::{Col, PgError};
 use crate::types::{decode_text, TypeCache};
 use bytes::Bytes;
+use riffle_core::chunks::Resumed;
 use riffle_core::source::RunEnd;
 use riffle_core::{BeforeImage, DataType, SnapshotOptions, SnapshotProgress, TableProgress};
 use riffle_core::{ChangeEvent, Lsn, Op, PgPosition, Phase, Position, SourceInfo, SourceItem, TableSchema, Value};
@@ -80,8 +81,7 @@ pub async fn plan(
     let mut planned = Vec::new();
     for t in tables {
         let name = t.id.to_string();
-        let saved = resumed.and_then(|p| p.table(&name));
-        if saved.is_some_and(TableProgress::is_done) {
+        if resumed.and_then(|p| p.table(&name)).is_some_and(TableProgress::is_done) {
             continue;
         }
         let schema = Arc::new(crate::catalog::load_schema(client, &mut types, t.oid).await?);
@@ -94,15 +94,11 @@ pub async fn plan(
             );
         }
         let names: Vec<String> = key.iter().map(|k| k.name.clone()).collect();
-        let table_progress = match saved {
-            // Nothing of it committed yet: planned afresh.
-            Some(s) if s.chunks > 0 && s.key != names => {
-                return Err(PgError::ChunkKeyChanged { table: name, saved: s.key.clone(), now: names })
-            }
-            Some(s) if s.chunks > 0 => s.clone(),
-            _ => {
+        let table_progress = match riffle_core::chunks::resume(resumed, &name, &names) {
+            Err(saved) => return Err(PgError::ChunkKeyChanged { table: name, saved, now: names }),
+            Ok(Resumed::Ranges(p)) => p,
+            Ok(Resumed::Fresh { again }) => {
                 let left = chunked::first_ranges(client, t, &key, chunk_rows, workers * 4).await?;
-                let again = saved.is_some_and(|s| s.again);
                 let p = TableProgress { table: name, key: names, left, rows: 0, chunks: 0, again };
                 progress.add(p.clone());
                 p
