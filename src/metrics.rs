@@ -20,6 +20,7 @@
 //! | `riffle_errors_total` | `kind` | errors, `transient` or `definite` |
 //! | `riffle_retries_total` | | restarts after a transient error |
 //! | `riffle_healthy` | | 1 while the stream makes progress |
+//! | `riffle_standby` | | 1 while `--standby` waits for the pipeline's lease |
 //!
 //! `/health` answers 200 `ok`, or 503 with the reason when no message has
 //! come from the source for longer than the stall timeout, or riffle is
@@ -40,6 +41,8 @@ pub struct Counters {
     pub snapshot_rows: BTreeMap<String, u64>,
     pub snapshot_estimated: BTreeMap<String, u64>,
     pub snapshot_done: bool,
+    /// `--standby` waiting for the lease.
+    pub standby: bool,
     /// A chunked snapshot's saved plan: tables done, tables left, ranges left.
     pub snapshot_plan: Option<(usize, usize, usize)>,
     pub commits: u64,
@@ -201,6 +204,13 @@ impl Metrics {
         );
         series(&mut out, "riffle_retries_total", "counter", "Restarts after a transient error.", vec![format!(" {}", c.retries)]);
         series(&mut out, "riffle_healthy", "gauge", "1 while the stream makes progress.", vec![format!(" {}", u8::from(healthy))]);
+        series(
+            &mut out,
+            "riffle_standby",
+            "gauge",
+            "1 while --standby waits for the pipeline's lease.",
+            vec![format!(" {}", u8::from(c.standby))],
+        );
         out
     }
 }

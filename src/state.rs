@@ -80,6 +80,12 @@ pub enum StateError {
     },
     #[error("state {location} is not valid ({source}); restore it, or remove it to take a new snapshot")]
     Invalid { location: String, source: serde_json::Error },
+    /// Another process saved the state since this one read or wrote it.
+    #[error(
+        "state {location} was saved by another process since this one last read it (another riffle took this pipeline over while this \
+         one was frozen or cut off?); stopping without saving: the other one carries on from its saved state"
+    )]
+    Overtaken { location: String },
     #[error("refusing to move pipeline {name}'s saved offset back from {old} to {new}; this is a bug in riffle")]
     Backwards { name: String, old: Box<Offset>, new: Box<Offset> },
 }
@@ -93,7 +99,7 @@ impl StateError {
                 _ => ErrorKind::Definite,
             },
             StateError::Store { source, .. } => source.kind(),
-            StateError::Invalid { .. } | StateError::Backwards { .. } => ErrorKind::Definite,
+            StateError::Invalid { .. } | StateError::Backwards { .. } | StateError::Overtaken { .. } => ErrorKind::Definite,
         }
     }
 }
@@ -136,16 +142,28 @@ impl StateSave for StateStore {
     }
 }
 
-/// A pipeline's lease while held (a state in a bucket has none yet).
-pub struct Lease {
-    _held: Option<riffle_core::lease::LocalLease>,
+/// A pipeline's lease while held: a lock on a local file, or a lease object
+/// in the state's bucket.
+pub enum Lease {
+    Local(#[allow(dead_code)] riffle_core::lease::LocalLease),
+    Bucket(riffle_files::object::lease::BucketLease),
 }
 
 impl Lease {
-    /// Does this lease exclude every other process? (A state in a bucket
-    /// has no lease yet.)
-    pub fn is_exclusive(&self) -> bool {
-        self._held.is_some()
+    /// What the committer confirms before each commit (a bucket lease can
+    /// be lost to a standby while this process is frozen).
+    pub fn fence(&self) -> Option<riffle_files::object::lease::LeaseHandle> {
+        match self {
+            Lease::Local(_) => None,
+            Lease::Bucket(l) => Some(l.handle()),
+        }
+    }
+
+    /// Lets the lease go at the end of a run: the next one starts at once.
+    pub async fn release(self) {
+        if let Lease::Bucket(l) = self {
+            l.release().await;
+        }
     }
 }
 
@@ -174,7 +192,28 @@ pub enum StateStore {
     Dir(PathBuf),
     /// An object-store prefix (`s3://…`, `az://…`, `gs://…`, …); credentials
     /// as for sinks, options in the URL's query.
-    Object(riffle_files::object::Target),
+    Object(riffle_files::object::Target, Seen),
+}
+
+/// For each state in a bucket, the version this process last read or wrote
+/// (`None`: there was none) and its offset. A save replaces exactly that
+/// version (a conditional write), so a process that lost the pipeline to
+/// another one while frozen can never put an older state over the newer
+/// one, even between its checks and its write.
+#[derive(Default)]
+pub struct Seen(std::sync::Mutex<std::collections::HashMap<String, SeenVersion>>);
+
+/// A state's version as last read or written (`None`: absent), and its offset.
+type SeenVersion = (Option<riffle_files::object::UpdateVersion>, Option<Offset>);
+
+impl Seen {
+    fn get(&self, name: &str) -> Option<SeenVersion> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    fn set(&self, name: &str, version: Option<riffle_files::object::UpdateVersion>, offset: Option<Offset>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), (version, offset));
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -195,20 +234,36 @@ impl StateStore {
         }
         let (base, options) = riffle_files::object::split_url(&text);
         let target = riffle_files::object::open_target(&base, &options).map_err(|e| anyhow!("--state: {e}"))?;
-        Ok(StateStore::Object(target))
+        Ok(StateStore::Object(target, Seen::default()))
     }
 
     /// Takes pipeline `name`'s lease: one process replicates a pipeline at
     /// a time. Refused, naming the holder, when another process holds it;
-    /// with `standby`, waits for the holder to end (a local lease is
-    /// released by the kernel the moment its process dies). A state in a
-    /// bucket has no lease yet (`None`): see the README.
+    /// with `standby`, waits for the holder to end. A local lease is a lock
+    /// on `<name>.lock`, released by the kernel the moment its process dies;
+    /// in a bucket it is the object `<name>.lease`
+    /// ([`riffle_files::object::lease`]): taken over when released, when its
+    /// holder is known dead, or after it went unrenewed for its time to live.
     /// `Ok(None)` when `stop` turned true while waiting.
     pub async fn lease(&self, name: &str, standby: bool, stop: &tokio::sync::watch::Receiver<bool>) -> Result<Option<Lease>> {
         use riffle_core::lease::{Holder, LocalLease};
-        let StateStore::Dir(dir) = self else {
-            tracing::warn!(pipeline = name, "the state is in a bucket: a second process on this pipeline is not refused yet");
-            return Ok(Some(Lease { _held: None }));
+        use riffle_files::object::lease::{self, BucketLease, NotTaken, Wait};
+        let refused = |holder: Option<Holder>, what: String| {
+            let holder = holder.map_or_else(|| "another riffle".to_string(), |h| h.to_string());
+            anyhow!("pipeline {name} is already running: {holder} holds {what}; stop it first, or pass --standby to take over when it ends")
+        };
+        let dir = match self {
+            StateStore::Dir(dir) => dir,
+            StateStore::Object(t, _) => {
+                let rel = format!("{name}.lease");
+                let wait = if standby { Wait::Standby(stop.clone()) } else { Wait::Refuse };
+                return match BucketLease::acquire(t, &rel, Holder::me(), lease::TTL, wait).await {
+                    Ok(l) => Ok(Some(Lease::Bucket(l))),
+                    Err(NotTaken::Held(holder)) => Err(refused(holder, format!("{}/{rel}", t.shown.trim_end_matches('/')))),
+                    Err(NotTaken::Stopped) => Ok(None),
+                    Err(NotTaken::Failed(e)) => Err(anyhow::Error::new(e).context("taking the pipeline's lease")),
+                };
+            }
         };
         let path = dir.join(format!("{name}.lock"));
         let mut waiting = false;
@@ -218,17 +273,14 @@ impl StateStore {
                     if waiting {
                         tracing::info!(pipeline = name, "standby: the lease is ours, taking over");
                     }
-                    return Ok(Some(Lease { _held: Some(lease) }));
+                    return Ok(Some(Lease::Local(lease)));
                 }
                 Ok(Err(holder)) => {
-                    let holder = holder.map_or_else(|| "another riffle".to_string(), |h| h.to_string());
                     if !standby {
-                        anyhow::bail!(
-                            "pipeline {name} is already running: {holder} holds {}; stop it first, or pass --standby to take over when it ends",
-                            path.display()
-                        );
+                        return Err(refused(holder, path.display().to_string()));
                     }
                     if !waiting {
+                        let holder = holder.map_or_else(|| "another riffle".to_string(), |h| h.to_string());
                         tracing::info!(pipeline = name, holder, "standby: waiting for the running pipeline to end");
                         waiting = true;
                     }
@@ -247,7 +299,7 @@ impl StateStore {
     pub fn location(&self, name: &str) -> String {
         match self {
             StateStore::Dir(dir) => self::dir_path(dir, name).display().to_string(),
-            StateStore::Object(t) => format!("{}/{name}.json", t.shown.trim_end_matches('/')),
+            StateStore::Object(t, _) => format!("{}/{name}.json", t.shown.trim_end_matches('/')),
         }
     }
 
@@ -255,13 +307,29 @@ impl StateStore {
     pub fn describe(&self) -> String {
         match self {
             StateStore::Dir(dir) => dir.display().to_string(),
-            StateStore::Object(t) => t.shown.clone(),
+            StateStore::Object(t, _) => t.shown.clone(),
         }
     }
 
     pub fn load(&self, name: &str) -> Result<Option<PipelineState>, StateError> {
-        let Some(bytes) = self.read(&format!("{name}.json"), "reading state")? else { return Ok(None) };
-        serde_json::from_slice(&bytes).map(Some).map_err(|source| StateError::Invalid { location: self.location(name), source })
+        let rel = format!("{name}.json");
+        let parse = |bytes: &[u8]| -> Result<PipelineState, StateError> {
+            serde_json::from_slice(bytes).map_err(|source| StateError::Invalid { location: self.location(name), source })
+        };
+        match self {
+            StateStore::Object(t, seen) if t.conditional() => {
+                let got =
+                    riffle_core::block_on(t.get_versioned(&rel)).map_err(|source| StateError::Store { what: "reading state", source })?;
+                let Some((bytes, version)) = got else {
+                    seen.set(name, None, None);
+                    return Ok(None);
+                };
+                let state = parse(&bytes)?;
+                seen.set(name, Some(version), state.offset.clone());
+                Ok(Some(state))
+            }
+            _ => self.read(&rel, "reading state")?.map(|b| parse(&b)).transpose(),
+        }
     }
 
     /// The bytes of `rel`: a file in the directory or an object under the
@@ -273,7 +341,7 @@ impl StateStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(io_error(what, &dir.join(rel))(e)),
             },
-            StateStore::Object(t) => t.get(rel).map_err(|source| StateError::Store { what, source }),
+            StateStore::Object(t, _) => t.get(rel).map_err(|source| StateError::Store { what, source }),
         }
     }
 
@@ -282,7 +350,7 @@ impl StateStore {
     fn write(&self, rel: &str, bytes: Vec<u8>, what: &'static str) -> Result<(), StateError> {
         let dir = match self {
             StateStore::Dir(dir) => dir,
-            StateStore::Object(t) => return t.put(rel, bytes).map_err(|source| StateError::Store { what, source }),
+            StateStore::Object(t, _) => return t.put(rel, bytes).map_err(|source| StateError::Store { what, source }),
         };
         fs::create_dir_all(dir).map_err(io_error("creating state directory", dir))?;
         let path = dir.join(rel);
@@ -307,7 +375,7 @@ impl StateStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => return Err(io_error("reading state directory", dir)(e).into()),
             },
-            StateStore::Object(t) => t
+            StateStore::Object(t, _) => t
                 .list_names()
                 .map_err(|source| StateError::Store { what: "listing states", source })?
                 .into_iter()
@@ -324,16 +392,38 @@ impl StateStore {
         Ok(all)
     }
 
-    /// Saves `state`, refusing to move the offset backwards.
+    /// Saves `state`, refusing to move the offset backwards. In a bucket the
+    /// write replaces only the version this process last read or wrote
+    /// ([`Seen`]).
     pub fn save(&self, state: &PipelineState) -> Result<(), StateError> {
-        // A state that cannot be read stops the save: the check below must not be skipped.
-        if let (Some(new), Some(Some(old))) = (state.offset.clone(), self.load(&state.name)?.map(|s| s.offset)) {
+        let name = &state.name;
+        let bytes = serde_json::to_vec_pretty(state).expect("a pipeline state serializes");
+        let (seen, expect, old) = match self {
+            StateStore::Object(t, seen) if t.conditional() => {
+                if seen.get(name).is_none() {
+                    self.load(name)?;
+                }
+                let (expect, old) = seen.get(name).unwrap_or_default();
+                (Some((t, seen)), expect, old)
+            }
+            // A state that cannot be read stops the save: the check below must not be skipped.
+            _ => (None, None, self.load(name)?.and_then(|s| s.offset)),
+        };
+        if let (Some(new), Some(old)) = (state.offset.clone(), old) {
             if new.is_before(&old) {
-                return Err(StateError::Backwards { name: state.name.clone(), old: Box::new(old), new: Box::new(new) });
+                return Err(StateError::Backwards { name: name.clone(), old: Box::new(old), new: Box::new(new) });
             }
         }
-        let bytes = serde_json::to_vec_pretty(state).expect("a pipeline state serializes");
-        self.write(&format!("{}.json", state.name), bytes, "saving state")
+        riffle_core::fail::point("state.checked");
+        let Some((t, seen)) = seen else { return self.write(&format!("{name}.json"), bytes, "saving state") };
+        match riffle_core::block_on(t.put_if(&format!("{name}.json"), bytes, expect)) {
+            Ok(Some(version)) => {
+                seen.set(name, Some(version), state.offset.clone());
+                Ok(())
+            }
+            Ok(None) => Err(StateError::Overtaken { location: self.location(name) }),
+            Err(source) => Err(StateError::Store { what: "saving state", source }),
+        }
     }
 }
 
@@ -361,7 +451,7 @@ impl StateStore {
                 }
                 fs::read(&taken).map_err(io_error("reading snapshot request", &taken))?
             }
-            StateStore::Object(t) => match self.read(&taken, "reading snapshot request")? {
+            StateStore::Object(t, _) => match self.read(&taken, "reading snapshot request")? {
                 Some(b) => b,
                 None => match self.read(&rel, "reading snapshot request")? {
                     Some(b) => {
@@ -405,7 +495,7 @@ impl StateStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(io_error("removing snapshot request", &dir.join(&rel))(e)),
             },
-            StateStore::Object(t) => t.delete(&rel).map_err(|source| StateError::Store { what: "removing snapshot request", source }),
+            StateStore::Object(t, _) => t.delete(&rel).map_err(|source| StateError::Store { what: "removing snapshot request", source }),
         }
     }
 }
@@ -451,5 +541,35 @@ mod tests {
         assert_eq!(store.load("p").unwrap().unwrap().offset, Some(Offset::Postgres { lsn: Lsn(200) }));
         assert!(!dir_path(&dir, "p").with_extension("json.tmp").exists());
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Two processes on one state in a bucket (object_store's in-memory
+    /// store stands in for the bucket: same conditional writes): the one
+    /// that saved last before the other took over can no longer save.
+    #[test]
+    fn in_a_bucket_a_save_replaces_only_the_version_this_process_saw() {
+        let bucket: std::sync::Arc<dyn object_store::ObjectStore> = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let open = || {
+            let target = riffle_files::object::Target {
+                store: bucket.clone(),
+                root: object_store::path::Path::from("state"),
+                shown: "memory://state".into(),
+                local: None,
+            };
+            StateStore::Object(target, Seen::default())
+        };
+        let (frozen, standby) = (open(), open());
+        frozen.save(&state(100)).unwrap();
+        // The standby takes over: it reads the state and saves past it.
+        assert_eq!(standby.load("p").unwrap().unwrap().offset, Some(Offset::Postgres { lsn: Lsn(100) }));
+        standby.save(&state(300)).unwrap();
+        // The frozen one wakes and saves what it had (older or newer): refused.
+        for lsn in [200, 400] {
+            let err = frozen.save(&state(lsn)).unwrap_err();
+            assert!(matches!(err, StateError::Overtaken { .. }), "{err}");
+            assert_eq!(err.kind(), ErrorKind::Definite);
+        }
+        assert_eq!(standby.load("p").unwrap().unwrap().offset, Some(Offset::Postgres { lsn: Lsn(300) }));
+        standby.save(&state(500)).unwrap();
     }
 }

@@ -32,6 +32,8 @@ struct TableCounts {
 
 pub struct Committer {
     pub(super) sinks: Vec<Box<dyn Sink>>,
+    /// The pipeline's lease in a bucket, confirmed before each commit.
+    fence: Option<riffle_files::object::lease::LeaseHandle>,
     sink_names: Vec<String>,
     transformer: Transformer,
     /// `None` for a one-shot sync, which saves nothing.
@@ -81,6 +83,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// The table globs of this run.
     pub selection: Vec<String>,
+    /// The pipeline's lease in a bucket, confirmed before each commit.
+    pub fence: Option<riffle_files::object::lease::LeaseHandle>,
 }
 
 /// A state store error as the pipeline sorts errors: transient ones are
@@ -94,6 +98,7 @@ impl Committer {
         let chunks = p.state.chunks.clone();
         Committer {
             sinks: p.sinks,
+            fence: p.fence,
             sink_names: p.sink_names,
             transformer: p.transformer,
             store: p.store,
@@ -317,6 +322,11 @@ impl Committer {
 
     /// Commits every sink, then saves the offset, then releases the source.
     fn commit(&mut self) -> Result<(), SinkError> {
+        // A process that lost its lease (frozen past its time to live while
+        // a standby took over) stops before it writes anything more.
+        if let Some(fence) = &self.fence {
+            fence.confirm()?;
+        }
         let record = self.ledger.to_commit();
         for sink in &mut self.sinks {
             sink.commit(record.through)?;
@@ -425,7 +435,13 @@ impl Committer {
             } else {
                 Duration::from_secs(3600)
             };
-            match tokio::time::timeout(wait, rx.recv()).await {
+            let got = tokio::time::timeout(wait, rx.recv()).await;
+            // A quiet pipeline whose lease was lost (its renewals found
+            // another holder) stops as a committing one does.
+            if let (Err(_), Some(fence)) = (&got, &self.fence) {
+                fence.check()?;
+            }
+            match got {
                 Ok(Some(batch)) => tokio::task::block_in_place(|| self.consume_batch(batch))?,
                 Ok(None) => break,
                 Err(_) if self.ledger.checkpoint_waiting() => tokio::task::block_in_place(|| self.commit())?,

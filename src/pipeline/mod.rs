@@ -56,19 +56,39 @@ pub struct Summary {
 
 pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool>) -> Result<Summary> {
     let store = StateStore::new(&cfg.state_dir)?;
+    let source = AnySource::new(&cfg.source_spec())?;
+    let sync = matches!(job, Job::Sync);
+    let metrics = Metrics::new(source.stats(), cfg.stall_timeout);
+    // Served while a standby waits too: it is alive (`/health` says ok)
+    // and says it waits (`riffle_standby`).
+    if let Some(addr) = cfg.metrics_addr {
+        crate::metrics::serve(addr, metrics.clone()).await?;
+    }
     // One process per pipeline: taken before anything is read or written.
     let lease = match job {
         Job::Sync => None,
-        Job::Replicate { standby, .. } => match store.lease(&cfg.name, standby, &stop).await? {
-            Some(lease) => Some(lease),
-            None => return Ok(Summary { end: RunEnd::Stopped, events: 0, offset: None }),
-        },
+        Job::Replicate { standby, .. } => {
+            metrics.with(|c| c.standby = standby);
+            let lease = store.lease(&cfg.name, standby, &stop).await?;
+            metrics.with(|c| c.standby = false);
+            match lease {
+                Some(lease) => Some(lease),
+                None => return Ok(Summary { end: RunEnd::Stopped, events: 0, offset: None }),
+            }
+        }
     };
     let redacted = crate::config::redact_source_url(&cfg.source_url);
     let mut saved = match job {
         Job::Sync => None,
         Job::Replicate { .. } => store.load(&cfg.name)?,
     };
+    // Made ours: a previous holder that froze before its next save (and
+    // lost the lease meanwhile) can no longer save over it (in a bucket a
+    // save replaces only the version its process last saw).
+    if let Some(s) = saved.as_mut() {
+        s.updated_ms = crate::state::now_ms();
+        store.save(s)?;
+    }
     // A `riffle snapshot` request made while the pipeline was stopped.
     if let Some(s) = saved.as_mut().filter(|s| s.offset.is_some()) {
         let asked = store.request(&cfg.name)?;
@@ -87,7 +107,6 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
             "the table selection changed: added tables are snapshotted while the others stream on, removed ones stop"
         );
     }
-    let source = AnySource::new(&cfg.source_spec())?;
     // Sinks are checked before anything is read from the source.
     crate::check::require_sinks_ready(cfg)?;
     let sinks = tokio::task::block_in_place(|| open_sinks(cfg))?;
@@ -97,11 +116,9 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
     let state = saved.clone().unwrap_or_else(|| PipelineState::new(&cfg.name, redacted, cfg.tables.clone()));
     // The previous holder of the lease is gone: what it left on the server
     // is ours to end.
-    if let (Some(session), Some(true)) = (state.source_session, lease.as_ref().map(|l| l.is_exclusive())) {
+    if let (Some(session), true) = (state.source_session, lease.is_some()) {
         source.stats().set_session(session);
     }
-    let sync = matches!(job, Job::Sync);
-    let metrics = Metrics::new(source.stats(), cfg.stall_timeout);
     if let Some(offset) = &state.offset {
         let n = offset.as_number();
         let done = state.chunks.is_none();
@@ -109,9 +126,6 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
             c.committed_position = n;
             c.snapshot_done = done;
         });
-    }
-    if let Some(addr) = cfg.metrics_addr {
-        crate::metrics::serve(addr, metrics.clone()).await?;
     }
     let status_line = (!sync && !quiet).then(|| crate::progress::spawn_status_line(metrics.clone()));
     let (durable_tx, durable_rx) = watch::channel(state.offset.clone());
@@ -127,11 +141,17 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         progress: Progress::new(quiet),
         metrics: metrics.clone(),
         selection: cfg.tables.clone(),
+        fence: lease.as_ref().and_then(|l| l.fence()),
     });
     let retries = Retries { max: cfg.max_retries, scale: 1.0 };
     let result = supervise(source, &mut committer, &job, retries, durable_rx, stop, &metrics).await;
     if let Some(line) = status_line {
         line.abort();
+    }
+    // The sinks let their leases go first, then the pipeline's.
+    drop(committer);
+    if let Some(lease) = lease {
+        lease.release().await;
     }
     result
 }

@@ -222,6 +222,7 @@ async fn replicate(source: ScriptedSource, sink: &Arc<Mutex<SinkLog>>, store: &M
         progress: Progress::new(true),
         metrics: metrics.clone(),
         selection,
+        fence: None,
     });
     let job = Job::Replicate { until: Until::Now, standby: false };
     let retries = Retries { max: 3, scale: 0.001 };

@@ -8,6 +8,10 @@
 //! `RIFFLE_FAIL_AT=NAME[@N]` aborts the process the N-th time (default: the
 //! first) the point NAME is reached: SIGABRT, no destructor run and nothing
 //! flushed, as `kill -9` would leave it.
+//!
+//! `RIFFLE_FREEZE_AT=NAME` stops the process (SIGSTOP, as a long pause would
+//! freeze it) the first time NAME is reached once the file named by
+//! `RIFFLE_FREEZE_WHEN` exists; the test lets it go on with SIGCONT.
 
 /// The fail point `name` (see the module's documentation).
 #[cfg(feature = "failpoints")]
@@ -29,6 +33,21 @@ pub fn point(name: &str) {
             std::process::abort();
         }
     }
+    freeze(name);
+}
+
+#[cfg(feature = "failpoints")]
+fn freeze(name: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.load(Ordering::SeqCst) || std::env::var("RIFFLE_FREEZE_AT").ok().as_deref() != Some(name) {
+        return;
+    }
+    if !std::env::var_os("RIFFLE_FREEZE_WHEN").is_some_and(|p| std::path::Path::new(&p).exists()) || DONE.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    eprintln!("riffle: fail point {name} reached, freezing");
+    let _ = std::process::Command::new("kill").args(["-STOP", &std::process::id().to_string()]).status();
 }
 
 /// The fail point `name`: nothing, in a build without the `failpoints` feature.

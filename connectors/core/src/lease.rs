@@ -17,6 +17,39 @@ pub struct Holder {
     pub since_ms: i64,
     /// What it runs: `replicate`, `sync`.
     pub command: String,
+    /// Names this process among all processes ever (random, one per
+    /// process, the same in every lease it holds).
+    #[serde(default)]
+    pub token: String,
+    /// The kernel's boot id, pid namespace and the process's start time:
+    /// with the host and pid, enough to tell that a holder on this machine
+    /// is dead (its pid gone or reused) without waiting for its lease to
+    /// expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pidns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
+}
+
+/// This process's token: random, drawn once.
+fn my_token() -> String {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| format!("{:016x}", rand::random::<u64>())).clone()
+}
+
+/// Tokens of holders this process proved dead (a lease left unrenewed for
+/// its whole time to live): every other lease they hold is dead too.
+static DEAD: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The start time of process `pid` (clock ticks after boot, field 22 of
+/// `/proc/<pid>/stat`), `None` when there is no such process.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // from the last ')'.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl Holder {
@@ -28,7 +61,41 @@ impl Holder {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "unknown host".into());
         let since_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        Holder { host, pid: std::process::id(), since_ms, command }
+        let pid = std::process::id();
+        Holder {
+            host,
+            pid,
+            since_ms,
+            command,
+            token: my_token(),
+            boot: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|b| b.trim().to_string()),
+            pidns: std::fs::read_link("/proc/self/ns/pid").ok().map(|p| p.display().to_string()),
+            start: process_start(pid),
+        }
+    }
+
+    /// Is this holder a process of this machine (same boot, same pid
+    /// namespace) that is no longer running? Never true for a holder
+    /// elsewhere, or one that did not say enough to tell.
+    pub fn is_dead_here(&self) -> bool {
+        let me = Holder::me();
+        if self.token == me.token {
+            return false;
+        }
+        let here = self.host == me.host && self.boot.is_some() && self.boot == me.boot && self.pidns.is_some() && self.pidns == me.pidns;
+        here && self.start.is_some() && process_start(self.pid) != self.start
+    }
+
+    /// Was this holder proved dead by this process (see [`Holder::proved_dead`])?
+    pub fn known_dead(&self) -> bool {
+        !self.token.is_empty() && DEAD.lock().unwrap_or_else(|e| e.into_inner()).contains(&self.token)
+    }
+
+    /// Records that this holder is dead: its other leases are taken over at once.
+    pub fn proved_dead(&self) {
+        if !self.token.is_empty() {
+            DEAD.lock().unwrap_or_else(|e| e.into_inner()).push(self.token.clone());
+        }
     }
 }
 

@@ -11,4 +11,9 @@ pub struct Manifest {
     pub committed: Position,
     /// (temporary, final) paths, relative to the sink root.
     pub renames: Vec<(PathBuf, PathBuf)>,
+    /// The sink instance that wrote it (each run has its own), so every
+    /// write differs from the last and a conditional write can tell them
+    /// apart.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub writer: String,
 }

@@ -7,6 +7,7 @@
 //! ```text
 //! <root>/<schema>.<table>/[dt=YYYY-MM-DD/[hour=HH/]]<first position>_<last position>.<ext>
 //! <root>/_riffle/<pipeline>.json                       the commit manifest
+//! <root>/_riffle/<pipeline>.lease                      who writes here (not on local disk: a lock there)
 //! <root>/_riffle/tmp/<pipeline>/…                      files being written
 //! ```
 //!
@@ -32,16 +33,20 @@
 //!   store from a URL, single-object reads and writes, store errors.
 //! - `upload.rs`: where a file's bytes go while it is written (a local
 //!   file, or a multipart upload).
+//! - `lease.rs`: [`lease::BucketLease`], one writer per pipeline in a
+//!   bucket (conditional writes, renewals, fencing before each commit).
 //! - `partition.rs`: [`Partitioning`], the time partitions of file names.
 //! - `sink.rs`: [`ObjectSink`], which writes through the formats'
 //!   `FileFormat` / `FileWriter` (`riffle_formats::file`); the manifest and
 //!   the commit protocol above.
 
+pub mod lease;
 mod partition;
 mod sink;
 mod store;
 mod upload;
 
+pub use object_store::UpdateVersion;
 pub use partition::Partitioning;
 pub use sink::ObjectSink;
 pub use store::{open_target, split_url, Target};

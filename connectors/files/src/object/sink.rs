@@ -3,12 +3,14 @@
 //! commits with the manifest (load, save, re-applied moves, cleanup of
 //! uncommitted objects) as the module's commit protocol describes.
 
+use super::lease::{self, BucketLease, NotTaken};
 use super::partition::Partitioning;
 use super::store::{object_error, Target};
 use super::upload::Upload;
 use crate::manifest::Manifest;
 use crate::RollPolicy;
 use object_store::path::Path as ObjPath;
+use object_store::UpdateVersion;
 use object_store::{ObjectStoreExt, PutPayload};
 use riffle_core::lease::{Holder, LocalLease};
 use riffle_core::{block_on, ChangeEvent, ErrorKind, Position, Sink, SinkError, TableSchema};
@@ -17,24 +19,18 @@ use riffle_formats::FormatError;
 use std::sync::Arc;
 
 /// The pipeline's commit manifest, if it has one.
-fn load_manifest(target: &Target, pipeline: &str) -> Result<Option<Manifest>, SinkError> {
-    let manifest_key = target.key(&format!("_riffle/{pipeline}.json"));
-    let shown = &target.shown;
-    block_on(async {
-        match target.store.get(&manifest_key).await {
-            Ok(r) => {
-                let bytes = r.bytes().await.map_err(|e| object_error("reading the commit manifest", shown, e))?;
-                serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                    SinkError::definite(format!(
-                        "{shown}: the commit manifest {manifest_key} is not valid ({e}); it is riffle's record of what this sink \
-                         holds: restore it, or write to an empty prefix"
-                    ))
-                })
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(object_error("reading the commit manifest", shown, e)),
-        }
-    })
+/// The manifest of `pipeline` and its version, if there is one.
+fn load_manifest(target: &Target, pipeline: &str) -> Result<Option<(Manifest, UpdateVersion)>, SinkError> {
+    let rel = format!("_riffle/{pipeline}.json");
+    let Some((bytes, version)) = block_on(target.get_versioned(&rel))? else { return Ok(None) };
+    let manifest = serde_json::from_slice(&bytes).map_err(|e| {
+        SinkError::definite(format!(
+            "{}: the commit manifest {rel} is not valid ({e}); it is riffle's record of what this sink holds: restore it, or write to \
+             an empty prefix",
+            target.shown
+        ))
+    })?;
+    Ok(Some((manifest, version)))
 }
 
 struct OpenFile {
@@ -61,25 +57,53 @@ struct OpenFile {
 /// handles and buffers, not one per table.
 const MAX_OPEN_FILES: usize = 64;
 
-/// One writer per pipeline and directory: a second riffle (a `sync` with the
+/// One writer per pipeline and sink: a second riffle (a `sync` with the
 /// same name, a second `replicate`) would delete this one's uncommitted
-/// files and overwrite its manifest.
-fn lease(dir: &std::path::Path, shown: &str, pipeline: &str) -> Result<LocalLease, SinkError> {
-    let path = dir.join("_riffle").join(format!("{pipeline}.lock"));
-    match LocalLease::try_acquire(&path, &Holder::me()) {
-        Ok(Ok(lease)) => Ok(lease),
-        Ok(Err(holder)) => Err(SinkError::definite(format!(
-            "{shown}: pipeline {pipeline} is being written here by {}; stop it first, or give this run another --name",
-            holder.map_or_else(|| "another riffle".to_string(), |h| h.to_string())
-        ))),
-        Err(e) => Err(SinkError::io(format!("locking {}", path.display()), e)),
+/// files and overwrite its manifest. On local disk a lock on
+/// `_riffle/<pipeline>.lock`; in a bucket the lease object
+/// `_riffle/<pipeline>.lease` ([`super::lease`]); HDFS has no conditional
+/// write, so none there.
+enum SinkLease {
+    Local(#[allow(dead_code)] LocalLease),
+    Bucket(BucketLease),
+    None,
+}
+
+fn refused(shown: &str, pipeline: &str, holder: Option<Holder>) -> SinkError {
+    SinkError::definite(format!(
+        "{shown}: pipeline {pipeline} is being written here by {}; stop it first, or give this run another --name",
+        holder.map_or_else(|| "another riffle".to_string(), |h| h.to_string())
+    ))
+}
+
+fn lease(target: &Target, pipeline: &str) -> Result<SinkLease, SinkError> {
+    if let Some(dir) = &target.local {
+        let path = dir.join("_riffle").join(format!("{pipeline}.lock"));
+        return match LocalLease::try_acquire(&path, &Holder::me()) {
+            Ok(Ok(lease)) => Ok(SinkLease::Local(lease)),
+            Ok(Err(holder)) => Err(refused(&target.shown, pipeline, holder)),
+            Err(e) => Err(SinkError::io(format!("locking {}", path.display()), e)),
+        };
+    }
+    if target.shown.starts_with("hdfs://") || target.shown.starts_with("viewfs://") {
+        return Ok(SinkLease::None);
+    }
+    let rel = format!("_riffle/{pipeline}.lease");
+    match block_on(BucketLease::acquire(target, &rel, Holder::me(), lease::TTL, lease::Wait::Refuse)) {
+        Ok(l) => Ok(SinkLease::Bucket(l)),
+        Err(NotTaken::Held(holder)) => Err(refused(&target.shown, pipeline, holder)),
+        Err(NotTaken::Failed(e)) => Err(e),
+        Err(NotTaken::Stopped) => unreachable!("a refusing lease never waits for a stop"),
     }
 }
 
 /// Writes events as files into an object store, committing with a manifest.
 pub struct ObjectSink {
-    /// Held while the sink is open (local directories).
-    _lease: Option<LocalLease>,
+    /// Held while the sink is open.
+    lease: SinkLease,
+    /// The manifest's version as this sink last read or wrote it.
+    manifest_version: Option<UpdateVersion>,
+    manifest_writes: u64,
     target: Target,
     pipeline: String,
     format: Arc<dyn FileFormat>,
@@ -116,13 +140,16 @@ impl ObjectSink {
         roll: RollPolicy,
         partitioning: Partitioning,
     ) -> Result<ObjectSink, SinkError> {
-        let lease = match &target.local {
-            Some(dir) => Some(lease(dir, &target.shown, pipeline)?),
-            None => None,
+        let lease = lease(&target, pipeline)?;
+        let loaded = load_manifest(&target, pipeline)?;
+        let (manifest, manifest_version) = match loaded {
+            Some((m, v)) => (Some(m), Some(v)),
+            None => (None, None),
         };
-        let manifest = load_manifest(&target, pipeline)?;
-        let sink = ObjectSink {
-            _lease: lease,
+        let mut sink = ObjectSink {
+            manifest_version,
+            lease,
+            manifest_writes: 0,
             target,
             pipeline: pipeline.to_string(),
             format,
@@ -149,6 +176,11 @@ impl ObjectSink {
                 m.renames.iter().map(|(t, f)| (t.to_string_lossy().into_owned(), f.to_string_lossy().into_owned())).collect();
             // Leniently: a file moved then may have been taken away since by a reader.
             sink.apply_renames(&renames, false)?;
+            // Made ours: a previous writer that froze before writing its
+            // next manifest (and lost its lease meanwhile) now fails to.
+            if sink.target.conditional() {
+                sink.save_manifest(m.committed, &renames)?;
+            }
         }
         sink.remove_uncommitted()?;
         Ok(sink)
@@ -319,13 +351,47 @@ impl ObjectSink {
         Ok(())
     }
 
-    fn save_manifest(&self, committed: Position, renames: &[(String, String)]) -> Result<(), SinkError> {
-        let manifest = Manifest { committed, renames: renames.iter().map(|(t, f)| (t.into(), f.into())).collect() };
+    /// Writes the manifest; in a bucket only over the version this sink
+    /// last read or wrote, so a writer that lost the sink to another
+    /// process can never put an older manifest over the newer one.
+    fn save_manifest(&mut self, committed: Position, renames: &[(String, String)]) -> Result<(), SinkError> {
+        self.manifest_writes += 1;
+        let manifest = Manifest {
+            committed,
+            renames: renames.iter().map(|(t, f)| (t.into(), f.into())).collect(),
+            writer: format!("{}-{}", self.run, self.manifest_writes),
+        };
         let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
-        let key = self.target.key(&format!("_riffle/{}.json", self.pipeline));
-        block_on(self.target.store.put(&key, PutPayload::from(body)))
-            .map(|_| ())
-            .map_err(|e| object_error("writing the commit manifest", &self.target.shown, e))
+        let rel = format!("_riffle/{}.json", self.pipeline);
+        if !self.target.conditional() {
+            let key = self.target.key(&rel);
+            return block_on(self.target.store.put(&key, PutPayload::from(body)))
+                .map(|_| ())
+                .map_err(|e| object_error("writing the commit manifest", &self.target.shown, e));
+        }
+        match block_on(self.target.put_if(&rel, body, self.manifest_version.clone()))? {
+            Some(v) => {
+                self.manifest_version = Some(v);
+                Ok(())
+            }
+            None => Err(SinkError::definite(format!(
+                "{}: the commit manifest {rel} was written by another process since this one last read it (another riffle took \
+                 pipeline {} over while this one was frozen or cut off?); stopping without committing: the other one carries on",
+                self.target.shown, self.pipeline
+            ))),
+        }
+    }
+}
+
+impl Drop for ObjectSink {
+    /// Lets a bucket lease go, so the next run starts at once (where a
+    /// blocking wait is allowed; otherwise the lease expires).
+    fn drop(&mut self) {
+        if let SinkLease::Bucket(l) = std::mem::replace(&mut self.lease, SinkLease::None) {
+            if tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread) {
+                block_on(l.release());
+            }
+        }
     }
 }
 
@@ -396,6 +462,11 @@ impl Sink for ObjectSink {
         self.close_all()?;
         self.finish_unapplied()?;
         let Some(through) = crate::commit_point(self.committed, through, !self.pending.is_empty()) else { return Ok(()) };
+        // The last step before the manifest: a process that lost the sink
+        // to another (it froze past the lease's time to live) stops here.
+        if let SinkLease::Bucket(l) = &self.lease {
+            l.handle().confirm()?;
+        }
         let renames = std::mem::take(&mut self.pending);
         riffle_core::fail::point("files.written");
         self.attempted = Some((through, renames.clone()));
@@ -433,7 +504,8 @@ impl Sink for ObjectSink {
         // store says which, and its files are then kept and moved.
         if let Some((through, renames)) = self.attempted.take() {
             match load_manifest(&self.target, &self.pipeline) {
-                Ok(Some(m)) if m.committed == through => {
+                Ok(Some((m, v))) if m.committed == through => {
+                    self.manifest_version = Some(v);
                     self.committed = Some(through);
                     self.unapplied = renames;
                 }

@@ -5,7 +5,7 @@
 //! to definite or transient failures with a hint at the fix.
 
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use riffle_core::{block_on, SinkError};
 use std::sync::Arc;
 
@@ -170,6 +170,58 @@ impl Target {
                 Err(e) => Err(object_error(&format!("reading {key}"), &self.shown, e)),
             }
         })
+    }
+
+    /// The object at `rel` and its version (for [`Target::put_if`]).
+    pub async fn get_versioned(&self, rel: &str) -> Result<Option<(Vec<u8>, UpdateVersion)>, SinkError> {
+        let key = self.key(rel);
+        match self.store.get_opts(&key, GetOptions::default()).await {
+            Ok(r) => {
+                let version = UpdateVersion { e_tag: r.meta.e_tag.clone(), version: r.meta.version.clone() };
+                let bytes = r.bytes().await.map_err(|e| object_error(&format!("reading {key}"), &self.shown, e))?;
+                Ok(Some((bytes.to_vec(), version)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(object_error(&format!("reading {key}"), &self.shown, e)),
+        }
+    }
+
+    /// Writes `rel` only if it is still at version `expect` (absent, for
+    /// `None`): the new version, or `Ok(None)` when another process wrote
+    /// it first. A retried request whose first try landed counts as written
+    /// (the object then holds exactly `bytes`), so write bytes no other
+    /// write repeats. A store without conditional writes is a definite
+    /// error that says so.
+    pub async fn put_if(&self, rel: &str, bytes: Vec<u8>, expect: Option<UpdateVersion>) -> Result<Option<UpdateVersion>, SinkError> {
+        let key = self.key(rel);
+        let mode = match expect {
+            None => PutMode::Create,
+            Some(v) => PutMode::Update(v),
+        };
+        let opts = PutOptions { mode, ..Default::default() };
+        match self.store.put_opts(&key, PutPayload::from(bytes.clone()), opts).await {
+            Ok(r) => Ok(Some(UpdateVersion { e_tag: r.e_tag, version: r.version })),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                match self.get_versioned(rel).await? {
+                    Some((found, v)) if found == bytes => Ok(Some(v)),
+                    _ => Ok(None),
+                }
+            }
+            Err(e @ (object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. })) => {
+                Err(SinkError::definite(format!(
+                    "{}: writing {key}: this store cannot write conditionally ({e}), which riffle needs to keep a second process out; \
+                 keep riffle's state on local disk, or use a store that honours If-Match/If-None-Match",
+                    self.shown
+                )))
+            }
+            Err(e) => Err(object_error(&format!("writing {key}"), &self.shown, e)),
+        }
+    }
+
+    /// Does the store write conditionally? Local directories have locks
+    /// instead, HDFS has neither.
+    pub fn conditional(&self) -> bool {
+        self.local.is_none() && !self.shown.starts_with("hdfs://") && !self.shown.starts_with("viewfs://")
     }
 
     /// Writes `rel` under the root (whole, or not at all).
