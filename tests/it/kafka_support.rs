@@ -108,12 +108,22 @@ pub fn read_topic(brokers: &str, topic: &str, want: usize, secs: u64) -> Vec<Msg
 /// A broker of the test's own, on its own port, that it may stop and start.
 pub struct PrivateBroker {
     pub port: u16,
+    /// The port clients are told to connect to (a proxy's), if not `port`.
+    advertised: Option<u16>,
     child: Option<Child>,
 }
 
 impl PrivateBroker {
     pub fn start(port: u16) -> PrivateBroker {
-        let mut b = PrivateBroker { port, child: None };
+        let mut b = PrivateBroker { port, advertised: None, child: None };
+        b.restart();
+        b
+    }
+
+    /// A broker that tells its clients to connect to `advertised` (a proxy
+    /// in front of it), so every connection goes through there.
+    pub fn start_advertising(port: u16, advertised: u16) -> PrivateBroker {
+        let mut b = PrivateBroker { port, advertised: Some(advertised), child: None };
         b.restart();
         b
     }
@@ -125,8 +135,9 @@ impl PrivateBroker {
     pub fn restart(&mut self) {
         let bin = crate::support::test_env("RIFFLE_TEST_TANSU_BIN");
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised.unwrap_or(self.port));
         let child = Command::new(bin)
-            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &advertised])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,22 +1,45 @@
 //! A TCP proxy between riffle and a server that can fail the way networks
-//! do: `blackhole` makes every connection open now pass nothing in either
-//! direction, closes included, while the sockets stay open, like a path
-//! that starts dropping packets (a NAT that forgot the flow, a firewall, a
-//! failed link); connections opened later pass.
+//! do, on every connection open at the moment of the fault (connections
+//! opened later pass):
+//!
+//! - `blackhole`: nothing passes in either direction, closes included,
+//!   while the sockets stay open, like a path that starts dropping packets
+//!   (a NAT that forgot the flow, a firewall, a failed link);
+//! - `reset`: both ends get a connection reset (RST), as when a middlebox or
+//!   the server's host drops the connection;
+//! - `half_close`: riffle's end reads end-of-stream (the server's side sent
+//!   FIN) while what riffle writes still reaches the server.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Fault {
+    Silent = 0,
+    Reset = 1,
+    HalfClose = 2,
+}
+
+/// Which way a pipe copies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    ToServer,
+    ToClient,
+}
 
 pub struct Proxy {
     pub port: u16,
     /// How many connections were accepted so far; each is numbered.
     accepted: Arc<AtomicU64>,
-    /// Connections numbered up to this one are silent.
-    cut: Arc<AtomicU64>,
+    /// Connections numbered up to this one are cut (with `fault`).
+    cut: watch::Sender<u64>,
+    fault: Arc<AtomicU8>,
     tasks: JoinSet<()>,
 }
 
@@ -24,28 +47,57 @@ impl Proxy {
     /// A proxy to `127.0.0.1:target`.
     pub async fn start(target: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Proxy::on(listener, target)
+    }
+
+    /// A proxy listening on `port` (for a server that must advertise the
+    /// proxy's address, such as a Kafka broker).
+    pub async fn start_on(port: u16, target: u16) -> Proxy {
+        Proxy::on(TcpListener::bind(("127.0.0.1", port)).await.unwrap(), target)
+    }
+
+    fn on(listener: TcpListener, target: u16) -> Proxy {
         let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicU64::new(0));
+        let (cut, cut_rx) = watch::channel(0u64);
+        let fault = Arc::new(AtomicU8::new(Fault::Silent as u8));
         let mut tasks = JoinSet::new();
         let accepted = Arc::new(AtomicU64::new(0));
-        let (cut2, accepted2, target) = (cut.clone(), accepted.clone(), SocketAddr::from(([127, 0, 0, 1], target)));
+        let (accepted2, fault2, target) = (accepted.clone(), fault.clone(), SocketAddr::from(([127, 0, 0, 1], target)));
         tasks.spawn(async move {
             let mut pipes = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(target).await else { continue };
+                // A close is then a reset: what `reset` needs.
+                let _ = client.set_zero_linger();
+                let _ = server.set_zero_linger();
                 let born = accepted2.fetch_add(1, Ordering::SeqCst) + 1;
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                pipes.spawn(pipe(cr, sw, born, cut2.clone()));
-                pipes.spawn(pipe(sr, cw, born, cut2.clone()));
+                pipes.spawn(pipe(cr, sw, born, Way::ToServer, cut_rx.clone(), fault2.clone()));
+                pipes.spawn(pipe(sr, cw, born, Way::ToClient, cut_rx.clone(), fault2.clone()));
             }
         });
-        Proxy { port, accepted, cut, tasks }
+        Proxy { port, accepted, cut, fault, tasks }
     }
 
-    /// Every connection open now goes silent, for good; later ones pass.
+    fn cut(&self, fault: Fault) {
+        self.fault.store(fault as u8, Ordering::SeqCst);
+        self.cut.send_replace(self.accepted.load(Ordering::SeqCst));
+    }
+
+    /// Every connection open now goes silent, for good.
     pub fn blackhole(&self) {
-        self.cut.store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.cut(Fault::Silent);
+    }
+
+    /// Every connection open now is reset, both ends.
+    pub fn reset(&self) {
+        self.cut(Fault::Reset);
+    }
+
+    /// Every connection open now reads end-of-stream on riffle's side.
+    pub fn half_close(&self) {
+        self.cut(Fault::HalfClose);
     }
 }
 
@@ -55,22 +107,47 @@ impl Drop for Proxy {
     }
 }
 
-async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, born: u64, cut: Arc<AtomicU64>) {
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    born: u64,
+    way: Way,
+    mut cut: watch::Receiver<u64>,
+    fault: Arc<AtomicU8>,
+) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let read = from.read(&mut buf).await;
-        if born <= cut.load(Ordering::SeqCst) {
-            // Silent: hold both sockets open and pass nothing, not even a close.
-            let _hold = (from, to);
-            std::future::pending::<()>().await;
-            return;
+        let read = tokio::select! {
+            r = from.read(&mut buf) => Some(r),
+            _ = cut.changed() => None,
+        };
+        if born <= *cut.borrow() {
+            match fault.load(Ordering::SeqCst) {
+                f if f == Fault::Reset as u8 => return, // both halves dropped with linger 0: RST
+                f if f == Fault::HalfClose as u8 && way == Way::ToClient => {
+                    let _ = to.shutdown().await;
+                    // Hold the sockets; drop what the server sends.
+                    let _hold = to;
+                    while matches!(from.read(&mut buf).await, Ok(n) if n > 0) {}
+                    std::future::pending::<()>().await;
+                    return;
+                }
+                f if f == Fault::HalfClose as u8 => {} // riffle's writes still pass
+                _ => {
+                    // Silent: hold both sockets open and pass nothing, not even a close.
+                    let _hold = (from, to);
+                    std::future::pending::<()>().await;
+                    return;
+                }
+            }
         }
         match read {
-            Ok(0) | Err(_) => {
+            None => continue,
+            Some(Ok(0)) | Some(Err(_)) => {
                 let _ = to.shutdown().await;
                 return;
             }
-            Ok(n) => {
+            Some(Ok(n)) => {
                 if to.write_all(&buf[..n]).await.is_err() {
                     return;
                 }

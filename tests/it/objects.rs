@@ -338,18 +338,6 @@ async fn a_large_file_is_uploaded_in_parts() {
     assert_eq!(rows[119_999][0].as_deref(), Some("120000"));
 }
 
-/// The positions of every event in the final JSON-lines objects, and the
-/// table the events replay to.
-async fn committed_events(store: &std::sync::Arc<dyn object_store::ObjectStore>, root: &str, table: &str) -> Vec<serde_json::Value> {
-    let mut events = Vec::new();
-    for (key, bytes) in data_objects(store, root, table, "jsonl").await {
-        let text = std::str::from_utf8(&bytes).unwrap();
-        assert!(text.ends_with('\n'), "{key} is torn");
-        events.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{key}: {e}"))));
-    }
-    events
-}
-
 /// The commit manifest of pipeline `root` (whose sink's root is `root` too).
 async fn manifest(store: &std::sync::Arc<dyn object_store::ObjectStore>, root: &str) -> Option<serde_json::Value> {
     use object_store::ObjectStoreExt;

@@ -115,3 +115,14 @@ pub fn avro_records(bytes: &[u8]) -> (apache_avro::Schema, Vec<apache_avro::type
     let schema = reader.writer_schema().clone();
     (schema, reader.map(|r| r.unwrap()).collect())
 }
+
+/// Every event in the final (committed) JSON-lines objects of `table`.
+pub async fn committed_events(store: &std::sync::Arc<dyn object_store::ObjectStore>, root: &str, table: &str) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    for (key, bytes) in data_objects(store, root, table, "jsonl").await {
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.ends_with('\n'), "{key} is torn");
+        events.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{key}: {e}"))));
+    }
+    events
+}

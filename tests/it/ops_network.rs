@@ -1,10 +1,13 @@
-//! Network faults: a path between riffle and its source that starts
-//! dropping packets silently (no reset, no close) must be noticed within the
-//! streams' deadlines and the stream resumed over a new connection, losing
-//! and duplicating nothing. Without deadlines riffle waits on the dead
-//! socket for as long as the kernel keeps it (many minutes).
+//! Network faults between riffle and each server (its source, a Kafka
+//! broker, an S3 store): a path that starts dropping packets silently (no
+//! reset, no close) must be noticed within the deadlines and the work
+//! resumed over a new connection, losing and duplicating nothing; so must a
+//! reset and a half-closed connection. Without deadlines riffle waits on a
+//! dead socket for as long as the kernel keeps it (many minutes).
 
+use crate::kafka_support::{read_topic, unique, Msg, PrivateBroker};
 use crate::net_proxy::Proxy;
+use crate::objects_support::{committed_events, s3_env, s3_store, s3_url, S3_GATE};
 use crate::support::*;
 use std::collections::BTreeSet;
 
@@ -16,10 +19,18 @@ fn through(url: &str, proxy: &Proxy) -> String {
     format!("{scheme}://{creds}@127.0.0.1:{}/{path}", proxy.port)
 }
 
-/// Streams `table` through `proxy`, blackholes the connections after ten
-/// rows, inserts ten more, and checks all twenty arrive once, over new
-/// connections, because a deadline noticed the dead ones.
-async fn survives_a_blackholed_path(proxy: &Proxy, source: &str, table: &str, name: &str, insert: impl AsyncFn(i64, i64)) {
+/// Streams `table` through `proxy`, cuts the connections after ten rows
+/// (`cut`), inserts ten more, and checks all twenty arrive once, over new
+/// connections; the log says what noticed the cut (`evidence`).
+async fn survives_a_cut(
+    proxy: &Proxy,
+    cut: impl Fn(&Proxy),
+    evidence: &str,
+    source: &str,
+    table: &str,
+    name: &str,
+    insert: impl AsyncFn(i64, i64),
+) {
     let (out, state) = (temp_dir(&format!("{name}-out")), temp_dir(&format!("{name}-state")));
     let log = state.join("riffle.log");
     let args = replicate_args(source, table, &out, &state, &["--commit-interval", "200ms", "--name", name, "--max-retries", "20"]);
@@ -29,16 +40,21 @@ async fn survives_a_blackholed_path(proxy: &Proxy, source: &str, table: &str, na
     wait_for("the stream to start", 60, || log_count(&log, "streaming started") == 1).await;
     insert(1, 10).await;
     wait_for("the first rows", 60, || row_ids(&out, table).0.len() == 10).await;
-    proxy.blackhole();
+    cut(proxy);
     insert(11, 20).await;
     wait_for("the rows after the cut, over new connections", 150, || row_ids(&out, table).0.len() == 20).await;
     let (ids, events) = row_ids(&out, table);
     assert_eq!(ids, (1..=20).collect::<BTreeSet<_>>());
     assert_eq!(events, 20, "each change once");
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("the connection is presumed dead"), "a deadline noticed the dead path: {text}");
+    assert!(text.contains(evidence), "{evidence:?} in the log: {text}");
+    assert!(log_count(&log, "streaming started") >= 2, "a new stream: {text}");
     std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
     assert!(child.0.wait().unwrap().success(), "{text}");
+}
+
+async fn survives_a_blackholed_path(proxy: &Proxy, source: &str, table: &str, name: &str, insert: impl AsyncFn(i64, i64)) {
+    survives_a_cut(proxy, Proxy::blackhole, "the connection is presumed dead", source, table, name, insert).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -68,4 +84,127 @@ async fn a_silently_dropped_mariadb_connection_is_noticed_and_resumed() {
         conn.lock().await.query_drop(format!("INSERT INTO t VALUES {}", values.join(","))).await.unwrap();
     };
     survives_a_blackholed_path(&proxy, &through(&url, &proxy), &format!("{db}.t"), "it_net_my", insert).await;
+}
+
+/// A Postgres table and an insert of ids `from..=to` into it.
+async fn pg_table(db: &str) -> tokio_postgres::Client {
+    let client = fresh_db(db).await;
+    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    client
+}
+
+async fn pg_insert(client: &tokio_postgres::Client, from: i64, to: i64) {
+    client.execute("INSERT INTO t SELECT g FROM generate_series($1::int8, $2::int8) g", &[&from, &to]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_postgres_connection_is_resumed() {
+    let client = pg_table("it_net_pg_reset").await;
+    let proxy = Proxy::start(test_env("RIFFLE_TEST_PG_PORT").parse().unwrap()).await;
+    let insert = async |from: i64, to: i64| pg_insert(&client, from, to).await;
+    let source = through(&db_url("it_net_pg_reset"), &proxy);
+    survives_a_cut(&proxy, Proxy::reset, "transient error, retrying", &source, "public.t", "it_net_pg_reset", insert).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_closed_postgres_connection_is_resumed() {
+    let client = pg_table("it_net_pg_half").await;
+    let proxy = Proxy::start(test_env("RIFFLE_TEST_PG_PORT").parse().unwrap()).await;
+    let insert = async |from: i64, to: i64| pg_insert(&client, from, to).await;
+    let source = through(&db_url("it_net_pg_half"), &proxy);
+    survives_a_cut(&proxy, Proxy::half_close, "transient error, retrying", &source, "public.t", "it_net_pg_half", insert).await;
+}
+
+/// The path to a Kafka broker goes silent mid-stream (the broker advertises
+/// the proxy, so every connection goes through it): the producer's request
+/// deadline notices, it reconnects, and every change arrives once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silently_dropped_kafka_connection_is_noticed_and_resumed() {
+    let client = pg_table("it_net_kafka").await;
+    let (proxy_port, broker_port) = (free_port(), free_port());
+    let proxy = Proxy::start_on(proxy_port, broker_port).await;
+    let _broker = PrivateBroker::start_advertising(broker_port, proxy_port);
+    let brokers = format!("127.0.0.1:{proxy_port}");
+    let name = unique("knet");
+    let state = temp_dir("net-kafka-state");
+    let log = state.join("riffle.log");
+    let url = db_url("it_net_kafka");
+    let sink = format!("kafka://{brokers}");
+    let args: Vec<String> = ["replicate", "--source", &url, "--tables", "public.t", "--sink", &sink, "--name", &name]
+        .map(String::from)
+        .into_iter()
+        .chain(["--commit-interval".into(), "200ms".into(), "--state".into(), state.display().to_string()])
+        .collect();
+    let mut child = Running(spawn_riffle(&args, None, &log));
+    wait_for("the stream to start", 60, || log_count(&log, "streaming started") == 1).await;
+    let topic = format!("{name}.public.t");
+    let ids = |msgs: &[Msg]| -> Vec<i64> {
+        msgs.iter().filter(|m| m.value.is_some()).map(|m| m.value_json()["after"]["id"].as_i64().unwrap()).collect()
+    };
+    pg_insert(&client, 1, 10).await;
+    assert_eq!(ids(&read_topic(&brokers, &topic, 10, 60)).len(), 10, "log: {}", std::fs::read_to_string(&log).unwrap());
+    proxy.blackhole();
+    let cut = std::time::Instant::now();
+    pg_insert(&client, 11, 20).await;
+    // Committed only once the broker acknowledged them: wait for the saved position to pass them.
+    let mut got = Vec::new();
+    for _ in 0..12 {
+        got = ids(&read_topic(&brokers, &topic, 20, 10));
+        if got.len() >= 20 {
+            break;
+        }
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(got.iter().copied().collect::<BTreeSet<_>>(), (1..=20).collect::<BTreeSet<_>>(), "log: {text}");
+    assert_eq!(got.len(), 20, "each change once (idempotent producer): {got:?}");
+    assert!(cut.elapsed() < std::time::Duration::from_secs(90), "noticed within the socket timeout: {:?}", cut.elapsed());
+    assert!(text.contains("Timed out ProduceRequest"), "the request deadline noticed the dead path: {text}");
+    std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    assert!(child.0.wait().unwrap().success(), "{text}");
+}
+
+/// The path to the S3 store goes silent with requests in flight: the
+/// store client's request deadline notices, retries on a new connection,
+/// and every change is committed once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silently_dropped_s3_connection_is_noticed_and_resumed() {
+    let _gate = S3_GATE.read().await;
+    let client = pg_table("it_net_s3").await;
+    let endpoint = test_env("RIFFLE_TEST_S3_ENDPOINT");
+    let s3_port: u16 = endpoint.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+    let proxy = Proxy::start(s3_port).await;
+    let env: Vec<(String, String)> = s3_env()
+        .into_iter()
+        .map(|(k, v)| if k == "AWS_ENDPOINT_URL" { (k, format!("http://127.0.0.1:{}", proxy.port)) } else { (k, v) })
+        .collect();
+    let root = unique("s3net");
+    let state = temp_dir("net-s3-state");
+    let log = state.join("riffle.log");
+    let url = db_url("it_net_s3");
+    let sink = s3_url(&root);
+    let args: Vec<String> = ["replicate", "--source", &url, "--tables", "public.t", "--sink", &sink, "--name", &root]
+        .map(String::from)
+        .into_iter()
+        .chain(["--commit-interval".into(), "200ms".into(), "--state".into(), state.display().to_string()])
+        .collect();
+    let mut cmd = riffle_cmd(&args);
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(std::process::Stdio::null());
+    let mut child = Running(cmd.spawn().unwrap());
+    wait_for("the stream to start", 60, || log_count(&log, "streaming started") == 1).await;
+    let store = s3_store();
+    let ids = |events: &[serde_json::Value]| -> Vec<i64> { events.iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect() };
+    pg_insert(&client, 1, 10).await;
+    wait_for_async("the first rows", 60, async || committed_events(&store, &root, "public.t").await.len() == 10).await;
+    proxy.blackhole();
+    pg_insert(&client, 11, 20).await;
+    wait_for_async("the rows after the cut", 150, async || committed_events(&store, &root, "public.t").await.len() >= 20).await;
+    let got = ids(&committed_events(&store, &root, "public.t").await);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(got.iter().copied().collect::<BTreeSet<_>>(), (1..=20).collect::<BTreeSet<_>>(), "log: {text}");
+    assert_eq!(got.len(), 20, "each change once: {got:?}");
+    assert!(text.contains("transport error of kind Timeout"), "the request deadline noticed the dead path: {text}");
+    std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    assert!(child.0.wait().unwrap().success(), "{text}");
 }

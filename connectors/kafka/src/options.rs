@@ -186,6 +186,11 @@ impl KafkaOptions {
             .set("queue.buffering.max.messages", "100000")
             .set("linger.ms", "20")
             .set("message.timeout.ms", "120000")
+            // A request unanswered this long closes its connection and is
+            // sent again on a new one: a silently dropped path to a broker
+            // is noticed within 30 s (librdkafka's default is 60 s; Java
+            // clients' request.timeout.ms is 30 s).
+            .set("socket.timeout.ms", "30000")
             .set("log_level", "4");
         for (k, v) in &self.properties {
             c.set(k, v);
