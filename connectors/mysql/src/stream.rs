@@ -103,6 +103,18 @@ impl Stream<'_> {
         // MariaDB: @slave_connect_state; MySQL: COM_BINLOG_DUMP_GTID with the
         // executed set.
         let by_gtid = gtid.is_some() && (self.mariadb || mysql_gtid_mode_on(&mut conn).await);
+        // COM_BINLOG_DUMP takes a 32-bit position. A saved one past 4 GiB
+        // ends a transaction that made its file that large, after which the
+        // server rotates (every file passed max_binlog_size, at most 1 GiB):
+        // nothing but the rotation follows it, so the stream goes on at the
+        // start of the next file.
+        let (dump_file, dump_pos) = if pos > u64::from(u32::MAX) {
+            let next = next_file(&file);
+            tracing::info!(file = %file, pos, next = %next, "the saved position is past 4 GiB: resuming at the next binlog file");
+            (next, 4)
+        } else {
+            (file.clone(), pos)
+        };
         let mut request = match (&gtid, by_gtid, self.mariadb) {
             (Some(g), true, true) => {
                 conn.exec_drop("SET @slave_connect_state = ?", (g,)).await.map_err(|e| MyError::connection(p, e))?;
@@ -116,7 +128,7 @@ impl Stream<'_> {
                     .map_err(|source| MyError::BadGtidSet { gtid: g.clone(), source })?;
                 BinlogStreamRequest::new(self.ctx.server_id).with_gtid().with_gtid_set(sids).with_pos(4)
             }
-            _ => BinlogStreamRequest::new(self.ctx.server_id).with_filename(file.as_bytes()).with_pos(pos),
+            _ => BinlogStreamRequest::new(self.ctx.server_id).with_filename(dump_file.as_bytes()).with_pos(dump_pos),
         };
         if until_now {
             request = request.with_non_blocking();
@@ -131,6 +143,9 @@ impl Stream<'_> {
             _ => tracing::info!(file = %file, pos, server_id = self.ctx.server_id, "streaming started"),
         }
         let mut current_file: Arc<str> = Arc::from(file.as_str());
+        // Where the last event read ended in `current_file`: the header's
+        // 32-bit log_pos widened against it (see [`widen`]).
+        let mut file_end: u64 = pos;
         let mut seen_format = false;
         let mut tracker = crate::gtid::Tracker::parse(gtid.as_deref(), self.mariadb);
         let mut tables: HashMap<TableId, Table> = HashMap::new();
@@ -170,7 +185,15 @@ impl Stream<'_> {
                 other => MyError::Stream { source: MysqlError(other) },
             })?;
             let header = event.header();
-            let end_pos = u64::from(header.log_pos());
+            // 0 in artificial events (the rotation and format description
+            // a stream opens with), which have no place in the file.
+            let end_pos = match header.log_pos() {
+                0 => 0,
+                p => {
+                    file_end = widen(file_end, p);
+                    file_end
+                }
+            };
             let start_pos = end_pos.saturating_sub(u64::from(header.event_size()));
             self.ctx.stats.saw(end_pos);
             let raw_type = event.header().event_type_raw();
@@ -217,6 +240,7 @@ impl Stream<'_> {
                     let raw = r.name_raw();
                     let name = if !seen_format && checksums && raw.len() > 4 { &raw[..raw.len() - 4] } else { raw };
                     current_file = Arc::from(String::from_utf8_lossy(name).as_ref());
+                    file_end = r.position();
                     // Positions order events by binlog file number. A GTID
                     // resume on a server whose numbering is behind the saved
                     // position (a failover) would sort new changes before ones
@@ -505,9 +529,56 @@ pub(crate) fn decode_row(
     Ok((schema.clone(), out))
 }
 
+/// The 64-bit end of an event from its header's 32-bit `log_pos`, given
+/// where the previous event in the same file ended. A binlog file passes
+/// 4 GiB when one transaction is that large, and `log_pos` then wraps:
+/// positions in a file only grow, by less than 4 GiB an event (the server's
+/// max_allowed_packet is at most 1 GiB), so the wrap is where `log_pos`
+/// falls below the previous end's low 32 bits.
+pub(crate) fn widen(previous_end: u64, log_pos: u32) -> u64 {
+    let candidate = (previous_end & !u64::from(u32::MAX)) | u64::from(log_pos);
+    if candidate < previous_end {
+        candidate + (1 << 32)
+    } else {
+        candidate
+    }
+}
+
+/// The binlog file after `file` (`mysql-bin.000123` → `mysql-bin.000124`),
+/// its number as wide as the original's at least.
+pub(crate) fn next_file(file: &str) -> String {
+    let (base, digits) = file.rsplit_once('.').unwrap_or((file, "0"));
+    let next = digits.parse::<u64>().unwrap_or(0) + 1;
+    format!("{base}.{next:0width$}", width = digits.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 6 GiB transaction in one file, as its events' 32-bit log_pos
+    /// report it: the widened ends grow past 4 GiB without a jump back, and
+    /// a resume from past 4 GiB goes to the next file.
+    #[test]
+    fn positions_past_4_gib_in_one_binlog_file() {
+        const GIB: u64 = 1 << 30;
+        let mut end = 4u64;
+        let mut ends = Vec::new();
+        // Events of up to 1 GiB (max_allowed_packet's ceiling) and small ones.
+        for size in [100, GIB, GIB, GIB, GIB - 50, 300, GIB, GIB, 64, 31] {
+            let true_end = end + size;
+            end = widen(end, true_end as u32);
+            assert_eq!(end, true_end);
+            ends.push(end);
+        }
+        assert!(ends.windows(2).all(|w| w[0] < w[1]));
+        assert!(end > 6 * GIB);
+        assert_eq!(widen(u64::from(u32::MAX) - 10, 5), (1 << 32) + 5);
+        assert_eq!(widen(4, 4), 4);
+        assert_eq!(next_file("mysql-bin.000123"), "mysql-bin.000124");
+        assert_eq!(next_file("mysql-bin.999999"), "mysql-bin.1000000");
+        assert_eq!(next_file("log.9"), "log.10");
+    }
 
     #[test]
     fn gtids_read_from_event_bytes() {
