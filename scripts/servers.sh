@@ -574,7 +574,11 @@ case "$cmd" in
 start)
     mkdir -p "$RUN_DIR"
     servers=("$@")
-    [ ${#servers[@]} -eq 0 ] && servers=("${ALL[@]}")
+    if [ ${#servers[@]} -eq 0 ]; then
+        servers=("${ALL[@]}")
+        # The suite's fault injection (fsync failing with EIO) runs riffle under strace.
+        command -v strace >/dev/null || apt_install strace
+    fi
     for s in "${servers[@]}"; do "start_$s"; done
     cat "$RUN_DIR"/*.env >"$RUN_DIR/env"
     ;;

@@ -64,13 +64,9 @@ pub struct PipelineState {
 /// not.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{what} {path}")]
-    Io {
-        what: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The error's text is in the message, with the fix after it.
+    #[error("{what} {path}: {error}{hint}", hint = riffle_core::error::io_hint(error))]
+    Io { what: &'static str, path: String, error: std::io::Error },
     /// The bucket the state lives in refused or failed a request.
     #[error("{what}")]
     Store {
@@ -94,7 +90,7 @@ impl StateError {
     pub fn kind(&self) -> ErrorKind {
         use std::io::ErrorKind as K;
         match self {
-            StateError::Io { source, .. } => match source.kind() {
+            StateError::Io { error, .. } => match error.kind() {
                 K::Interrupted | K::TimedOut | K::WouldBlock => ErrorKind::Transient,
                 _ => ErrorKind::Definite,
             },
@@ -105,7 +101,7 @@ impl StateError {
 }
 
 fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
-    move |source| StateError::Io { what, path: path.display().to_string(), source }
+    move |error| StateError::Io { what, path: path.display().to_string(), error }
 }
 
 /// Where the pipeline saves its state: what [`crate::pipeline`] needs of a
@@ -293,6 +289,11 @@ impl StateStore {
                 Err(e) => return Err(anyhow::Error::new(e).context(format!("locking {}", path.display()))),
             }
         }
+    }
+
+    /// Is the state in an object store (rather than a local directory)?
+    pub fn is_bucket(&self) -> bool {
+        matches!(self, StateStore::Object(..))
     }
 
     /// Where pipeline `name`'s state lives, for messages.

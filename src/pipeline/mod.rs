@@ -82,10 +82,11 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         Job::Sync => None,
         Job::Replicate { .. } => store.load(&cfg.name)?,
     };
-    // Made ours: a previous holder that froze before its next save (and
-    // lost the lease meanwhile) can no longer save over it (in a bucket a
-    // save replaces only the version its process last saw).
-    if let Some(s) = saved.as_mut() {
+    // In a bucket, made ours: a previous holder that froze before its next
+    // save (and lost the lease meanwhile) can no longer save over it (a
+    // save replaces only the version its process last saw). On local disk
+    // the lock is held for as long as its holder lives, frozen or not.
+    if let Some(s) = saved.as_mut().filter(|_| store.is_bucket()) {
         s.updated_ms = crate::state::now_ms();
         store.save(s)?;
     }

@@ -142,11 +142,23 @@ impl SinkError {
             K::Interrupted | K::TimedOut | K::WouldBlock => ErrorKind::Transient,
             _ => ErrorKind::Definite,
         };
-        let hint = match err.kind() {
-            K::StorageFull => "; free some space on that disk or point the sink elsewhere, then run riffle again (nothing was committed past the saved position)",
-            K::PermissionDenied => "; give the user running riffle write access to that directory",
-            _ => "",
-        };
+        let hint = io_hint(&err);
         SinkError { kind, body: Body::Message { message: format!("{context}: {err}{hint}"), cause: None } }
+    }
+}
+
+/// The fix for a local disk's error, to follow its message (empty when
+/// there is nothing to say).
+pub fn io_hint(err: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind as K;
+    match err.kind() {
+        K::StorageFull => "; free some space on that disk or point the sink elsewhere, then run riffle again (nothing was committed past the saved position)",
+        K::PermissionDenied => "; give the user running riffle write access to that directory",
+        // EIO, from a write or an fsync: the kernel may have dropped the
+        // pages it could not write, so nothing of this run is trusted.
+        _ if err.raw_os_error() == Some(5) => {
+            "; the disk failed to write (check the device: dmesg, SMART), then run riffle again: it writes again everything after the last saved position"
+        }
+        _ => "",
     }
 }
