@@ -306,63 +306,69 @@ mod tests {
         )));
     }
 
-    /// Positions of every shape, edge values included: binlog file numbers
-    /// around 999,999 → 1,000,000, offsets and sequence numbers past their
-    /// key's usual width.
-    fn any_position(rng: &mut impl rand::Rng) -> Position {
+    /// A number up to `max`, edge values often: binlog file numbers around
+    /// 999,999 → 1,000,000, offsets and sequence numbers past their key's
+    /// usual width.
+    fn number(max: u64) -> impl proptest::strategy::Strategy<Value = u64> {
+        use proptest::prelude::*;
         const EDGES: [u64; 8] = [0, 1, 9, 999_999, 1_000_000, 999_999_999_999, 1_000_000_000_000, u32::MAX as u64];
-        let pick = |rng: &mut dyn rand::RngCore, max: u64| -> u64 {
-            if rand::Rng::random_bool(rng, 0.3) {
-                EDGES[rand::Rng::random_range(rng, 0..EDGES.len())].min(max)
-            } else {
-                rand::Rng::random_range(rng, 0..=max)
-            }
-        };
-        let phase = if rng.random_bool(0.5) { Phase::Snapshot } else { Phase::Stream };
-        if rng.random_bool(0.5) {
-            Position::Postgres(PgPosition { lsn: Lsn(pick(rng, u64::MAX)), phase, seq: pick(rng, u64::MAX) })
-        } else {
-            Position::Mysql(MyPosition {
-                file: pick(rng, u64::from(u32::MAX)) as u32,
-                pos: pick(rng, u64::MAX),
-                phase,
-                seq: pick(rng, u64::MAX),
-            })
-        }
+        prop_oneof![3 => proptest::sample::select(EDGES.map(|e| e.min(max)).to_vec()), 7 => 0..=max]
     }
 
-    #[test]
-    fn keys_sort_exactly_like_positions() {
-        let mut rng = rand::rng();
-        for _ in 0..200_000 {
-            let (a, b) = (any_position(&mut rng), any_position(&mut rng));
-            if std::mem::discriminant(&a) != std::mem::discriminant(&b) {
-                continue;
-            }
-            assert_eq!(a.cmp(&b), a.key().cmp(&b.key()), "{a:?} vs {b:?}: {} vs {}", a.key(), b.key());
-        }
+    fn phase() -> impl proptest::strategy::Strategy<Value = Phase> {
+        proptest::prop_oneof![proptest::strategy::Just(Phase::Snapshot), proptest::strategy::Just(Phase::Stream)]
     }
 
-    #[test]
-    fn is_before_is_a_strict_order_that_agrees_with_the_keys() {
-        let mut rng = rand::rng();
-        let offset = |rng: &mut rand::rngs::ThreadRng| match any_position(rng) {
-            Position::Mysql(p) => (Offset::Mysql { file: format!("mysql-bin.{:06}", p.file), pos: p.pos, gtid: None }, p),
-            Position::Postgres(p) => {
-                let p = MyPosition { file: (p.lsn.0 >> 32) as u32, pos: p.lsn.0 & 0xFFFF_FFFF, phase: p.phase, seq: 0 };
-                (Offset::Mysql { file: format!("mysql-bin.{:06}", p.file), pos: p.pos, gtid: None }, p)
-            }
-        };
-        for _ in 0..100_000 {
-            let ((a, pa), (b, pb), (c, _)) = (offset(&mut rng), offset(&mut rng), offset(&mut rng));
-            assert!(!a.is_before(&a), "{a} before itself");
-            assert!(!(a.is_before(&b) && b.is_before(&a)), "{a} and {b} each before the other");
+    fn pg_position() -> impl proptest::strategy::Strategy<Value = Position> {
+        use proptest::prelude::*;
+        (number(u64::MAX), phase(), number(u64::MAX))
+            .prop_map(|(lsn, phase, seq)| Position::Postgres(PgPosition { lsn: Lsn(lsn), phase, seq }))
+    }
+
+    fn my_position() -> impl proptest::strategy::Strategy<Value = MyPosition> {
+        use proptest::prelude::*;
+        (number(u64::from(u32::MAX)), number(u64::MAX), phase(), number(u64::MAX)).prop_map(|(file, pos, phase, seq)| MyPosition {
+            file: file as u32,
+            pos,
+            phase,
+            seq,
+        })
+    }
+
+    /// A MySQL offset without GTIDs, and the position its events would have.
+    fn my_offset() -> impl proptest::strategy::Strategy<Value = (Offset, MyPosition)> {
+        use proptest::prelude::*;
+        my_position().prop_map(|p| (Offset::Mysql { file: format!("mysql-bin.{:06}", p.file), pos: p.pos, gtid: None }, p))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn postgres_keys_sort_exactly_like_positions(a in pg_position(), b in pg_position()) {
+            proptest::prop_assert_eq!(a.cmp(&b), a.key().cmp(&b.key()), "{} vs {}", a.key(), b.key());
+        }
+
+        #[test]
+        fn mysql_keys_sort_exactly_like_positions(a in my_position(), b in my_position()) {
+            let (a, b) = (Position::Mysql(a), Position::Mysql(b));
+            proptest::prop_assert_eq!(a.cmp(&b), a.key().cmp(&b.key()), "{} vs {}", a.key(), b.key());
+        }
+
+        #[test]
+        fn is_before_is_a_strict_order_that_agrees_with_the_keys((a, pa) in my_offset(), (b, pb) in my_offset(), (c, _) in my_offset()) {
+            proptest::prop_assert!(!a.is_before(&a), "{} before itself", a);
+            proptest::prop_assert!(!(a.is_before(&b) && b.is_before(&a)), "{} and {} each before the other", a, b);
             if a.is_before(&b) && b.is_before(&c) {
-                assert!(a.is_before(&c), "{a} < {b} < {c} but not {a} < {c}");
+                proptest::prop_assert!(a.is_before(&c), "{} < {} < {} but not {} < {}", a, b, c, a, c);
             }
             let at = |p: MyPosition| Position::Mysql(MyPosition { phase: Phase::Stream, seq: 0, ..p }).key();
-            assert_eq!(a.is_before(&b), at(pa) < at(pb), "{a} vs {b}");
+            proptest::prop_assert_eq!(a.is_before(&b), at(pa) < at(pb), "{} vs {}", a, b);
         }
+    }
+
+    #[test]
+    fn is_before_across_binlog_file_number_widths() {
         let (old, new) = (
             Offset::Mysql { file: "mysql-bin.999999".into(), pos: 900, gtid: None },
             Offset::Mysql { file: "mysql-bin.1000000".into(), pos: 4, gtid: None },
