@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The pipeline file as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
     /// Pipeline name.
@@ -83,7 +83,7 @@ pub struct RawFile {
 }
 
 /// One `[[tables]]` rule as written.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTable {
     /// Glob over `schema.table`; the first matching rule applies.
@@ -105,7 +105,7 @@ pub struct RawTable {
     pub topic: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     pub url: Option<String>,
@@ -116,7 +116,7 @@ pub struct RawSource {
 }
 
 /// Unknown fields are caught by `options` and refused when the sink is built.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct RawSink {
     /// A name for routing rules (`[[tables]] sinks = [...]`).
     pub name: Option<String>,
@@ -136,13 +136,13 @@ pub struct RawSink {
     pub topic_config: std::collections::BTreeMap<String, toml::Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     pub dir: PathBuf,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFiles {
     pub max_rows: Option<u64>,
