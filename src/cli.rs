@@ -14,7 +14,8 @@ update, delete and truncate from logical replication or the binlog, with before 
 Avro or Parquet) on local disk, S3, Azure Blob / ADLS Gen2, GCS or HDFS, to Kafka (Debezium-compatible JSON, or Avro with a \
 schema registry), or to standard output. It resumes after a crash or a restart without losing or duplicating a change.\n\n\
 Exit codes: 0 done (also after SIGINT/SIGTERM, once the position is saved); 1 a definite error (bad configuration, \
-missing privilege, server not set up for CDC, retries exhausted); 2 bad usage.",
+missing privilege, server not set up for CDC, retries exhausted); 2 bad usage; 3 `riffle verify` (or `replicate --verify`) \
+found the copy differs from the source.",
     after_help = "Examples:\n  \
 riffle sync --source postgres://app@db/shop --tables 'public.*' --sink ./out --format csv\n  \
 riffle replicate --source postgres://riffle@db/shop --tables public.orders --sink file:///data/cdc --format jsonl\n  \
@@ -22,6 +23,8 @@ riffle replicate --source mysql://riffle@db/shop --tables 'shop.*' --sink kafka:
 riffle replicate --source postgres://riffle@db/shop --tables 'public.*' --format avro \\\n    \
 --sink 'kafka://broker:9092?schema_registry=http://registry:8081&partitions=6'\n  \
 riffle replicate --config pipeline.toml --until now\n  \
+riffle replicate --config pipeline.toml --until now --verify\n  \
+riffle verify --config pipeline.toml --json\n  \
 riffle status --state .riffle"
 )]
 pub struct Cli {
@@ -61,6 +64,37 @@ pub enum Command {
     Slots(SlotsArgs),
     /// Snapshot chosen tables of a pipeline again, while it streams (or at its next run).
     Snapshot(SnapshotArgs),
+    /// Compare the source with what the file sinks hold, at one exact source position (exit 3 on differences).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Where the pipeline's saved positions live (as given to `riffle replicate`) [default: .riffle].
+    #[arg(long, value_name = "DIR|URL")]
+    pub state: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub verify: VerifyFlags,
+}
+
+/// How `riffle verify` (and `replicate --verify`) reports.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyFlags {
+    /// Print the report as JSON (every differing key) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also print the differing rows' values, source and sink (the report then holds row values).
+    #[arg(long)]
+    pub show_values: bool,
+
+    /// How long to wait for a running pipeline to reach the verify position, e.g. 30s, 5m [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub wait: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +305,14 @@ pub struct ReplicateArgs {
     /// Retries of a transient error (connection lost, server restart) before giving up [default: 10].
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
+
+    /// Once stopped by --until, verify the file sinks against the source (as `riffle verify`,
+    /// catching up to the verify position first) and exit with its code: 0 exact, 3 differences.
+    #[arg(long, requires = "until")]
+    pub verify: bool,
+
+    #[command(flatten)]
+    pub verify_flags: VerifyFlags,
 }
 
 #[derive(Debug, Args)]

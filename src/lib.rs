@@ -12,6 +12,7 @@
 //!   [`resnapshot`]: `riffle snapshot`.
 //! - [`transform`]: per-table columns, masks, filters and routing.
 //! - [`metrics`]: Prometheus metrics and the health check.
+//! - [`verify`]: `riffle verify`, the source against the file sinks at one position.
 //!
 //! The connectors live in `connectors/`: the core model (events, values,
 //! positions, the Source and Sink contracts, checks, errors), the sources
@@ -40,6 +41,7 @@ pub mod slots;
 pub mod state;
 pub mod status;
 pub mod transform;
+pub mod verify;
 
 use anyhow::{bail, Result};
 use cli::{Cli, Command};
@@ -83,13 +85,26 @@ pub async fn run(cli: Cli) -> Result<()> {
             let state = cfg.state_dir.to_string_lossy().split('?').next().unwrap_or_default().to_string();
             tracing::info!(pipeline = cfg.name, state, "starting");
             let stop = stop_on_signals();
-            let summary = pipeline::run(&cfg, pipeline::Job::Replicate { until, standby: args.standby }, cli.quiet, stop).await?;
+            let summary = pipeline::run(&cfg, pipeline::Job::Replicate { until, standby: args.standby }, cli.quiet, stop.clone()).await?;
             let offset = summary.offset.map(|o| o.to_string()).unwrap_or_else(|| "none".into());
             match summary.end {
                 RunEnd::ReachedUntil => tracing::info!(offset, events = summary.events, "reached --until; done"),
                 _ => tracing::info!(offset, events = summary.events, "stopped; position saved"),
             }
+            if args.verify && summary.end == RunEnd::ReachedUntil {
+                verify_and_exit(&cfg, &args.verify_flags, true, stop).await?;
+            }
             Ok(())
+        }
+        Command::Verify(args) => {
+            let cfg = config::build(config::Overrides {
+                args: &args.pipeline,
+                no_metadata: false,
+                state: args.state.as_ref(),
+                commit_interval: None,
+                max_retries: None,
+            })?;
+            verify_and_exit(&cfg, &args.verify, false, stop_on_signals()).await
         }
         Command::Status(args) => status::run(&args).await,
         Command::Check(args) => {
@@ -101,6 +116,22 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Slots(args) => slots::run(&args.action).await,
         Command::Snapshot(args) => resnapshot::run(&args),
+    }
+}
+
+/// Runs `riffle verify`: an error [`verify::Differences`] (exit 3) when
+/// the copy differs.
+async fn verify_and_exit(cfg: &config::Config, flags: &cli::VerifyFlags, catch_up: bool, stop: watch::Receiver<bool>) -> Result<()> {
+    let wait = match flags.wait.as_deref() {
+        Some(w) => config::parse_duration(w).ok_or_else(|| anyhow::anyhow!("--wait: expected a duration like 30s or 5m, found {w:?}"))?,
+        None => std::time::Duration::from_secs(300),
+    };
+    let opts = verify::Options { json: flags.json, show_values: flags.show_values, wait, catch_up };
+    let report = verify::run(cfg, &opts, stop).await?;
+    if report.matches {
+        Ok(())
+    } else {
+        Err(verify::Differences.into())
     }
 }
 

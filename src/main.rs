@@ -1,5 +1,6 @@
 //! The `riffle` binary: parse, run, map the outcome to an exit code.
-//! 0 done; 1 a definite error; 2 bad usage (clap's own).
+//! 0 done; 1 a definite error; 2 bad usage (clap's own); 3 `riffle verify`
+//! found differences.
 
 use clap::Parser;
 
@@ -40,6 +41,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(riffle::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<riffle::verify::Differences>().is_some() => {
+            eprintln!("{e:#}");
+            ExitCode::from(riffle::verify::DIFFERENCES_EXIT)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)

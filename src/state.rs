@@ -291,6 +291,14 @@ impl StateStore {
         }
     }
 
+    /// Does a process hold pipeline `name`'s lease in the bucket (its lease
+    /// object exists and was not released)? A holder that died leaves it
+    /// held until it expires.
+    pub fn lease_held(&self, name: &str) -> bool {
+        let Ok(Some(bytes)) = self.read(&format!("{name}.lease"), "reading the lease") else { return false };
+        serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| v["released"] != serde_json::Value::Bool(true))
+    }
+
     /// Is the state in an object store (rather than a local directory)?
     pub fn is_bucket(&self) -> bool {
         matches!(self, StateStore::Object(..))

@@ -33,3 +33,5 @@ mod ops_network;
 mod ops_ownership;
 mod ops_resilience;
 mod ops_transforms;
+
+mod verify;

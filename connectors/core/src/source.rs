@@ -119,6 +119,10 @@ pub enum StartMode {
     /// `riffle sync`: one consistent copy of the tables, nothing left
     /// behind on the server (no slot), then [`RunEnd::SnapshotComplete`].
     Copy,
+    /// `riffle verify`: like [`StartMode::Copy`], at an exact log position
+    /// sent first as [`SourceItem::SnapshotStarted`]: the copy holds every
+    /// change before it and none after. Nothing is left on the server.
+    Verify,
     /// No saved position: take the initial snapshot, then stream.
     Snapshot,
     /// An earlier run began a snapshot at this offset (Postgres: created

@@ -70,6 +70,12 @@ pub(crate) fn commit_point(committed: Option<Position>, through: Option<Position
     }
 }
 
+/// The folder of a table's files under a sink's root (`schema.table`, kept
+/// to safe characters).
+pub fn table_dir(schema: &str, table: &str) -> String {
+    format!("{}.{}", sanitize(schema), sanitize(table))
+}
+
 /// Keeps table folder names to safe characters.
 pub(crate) fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_alphanumeric() || matches!(c, '_' | '-' | '$') { c } else { '_' }).collect()

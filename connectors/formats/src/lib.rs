@@ -26,6 +26,7 @@ pub mod error;
 pub mod file;
 pub mod jsonl;
 pub mod parquet;
+pub mod read;
 pub mod temporal;
 pub mod value;
 

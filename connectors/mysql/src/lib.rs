@@ -38,6 +38,8 @@ use tokio::sync::{mpsc, watch};
 enum Mode {
     /// `riffle sync`: copy the tables in one consistent read.
     Sync,
+    /// `riffle verify`: the same, its exact binlog position sent first.
+    Verify,
     /// Snapshot unless `resume` is set, then stream the binlog;
     /// `until_now` stops at the end of the binlog. `chunks`: what an
     /// interrupted snapshot has left, read while catching up, and the
@@ -93,6 +95,7 @@ impl MySource {
         let chunk_rows = self.config.snapshot.rows_per_chunk(snapshot::CHUNK_ROWS);
         match self.mode.clone() {
             Mode::Sync => Ok(snapshot::copy_tables(&mut conn, &ctx, &tables, mariadb, false, chunk_rows, &out, &stop).await?.0),
+            Mode::Verify => Ok(snapshot::copy_tables_at(&mut conn, &ctx, &tables, mariadb, chunk_rows, &out, &stop).await?.0),
             Mode::Replicate { resume, chunks, until_now } => {
                 // The binlog dump this pipeline streamed from last, which the
                 // server may still hold (see SourceStats::take_session).
@@ -277,6 +280,7 @@ impl Source for MySource {
         };
         self.mode = match start {
             StartMode::Copy => Mode::Sync,
+            StartMode::Verify => Mode::Verify,
             StartMode::Snapshot | StartMode::ResumeSnapshot(_) => Mode::Replicate { resume: None, chunks: None, until_now },
             StartMode::Resume(offset) => Mode::Replicate { resume: Some(offset), chunks: None, until_now },
             StartMode::ResumeChunks { offset, progress, previous_tables } => {

@@ -435,6 +435,38 @@ pub async fn copy_tables(
     stop: &watch::Receiver<bool>,
 ) -> Result<(RunEnd, Offset), MyError> {
     let snap = begin(conn, mariadb).await?;
+    copy_in(conn, ctx, snap, tables, checkpoints, chunk_rows, out, stop).await
+}
+
+/// [`copy_tables`] for `riffle verify`: the read's exact binlog offset is
+/// sent first ([`SourceItem::SnapshotStarted`]).
+pub async fn copy_tables_at(
+    conn: &mut Conn,
+    ctx: &Context,
+    tables: &[SelectedTable],
+    mariadb: bool,
+    chunk_rows: u64,
+    out: &mpsc::Sender<Vec<SourceItem>>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(RunEnd, Offset), MyError> {
+    let snap = begin(conn, mariadb).await?;
+    if out.send(vec![SourceItem::SnapshotStarted(snap.offset())]).await.is_err() {
+        return Ok((RunEnd::Stopped, snap.offset()));
+    }
+    copy_in(conn, ctx, snap, tables, false, chunk_rows, out, stop).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_in(
+    conn: &mut Conn,
+    ctx: &Context,
+    snap: Snapshot,
+    tables: &[SelectedTable],
+    checkpoints: bool,
+    chunk_rows: u64,
+    out: &mpsc::Sender<Vec<SourceItem>>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(RunEnd, Offset), MyError> {
     let (progress, planned) = plan(conn, tables, None).await?;
     if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
         return Ok((RunEnd::Stopped, snap.offset()));

@@ -68,6 +68,10 @@ enum StopAt {
 enum Mode {
     /// `riffle sync`: copy the tables in one consistent read, no slot.
     Sync,
+    /// `riffle verify`: copy the tables at a temporary slot's consistent
+    /// point (exact: the snapshot holds every transaction committed before
+    /// it), sent first.
+    Verify,
     /// `riffle replicate`: snapshot through a new slot unless `resume` is
     /// set, then stream.
     Replicate {
@@ -128,6 +132,23 @@ impl PgSource {
         let ctx = snapshot::Context { name: self.name.clone(), db: db.clone(), stats: self.stats.clone() };
         match self.mode.clone() {
             Mode::Sync => snapshot::sync_copy(&client, &self.params, &ctx, &tables, self.config.snapshot, &out, &stop).await,
+            Mode::Verify => {
+                // Temporary: the server drops it when this session ends.
+                let name = format!("riffle_verify_{}_{:x}", std::process::id(), snapshot::now_us() & 0xffff_ffff);
+                let mut temp = replication::client::ReplicationClient::connect(&self.params).await?;
+                let rows = temp
+                    .simple_query(&format!("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT", quote_ident(&name)))
+                    .await?;
+                let (at, snapshot_name) = created_slot(&rows)?;
+                tracing::info!(at = %at, "reading the tables at a consistent point");
+                if out.send(vec![SourceItem::SnapshotStarted(Offset::Postgres { lsn: at })]).await.is_err() {
+                    return Ok(RunEnd::Stopped);
+                }
+                // The exported snapshot lives while `temp` stays open and idle.
+                let done = self.copy_chunks(&client, &ctx, &snapshot_name, at, &tables, None, &out, &stop).await?;
+                drop(temp);
+                Ok(if done { RunEnd::SnapshotComplete } else { RunEnd::Stopped })
+            }
             Mode::Replicate { resume, snapshot_interrupted, chunks, until } => {
                 checks::require_replication_ready(&client, &self.params, &tables, self.config.full_before_images).await?;
                 let slot = object_name(&self.config.name);
@@ -501,6 +522,7 @@ impl Source for PgSource {
         };
         self.mode = match start {
             StartMode::Copy => Mode::Sync,
+            StartMode::Verify => Mode::Verify,
             StartMode::Snapshot => Mode::Replicate { resume: None, snapshot_interrupted: None, chunks: None, until },
             StartMode::ResumeSnapshot(Offset::Postgres { lsn }) => {
                 Mode::Replicate { resume: None, snapshot_interrupted: Some(lsn), chunks: None, until }

@@ -241,6 +241,29 @@ impl Target {
         }
     }
 
+    /// Every object under the folder `rel` (recursively), as paths relative
+    /// to the root.
+    pub fn list_under(&self, rel: &str) -> Result<Vec<String>, SinkError> {
+        use futures_util::TryStreamExt;
+        let prefix = self.key(rel);
+        let root = self.root.to_string();
+        block_on(async {
+            let listed: Vec<_> = self
+                .store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(|e| object_error(&format!("listing {prefix}"), &self.shown, e))?;
+            Ok(listed
+                .into_iter()
+                .map(|m| {
+                    let full = m.location.to_string();
+                    full.strip_prefix(&root).map_or(full.clone(), |r| r.trim_start_matches('/').to_string())
+                })
+                .collect())
+        })
+    }
+
     /// The names of the objects directly under the root.
     pub fn list_names(&self) -> Result<Vec<String>, SinkError> {
         let root = self.root.clone();

@@ -1,0 +1,499 @@
+//! `riffle verify`: is the copy exact? The source is read at one exact
+//! position P (Postgres: a temporary slot's exported snapshot and its
+//! consistent point; MySQL/MariaDB: a consistent read and its binlog
+//! position), and each file sink is replayed as of P: the last event per key
+//! among those before P, in position order. Both sides go through the same
+//! table rules, and the source's rows are written through the sink's own
+//! format and read back, so a value is compared as the file holds it (a
+//! Parquet decimal against a Postgres numeric: every digit).
+//!
+//! While the source is live, changes after P are left out of the sink's
+//! replay, so writers cause no false difference; the sink must hold
+//! everything before P: verify waits for a running pipeline to get there,
+//! catches up itself for `replicate --until now --verify`, and otherwise
+//! compares the sink as it stands and says how far behind it is (its
+//! differences are then changes not yet replicated).
+//!
+//! Memory: per table, the sink's replayed rows (keys and canonical cells),
+//! not the source's, which are compared as they stream past. A chunked
+//! digest comparison that holds neither is the next step (docs/verify.md).
+
+use crate::config::Config;
+use crate::connectors::sinks::SinkTarget;
+use crate::connectors::AnySource;
+use crate::state::StateStore;
+use crate::transform::Transformer;
+use anyhow::{anyhow, bail, Context as _, Result};
+use riffle_core::source::{RunEnd, StartMode};
+use riffle_core::{ChangeEvent, Offset, Position, Source, SourceItem, TableSchema, Until};
+use riffle_files::object::Target;
+use riffle_formats::file::FileFormat;
+use riffle_formats::read::{read_events, ReadEvent};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// The exit code when the copy differs from the source.
+pub const DIFFERENCES_EXIT: u8 = 3;
+
+/// The copy differs from the source (exit [`DIFFERENCES_EXIT`]).
+#[derive(Debug, thiserror::Error)]
+#[error("riffle verify found differences (listed on standard output)")]
+pub struct Differences;
+
+/// How to verify.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub json: bool,
+    pub show_values: bool,
+    /// How long to wait for a running pipeline to reach the verify position.
+    pub wait: Duration,
+    /// Catch the sink up to the verify position by running the pipeline
+    /// (`replicate --until now --verify`).
+    pub catch_up: bool,
+}
+
+/// Source rows sent through the sink's format in batches this large.
+const BATCH: usize = 2048;
+/// Keys listed per kind of difference (all of them with `--json`).
+const LISTED: usize = 20;
+
+type Row = Vec<(String, Option<String>)>;
+
+/// One table of one sink: the sink's rows as of P, consumed as the
+/// source's rows are compared with them.
+#[derive(Default)]
+struct TableCheck {
+    /// Key → (row, copies). Keyless tables: the whole row is the key.
+    sink: HashMap<String, (Row, u32)>,
+    key: Vec<String>,
+    report: TableReport,
+    /// Source rows waiting to be written through the format.
+    pending: Vec<ChangeEvent>,
+    schema: Option<Arc<TableSchema>>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct TableReport {
+    pub table: String,
+    pub source_rows: u64,
+    pub sink_rows: u64,
+    pub matching: u64,
+    pub differing: Vec<String>,
+    pub missing: Vec<String>,
+    pub extra: Vec<String>,
+    /// Positions of events the sink holds more than once.
+    pub duplicated: Vec<String>,
+    /// With `--show-values`: key → (source row, sink row), as the format writes them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, (Option<String>, Option<String>)>,
+}
+
+impl TableReport {
+    fn differs(&self) -> bool {
+        !(self.differing.is_empty() && self.missing.is_empty() && self.extra.is_empty() && self.duplicated.is_empty())
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SinkReport {
+    pub sink: String,
+    /// Where the pipeline's saved position stood against the verify position.
+    pub behind: Option<String>,
+    pub tables: Vec<TableReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The source position the copy was compared at.
+    pub position: String,
+    pub matches: bool,
+    pub sinks: Vec<SinkReport>,
+}
+
+/// A file sink as verify reads it.
+struct FileSide {
+    name: String,
+    target: Target,
+    format: Arc<dyn FileFormat>,
+    ext: &'static str,
+    index: usize,
+    tables: BTreeMap<String, TableCheck>,
+    behind: Option<String>,
+}
+
+/// The position key events before `offset` sort below (a change at
+/// `offset` itself is not in a snapshot taken there).
+fn position_key(offset: &Offset) -> String {
+    match offset {
+        Offset::Postgres { lsn } => {
+            Position::Postgres(riffle_core::PgPosition { lsn: *lsn, phase: riffle_core::Phase::Stream, seq: 0 }).key()
+        }
+        Offset::Mysql { file, pos, .. } => {
+            let file = file.rsplit('.').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            Position::Mysql(riffle_core::MyPosition { file, pos: *pos, phase: riffle_core::Phase::Stream, seq: 0 }).key()
+        }
+    }
+}
+
+/// `id=5, region="eu"`: a row's key as shown.
+fn key_of(row: &Row, key: &[String]) -> String {
+    if key.is_empty() {
+        return row.iter().map(|(c, v)| format!("{c}={}", v.as_deref().unwrap_or("null"))).collect::<Vec<_>>().join(", ");
+    }
+    key.iter()
+        .map(|k| {
+            let v = row.iter().find(|(c, _)| c == k).and_then(|(_, v)| v.as_deref()).unwrap_or("null");
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn shown(row: &Row) -> String {
+    let cells: Vec<String> = row.iter().map(|(c, v)| format!("{c}={}", v.as_deref().unwrap_or("null"))).collect();
+    format!("{{{}}}", cells.join(", "))
+}
+
+impl FileSide {
+    /// The sink's rows of `table` as of `at` (every event before it, in
+    /// position order; all of them for files without positions).
+    fn load(&self, table: &str, key: &[String], at: &str) -> Result<TableCheck> {
+        let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+        let dir = riffle_files::table_dir(schema, name);
+        let mut files: Vec<String> = self
+            .target
+            .list_under(&dir)
+            .map_err(|e| anyhow!("{e}"))?
+            .into_iter()
+            .filter(|p| p.ends_with(&format!(".{}", self.ext)))
+            .collect();
+        // Files are named by their first and last positions: by name is in
+        // position order (partition folders aside).
+        files.sort_by(|a, b| a.rsplit('/').next().cmp(&b.rsplit('/').next()));
+        let mut check =
+            TableCheck { key: key.to_vec(), report: TableReport { table: table.to_string(), ..Default::default() }, ..Default::default() };
+        let mut seen: HashSet<String> = HashSet::new();
+        for file in files {
+            let bytes = self.target.get(&file).map_err(|e| anyhow!("{e}"))?.unwrap_or_default();
+            let events = read_events(self.ext, &bytes).map_err(|e| anyhow!("{}/{file}: {e}", self.target.shown))?;
+            for ev in events {
+                if let Some(p) = &ev.position {
+                    if p.as_str() >= at {
+                        continue;
+                    }
+                    if !seen.insert(p.clone()) {
+                        check.report.duplicated.push(format!("{p} ({file})"));
+                        continue;
+                    }
+                }
+                apply(&mut check, ev);
+            }
+        }
+        check.report.sink_rows = check.sink.values().map(|(_, n)| u64::from(*n)).sum();
+        Ok(check)
+    }
+}
+
+/// One sink event replayed onto the table's rows.
+fn apply(check: &mut TableCheck, ev: ReadEvent) {
+    let key = if check.key.is_empty() { shown(&ev.row) } else { key_of(&ev.row, &check.key) };
+    match ev.op.as_str() {
+        "t" => check.sink.clear(),
+        "d" => {
+            if check.key.is_empty() {
+                if let Some((_, n)) = check.sink.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        check.sink.remove(&key);
+                    }
+                }
+            } else {
+                check.sink.remove(&key);
+            }
+        }
+        _ => {
+            if check.key.is_empty() {
+                check.sink.entry(key).or_insert_with(|| (ev.row, 0)).1 += 1;
+                return;
+            }
+            // Columns the source did not send keep their earlier value.
+            let row = match check.sink.remove(&key) {
+                Some((mut old, _)) if ev.row.len() < old.len() => {
+                    for (c, v) in ev.row {
+                        match old.iter_mut().find(|(o, _)| *o == c) {
+                            Some(cell) => cell.1 = v,
+                            None => old.push((c, v)),
+                        }
+                    }
+                    old
+                }
+                _ => ev.row,
+            };
+            check.sink.insert(key, (row, 1));
+        }
+    }
+}
+
+impl TableCheck {
+    /// Compares the source rows waiting, written through `format` and read back.
+    fn compare_pending(&mut self, format: &Arc<dyn FileFormat>, ext: &str, show_values: bool) -> Result<()> {
+        let Some(schema) = self.schema.clone().filter(|_| !self.pending.is_empty()) else { return Ok(()) };
+        let mut writer = format.writer(&schema, "riffle.verify").map_err(|e| anyhow!("{e}"))?;
+        for ev in self.pending.drain(..) {
+            writer.write(&ev).map_err(|e| anyhow!("{e}"))?;
+        }
+        let mut bytes = Vec::new();
+        writer.finish(&mut bytes).map_err(|e| anyhow!("{e}"))?;
+        for ev in read_events(ext, &bytes).map_err(|e| anyhow!("reading back the source's rows: {e}"))? {
+            self.report.source_rows += 1;
+            let key = if self.key.is_empty() { shown(&ev.row) } else { key_of(&ev.row, &self.key) };
+            let found = match self.sink.get_mut(&key) {
+                Some((row, n)) => {
+                    let same = *row == ev.row;
+                    let sink_row = shown(row);
+                    *n -= 1;
+                    if *n == 0 {
+                        self.sink.remove(&key);
+                    }
+                    Some((same, sink_row))
+                }
+                None => None,
+            };
+            match found {
+                Some((true, _)) => self.report.matching += 1,
+                Some((false, sink_row)) => {
+                    if show_values {
+                        self.report.values.insert(key.clone(), (Some(shown(&ev.row)), Some(sink_row)));
+                    }
+                    self.report.differing.push(key);
+                }
+                None => {
+                    if show_values {
+                        self.report.values.insert(key.clone(), (Some(shown(&ev.row)), None));
+                    }
+                    self.report.missing.push(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the sink holds that the source does not.
+    fn finish(&mut self, show_values: bool) {
+        let mut extra: Vec<(String, Row, u32)> = self.sink.drain().map(|(k, (row, n))| (k, row, n)).collect();
+        extra.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, row, n) in extra {
+            if show_values {
+                self.report.values.insert(key.clone(), (None, Some(shown(&row))));
+            }
+            for _ in 0..n {
+                self.report.extra.push(key.clone());
+            }
+        }
+    }
+}
+
+/// The file sinks of `cfg`; any other sink cannot be read back.
+fn file_sides(cfg: &Config) -> Result<Vec<FileSide>> {
+    let mut sides = Vec::new();
+    for (index, s) in cfg.sinks.iter().enumerate() {
+        match &s.target {
+            SinkTarget::Files(opts) => {
+                let target = riffle_files::object::open_target(&opts.url, &opts.store).map_err(|e| anyhow!("sink {}: {e}", s.name))?;
+                let format =
+                    riffle_formats::file::file_format(s.encoder, opts.compression.as_deref()).map_err(|e| anyhow!("sink {}: {e}", s.name))?;
+                let ext = format.extension();
+                sides.push(FileSide { name: s.name.clone(), target, format, ext, index, tables: BTreeMap::new(), behind: None });
+            }
+            SinkTarget::Kafka(_) => bail!(
+                "sink {}: riffle verify cannot read a Kafka topic back yet; verify a file sink of the same pipeline, or leave this one out of the file given to verify",
+                s.name
+            ),
+            SinkTarget::Stdout => bail!("sink {}: standard output cannot be read back; riffle verify compares file sinks", s.name),
+        }
+    }
+    if sides.is_empty() {
+        bail!("riffle verify needs a file sink to compare (--sink DIR or an object-store URL)");
+    }
+    Ok(sides)
+}
+
+/// Is pipeline `name` running (someone holds its lease)?
+fn running(store: &StateStore, name: &str) -> bool {
+    match store {
+        StateStore::Dir(dir) => {
+            let path = dir.join(format!("{name}.lock"));
+            path.exists() && matches!(riffle_core::lease::LocalLease::try_acquire(&path, &riffle_core::lease::Holder::me()), Ok(Err(_)))
+        }
+        StateStore::Object(..) => store.lease_held(name),
+    }
+}
+
+/// Makes sure the sinks hold every change before `at`: waits for a running
+/// pipeline, catches up when asked, or says how far behind they are.
+async fn reach(cfg: &Config, at: &Offset, opts: &Options, sides: &mut [FileSide], stop: &watch::Receiver<bool>) -> Result<()> {
+    let store = StateStore::new(&cfg.state_dir)?;
+    let saved = || -> Result<Option<Offset>> { Ok(store.load(&cfg.name)?.and_then(|s| s.offset)) };
+    let behind = |o: &Option<Offset>| o.as_ref().is_none_or(|o| o.is_before(at));
+    let mut offset = saved()?;
+    if behind(&offset) && opts.catch_up {
+        tracing::info!(at = %at, "catching the sinks up to the verify position");
+        let summary =
+            crate::pipeline::run(cfg, crate::pipeline::Job::Replicate { until: Until::Now, standby: false }, true, stop.clone()).await?;
+        if summary.end == RunEnd::Stopped {
+            bail!("stopped while catching up");
+        }
+        offset = saved()?;
+    } else if behind(&offset) && running(&store, &cfg.name) {
+        tracing::info!(at = %at, wait = ?opts.wait, "waiting for the running pipeline to reach the verify position");
+        let deadline = tokio::time::Instant::now() + opts.wait;
+        while behind(&offset) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            offset = saved()?;
+        }
+    }
+    if behind(&offset) {
+        let saved = offset.map_or_else(|| "nothing".to_string(), |o| o.to_string());
+        let note = format!("the pipeline's saved position ({saved}) is before the verify position ({at}): changes in between not replicated yet show as differences");
+        tracing::info!("{note}");
+        for side in sides {
+            side.behind = Some(note.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Verifies `cfg`'s file sinks against its source; the report, printed.
+pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> Result<Report> {
+    let mut sides = file_sides(cfg)?;
+    let mut source = AnySource::new(&cfg.source_spec())?;
+    source.prepare(StartMode::Verify, Until::Never)?;
+    let (tx, mut rx) = mpsc::channel::<Vec<SourceItem>>(16);
+    let (_durable_tx, durable_rx) = watch::channel(None);
+    let source_stop = stop.clone();
+    let task = tokio::spawn(async move { source.run(tx, durable_rx, source_stop).await });
+    let mut transformer = Transformer::new(cfg.rules.clone(), cfg.mask_salt.clone());
+    let mut at: Option<(Offset, String)> = None;
+    let mut planned: Vec<(String, Vec<String>)> = Vec::new();
+    while let Some(items) = rx.recv().await {
+        for item in items {
+            match item {
+                SourceItem::SnapshotStarted(offset) => {
+                    reach(cfg, &offset, opts, &mut sides, &stop).await?;
+                    at = Some((offset.clone(), position_key(&offset)));
+                }
+                SourceItem::SnapshotPlan(plan) => planned = plan.tables.iter().map(|t| (t.table.clone(), t.key.clone())).collect(),
+                SourceItem::Event(ev) => {
+                    let Some((_, at_key)) = &at else { bail!("the source sent rows before its position; this is a bug in riffle") };
+                    let routed = transformer.apply(ev).map_err(|e| anyhow!("{e}"))?;
+                    let Some(ev) = routed.event else { continue };
+                    let table = ev.table.id.to_string();
+                    for side in sides.iter_mut().filter(|s| routed.sinks.as_ref().is_none_or(|only| only.contains(&s.index))) {
+                        if !side.tables.contains_key(&table) {
+                            let key: Vec<String> = ev.table.key.iter().map(|&i| ev.table.columns[i].name.clone()).collect();
+                            let loaded = tokio::task::block_in_place(|| side.load(&table, &key, at_key))?;
+                            side.tables.insert(table.clone(), loaded);
+                        }
+                        let check = side.tables.get_mut(&table).expect("loaded above");
+                        check.schema.get_or_insert_with(|| ev.table.clone());
+                        check.pending.push(ev.clone());
+                        if check.pending.len() >= BATCH {
+                            check.compare_pending(&side.format, side.ext, opts.show_values)?;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    match task.await.context("the source task")? {
+        Ok(RunEnd::SnapshotComplete) => {}
+        Ok(_) => bail!("stopped before the source was read whole"),
+        Err(e) => return Err(anyhow!(e)),
+    }
+    let Some((offset, at_key)) = at else { bail!("the source ended without a position; this is a bug in riffle") };
+    let mut sinks = Vec::new();
+    for mut side in sides {
+        // Tables without a row in the source: whatever the sink holds is extra.
+        for (table, key) in &planned {
+            if !side.tables.contains_key(table) {
+                let loaded = tokio::task::block_in_place(|| side.load(table, key, &at_key))?;
+                side.tables.insert(table.clone(), loaded);
+            }
+        }
+        let mut tables = Vec::new();
+        for (_, mut check) in std::mem::take(&mut side.tables) {
+            check.compare_pending(&side.format, side.ext, opts.show_values)?;
+            check.finish(opts.show_values);
+            tables.push(check.report);
+        }
+        sinks.push(SinkReport { sink: side.name, behind: side.behind, tables });
+    }
+    let matches = sinks.iter().all(|s| s.tables.iter().all(|t| !t.differs()));
+    let report = Report { position: offset.to_string(), matches, sinks };
+    print(&report, opts);
+    Ok(report)
+}
+
+fn print(report: &Report, opts: &Options) {
+    if opts.json {
+        out!("{}", serde_json::to_string_pretty(report).expect("a report serializes"));
+        return;
+    }
+    out!("verified at source position {}", report.position);
+    for s in &report.sinks {
+        out!("");
+        out!("sink {}", s.sink);
+        if let Some(b) = s.behind.as_ref().filter(|_| s.tables.iter().any(TableReport::differs)) {
+            out!("  note: {b}");
+        }
+        out!(
+            "  {:<32} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8} {:>10}",
+            "table",
+            "source",
+            "sink",
+            "matching",
+            "differing",
+            "missing",
+            "extra",
+            "duplicated"
+        );
+        for t in &s.tables {
+            out!(
+                "  {:<32} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8} {:>10}",
+                t.table,
+                t.source_rows,
+                t.sink_rows,
+                t.matching,
+                t.differing.len(),
+                t.missing.len(),
+                t.extra.len(),
+                t.duplicated.len()
+            );
+        }
+        for t in s.tables.iter().filter(|t| t.differs()) {
+            for (what, keys) in [
+                ("differing", &t.differing),
+                ("missing in the sink", &t.missing),
+                ("extra in the sink", &t.extra),
+                ("held twice", &t.duplicated),
+            ] {
+                if keys.is_empty() {
+                    continue;
+                }
+                let more =
+                    if keys.len() > LISTED { format!(" … and {} more (--json lists all)", keys.len() - LISTED) } else { String::new() };
+                let listed: Vec<&str> = keys.iter().take(LISTED).map(String::as_str).collect();
+                out!("  {} {what}: {}{more}", t.table, listed.join("; "));
+            }
+            for (key, (source, sink)) in &t.values {
+                out!("  {} {key}: source {} sink {}", t.table, source.as_deref().unwrap_or("(none)"), sink.as_deref().unwrap_or("(none)"));
+            }
+        }
+    }
+    out!("");
+    out!("{}", if report.matches { "the copy matches the source" } else { "the copy differs from the source" });
+}
