@@ -7,6 +7,7 @@
 #     files: the Postgres snapshot to Parquet and CSV, on local disk and on the S3 server (SeaweedFS)
 #     snapshot: the chunked Postgres snapshot with 1, 2 and 4 workers vs one and two parallel psql COPY,
 #               a resume after kill -9 at 60 % vs a full snapshot, and a snapshot under the CDC workload
+#     verify: riffle verify of bench.orders in a Parquet sink (local disk) vs psql COPY of the table
 #   ROWS=100000 scripts/bench.sh postgres     a quicker run (Postgres only: the MariaDB seed is fixed at 1M)
 #   RIFFLE_BIN=/tmp/riffle-old scripts/bench.sh files   measure another build (A/B against an earlier commit)
 #
@@ -38,9 +39,9 @@ postgres) scripts/servers.sh start postgres ;;
 mariadb) scripts/servers.sh start mariadb ;;
 kafka) WITH_KAFKA=1; scripts/servers.sh start postgres kafka ;;
 files) WITH_FILES=1; scripts/servers.sh start postgres s3 ;;
-snapshot) scripts/servers.sh start postgres ;;
+snapshot | verify) scripts/servers.sh start postgres ;;
 all) WITH_KAFKA=1 WITH_FILES=1; scripts/servers.sh start postgres mariadb kafka s3 ;;
-*) echo "usage: $0 [postgres|mariadb|kafka|files|snapshot|all]" >&2; exit 2 ;;
+*) echo "usage: $0 [postgres|mariadb|kafka|files|snapshot|verify|all]" >&2; exit 2 ;;
 esac
 KAFKA="kafka://127.0.0.1:$RIFFLE_KAFKA_PORT"
 trap 'scripts/servers.sh stop' EXIT
@@ -268,9 +269,24 @@ bench_mariadb() {
     MY_CHANGES=$(cat "$WORK"/my-cdc/bench.orders/*.x*.csv | grep -c -E ',(c|u|d),' || true)
 }
 
+bench_verify() {
+    seed_postgres
+    echo "== riffle verify of a Parquet copy vs psql COPY"
+    measure psql_copy "${PSQL[@]}" -d bench -o "$WORK/copy.csv" -c "COPY bench.orders TO STDOUT (FORMAT csv)"
+    COPY_S=$SECS
+    report "psql COPY … TO STDOUT (reference)" "$SECS" "$RSS_MB"
+    local args=(--source "$URL" --tables bench.orders --sink "$WORK/verify" --format parquet --state "$WORK/verify-state" --name bench_verify)
+    "$RIFFLE" replicate "${args[@]}" --until now -q
+    measure riffle_verify "$RIFFLE" verify "${args[@]}" -q
+    VERIFY_S=$SECS VERIFY_RSS=$RSS_MB
+    report "riffle verify, Parquet sink" "$SECS" "$RSS_MB"
+    grep -q "the copy matches the source" "$WORK/riffle_verify.out" || { echo "bench: verify did not match" >&2; exit 1; }
+}
+
 case "$WHICH" in
 postgres | kafka | files) bench_postgres ;;
 snapshot) bench_snapshot ;;
+verify) bench_verify ;;
 mariadb) bench_mariadb ;;
 all) bench_postgres; bench_mariadb ;;
 esac
@@ -279,7 +295,9 @@ echo
 echo "riffle benchmarks, $(nproc) cores, $(date -u +%Y-%m-%d)"
 printf '%s\n' "${RESULTS[@]}"
 echo
-if [ -n "${W1_S:-}" ]; then
+if [ -n "${VERIFY_S:-}" ]; then
+    echo "riffle verify (Parquet) / psql COPY:            $(ratio "$VERIFY_S" "$COPY_S")  (target ≤ 2), peak RSS ${VERIFY_RSS} MB (target < 200 MB)"
+elif [ -n "${W1_S:-}" ]; then
     echo "two parallel psql COPY / one:                  $(ratio "$COPY2_S" "$COPY_S")  (the parallel limit of this machine)"
     for w in 1 2 4; do
         eval "echo \"riffle sync, $w worker(s) / one psql COPY:         \$(ratio \$W${w}_S $COPY_S), peak RSS \${W${w}_RSS} MB\""

@@ -14,9 +14,11 @@
 //! compares the sink as it stands and says how far behind it is (its
 //! differences are then changes not yet replicated).
 //!
-//! Memory: per table, the sink's replayed rows (keys and canonical cells),
-//! not the source's, which are compared as they stream past. A chunked
-//! digest comparison that holds neither is the next step (docs/verify.md).
+//! Memory: per table, the sink's replayed rows as keys and 64-bit digests
+//! of their canonical cells (the cells themselves only with
+//! `--show-values`), not the source's, which are compared as they stream
+//! past. A chunked comparison that holds neither is the next step
+//! (docs/verify.md).
 
 use crate::config::Config;
 use crate::connectors::sinks::SinkTarget;
@@ -28,7 +30,7 @@ use riffle_core::source::{RunEnd, StartMode};
 use riffle_core::{ChangeEvent, Offset, Position, Source, SourceItem, TableSchema, Until};
 use riffle_files::object::Target;
 use riffle_formats::file::FileFormat;
-use riffle_formats::read::{read_events, ReadEvent};
+use riffle_formats::read::{digest, read_rows, Cells, ReadRow, Shape};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -60,15 +62,25 @@ const BATCH: usize = 2048;
 /// Keys listed per kind of difference (all of them with `--json`).
 const LISTED: usize = 20;
 
-type Row = Vec<(String, Option<String>)>;
+/// A sink row as of P: its digest, and its cells when they are needed
+/// (`--show-values`, or a row some change sent only part of).
+struct Entry {
+    digest: u64,
+    cells: Option<Cells>,
+    /// Only the columns in `cells` are known (a change sent part of the
+    /// row, and the rest was not kept): only those are compared.
+    partial: bool,
+    /// Copies of this row (keyless tables; 1 otherwise).
+    copies: u32,
+}
 
 /// One table of one sink: the sink's rows as of P, consumed as the
 /// source's rows are compared with them.
 #[derive(Default)]
 struct TableCheck {
-    /// Key → (row, copies). Keyless tables: the whole row is the key.
-    sink: HashMap<String, (Row, u32)>,
-    key: Vec<String>,
+    /// Key → row. Keyless tables: the whole row is the key.
+    sink: HashMap<String, Entry>,
+    shape: Shape,
     report: TableReport,
     /// Source rows waiting to be written through the format.
     pending: Vec<ChangeEvent>,
@@ -138,29 +150,15 @@ fn position_key(offset: &Offset) -> String {
     }
 }
 
-/// `id=5, region="eu"`: a row's key as shown.
-fn key_of(row: &Row, key: &[String]) -> String {
-    if key.is_empty() {
-        return row.iter().map(|(c, v)| format!("{c}={}", v.as_deref().unwrap_or("null"))).collect::<Vec<_>>().join(", ");
-    }
-    key.iter()
-        .map(|k| {
-            let v = row.iter().find(|(c, _)| c == k).and_then(|(_, v)| v.as_deref()).unwrap_or("null");
-            format!("{k}={v}")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn shown(row: &Row) -> String {
-    let cells: Vec<String> = row.iter().map(|(c, v)| format!("{c}={}", v.as_deref().unwrap_or("null"))).collect();
+fn shown(cells: &Cells) -> String {
+    let cells: Vec<String> = cells.iter().map(|(c, v)| format!("{c}={}", v.as_deref().unwrap_or("null"))).collect();
     format!("{{{}}}", cells.join(", "))
 }
 
 impl FileSide {
     /// The sink's rows of `table` as of `at` (every event before it, in
     /// position order; all of them for files without positions).
-    fn load(&self, table: &str, key: &[String], at: &str) -> Result<TableCheck> {
+    fn load(&self, table: &str, shape: Shape, at: &str) -> Result<TableCheck> {
         let (schema, name) = table.split_once('.').unwrap_or(("public", table));
         let dir = riffle_files::table_dir(schema, name);
         let mut files: Vec<String> = self
@@ -173,14 +171,13 @@ impl FileSide {
         // Files are named by their first and last positions: by name is in
         // position order (partition folders aside).
         files.sort_by(|a, b| a.rsplit('/').next().cmp(&b.rsplit('/').next()));
-        let mut check =
-            TableCheck { key: key.to_vec(), report: TableReport { table: table.to_string(), ..Default::default() }, ..Default::default() };
+        let mut check = TableCheck { shape, report: TableReport { table: table.to_string(), ..Default::default() }, ..Default::default() };
         let mut seen: HashSet<String> = HashSet::new();
         for file in files {
             let bytes = self.target.get(&file).map_err(|e| anyhow!("{e}"))?.unwrap_or_default();
-            let events = read_events(self.ext, &bytes).map_err(|e| anyhow!("{}/{file}: {e}", self.target.shown))?;
-            for ev in events {
-                if let Some(p) = &ev.position {
+            let rows = read_rows(self.ext, &bytes, &check.shape).map_err(|e| anyhow!("{}/{file}: {e}", self.target.shown))?;
+            for row in rows {
+                if let Some(p) = &row.position {
                     if p.as_str() >= at {
                         continue;
                     }
@@ -189,50 +186,47 @@ impl FileSide {
                         continue;
                     }
                 }
-                apply(&mut check, ev);
+                apply(&mut check, row);
             }
         }
-        check.report.sink_rows = check.sink.values().map(|(_, n)| u64::from(*n)).sum();
+        check.report.sink_rows = check.sink.values().map(|e| u64::from(e.copies)).sum();
         Ok(check)
     }
 }
 
 /// One sink event replayed onto the table's rows.
-fn apply(check: &mut TableCheck, ev: ReadEvent) {
-    let key = if check.key.is_empty() { shown(&ev.row) } else { key_of(&ev.row, &check.key) };
-    match ev.op.as_str() {
+fn apply(check: &mut TableCheck, row: ReadRow) {
+    let keyless = check.shape.key.is_empty();
+    match row.op.as_str() {
         "t" => check.sink.clear(),
-        "d" => {
-            if check.key.is_empty() {
-                if let Some((_, n)) = check.sink.get_mut(&key) {
-                    *n -= 1;
-                    if *n == 0 {
-                        check.sink.remove(&key);
-                    }
-                }
-            } else {
-                check.sink.remove(&key);
+        "d" => match check.sink.get_mut(&row.key) {
+            Some(e) if keyless && e.copies > 1 => e.copies -= 1,
+            _ => {
+                check.sink.remove(&row.key);
             }
+        },
+        _ if keyless => {
+            check.sink.entry(row.key).or_insert(Entry { digest: row.digest, cells: row.cells, partial: false, copies: 0 }).copies += 1;
+        }
+        _ if !row.partial => {
+            check.sink.insert(row.key, Entry { digest: row.digest, cells: row.cells, partial: false, copies: 1 });
         }
         _ => {
-            if check.key.is_empty() {
-                check.sink.entry(key).or_insert_with(|| (ev.row, 0)).1 += 1;
-                return;
-            }
-            // Columns the source did not send keep their earlier value.
-            let row = match check.sink.remove(&key) {
-                Some((mut old, _)) if ev.row.len() < old.len() => {
-                    for (c, v) in ev.row {
+            // Columns the change did not send keep their earlier value.
+            let sent = row.cells.unwrap_or_default();
+            let entry = match check.sink.remove(&row.key) {
+                Some(Entry { cells: Some(mut old), partial, .. }) => {
+                    for (c, v) in sent {
                         match old.iter_mut().find(|(o, _)| *o == c) {
                             Some(cell) => cell.1 = v,
                             None => old.push((c, v)),
                         }
                     }
-                    old
+                    Entry { digest: digest(&old), cells: Some(old), partial, copies: 1 }
                 }
-                _ => ev.row,
+                _ => Entry { digest: 0, cells: Some(sent), partial: true, copies: 1 },
             };
-            check.sink.insert(key, (row, 1));
+            check.sink.insert(row.key, entry);
         }
     }
 }
@@ -247,34 +241,41 @@ impl TableCheck {
         }
         let mut bytes = Vec::new();
         writer.finish(&mut bytes).map_err(|e| anyhow!("{e}"))?;
-        for ev in read_events(ext, &bytes).map_err(|e| anyhow!("reading back the source's rows: {e}"))? {
+        // Cells too where a sink row is known only in part.
+        let shape = Shape { keep_cells: show_values || self.sink.values().any(|e| e.partial), ..self.shape.clone() };
+        for row in read_rows(ext, &bytes, &shape).map_err(|e| anyhow!("reading back the source's rows: {e}"))? {
             self.report.source_rows += 1;
-            let key = if self.key.is_empty() { shown(&ev.row) } else { key_of(&ev.row, &self.key) };
-            let found = match self.sink.get_mut(&key) {
-                Some((row, n)) => {
-                    let same = *row == ev.row;
-                    let sink_row = shown(row);
-                    *n -= 1;
-                    if *n == 0 {
-                        self.sink.remove(&key);
+            let found = match self.sink.get_mut(&row.key) {
+                Some(e) => {
+                    let same = if e.partial {
+                        let source = row.cells.as_deref().unwrap_or_default();
+                        e.cells.iter().flatten().all(|(c, v)| source.iter().any(|(sc, sv)| sc == c && sv == v))
+                    } else {
+                        e.digest == row.digest
+                    };
+                    let sink_row = e.cells.as_ref().map(shown);
+                    e.copies -= 1;
+                    if e.copies == 0 {
+                        self.sink.remove(&row.key);
                     }
                     Some((same, sink_row))
                 }
                 None => None,
             };
+            let source_row = || row.cells.as_ref().map(shown);
             match found {
                 Some((true, _)) => self.report.matching += 1,
                 Some((false, sink_row)) => {
                     if show_values {
-                        self.report.values.insert(key.clone(), (Some(shown(&ev.row)), Some(sink_row)));
+                        self.report.values.insert(row.key.clone(), (source_row(), sink_row));
                     }
-                    self.report.differing.push(key);
+                    self.report.differing.push(row.key);
                 }
                 None => {
                     if show_values {
-                        self.report.values.insert(key.clone(), (Some(shown(&ev.row)), None));
+                        self.report.values.insert(row.key.clone(), (source_row(), None));
                     }
-                    self.report.missing.push(key);
+                    self.report.missing.push(row.key);
                 }
             }
         }
@@ -283,13 +284,13 @@ impl TableCheck {
 
     /// What the sink holds that the source does not.
     fn finish(&mut self, show_values: bool) {
-        let mut extra: Vec<(String, Row, u32)> = self.sink.drain().map(|(k, (row, n))| (k, row, n)).collect();
+        let mut extra: Vec<(String, Entry)> = self.sink.drain().collect();
         extra.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, row, n) in extra {
+        for (key, e) in extra {
             if show_values {
-                self.report.values.insert(key.clone(), (None, Some(shown(&row))));
+                self.report.values.insert(key.clone(), (None, e.cells.as_ref().map(shown)));
             }
-            for _ in 0..n {
+            for _ in 0..e.copies {
                 self.report.extra.push(key.clone());
             }
         }
@@ -393,8 +394,12 @@ pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> R
                     let table = ev.table.id.to_string();
                     for side in sides.iter_mut().filter(|s| routed.sinks.as_ref().is_none_or(|only| only.contains(&s.index))) {
                         if !side.tables.contains_key(&table) {
-                            let key: Vec<String> = ev.table.key.iter().map(|&i| ev.table.columns[i].name.clone()).collect();
-                            let loaded = tokio::task::block_in_place(|| side.load(&table, &key, at_key))?;
+                            let shape = Shape {
+                                key: ev.table.key.iter().map(|&i| ev.table.columns[i].name.clone()).collect(),
+                                columns: ev.table.columns.len(),
+                                keep_cells: opts.show_values,
+                            };
+                            let loaded = tokio::task::block_in_place(|| side.load(&table, shape, at_key))?;
                             side.tables.insert(table.clone(), loaded);
                         }
                         let check = side.tables.get_mut(&table).expect("loaded above");
@@ -420,7 +425,8 @@ pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> R
         // Tables without a row in the source: whatever the sink holds is extra.
         for (table, key) in &planned {
             if !side.tables.contains_key(table) {
-                let loaded = tokio::task::block_in_place(|| side.load(table, key, &at_key))?;
+                let shape = Shape { key: key.clone(), columns: 0, keep_cells: opts.show_values };
+                let loaded = tokio::task::block_in_place(|| side.load(table, shape, &at_key))?;
                 side.tables.insert(table.clone(), loaded);
             }
         }

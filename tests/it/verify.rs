@@ -60,6 +60,11 @@ async fn faults_are_found(format: &str, ext: &str) {
     // A row changed in the source after the sink stopped.
     client.batch_execute("UPDATE t SET price = 0.001 WHERE id = 7").await.unwrap();
     assert_finds(&check, "differing", "id=7");
+    // The values only when asked for: the report may be shared.
+    let (_, text) = verify(&[&check[..], &["--show-values".to_string()]].concat());
+    let shown = text.lines().find(|l| l.contains("public.t id=7: source {")).unwrap_or_else(|| panic!("{text}"));
+    assert!(shown.contains("price=") && shown.contains(" sink {"), "{text}");
+    assert!(!verify(&check).1.contains("source {"), "no values without --show-values");
     riffle_ok(&replicate);
     assert_matches(&check, 3000);
 

@@ -17,17 +17,121 @@ use arrow_array::types::{
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType as A;
 
-/// One event as a file holds it.
+/// What the reader keeps of each row.
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    /// The key columns, whose cells make [`ReadRow::key`] (none: the whole
+    /// row is the key).
+    pub key: Vec<String>,
+    /// The table's number of columns: a row with fewer is partial (columns
+    /// the source did not send in that event).
+    pub columns: usize,
+    /// Keep every cell ([`ReadRow::cells`]), not only the digest.
+    pub keep_cells: bool,
+}
+
+/// A row's cells: column name and canonical text (`None` for NULL).
+pub type Cells = Vec<(String, Option<String>)>;
+
+/// One event as a file holds it: its key and a digest of its row, so a
+/// table's worth of rows is compared without holding their values.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadEvent {
+pub struct ReadRow {
     /// `r`, `c`, `u`, `d`, `t` (`r` for files without metadata).
     pub op: String,
     /// The position key (`None` in files without metadata).
     pub position: Option<String>,
-    /// The row (after image; for a delete the deleted row, as much of it as
-    /// the file holds), column by column; a cell is `None` for NULL.
-    /// Columns the source did not send in this event are left out.
-    pub row: Vec<(String, Option<String>)>,
+    /// `id=5, region=eu`: the key cells as shown (the whole row for a
+    /// keyless table).
+    pub key: String,
+    /// Of the row's (column, cell) pairs in file order: equal rows, equal
+    /// digests ([`digest`]).
+    pub digest: u64,
+    /// Fewer columns than the table has: the others were not sent.
+    pub partial: bool,
+    /// Every cell, with [`Shape::keep_cells`] or when partial.
+    pub cells: Option<Cells>,
+}
+
+/// The digest of `cells`, as the readers compute it while reading.
+pub fn digest(cells: &Cells) -> u64 {
+    use std::hash::Hasher;
+    let shape = Shape::default();
+    let mut b = RowBuilder::new(&shape, false);
+    for (c, v) in cells {
+        b.cell(c, v.as_deref().map(str::as_bytes));
+    }
+    b.digest.finish()
+}
+
+/// Builds a [`ReadRow`] cell by cell.
+struct RowBuilder<'a> {
+    shape: &'a Shape,
+    digest: std::collections::hash_map::DefaultHasher,
+    key: Vec<Option<String>>,
+    whole: String,
+    n: usize,
+    /// Kept when asked for, or when the row is known to be partial.
+    cells: Option<Cells>,
+}
+
+impl<'a> RowBuilder<'a> {
+    fn new(shape: &'a Shape, partial: bool) -> Self {
+        RowBuilder {
+            shape,
+            digest: std::collections::hash_map::DefaultHasher::new(),
+            key: vec![None; shape.key.len()],
+            whole: String::new(),
+            n: 0,
+            cells: (shape.keep_cells || partial).then(Vec::new),
+        }
+    }
+
+    fn cell(&mut self, name: &str, text: Option<&[u8]>) {
+        use std::hash::Hasher;
+        self.n += 1;
+        self.digest.write(name.as_bytes());
+        self.digest.write_u8(0xff);
+        match text {
+            None => self.digest.write_u8(0),
+            Some(t) => {
+                self.digest.write_u8(1);
+                self.digest.write(t);
+                self.digest.write_u8(0xff);
+            }
+        }
+        let shown = || text.map_or_else(|| "null".to_string(), |t| String::from_utf8_lossy(t).into_owned());
+        if self.shape.key.is_empty() {
+            if !self.whole.is_empty() {
+                self.whole.push_str(", ");
+            }
+            self.whole.push_str(name);
+            self.whole.push('=');
+            self.whole.push_str(&shown());
+        } else if let Some(i) = self.shape.key.iter().position(|k| k == name) {
+            self.key[i] = Some(shown());
+        }
+        if let Some(cells) = &mut self.cells {
+            cells.push((name.to_string(), text.map(|t| String::from_utf8_lossy(t).into_owned())));
+        }
+    }
+
+    fn finish(self, op: String, position: Option<String>, partial: bool) -> ReadRow {
+        use std::hash::Hasher;
+        let partial = partial || self.n < self.shape.columns;
+        let key = if self.shape.key.is_empty() {
+            self.whole
+        } else {
+            self.shape
+                .key
+                .iter()
+                .zip(&self.key)
+                .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        ReadRow { op, position, key, digest: self.digest.finish(), partial, cells: self.cells }
+    }
 }
 
 fn bad(what: impl std::fmt::Display) -> FormatError {
@@ -35,34 +139,40 @@ fn bad(what: impl std::fmt::Display) -> FormatError {
 }
 
 /// The events of a file written in `extension`'s format (`jsonl`, `csv`,
-/// `avro`, `parquet`).
-pub fn read_events(extension: &str, bytes: &[u8]) -> Result<Vec<ReadEvent>, FormatError> {
+/// `avro`, `parquet`), in file order.
+pub fn read_rows(extension: &str, bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> {
     match extension {
-        "jsonl" => read_jsonl(bytes),
-        "csv" => read_csv(bytes),
-        "avro" => read_avro(bytes),
-        "parquet" => read_parquet(bytes),
+        "jsonl" => read_jsonl(bytes, shape),
+        "csv" => read_csv(bytes, shape),
+        "avro" => read_avro(bytes, shape),
+        "parquet" => read_parquet(bytes, shape),
         other => Err(bad(format!("unknown file format {other:?}"))),
     }
 }
 
-fn read_jsonl(bytes: &[u8]) -> Result<Vec<ReadEvent>, FormatError> {
+fn read_jsonl(bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> {
     use serde_json::Value as J;
     let text = std::str::from_utf8(bytes).map_err(|e| bad(format!("not UTF-8 ({e})")))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let v: J = serde_json::from_str(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
-        let cells = |o: &J| -> Vec<(String, Option<String>)> {
-            o.as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), (!v.is_null()).then(|| v.to_string()))).collect()).unwrap_or_default()
+        let row = |o: Option<&J>, op: String, position: Option<String>| {
+            let object = o.and_then(J::as_object);
+            let mut b = RowBuilder::new(shape, object.is_some_and(|m| m.len() < shape.columns));
+            for (k, v) in object.into_iter().flatten() {
+                let text = (!v.is_null()).then(|| v.to_string());
+                b.cell(k, text.as_deref().map(str::as_bytes));
+            }
+            b.finish(op, position, false)
         };
         match v.get("op").and_then(J::as_str) {
             Some(op) => {
                 let image = if op == "d" { v.get("before").filter(|b| !b.is_null()).or_else(|| v.get("key")) } else { v.get("after") };
                 let position = v.pointer("/source/position").and_then(J::as_str).map(str::to_string);
-                out.push(ReadEvent { op: op.to_string(), position, row: image.map(cells).unwrap_or_default() });
+                out.push(row(image, op.to_string(), position));
             }
             // Without metadata a line is the row itself.
-            None => out.push(ReadEvent { op: "r".into(), position: None, row: cells(&v) }),
+            None => out.push(row(Some(&v), "r".into(), None)),
         }
     }
     Ok(out)
@@ -114,7 +224,7 @@ fn unquote(field: &[u8]) -> String {
     }
 }
 
-fn read_csv(bytes: &[u8]) -> Result<Vec<ReadEvent>, FormatError> {
+fn read_csv(bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> {
     let records = csv_records(bytes)?;
     let Some((header, rows)) = records.split_first() else { return Ok(Vec::new()) };
     let names: Vec<String> = header.iter().map(|f| unquote(f)).collect();
@@ -129,22 +239,19 @@ fn read_csv(bytes: &[u8]) -> Result<Vec<ReadEvent>, FormatError> {
         let unavailable: Vec<String> = unavailable_at
             .map(|i| unquote(fields[i]).split(';').filter(|s| !s.is_empty()).map(str::to_string).collect())
             .unwrap_or_default();
-        let row = names[..data]
-            .iter()
-            .zip(fields)
-            .filter(|(name, _)| !unavailable.contains(name))
-            .map(|(name, f)| (name.clone(), (!f.is_empty()).then(|| String::from_utf8_lossy(f).into_owned())))
-            .collect();
-        out.push(ReadEvent {
-            op: op_at.map_or_else(|| "r".to_string(), |i| unquote(fields[i])),
-            position: position_at.map(|i| unquote(fields[i])),
-            row,
-        });
+        let mut b = RowBuilder::new(shape, !unavailable.is_empty());
+        for (name, f) in names[..data].iter().zip(fields) {
+            if !unavailable.contains(name) {
+                b.cell(name, (!f.is_empty()).then_some(*f));
+            }
+        }
+        let op = op_at.map_or_else(|| "r".to_string(), |i| unquote(fields[i]));
+        out.push(b.finish(op, position_at.map(|i| unquote(fields[i])), !unavailable.is_empty()));
     }
     Ok(out)
 }
 
-fn read_avro(bytes: &[u8]) -> Result<Vec<ReadEvent>, FormatError> {
+fn read_avro(bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> {
     use apache_avro::types::Value as V;
     let reader = apache_avro::Reader::new(bytes).map_err(bad)?;
     let field = |fields: &[(String, V)], name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
@@ -167,128 +274,164 @@ fn read_avro(bytes: &[u8]) -> Result<Vec<ReadEvent>, FormatError> {
             Some(V::Array(items)) => items.into_iter().filter_map(|v| if let V::String(s) = v { Some(s) } else { None }).collect(),
             _ => Vec::new(),
         };
-        let image = unwrap(field(&fields, if op == "d" { "before" } else { "after" }));
-        let row = match image {
-            Some(V::Record(cols)) => cols
-                .into_iter()
-                .filter(|(name, _)| !unavailable.contains(name))
-                .map(|(name, v)| {
-                    let v = match v {
-                        V::Union(_, inner) => *inner,
-                        other => other,
-                    };
-                    let text = match v {
-                        V::Null => None,
-                        V::Int(i) | V::Date(i) => Some(i.to_string()),
-                        V::Long(l) => Some(l.to_string()),
-                        V::String(s) => Some(s),
-                        // The type stays in the text: two types never meet.
-                        other => Some(format!("{other:?}")),
-                    };
-                    (name, text)
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        out.push(ReadEvent { op, position, row });
+        let mut b = RowBuilder::new(shape, !unavailable.is_empty());
+        if let Some(V::Record(cols)) = unwrap(field(&fields, if op == "d" { "before" } else { "after" })) {
+            for (name, v) in cols.into_iter().filter(|(name, _)| !unavailable.contains(name)) {
+                let text = match v {
+                    V::Union(_, inner) => avro_text(*inner),
+                    other => avro_text(other),
+                };
+                b.cell(&name, text.as_deref().map(str::as_bytes));
+            }
+        }
+        out.push(b.finish(op, position, !unavailable.is_empty()));
     }
     Ok(out)
 }
 
-fn read_parquet(bytes: &[u8]) -> Result<Vec<ReadEvent>, FormatError> {
+/// An Avro value's canonical text (`None` for null).
+fn avro_text(v: apache_avro::types::Value) -> Option<String> {
+    use apache_avro::types::Value as V;
+    match v {
+        V::Null => None,
+        V::Int(i) | V::Date(i) => Some(i.to_string()),
+        V::Long(l) => Some(l.to_string()),
+        V::String(s) => Some(s),
+        // The type stays in the text: two types never meet.
+        other => Some(format!("{other:?}")),
+    }
+}
+
+fn read_parquet(bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> {
     let builder =
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes)).map_err(bad)?;
     let mut out = Vec::new();
     for batch in builder.build().map_err(bad)? {
-        read_batch(&batch.map_err(bad)?, &mut out)?;
+        read_batch(&batch.map_err(bad)?, shape, &mut out)?;
     }
     Ok(out)
 }
 
-fn read_batch(batch: &RecordBatch, out: &mut Vec<ReadEvent>) -> Result<(), FormatError> {
+fn read_batch(batch: &RecordBatch, shape: &Shape, out: &mut Vec<ReadRow>) -> Result<(), FormatError> {
     let schema = batch.schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let data = names.iter().position(|n| *n == "__op").unwrap_or(names.len());
-    let text = |name: &str, row: usize| -> Result<Option<String>, FormatError> {
-        match names.iter().position(|n| *n == name) {
-            Some(i) => cell(batch.column(i).as_ref(), row),
-            None => Ok(None),
-        }
+    let at = |name: &str| names.iter().position(|n| *n == name);
+    let (op_at, position_at, unavailable_at) = (at("__op"), at("__position"), at("__unavailable"));
+    let text = |i: Option<usize>, row: usize| -> Result<Option<String>, FormatError> {
+        let mut buf = String::new();
+        Ok(match i {
+            Some(i) => cell(batch.column(i).as_ref(), row, &mut buf)?.then_some(buf),
+            None => None,
+        })
     };
-    let unavailable_at = names.iter().position(|n| *n == "__unavailable");
+    let mut buf = String::new();
     for r in 0..batch.num_rows() {
         let unavailable: Vec<String> = match unavailable_at.map(|i| batch.column(i)) {
             Some(col) if matches!(col.data_type(), A::List(_)) && !col.is_null(r) => {
                 let items = col.as_list::<i32>().value(r);
-                (0..items.len()).filter_map(|j| cell(items.as_ref(), j).ok().flatten()).collect()
+                let mut names = Vec::new();
+                for j in 0..items.len() {
+                    let mut s = String::new();
+                    if cell(items.as_ref(), j, &mut s)? {
+                        names.push(s);
+                    }
+                }
+                names
             }
             _ => Vec::new(),
         };
-        let mut row = Vec::with_capacity(data);
+        let mut b = RowBuilder::new(shape, !unavailable.is_empty());
         for (i, name) in names[..data].iter().enumerate() {
             if !unavailable.iter().any(|u| u == name) {
-                row.push((name.to_string(), cell(batch.column(i).as_ref(), r)?));
+                buf.clear();
+                let present = cell(batch.column(i).as_ref(), r, &mut buf)?;
+                b.cell(name, present.then_some(buf.as_bytes()));
             }
         }
-        out.push(ReadEvent { op: text("__op", r)?.unwrap_or_else(|| "r".into()), position: text("__position", r)?, row });
+        let op = text(op_at, r)?.unwrap_or_else(|| "r".into());
+        out.push(b.finish(op, text(position_at, r)?, !unavailable.is_empty()));
     }
     Ok(())
 }
 
-/// A cell's canonical text: the value itself, every digit and microsecond
-/// (floats in their shortest exact form, binary in hex).
-fn cell(col: &dyn Array, i: usize) -> Result<Option<String>, FormatError> {
+/// A cell's canonical text, written to `out`: the value itself, every
+/// digit and microsecond (floats in their shortest exact form, binary in
+/// hex). False for NULL.
+fn cell(col: &dyn Array, i: usize, out: &mut String) -> Result<bool, FormatError> {
+    use std::fmt::Write;
     if col.is_null(i) {
-        return Ok(None);
+        return Ok(false);
     }
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    Ok(Some(match col.data_type() {
-        A::Boolean => col.as_boolean().value(i).to_string(),
-        A::Int16 => col.as_primitive::<Int16Type>().value(i).to_string(),
-        A::Int32 => col.as_primitive::<Int32Type>().value(i).to_string(),
-        A::Int64 => col.as_primitive::<Int64Type>().value(i).to_string(),
-        A::UInt64 => col.as_primitive::<UInt64Type>().value(i).to_string(),
-        A::Float32 => format!("{:?}", col.as_primitive::<Float32Type>().value(i)),
-        A::Float64 => format!("{:?}", col.as_primitive::<Float64Type>().value(i)),
-        A::Decimal128(_, s) => format!("{}e-{s}", col.as_primitive::<Decimal128Type>().value(i)),
-        A::Decimal256(_, s) => format!("{}e-{s}", col.as_primitive::<Decimal256Type>().value(i)),
-        A::Date32 => col.as_primitive::<Date32Type>().value(i).to_string(),
-        A::Time64(_) => col.as_primitive::<Time64MicrosecondType>().value(i).to_string(),
-        A::Timestamp(_, tz) => format!("{}{}", col.as_primitive::<TimestampMicrosecondType>().value(i), tz.as_deref().unwrap_or("")),
-        A::Utf8 => col.as_string::<i32>().value(i).to_string(),
-        A::Binary => hex(col.as_binary::<i32>().value(i)),
+    let _ = match col.data_type() {
+        A::Boolean => write!(out, "{}", col.as_boolean().value(i)),
+        A::Int16 => write!(out, "{}", col.as_primitive::<Int16Type>().value(i)),
+        A::Int32 => write!(out, "{}", col.as_primitive::<Int32Type>().value(i)),
+        A::Int64 => write!(out, "{}", col.as_primitive::<Int64Type>().value(i)),
+        A::UInt64 => write!(out, "{}", col.as_primitive::<UInt64Type>().value(i)),
+        A::Float32 => write!(out, "{:?}", col.as_primitive::<Float32Type>().value(i)),
+        A::Float64 => write!(out, "{:?}", col.as_primitive::<Float64Type>().value(i)),
+        A::Decimal128(_, s) => write!(out, "{}e-{s}", col.as_primitive::<Decimal128Type>().value(i)),
+        A::Decimal256(_, s) => write!(out, "{}e-{s}", col.as_primitive::<Decimal256Type>().value(i)),
+        A::Date32 => write!(out, "{}", col.as_primitive::<Date32Type>().value(i)),
+        A::Time64(_) => write!(out, "{}", col.as_primitive::<Time64MicrosecondType>().value(i)),
+        A::Timestamp(_, tz) => write!(out, "{}{}", col.as_primitive::<TimestampMicrosecondType>().value(i), tz.as_deref().unwrap_or("")),
+        A::Utf8 => {
+            out.push_str(col.as_string::<i32>().value(i));
+            Ok(())
+        }
+        A::Binary => {
+            for b in col.as_binary::<i32>().value(i) {
+                let _ = write!(out, "{b:02x}");
+            }
+            Ok(())
+        }
         A::List(_) => {
             let items = col.as_list::<i32>().value(i);
-            let cells: Vec<String> =
-                (0..items.len()).map(|j| cell(items.as_ref(), j).map(|c| c.unwrap_or_else(|| "null".into()))).collect::<Result<_, _>>()?;
-            format!("[{}]", cells.join(","))
+            out.push('[');
+            for j in 0..items.len() {
+                if j > 0 {
+                    out.push(',');
+                }
+                if !cell(items.as_ref(), j, out)? {
+                    out.push_str("null");
+                }
+            }
+            out.push(']');
+            Ok(())
         }
         other => return Err(bad(format!("a Parquet column of type {other}, which riffle does not write"))),
-    }))
+    };
+    Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn shape() -> Shape {
+        Shape { key: vec!["id".into()], columns: 2, keep_cells: true }
+    }
+
     #[test]
     fn csv_keeps_null_and_empty_apart_and_reads_quotes_and_newlines() {
         let file = b"id,note,__op,__position,__unavailable\r\n1,,c,p1,\r\n2,\"\",u,p2,\r\n3,\"a,\"\"b\"\"\r\nc\",d,p3,note\r\n";
-        let events = read_csv(file).unwrap();
-        assert_eq!(events[0].row, vec![("id".into(), Some("1".into())), ("note".into(), None)]);
-        assert_eq!(events[1].row[1], ("note".into(), Some("\"\"".into())));
-        assert_eq!(events[2].op, "d");
-        assert_eq!(events[2].position.as_deref(), Some("p3"));
-        assert_eq!(events[2].row, vec![("id".into(), Some("3".into()))], "an unavailable column is left out");
-        assert!(read_csv(b"a\r\n\"open").is_err());
-        assert!(read_csv(b"a,b\r\n1\r\n").is_err());
+        let rows = read_csv(file, &shape()).unwrap();
+        assert_eq!(rows[0].cells.as_ref().unwrap(), &vec![("id".to_string(), Some("1".to_string())), ("note".into(), None)]);
+        assert_eq!(rows[1].cells.as_ref().unwrap()[1], ("note".into(), Some("\"\"".into())));
+        assert_ne!(rows[0].digest, rows[1].digest, "NULL and the empty string differ");
+        assert_eq!(rows[0].digest, digest(rows[0].cells.as_ref().unwrap()));
+        assert_eq!((rows[2].op.as_str(), rows[2].key.as_str(), rows[2].position.as_deref()), ("d", "id=3", Some("p3")));
+        assert!(rows[2].partial, "an unavailable column is left out");
+        assert!(read_csv(b"a\r\n\"open", &shape()).is_err());
+        assert!(read_csv(b"a,b\r\n1\r\n", &shape()).is_err());
     }
 
     #[test]
     fn malformed_files_are_errors() {
-        assert!(read_events("jsonl", b"{not json").is_err());
-        assert!(read_events("avro", b"Obj\x01garbage").is_err());
-        assert!(read_events("parquet", b"PAR1 not really").is_err());
-        assert!(read_events("xml", b"").is_err());
+        assert!(read_rows("jsonl", b"{not json", &shape()).is_err());
+        assert!(read_rows("avro", b"Obj\x01garbage", &shape()).is_err());
+        assert!(read_rows("parquet", b"PAR1 not really", &shape()).is_err());
+        assert!(read_rows("xml", b"", &shape()).is_err());
     }
 }
