@@ -32,7 +32,7 @@ use riffle_files::object::Target;
 use riffle_formats::file::FileFormat;
 use riffle_formats::read::{digest, read_rows, Cells, ReadRow, Shape};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -172,22 +172,26 @@ impl FileSide {
         // position order (partition folders aside).
         files.sort_by(|a, b| a.rsplit('/').next().cmp(&b.rsplit('/').next()));
         let mut check = TableCheck { shape, report: TableReport { table: table.to_string(), ..Default::default() }, ..Default::default() };
-        let mut seen: HashSet<String> = HashSet::new();
+        // Positions only grow along the files in name order: one that does
+        // not is an event held twice (a file copied or written twice).
+        let mut last: Option<String> = None;
         for file in files {
             let bytes = self.target.get(&file).map_err(|e| anyhow!("{e}"))?.unwrap_or_default();
-            let rows = read_rows(self.ext, &bytes, &check.shape).map_err(|e| anyhow!("{}/{file}: {e}", self.target.shown))?;
-            for row in rows {
+            let shape = check.shape.clone();
+            read_rows(self.ext, &bytes, &shape, &mut |row| {
                 if let Some(p) = &row.position {
                     if p.as_str() >= at {
-                        continue;
+                        return;
                     }
-                    if !seen.insert(p.clone()) {
+                    if last.as_ref().is_some_and(|l| p <= l) {
                         check.report.duplicated.push(format!("{p} ({file})"));
-                        continue;
+                        return;
                     }
+                    last = Some(p.clone());
                 }
                 apply(&mut check, row);
-            }
+            })
+            .map_err(|e| anyhow!("{}/{file}: {e}", self.target.shown))?;
         }
         check.report.sink_rows = check.sink.values().map(|e| u64::from(e.copies)).sum();
         Ok(check)
@@ -243,7 +247,9 @@ impl TableCheck {
         writer.finish(&mut bytes).map_err(|e| anyhow!("{e}"))?;
         // Cells too where a sink row is known only in part.
         let shape = Shape { keep_cells: show_values || self.sink.values().any(|e| e.partial), ..self.shape.clone() };
-        for row in read_rows(ext, &bytes, &shape).map_err(|e| anyhow!("reading back the source's rows: {e}"))? {
+        let mut rows = Vec::with_capacity(BATCH);
+        read_rows(ext, &bytes, &shape, &mut |row| rows.push(row)).map_err(|e| anyhow!("reading back the source's rows: {e}"))?;
+        for row in rows {
             self.report.source_rows += 1;
             let found = match self.sink.get_mut(&row.key) {
                 Some(e) => {

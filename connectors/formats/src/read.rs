@@ -139,21 +139,20 @@ fn bad(what: impl std::fmt::Display) -> FormatError {
 }
 
 /// The events of a file written in `extension`'s format (`jsonl`, `csv`,
-/// `avro`, `parquet`), in file order.
-pub fn read_rows(extension: &str, bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> {
+/// `avro`, `parquet`), handed to `out` in file order as they are read.
+pub fn read_rows(extension: &str, bytes: &[u8], shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Result<(), FormatError> {
     match extension {
-        "jsonl" => read_jsonl(bytes, shape),
-        "csv" => read_csv(bytes, shape),
-        "avro" => read_avro(bytes, shape),
-        "parquet" => read_parquet(bytes, shape),
+        "jsonl" => read_jsonl(bytes, shape, out),
+        "csv" => read_csv(bytes, shape, out),
+        "avro" => read_avro(bytes, shape, out),
+        "parquet" => read_parquet(bytes, shape, out),
         other => Err(bad(format!("unknown file format {other:?}"))),
     }
 }
 
-fn read_jsonl(bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> {
+fn read_jsonl(bytes: &[u8], shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Result<(), FormatError> {
     use serde_json::Value as J;
     let text = std::str::from_utf8(bytes).map_err(|e| bad(format!("not UTF-8 ({e})")))?;
-    let mut out = Vec::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let v: J = serde_json::from_str(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
         let row = |o: Option<&J>, op: String, position: Option<String>| {
@@ -169,13 +168,13 @@ fn read_jsonl(bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> 
             Some(op) => {
                 let image = if op == "d" { v.get("before").filter(|b| !b.is_null()).or_else(|| v.get("key")) } else { v.get("after") };
                 let position = v.pointer("/source/position").and_then(J::as_str).map(str::to_string);
-                out.push(row(image, op.to_string(), position));
+                out(row(image, op.to_string(), position));
             }
             // Without metadata a line is the row itself.
-            None => out.push(row(Some(&v), "r".into(), None)),
+            None => out(row(Some(&v), "r".into(), None)),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// RFC 4180 fields, each as written (quotes included), so an empty
@@ -224,14 +223,13 @@ fn unquote(field: &[u8]) -> String {
     }
 }
 
-fn read_csv(bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> {
+fn read_csv(bytes: &[u8], shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Result<(), FormatError> {
     let records = csv_records(bytes)?;
-    let Some((header, rows)) = records.split_first() else { return Ok(Vec::new()) };
+    let Some((header, rows)) = records.split_first() else { return Ok(()) };
     let names: Vec<String> = header.iter().map(|f| unquote(f)).collect();
     let data = names.iter().position(|n| n == "__op").unwrap_or(names.len());
     let at = |name: &str| names.iter().position(|n| n == name);
     let (op_at, position_at, unavailable_at) = (at("__op"), at("__position"), at("__unavailable"));
-    let mut out = Vec::with_capacity(rows.len());
     for (n, fields) in rows.iter().enumerate() {
         if fields.len() != names.len() {
             return Err(bad(format!("row {} has {} fields, the header {}", n + 2, fields.len(), names.len())));
@@ -246,12 +244,12 @@ fn read_csv(bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> {
             }
         }
         let op = op_at.map_or_else(|| "r".to_string(), |i| unquote(fields[i]));
-        out.push(b.finish(op, position_at.map(|i| unquote(fields[i])), !unavailable.is_empty()));
+        out(b.finish(op, position_at.map(|i| unquote(fields[i])), !unavailable.is_empty()));
     }
-    Ok(out)
+    Ok(())
 }
 
-fn read_avro(bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> {
+fn read_avro(bytes: &[u8], shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Result<(), FormatError> {
     use apache_avro::types::Value as V;
     let reader = apache_avro::Reader::new(bytes).map_err(bad)?;
     let field = |fields: &[(String, V)], name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
@@ -259,7 +257,6 @@ fn read_avro(bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> {
         Some(V::Union(_, inner)) => Some(*inner),
         other => other,
     };
-    let mut out = Vec::new();
     for record in reader {
         let V::Record(fields) = record.map_err(bad)? else { return Err(bad("a record that is not an envelope")) };
         let Some(V::String(op)) = field(&fields, "op") else { return Err(bad("an envelope without op")) };
@@ -284,9 +281,9 @@ fn read_avro(bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> {
                 b.cell(&name, text.as_deref().map(str::as_bytes));
             }
         }
-        out.push(b.finish(op, position, !unavailable.is_empty()));
+        out(b.finish(op, position, !unavailable.is_empty()));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// An Avro value's canonical text (`None` for null).
@@ -302,17 +299,16 @@ fn avro_text(v: apache_avro::types::Value) -> Option<String> {
     }
 }
 
-fn read_parquet(bytes: &[u8], shape: &Shape) -> Result<Vec<ReadRow>, FormatError> {
+fn read_parquet(bytes: &[u8], shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Result<(), FormatError> {
     let builder =
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes)).map_err(bad)?;
-    let mut out = Vec::new();
     for batch in builder.build().map_err(bad)? {
-        read_batch(&batch.map_err(bad)?, shape, &mut out)?;
+        read_batch(&batch.map_err(bad)?, shape, out)?;
     }
-    Ok(out)
+    Ok(())
 }
 
-fn read_batch(batch: &RecordBatch, shape: &Shape, out: &mut Vec<ReadRow>) -> Result<(), FormatError> {
+fn read_batch(batch: &RecordBatch, shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Result<(), FormatError> {
     let schema = batch.schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let data = names.iter().position(|n| *n == "__op").unwrap_or(names.len());
@@ -350,7 +346,7 @@ fn read_batch(batch: &RecordBatch, shape: &Shape, out: &mut Vec<ReadRow>) -> Res
             }
         }
         let op = text(op_at, r)?.unwrap_or_else(|| "r".into());
-        out.push(b.finish(op, text(position_at, r)?, !unavailable.is_empty()));
+        out(b.finish(op, text(position_at, r)?, !unavailable.is_empty()));
     }
     Ok(())
 }
@@ -416,22 +412,22 @@ mod tests {
     #[test]
     fn csv_keeps_null_and_empty_apart_and_reads_quotes_and_newlines() {
         let file = b"id,note,__op,__position,__unavailable\r\n1,,c,p1,\r\n2,\"\",u,p2,\r\n3,\"a,\"\"b\"\"\r\nc\",d,p3,note\r\n";
-        let rows = read_csv(file, &shape()).unwrap();
+        let mut rows = Vec::new();
+        read_csv(file, &shape(), &mut |r| rows.push(r)).unwrap();
         assert_eq!(rows[0].cells.as_ref().unwrap(), &vec![("id".to_string(), Some("1".to_string())), ("note".into(), None)]);
         assert_eq!(rows[1].cells.as_ref().unwrap()[1], ("note".into(), Some("\"\"".into())));
         assert_ne!(rows[0].digest, rows[1].digest, "NULL and the empty string differ");
         assert_eq!(rows[0].digest, digest(rows[0].cells.as_ref().unwrap()));
         assert_eq!((rows[2].op.as_str(), rows[2].key.as_str(), rows[2].position.as_deref()), ("d", "id=3", Some("p3")));
         assert!(rows[2].partial, "an unavailable column is left out");
-        assert!(read_csv(b"a\r\n\"open", &shape()).is_err());
-        assert!(read_csv(b"a,b\r\n1\r\n", &shape()).is_err());
+        assert!(read_csv(b"a\r\n\"open", &shape(), &mut |_| {}).is_err());
+        assert!(read_csv(b"a,b\r\n1\r\n", &shape(), &mut |_| {}).is_err());
     }
 
     #[test]
     fn malformed_files_are_errors() {
-        assert!(read_rows("jsonl", b"{not json", &shape()).is_err());
-        assert!(read_rows("avro", b"Obj\x01garbage", &shape()).is_err());
-        assert!(read_rows("parquet", b"PAR1 not really", &shape()).is_err());
-        assert!(read_rows("xml", b"", &shape()).is_err());
+        for (ext, bytes) in [("jsonl", &b"{not json"[..]), ("avro", b"Obj\x01garbage"), ("parquet", b"PAR1 not really"), ("xml", b"")] {
+            assert!(read_rows(ext, bytes, &shape(), &mut |_| {}).is_err(), "{ext}");
+        }
     }
 }
