@@ -57,8 +57,10 @@ pub struct Options {
     pub catch_up: bool,
 }
 
-/// Source rows sent through the sink's format in batches this large.
-const BATCH: usize = 2048;
+/// Source rows sent through the sink's format in batches this large (a
+/// Parquet file, an Avro container each: large enough to pay their set-up
+/// once per many rows).
+const BATCH: usize = 16384;
 /// Keys listed per kind of difference (all of them with `--json`).
 const LISTED: usize = 20;
 
@@ -85,6 +87,8 @@ struct TableCheck {
     /// Source rows waiting to be written through the format.
     pending: Vec<ChangeEvent>,
     schema: Option<Arc<TableSchema>>,
+    /// Some sink row is known only in part: source rows keep their cells.
+    has_partial: bool,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -178,7 +182,7 @@ impl FileSide {
         for file in files {
             let bytes = self.target.get(&file).map_err(|e| anyhow!("{e}"))?.unwrap_or_default();
             let shape = check.shape.clone();
-            read_rows(self.ext, &bytes, &shape, &mut |row| {
+            read_rows(self.ext, bytes.into(), &shape, &mut |row| {
                 if let Some(p) = &row.position {
                     if p.as_str() >= at {
                         return;
@@ -194,6 +198,7 @@ impl FileSide {
             .map_err(|e| anyhow!("{}/{file}: {e}", self.target.shown))?;
         }
         check.report.sink_rows = check.sink.values().map(|e| u64::from(e.copies)).sum();
+        check.has_partial = check.sink.values().any(|e| e.partial);
         Ok(check)
     }
 }
@@ -246,9 +251,9 @@ impl TableCheck {
         let mut bytes = Vec::new();
         writer.finish(&mut bytes).map_err(|e| anyhow!("{e}"))?;
         // Cells too where a sink row is known only in part.
-        let shape = Shape { keep_cells: show_values || self.sink.values().any(|e| e.partial), ..self.shape.clone() };
+        let shape = Shape { keep_cells: show_values || self.has_partial, ..self.shape.clone() };
         let mut rows = Vec::with_capacity(BATCH);
-        read_rows(ext, &bytes, &shape, &mut |row| rows.push(row)).map_err(|e| anyhow!("reading back the source's rows: {e}"))?;
+        read_rows(ext, bytes.into(), &shape, &mut |row| rows.push(row)).map_err(|e| anyhow!("reading back the source's rows: {e}"))?;
         for row in rows {
             self.report.source_rows += 1;
             let found = match self.sink.get_mut(&row.key) {
@@ -398,7 +403,13 @@ pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> R
                     let routed = transformer.apply(ev).map_err(|e| anyhow!("{e}"))?;
                     let Some(ev) = routed.event else { continue };
                     let table = ev.table.id.to_string();
-                    for side in sides.iter_mut().filter(|s| routed.sinks.as_ref().is_none_or(|only| only.contains(&s.index))) {
+                    let takers = sides.iter().filter(|s| routed.sinks.as_ref().is_none_or(|only| only.contains(&s.index))).count();
+                    let mut ev = Some(ev);
+                    for (n, side) in
+                        sides.iter_mut().filter(|s| routed.sinks.as_ref().is_none_or(|only| only.contains(&s.index))).enumerate()
+                    {
+                        // The last sink takes the event itself, the others a copy.
+                        let ev = if n + 1 == takers { ev.take().expect("taken once") } else { ev.clone().expect("still here") };
                         if !side.tables.contains_key(&table) {
                             let shape = Shape {
                                 key: ev.table.key.iter().map(|&i| ev.table.columns[i].name.clone()).collect(),
@@ -410,7 +421,7 @@ pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> R
                         }
                         let check = side.tables.get_mut(&table).expect("loaded above");
                         check.schema.get_or_insert_with(|| ev.table.clone());
-                        check.pending.push(ev.clone());
+                        check.pending.push(ev);
                         if check.pending.len() >= BATCH {
                             check.compare_pending(&side.format, side.ext, opts.show_values)?;
                         }

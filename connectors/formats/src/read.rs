@@ -140,11 +140,11 @@ fn bad(what: impl std::fmt::Display) -> FormatError {
 
 /// The events of a file written in `extension`'s format (`jsonl`, `csv`,
 /// `avro`, `parquet`), handed to `out` in file order as they are read.
-pub fn read_rows(extension: &str, bytes: &[u8], shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Result<(), FormatError> {
+pub fn read_rows(extension: &str, bytes: bytes::Bytes, shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Result<(), FormatError> {
     match extension {
-        "jsonl" => read_jsonl(bytes, shape, out),
-        "csv" => read_csv(bytes, shape, out),
-        "avro" => read_avro(bytes, shape, out),
+        "jsonl" => read_jsonl(&bytes, shape, out),
+        "csv" => read_csv(&bytes, shape, out),
+        "avro" => read_avro(&bytes, shape, out),
         "parquet" => read_parquet(bytes, shape, out),
         other => Err(bad(format!("unknown file format {other:?}"))),
     }
@@ -299,9 +299,8 @@ fn avro_text(v: apache_avro::types::Value) -> Option<String> {
     }
 }
 
-fn read_parquet(bytes: &[u8], shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Result<(), FormatError> {
-    let builder =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes)).map_err(bad)?;
+fn read_parquet(bytes: bytes::Bytes, shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Result<(), FormatError> {
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(bad)?;
     for batch in builder.build().map_err(bad)? {
         read_batch(&batch.map_err(bad)?, shape, out)?;
     }
@@ -324,7 +323,7 @@ fn read_batch(batch: &RecordBatch, shape: &Shape, out: &mut dyn FnMut(ReadRow)) 
     let mut buf = String::new();
     for r in 0..batch.num_rows() {
         let unavailable: Vec<String> = match unavailable_at.map(|i| batch.column(i)) {
-            Some(col) if matches!(col.data_type(), A::List(_)) && !col.is_null(r) => {
+            Some(col) if matches!(col.data_type(), A::List(_)) && !col.is_null(r) && col.as_list::<i32>().value_length(r) > 0 => {
                 let items = col.as_list::<i32>().value(r);
                 let mut names = Vec::new();
                 for j in 0..items.len() {
@@ -427,7 +426,7 @@ mod tests {
     #[test]
     fn malformed_files_are_errors() {
         for (ext, bytes) in [("jsonl", &b"{not json"[..]), ("avro", b"Obj\x01garbage"), ("parquet", b"PAR1 not really"), ("xml", b"")] {
-            assert!(read_rows(ext, bytes, &shape(), &mut |_| {}).is_err(), "{ext}");
+            assert!(read_rows(ext, bytes::Bytes::from_static(bytes), &shape(), &mut |_| {}).is_err(), "{ext}");
         }
     }
 }
