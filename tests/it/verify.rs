@@ -222,3 +222,70 @@ async fn a_sink_that_cannot_be_read_back_says_so() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cannot read a Kafka topic back yet"), "{}", stderr(&out));
 }
+
+/// A table far larger than the sort budget (lowered to 256 KiB) verifies
+/// through many spilled runs, in bounded memory, and a difference deep in
+/// it is still found by key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_larger_than_memory_verifies_through_spilled_runs() {
+    let db = "it_verify_big";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, name text, price numeric(12,3));
+             INSERT INTO t SELECT g, 'name ' || g, g * 1.5 FROM generate_series(1, 200000) g",
+        )
+        .await
+        .unwrap();
+    let dir = temp_dir("verify-big");
+    let (out, state) = (dir.join("out"), dir.join("state"));
+    let out_s = out.to_str().unwrap();
+    let url = db_url(db);
+    riffle_ok(&args("replicate", &url, out_s, &state, db, "parquet", &["--until", "now"]));
+    let check = args("verify", &url, out_s, &state, db, "parquet", &[]);
+    let run = |check: &[String]| {
+        let mut cmd = riffle_cmd(check);
+        cmd.env("RIFFLE_VERIFY_SORT_BUDGET", "262144").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        // The high-water mark of its memory, read while it runs.
+        let status = format!("/proc/{}/status", child.id());
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let watcher = {
+            let peak = peak.clone();
+            std::thread::spawn(move || {
+                while let Ok(text) = std::fs::read_to_string(&status) {
+                    if let Some(kb) = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    {
+                        peak.store(kb, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            })
+        };
+        let out = child.wait_with_output().unwrap();
+        watcher.join().unwrap();
+        (
+            out.status.code(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            peak.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    };
+    let (code, text, peak_kb) = run(&check);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("public.t") && l.split_whitespace().skip(1).take(3).all(|n| n == "200000")),
+        "{text}"
+    );
+    let runs: u64 = text.split("spilled_runs=").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(runs > 10, "the rows went through many runs on disk: {text}");
+    // The debug build's own baseline is large; the rows' keys and digests
+    // alone would add tens of MB more.
+    assert!(peak_kb > 0 && peak_kb < 250_000, "peak RSS {peak_kb} kB");
+    client.batch_execute("UPDATE t SET name = 'deep' WHERE id = 187654").await.unwrap();
+    let (code, text, _) = run(&check);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.lines().any(|l| l.contains("public.t differing:") && l.contains("id=187654")), "{text}");
+}

@@ -14,11 +14,12 @@
 //! compares the sink as it stands and says how far behind it is (its
 //! differences are then changes not yet replicated).
 //!
-//! Memory: per table, the sink's replayed rows as keys and 64-bit digests
-//! of their canonical cells (the cells themselves only with
-//! `--show-values`), not the source's, which are compared as they stream
-//! past. A chunked comparison that holds neither is the next step
-//! (docs/verify.md).
+//! Memory is bounded: both sides are reduced to (key, 64-bit digest of the
+//! canonical cells; the cells themselves only with `--show-values`), sorted
+//! by key in an external sort that spills past a budget to temporary files
+//! ([`spill`]), then merged key by key.
+
+mod spill;
 
 use crate::config::Config;
 use crate::connectors::sinks::SinkTarget;
@@ -30,9 +31,11 @@ use riffle_core::source::{RunEnd, StartMode};
 use riffle_core::{ChangeEvent, Offset, Position, Source, SourceItem, TableSchema, Until};
 use riffle_files::object::Target;
 use riffle_formats::file::FileFormat;
-use riffle_formats::read::{digest, read_rows, Cells, ReadRow, Shape};
+use riffle_formats::read::{digest, read_rows, Cells, Shape};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use spill::{Rec, Sorter};
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -76,18 +79,19 @@ struct Entry {
     copies: u32,
 }
 
-/// One table of one sink: the sink's rows as of P, consumed as the
-/// source's rows are compared with them.
-#[derive(Default)]
+/// One table of one sink: its events as of P and the source's rows, each
+/// sorted by key in bounded memory ([`spill`]), then merged.
 struct TableCheck {
-    /// Key → row. Keyless tables: the whole row is the key.
-    sink: HashMap<String, Entry>,
     shape: Shape,
     report: TableReport,
     /// Source rows waiting to be written through the format.
     pending: Vec<ChangeEvent>,
     schema: Option<Arc<TableSchema>>,
-    /// Some sink row is known only in part: source rows keep their cells.
+    sink: Sorter,
+    source: Sorter,
+    /// The place of the last truncate among the sink's events (0: none).
+    truncated: u64,
+    /// Some sink event sent only part of its row: source rows keep their cells.
     has_partial: bool,
 }
 
@@ -129,6 +133,14 @@ pub struct Report {
     pub sinks: Vec<SinkReport>,
 }
 
+/// Memory the sorters of all tables may hold before they spill to disk
+/// (`RIFFLE_VERIFY_SORT_BUDGET`, bytes, overrides it).
+const SORT_BUDGET: usize = 64 << 20;
+
+fn sort_budget() -> usize {
+    std::env::var("RIFFLE_VERIFY_SORT_BUDGET").ok().and_then(|b| b.parse().ok()).unwrap_or(SORT_BUDGET)
+}
+
 /// A file sink as verify reads it.
 struct FileSide {
     name: String,
@@ -162,7 +174,7 @@ fn shown(cells: &Cells) -> String {
 impl FileSide {
     /// The sink's rows of `table` as of `at` (every event before it, in
     /// position order; all of them for files without positions).
-    fn load(&self, table: &str, shape: Shape, at: &str) -> Result<TableCheck> {
+    fn load(&self, table: &str, shape: Shape, at: &str, sorting: &Sorting) -> Result<TableCheck> {
         let (schema, name) = table.split_once('.').unwrap_or(("public", table));
         let dir = riffle_files::table_dir(schema, name);
         let mut files: Vec<String> = self
@@ -175,10 +187,21 @@ impl FileSide {
         // Files are named by their first and last positions: by name is in
         // position order (partition folders aside).
         files.sort_by(|a, b| a.rsplit('/').next().cmp(&b.rsplit('/').next()));
-        let mut check = TableCheck { shape, report: TableReport { table: table.to_string(), ..Default::default() }, ..Default::default() };
+        let mut check = TableCheck {
+            shape,
+            report: TableReport { table: table.to_string(), ..Default::default() },
+            pending: Vec::new(),
+            schema: None,
+            sink: sorting.sorter(),
+            source: sorting.sorter(),
+            truncated: 0,
+            has_partial: false,
+        };
         // Positions only grow along the files in name order: one that does
         // not is an event held twice (a file copied or written twice).
         let mut last: Option<String> = None;
+        let mut seq = 0u64;
+        let mut failed: Option<std::io::Error> = None;
         for file in files {
             let bytes = self.target.get(&file).map_err(|e| anyhow!("{e}"))?.unwrap_or_default();
             let shape = check.shape.clone();
@@ -193,56 +216,101 @@ impl FileSide {
                     }
                     last = Some(p.clone());
                 }
-                apply(&mut check, row);
+                seq += 1;
+                let op = row.op.bytes().next().unwrap_or(b'r');
+                if op == b't' {
+                    check.truncated = seq;
+                    return;
+                }
+                check.has_partial |= row.partial;
+                let rec = Rec { key: row.key, seq, op, partial: row.partial, digest: row.digest, cells: row.cells };
+                if let Err(e) = check.sink.push(rec) {
+                    failed.get_or_insert(e);
+                }
             })
             .map_err(|e| anyhow!("{}/{file}: {e}", self.target.shown))?;
+            if let Some(e) = failed.take() {
+                return Err(anyhow!(e).context("sorting the sink's rows (temporary files)"));
+            }
         }
-        check.report.sink_rows = check.sink.values().map(|e| u64::from(e.copies)).sum();
-        check.has_partial = check.sink.values().any(|e| e.partial);
         Ok(check)
     }
 }
 
-/// One sink event replayed onto the table's rows.
-fn apply(check: &mut TableCheck, row: ReadRow) {
-    let keyless = check.shape.key.is_empty();
-    match row.op.as_str() {
-        "t" => check.sink.clear(),
-        "d" => match check.sink.get_mut(&row.key) {
-            Some(e) if keyless && e.copies > 1 => e.copies -= 1,
-            _ => {
-                check.sink.remove(&row.key);
-            }
-        },
-        _ if keyless => {
-            check.sink.entry(row.key).or_insert(Entry { digest: row.digest, cells: row.cells, partial: false, copies: 0 }).copies += 1;
-        }
-        _ if !row.partial => {
-            check.sink.insert(row.key, Entry { digest: row.digest, cells: row.cells, partial: false, copies: 1 });
-        }
-        _ => {
-            // Columns the change did not send keep their earlier value.
-            let sent = row.cells.unwrap_or_default();
-            let entry = match check.sink.remove(&row.key) {
-                Some(Entry { cells: Some(mut old), partial, .. }) => {
-                    for (c, v) in sent {
-                        match old.iter_mut().find(|(o, _)| *o == c) {
-                            Some(cell) => cell.1 = v,
-                            None => old.push((c, v)),
-                        }
-                    }
-                    Entry { digest: digest(&old), cells: Some(old), partial, copies: 1 }
-                }
-                _ => Entry { digest: 0, cells: Some(sent), partial: true, copies: 1 },
-            };
-            check.sink.insert(row.key, entry);
-        }
+/// The sorters' shared budget and where they spill.
+struct Sorting {
+    used: Arc<AtomicUsize>,
+    budget: usize,
+    dir: std::path::PathBuf,
+}
+
+impl Sorting {
+    fn sorter(&self) -> Sorter {
+        Sorter::new(self.used.clone(), self.budget, self.dir.clone())
     }
 }
 
+/// The sink's row for one key as of P: its events (in position order)
+/// replayed.
+fn replay(events: Vec<Rec>, keyless: bool) -> Option<Entry> {
+    let mut entry: Option<Entry> = None;
+    for ev in events {
+        entry = match (ev.op, entry) {
+            (b'd', Some(mut e)) if keyless && e.copies > 1 => {
+                e.copies -= 1;
+                Some(e)
+            }
+            (b'd', _) => None,
+            (_, Some(mut e)) if keyless => {
+                e.copies += 1;
+                Some(e)
+            }
+            (_, old) if ev.partial => {
+                // Columns the change did not send keep their earlier value.
+                let sent = ev.cells.unwrap_or_default();
+                match old {
+                    Some(Entry { cells: Some(mut cells), partial, .. }) => {
+                        for (c, v) in sent {
+                            match cells.iter_mut().find(|(o, _)| *o == c) {
+                                Some(cell) => cell.1 = v,
+                                None => cells.push((c, v)),
+                            }
+                        }
+                        Some(Entry { digest: digest(&cells), cells: Some(cells), partial, copies: 1 })
+                    }
+                    _ => Some(Entry { digest: 0, cells: Some(sent), partial: true, copies: 1 }),
+                }
+            }
+            _ => Some(Entry { digest: ev.digest, cells: ev.cells, partial: false, copies: 1 }),
+        };
+    }
+    entry
+}
+
+/// The next run of records with one key.
+fn group(it: &mut std::iter::Peekable<spill::Merged>) -> Result<Option<(String, Vec<Rec>)>> {
+    let first = match it.next() {
+        None => return Ok(None),
+        Some(r) => r.context("reading back sorted rows (temporary files)")?,
+    };
+    let key = first.key.clone();
+    let mut all = vec![first];
+    while let Some(Ok(next)) = it.peek() {
+        if next.key != key {
+            break;
+        }
+        all.push(it.next().expect("peeked")?);
+    }
+    if let Some(Err(_)) = it.peek() {
+        it.next().expect("peeked").context("reading back sorted rows (temporary files)")?;
+    }
+    Ok(Some((key, all)))
+}
+
 impl TableCheck {
-    /// Compares the source rows waiting, written through `format` and read back.
-    fn compare_pending(&mut self, format: &Arc<dyn FileFormat>, ext: &str, show_values: bool) -> Result<()> {
+    /// Writes the source rows waiting through `format` and reads them back
+    /// into the source's sorter.
+    fn take_pending(&mut self, format: &Arc<dyn FileFormat>, ext: &str, show_values: bool) -> Result<()> {
         let Some(schema) = self.schema.clone().filter(|_| !self.pending.is_empty()) else { return Ok(()) };
         let mut writer = format.writer(&schema, "riffle.verify").map_err(|e| anyhow!("{e}"))?;
         for ev in self.pending.drain(..) {
@@ -252,59 +320,98 @@ impl TableCheck {
         writer.finish(&mut bytes).map_err(|e| anyhow!("{e}"))?;
         // Cells too where a sink row is known only in part.
         let shape = Shape { keep_cells: show_values || self.has_partial, ..self.shape.clone() };
-        let mut rows = Vec::with_capacity(BATCH);
-        read_rows(ext, bytes.into(), &shape, &mut |row| rows.push(row)).map_err(|e| anyhow!("reading back the source's rows: {e}"))?;
-        for row in rows {
-            self.report.source_rows += 1;
-            let found = match self.sink.get_mut(&row.key) {
-                Some(e) => {
-                    let same = if e.partial {
-                        let source = row.cells.as_deref().unwrap_or_default();
-                        e.cells.iter().flatten().all(|(c, v)| source.iter().any(|(sc, sv)| sc == c && sv == v))
-                    } else {
-                        e.digest == row.digest
-                    };
-                    let sink_row = e.cells.as_ref().map(shown);
-                    e.copies -= 1;
-                    if e.copies == 0 {
-                        self.sink.remove(&row.key);
-                    }
-                    Some((same, sink_row))
-                }
-                None => None,
-            };
-            let source_row = || row.cells.as_ref().map(shown);
-            match found {
-                Some((true, _)) => self.report.matching += 1,
-                Some((false, sink_row)) => {
-                    if show_values {
-                        self.report.values.insert(row.key.clone(), (source_row(), sink_row));
-                    }
-                    self.report.differing.push(row.key);
-                }
-                None => {
-                    if show_values {
-                        self.report.values.insert(row.key.clone(), (source_row(), None));
-                    }
-                    self.report.missing.push(row.key);
-                }
+        let (mut rows, mut failed) = (0u64, None);
+        let source = &mut self.source;
+        read_rows(ext, bytes.into(), &shape, &mut |row| {
+            rows += 1;
+            let rec = Rec { key: row.key, seq: 0, op: b'r', partial: false, digest: row.digest, cells: row.cells };
+            if let Err(e) = source.push(rec) {
+                failed.get_or_insert(e);
             }
+        })
+        .map_err(|e| anyhow!("reading back the source's rows: {e}"))?;
+        if let Some(e) = failed {
+            return Err(anyhow!(e).context("sorting the source's rows (temporary files)"));
         }
+        self.report.source_rows += rows;
         Ok(())
     }
 
-    /// What the sink holds that the source does not.
-    fn finish(&mut self, show_values: bool) {
-        let mut extra: Vec<(String, Entry)> = self.sink.drain().collect();
-        extra.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, e) in extra {
-            if show_values {
-                self.report.values.insert(key.clone(), (None, e.cells.as_ref().map(shown)));
+    /// Merges the two sides key by key into the report.
+    fn finish(mut self, format: &Arc<dyn FileFormat>, ext: &str, show_values: bool) -> Result<TableReport> {
+        self.take_pending(format, ext, show_values)?;
+        let keyless = self.shape.key.is_empty();
+        let truncated = self.truncated;
+        tracing::info!(table = self.report.table, spilled_runs = self.sink.runs() + self.source.runs(), "comparing, key by key");
+        let mut sink = self.sink.finish().context("sorting the sink's rows (temporary files)")?.peekable();
+        let mut source = self.source.finish().context("sorting the source's rows (temporary files)")?.peekable();
+        let mut r = self.report;
+        let (mut s_next, mut o_next) = (group(&mut sink)?, group(&mut source)?);
+        loop {
+            let order = match (&s_next, &o_next) {
+                (None, None) => break,
+                (Some((sk, _)), Some((ok, _))) => sk.cmp(ok),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+            };
+            let (sink_key, sink_entry) = if order.is_le() {
+                let (key, events) = s_next.take().expect("a sink group");
+                s_next = group(&mut sink)?;
+                (Some(key), replay(events.into_iter().filter(|e| e.seq > truncated).collect(), keyless))
+            } else {
+                (None, None)
+            };
+            let source_rows = if order.is_ge() {
+                let (_, rows) = o_next.take().expect("a source group");
+                o_next = group(&mut source)?;
+                rows
+            } else {
+                Vec::new()
+            };
+            let Some(key) = source_rows.first().map(|row| row.key.clone()).or(sink_key) else { continue };
+            let sink_copies = sink_entry.as_ref().map_or(0, |e| e.copies as usize);
+            r.sink_rows += sink_copies as u64;
+            let Some(e) = sink_entry else {
+                for row in source_rows {
+                    if show_values {
+                        r.values.insert(row.key.clone(), (row.cells.as_ref().map(shown), None));
+                    }
+                    r.missing.push(row.key);
+                }
+                continue;
+            };
+            let Some(row) = source_rows.first() else {
+                if show_values {
+                    r.values.insert(key.clone(), (None, e.cells.as_ref().map(shown)));
+                }
+                for _ in 0..sink_copies {
+                    r.extra.push(key.clone());
+                }
+                continue;
+            };
+            let same = if e.partial {
+                let have = row.cells.as_deref().unwrap_or_default();
+                e.cells.iter().flatten().all(|(c, v)| have.iter().any(|(hc, hv)| hc == c && hv == v))
+            } else {
+                e.digest == row.digest
+            };
+            let matched = if same { sink_copies.min(source_rows.len()) } else { 0 };
+            r.matching += matched as u64;
+            if !same {
+                if show_values {
+                    r.values.insert(key.clone(), (row.cells.as_ref().map(shown), e.cells.as_ref().map(shown)));
+                }
+                r.differing.push(key.clone());
+                continue;
             }
-            for _ in 0..e.copies {
-                self.report.extra.push(key.clone());
+            for _ in matched..source_rows.len() {
+                r.missing.push(key.clone());
+            }
+            for _ in matched..sink_copies {
+                r.extra.push(key.clone());
             }
         }
+        Ok(r)
     }
 }
 
@@ -388,6 +495,11 @@ pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> R
     let source_stop = stop.clone();
     let task = tokio::spawn(async move { source.run(tx, durable_rx, source_stop).await });
     let mut transformer = Transformer::new(cfg.rules.clone(), cfg.mask_salt.clone());
+    let sorting = Sorting {
+        used: Arc::new(AtomicUsize::new(0)),
+        budget: sort_budget(),
+        dir: std::env::temp_dir().join(format!("riffle-verify-{}", std::process::id())),
+    };
     let mut at: Option<(Offset, String)> = None;
     let mut planned: Vec<(String, Vec<String>)> = Vec::new();
     while let Some(items) = rx.recv().await {
@@ -416,14 +528,14 @@ pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> R
                                 columns: ev.table.columns.len(),
                                 keep_cells: opts.show_values,
                             };
-                            let loaded = tokio::task::block_in_place(|| side.load(&table, shape, at_key))?;
+                            let loaded = tokio::task::block_in_place(|| side.load(&table, shape, at_key, &sorting))?;
                             side.tables.insert(table.clone(), loaded);
                         }
                         let check = side.tables.get_mut(&table).expect("loaded above");
                         check.schema.get_or_insert_with(|| ev.table.clone());
                         check.pending.push(ev);
                         if check.pending.len() >= BATCH {
-                            check.compare_pending(&side.format, side.ext, opts.show_values)?;
+                            tokio::task::block_in_place(|| check.take_pending(&side.format, side.ext, opts.show_values))?;
                         }
                     }
                 }
@@ -443,20 +555,19 @@ pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> R
         for (table, key) in &planned {
             if !side.tables.contains_key(table) {
                 let shape = Shape { key: key.clone(), columns: 0, keep_cells: opts.show_values };
-                let loaded = tokio::task::block_in_place(|| side.load(table, shape, &at_key))?;
+                let loaded = tokio::task::block_in_place(|| side.load(table, shape, &at_key, &sorting))?;
                 side.tables.insert(table.clone(), loaded);
             }
         }
         let mut tables = Vec::new();
-        for (_, mut check) in std::mem::take(&mut side.tables) {
-            check.compare_pending(&side.format, side.ext, opts.show_values)?;
-            check.finish(opts.show_values);
-            tables.push(check.report);
+        for (_, check) in std::mem::take(&mut side.tables) {
+            tables.push(tokio::task::block_in_place(|| check.finish(&side.format, side.ext, opts.show_values))?);
         }
         sinks.push(SinkReport { sink: side.name, behind: side.behind, tables });
     }
     let matches = sinks.iter().all(|s| s.tables.iter().all(|t| !t.differs()));
     let report = Report { position: offset.to_string(), matches, sinks };
+    let _ = std::fs::remove_dir_all(&sorting.dir);
     print(&report, opts);
     Ok(report)
 }
