@@ -135,7 +135,7 @@ pub struct Report {
 
 /// Memory the sorters of all tables may hold before they spill to disk
 /// (`RIFFLE_VERIFY_SORT_BUDGET`, bytes, overrides it).
-const SORT_BUDGET: usize = 64 << 20;
+const SORT_BUDGET: usize = 16 << 20;
 
 fn sort_budget() -> usize {
     std::env::var("RIFFLE_VERIFY_SORT_BUDGET").ok().and_then(|b| b.parse().ok()).unwrap_or(SORT_BUDGET)
