@@ -64,7 +64,7 @@ pub enum Command {
     Slots(SlotsArgs),
     /// Snapshot chosen tables of a pipeline again, while it streams (or at its next run).
     Snapshot(SnapshotArgs),
-    /// Compare the source with what the file sinks hold, at one exact source position (exit 3 on differences).
+    /// Compare the source with what the sinks hold (files, JSON Kafka topics), at one exact source position (exit 3 on differences).
     Verify(VerifyArgs),
 }
 
@@ -306,7 +306,7 @@ pub struct ReplicateArgs {
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
 
-    /// Once stopped by --until, verify the file sinks against the source (as `riffle verify`,
+    /// Once stopped by --until, verify the sinks against the source (as `riffle verify`,
     /// catching up to the verify position first) and exit with its code: 0 exact, 3 differences.
     #[arg(long, requires = "until")]
     pub verify: bool,

@@ -1,7 +1,8 @@
 //! `riffle verify`: is the copy exact? The source is read at one exact
 //! position P (Postgres: a temporary slot's exported snapshot and its
 //! consistent point; MySQL/MariaDB: a consistent read and its binlog
-//! position), and each file sink is replayed as of P: the last event per key
+//! position), and each sink (files; JSON Kafka topics, read from their
+//! start) is replayed as of P: the last event per key
 //! among those before P, in position order. Both sides go through the same
 //! table rules, and the source's rows are written through the sink's own
 //! format and read back, so a value is compared as the file holds it (a
@@ -141,10 +142,20 @@ fn sort_budget() -> usize {
     std::env::var("RIFFLE_VERIFY_SORT_BUDGET").ok().and_then(|b| b.parse().ok()).unwrap_or(SORT_BUDGET)
 }
 
-/// A file sink as verify reads it.
+/// Where a sink's events are read back from.
+enum Store {
+    Files(Target),
+    /// JSON topics, read from their start (at-least-once: an event may be
+    /// there twice, which the replay takes as one).
+    Kafka(Box<riffle_kafka::KafkaOptions>),
+}
+
+/// A sink as verify reads it.
 struct FileSide {
     name: String,
-    target: Target,
+    store: Store,
+    /// The format the source's rows are written through to meet the
+    /// sink's in one canonical form, and its reader's extension.
     format: Arc<dyn FileFormat>,
     ext: &'static str,
     index: usize,
@@ -174,19 +185,8 @@ fn shown(cells: &Cells) -> String {
 impl FileSide {
     /// The sink's rows of `table` as of `at` (every event before it, in
     /// position order; all of them for files without positions).
-    fn load(&self, table: &str, shape: Shape, at: &str, sorting: &Sorting) -> Result<TableCheck> {
+    fn load(&self, table: &str, shape: Shape, at: &str, sorting: &Sorting, db: &str) -> Result<TableCheck> {
         let (schema, name) = table.split_once('.').unwrap_or(("public", table));
-        let dir = riffle_files::table_dir(schema, name);
-        let mut files: Vec<String> = self
-            .target
-            .list_under(&dir)
-            .map_err(|e| anyhow!("{e}"))?
-            .into_iter()
-            .filter(|p| p.ends_with(&format!(".{}", self.ext)))
-            .collect();
-        // Files are named by their first and last positions: by name is in
-        // position order (partition folders aside).
-        files.sort_by(|a, b| a.rsplit('/').next().cmp(&b.rsplit('/').next()));
         let mut check = TableCheck {
             shape,
             report: TableReport { table: table.to_string(), ..Default::default() },
@@ -197,41 +197,82 @@ impl FileSide {
             truncated: 0,
             has_partial: false,
         };
-        // Positions only grow along the files in name order: one that does
-        // not is an event held twice (a file copied or written twice).
-        let mut last: Option<String> = None;
         let mut seq = 0u64;
         let mut failed: Option<std::io::Error> = None;
-        for file in files {
-            let bytes = self.target.get(&file).map_err(|e| anyhow!("{e}"))?.unwrap_or_default();
-            let shape = check.shape.clone();
-            read_rows(self.ext, bytes.into(), &shape, &mut |row| {
-                if let Some(p) = &row.position {
-                    if p.as_str() >= at {
-                        return;
-                    }
-                    if last.as_ref().is_some_and(|l| p <= l) {
-                        check.report.duplicated.push(format!("{p} ({file})"));
-                        return;
-                    }
-                    last = Some(p.clone());
-                }
-                seq += 1;
-                let op = row.op.bytes().next().unwrap_or(b'r');
-                if op == b't' {
-                    check.truncated = seq;
-                    return;
-                }
-                check.has_partial |= row.partial;
-                let rec = Rec { key: row.key, seq, op, partial: row.partial, digest: row.digest, cells: row.cells };
-                if let Err(e) = check.sink.push(rec) {
-                    failed.get_or_insert(e);
-                }
-            })
-            .map_err(|e| anyhow!("{}/{file}: {e}", self.target.shown))?;
-            if let Some(e) = failed.take() {
-                return Err(anyhow!(e).context("sorting the sink's rows (temporary files)"));
+        // One event, in position order, onto the sink's sorter.
+        let mut take = |check: &mut TableCheck, row: riffle_formats::read::ReadRow| {
+            seq += 1;
+            let op = row.op.bytes().next().unwrap_or(b'r');
+            if op == b't' {
+                check.truncated = seq;
+                return;
             }
+            check.has_partial |= row.partial;
+            let rec = Rec { key: row.key, seq, op, partial: row.partial, digest: row.digest, cells: row.cells };
+            if let Err(e) = check.sink.push(rec) {
+                failed.get_or_insert(e);
+            }
+        };
+        match &self.store {
+            Store::Files(target) => {
+                let dir = riffle_files::table_dir(schema, name);
+                let mut files: Vec<String> = target
+                    .list_under(&dir)
+                    .map_err(|e| anyhow!("{e}"))?
+                    .into_iter()
+                    .filter(|p| p.ends_with(&format!(".{}", self.ext)))
+                    .collect();
+                // Files are named by their first and last positions: by name
+                // is in position order (partition folders aside).
+                files.sort_by(|a, b| a.rsplit('/').next().cmp(&b.rsplit('/').next()));
+                // Positions only grow along the files in name order: one that
+                // does not is an event held twice (a file copied or written twice).
+                let mut last: Option<String> = None;
+                for file in files {
+                    let bytes = target.get(&file).map_err(|e| anyhow!("{e}"))?.unwrap_or_default();
+                    let shape = check.shape.clone();
+                    read_rows(self.ext, bytes.into(), &shape, &mut |row| {
+                        if let Some(p) = &row.position {
+                            if p.as_str() >= at {
+                                return;
+                            }
+                            if last.as_ref().is_some_and(|l| p <= l) {
+                                check.report.duplicated.push(format!("{p} ({file})"));
+                                return;
+                            }
+                            last = Some(p.clone());
+                        }
+                        take(&mut check, row);
+                    })
+                    .map_err(|e| anyhow!("{}/{file}: {e}", target.shown))?;
+                }
+            }
+            Store::Kafka(opts) => {
+                let topic = opts.topic_for(&riffle_core::TableId::new(schema, name), db);
+                let shape = check.shape.clone();
+                let mut bad = None;
+                // A key's events are in one partition, in order.
+                opts.read_topic(&topic, &mut |m| {
+                    let Some(value) = m.value else { return };
+                    let read = read_rows("jsonl", value.into(), &shape, &mut |mut row| {
+                        row.position = row.position.or_else(|| m.position.clone());
+                        if row.position.as_deref().is_some_and(|p| p >= at) {
+                            return;
+                        }
+                        take(&mut check, row);
+                    });
+                    if let Err(e) = read {
+                        bad.get_or_insert(e);
+                    }
+                })
+                .map_err(|e| anyhow!("{e}"))?;
+                if let Some(e) = bad {
+                    return Err(anyhow!("Kafka topic {topic}: {e}"));
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(anyhow!(e).context("sorting the sink's rows (temporary files)"));
         }
         Ok(check)
     }
@@ -415,23 +456,42 @@ impl TableCheck {
     }
 }
 
-/// The file sinks of `cfg`; any other sink cannot be read back.
+/// The sinks of `cfg` verify can read back (files, JSON Kafka topics).
 fn file_sides(cfg: &Config) -> Result<Vec<FileSide>> {
     let mut sides = Vec::new();
     for (index, s) in cfg.sinks.iter().enumerate() {
         match &s.target {
             SinkTarget::Files(opts) => {
                 let target = riffle_files::object::open_target(&opts.url, &opts.store).map_err(|e| anyhow!("sink {}: {e}", s.name))?;
-                let format =
-                    riffle_formats::file::file_format(s.encoder, opts.compression.as_deref()).map_err(|e| anyhow!("sink {}: {e}", s.name))?;
+                let format = riffle_formats::file::file_format(s.encoder, opts.compression.as_deref())
+                    .map_err(|e| anyhow!("sink {}: {e}", s.name))?;
                 let ext = format.extension();
-                sides.push(FileSide { name: s.name.clone(), target, format, ext, index, tables: BTreeMap::new(), behind: None });
+                sides.push(FileSide {
+                    name: s.name.clone(),
+                    store: Store::Files(target),
+                    format,
+                    ext,
+                    index,
+                    tables: BTreeMap::new(),
+                    behind: None,
+                });
             }
-            SinkTarget::Kafka(_) => bail!(
-                "sink {}: riffle verify cannot read a Kafka topic back yet; verify a file sink of the same pipeline, or leave this one out of the file given to verify",
-                s.name
-            ),
-            SinkTarget::Stdout => bail!("sink {}: standard output cannot be read back; riffle verify compares file sinks", s.name),
+            SinkTarget::Kafka(opts) => {
+                if !matches!(opts.format, riffle_kafka::ValueFormat::Json { .. }) {
+                    bail!(
+                        "sink {}: riffle verify reads JSON topics back, not Avro; verify a JSON or file sink of the same pipeline",
+                        s.name
+                    );
+                }
+                // JSON messages carry the envelope JSON lines files do.
+                let encoder = riffle_formats::Encoder { format: riffle_formats::Format::Jsonl, metadata: true };
+                let format = riffle_formats::file::file_format(encoder, None).map_err(|e| anyhow!("sink {}: {e}", s.name))?;
+                let store = Store::Kafka(opts.clone());
+                sides.push(FileSide { name: s.name.clone(), store, format, ext: "jsonl", index, tables: BTreeMap::new(), behind: None });
+            }
+            SinkTarget::Stdout => {
+                bail!("sink {}: standard output cannot be read back; riffle verify compares file sinks and Kafka topics", s.name)
+            }
         }
     }
     if sides.is_empty() {
@@ -485,7 +545,7 @@ async fn reach(cfg: &Config, at: &Offset, opts: &Options, sides: &mut [FileSide]
     Ok(())
 }
 
-/// Verifies `cfg`'s file sinks against its source; the report, printed.
+/// Verifies `cfg`'s sinks against its source; the report, printed.
 pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> Result<Report> {
     let mut sides = file_sides(cfg)?;
     let mut source = AnySource::new(&cfg.source_spec())?;
@@ -501,6 +561,8 @@ pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> R
         dir: std::env::temp_dir().join(format!("riffle-verify-{}", std::process::id())),
     };
     let mut at: Option<(Offset, String)> = None;
+    // The source's database, for topic names that hold it.
+    let mut db: Option<String> = None;
     let mut planned: Vec<(String, Vec<String>)> = Vec::new();
     while let Some(items) = rx.recv().await {
         for item in items {
@@ -528,7 +590,9 @@ pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> R
                                 columns: ev.table.columns.len(),
                                 keep_cells: opts.show_values,
                             };
-                            let loaded = tokio::task::block_in_place(|| side.load(&table, shape, at_key, &sorting))?;
+                            db.get_or_insert_with(|| ev.source.db.to_string());
+                            let db = db.as_deref().unwrap_or_default();
+                            let loaded = tokio::task::block_in_place(|| side.load(&table, shape, at_key, &sorting, db))?;
                             side.tables.insert(table.clone(), loaded);
                         }
                         let check = side.tables.get_mut(&table).expect("loaded above");
@@ -555,7 +619,8 @@ pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> R
         for (table, key) in &planned {
             if !side.tables.contains_key(table) {
                 let shape = Shape { key: key.clone(), columns: 0, keep_cells: opts.show_values };
-                let loaded = tokio::task::block_in_place(|| side.load(table, shape, &at_key, &sorting))?;
+                let db = db.as_deref().unwrap_or_default();
+                let loaded = tokio::task::block_in_place(|| side.load(table, shape, &at_key, &sorting, db))?;
                 side.tables.insert(table.clone(), loaded);
             }
         }

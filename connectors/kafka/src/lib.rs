@@ -30,12 +30,14 @@
 pub mod connect;
 mod encode;
 mod options;
+mod read;
 pub mod registry;
 mod sink;
 mod topics;
 mod txmeta;
 
 pub use options::{KafkaOptions, OptionError, ValueFormat};
+pub use read::TopicMessage;
 pub use registry::RegistryError;
 pub use sink::{check, KafkaSink};
 pub use topics::legal_topic;
