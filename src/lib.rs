@@ -92,7 +92,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 _ => tracing::info!(offset, events = summary.events, "stopped; position saved"),
             }
             if args.verify && summary.end == RunEnd::ReachedUntil {
-                verify_and_exit(&cfg, &args.verify_flags, true, stop).await?;
+                verify_and_exit(&cfg, &args.verify_flags, true, cli.quiet, stop).await?;
             }
             Ok(())
         }
@@ -104,7 +104,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 commit_interval: None,
                 max_retries: None,
             })?;
-            verify_and_exit(&cfg, &args.verify, false, stop_on_signals()).await
+            verify_and_exit(&cfg, &args.verify, false, cli.quiet, stop_on_signals()).await
         }
         Command::Status(args) => status::run(&args).await,
         Command::Check(args) => {
@@ -121,13 +121,19 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// Runs `riffle verify`: an error [`verify::Differences`] (exit 3) when
 /// the copy differs.
-async fn verify_and_exit(cfg: &config::Config, flags: &cli::VerifyFlags, catch_up: bool, stop: watch::Receiver<bool>) -> Result<()> {
+async fn verify_and_exit(
+    cfg: &config::Config,
+    flags: &cli::VerifyFlags,
+    catch_up: bool,
+    quiet: bool,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
     let wait = match flags.wait.as_deref() {
         Some(w) => config::parse_duration(w).ok_or_else(|| anyhow::anyhow!("--wait: expected a duration like 30s or 5m, found {w:?}"))?,
         None => std::time::Duration::from_secs(300),
     };
     let opts = verify::Options { json: flags.json, show_values: flags.show_values, wait, catch_up };
-    let report = verify::run(cfg, &opts, stop).await?;
+    let report = verify::run(cfg, &opts, quiet, stop).await?;
     if report.matches {
         Ok(())
     } else {

@@ -546,7 +546,7 @@ async fn reach(cfg: &Config, at: &Offset, opts: &Options, sides: &mut [FileSide]
 }
 
 /// Verifies `cfg`'s sinks against its source; the report, printed.
-pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> Result<Report> {
+pub async fn run(cfg: &Config, opts: &Options, quiet: bool, stop: watch::Receiver<bool>) -> Result<Report> {
     let mut sides = file_sides(cfg)?;
     let mut source = AnySource::new(&cfg.source_spec())?;
     source.prepare(StartMode::Verify, Until::Never)?;
@@ -563,6 +563,9 @@ pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> R
     let mut at: Option<(Offset, String)> = None;
     // The source's database, for topic names that hold it.
     let mut db: Option<String> = None;
+    // Bars on a terminal (rows read from the source, per table), log lines elsewhere.
+    let mut progress = crate::progress::Progress::new(quiet);
+    let mut chunks: Option<riffle_core::SnapshotProgress> = None;
     let mut planned: Vec<(String, Vec<String>)> = Vec::new();
     while let Some(items) = rx.recv().await {
         for item in items {
@@ -571,9 +574,23 @@ pub async fn run(cfg: &Config, opts: &Options, stop: watch::Receiver<bool>) -> R
                     reach(cfg, &offset, opts, &mut sides, &stop).await?;
                     at = Some((offset.clone(), position_key(&offset)));
                 }
-                SourceItem::SnapshotPlan(plan) => planned = plan.tables.iter().map(|t| (t.table.clone(), t.key.clone())).collect(),
+                SourceItem::SnapshotPlan(plan) => {
+                    progress.plan(plan.pending().count());
+                    planned = plan.tables.iter().map(|t| (t.table.clone(), t.key.clone())).collect();
+                    chunks = Some(plan);
+                }
+                SourceItem::SnapshotTable { table, estimated_rows } => progress.start_table(&table, estimated_rows),
+                SourceItem::ChunkDone(done) => {
+                    if let Some(plan) = chunks.as_mut() {
+                        if plan.record(&done) && plan.table(&done.table).is_some_and(|t| t.is_done()) {
+                            progress.finish_table(&done.table);
+                        }
+                    }
+                }
+                SourceItem::SnapshotDone => progress.finish_all(),
                 SourceItem::Event(ev) => {
                     let Some((_, at_key)) = &at else { bail!("the source sent rows before its position; this is a bug in riffle") };
+                    progress.snapshot_rows(&ev.table.id, 1);
                     let routed = transformer.apply(ev).map_err(|e| anyhow!("{e}"))?;
                     let Some(ev) = routed.event else { continue };
                     let table = ev.table.id.to_string();
