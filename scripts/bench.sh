@@ -96,12 +96,17 @@ except Exception:
     print(0)' "$1"
 }
 
-bench_snapshot() {
-    seed_postgres
-    echo "== chunked snapshot: riffle sync with 1, 2, 4 workers vs psql COPY"
+# psql COPY of bench.orders, the reference: sets COPY_S.
+copy_reference() {
     measure psql_copy "${PSQL[@]}" -d bench -o "$WORK/copy.csv" -c "COPY bench.orders TO STDOUT (FORMAT csv)"
     COPY_S=$SECS
     report "psql COPY … TO STDOUT (reference)" "$SECS" "$RSS_MB"
+}
+
+bench_snapshot() {
+    seed_postgres
+    echo "== chunked snapshot: riffle sync with 1, 2, 4 workers vs psql COPY"
+    copy_reference
     local half=$((ROWS / 2))
     measure psql_copy2 bash -c "${PSQL[*]} -d bench -o $WORK/copy-a.csv -c 'COPY (SELECT * FROM bench.orders WHERE id <= $half) TO STDOUT (FORMAT csv)' &
         ${PSQL[*]} -d bench -o $WORK/copy-b.csv -c 'COPY (SELECT * FROM bench.orders WHERE id > $half) TO STDOUT (FORMAT csv)'; wait"
@@ -169,9 +174,7 @@ bench_postgres() {
     seed_postgres
 
     echo "== snapshot: psql COPY vs riffle sync to CSV"
-    measure psql_copy "${PSQL[@]}" -d bench -o "$WORK/copy.csv" -c "COPY bench.orders TO STDOUT (FORMAT csv)"
-    COPY_S=$SECS
-    report "psql COPY … TO STDOUT (reference)" "$SECS" "$RSS_MB"
+    copy_reference
     measure riffle_sync_plain "$RIFFLE" sync --source "$URL" --tables bench.orders --sink "$WORK/sync-plain" --format csv --no-metadata
     SYNC_S=$SECS SYNC_RSS=$RSS_MB
     report "riffle sync → CSV (--no-metadata)" "$SECS" "$RSS_MB"
@@ -272,9 +275,7 @@ bench_mariadb() {
 bench_verify() {
     seed_postgres
     echo "== riffle verify of a Parquet copy vs psql COPY"
-    measure psql_copy "${PSQL[@]}" -d bench -o "$WORK/copy.csv" -c "COPY bench.orders TO STDOUT (FORMAT csv)"
-    COPY_S=$SECS
-    report "psql COPY … TO STDOUT (reference)" "$SECS" "$RSS_MB"
+    copy_reference
     local args=(--source "$URL" --tables bench.orders --sink "$WORK/verify" --format parquet --state "$WORK/verify-state" --name bench_verify)
     "$RIFFLE" replicate "${args[@]}" --until now -q
     measure riffle_verify "$RIFFLE" verify "${args[@]}" -q

@@ -45,13 +45,7 @@ fn print(check: &Check, color: bool) -> bool {
 
 /// Runs every check and prints one line each; `Ok(true)` when all pass.
 pub async fn run(args: &CheckArgs) -> Result<bool> {
-    let cfg = crate::config::build(crate::config::Overrides {
-        args: &args.pipeline,
-        no_metadata: false,
-        state: args.state.as_ref(),
-        commit_interval: None,
-        max_retries: None,
-    })?;
+    let cfg = crate::config::build(crate::config::Overrides::reading(&args.pipeline, args.state.as_ref()))?;
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal();
     let store = crate::state::StateStore::new(&cfg.state_dir)?;
     let saved =

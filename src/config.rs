@@ -311,6 +311,14 @@ pub struct Overrides<'a> {
     pub max_retries: Option<u32>,
 }
 
+impl<'a> Overrides<'a> {
+    /// A command that reads a pipeline (`check`, `verify`): its flags and
+    /// state, nothing of how it writes.
+    pub fn reading(args: &'a PipelineArgs, state: Option<&'a PathBuf>) -> Self {
+        Overrides { args, no_metadata: false, state, commit_interval: None, max_retries: None }
+    }
+}
+
 pub fn build(o: Overrides<'_>) -> Result<Config> {
     let args = o.args;
     let file = match &args.config {

@@ -97,13 +97,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Verify(args) => {
-            let cfg = config::build(config::Overrides {
-                args: &args.pipeline,
-                no_metadata: false,
-                state: args.state.as_ref(),
-                commit_interval: None,
-                max_retries: None,
-            })?;
+            let cfg = config::build(config::Overrides::reading(&args.pipeline, args.state.as_ref()))?;
             verify_and_exit(&cfg, &args.verify, false, cli.quiet, stop_on_signals()).await
         }
         Command::Status(args) => status::run(&args).await,

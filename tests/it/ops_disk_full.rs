@@ -8,6 +8,17 @@
 use crate::support::*;
 use std::process::Command;
 
+/// The output replays to the table, no event written twice.
+async fn assert_exact_copy(out: &std::path::Path, client: &tokio_postgres::Client) {
+    let events = read_jsonl(out, "public.t");
+    let mut positions: Vec<&str> = events.iter().map(|e| e["source"]["position"].as_str().unwrap()).collect();
+    let n = positions.len();
+    positions.sort();
+    positions.dedup();
+    assert_eq!(positions.len(), n, "an event was written twice");
+    assert_eq!(replay(&events, "id"), table_as_json(client, "t", "id").await, "replaying the output must give the table");
+}
+
 /// A tmpfs of `mb` MiB at `dir`, unmounted when dropped.
 struct Tmpfs(std::path::PathBuf);
 
@@ -69,13 +80,7 @@ async fn a_full_disk_stops_riffle_with_the_fix_and_loses_nothing() {
     disk.grow(200);
     client.batch_execute("UPDATE t SET note = 'changed' WHERE id % 1000 = 0; DELETE FROM t WHERE id % 1000 = 1").await.unwrap();
     riffle_ok(&args);
-    let events = read_jsonl(&out, "public.t");
-    let mut positions: Vec<&str> = events.iter().map(|e| e["source"]["position"].as_str().unwrap()).collect();
-    let n = positions.len();
-    positions.sort();
-    positions.dedup();
-    assert_eq!(positions.len(), n, "an event was written twice");
-    assert_eq!(replay(&events, "id"), table_as_json(&client, "t", "id").await, "replaying the output must give the table");
+    assert_exact_copy(&out, &client).await;
 }
 
 /// riffle under strace, its `fsync` calls on `path` failing with EIO (as a
@@ -141,11 +146,5 @@ async fn fsync_failing_with_eio_stops_riffle_with_the_fix_and_loses_nothing() {
         assert!(!err.contains("retrying"), "an EIO is not retried: {err}");
     }
     riffle_ok(&args);
-    let events = read_jsonl(&out, "public.t");
-    let mut positions: Vec<&str> = events.iter().map(|e| e["source"]["position"].as_str().unwrap()).collect();
-    let n = positions.len();
-    positions.sort();
-    positions.dedup();
-    assert_eq!(positions.len(), n, "an event was written twice");
-    assert_eq!(replay(&events, "id"), table_as_json(&client, "t", "id").await, "replaying the output must give the table");
+    assert_exact_copy(&out, &client).await;
 }
