@@ -84,18 +84,100 @@ async fn faults_are_found(format: &str, ext: &str) {
     std::fs::write(first, &saved).unwrap();
     assert_matches(&check, 3000);
 
-    if matches!(format, "jsonl" | "csv") {
-        let text = String::from_utf8(saved.clone()).unwrap();
-        // A row deleted from a file (id 2: the second data line).
-        let skip = if format == "csv" { 2 } else { 1 };
-        let kept: Vec<&str> = text.split_inclusive('\n').enumerate().filter(|(i, _)| *i != skip).map(|(_, l)| l).collect();
-        std::fs::write(first, kept.concat()).unwrap();
-        assert_finds(&check, "missing in the sink", "id=2");
-        // A value altered in a file.
-        std::fs::write(first, text.replacen("name 3", "name X", 1)).unwrap();
-        assert_finds(&check, "differing", "id=3");
-        std::fs::write(first, &saved).unwrap();
-        assert_matches(&check, 3000);
+    // A row deleted from a file (id 2, the file's second row), then a value
+    // altered in one (id 3's name): the file rewritten as its format reads.
+    std::fs::write(first, edit(format, &saved, Edit::DeleteSecondRow)).unwrap();
+    assert_finds(&check, "missing in the sink", "id=2");
+    std::fs::write(first, edit(format, &saved, Edit::RenameThird)).unwrap();
+    assert_finds(&check, "differing", "id=3");
+    std::fs::write(first, &saved).unwrap();
+    assert_matches(&check, 3000);
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Edit {
+    DeleteSecondRow,
+    RenameThird,
+}
+
+/// A sink file with its second row deleted, or its third row's `name` set
+/// to `name X`, in the file's own format.
+fn edit(format: &str, file: &[u8], what: Edit) -> Vec<u8> {
+    match format {
+        "jsonl" | "csv" => {
+            let text = String::from_utf8(file.to_vec()).unwrap();
+            match what {
+                Edit::DeleteSecondRow => {
+                    let skip = if format == "csv" { 2 } else { 1 };
+                    text.split_inclusive('\n').enumerate().filter(|(i, _)| *i != skip).map(|(_, l)| l).collect::<String>().into_bytes()
+                }
+                Edit::RenameThird => text.replacen("name 3", "name X", 1).into_bytes(),
+            }
+        }
+        "avro" => {
+            use apache_avro::types::Value as V;
+            let reader = apache_avro::Reader::new(file).unwrap();
+            let schema = reader.writer_schema().clone();
+            let mut records: Vec<V> = reader.map(Result::unwrap).collect();
+            match what {
+                Edit::DeleteSecondRow => {
+                    records.remove(1);
+                }
+                Edit::RenameThird => {
+                    let V::Record(fields) = &mut records[2] else { panic!("an envelope") };
+                    let after = fields.iter_mut().find(|(n, _)| n == "after").unwrap();
+                    let V::Union(_, row) = &mut after.1 else { panic!("after is a union") };
+                    let V::Record(cols) = row.as_mut() else { panic!("a row") };
+                    let name = cols.iter_mut().find(|(n, _)| n == "name").unwrap();
+                    name.1 = V::Union(1, Box::new(V::String("name X".into())));
+                }
+            }
+            let mut writer = apache_avro::Writer::new(&schema, Vec::new());
+            for r in records {
+                writer.append(r).unwrap();
+            }
+            writer.into_inner().unwrap()
+        }
+        "parquet" => {
+            use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+            // The file's rows in one batch.
+            let mut reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(file))
+                .unwrap()
+                .with_batch_size(1 << 20)
+                .build()
+                .unwrap();
+            let all: RecordBatch = reader.next().unwrap().unwrap();
+            let schema = all.schema();
+            let edited = match what {
+                Edit::DeleteSecondRow => vec![all.slice(0, 1), all.slice(2, all.num_rows() - 2)],
+                Edit::RenameThird => {
+                    let i = schema.index_of("name").unwrap();
+                    let names = all.column(i).as_any().downcast_ref::<StringArray>().unwrap();
+                    let renamed: StringArray = (0..names.len())
+                        .map(|r| {
+                            if r == 2 {
+                                Some("name X")
+                            } else if names.is_null(r) {
+                                None
+                            } else {
+                                Some(names.value(r))
+                            }
+                        })
+                        .collect();
+                    let mut columns: Vec<ArrayRef> = all.columns().to_vec();
+                    columns[i] = std::sync::Arc::new(renamed);
+                    vec![RecordBatch::try_new(schema.clone(), columns).unwrap()]
+                }
+            };
+            let mut out = Vec::new();
+            let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+            for b in &edited {
+                writer.write(b).unwrap();
+            }
+            writer.close().unwrap();
+            out
+        }
+        other => panic!("no editor for {other}"),
     }
 }
 
@@ -119,10 +201,10 @@ async fn postgres_to_parquet_verifies_and_faults_are_found() {
     faults_are_found("parquet", "parquet").await;
 }
 
-/// MariaDB into Parquet on S3: verifies, and a change the sink has not
-/// seen is found.
+/// MariaDB into S3, in every format: an exact copy verifies, and a change
+/// the sink has not seen is found.
 #[tokio::test(flavor = "multi_thread")]
-async fn mariadb_to_s3_parquet_verifies() {
+async fn mariadb_to_s3_in_every_format_verifies() {
     use mysql_async::prelude::Queryable;
     let _gate = S3_GATE.read().await;
     let db = "it_verify_my";
@@ -138,33 +220,38 @@ async fn mariadb_to_s3_parquet_verifies() {
     )
     .await
     .unwrap();
-    let root = crate::kafka_support::unique("verify");
-    let sink = s3_url(&root);
-    let state = temp_dir("verify-my-state");
     let url = my_url(db);
     let table = format!("{db}.t");
-    let base = |cmd: &str| -> Vec<String> {
-        let mut a: Vec<String> =
-            [cmd, "--source", &url, "--tables", &table, "--sink", &sink, "--format", "parquet", "--name", &root].map(String::from).to_vec();
-        a.extend(["--state".to_string(), state.display().to_string()]);
-        a
-    };
     let env = s3_env();
     let run = |a: &[String]| {
         let o = riffle_cmd(a).envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).output().unwrap();
         (o.status.code(), format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o)))
     };
-    let mut replicate = base("replicate");
-    replicate.extend(["--until".to_string(), "now".to_string()]);
-    assert_eq!(run(&replicate).0, Some(0));
-    let (code, text) = run(&base("verify"));
-    assert_eq!(code, Some(0), "{text}");
-    let line = text.lines().find(|l| l.trim_start().starts_with(&table)).unwrap_or_else(|| panic!("{text}"));
-    assert_eq!(line.split_whitespace().skip(1).take(3).collect::<Vec<_>>(), ["2000", "2000", "2000"], "{text}");
-    conn.query_drop("DELETE FROM t WHERE id = 11").await.unwrap();
-    let (code, text) = run(&base("verify"));
-    assert_eq!(code, Some(3), "{text}");
-    assert!(text.lines().any(|l| l.contains("extra in the sink") && l.contains("id=11")), "{text}");
+    for (n, format) in ["jsonl", "csv", "avro", "parquet"].iter().enumerate() {
+        let root = crate::kafka_support::unique(&format!("verify_{format}"));
+        let sink = s3_url(&root);
+        let state = temp_dir(&format!("verify-my-{format}"));
+        let base = |cmd: &str| -> Vec<String> {
+            let mut a: Vec<String> = [cmd, "--source", &url, "--tables", &table, "--sink", &sink, "--format", format, "--name", &root]
+                .map(String::from)
+                .to_vec();
+            a.extend(["--state".to_string(), state.display().to_string()]);
+            a
+        };
+        let mut replicate = base("replicate");
+        replicate.extend(["--until".to_string(), "now".to_string()]);
+        assert_eq!(run(&replicate).0, Some(0));
+        let rows = (2000 - n).to_string();
+        let (code, text) = run(&base("verify"));
+        assert_eq!(code, Some(0), "{format}: {text}");
+        let line = text.lines().find(|l| l.trim_start().starts_with(&table)).unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(line.split_whitespace().skip(1).take(3).collect::<Vec<_>>(), [rows.as_str(); 3], "{format}: {text}");
+        let gone = 11 + n;
+        conn.query_drop(format!("DELETE FROM t WHERE id = {gone}")).await.unwrap();
+        let (code, text) = run(&base("verify"));
+        assert_eq!(code, Some(3), "{format}: {text}");
+        assert!(text.lines().any(|l| l.contains("extra in the sink") && l.contains(&format!("id={gone}"))), "{format}: {text}");
+    }
 }
 
 /// Writers keep changing the source while verify runs against a running
