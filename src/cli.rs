@@ -238,6 +238,13 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "ROWS")]
     pub snapshot_chunk_rows: Option<u64>,
 
+    /// In-band signals: a table (SCHEMA.TABLE, columns id, type, data, as Debezium's) whose
+    /// inserts ask the running pipeline to act: type `execute-snapshot`, data
+    /// {"data-collections": ["GLOB", …]} reads those tables again (as `riffle snapshot`).
+    /// It joins the selection; its own rows go to no sink.
+    #[arg(long, value_name = "TABLE")]
+    pub signal_table: Option<String>,
+
     /// How long one round of a snapshot read while streaming (a resume, added tables,
     /// riffle snapshot) reads chunks before the stream goes on: the longest the other tables'
     /// changes wait [default: 5s].

@@ -113,6 +113,8 @@ pub struct RawSource {
     pub tables: Vec<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// In-band signals (`--signal-table`).
+    pub signal_table: Option<String>,
 }
 
 /// Unknown fields are caught by `options` and refused when the sink is built.
@@ -171,6 +173,8 @@ pub struct Config {
     /// source (default: three heartbeats, at least 90 s).
     pub stall_timeout: Duration,
     pub snapshot: riffle_core::SnapshotOptions,
+    /// In-band signals: inserts into this table (`schema.table`).
+    pub signal_table: Option<String>,
 }
 
 /// Shown without secrets: the source URL's password, the state URL's
@@ -338,9 +342,20 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
     let Some(source_kind) = SourceKind::of(&source_url) else {
         bail!("{}: expected {SOURCE_SCHEMES}, found {:?}", where_("source.url"), redact_source_url(&source_url));
     };
-    let tables = if args.tables.is_empty() { raw_source.tables } else { args.tables.clone() };
+    let mut tables = if args.tables.is_empty() { raw_source.tables } else { args.tables.clone() };
     if tables.is_empty() {
         bail!("no tables selected; pass --tables 'schema.table' (globs allowed, e.g. 'public.*') or set source.tables in --config");
+    }
+    // The signal table is captured like the others (its inserts are the
+    // signals), so it joins the selection.
+    let signal_table = args.signal_table.clone().or(raw_source.signal_table);
+    if let Some(t) = &signal_table {
+        if !t.contains('.') || t.contains('*') || t.contains('?') {
+            bail!("{}: expected one table as SCHEMA.TABLE, found {t:?}", where_("source.signal_table"));
+        }
+        if !tables.contains(t) {
+            tables.push(t.clone());
+        }
     }
     let exclude = if args.exclude.is_empty() { raw_source.exclude } else { args.exclude.clone() };
     let metadata_default = !o.no_metadata;
@@ -460,6 +475,7 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
         full_before_images: args.full_before_images || file.full_before_images.unwrap_or(false),
         stall_timeout,
         snapshot: riffle_core::SnapshotOptions { workers: snapshot_workers, chunk_rows, round },
+        signal_table,
     })
 }
 

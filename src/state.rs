@@ -118,6 +118,10 @@ pub trait StateSave: Send {
     fn clear_request(&self, _name: &str) -> Result<(), StateError> {
         Ok(())
     }
+    /// Adds `globs` to the request (an in-band signal asked for them).
+    fn add_request(&self, _name: &str, globs: &[String]) -> Result<Vec<String>, StateError> {
+        Ok(globs.to_vec())
+    }
 }
 
 impl StateSave for StateStore {
@@ -135,6 +139,10 @@ impl StateSave for StateStore {
 
     fn clear_request(&self, name: &str) -> Result<(), StateError> {
         StateStore::clear_request(self, name)
+    }
+
+    fn add_request(&self, name: &str, globs: &[String]) -> Result<Vec<String>, StateError> {
+        StateStore::add_request(self, name, globs)
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Committer {
     pub(super) sinks: Vec<Box<dyn Sink>>,
     /// The pipeline's lease in a bucket, confirmed before each commit.
     fence: Option<riffle_files::object::lease::LeaseHandle>,
+    /// In-band signals: inserts into this table; its rows go to no sink.
+    signal: Option<riffle_core::TableId>,
     sink_names: Vec<String>,
     transformer: Transformer,
     /// `None` for a one-shot sync, which saves nothing.
@@ -85,6 +87,8 @@ pub struct Parts {
     pub selection: Vec<String>,
     /// The pipeline's lease in a bucket, confirmed before each commit.
     pub fence: Option<riffle_files::object::lease::LeaseHandle>,
+    /// In-band signals: inserts into this table.
+    pub signal: Option<riffle_core::TableId>,
 }
 
 /// A state store error as the pipeline sorts errors: transient ones are
@@ -99,6 +103,7 @@ impl Committer {
         Committer {
             sinks: p.sinks,
             fence: p.fence,
+            signal: p.signal,
             sink_names: p.sink_names,
             transformer: p.transformer,
             store: p.store,
@@ -135,6 +140,11 @@ impl Committer {
                 self.count_run(run.take());
             }
             match item {
+                SourceItem::Event(ev) if self.signal.as_ref() == Some(&ev.table.id) => {
+                    if !self.in_snapshot && ev.op == riffle_core::Op::Create {
+                        self.signal(&ev)?;
+                    }
+                }
                 SourceItem::Event(ev) => {
                     self.ledger.event(ev.position, ev.source.ts_ms);
                     if self.in_snapshot {
@@ -379,6 +389,39 @@ impl Committer {
             let _ = self.durable.send(Some(offset));
         }
         self.take_request()
+    }
+
+    /// An insert into the signal table (Debezium's shape: `id`, `type`,
+    /// `data`): `execute-snapshot` with `{"data-collections": [...]}` asks
+    /// for those tables again, as `riffle snapshot` does (the request is
+    /// taken at the next commit). A signal seen again after a crash asks
+    /// again; other types are logged and ignored.
+    fn signal(&mut self, ev: &riffle_core::ChangeEvent) -> Result<(), SinkError> {
+        let text = |name: &str| -> Option<String> {
+            let i = ev.table.column_index(name)?;
+            match ev.after.as_ref()?.get(i)? {
+                riffle_core::Value::Text(s) | riffle_core::Value::Json(s) => Some(s.clone()),
+                _ => None,
+            }
+        };
+        let kind = text("type").unwrap_or_default();
+        if kind != "execute-snapshot" {
+            tracing::warn!(table = %ev.table.id, kind, "a signal riffle does not act on (it knows execute-snapshot); ignored");
+            return Ok(());
+        }
+        let data: serde_json::Value = text("data").and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default();
+        let globs: Vec<String> =
+            data["data-collections"].as_array().into_iter().flatten().filter_map(|g| g.as_str().map(str::to_string)).collect();
+        if globs.is_empty() {
+            tracing::warn!(table = %ev.table.id, "an execute-snapshot signal without data-collections; ignored");
+            return Ok(());
+        }
+        let Some(store) = &self.store else { return Ok(()) };
+        tracing::info!(tables = globs.join(","), "signal: reading tables again");
+        store.add_request(&self.state.name, &globs).map_err(state_error)?;
+        // Looked for at the next commit, not after the usual poll.
+        self.request_checked = Instant::now().checked_sub(REQUEST_POLL).unwrap_or_else(Instant::now);
+        Ok(())
     }
 
     /// A `riffle snapshot` request: taken into the saved plan, then the

@@ -223,6 +223,7 @@ async fn replicate(source: ScriptedSource, sink: &Arc<Mutex<SinkLog>>, store: &M
         metrics: metrics.clone(),
         selection,
         fence: None,
+        signal: None,
     });
     let job = Job::Replicate { until: Until::Now, standby: false };
     let retries = Retries { max: 3, scale: 0.001 };

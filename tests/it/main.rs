@@ -34,4 +34,6 @@ mod ops_ownership;
 mod ops_resilience;
 mod ops_transforms;
 
+mod snapshot_signal;
+
 mod verify;
