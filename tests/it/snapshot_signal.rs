@@ -34,7 +34,7 @@ async fn a_postgres_signal_reads_a_table_again() {
     let log = state.join("riffle.log");
     let mut running = Running(spawn_riffle(&args, None, &log));
     wait_for("the pipeline to stream", 60, || log_count(&log, "streaming started") >= 1).await;
-    assert_eq!((reads(&out, "public.a"), reads(&out, "public.b")), (500, 300));
+    wait_for("the snapshot committed", 60, || (reads(&out, "public.a"), reads(&out, "public.b")) == (500, 300)).await;
     client.batch_execute("UPDATE a SET v = -v WHERE id <= 10").await.unwrap();
     client
         .batch_execute(
@@ -71,7 +71,7 @@ async fn a_mariadb_signal_reads_a_table_again() {
     let log = state.join("riffle.log");
     let mut running = Running(spawn_riffle(&args, None, &log));
     wait_for("the pipeline to stream", 60, || log_count(&log, "streaming started") >= 1).await;
-    assert_eq!(reads(&out, &table), 500);
+    wait_for("the snapshot committed", 60, || reads(&out, &table) == 500).await;
     conn.query_drop(format!(r#"INSERT INTO riffle_signal VALUES ('s1', 'execute-snapshot', '{{"data-collections": ["{table}"]}}')"#))
         .await
         .unwrap();
