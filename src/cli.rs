@@ -66,6 +66,13 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Compare the source with what the sinks hold (files, JSON Kafka topics), at one exact source position (exit 3 on differences).
     Verify(VerifyArgs),
+    /// Print a shell completion script: riffle completions bash > /etc/bash_completion.d/riffle
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): riffle man > /usr/local/share/man/man1/riffle.1
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -96,6 +96,20 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "riffle", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            use std::io::Write as _;
+            // A reader that went away (`riffle man | head`) is no error.
+            let _ = std::io::stdout().write_all(&out);
+            Ok(())
+        }
         Command::Verify(args) => {
             let cfg = config::build(config::Overrides::reading(&args.pipeline, args.state.as_ref()))?;
             verify_and_exit(&cfg, &args.verify, false, cli.quiet, stop_on_signals()).await

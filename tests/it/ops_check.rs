@@ -135,3 +135,20 @@ async fn slots_are_listed_and_dropped_only_when_confirmed() {
     let again = riffle(&["slots", "drop", "--source", &url, "it_slots_pipe", "--yes"]);
     assert!(stderr(&again).contains("no slot or publication named"));
 }
+
+/// Shell completions and the manual page come from the same definition as
+/// `--help`, so they name every command.
+#[test]
+fn completions_and_the_manual_page_name_every_command() {
+    let bash = riffle_ok(&["completions", "bash"]);
+    let script = String::from_utf8(bash.stdout).unwrap();
+    for command in ["sync", "replicate", "verify", "snapshot", "status", "check", "slots"] {
+        assert!(script.contains(command), "bash completion lacks {command}");
+    }
+    for shell in ["zsh", "fish"] {
+        assert!(!riffle_ok(&["completions", shell]).stdout.is_empty(), "{shell}");
+    }
+    let man = String::from_utf8(riffle_ok(&["man"]).stdout).unwrap();
+    assert!(man.contains(".TH riffle 1") && man.contains("verify") && man.contains("Exit codes"), "{man}");
+    assert_eq!(riffle(&["completions", "tcsh"]).status.code(), Some(2), "an unknown shell is bad usage");
+}
