@@ -141,13 +141,17 @@ fn bad(what: impl std::fmt::Display) -> FormatError {
 /// The events of a file written in `extension`'s format (`jsonl`, `csv`,
 /// `avro`, `parquet`), handed to `out` in file order as they are read.
 pub fn read_rows(extension: &str, bytes: bytes::Bytes, shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Result<(), FormatError> {
-    match extension {
+    // The Avro and Parquet readers are other crates': a file that makes one
+    // panic (a tampered or truncated object) is an error about that file,
+    // never the end of riffle.
+    let read = std::panic::AssertUnwindSafe(|| match extension {
         "jsonl" => read_jsonl(&bytes, shape, out),
         "csv" => read_csv(&bytes, shape, out),
         "avro" => read_avro(&bytes, shape, out),
-        "parquet" => read_parquet(bytes, shape, out),
+        "parquet" => read_parquet(bytes.clone(), shape, out),
         other => Err(bad(format!("unknown file format {other:?}"))),
-    }
+    });
+    std::panic::catch_unwind(read).unwrap_or_else(|_| Err(bad(format!("the {extension} reader failed on it (a malformed file)"))))
 }
 
 fn read_jsonl(bytes: &[u8], shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Result<(), FormatError> {
