@@ -299,12 +299,16 @@ impl StateStore {
         }
     }
 
-    /// Does a process hold pipeline `name`'s lease in the bucket (its lease
-    /// object exists and was not released)? A holder that died leaves it
-    /// held until it expires.
+    /// Does a process hold pipeline `name`'s lease in the bucket: its lease
+    /// object was not released and was renewed lately (within twice its
+    /// time to live, by the store's clock: a holder that died is not
+    /// waited for)?
     pub fn lease_held(&self, name: &str) -> bool {
-        let Ok(Some(bytes)) = self.read(&format!("{name}.lease"), "reading the lease") else { return false };
-        serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| v["released"] != serde_json::Value::Bool(true))
+        let StateStore::Object(t, _) = self else { return false };
+        let rel = format!("{name}.lease");
+        let fresh = t.age(&rel).ok().flatten().is_some_and(|age| age < riffle_files::object::lease::TTL * 2);
+        let Ok(Some(bytes)) = self.read(&rel, "reading the lease") else { return false };
+        fresh && serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| v["released"] != serde_json::Value::Bool(true))
     }
 
     /// Is the state in an object store (rather than a local directory)?
@@ -588,5 +592,12 @@ mod tests {
         }
         assert_eq!(standby.load("p").unwrap().unwrap().offset, Some(Offset::Postgres { lsn: Lsn(300) }));
         standby.save(&state(500)).unwrap();
+        // Whether a pipeline runs, for verify: a fresh lease not released.
+        let StateStore::Object(t, _) = &standby else { unreachable!() };
+        assert!(!standby.lease_held("p"), "no lease");
+        t.put("p.lease", br#"{"released": false}"#.to_vec()).unwrap();
+        assert!(standby.lease_held("p"));
+        t.put("p.lease", br#"{"released": true}"#.to_vec()).unwrap();
+        assert!(!standby.lease_held("p"));
     }
 }

@@ -264,6 +264,20 @@ impl Target {
         })
     }
 
+    /// How long ago `rel` was last written, by the store's clock against
+    /// this machine's; `None` when there is no such object.
+    pub fn age(&self, rel: &str) -> Result<Option<std::time::Duration>, SinkError> {
+        let key = self.key(rel);
+        match block_on(self.store.head(&key)) {
+            Ok(meta) => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                Ok(Some(std::time::Duration::from_millis(now.saturating_sub(meta.last_modified.timestamp_millis()).max(0) as u64)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(object_error(&format!("reading {key}"), &self.shown, e)),
+        }
+    }
+
     /// The names of the objects directly under the root.
     pub fn list_names(&self) -> Result<Vec<String>, SinkError> {
         let root = self.root.clone();
