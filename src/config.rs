@@ -350,7 +350,7 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
     // signals), so it joins the selection.
     let signal_table = args.signal_table.clone().or(raw_source.signal_table);
     if let Some(t) = &signal_table {
-        if !t.contains('.') || t.contains('*') || t.contains('?') {
+        if riffle_core::TableId::parse(t).is_none() || t.contains('*') || t.contains('?') {
             bail!("{}: expected one table as SCHEMA.TABLE, found {t:?}", where_("source.signal_table"));
         }
         if !tables.contains(t) {

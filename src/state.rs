@@ -299,12 +299,19 @@ impl StateStore {
         }
     }
 
-    /// Does a process hold pipeline `name`'s lease in the bucket: its lease
-    /// object was not released and was renewed lately (within twice its
-    /// time to live, by the store's clock: a holder that died is not
-    /// waited for)?
+    /// Does a process hold pipeline `name`'s lease? On local disk: its lock
+    /// is taken. In a bucket: its lease object was not released and was
+    /// renewed lately (within twice its time to live, by the store's clock:
+    /// a holder that died is not waited for).
     pub fn lease_held(&self, name: &str) -> bool {
-        let StateStore::Object(t, _) = self else { return false };
+        use riffle_core::lease::{Holder, LocalLease};
+        let t = match self {
+            StateStore::Dir(dir) => {
+                let path = dir.join(format!("{name}.lock"));
+                return path.exists() && matches!(LocalLease::try_acquire(&path, &Holder::me()), Ok(Err(_)));
+            }
+            StateStore::Object(t, _) => t,
+        };
         let rel = format!("{name}.lease");
         let fresh = t.age(&rel).ok().flatten().is_some_and(|age| age < riffle_files::object::lease::TTL * 2);
         let Ok(Some(bytes)) = self.read(&rel, "reading the lease") else { return false };
@@ -561,6 +568,12 @@ mod tests {
         assert!(store.save(&state(100)).is_err());
         assert_eq!(store.load("p").unwrap().unwrap().offset, Some(Offset::Postgres { lsn: Lsn(200) }));
         assert!(!dir_path(&dir, "p").with_extension("json.tmp").exists());
+        // Whether a pipeline runs, for verify: its lock is taken.
+        assert!(!store.lease_held("p"));
+        let held = riffle_core::lease::LocalLease::try_acquire(&dir.join("p.lock"), &riffle_core::lease::Holder::me()).unwrap().unwrap();
+        assert!(store.lease_held("p"));
+        drop(held);
+        assert!(!store.lease_held("p"));
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -593,7 +606,7 @@ mod tests {
         assert_eq!(standby.load("p").unwrap().unwrap().offset, Some(Offset::Postgres { lsn: Lsn(300) }));
         standby.save(&state(500)).unwrap();
         // Whether a pipeline runs, for verify: a fresh lease not released.
-        let StateStore::Object(t, _) = &standby else { unreachable!() };
+        let StateStore::Object(t, _) = &standby else { unreachable!("a bucket") };
         assert!(!standby.lease_held("p"), "no lease");
         t.put("p.lease", br#"{"released": false}"#.to_vec()).unwrap();
         assert!(standby.lease_held("p"));

@@ -143,10 +143,7 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         metrics: metrics.clone(),
         selection: cfg.tables.clone(),
         fence: lease.as_ref().and_then(|l| l.fence()),
-        signal: cfg.signal_table.as_deref().map(|t| {
-            let (schema, name) = t.split_once('.').unwrap_or(("public", t));
-            riffle_core::TableId::new(schema, name)
-        }),
+        signal: cfg.signal_table.as_deref().and_then(riffle_core::TableId::parse),
     });
     let retries = Retries { max: cfg.max_retries, scale: 1.0 };
     let result = supervise(source, &mut committer, &job, retries, durable_rx, stop, &metrics).await;

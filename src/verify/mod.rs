@@ -29,7 +29,7 @@ use crate::state::StateStore;
 use crate::transform::Transformer;
 use anyhow::{anyhow, bail, Context as _, Result};
 use riffle_core::source::{RunEnd, StartMode};
-use riffle_core::{ChangeEvent, Offset, Position, Source, SourceItem, TableSchema, Until};
+use riffle_core::{ChangeEvent, Offset, Source, SourceItem, TableSchema, Until};
 use riffle_files::object::Target;
 use riffle_formats::file::FileFormat;
 use riffle_formats::read::{digest, read_rows, Cells, Shape};
@@ -151,7 +151,7 @@ enum Store {
 }
 
 /// A sink as verify reads it.
-struct FileSide {
+struct SinkSide {
     name: String,
     store: Store,
     /// The format the source's rows are written through to meet the
@@ -163,30 +163,16 @@ struct FileSide {
     behind: Option<String>,
 }
 
-/// The position key events before `offset` sort below (a change at
-/// `offset` itself is not in a snapshot taken there).
-fn position_key(offset: &Offset) -> String {
-    match offset {
-        Offset::Postgres { lsn } => {
-            Position::Postgres(riffle_core::PgPosition { lsn: *lsn, phase: riffle_core::Phase::Stream, seq: 0 }).key()
-        }
-        Offset::Mysql { file, pos, .. } => {
-            let file = file.rsplit('.').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            Position::Mysql(riffle_core::MyPosition { file, pos: *pos, phase: riffle_core::Phase::Stream, seq: 0 }).key()
-        }
-    }
-}
-
 fn shown(cells: &Cells) -> String {
     let cells: Vec<String> = cells.iter().map(|(c, v)| format!("{c}={}", v.as_deref().unwrap_or("null"))).collect();
     format!("{{{}}}", cells.join(", "))
 }
 
-impl FileSide {
+impl SinkSide {
     /// The sink's rows of `table` as of `at` (every event before it, in
     /// position order; all of them for files without positions).
     fn load(&self, table: &str, shape: Shape, at: &str, sorting: &Sorting, db: &str) -> Result<TableCheck> {
-        let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+        let id = riffle_core::TableId::parse(table).ok_or_else(|| anyhow!("table {table:?}: expected schema.table"))?;
         let mut check = TableCheck {
             shape,
             report: TableReport { table: table.to_string(), ..Default::default() },
@@ -213,9 +199,11 @@ impl FileSide {
                 failed.get_or_insert(e);
             }
         };
+        // The readers' shape, apart from `check`, which they feed.
+        let shape = check.shape.clone();
         match &self.store {
             Store::Files(target) => {
-                let dir = riffle_files::table_dir(schema, name);
+                let dir = riffle_files::table_dir(&id.schema, &id.name);
                 let mut files: Vec<String> = target
                     .list_under(&dir)
                     .map_err(|e| anyhow!("{e}"))?
@@ -230,7 +218,6 @@ impl FileSide {
                 let mut last: Option<String> = None;
                 for file in files {
                     let bytes = target.get(&file).map_err(|e| anyhow!("{e}"))?.unwrap_or_default();
-                    let shape = check.shape.clone();
                     read_rows(self.ext, bytes.into(), &shape, &mut |row| {
                         if let Some(p) = &row.position {
                             if p.as_str() >= at {
@@ -248,8 +235,7 @@ impl FileSide {
                 }
             }
             Store::Kafka(opts) => {
-                let topic = opts.topic_for(&riffle_core::TableId::new(schema, name), db);
-                let shape = check.shape.clone();
+                let topic = opts.topic_for(&id, db);
                 let mut bad = None;
                 // A key's events are in one partition, in order.
                 opts.read_topic(&topic, &mut |m| {
@@ -457,7 +443,7 @@ impl TableCheck {
 }
 
 /// The sinks of `cfg` verify can read back (files, JSON Kafka topics).
-fn file_sides(cfg: &Config) -> Result<Vec<FileSide>> {
+fn sink_sides(cfg: &Config) -> Result<Vec<SinkSide>> {
     let mut sides = Vec::new();
     for (index, s) in cfg.sinks.iter().enumerate() {
         match &s.target {
@@ -466,7 +452,7 @@ fn file_sides(cfg: &Config) -> Result<Vec<FileSide>> {
                 let format = riffle_formats::file::file_format(s.encoder, opts.compression.as_deref())
                     .map_err(|e| anyhow!("sink {}: {e}", s.name))?;
                 let ext = format.extension();
-                sides.push(FileSide {
+                sides.push(SinkSide {
                     name: s.name.clone(),
                     store: Store::Files(target),
                     format,
@@ -487,7 +473,7 @@ fn file_sides(cfg: &Config) -> Result<Vec<FileSide>> {
                 let encoder = riffle_formats::Encoder { format: riffle_formats::Format::Jsonl, metadata: true };
                 let format = riffle_formats::file::file_format(encoder, None).map_err(|e| anyhow!("sink {}: {e}", s.name))?;
                 let store = Store::Kafka(opts.clone());
-                sides.push(FileSide { name: s.name.clone(), store, format, ext: "jsonl", index, tables: BTreeMap::new(), behind: None });
+                sides.push(SinkSide { name: s.name.clone(), store, format, ext: "jsonl", index, tables: BTreeMap::new(), behind: None });
             }
             SinkTarget::Stdout => {
                 bail!("sink {}: standard output cannot be read back; riffle verify compares file sinks and Kafka topics", s.name)
@@ -495,25 +481,14 @@ fn file_sides(cfg: &Config) -> Result<Vec<FileSide>> {
         }
     }
     if sides.is_empty() {
-        bail!("riffle verify needs a file sink to compare (--sink DIR or an object-store URL)");
+        bail!("riffle verify needs a sink to compare: files (--sink DIR or an object-store URL) or a JSON Kafka topic");
     }
     Ok(sides)
 }
 
-/// Is pipeline `name` running (someone holds its lease)?
-fn running(store: &StateStore, name: &str) -> bool {
-    match store {
-        StateStore::Dir(dir) => {
-            let path = dir.join(format!("{name}.lock"));
-            path.exists() && matches!(riffle_core::lease::LocalLease::try_acquire(&path, &riffle_core::lease::Holder::me()), Ok(Err(_)))
-        }
-        StateStore::Object(..) => store.lease_held(name),
-    }
-}
-
 /// Makes sure the sinks hold every change before `at`: waits for a running
 /// pipeline, catches up when asked, or says how far behind they are.
-async fn reach(cfg: &Config, at: &Offset, opts: &Options, sides: &mut [FileSide], stop: &watch::Receiver<bool>) -> Result<()> {
+async fn reach(cfg: &Config, at: &Offset, opts: &Options, sides: &mut [SinkSide], stop: &watch::Receiver<bool>) -> Result<()> {
     let store = StateStore::new(&cfg.state_dir)?;
     let saved = || -> Result<Option<Offset>> { Ok(store.load(&cfg.name)?.and_then(|s| s.offset)) };
     let behind = |o: &Option<Offset>| o.as_ref().is_none_or(|o| o.is_before(at));
@@ -526,7 +501,7 @@ async fn reach(cfg: &Config, at: &Offset, opts: &Options, sides: &mut [FileSide]
             bail!("stopped while catching up");
         }
         offset = saved()?;
-    } else if behind(&offset) && running(&store, &cfg.name) {
+    } else if behind(&offset) && store.lease_held(&cfg.name) {
         tracing::info!(at = %at, wait = ?opts.wait, "waiting for the running pipeline to reach the verify position");
         let deadline = tokio::time::Instant::now() + opts.wait;
         while behind(&offset) && tokio::time::Instant::now() < deadline {
@@ -547,7 +522,7 @@ async fn reach(cfg: &Config, at: &Offset, opts: &Options, sides: &mut [FileSide]
 
 /// Verifies `cfg`'s sinks against its source; the report, printed.
 pub async fn run(cfg: &Config, opts: &Options, quiet: bool, stop: watch::Receiver<bool>) -> Result<Report> {
-    let mut sides = file_sides(cfg)?;
+    let mut sides = sink_sides(cfg)?;
     let mut source = AnySource::new(&cfg.source_spec())?;
     source.prepare(StartMode::Verify, Until::Never)?;
     let (tx, mut rx) = mpsc::channel::<Vec<SourceItem>>(16);
@@ -572,7 +547,7 @@ pub async fn run(cfg: &Config, opts: &Options, quiet: bool, stop: watch::Receive
             match item {
                 SourceItem::SnapshotStarted(offset) => {
                     reach(cfg, &offset, opts, &mut sides, &stop).await?;
-                    at = Some((offset.clone(), position_key(&offset)));
+                    at = Some((offset.clone(), offset.boundary().key()));
                 }
                 SourceItem::SnapshotPlan(plan) => {
                     progress.plan(plan.pending().count());

@@ -243,9 +243,19 @@ impl Offset {
     pub fn as_number(&self) -> u64 {
         match self {
             Offset::Postgres { lsn } => lsn.0,
+            Offset::Mysql { file, pos, .. } => (file_number(file).0 << 40) | (pos & ((1 << 40) - 1)),
+        }
+    }
+
+    /// The position of the first change at or after this offset: every
+    /// event positioned before it is in a snapshot taken at the offset (a
+    /// change at the offset itself is not).
+    pub fn boundary(&self) -> Position {
+        match self {
+            Offset::Postgres { lsn } => Position::Postgres(PgPosition { lsn: *lsn, phase: Phase::Stream, seq: 0 }),
             Offset::Mysql { file, pos, .. } => {
-                let seq: u64 = file.rsplit('.').next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                (seq << 40) | (pos & ((1 << 40) - 1))
+                let file = u32::try_from(file_number(file).0).unwrap_or(u32::MAX);
+                Position::Mysql(MyPosition { file, pos: *pos, phase: Phase::Stream, seq: 0 })
             }
         }
     }
@@ -365,6 +375,18 @@ mod tests {
             let at = |p: MyPosition| Position::Mysql(MyPosition { phase: Phase::Stream, seq: 0, ..p }).key();
             proptest::prop_assert_eq!(a.is_before(&b), at(pa) < at(pb), "{} vs {}", a, b);
         }
+    }
+
+    #[test]
+    fn the_boundary_of_an_offset_splits_what_a_snapshot_there_holds() {
+        let at = Offset::Postgres { lsn: Lsn(0x500) };
+        let pg = |lsn, phase| Position::Postgres(PgPosition { lsn: Lsn(lsn), phase, seq: 3 });
+        assert!(pg(0x4ff, Phase::Stream) < at.boundary() && pg(0x500, Phase::Snapshot) < at.boundary());
+        assert!(pg(0x500, Phase::Stream) >= at.boundary());
+        let at = Offset::Mysql { file: "mysql-bin.1000000".into(), pos: 900, gtid: None };
+        let my = |file, pos| Position::Mysql(MyPosition { file, pos, phase: Phase::Stream, seq: 1 });
+        assert!(my(999_999, 5_000) < at.boundary() && my(1_000_000, 899) < at.boundary());
+        assert!(my(1_000_000, 900) >= at.boundary());
     }
 
     #[test]

@@ -14,6 +14,13 @@ impl TableId {
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
         TableId { schema: schema.into(), name: name.into() }
     }
+
+    /// `schema.table` as [`fmt::Display`] writes it (split at the first
+    /// dot); `None` without one.
+    pub fn parse(text: &str) -> Option<TableId> {
+        let (schema, name) = text.split_once('.').filter(|(s, n)| !s.is_empty() && !n.is_empty())?;
+        Some(TableId::new(schema, name))
+    }
 }
 
 impl fmt::Display for TableId {
@@ -89,5 +96,20 @@ pub struct TableSchema {
 impl TableSchema {
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_ids_parse_as_they_are_written() {
+        let id = TableId::parse("shop.order.items").unwrap();
+        assert_eq!((id.schema.as_str(), id.name.as_str()), ("shop", "order.items"));
+        assert_eq!(TableId::parse(&TableId::new("public", "t").to_string()), Some(TableId::new("public", "t")));
+        for bad in ["t", ".t", "public.", ""] {
+            assert_eq!(TableId::parse(bad), None, "{bad:?}");
+        }
     }
 }

@@ -111,11 +111,17 @@ impl Shared {
         self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Fails when the lease is known lost.
+    fn check(&self) -> Result<(), SinkError> {
+        match self.lost() {
+            Some(why) => Err(SinkError::definite(why)),
+            None => Ok(()),
+        }
+    }
+
     /// One renewal: a new body over the version this process wrote last.
     async fn renew(&self) -> Result<(), SinkError> {
-        if let Some(why) = self.lost() {
-            return Err(SinkError::definite(why));
-        }
+        self.check()?;
         let mut mine = self.mine.lock().await;
         let mut next = mine.body.clone();
         next.renewals += 1;
@@ -153,16 +159,13 @@ impl Shared {
 impl LeaseHandle {
     /// Fails when the renewals found the lease lost; no request.
     pub fn check(&self) -> Result<(), SinkError> {
-        match self.0.lost() {
-            Some(why) => Err(SinkError::definite(why)),
-            None => Ok(()),
-        }
+        self.0.check()
     }
 
     /// Fails when the lease is lost; renews first when the last renewal is
     /// older than half the time to live. Call it right before committing.
     pub fn confirm(&self) -> Result<(), SinkError> {
-        self.check()?;
+        self.0.check()?;
         let stale = block_on(async { self.0.mine.lock().await.renewed.elapsed() }) >= self.0.ttl / 2;
         if stale {
             block_on(self.0.renew())?;
@@ -175,18 +178,14 @@ impl BucketLease {
     /// Takes the lease at `rel` under `target`'s root for `me`; see the
     /// module's documentation. Needs a tokio runtime (renewals run on it).
     pub async fn acquire(target: &Target, rel: &str, me: Holder, ttl: Duration, mut wait: Wait) -> Result<BucketLease, NotTaken> {
+        let body = Body { holder: me, renewals: 0, ttl_ms: ttl.as_millis() as u64, released: false };
         let shared = Shared {
             target: target.clone(),
             rel: rel.to_string(),
             ttl,
-            mine: Mutex::new(Mine {
-                body: Body { holder: me, renewals: 0, ttl_ms: ttl.as_millis() as u64, released: false },
-                version: UpdateVersion { e_tag: None, version: None },
-                renewed: Instant::now(),
-            }),
+            mine: Mutex::new(Mine { body: body.clone(), version: UpdateVersion { e_tag: None, version: None }, renewed: Instant::now() }),
             lost: std::sync::Mutex::new(None),
         };
-        let body = shared.mine.lock().await.body.clone();
         // The version seen and when this process first saw it.
         let mut seen: Option<(UpdateVersion, Instant)> = None;
         let mut told = false;
@@ -289,8 +288,8 @@ async fn renew_until_lost(shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     //! Against object_store's in-memory store (a test double of a bucket,
-    //! with the same conditional writes); the S3 server tests are in
-    //! tests/it/objects_lease.rs.
+    //! with the same conditional writes); the S3 server test is
+    //! `in_a_bucket_one_writer_…` in tests/it/objects.rs.
     use super::*;
     use object_store::path::Path as ObjPath;
 

@@ -85,7 +85,7 @@ fn lease(target: &Target, pipeline: &str) -> Result<SinkLease, SinkError> {
             Err(e) => Err(SinkError::io(format!("locking {}", path.display()), e)),
         };
     }
-    if target.shown.starts_with("hdfs://") || target.shown.starts_with("viewfs://") {
+    if !target.conditional() {
         return Ok(SinkLease::None);
     }
     let rel = format!("_riffle/{pipeline}.lease");

@@ -162,14 +162,7 @@ impl Target {
 
     /// The object at `rel` under the root, if there is one.
     pub fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, SinkError> {
-        let key = self.key(rel);
-        block_on(async {
-            match self.store.get(&key).await {
-                Ok(r) => r.bytes().await.map(|b| Some(b.to_vec())).map_err(|e| object_error(&format!("reading {key}"), &self.shown, e)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(object_error(&format!("reading {key}"), &self.shown, e)),
-            }
-        })
+        Ok(block_on(self.get_versioned(rel))?.map(|(bytes, _)| bytes))
     }
 
     /// The object at `rel` and its version (for [`Target::put_if`]).
