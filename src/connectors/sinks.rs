@@ -99,9 +99,15 @@ pub fn apply_fields(sink: &mut SinkConfig, raw: &RawSink, field: &dyn Fn(&str) -
             }
         }
         SinkTarget::Kafka(opts) => {
+            // Debezium's dotted names written unquoted in TOML are nested tables.
+            let mut flat = Vec::new();
             for (k, v) in &raw.options {
+                flatten(k, v, &mut flat);
+            }
+            for (k, v) in &flat {
                 opts.set(k, &text(v)).map_err(|e| anyhow!("{}: {e}", field(k)))?;
             }
+            opts.validate().map_err(|e| anyhow!("{}: {e}", field("value_encoding")))?;
             for (k, v) in &raw.kafka {
                 opts.set_property(k, &text(v)).map_err(|e| anyhow!("{}: {e}", field(&format!("kafka.{k}"))))?;
             }
@@ -116,6 +122,18 @@ pub fn apply_fields(sink: &mut SinkConfig, raw: &RawSink, field: &dyn Fn(&str) -
         }
     }
     Ok(())
+}
+
+/// `a = { b = { c = 1 } }` as `("a.b.c", 1)`.
+fn flatten<'a>(key: &str, v: &'a toml::Value, out: &mut Vec<(String, &'a toml::Value)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                flatten(&format!("{key}.{k}"), v, out);
+            }
+        }
+        _ => out.push((key.to_string(), v)),
+    }
 }
 
 /// Where a sink's files live, to refuse two sinks that would share (and

@@ -4,6 +4,7 @@
 //! saves the offset, then tells the source it may release its log.
 
 use super::ledger::{AtEnd, Delivery, Ledger};
+use super::marks::Marks;
 use crate::metrics::Metrics;
 use crate::progress::Progress;
 use crate::state::{now_ms, PipelineState, SnapshotState, StateSave};
@@ -45,6 +46,8 @@ pub struct Committer {
     interval: Duration,
     last_commit: Instant,
     ledger: Ledger,
+    /// Debezium's snapshot marks, for the current source run.
+    marks: Marks,
     in_snapshot: bool,
     sync: bool,
     progress: Progress,
@@ -112,6 +115,7 @@ impl Committer {
             interval: p.interval,
             last_commit: Instant::now(),
             ledger: Ledger::default(),
+            marks: Marks::default(),
             in_snapshot: false,
             sync: p.sync,
             progress: p.progress,
@@ -468,6 +472,8 @@ impl Committer {
 
     /// Consumes one source run's items until the source closes its channel.
     pub async fn consume(&mut self, mut rx: mpsc::Receiver<Vec<SourceItem>>) -> Result<(), SinkError> {
+        // A run that starts with no saved position takes the initial snapshot.
+        self.marks = Marks::new(self.state.offset.is_none());
         loop {
             // Commit a checkpoint that waits when the source goes quiet.
             // A quiet stream still looks for `riffle snapshot` requests.
@@ -485,8 +491,15 @@ impl Committer {
                 fence.check()?;
             }
             match got {
-                Ok(Some(batch)) => tokio::task::block_in_place(|| self.consume_batch(batch))?,
-                Ok(None) => break,
+                Ok(Some(batch)) => {
+                    let batch = self.marks.pass(batch);
+                    tokio::task::block_in_place(|| self.consume_batch(batch))?
+                }
+                Ok(None) => {
+                    let rest = self.marks.flush();
+                    tokio::task::block_in_place(|| self.consume_batch(rest))?;
+                    break;
+                }
                 Err(_) if self.ledger.checkpoint_waiting() => tokio::task::block_in_place(|| self.commit())?,
                 // Nothing uncommitted: restarting the source loses nothing.
                 Err(_) if self.ledger.at_end() == AtEnd::Nothing => tokio::task::block_in_place(|| self.take_request())?,

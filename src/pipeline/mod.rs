@@ -16,6 +16,7 @@
 
 mod committer;
 mod ledger;
+mod marks;
 mod supervisor;
 #[cfg(test)]
 mod tests;

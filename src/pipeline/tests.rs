@@ -20,15 +20,25 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 fn table() -> Arc<TableSchema> {
+    table_named("t")
+}
+
+pub(super) fn table_named(name: &str) -> Arc<TableSchema> {
     Arc::new(TableSchema {
-        id: TableId::new("public", "t"),
-        columns: vec![Column { name: "id".into(), source_type: "int8".into(), data_type: DataType::Int64, nullable: false }],
+        id: TableId::new("public", name),
+        columns: vec![Column {
+            name: "id".into(),
+            source_type: "int8".into(),
+            data_type: DataType::Int64,
+            nullable: false,
+            labels: Vec::new(),
+        }],
         key: vec![0],
         full_before_image: false,
     })
 }
 
-fn event(table: &Arc<TableSchema>, position: Position) -> ChangeEvent {
+pub(super) fn event(table: &Arc<TableSchema>, position: Position) -> ChangeEvent {
     ChangeEvent {
         op: Op::Create,
         table: table.clone(),
@@ -44,6 +54,7 @@ fn event(table: &Arc<TableSchema>, position: Position) -> ChangeEvent {
             ts_us: 1000,
             lsn: None,
             binlog: None,
+            snapshot: riffle_core::SnapshotMark::False,
         },
         position,
         ts_ms: 1,
@@ -54,11 +65,11 @@ fn event(table: &Arc<TableSchema>, position: Position) -> ChangeEvent {
 /// `EVENTS_PER_TX` events; resuming from its offset starts after it.
 const EVENTS_PER_TX: u64 = 2;
 
-fn position(tx: u64, seq: u64) -> Position {
+pub(super) fn position(tx: u64, seq: u64) -> Position {
     Position::Postgres(PgPosition { lsn: Lsn(tx * 100), phase: Phase::Stream, seq })
 }
 
-fn offset(tx: u64) -> Offset {
+pub(super) fn offset(tx: u64) -> Offset {
     Offset::Postgres { lsn: Lsn(tx * 100 + 1) }
 }
 

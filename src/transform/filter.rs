@@ -375,7 +375,13 @@ mod tests {
     use riffle_core::{Column, DataType, TableId};
 
     fn schema() -> TableSchema {
-        let col = |n: &str| Column { name: n.into(), source_type: String::new(), data_type: DataType::String, nullable: true };
+        let col = |n: &str| Column {
+            name: n.into(),
+            source_type: String::new(),
+            data_type: DataType::String,
+            nullable: true,
+            labels: Vec::new(),
+        };
         TableSchema {
             id: TableId::new("public", "t"),
             columns: vec![col("loc"), col("status"), col("amount")],

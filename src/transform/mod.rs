@@ -231,7 +231,13 @@ mod tests {
             sinks: None,
         };
         let mut t = Transformer::new(vec![rule], String::new());
-        let column = |name: &str| Column { name: name.into(), source_type: "text".into(), data_type: DataType::String, nullable: true };
+        let column = |name: &str| Column {
+            name: name.into(),
+            source_type: "text".into(),
+            data_type: DataType::String,
+            nullable: true,
+            labels: Vec::new(),
+        };
         let schema = TableSchema {
             id: TableId::new("public", "t"),
             columns: vec![column("id"), column("secret")],

@@ -469,9 +469,16 @@ fn sink_sides(cfg: &Config) -> Result<Vec<SinkSide>> {
                         s.name
                     );
                 }
-                // JSON messages carry the envelope JSON lines files do.
-                let encoder = riffle_formats::Encoder { format: riffle_formats::Format::Jsonl, metadata: true };
-                let format = riffle_formats::file::file_format(encoder, None).map_err(|e| anyhow!("sink {}: {e}", s.name))?;
+                // JSON messages carry the envelope JSON lines files do, in
+                // Debezium's encodings or riffle's: the source's rows are
+                // written the same way to be compared.
+                let format: Arc<dyn riffle_formats::file::FileFormat> = match opts.encoding {
+                    riffle_kafka::ValueEncoding::Debezium(modes) => Arc::new(riffle_kafka::debezium::DebeziumLines(modes)),
+                    riffle_kafka::ValueEncoding::Riffle => {
+                        let encoder = riffle_formats::Encoder { format: riffle_formats::Format::Jsonl, metadata: true };
+                        riffle_formats::file::file_format(encoder, None).map_err(|e| anyhow!("sink {}: {e}", s.name))?
+                    }
+                };
                 let store = Store::Kafka(opts.clone());
                 sides.push(SinkSide { name: s.name.clone(), store, format, ext: "jsonl", index, tables: BTreeMap::new(), behind: None });
             }

@@ -22,6 +22,7 @@ mod my_tls;
 mod my_types;
 
 mod kafka;
+mod kafka_debezium;
 mod objects;
 
 mod ops_big_values;

@@ -74,6 +74,54 @@ pub struct SourceInfo {
     pub lsn: Option<crate::position::Lsn>,
     /// MySQL/MariaDB: where in the binlog the change is.
     pub binlog: Option<BinlogCoords>,
+    /// Debezium's `snapshot` field: where a snapshot read stands in its
+    /// snapshot. Sources send [`SnapshotMark::True`] for every read and
+    /// [`SnapshotMark::False`] for changes; the pipeline marks the first and
+    /// last reads of an initial snapshot, and reads taken while streaming.
+    pub snapshot: SnapshotMark,
+}
+
+/// Debezium's `source.snapshot` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotMark {
+    /// A change read from the log.
+    False,
+    /// A snapshot read.
+    True,
+    /// The initial snapshot's first read.
+    First,
+    /// The first read of a table after the first.
+    FirstInDataCollection,
+    /// The last read of a table before the last.
+    LastInDataCollection,
+    /// The initial snapshot's last read.
+    Last,
+    /// A read taken while the log is streamed (a resumed snapshot, a table
+    /// added to the selection, a `riffle snapshot` request or signal).
+    Incremental,
+}
+
+impl SnapshotMark {
+    /// What a source sends for an event of `op`.
+    pub fn of(op: Op) -> SnapshotMark {
+        if op == Op::Read {
+            SnapshotMark::True
+        } else {
+            SnapshotMark::False
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotMark::False => "false",
+            SnapshotMark::True => "true",
+            SnapshotMark::First => "first",
+            SnapshotMark::FirstInDataCollection => "first_in_data_collection",
+            SnapshotMark::LastInDataCollection => "last_in_data_collection",
+            SnapshotMark::Last => "last",
+            SnapshotMark::Incremental => "incremental",
+        }
+    }
 }
 
 /// Debezium's MySQL `source` fields.

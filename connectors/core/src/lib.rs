@@ -33,7 +33,7 @@ pub mod value;
 pub use check::{human_bytes, Check, Problem, Report};
 pub use chunks::{ChunkDone, KeyRange, SnapshotProgress, TableProgress};
 pub use error::{ErrorKind, SinkError, SourceError};
-pub use event::{BeforeImage, BinlogCoords, ChangeEvent, Op, SourceInfo};
+pub use event::{BeforeImage, BinlogCoords, ChangeEvent, Op, SnapshotMark, SourceInfo};
 pub use glob::glob_match;
 pub use position::{Lsn, MyPosition, Offset, PgPosition, Phase, Position};
 pub use schema::{Column, DataType, TableId, TableSchema};

@@ -78,6 +78,10 @@ pub struct Column {
     pub source_type: String,
     pub data_type: DataType,
     pub nullable: bool,
+    /// An enum's (or MySQL set's) labels in their declared order, when the
+    /// source names them (Debezium's `allowed` schema parameter).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// A table as the source describes it at one point of its history.

@@ -154,6 +154,10 @@ pub fn read_rows(extension: &str, bytes: bytes::Bytes, shape: &Shape, out: &mut 
     std::panic::catch_unwind(read).unwrap_or_else(|_| Err(bad(format!("the {extension} reader failed on it (a malformed file)"))))
 }
 
+/// Debezium's `unavailable.value.placeholder`, as text and as base64 bytes.
+const DEBEZIUM_UNAVAILABLE: &str = "__debezium_unavailable_value";
+const DEBEZIUM_UNAVAILABLE_BASE64: &str = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==";
+
 fn read_jsonl(bytes: &[u8], shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Result<(), FormatError> {
     use serde_json::Value as J;
     let text = std::str::from_utf8(bytes).map_err(|e| bad(format!("not UTF-8 ({e})")))?;
@@ -161,8 +165,12 @@ fn read_jsonl(bytes: &[u8], shape: &Shape, out: &mut dyn FnMut(ReadRow)) -> Resu
         let v: J = serde_json::from_str(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
         let row = |o: Option<&J>, op: String, position: Option<String>| {
             let object = o.and_then(J::as_object);
-            let mut b = RowBuilder::new(shape, object.is_some_and(|m| m.len() < shape.columns));
-            for (k, v) in object.into_iter().flatten() {
+            // Debezium's placeholder for a value the source did not send
+            // (riffle leaves such columns out): the row is partial.
+            let sent = |v: &J| v.as_str() != Some(DEBEZIUM_UNAVAILABLE) && v.as_str() != Some(DEBEZIUM_UNAVAILABLE_BASE64);
+            let partial = object.is_some_and(|m| m.len() < shape.columns || !m.values().all(sent));
+            let mut b = RowBuilder::new(shape, partial);
+            for (k, v) in object.into_iter().flatten().filter(|(_, v)| sent(v)) {
                 let text = (!v.is_null()).then(|| v.to_string());
                 b.cell(k, text.as_deref().map(str::as_bytes));
             }

@@ -47,6 +47,7 @@ fn event(op: Op, before: Option<Vec<Value>>, after: Option<Vec<Value>>, image: B
             ts_us: 1_700_000_000_001_234,
             lsn: Some(Lsn(lsn.0 + seq * 0x40)),
             binlog: None,
+            snapshot: riffle_core::SnapshotMark::of(op),
         },
         position: Position::Postgres(PgPosition { lsn, phase, seq }),
         ts_ms: 1_700_000_000_123,

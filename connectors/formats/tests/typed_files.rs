@@ -86,6 +86,7 @@ fn event(
             ts_us: 1_700_000_000_001_234,
             lsn: (phase == Phase::Stream).then_some(Lsn(lsn.0 + seq * 0x40)),
             binlog: None,
+            snapshot: riffle_core::SnapshotMark::of(op),
         },
         position: Position::Postgres(PgPosition { lsn, phase, seq }),
         ts_ms: 1_700_000_000_123,

@@ -2,8 +2,9 @@
 //! encodings (Kafka Connect wrappers, registered Avro schemas), the key, the
 //! envelope value, the headers, and the tombstone after a delete.
 
+use crate::debezium::Plan;
 use crate::sink::KafkaSink;
-use crate::{connect, ValueFormat};
+use crate::{connect, ValueEncoding, ValueFormat};
 use rdkafka::message::{Header, OwnedHeaders};
 use riffle_core::{ChangeEvent, Op, SinkError, TableSchema};
 use riffle_formats::{avro, jsonl};
@@ -19,6 +20,8 @@ pub(crate) struct TableOut {
     /// Avro: registered ids of the key and value schemas.
     key_id: u32,
     value_id: u32,
+    /// Debezium's encodings of the columns, when the sink writes them.
+    debezium: Option<Plan>,
 }
 
 impl KafkaSink {
@@ -32,9 +35,25 @@ impl KafkaSink {
         if fresh {
             let topic = self.opts.topic_for(&table.id, &event.source.db);
             self.ensure_topic(&topic)?;
-            let mut out =
-                TableOut { schema: table.clone(), topic, key_prefix: Vec::new(), value_prefix: Vec::new(), key_id: 0, value_id: 0 };
+            let debezium = match (&self.opts.format, self.opts.encoding) {
+                (ValueFormat::Json { .. }, ValueEncoding::Debezium(modes)) => Some(Plan::new(table, event.source.connector, &modes)),
+                _ => None,
+            };
+            let mut out = TableOut {
+                schema: table.clone(),
+                topic,
+                key_prefix: Vec::new(),
+                value_prefix: Vec::new(),
+                key_id: 0,
+                value_id: 0,
+                debezium,
+            };
             match &self.opts.format {
+                ValueFormat::Json { schemas: true } if out.debezium.is_some() => {
+                    let plan = out.debezium.as_ref().expect("checked");
+                    out.key_prefix = connect::wrapper_prefix(&plan.key_schema(table, &out.topic));
+                    out.value_prefix = connect::wrapper_prefix(&plan.value_schema(table, &out.topic));
+                }
                 ValueFormat::Json { schemas: true } => {
                     out.key_prefix = connect::wrapper_prefix(&connect::key_schema(table, &out.topic));
                     out.value_prefix = connect::wrapper_prefix(&connect::value_schema(table, &out.topic));
@@ -63,7 +82,11 @@ impl KafkaSink {
                 if *schemas {
                     self.key.extend_from_slice(&t.key_prefix);
                 }
-                if !jsonl::key_object(event, &mut self.key) {
+                let has_key = match &t.debezium {
+                    Some(plan) => plan.write_key(event, &mut self.key)?,
+                    None => jsonl::key_object(event, &mut self.key),
+                };
+                if !has_key {
                     return Ok(false);
                 }
                 if *schemas {
@@ -81,7 +104,8 @@ impl KafkaSink {
         Ok(true)
     }
 
-    fn encode_value(&mut self, event: &ChangeEvent) -> Result<(), SinkError> {
+    /// `order`: the event's place in its transaction, when transaction metadata is on.
+    fn encode_value(&mut self, event: &ChangeEvent, order: Option<(u64, u64)>) -> Result<(), SinkError> {
         self.value.clear();
         let t = &self.tables[&event.table.id];
         match &self.opts.format {
@@ -89,7 +113,10 @@ impl KafkaSink {
                 if *schemas {
                     self.value.extend_from_slice(&t.value_prefix);
                 }
-                jsonl::write_envelope(event, false, &mut self.value);
+                match &t.debezium {
+                    Some(plan) => plan.write_envelope(event, order, &mut self.value)?,
+                    None => jsonl::write_envelope(event, false, &mut self.value),
+                }
                 if *schemas {
                     self.value.push(b'}');
                 }
@@ -112,10 +139,13 @@ impl KafkaSink {
 
     /// Sends the event's message, then (for a delete, when enabled) its tombstone.
     pub(crate) fn write_one(&mut self, event: &ChangeEvent) -> Result<(), SinkError> {
+        if self.opts.skips(event.op) {
+            return Ok(());
+        }
         let topic = self.table_out(event)?.topic.clone();
-        self.track_transaction(event)?;
+        let order = self.track_transaction(event)?;
         let has_key = self.encode_key(event)?;
-        self.encode_value(event)?;
+        self.encode_value(event, order)?;
         let position = event.position.key();
         let key = std::mem::take(&mut self.key);
         let value = std::mem::take(&mut self.value);

@@ -8,8 +8,10 @@
 //!   `after`, `op`, `source`, `ts_ms`, `transaction`), then a tombstone (null
 //!   value) after each delete. Headers carry `riffle.position` and `riffle.op`.
 //! - **Encodings**: JSON, optionally wrapped in Kafka Connect's
-//!   `{"schema","payload"}` ([`connect`]); or Avro in the Confluent wire
-//!   format with schemas registered in a Schema Registry ([`registry`]).
+//!   `{"schema","payload"}`, with Debezium's value forms and `source` block
+//!   ([`debezium`], the default) or riffle's readable ones ([`connect`]);
+//!   or Avro in the Confluent wire format with schemas registered in a
+//!   Schema Registry ([`registry`]).
 //! - **Delivery**: an idempotent producer (ordering per key kept across
 //!   retries); [`Sink::commit`](riffle_core::Sink::commit) returns only when
 //!   the broker acknowledged every message, so the pipeline never saves a
@@ -28,6 +30,7 @@
 //! - [`connect`], [`registry`] (public): Kafka Connect JSON schemas, the Schema Registry client.
 
 pub mod connect;
+pub mod debezium;
 mod encode;
 mod options;
 mod read;
@@ -36,7 +39,7 @@ mod sink;
 mod topics;
 mod txmeta;
 
-pub use options::{KafkaOptions, OptionError, ValueFormat};
+pub use options::{KafkaOptions, OptionError, ValueEncoding, ValueFormat};
 pub use read::TopicMessage;
 pub use registry::RegistryError;
 pub use sink::{check, KafkaSink};

@@ -3,6 +3,7 @@
 //! configuration they imply. Kept apart from the sink so `riffle check` and
 //! config parsing need no producer.
 
+use crate::debezium::Modes;
 use rdkafka::config::ClientConfig;
 
 /// An option the Kafka sink does not take, or a value it cannot use.
@@ -12,9 +13,13 @@ pub enum OptionError {
     Value { key: String, expected: &'static str, found: String },
     #[error("{key}: applies to JSON values; Avro values always have a registered schema")]
     NotForAvro { key: String },
+    #[error("{key}: applies to value_encoding = \"debezium\"; this sink writes riffle's own value forms")]
+    NotForRiffle { key: String },
     #[error(
         "unknown Kafka sink option {key:?}; expected one of topic_prefix, partitions, replication_factor, create_topics, \
-         tombstones, schemas_enable, schema_registry, transaction_topic, topic.config.<name>, kafka.<librdkafka setting>"
+         tombstones, schemas_enable, schema_registry, transaction_topic, value_encoding, skipped.operations, decimal.handling.mode, \
+         time.precision.mode, binary.handling.mode, interval.handling.mode, bigint.unsigned.handling.mode, \
+         topic.config.<name>, kafka.<librdkafka setting>"
     )]
     Unknown { key: String },
     /// `shown` is the URL without its password.
@@ -42,12 +47,29 @@ impl std::fmt::Debug for ValueFormat {
     }
 }
 
+/// How column values are written in JSON messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueEncoding {
+    /// Debezium's forms under its handling modes (the default for JSON):
+    /// see [`crate::debezium`].
+    Debezium(Modes),
+    /// riffle's readable forms, as in JSON-lines files (`schemas/README.md`).
+    Riffle,
+}
+
 /// The sink's settings, from the URL's query and the `[[sinks]]` table.
 #[derive(Clone)]
 pub struct KafkaOptions {
     /// `host:port[,host:port]`.
     pub brokers: String,
     pub format: ValueFormat,
+    /// JSON values: Debezium's encodings or riffle's (Avro values are
+    /// always riffle's Avro mapping).
+    pub encoding: ValueEncoding,
+    /// Debezium's modes as set, kept apart so `value_encoding` may come after them.
+    modes: Modes,
+    /// A mode was set (refused with `value_encoding = "riffle"`).
+    modes_set: Option<String>,
     /// Topic names start with this (default: the pipeline name).
     pub topic_prefix: String,
     /// `(table glob, topic)`: the first match names the table's topic;
@@ -60,6 +82,10 @@ pub struct KafkaOptions {
     pub create_topics: bool,
     /// A null-value message after each delete (Debezium's default).
     pub tombstones: bool,
+    /// Debezium's `skipped.operations`: ops (`c`, `u`, `d`, `t`) not
+    /// written; `None` until set: Debezium's default (`t`) with its
+    /// encodings, nothing with riffle's.
+    pub skipped_ops: Option<String>,
     /// Debezium's `provide.transaction.metadata`: BEGIN/END markers here.
     pub transaction_topic: Option<String>,
     /// librdkafka settings, passed through (`security.protocol`, `sasl.*`,
@@ -89,6 +115,9 @@ impl KafkaOptions {
         KafkaOptions {
             brokers: brokers.to_string(),
             format: ValueFormat::Json { schemas: false },
+            encoding: ValueEncoding::Debezium(Modes::default()),
+            modes: Modes::default(),
+            modes_set: None,
             topic_prefix: pipeline.to_string(),
             topic_routes: Vec::new(),
             partitions: 1,
@@ -97,6 +126,7 @@ impl KafkaOptions {
             create_topics: true,
             tombstones: true,
             transaction_topic: None,
+            skipped_ops: None,
             properties: Vec::new(),
         }
     }
@@ -121,8 +151,34 @@ impl KafkaOptions {
                 ValueFormat::Json { schemas } => *schemas = boolean(value)?,
                 ValueFormat::Avro { .. } => return Err(OptionError::NotForAvro { key: key.into() }),
             },
-            "schema_registry" | "schema.registry.url" => self.format = ValueFormat::Avro { registry: value.to_string() },
+            "schema_registry" | "schema.registry.url" => {
+                self.format = ValueFormat::Avro { registry: value.to_string() };
+                self.encoding = ValueEncoding::Riffle;
+            }
+            "value_encoding" | "value.encoding" => {
+                self.encoding = match value {
+                    "debezium" if matches!(self.format, ValueFormat::Avro { .. }) => {
+                        return Err(bad(
+                            "riffle (Avro values follow riffle's Avro mapping; Debezium's Avro form is not written yet)",
+                            value,
+                        ))
+                    }
+                    "debezium" => ValueEncoding::Debezium(self.modes),
+                    "riffle" => ValueEncoding::Riffle,
+                    _ => return Err(bad("debezium or riffle", value)),
+                }
+            }
             "transaction_topic" => self.transaction_topic = Some(value.to_string()),
+            "skipped.operations" | "skipped_operations" => {
+                let ops: Vec<&str> = value.split(',').map(str::trim).filter(|o| !o.is_empty()).collect();
+                if ops == ["none"] || ops.is_empty() {
+                    self.skipped_ops = Some(String::new());
+                } else if ops.iter().all(|o| matches!(*o, "c" | "u" | "d" | "t")) {
+                    self.skipped_ops = Some(ops.concat());
+                } else {
+                    return Err(bad("none, or a comma-separated list of c, u, d, t", value));
+                }
+            }
             "provide.transaction.metadata" => {
                 if boolean(value)? {
                     self.transaction_topic.get_or_insert_with(String::new);
@@ -130,11 +186,38 @@ impl KafkaOptions {
                     self.transaction_topic = None;
                 }
             }
+            // Debezium's names, or with underscores (`decimal_handling_mode`).
+            k if k.ends_with(".mode") || k.ends_with("_mode") => {
+                if !self.modes.set(&k.replace('_', "."), value).map_err(|expected| bad(expected, value))? {
+                    return Err(OptionError::Unknown { key: key.into() });
+                }
+                self.modes_set = Some(k.to_string());
+                if let ValueEncoding::Debezium(m) = &mut self.encoding {
+                    *m = self.modes;
+                }
+            }
             k if k.starts_with("topic.config.") => self.topic_config.push((k["topic.config.".len()..].to_string(), value.to_string())),
             k if k.starts_with("kafka.") => self.set_property(&k["kafka.".len()..], value)?,
             _ => return Err(OptionError::Unknown { key: key.into() }),
         }
         Ok(())
+    }
+
+    /// Is an event of `op` left out (`skipped.operations`)?
+    pub fn skips(&self, op: riffle_core::Op) -> bool {
+        let default = match self.encoding {
+            ValueEncoding::Debezium(_) => "t",
+            ValueEncoding::Riffle => "",
+        };
+        self.skipped_ops.as_deref().unwrap_or(default).contains(op.code())
+    }
+
+    /// Settings that contradict each other, once all are set.
+    pub fn validate(&self) -> Result<(), OptionError> {
+        match (&self.modes_set, self.encoding) {
+            (Some(key), ValueEncoding::Riffle) => Err(OptionError::NotForRiffle { key: key.clone() }),
+            _ => Ok(()),
+        }
     }
 
     /// A librdkafka setting passed through, except those that would break
@@ -169,6 +252,7 @@ impl KafkaOptions {
         for (k, v) in riffle_core::url::query_pairs(query) {
             opts.set(&k, &v)?;
         }
+        opts.validate()?;
         Ok(opts)
     }
 

@@ -30,9 +30,11 @@ impl KafkaOptions {
 impl KafkaSink {
     /// Transaction metadata: END for the open transaction when another
     /// starts (or at commit), BEGIN for a new one.
-    pub(crate) fn track_transaction(&mut self, event: &ChangeEvent) -> Result<(), SinkError> {
+    /// Returns the event's order in its transaction and among its table's
+    /// events there (Debezium's `total_order`, `data_collection_order`).
+    pub(crate) fn track_transaction(&mut self, event: &ChangeEvent) -> Result<Option<(u64, u64)>, SinkError> {
         if self.opts.transaction_topic.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let id = riffle_formats::transaction_id(event);
         if self.tx.as_ref().map(|t| &t.id) != id.as_ref() {
@@ -45,14 +47,19 @@ impl KafkaSink {
                 self.tx = Some(OpenTx { id, ts_ms: event.source.ts_ms, counts: Vec::new() });
             }
         }
-        if let Some(tx) = &mut self.tx {
-            let collection = format!("{}.{}", event.table.id.schema, event.table.id.name);
-            match tx.counts.iter_mut().find(|(c, _)| *c == collection) {
-                Some((_, n)) => *n += 1,
-                None => tx.counts.push((collection, 1)),
+        let Some(tx) = &mut self.tx else { return Ok(None) };
+        let collection = format!("{}.{}", event.table.id.schema, event.table.id.name);
+        let in_collection = match tx.counts.iter_mut().find(|(c, _)| *c == collection) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
             }
-        }
-        Ok(())
+            None => {
+                tx.counts.push((collection, 1));
+                1
+            }
+        };
+        Ok(Some((tx.counts.iter().map(|(_, n)| n).sum(), in_collection)))
     }
 
     pub(crate) fn end_transaction(&mut self) -> Result<(), SinkError> {

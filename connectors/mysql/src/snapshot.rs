@@ -414,6 +414,7 @@ fn read_event(
             ts_us: started_us,
             lsn: None,
             binlog: Some(BinlogCoords { file: file.clone(), pos, row: 0, server_id: ctx.server_id, gtid: None }),
+            snapshot: riffle_core::SnapshotMark::True,
         },
         position: Position::Mysql(MyPosition { file: file_seq(file), pos, phase: Phase::Snapshot, seq }),
         ts_ms: now_us() / 1000,

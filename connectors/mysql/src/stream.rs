@@ -404,6 +404,7 @@ impl Stream<'_> {
                 ts_us: ts_secs * 1_000_000,
                 lsn: None,
                 binlog: Some(BinlogCoords { file: file.clone(), pos: t.pos, row, server_id: self.ctx.server_id, gtid: t.gtid.clone() }),
+                snapshot: riffle_core::SnapshotMark::False,
             },
             position: Position::Mysql(MyPosition { file: file_seq(file), pos: t.pos, phase: Phase::Stream, seq: t.seq }),
             ts_ms: now_us() / 1000,

@@ -121,7 +121,7 @@ pub fn column_type(
     };
     let labels = if matches!(data_type, "enum" | "set") { parse_labels(column_type) } else { Vec::new() };
     MyColumn {
-        column: Column { name, source_type: column_type.to_string(), data_type: dt, nullable },
+        column: Column { name, source_type: column_type.to_string(), data_type: dt, nullable, labels: labels.clone() },
         primary_key,
         fsp: datetime_precision.unwrap_or(0),
         labels,

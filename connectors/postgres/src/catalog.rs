@@ -128,6 +128,7 @@ pub async fn load_schema(client: &Client, types: &mut TypeCache, oid: u32) -> Re
             data_type: types.data_type(r.col(4)?, r.col(5)?),
             source_type: r.col(6)?,
             nullable: !r.col::<bool>(7)?,
+            labels: types.labels(r.col(4)?),
         });
         if r.col::<bool>(8)? {
             key.push(i);

@@ -66,6 +66,7 @@ fn schema(n: usize, seed: usize) -> TableSchema {
             source_type: String::new(),
             data_type: types[(seed + i) % types.len()].clone(),
             nullable: true,
+            labels: Vec::new(),
         })
         .collect();
     TableSchema { id: TableId::new("public", "t"), columns, key: vec![0], full_before_image: false }

@@ -298,6 +298,7 @@ impl Stream {
                 source_type,
                 data_type: self.types.data_type(c.type_oid, c.type_modifier),
                 nullable: !pk.contains(&c.name),
+                labels: self.types.labels(c.type_oid),
             })
             .collect();
         let key: Vec<usize> = cols.iter().enumerate().filter(|(_, c)| pk.contains(&c.name)).map(|(i, _)| i).collect();
@@ -402,6 +403,7 @@ impl Stream {
                 ts_us: t.ts_us,
                 lsn: Some(at),
                 binlog: None,
+                snapshot: riffle_core::SnapshotMark::False,
             },
             position: Position::Postgres(PgPosition { lsn: t.commit_lsn, phase: Phase::Stream, seq: t.seq }),
             ts_ms: now_us() / 1000,

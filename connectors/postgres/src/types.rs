@@ -20,6 +20,8 @@ struct TypeRow {
     category: u8,
     elem: u32,
     base: u32,
+    /// An enum's labels, in order.
+    labels: Vec<String>,
 }
 
 /// Resolves type OIDs to [`DataType`]s, reading `pg_type` on demand.
@@ -37,7 +39,8 @@ impl TypeCache {
             wanted.dedup();
             let rows = client
                 .query(
-                    "SELECT t.oid, t.typname::text, n.nspname::text, t.typtype::text, t.typcategory::text, t.typelem, t.typbasetype \
+                    "SELECT t.oid, t.typname::text, n.nspname::text, t.typtype::text, t.typcategory::text, t.typelem, t.typbasetype, \
+                            ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) \
                      FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = ANY($1)",
                     &[&wanted],
                 )
@@ -53,6 +56,7 @@ impl TypeCache {
                     category: r.col::<String>(4)?.bytes().next().unwrap_or(b'U'),
                     elem: r.col(5)?,
                     base: r.col(6)?,
+                    labels: r.col(7)?,
                 };
                 for dep in [row.elem, row.base] {
                     if dep != 0 && !self.rows.contains_key(&dep) {
@@ -64,6 +68,19 @@ impl TypeCache {
             wanted = next;
         }
         Ok(())
+    }
+
+    /// The labels of enum type `oid` (through domains); empty for other types.
+    pub fn labels(&self, oid: u32) -> Vec<String> {
+        let mut oid = oid;
+        for _ in 0..MAX_TYPE_DEPTH {
+            match self.rows.get(&oid) {
+                Some(row) if row.typtype == b'd' && row.base != 0 => oid = row.base,
+                Some(row) => return row.labels.clone(),
+                None => break,
+            }
+        }
+        Vec::new()
     }
 
     /// The [`DataType`] of a column of type `oid` with modifier `typmod`.
@@ -357,7 +374,15 @@ mod tests {
     #[test]
     fn looping_domains_in_pg_type_end() {
         let mut cache = TypeCache::default();
-        let row = |base, elem, typtype, category| TypeRow { name: "d".into(), namespace: "public".into(), typtype, category, elem, base };
+        let row = |base, elem, typtype, category| TypeRow {
+            name: "d".into(),
+            namespace: "public".into(),
+            typtype,
+            category,
+            elem,
+            base,
+            labels: Vec::new(),
+        };
         // A domain over itself, and an array type of itself.
         cache.rows.insert(1, row(1, 0, b'd', b'N'));
         cache.rows.insert(2, row(0, 2, b'b', b'A'));

