@@ -180,7 +180,9 @@ pub struct PipelineArgs {
     /// variables; options such as ?endpoint=URL&region=R&partition_by=hour&compression=zstd), or
     /// kafka://HOST:PORT[,HOST:PORT][?OPTION=VALUE&…] (options: topic_prefix, partitions,
     /// replication_factor, create_topics, tombstones, schemas_enable, schema_registry,
-    /// transaction_topic, kafka.<librdkafka setting>). Repeatable.
+    /// transaction_topic, value_encoding=debezium|riffle, Debezium's decimal.handling.mode,
+    /// time.precision.mode, binary.handling.mode, interval.handling.mode,
+    /// bigint.unsigned.handling.mode, skipped.operations, kafka.<librdkafka setting>). Repeatable.
     #[arg(long = "sink", value_name = "URL")]
     pub sinks: Vec<String>,
 

@@ -631,4 +631,44 @@ mod tests {
         assert!(k.properties.contains(&("sasl.password".to_string(), "example".to_string())));
         assert_eq!(cfg.sinks[3].encoder.format, Format::Avro);
     }
+
+    fn build_file(text: &str) -> Result<Config> {
+        use clap::Parser;
+        let dir = std::env::temp_dir().join(format!("riffle-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{:x}.toml", text.len() * 31 + text.bytes().map(usize::from).sum::<usize>()));
+        std::fs::write(&path, text).unwrap();
+        let cli = crate::cli::Cli::try_parse_from(["riffle", "replicate", "--config", path.to_str().unwrap()]).unwrap();
+        let crate::cli::Command::Replicate(args) = cli.command else { panic!() };
+        build(Overrides { args: &args.pipeline, no_metadata: false, state: None, commit_interval: None, max_retries: None })
+    }
+
+    #[test]
+    fn debeziums_option_names_are_taken_in_every_toml_spelling() {
+        let cfg = build_file(
+            "[source]\nurl = \"postgres://u@h/db\"\ntables = [\"public.t\"]\n\
+             [[sinks]]\nurl = \"kafka://b:9092\"\nformat = \"json\"\n\"decimal.handling.mode\" = \"string\"\n\
+             binary_handling_mode = \"hex\"\ninterval.handling.mode = \"string\"\n",
+        )
+        .unwrap();
+        let SinkTarget::Kafka(k) = &cfg.sinks[0].target else { panic!() };
+        use riffle_kafka::debezium::{BinaryMode, DecimalMode, IntervalMode};
+        let riffle_kafka::ValueEncoding::Debezium(m) = k.encoding else { panic!("JSON on Kafka is Debezium's by default") };
+        assert_eq!((m.decimal, m.binary, m.interval), (DecimalMode::String, BinaryMode::Hex, IntervalMode::String));
+
+        let err = build_file(
+            "[source]\nurl = \"postgres://u@h/db\"\ntables = [\"public.t\"]\n\
+             [[sinks]]\nurl = \"kafka://b:9092\"\nvalue_encoding = \"riffle\"\n\"time.precision.mode\" = \"connect\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("time.precision.mode: applies to value_encoding = \"debezium\""), "{err}");
+        let err = build_file(
+            "[source]\nurl = \"postgres://u@h/db\"\ntables = [\"public.t\"]\n\
+             [[sinks]]\nurl = \"kafka://b:9092?time.precision.mode=nanos\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("time.precision.mode: expected adaptive, adaptive_time_microseconds or connect, found \"nanos\""), "{err}");
+    }
 }

@@ -507,7 +507,13 @@ mod tests {
     use riffle_core::{Column, DataType, TableId};
 
     fn table(key: &[(&str, &str)]) -> PlannedTable {
-        let col = |name: &str| Column { name: name.into(), source_type: String::new(), data_type: DataType::String, nullable: false, labels: Vec::new() };
+        let col = |name: &str| Column {
+            name: name.into(),
+            source_type: String::new(),
+            data_type: DataType::String,
+            nullable: false,
+            labels: Vec::new(),
+        };
         let schema =
             TableSchema { id: TableId::new("s", "t"), columns: vec![col("a"), col("b"), col("c")], key: vec![0], full_before_image: false };
         PlannedTable {

@@ -323,7 +323,8 @@ mod tests {
 
     #[test]
     fn copy_rows_unescape_and_keep_nulls() {
-        let col = |name: &str, data_type| Column { name: name.into(), source_type: String::new(), data_type, nullable: true, labels: Vec::new() };
+        let col =
+            |name: &str, data_type| Column { name: name.into(), source_type: String::new(), data_type, nullable: true, labels: Vec::new() };
         let schema = TableSchema {
             id: TableId::new("public", "t"),
             columns: vec![col("a", DataType::Int32), col("b", DataType::String), col("c", DataType::String)],
@@ -336,7 +337,13 @@ mod tests {
 
     #[test]
     fn rows_split_across_messages_are_joined_and_bounded() {
-        let col = |name: &str| Column { name: name.into(), source_type: String::new(), data_type: DataType::Int32, nullable: true, labels: Vec::new() };
+        let col = |name: &str| Column {
+            name: name.into(),
+            source_type: String::new(),
+            data_type: DataType::Int32,
+            nullable: true,
+            labels: Vec::new(),
+        };
         let schema = Arc::new(TableSchema {
             id: TableId::new("public", "t"),
             columns: vec![col("a"), col("b")],
