@@ -15,6 +15,7 @@ fn schema() -> Arc<TableSchema> {
         source_type: source_type.into(),
         data_type,
         nullable,
+        labels: Vec::new(),
     };
     Arc::new(TableSchema {
         id: TableId::new("public", "orders"),

@@ -27,6 +27,7 @@ fn schema() -> Arc<TableSchema> {
         source_type: source_type.into(),
         data_type,
         nullable: name != "id",
+        labels: Vec::new(),
     };
     let dec = |p, s| DataType::Decimal { precision: Some(p), scale: Some(s) };
     Arc::new(TableSchema {
@@ -624,7 +625,7 @@ fn parquet_edge_types() {
     assert_eq!(decimal_i128("100", 0, 2), None);
     assert_eq!(decimal_i128("Infinity", 0, 2), None);
 
-    let col = |name: &str, data_type: DataType| Column { name: name.into(), source_type: String::new(), data_type, nullable: true };
+    let col = |name: &str, data_type: DataType| Column { name: name.into(), source_type: String::new(), data_type, nullable: true, labels: Vec::new() };
     let table = Arc::new(TableSchema {
         id: TableId::new("public", "edges"),
         columns: vec![
