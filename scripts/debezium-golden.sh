@@ -4,7 +4,7 @@
 # drives a JVM through JPype) against riffle's running test servers and writes
 # what it emits, so that a Rust test can compare riffle's Kafka output with it.
 #
-#   scripts/debezium-golden.sh [postgres|mariadb|all] [--no-modes]
+#   scripts/debezium-golden.sh [postgres|mariadb|all] [--no-modes] [--no-txmeta]
 #
 # Needs the test servers (scripts/servers.sh start; their variables are read
 # from $RIFFLE_RUN_DIR/env when not already set), Java 17 (`java`, `javac`),
@@ -21,13 +21,26 @@
 #                              interval.handling.mode=string; MariaDB:
 #                              decimal.handling.mode=double, time.precision.mode=connect,
 #                              binary.handling.mode=base64
-#   debezium[-modes].properties  the engine's properties (password -> ${PASSWORD})
+#   messages-txmeta.jsonl      transaction metadata: Debezium's defaults plus
+#                              provide.transaction.metadata=true, on other tables
+#                              (see below)
+#   debezium[-modes|-txmeta].properties  the engine's properties (password -> ${PASSWORD})
 # One JSON line per record in emission order: {"topic":..,"key":..,"value":..},
 # key and value verbatim from org.apache.kafka.connect.json.JsonConverter with
 # schemas.enable=true, value null for a tombstone. Source-block fields such as
 # ts_ms, lsn, txId, file, pos and the envelope's ts_* differ from run to run.
 # MariaDB's files also hold the connector's schema-change events (topic
 # "golden", include.schema.changes is on by default) before the row events.
+#
+# The txmeta run (after the modes run; skipped with --no-txmeta) has its own
+# fixtures: setup-txmeta.sql recreates dbz with three tables, captured as
+# table.include.list=dbz.a,dbz.b,dbz.c (2, 1 and 3 rows: 6 snapshot records);
+# changes-txmeta.sql is one BEGIN ... COMMIT (insert into a, update b, two
+# inserts into c, delete from a) and then a single-statement update of c. It
+# waits for the 6 snapshot records, the 7 streamed data records (with the
+# delete's tombstone) and 2 BEGIN + 2 END on the transaction topic
+# golden.transaction; messages-txmeta.jsonl holds every topic's records
+# (data, golden.transaction and, on MariaDB, the schema-change topic).
 #
 # MariaDB: Debezium 3.6's MySQL connector takes MariaDB 10.11 for MySQL >= 8.4
 # and fails on `SHOW BINARY LOG STATUS`; no connector setting changes that, and
@@ -51,10 +64,12 @@ log() { echo "debezium-golden: $*" >&2; }
 
 which_dbs=all
 modes=1
+txmeta=1
 for a in "$@"; do
     case $a in
     postgres | mariadb | all) which_dbs=$a ;;
     --no-modes) modes=0 ;;
+    --no-txmeta) txmeta=0 ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
         exit 0
@@ -99,7 +114,7 @@ if [ -z "${JAVA_HOME:-}" ]; then
     export JAVA_HOME
 fi
 
-run() { # run DB [--modes]
+run() { # run DB [--modes|--txmeta]
     local db=$1
     shift
     "$VENV/bin/python" "$ROOT/scripts/debezium_golden.py" "$db" "$@" \
@@ -111,5 +126,6 @@ dbs=(postgres mariadb)
 for db in "${dbs[@]}"; do
     run "$db"
     if [ "$modes" = 1 ]; then run "$db" --modes; fi
+    if [ "$txmeta" = 1 ]; then run "$db" --txmeta; fi
 done
 log "done: $(for db in "${dbs[@]}"; do ls "tests/golden/debezium/$db"/messages*.jsonl; done | tr '\n' ' ')"

@@ -17,6 +17,14 @@ slot and publication), write
   debezium[-modes].properties  the properties given to the engine, the password
                              replaced by ${PASSWORD} and the run's scratch
                              directory by ${WORK_DIR}
+
+With --txmeta: setup-txmeta.sql and changes-txmeta.sql instead, the tables
+dbz.a, dbz.b, dbz.c (snapshot: 2 + 1 + 3 rows), Debezium's defaults plus
+provide.transaction.metadata=true; waits for the 6 snapshot records, then for
+the 7 data records of the two transactions (3 inserts, 2 updates, a delete and
+its tombstone) and 2 BEGIN + 2 END on the transaction topic golden.transaction;
+writes messages-txmeta.jsonl and debezium-txmeta.properties. Every topic's
+records are written (data, transaction and, on MariaDB, schema-change topics).
 """
 
 import argparse
@@ -248,8 +256,15 @@ def pg_drop_slot_and_publication(db, deadline):
 
 # ----------------------------------------------------------------- properties
 
+# The captured tables (table.include.list) of each run.
+TABLES = {
+    None: "dbz.all_types",
+    "modes": "dbz.all_types",
+    "txmeta": "dbz.a,dbz.b,dbz.c",
+}
 
-def properties(kind, db, modes, work):
+
+def properties(kind, db, variant, work):
     """The engine's properties, in the order they are written to debezium.properties."""
     p = {}
     if kind == "postgres":
@@ -269,17 +284,19 @@ def properties(kind, db, modes, work):
         p["slot.name"] = SLOT
         p["publication.name"] = PUBLICATION
         p["publication.autocreate.mode"] = "filtered"
-        p["table.include.list"] = "dbz.all_types"
+        p["table.include.list"] = TABLES[variant]
     else:
         p["database.server.id"] = str(MARIADB_SERVER_ID)
-        p["table.include.list"] = "dbz.all_types"
+        p["table.include.list"] = TABLES[variant]
         p["schema.history.internal"] = "io.debezium.storage.file.history.FileSchemaHistory"
         p["schema.history.internal.file.filename"] = os.path.join(work, "schema-history.dat")
         # The workaround for MariaDB (see DRIVER_JAVA above).
         p["database.jdbc.driver"] = DRIVER_CLASS
     p["snapshot.mode"] = "initial"
     p["tombstones.on.delete"] = "true"
-    if modes:
+    if variant == "txmeta":
+        p["provide.transaction.metadata"] = "true"
+    if variant == "modes":
         if kind == "postgres":
             p["decimal.handling.mode"] = "string"
             p["time.precision.mode"] = "connect"
@@ -346,7 +363,11 @@ def compile_driver(classes_dir, libs_dir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("db", choices=["postgres", "mariadb"])
-    ap.add_argument("--modes", action="store_true", help="the run with non-default value handling modes")
+    variant = ap.add_mutually_exclusive_group()
+    variant.add_argument("--modes", action="store_true", help="the run with non-default value handling modes")
+    variant.add_argument("--txmeta", action="store_true",
+                         help="the run with provide.transaction.metadata=true on dbz.a, dbz.b, dbz.c "
+                              "(setup-txmeta.sql, changes-txmeta.sql)")
     ap.add_argument("--fixtures", required=True, help="tests/golden/debezium/<db> (setup.sql, changes.sql; output)")
     ap.add_argument("--cache", required=True, help="cache directory (the compiled MariaDB driver shim)")
     ap.add_argument("--timeout", type=float, default=DEADLINE_SECS)
@@ -357,7 +378,12 @@ def main():
     if not url:
         fail(f"{url_var} is not set (source /tmp/riffle-servers/env)")
     db = Db(args.db, url)
-    suffix = "-modes" if args.modes else ""
+    variant = "modes" if args.modes else "txmeta" if args.txmeta else None
+    suffix = f"-{variant}" if variant else ""
+    # The modes run shares setup.sql and changes.sql with the default run.
+    sql_suffix = "-txmeta" if variant == "txmeta" else ""
+    setup_sql = f"setup{sql_suffix}.sql"
+    changes_sql = f"changes{sql_suffix}.sql"
     out_jsonl = os.path.join(args.fixtures, f"messages{suffix}.jsonl")
     out_props = os.path.join(args.fixtures, f"debezium{suffix}.properties")
 
@@ -400,12 +426,12 @@ def main():
                 collected.extend(got)
 
     deadline = time.monotonic() + args.timeout
-    log(f"{args.db}{suffix}: setup.sql")
+    log(f"{args.db}{suffix}: {setup_sql}")
     if args.db == "postgres":
         pg_drop_slot_and_publication(db, deadline)  # leftovers of an interrupted run
-    db.run_file(os.path.join(args.fixtures, "setup.sql"))
+    db.run_file(os.path.join(args.fixtures, setup_sql))
 
-    props = properties(args.db, db, args.modes, work)
+    props = properties(args.db, db, variant, work)
     engine = DebeziumEngine(properties=props, handler=Collect(), format="json")
     engine_error = []
 
@@ -427,18 +453,26 @@ def main():
     if args.db == "postgres":
         CLEANUPS.insert(0, lambda: pg_drop_slot_and_publication(db, time.monotonic() + 30))
 
-    table_topic = "golden.dbz.all_types"
+    data_topics = {"golden." + t for t in TABLES[variant].split(",")}
+    tx_topic = "golden.transaction"
 
     def ops():
-        """The ops seen on the table topic ('tombstone' for a null value)."""
+        """The ops seen on the table topics ('tombstone' for a null value),
+        then the statuses (BEGIN, END) seen on the transaction topic."""
         with lock:
             snap = list(collected)
         out = []
         for topic, _k, v in snap:
-            if topic != table_topic:
-                continue
-            out.append("tombstone" if v is None else json.loads(v)["payload"]["op"])
+            if topic in data_topics:
+                out.append("tombstone" if v is None else json.loads(v)["payload"]["op"])
+            elif topic == tx_topic and v is not None:
+                out.append(json.loads(v)["payload"]["status"])
         return out
+
+    def has_all(want):
+        """ops() holds each of want at least as often as want names it."""
+        seen = ops()
+        return all(seen.count(w) >= want.count(w) for w in set(want))
 
     def wait_for(what, pred):
         while not pred():
@@ -449,11 +483,19 @@ def main():
                 fail(f"{what}: not after {args.timeout:.0f}s (ops so far {ops()}); see {java_log}\n" + tail(java_log))
             time.sleep(0.1)
 
-    wait_for("3 snapshot records", lambda: ops().count("r") >= 3)
-    log(f"{args.db}{suffix}: snapshot records after {time.monotonic() - started:.1f}s; changes.sql")
-    db.run_file(os.path.join(args.fixtures, "changes.sql"))
-    want = ["c", "u", "d", "tombstone"]
-    wait_for("the streamed insert, update, delete and tombstone", lambda: all(w in ops() for w in want))
+    n_snapshot = 6 if variant == "txmeta" else 3
+    wait_for(f"{n_snapshot} snapshot records", lambda: ops().count("r") >= n_snapshot)
+    log(f"{args.db}{suffix}: snapshot records after {time.monotonic() - started:.1f}s; {changes_sql}")
+    db.run_file(os.path.join(args.fixtures, changes_sql))
+    if variant == "txmeta":
+        # Transaction 1: insert a, update b, insert c twice, delete a (+ its
+        # tombstone); transaction 2: update c. Each with BEGIN and END.
+        want = ["c"] * 3 + ["u"] * 2 + ["d", "tombstone"] + ["BEGIN"] * 2 + ["END"] * 2
+        what = "the 7 streamed data records and 2 BEGIN + 2 END transaction markers"
+    else:
+        want = ["c", "u", "d", "tombstone"]
+        what = "the streamed insert, update, delete and tombstone"
+    wait_for(what, lambda: has_all(want))
     # A short quiet spell, so that an unexpected extra record would show up
     # in the golden file rather than go unseen.
     time.sleep(1.0)

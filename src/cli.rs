@@ -118,6 +118,13 @@ pub struct SnapshotArgs {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// A Debezium Postgres, MySQL or MariaDB connector's configuration (.json as Kafka Connect's
+    /// REST API takes it, or .properties) read as this pipeline: connection, table and column
+    /// lists, topic.prefix, the handling modes, slot.name; settings riffle cannot take are listed
+    /// in one error. Give the Kafka brokers with --sink kafka://HOST:PORT (docs/debezium-migration.md).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub debezium_config: Option<PathBuf>,
+
     /// Where the pipeline's state lives (as given to `riffle replicate`) [default: .riffle].
     #[arg(long, value_name = "DIR|URL")]
     pub state: Option<PathBuf>,
@@ -167,6 +174,13 @@ pub struct PipelineArgs {
     /// Pipeline file (TOML); flags override its values, `${VAR}` reads the environment.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// A Debezium Postgres, MySQL or MariaDB connector's configuration (.json as Kafka Connect's
+    /// REST API takes it, or .properties) read as this pipeline: connection, table and column
+    /// lists, topic.prefix, the handling modes, slot.name; settings riffle cannot take are listed
+    /// in one error. Give the Kafka brokers with --sink kafka://HOST:PORT (docs/debezium-migration.md).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub debezium_config: Option<PathBuf>,
 
     /// Source database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (password also from PGPASSWORD;
     /// ?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=CA.pem as libpq), or
@@ -349,6 +363,13 @@ pub struct StatusArgs {
     /// Pipeline file (TOML), for its state directory, name and source.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// A Debezium Postgres, MySQL or MariaDB connector's configuration (.json as Kafka Connect's
+    /// REST API takes it, or .properties) read as this pipeline: connection, table and column
+    /// lists, topic.prefix, the handling modes, slot.name; settings riffle cannot take are listed
+    /// in one error. Give the Kafka brokers with --sink kafka://HOST:PORT (docs/debezium-migration.md).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub debezium_config: Option<PathBuf>,
 
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -83,7 +83,7 @@ pub struct RawFile {
 }
 
 /// One `[[tables]]` rule as written.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTable {
     /// Glob over `schema.table`; the first matching rule applies.
@@ -325,13 +325,27 @@ impl<'a> Overrides<'a> {
 
 pub fn build(o: Overrides<'_>) -> Result<Config> {
     let args = o.args;
-    let file = match &args.config {
-        Some(p) => load_file(p)?,
-        None => RawFile::default(),
+    let mut debezium_kafka = Vec::new();
+    let file = match (&args.config, &args.debezium_config) {
+        (Some(_), Some(_)) => bail!("--config and --debezium-config: give one pipeline file"),
+        (Some(p), None) => load_file(p)?,
+        (None, Some(p)) => {
+            if args.sinks.is_empty() {
+                bail!(
+                    "--debezium-config: a connector's configuration does not name the Kafka brokers (they are the Connect \
+                     worker's bootstrap.servers); pass --sink kafka://BROKER:9092"
+                );
+            }
+            let t = crate::debezium_config::load(p)?;
+            debezium_kafka = t.kafka;
+            t.file
+        }
+        (None, None) => RawFile::default(),
     };
-    let where_ = |field: &str| match &args.config {
-        Some(p) => format!("config {}: {field}", p.display()),
-        None => field.to_string(),
+    let where_ = |field: &str| match (&args.config, &args.debezium_config) {
+        (Some(p), _) => format!("config {}: {field}", p.display()),
+        (_, Some(p)) => format!("Debezium config {}: {field}", p.display()),
+        _ => field.to_string(),
     };
     let raw_source = file.source.unwrap_or_default();
     let source_url = args
@@ -382,6 +396,7 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
         for (i, s) in args.sinks.iter().enumerate() {
             let mut sink = sinks::parse_sink(s, Encoder { format, metadata: metadata_default }, "--sink")?;
             sink.name = format!("sink{i}");
+            sinks::apply_defaults(&mut sink, s, &debezium_kafka).map_err(|e| anyhow!("{}: {e}", where_("--sink")))?;
             sinks::settle_format(&mut sink, args.format.is_some(), "--format")?;
             sinks.push(sink);
         }

@@ -124,6 +124,25 @@ pub fn apply_fields(sink: &mut SinkConfig, raw: &RawSink, field: &dyn Fn(&str) -
     Ok(())
 }
 
+/// Options a sink takes unless its URL sets them (a Debezium connector's
+/// settings, for Kafka sinks; other sinks have no use for them).
+pub fn apply_defaults(sink: &mut SinkConfig, url: &str, options: &[(String, String)]) -> Result<()> {
+    let SinkTarget::Kafka(opts) = &mut sink.target else { return Ok(()) };
+    // One name for the options that have two.
+    let canonical = |k: &str| match k.replace('_', ".").as_str() {
+        "tombstones" => "tombstones.on.delete".to_string(),
+        "transaction.topic" => "provide.transaction.metadata".to_string(),
+        other => other.to_string(),
+    };
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let given: Vec<String> = riffle_core::url::query_pairs(query).into_iter().map(|(k, _)| canonical(&k)).collect();
+    for (k, v) in options.iter().filter(|(k, _)| !given.contains(&canonical(k))) {
+        opts.set(k, v).map_err(|e| anyhow!("{e}"))?;
+    }
+    opts.validate().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
 /// `a = { b = { c = 1 } }` as `("a.b.c", 1)`.
 fn flatten<'a>(key: &str, v: &'a toml::Value, out: &mut Vec<(String, &'a toml::Value)>) {
     match v {

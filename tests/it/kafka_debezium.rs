@@ -164,15 +164,42 @@ fn schema_differences(i: usize, path: &str, want: &Json, got: &Json, out: &mut V
 
 /// Runs riffle from `source` into Kafka with `options`, applies `changes`
 /// once the snapshot is in, and compares every message with `want`.
-async fn compare(source: &str, table: &str, want: &[Json], options: &str, doc: Documented, changes: impl AsyncFnOnce()) {
+/// How riffle is told what to do: flags, or the very Debezium configuration
+/// the golden files were made with.
+enum Run<'a> {
+    Flags { source: String, options: &'a str },
+    DebeziumConfig(std::path::PathBuf),
+}
+
+async fn compare(run: Run<'_>, table: &str, want: &[Json], doc: Documented, changes: impl AsyncFnOnce()) {
     let topic_want = want[0]["topic"].as_str().unwrap().to_string();
     let theirs = topic_want.split('.').next().unwrap().to_string();
     let name = unique("dbzg");
     let b = brokers();
-    let sink = format!("kafka://{b}?schemas.enable=true{options}");
     let state = temp_dir("kafka-debezium-golden");
     let log = state.join("riffle.log");
-    let args = replicate_args(source, table, std::path::Path::new(&sink), &state, &["--name", &name, "--commit-interval", "200ms"]);
+    let args = match &run {
+        Run::Flags { source, options } => {
+            let sink = format!("kafka://{b}?schemas.enable=true{options}");
+            replicate_args(source, table, std::path::Path::new(&sink), &state, &["--name", &name, "--commit-interval", "200ms"])
+        }
+        // The connector's topic.prefix and slot.name give way to this run's own.
+        Run::DebeziumConfig(path) => [
+            "replicate",
+            "--debezium-config",
+            path.to_str().unwrap(),
+            "--sink",
+            &format!("kafka://{b}?topic.prefix={name}"),
+            "--name",
+            &name,
+            "--commit-interval",
+            "200ms",
+            "--state",
+            state.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec(),
+    };
     let mut child = spawn_riffle(&args, None, &log);
     let topic = format!("{name}.{table}");
     let snapshot = want.iter().filter(|m| m["value"]["payload"]["op"] == "r").count();
@@ -200,47 +227,74 @@ fn table_messages(mut all: Vec<Json>) -> Vec<Json> {
 static POSTGRES_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 static MARIADB_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn postgres(file: &str, options: &str) {
+async fn postgres(file: &str, run: Run<'_>) {
     let _one = POSTGRES_TABLE.lock().await;
     let client = connect(&admin_url()).await;
     client.batch_execute(include_str!("../golden/debezium/postgres/setup.sql")).await.unwrap();
     let want = table_messages(golden("postgres", file));
-    compare(&admin_url(), "dbz.all_types", &want, options, POSTGRES, async || {
+    compare(run, "dbz.all_types", &want, POSTGRES, async || {
         client.batch_execute(include_str!("../golden/debezium/postgres/changes.sql")).await.unwrap();
     })
     .await;
 }
 
-async fn mariadb(file: &str, options: &str) {
+async fn mariadb(file: &str, run: Run<'_>) {
     let _one = MARIADB_TABLE.lock().await;
     let mut conn = my_fresh_conn("mysql").await;
     conn.query_drop(include_str!("../golden/debezium/mariadb/setup.sql")).await.unwrap();
     let want = table_messages(golden("mariadb", file));
-    compare(&my_url("dbz"), "dbz.all_types", &want, options, MARIADB, async || {
+    compare(run, "dbz.all_types", &want, MARIADB, async || {
         conn.query_drop(include_str!("../golden/debezium/mariadb/changes.sql")).await.unwrap();
     })
     .await;
 }
 
+fn flags(source: String, options: &str) -> Run<'_> {
+    Run::Flags { source, options }
+}
+
+/// The properties the golden files were made with, for this run's server
+/// (its password; the MariaDB stand-in's driver work-around left out).
+fn debezium_properties(db: &str, file: &str, password: &str) -> Run<'static> {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/debezium").join(db).join(file))
+        .unwrap()
+        .replace("${PASSWORD}", password)
+        .replace("${WORK_DIR}", "/nonexistent");
+    let text: String = text.lines().filter(|l| !l.starts_with("database.jdbc.driver")).map(|l| format!("{l}\n")).collect();
+    let path = temp_dir(&format!("debezium-config-{db}-{file}")).join(file);
+    std::fs::write(&path, text).unwrap();
+    Run::DebeziumConfig(path)
+}
+
+const PG_MODES: &str = "&decimal.handling.mode=string&time.precision.mode=connect&binary.handling.mode=hex&interval.handling.mode=string";
+const MARIADB_MODES: &str = "&decimal.handling.mode=double&time.precision.mode=connect&binary.handling.mode=base64";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_messages_equal_debeziums_under_its_defaults() {
-    postgres("messages.jsonl", "").await;
+    postgres("messages.jsonl", flags(admin_url(), "")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_messages_equal_debeziums_under_other_handling_modes() {
-    let modes = "&decimal.handling.mode=string&time.precision.mode=connect&binary.handling.mode=hex&interval.handling.mode=string";
-    postgres("messages-modes.jsonl", modes).await;
+    postgres("messages-modes.jsonl", flags(admin_url(), PG_MODES)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_messages_equal_debeziums_under_its_defaults() {
-    mariadb("messages.jsonl", "").await;
+    mariadb("messages.jsonl", flags(my_url("dbz"), "")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_messages_equal_debeziums_under_other_handling_modes() {
-    mariadb("messages-modes.jsonl", "&decimal.handling.mode=double&time.precision.mode=connect&binary.handling.mode=base64").await;
+    mariadb("messages-modes.jsonl", flags(my_url("dbz"), MARIADB_MODES)).await;
+}
+
+/// `--debezium-config` with the very connector properties the golden files
+/// were made with gives the same messages: the same pipeline.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_goldens_own_debezium_configs_run_the_same_pipelines() {
+    postgres("messages-modes.jsonl", debezium_properties("postgres", "debezium-modes.properties", "riffle-test-pw")).await;
+    mariadb("messages.jsonl", debezium_properties("mariadb", "debezium.properties", "riffle-test-pw")).await;
 }
 
 /// What the golden table does not show, as Debezium writes it: an update
@@ -327,4 +381,41 @@ async fn a_numeric_nan_is_an_error_in_precise_mode_and_kept_as_a_string() {
     let msgs = read_topic(&b, &format!("{name}.public.t"), 2, 30);
     let xs: Vec<Json> = msgs.iter().map(|m| m.value_json()["after"]["x"].clone()).collect();
     assert_eq!(xs, [Json::String("NaN".into()), Json::String("1.50".into())]);
+}
+
+/// A connector configuration riffle cannot run is refused before anything
+/// starts, every problem listed with what to do.
+#[test]
+fn a_debezium_config_riffle_cannot_take_is_refused_with_every_reason() {
+    let dir = temp_dir("debezium-config-refused");
+    let path = dir.join("connector.json");
+    std::fs::write(
+        &path,
+        r#"{"name": "inventory", "config": {
+            "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+            "database.hostname": "127.0.0.1", "database.user": "u", "database.dbname": "d",
+            "table.include.list": "public\\.(orders|items)", "plugin.name": "decoderbufs",
+            "value.converter": "io.confluent.connect.avro.AvroConverter", "message.key.columns": "public.orders:id"}}"#,
+    )
+    .unwrap();
+    let state = dir.join("state");
+    let out = riffle(&[
+        "replicate",
+        "--debezium-config",
+        path.to_str().unwrap(),
+        "--sink",
+        "kafka://127.0.0.1:1",
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for reason in
+        ["4 setting(s) riffle cannot take", "table.include.list", "plugin.name=decoderbufs", "AvroConverter", "message.key.columns"]
+    {
+        assert!(err.contains(reason), "{reason}: {err}");
+    }
+    let out = riffle(&["replicate", "--debezium-config", path.to_str().unwrap(), "--state", state.to_str().unwrap()]);
+    assert!(stderr(&out).contains("pass --sink kafka://BROKER:9092"), "{}", stderr(&out));
+    assert!(!state.exists(), "nothing ran");
 }

@@ -625,7 +625,13 @@ fn parquet_edge_types() {
     assert_eq!(decimal_i128("100", 0, 2), None);
     assert_eq!(decimal_i128("Infinity", 0, 2), None);
 
-    let col = |name: &str, data_type: DataType| Column { name: name.into(), source_type: String::new(), data_type, nullable: true, labels: Vec::new() };
+    let col = |name: &str, data_type: DataType| Column {
+        name: name.into(),
+        source_type: String::new(),
+        data_type,
+        nullable: true,
+        labels: Vec::new(),
+    };
     let table = Arc::new(TableSchema {
         id: TableId::new("public", "edges"),
         columns: vec![

@@ -1,0 +1,16 @@
+-- The Debezium golden tables for transaction metadata (Postgres): three small
+-- tables, captured as dbz.a, dbz.b, dbz.c.
+-- Run by scripts/debezium-golden.sh --txmeta (to make messages-txmeta.jsonl
+-- with the real Debezium) and by the test that compares riffle's Kafka output
+-- with it.
+DROP SCHEMA IF EXISTS dbz CASCADE;
+CREATE SCHEMA dbz;
+CREATE TABLE dbz.a (id int PRIMARY KEY, v text);
+CREATE TABLE dbz.b (id int PRIMARY KEY, v text);
+CREATE TABLE dbz.c (id int PRIMARY KEY, v text);
+ALTER TABLE dbz.a REPLICA IDENTITY FULL;
+ALTER TABLE dbz.b REPLICA IDENTITY FULL;
+ALTER TABLE dbz.c REPLICA IDENTITY FULL;
+INSERT INTO dbz.a VALUES (1, 'a1'), (2, 'a2');
+INSERT INTO dbz.b VALUES (1, 'b1');
+INSERT INTO dbz.c VALUES (1, 'c1'), (2, 'c2'), (3, 'c3');
