@@ -474,7 +474,7 @@ impl Plan {
         out.extend_from_slice(b",\"source\":");
         self.write_source(event, out);
         out.extend_from_slice(b",\"transaction\":");
-        match (riffle_formats::transaction_id(event), order) {
+        match (transaction_id(event), order) {
             (Some(id), Some((total, in_collection))) => {
                 out.extend_from_slice(b"{\"id\":");
                 write_json_str(&id, out);
@@ -650,6 +650,45 @@ fn encode(enc: &Enc, v: &Value, out: &mut Vec<u8>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Debezium's transaction id of a change: Postgres `<txId>:<the change's
+/// LSN>` (so it differs from one change of a transaction to the next, as
+/// Debezium writes it); MySQL/MariaDB riffle's (the GTID, else
+/// `file:pos`). `None` for snapshot reads.
+pub(crate) fn transaction_id(event: &ChangeEvent) -> Option<String> {
+    match (event.source.connector, event.source.tx_id, event.source.lsn) {
+        _ if event.is_snapshot() => None,
+        ("postgresql", Some(tx), Some(lsn)) => Some(format!("{tx}:{}", lsn.0)),
+        _ => riffle_formats::transaction_id(event),
+    }
+}
+
+/// The id of Debezium's END marker: Postgres `<txId>:<commit LSN>`.
+pub(crate) fn end_transaction_id(event: &ChangeEvent) -> Option<String> {
+    match (event.source.tx_id, &event.position) {
+        (Some(tx), riffle_core::Position::Postgres(p)) if !event.is_snapshot() => Some(format!("{tx}:{}", p.lsn.0)),
+        _ => transaction_id(event),
+    }
+}
+
+/// Kafka Connect schemas of the transaction topic's keys and values.
+pub(crate) fn transaction_key_schema() -> Json {
+    json!({"type": "struct", "fields": [{"type": "string", "optional": false, "field": "id"}], "optional": false,
+           "name": "io.debezium.connector.common.TransactionMetadataKey", "version": 1})
+}
+
+pub(crate) fn transaction_value_schema() -> Json {
+    json!({"type": "struct", "fields": [
+        {"type": "string", "optional": false, "field": "status"},
+        {"type": "string", "optional": false, "field": "id"},
+        {"type": "int64", "optional": true, "field": "event_count"},
+        {"type": "array", "items": {"type": "struct", "fields": [
+            {"type": "string", "optional": false, "field": "data_collection"},
+            {"type": "int64", "optional": false, "field": "event_count"}
+        ], "optional": true, "name": "event.collection", "version": 1}, "optional": true, "field": "data_collections"},
+        {"type": "int64", "optional": false, "field": "ts_ms"}
+    ], "optional": false, "name": "io.debezium.connector.common.TransactionMetadataValue", "version": 1})
 }
 
 /// Debezium's `unavailable.value.placeholder` default.

@@ -1,15 +1,19 @@
 //! Transaction metadata (Debezium's `provide.transaction.metadata`): BEGIN
 //! and END markers, with per-table event counts, on the transaction topic.
 
+use crate::debezium;
 use crate::sink::KafkaSink;
 use crate::topics::legal_topic;
-use crate::KafkaOptions;
+use crate::{KafkaOptions, ValueEncoding, ValueFormat};
 use rdkafka::message::OwnedHeaders;
 use riffle_core::{ChangeEvent, SinkError};
 
 /// A transaction whose BEGIN marker was sent and END not yet.
 pub(crate) struct OpenTx {
+    /// What tells one transaction from the next.
     id: String,
+    /// The id its END marker carries (Debezium's Postgres form differs from BEGIN's).
+    end_id: String,
     ts_ms: i64,
     counts: Vec<(String, u64)>,
 }
@@ -40,11 +44,18 @@ impl KafkaSink {
         if self.tx.as_ref().map(|t| &t.id) != id.as_ref() {
             self.end_transaction()?;
             if let Some(id) = id {
+                // Debezium's ids where its encodings are written.
+                let debezium = matches!(self.opts.encoding, ValueEncoding::Debezium(_));
+                let (begin_id, end_id) = match debezium {
+                    true => (debezium::transaction_id(event), debezium::end_transaction_id(event)),
+                    false => (None, None),
+                };
+                let begin_id = begin_id.unwrap_or_else(|| id.clone());
                 let value = serde_json::json!({
-                    "status": "BEGIN", "id": id, "event_count": null, "data_collections": null, "ts_ms": event.source.ts_ms
+                    "status": "BEGIN", "id": begin_id, "event_count": null, "data_collections": null, "ts_ms": event.source.ts_ms
                 });
-                self.send_tx_marker(&id, &value)?;
-                self.tx = Some(OpenTx { id, ts_ms: event.source.ts_ms, counts: Vec::new() });
+                self.send_tx_marker(&begin_id, &value)?;
+                self.tx = Some(OpenTx { end_id: end_id.unwrap_or_else(|| id.clone()), id, ts_ms: event.source.ts_ms, counts: Vec::new() });
             }
         }
         let Some(tx) = &mut self.tx else { return Ok(None) };
@@ -68,16 +79,23 @@ impl KafkaSink {
         let collections: Vec<serde_json::Value> =
             tx.counts.iter().map(|(c, n)| serde_json::json!({"data_collection": c, "event_count": n})).collect();
         let value = serde_json::json!({
-            "status": "END", "id": tx.id, "event_count": total, "data_collections": collections, "ts_ms": tx.ts_ms
+            "status": "END", "id": tx.end_id, "event_count": total, "data_collections": collections, "ts_ms": tx.ts_ms
         });
-        self.send_tx_marker(&tx.id, &value)
+        self.send_tx_marker(&tx.end_id, &value)
     }
 
+    /// A marker, wrapped in its Kafka Connect schema when schemas are on
+    /// (Debezium's `TransactionMetadataKey` / `TransactionMetadataValue`).
     fn send_tx_marker(&mut self, id: &str, value: &serde_json::Value) -> Result<(), SinkError> {
         let topic = self.opts.transaction_topic().expect("transaction metadata is on");
         self.ensure_topic(&topic)?;
-        let key = serde_json::json!({ "id": id }).to_string();
-        let value = value.to_string();
+        let mut key = serde_json::json!({ "id": id });
+        let mut value = value.clone();
+        if self.opts.format == (ValueFormat::Json { schemas: true }) {
+            key = serde_json::json!({"schema": debezium::transaction_key_schema(), "payload": key});
+            value = serde_json::json!({"schema": debezium::transaction_value_schema(), "payload": value});
+        }
+        let (key, value) = (key.to_string(), value.to_string());
         self.send(&topic, Some(key.as_bytes()), Some(value.as_bytes()), OwnedHeaders::new(), id)
     }
 }
