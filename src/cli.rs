@@ -250,7 +250,8 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "DURATION")]
     pub heartbeat_interval: Option<String>,
 
-    /// Connections reading the snapshot at once, across and within tables
+    /// Connections reading the snapshot at once, across and within tables (Postgres; MariaDB when
+    /// their snapshots agree on one binlog position; MySQL reads with one)
     /// [default: the cores, at most 4, within the server's free connections].
     #[arg(long, value_name = "N")]
     pub snapshot_workers: Option<usize>,

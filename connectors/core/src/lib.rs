@@ -14,6 +14,7 @@
 //! - [`check`]: readiness checks every connector reports in one shape.
 //! - [`lease`]: one writer per pipeline on this machine.
 //! - [`chunks`]: a chunked snapshot's saved progress.
+//! - [`parallel`]: parallel chunk reads handed on one chunk at a time.
 //! - [`fail`]: fail points the test suite crashes riffle at.
 
 pub mod check;
@@ -23,6 +24,7 @@ pub mod event;
 pub mod fail;
 pub mod glob;
 pub mod lease;
+pub mod parallel;
 pub mod position;
 pub mod schema;
 pub mod sink;

@@ -256,6 +256,9 @@ pub enum MyError {
     /// the binlog). A bug: riffle maps every type the server sends.
     #[error("cannot read column {column} ({source_type}) from {from}; this is a bug in riffle, please report it")]
     Decode { column: String, source_type: String, from: &'static str },
+    /// A snapshot worker ended in a way riffle does not expect.
+    #[error("{0}; this is a bug in riffle, please report it")]
+    Unexpected(String),
 }
 
 impl MyError {
@@ -295,7 +298,8 @@ impl MyError {
             | NoTableMap { .. }
             | BadRow { .. }
             | RowWidth { .. }
-            | Decode { .. } => false,
+            | Decode { .. }
+            | Unexpected(_) => false,
         };
         if transient {
             ErrorKind::Transient

@@ -92,10 +92,11 @@ impl MySource {
             server_id: self.params.server_id,
             stats: self.stats.clone(),
         };
-        let chunk_rows = self.config.snapshot.rows_per_chunk(snapshot::CHUNK_ROWS);
+        let options = self.config.snapshot;
+        let params = &self.params;
         match self.mode.clone() {
-            Mode::Sync => Ok(snapshot::copy_tables(&mut conn, &ctx, &tables, mariadb, false, chunk_rows, &out, &stop).await?.0),
-            Mode::Verify => Ok(snapshot::copy_tables_at(&mut conn, &ctx, &tables, mariadb, chunk_rows, &out, &stop).await?.0),
+            Mode::Sync => Ok(snapshot::copy_tables(params, conn, &ctx, &tables, mariadb, false, options, &out, &stop).await?.0),
+            Mode::Verify => Ok(snapshot::copy_tables_at(params, conn, &ctx, &tables, mariadb, options, &out, &stop).await?.0),
             Mode::Replicate { resume, chunks, until_now } => {
                 // The binlog dump this pipeline streamed from last, which the
                 // server may still hold (see SourceStats::take_session).
@@ -105,17 +106,14 @@ impl MySource {
                 }
                 checks::require_replication_ready(&mut conn, &self.params).await?;
                 checks::require_supported_charsets(&mut conn, &tables).await?;
-                let start = match resume {
-                    Some(o) => o,
-                    None => {
-                        let (end, offset) = snapshot::copy_tables(&mut conn, &ctx, &tables, mariadb, true, chunk_rows, &out, &stop).await?;
-                        if end == RunEnd::Stopped {
-                            return Ok(RunEnd::Stopped);
-                        }
-                        offset
-                    }
-                };
                 let mut stream = stream::Stream { params: &self.params, ctx: &ctx, selected: &tables, mariadb, skipped: Vec::new() };
+                let Some(start) = resume else {
+                    let (end, offset) = snapshot::copy_tables(params, conn, &ctx, &tables, mariadb, true, options, &out, &stop).await?;
+                    if end == RunEnd::Stopped {
+                        return Ok(RunEnd::Stopped);
+                    }
+                    return stream.run(offset, until_now, None, out, stop).await;
+                };
                 let start = match chunks {
                     Some((progress, previous)) => {
                         let (progress, pending) = self.replan(&mut conn, progress, previous.as_deref(), &tables).await?;
@@ -126,7 +124,7 @@ impl MySource {
                             }
                             start
                         } else {
-                            match catch_up(&mut conn, &mut stream, start, &progress, &pending, self.config.snapshot, &out, &stop).await? {
+                            match catch_up(conn, &mut stream, start, &progress, &pending, self.config.snapshot, &out, &stop).await? {
                                 Some(offset) => offset,
                                 None => return Ok(RunEnd::Stopped),
                             }
@@ -134,7 +132,6 @@ impl MySource {
                     }
                     None => start,
                 };
-                drop(conn);
                 stream.run(start, until_now, None, out, stop).await
             }
         }
@@ -156,7 +153,7 @@ impl MySource {
 /// Returns where the stream goes on, or `None` when stopped.
 #[allow(clippy::too_many_arguments)]
 async fn catch_up(
-    conn: &mut mysql_async::Conn,
+    mut conn: mysql_async::Conn,
     stream: &mut stream::Stream<'_>,
     mut from: Offset,
     progress: &SnapshotProgress,
@@ -168,7 +165,7 @@ async fn catch_up(
     let mut progress = progress.clone();
     let mut pending = pending.to_vec();
     for round in 1.. {
-        let snap = snapshot::begin(conn, stream.mariadb).await?;
+        let snap = snapshot::begin(&mut conn, stream.mariadb).await?;
         let at = (snapshot::file_seq(&snap.file), snap.pos);
         tracing::info!(
             from = %from,
@@ -193,17 +190,18 @@ async fn catch_up(
                 return Ok(None);
             }
         }
-        let (mut plan, planned) = snapshot::plan(conn, &pending, Some(&progress)).await?;
+        let (mut plan, planned) = snapshot::plan(&mut conn, &pending, Some(&progress)).await?;
         if out.send(vec![SourceItem::SnapshotPlan(plan.clone())]).await.is_err() {
             return Ok(None);
         }
         let until = Some(tokio::time::Instant::now() + options.round);
-        let (end, read) =
-            snapshot::copy(conn, stream.ctx, &snap, &planned, options.rows_per_chunk(snapshot::CHUNK_ROWS), true, until, out, stop).await?;
-        conn.query_drop("COMMIT").await.map_err(|e| MyError::query("ending the snapshot", e))?;
+        let chunk_rows = options.rows_per_chunk(snapshot::CHUNK_ROWS);
+        let (end, read, mut back) = snapshot::copy(vec![conn], stream.ctx, &snap, planned, chunk_rows, true, until, out, stop).await?;
         if end != RunEnd::SnapshotComplete {
             return Ok(None);
         }
+        conn = back.pop().ok_or_else(|| MyError::Unexpected("the snapshot round's connection was not given back".into()))?;
+        conn.query_drop("COMMIT").await.map_err(|e| MyError::query("ending the snapshot", e))?;
         for t in read.tables {
             plan.add(t);
         }

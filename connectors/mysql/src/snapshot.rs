@@ -23,6 +23,29 @@
 //! one a literal cannot bound exactly (binary, ENUM, floating point), is
 //! read whole in one streamed `SELECT`, as one chunk. Rows flow through in
 //! batches either way, so memory stays flat whatever the table size.
+//!
+//! # Parallel reads on MariaDB, without a lock
+//!
+//! With more than one worker (`--snapshot-workers`), each worker connection
+//! starts its own `START TRANSACTION WITH CONSISTENT SNAPSHOT`, all at
+//! once, and reads its `binlog_snapshot_file`/`_position`. MariaDB takes a
+//! consistent snapshot's read view and that binlog position together, under
+//! the lock that orders commits into the binlog, so a snapshot holds exactly
+//! the transactions committed in the binlog before its position. Two
+//! snapshots at the same position therefore hold the same transactions: the
+//! same database state. riffle uses the workers only when every one of them
+//! reports the same position; otherwise (a commit landed between two of
+//! them) it rolls them all back and starts again, a few times, then reads
+//! with one connection. No lock is taken, no write waits. On a quiet server
+//! the first attempt agrees; under a steady stream of commits the attempts
+//! may not, and the snapshot is read by one connection (logged). The
+//! workers read key ranges chunk by chunk through the engine both sources
+//! share ([`riffle_core::parallel`]): each chunk is handed on whole before
+//! the next, so checkpoints and resumption work as with one connection. A
+//! large table with a one-column integer key is split into ranges between
+//! its minimum and maximum key so that several workers read it. MySQL (not
+//! MariaDB) reports no snapshot position, so its snapshot is read by one
+//! connection, positioned under a brief `FLUSH TABLES WITH READ LOCK`.
 
 use crate::catalog::{load_columns, quote_ident, schema_of, SelectedTable};
 use crate::error::MyError;
@@ -30,9 +53,10 @@ use crate::types::{from_text, MyColumn};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use riffle_core::chunks::Resumed;
+use riffle_core::parallel::{Forwarding, Lane, Piece, Planned};
 use riffle_core::source::{RunEnd, SourceStats};
 use riffle_core::{BeforeImage, BinlogCoords, ChangeEvent, MyPosition, Offset, Op, Phase, Position, SourceInfo, SourceItem};
-use riffle_core::{ChunkDone, DataType, KeyRange, SnapshotProgress, TableProgress, TableSchema, Value};
+use riffle_core::{DataType, KeyRange, SnapshotProgress, TableProgress, TableSchema, Value};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -52,6 +76,7 @@ pub fn now_us() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
+#[derive(Clone)]
 pub struct Context {
     pub name: Arc<str>,
     pub connector: &'static str,
@@ -120,6 +145,71 @@ pub async fn begin(conn: &mut Conn, mariadb: bool) -> Result<Snapshot, MyError> 
         return Err(MyError::NoSnapshotPosition);
     }
     Ok(Snapshot { file, pos, gtid })
+}
+
+/// How many times the workers' snapshots are started again before the
+/// snapshot is read with one connection.
+const AGREE_ATTEMPTS: usize = 8;
+
+/// Starts the consistent read on `first` and, on MariaDB with more than
+/// one worker, on `workers - 1` more connections at the same binlog
+/// position (see the module's documentation). Returns the connections in
+/// the read (one when they could not agree) and its position.
+pub async fn begin_workers(
+    params: &crate::connect::ConnectParams,
+    mut first: Conn,
+    mariadb: bool,
+    workers: usize,
+) -> Result<(Vec<Conn>, Snapshot), MyError> {
+    if workers <= 1 || !mariadb {
+        let snap = begin(&mut first, mariadb).await?;
+        return Ok((vec![first], snap));
+    }
+    let mut conns = vec![first];
+    for _ in 1..workers {
+        match params.connect().await {
+            Ok(c) => conns.push(c),
+            Err(e) => {
+                tracing::info!(error = %e, workers = conns.len(), "no further snapshot worker connection: reading with fewer");
+                break;
+            }
+        }
+    }
+    for attempt in 1..=AGREE_ATTEMPTS {
+        let started = futures_util::future::join_all(conns.iter_mut().map(|c| begin(c, true))).await;
+        let snaps = started.into_iter().collect::<Result<Vec<Snapshot>, MyError>>()?;
+        if snaps.iter().all(|s| (&s.file, s.pos) == (&snaps[0].file, snaps[0].pos)) {
+            tracing::debug!(attempt, workers = conns.len(), at = %snaps[0].offset(), "snapshot workers agree on one position");
+            return Ok((conns, snaps[0].clone()));
+        }
+        for c in &mut conns {
+            c.query_drop("ROLLBACK").await.map_err(|e| MyError::query("restarting a snapshot worker", e))?;
+        }
+    }
+    tracing::info!(
+        attempts = AGREE_ATTEMPTS,
+        "commits kept landing between the snapshot workers' consistent reads: reading the snapshot with one connection"
+    );
+    conns.truncate(1);
+    let mut first = conns.pop().expect("one connection");
+    let snap = begin(&mut first, true).await?;
+    Ok((vec![first], snap))
+}
+
+/// How many workers to use: the asked number, else the cores (at most
+/// four), within half the server's free connections.
+pub async fn workers(conn: &mut Conn, asked: Option<usize>) -> usize {
+    if let Some(n) = asked {
+        return n.max(1);
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4);
+    let max: Option<u64> = conn.query_first("SELECT @@max_connections").await.ok().flatten();
+    let used: Option<(String, u64)> = conn.query_first("SHOW STATUS LIKE 'Threads_connected'").await.ok().flatten();
+    let free = match (max, used) {
+        (Some(m), Some((_, u))) => m.saturating_sub(u),
+        _ => 2,
+    };
+    cores.min((free.max(2) / 2) as usize).max(1)
 }
 
 /// One table of a snapshot plan.
@@ -261,133 +351,167 @@ fn chunk_sql(t: &PlannedTable, cols: &[String], range: &KeyRange, limit: u64, es
     format!("SELECT {} FROM {}{filter} ORDER BY {} LIMIT {limit}", cols.join(", "), t.selected.qualified(), key.join(", "))
 }
 
-/// Reads every range `tables` have left, inside the consistent read open on
-/// `conn` at `snap`, chunk by chunk; after each chunk its [`ChunkDone`] and,
-/// with `checkpoints`, a checkpoint at the snapshot's position, so the
-/// pipeline saves progress. Returns `Stopped` if asked to stop.
-/// With `until`, no chunk starts after it (a round of a snapshot read while
-/// streaming); the plan with every chunk read recorded is returned.
+/// Reads every range `tables` have left with the connections `conns`, all
+/// inside one consistent read at `snap` ([`begin_workers`]), chunk by
+/// chunk, handed on one chunk at a time ([`riffle_core::parallel`]); after
+/// each chunk its `ChunkDone` and, with `checkpoints`, a checkpoint at the
+/// snapshot's position, so the pipeline saves progress. Returns `Stopped`
+/// if asked to stop. With `until`, no chunk starts after it (a round of a
+/// snapshot read while streaming). Returns the plan with every chunk read
+/// recorded, and the connections (none when stopped).
 #[allow(clippy::too_many_arguments)]
 pub async fn copy(
-    conn: &mut Conn,
+    conns: Vec<Conn>,
     ctx: &Context,
     snap: &Snapshot,
-    tables: &[PlannedTable],
+    tables: Vec<PlannedTable>,
     chunk_rows: u64,
     checkpoints: bool,
     until: Option<tokio::time::Instant>,
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
-) -> Result<(RunEnd, SnapshotProgress), MyError> {
-    let mut progress = SnapshotProgress { tables: tables.iter().map(|t| t.progress.clone()).collect(), requested: Vec::new() };
-    let over = || until.is_some_and(|d| tokio::time::Instant::now() >= d);
-    let modes: Option<String> = conn.query_first("SELECT @@SESSION.sql_mode").await.map_err(|e| MyError::query("reading sql_mode", e))?;
-    let escapes = !modes.unwrap_or_default().to_uppercase().contains("NO_BACKSLASH_ESCAPES");
-    let file_name: Arc<str> = Arc::from(snap.file.as_str());
-    let started_us = now_us();
-    let mut seq = 0u64;
-    for t in tables {
-        if out
-            .send(vec![SourceItem::SnapshotTable { table: t.selected.id.clone(), estimated_rows: t.selected.estimated_rows }])
-            .await
-            .is_err()
-        {
-            return Ok((RunEnd::Stopped, progress));
-        }
-        // The text protocol prints FLOAT with 6 digits; as a double (exact
-        // for every float) it keeps them all.
-        let cols: Vec<String> = t
-            .columns
-            .iter()
-            .map(|c| match c.column.data_type {
-                DataType::Float32 => format!("({} + 0e0)", quote_ident(&c.column.name)),
-                _ => quote_ident(&c.column.name),
-            })
-            .collect();
-        for range in &t.progress.left {
-            let mut range = range.clone();
+) -> Result<(RunEnd, SnapshotProgress, Vec<Conn>), MyError> {
+    let planned: Vec<Planned> = tables
+        .iter()
+        .map(|t| Planned { id: t.selected.id.clone(), estimated_rows: t.selected.estimated_rows, progress: t.progress.clone() })
+        .collect();
+    let (file, pos) = (file_seq(&snap.file), snap.pos);
+    let opts = Forwarding {
+        workers: conns.len(),
+        chunk_rows,
+        batch: BATCH,
+        checkpoint: checkpoints.then(|| snap.offset()),
+        position: Box::new(move |seq| Position::Mysql(MyPosition { file, pos, phase: Phase::Snapshot, seq })),
+        until,
+    };
+    let job = Arc::new(Job { ctx: ctx.clone(), file_name: Arc::from(snap.file.as_str()), pos, tables, chunk_rows, started_us: now_us() });
+    let spawn = move |lane: Lane, conn: Conn| {
+        let job = job.clone();
+        async move { job.worker(conn, &lane).await }
+    };
+    riffle_core::parallel::forward(&planned, opts, conns, spawn, MyError::Unexpected, out, stop).await
+}
+
+/// What every worker of one copy shares.
+struct Job {
+    ctx: Context,
+    file_name: Arc<str>,
+    pos: u64,
+    tables: Vec<PlannedTable>,
+    chunk_rows: u64,
+    started_us: i64,
+}
+
+impl Job {
+    /// One worker: takes ranges off the queue and reads each chunk by chunk
+    /// until the queue is empty (or the round is over); gives its
+    /// connection back.
+    async fn worker(&self, mut conn: Conn, lane: &Lane) -> Result<Conn, MyError> {
+        let modes: Option<String> =
+            conn.query_first("SELECT @@SESSION.sql_mode").await.map_err(|e| MyError::query("reading sql_mode", e))?;
+        let escapes = !modes.unwrap_or_default().to_uppercase().contains("NO_BACKSLASH_ESCAPES");
+        'ranges: while let Some((ti, mut range)) = lane.next_range() {
+            let t = &self.tables[ti];
+            // The text protocol prints FLOAT with 6 digits; as a double (exact
+            // for every float) it keeps them all.
+            let cols: Vec<String> = t
+                .columns
+                .iter()
+                .map(|c| match c.column.data_type {
+                    DataType::Float32 => format!("({} + 0e0)", quote_ident(&c.column.name)),
+                    _ => quote_ident(&c.column.name),
+                })
+                .collect();
+            let mut first = true;
             loop {
-                // The round is over: the ranges left go on in the next one.
-                if over() {
-                    return Ok((RunEnd::SnapshotComplete, progress));
+                // The round is over: this range goes on in the next one.
+                if !std::mem::take(&mut first) && lane.over() {
+                    break 'ranges;
                 }
-                let sql = chunk_sql(t, &cols, &range, chunk_rows, escapes);
-                let mut rows_in_chunk = 0u64;
-                let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); t.key.len()];
-                let mut batch = Vec::with_capacity(BATCH);
-                let mut batch_bytes = 0usize;
-                let copying = || format!("copying {}", t.selected.id);
-                let mut result = match conn.query_iter(sql).await {
-                    Ok(r) => r,
-                    // ER_NO_SUCH_TABLE: dropped during its snapshot.
-                    Err(mysql_async::Error::Server(e)) if e.code == 1146 => {
-                        tracing::warn!(table = %t.selected.id, "table dropped during its snapshot; its snapshot ends here");
-                        let done = ChunkDone { table: t.progress.table.clone(), range: range.clone(), next_after: None, rows: 0 };
-                        progress.record(&done);
-                        let mut items = vec![SourceItem::ChunkDone(done)];
-                        if checkpoints {
-                            items.push(SourceItem::Checkpoint(snap.offset()));
-                        }
-                        if out.send(items).await.is_err() {
-                            return Ok((RunEnd::Stopped, progress));
-                        }
-                        break;
-                    }
-                    Err(e) => return Err(MyError::query(copying(), e)),
-                };
-                while let Some(row) = result.next().await.map_err(|e| MyError::query(copying(), e))? {
-                    let values = row.unwrap();
-                    batch_bytes += values.iter().map(|v| if let mysql_async::Value::Bytes(b) = v { b.len() } else { 8 }).sum::<usize>();
-                    for (slot, k) in last_key.iter_mut().zip(&t.key) {
-                        if let Some(mysql_async::Value::Bytes(b)) = values.get(*k) {
-                            slot.clear();
-                            slot.extend_from_slice(b);
-                        }
-                    }
-                    let mut after = Vec::with_capacity(values.len());
-                    for (v, c) in values.into_iter().zip(&t.columns) {
-                        after.push(from_text(c, v)?);
-                    }
-                    rows_in_chunk += 1;
-                    seq += 1;
-                    batch.push(SourceItem::Event(read_event(ctx, &t.schema, after, &file_name, snap.pos, seq, started_us)));
-                    if batch.len() >= BATCH || batch_bytes >= riffle_core::source::BATCH_BYTES {
-                        batch_bytes = 0;
-                        ctx.stats.saw(snap.pos);
-                        if *stop.borrow() || out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).await.is_err() {
-                            return Ok((RunEnd::Stopped, progress));
-                        }
-                    }
-                }
-                drop(result);
-                let next_after = if !t.key.is_empty() && rows_in_chunk >= chunk_rows {
-                    let texts: Result<Vec<String>, _> = last_key.into_iter().map(String::from_utf8).collect();
-                    Some(texts.map_err(|_| MyError::KeyNotText { table: t.selected.id.clone() })?)
-                } else {
-                    None
-                };
-                let done = ChunkDone {
-                    table: t.progress.table.clone(),
-                    range: range.clone(),
-                    next_after: next_after.clone(),
-                    rows: rows_in_chunk,
-                };
-                progress.record(&done);
-                batch.push(SourceItem::ChunkDone(done));
-                if checkpoints {
-                    batch.push(SourceItem::Checkpoint(snap.offset()));
-                }
-                if out.send(batch).await.is_err() {
-                    return Ok((RunEnd::Stopped, progress));
-                }
-                match next_after {
-                    Some(after) => range.after = Some(after),
-                    None => break,
+                match self.chunk(&mut conn, lane, ti, &cols, &range, escapes).await? {
+                    Chunk::Gone => return Ok(conn),
+                    Chunk::Read(Some(after)) => range.after = Some(after),
+                    Chunk::Read(None) => break,
                 }
             }
         }
+        Ok(conn)
     }
-    Ok((RunEnd::SnapshotComplete, progress))
+
+    /// Reads one chunk of `range` and hands it on.
+    async fn chunk(
+        &self,
+        conn: &mut Conn,
+        lane: &Lane,
+        ti: usize,
+        cols: &[String],
+        range: &KeyRange,
+        escapes: bool,
+    ) -> Result<Chunk, MyError> {
+        let t = &self.tables[ti];
+        let sql = chunk_sql(t, cols, range, self.chunk_rows, escapes);
+        let copying = || format!("copying {}", t.selected.id);
+        let mut result = match conn.query_iter(sql).await {
+            Ok(r) => r,
+            // ER_NO_SUCH_TABLE: dropped during its snapshot.
+            Err(mysql_async::Error::Server(e)) if e.code == 1146 => {
+                tracing::warn!(table = %t.selected.id, "table dropped during its snapshot; its snapshot ends here");
+                return Ok(if lane.empty_chunk(ti, range.clone()).await { Chunk::Read(None) } else { Chunk::Gone });
+            }
+            Err(e) => return Err(MyError::query(copying(), e)),
+        };
+        if !lane.start(ti) {
+            return Ok(Chunk::Gone);
+        }
+        let mut rows_in_chunk = 0u64;
+        let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); t.key.len()];
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut batch_bytes = 0usize;
+        while let Some(row) = result.next().await.map_err(|e| MyError::query(copying(), e))? {
+            let values = row.unwrap();
+            batch_bytes += values.iter().map(|v| if let mysql_async::Value::Bytes(b) = v { b.len() } else { 8 }).sum::<usize>();
+            for (slot, k) in last_key.iter_mut().zip(&t.key) {
+                if let Some(mysql_async::Value::Bytes(b)) = values.get(*k) {
+                    slot.clear();
+                    slot.extend_from_slice(b);
+                }
+            }
+            let mut after = Vec::with_capacity(values.len());
+            for (v, c) in values.into_iter().zip(&t.columns) {
+                after.push(from_text(c, v)?);
+            }
+            rows_in_chunk += 1;
+            batch.push(SourceItem::Event(read_event(&self.ctx, &t.schema, after, &self.file_name, self.pos, 0, self.started_us)));
+            if batch.len() >= BATCH || batch_bytes >= riffle_core::source::BATCH_BYTES {
+                batch_bytes = 0;
+                self.ctx.stats.saw(self.pos);
+                if !lane.send(Piece::Rows(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))).await {
+                    return Ok(Chunk::Gone);
+                }
+            }
+        }
+        drop(result);
+        self.ctx.stats.saw(self.pos);
+        let next_after = if !t.key.is_empty() && rows_in_chunk >= self.chunk_rows {
+            let texts: Result<Vec<String>, _> = last_key.into_iter().map(String::from_utf8).collect();
+            Some(texts.map_err(|_| MyError::KeyNotText { table: t.selected.id.clone() })?)
+        } else {
+            None
+        };
+        if !batch.is_empty() && !lane.send(Piece::Rows(batch)).await {
+            return Ok(Chunk::Gone);
+        }
+        let end = Piece::End { table: ti, range: range.clone(), next_after: next_after.clone(), rows: rows_in_chunk };
+        Ok(if lane.send(end).await { Chunk::Read(next_after) } else { Chunk::Gone })
+    }
+}
+
+/// How a chunk ended.
+enum Chunk {
+    /// Read and handed on; where its range goes on (`None`: it is done).
+    Read(Option<Vec<String>>),
+    /// The forwarder is gone (stopped).
+    Gone,
 }
 
 fn read_event(
@@ -423,59 +547,73 @@ fn read_event(
 
 /// Copies `tables` in one consistent read (`riffle sync`, or the initial
 /// snapshot of `replicate`, with a checkpoint after each chunk and at the
-/// end); returns the binlog offset that matches it.
+/// end) with up to `workers` connections; returns the binlog offset that
+/// matches it.
 #[allow(clippy::too_many_arguments)]
 pub async fn copy_tables(
-    conn: &mut Conn,
+    params: &crate::connect::ConnectParams,
+    conn: Conn,
     ctx: &Context,
     tables: &[SelectedTable],
     mariadb: bool,
     checkpoints: bool,
-    chunk_rows: u64,
+    options: riffle_core::SnapshotOptions,
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
 ) -> Result<(RunEnd, Offset), MyError> {
-    let snap = begin(conn, mariadb).await?;
-    copy_in(conn, ctx, snap, tables, checkpoints, chunk_rows, out, stop).await
+    copy_in(params, conn, ctx, tables, mariadb, checkpoints, false, options, out, stop).await
 }
 
 /// [`copy_tables`] for `riffle verify`: the read's exact binlog offset is
 /// sent first ([`SourceItem::SnapshotStarted`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn copy_tables_at(
-    conn: &mut Conn,
+    params: &crate::connect::ConnectParams,
+    conn: Conn,
     ctx: &Context,
     tables: &[SelectedTable],
     mariadb: bool,
-    chunk_rows: u64,
+    options: riffle_core::SnapshotOptions,
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
 ) -> Result<(RunEnd, Offset), MyError> {
-    let snap = begin(conn, mariadb).await?;
-    if out.send(vec![SourceItem::SnapshotStarted(snap.offset())]).await.is_err() {
-        return Ok((RunEnd::Stopped, snap.offset()));
-    }
-    copy_in(conn, ctx, snap, tables, false, chunk_rows, out, stop).await
+    copy_in(params, conn, ctx, tables, mariadb, false, true, options, out, stop).await
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn copy_in(
-    conn: &mut Conn,
+    params: &crate::connect::ConnectParams,
+    mut conn: Conn,
     ctx: &Context,
-    snap: Snapshot,
     tables: &[SelectedTable],
+    mariadb: bool,
     checkpoints: bool,
-    chunk_rows: u64,
+    announce: bool,
+    options: riffle_core::SnapshotOptions,
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
 ) -> Result<(RunEnd, Offset), MyError> {
-    let (progress, planned) = plan(conn, tables, None).await?;
+    let chunk_rows = options.rows_per_chunk(CHUNK_ROWS);
+    let workers = workers(&mut conn, options.workers).await;
+    let (mut conns, snap) = begin_workers(params, conn, mariadb, workers).await?;
+    if announce && out.send(vec![SourceItem::SnapshotStarted(snap.offset())]).await.is_err() {
+        return Ok((RunEnd::Stopped, snap.offset()));
+    }
+    let (mut progress, mut planned) = plan(&mut conns[0], tables, None).await?;
+    if conns.len() > 1 {
+        let parts = conns.len();
+        split(&mut conns[0], &mut planned, &mut progress, chunk_rows, parts).await?;
+    }
     if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
         return Ok((RunEnd::Stopped, snap.offset()));
     }
-    if copy(conn, ctx, &snap, &planned, chunk_rows, checkpoints, None, out, stop).await?.0 != RunEnd::SnapshotComplete {
+    let (end, _, conns) = copy(conns, ctx, &snap, planned, chunk_rows, checkpoints, None, out, stop).await?;
+    if end != RunEnd::SnapshotComplete {
         return Ok((RunEnd::Stopped, snap.offset()));
     }
-    conn.query_drop("COMMIT").await.map_err(|e| MyError::query("ending the snapshot", e))?;
+    for mut c in conns {
+        c.query_drop("COMMIT").await.map_err(|e| MyError::query("ending the snapshot", e))?;
+    }
     let mut last = vec![SourceItem::SnapshotDone];
     if checkpoints {
         last.push(SourceItem::Checkpoint(snap.offset()));
@@ -484,6 +622,37 @@ async fn copy_in(
         return Ok((RunEnd::Stopped, snap.offset()));
     }
     Ok((RunEnd::SnapshotComplete, snap.offset()))
+}
+
+/// Splits each large table with a one-column integer key into ranges
+/// between its minimum and maximum key (inside the snapshot), so that
+/// `parts` workers can read it; the plan records the ranges.
+async fn split(
+    conn: &mut Conn,
+    planned: &mut [PlannedTable],
+    progress: &mut SnapshotProgress,
+    chunk_rows: u64,
+    parts: usize,
+) -> Result<(), MyError> {
+    for t in planned.iter_mut() {
+        let integer =
+            t.key.len() == 1 && matches!(t.columns[t.key[0]].column.data_type, DataType::Int16 | DataType::Int32 | DataType::Int64);
+        let wanted = (t.selected.estimated_rows / chunk_rows.max(1)).min(parts as u64);
+        if !integer || wanted < 2 || t.progress.left != [KeyRange::all()] {
+            continue;
+        }
+        let k = quote_ident(&t.columns[t.key[0]].column.name);
+        let bounds: Option<(Option<i64>, Option<i64>)> = conn
+            .query_first(format!("SELECT MIN({k}), MAX({k}) FROM {}", t.selected.qualified()))
+            .await
+            .map_err(|e| MyError::query(format!("reading the key range of {}", t.selected.id), e))?;
+        let Some((Some(lo), Some(hi))) = bounds else { continue };
+        t.progress.left = riffle_core::parallel::integer_ranges(lo, hi, wanted);
+        if let Some(p) = progress.tables.iter_mut().find(|p| p.table == t.progress.table) {
+            p.left = t.progress.left.clone();
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

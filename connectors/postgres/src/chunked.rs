@@ -22,7 +22,8 @@
 //! Workers stream their rows to one forwarder, which hands on one chunk at a
 //! time (the other workers read ahead meanwhile), numbers the rows (their
 //! positions are `at`, then read order) and follows each chunk with its
-//! [`ChunkDone`] and, for a replicate run, a checkpoint at `at`. The pipeline records the chunk in the plan it saves
+//! `ChunkDone` and, for a replicate run, a checkpoint at `at` (the shared
+//! engine of `riffle_core::parallel`). The pipeline records the chunk in the plan it saves
 //! with the offset, so after a crash the chunks committed are never read
 //! again and the others are: by a later run, inside a new exported snapshot
 //! at a later point, once the stream has caught up to that point (see
@@ -39,12 +40,10 @@ use crate::error::{Col, PgError};
 use crate::snapshot::{Context, CopyReader, BATCH};
 use crate::{quote_ident, quote_literal};
 use futures_util::StreamExt;
+use riffle_core::parallel::{Forwarding, Lane, Piece, Planned};
 use riffle_core::source::RunEnd;
-use riffle_core::{
-    ChunkDone, KeyRange, Lsn, Offset, PgPosition, Phase, Position, SnapshotProgress, SourceItem, TableProgress, TableSchema,
-};
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use riffle_core::{KeyRange, Lsn, Offset, PgPosition, Phase, Position, SnapshotProgress, SourceItem, TableProgress, TableSchema};
+use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -126,18 +125,7 @@ pub async fn first_ranges(
         PgError::query(format!("reading the key range of {}", t.id), e, || "grant riffle's user SELECT on the table".into())
     })?;
     let (Some(lo), Some(hi)) = (row.col::<Option<i64>>(0)?, row.col::<Option<i64>>(1)?) else { return Ok(vec![KeyRange::all()]) };
-    let span = i128::from(hi) - i128::from(lo);
-    let mut bounds: Vec<i64> = (1..wanted as i128).map(|i| (i128::from(lo) + span * i / wanted as i128) as i64).collect();
-    bounds.dedup();
-    let mut ranges = Vec::with_capacity(bounds.len() + 1);
-    let mut after = None;
-    for b in bounds {
-        let upto = Some(vec![b.to_string()]);
-        ranges.push(KeyRange { after: after.clone(), upto: upto.clone() });
-        after = upto;
-    }
-    ranges.push(KeyRange { after, upto: None });
-    Ok(ranges)
+    Ok(riffle_core::parallel::integer_ranges(lo, hi, wanted))
 }
 
 /// `(a, b) > ('1'::int, 'x'::text)`: a bound of a key range.
@@ -181,15 +169,6 @@ fn from(t: &SelectedTable) -> String {
     }
 }
 
-/// What a worker hands the forwarder, on its own channel.
-enum Piece {
-    /// Rows of the chunk (or whole table) being read, at most a batch.
-    Rows(Vec<SourceItem>),
-    /// The chunk is complete: `next_after` is where its range goes on
-    /// (`None`: the range is exhausted, or the table read whole is done).
-    End { table: usize, range: KeyRange, next_after: Option<Vec<String>>, rows: u64 },
-}
-
 /// Where the copy reads from and what it reports.
 pub struct CopyJob<'a> {
     pub params: &'a ConnectParams,
@@ -207,164 +186,38 @@ pub struct CopyJob<'a> {
     pub until: Option<tokio::time::Instant>,
 }
 
-/// A worker's channel to the forwarder: about one chunk of pieces, so a
-/// worker reads its next chunk while the forwarder hands on another's.
-fn piece_channel(chunk_rows: u64) -> (mpsc::Sender<Piece>, mpsc::Receiver<Piece>) {
-    mpsc::channel((chunk_rows as usize).div_ceil(BATCH).clamp(2, 64))
-}
-
-/// Reads every range of `tables` left in their progress and hands the rows
-/// to the pipeline, one chunk after another. Returns `Stopped` if asked to
-/// stop or the pipeline went away.
-///
-/// Each worker streams its rows, in pieces, on its own channel, and says on
-/// a shared queue when it starts a chunk. The forwarder takes chunks in
-/// that order and hands on each one whole before the next, so a checkpoint
-/// after a chunk's end never commits part of another chunk, while the other
-/// workers read ahead into their channels.
+/// Reads every range of `tables` left in their progress with `job.workers`
+/// connections importing the snapshot, and hands the rows to the pipeline
+/// one chunk after another ([`riffle_core::parallel`]). Returns `Stopped`
+/// if asked to stop or the pipeline went away.
 pub async fn copy(
     job: CopyJob<'_>,
     tables: Vec<PlannedTable>,
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
 ) -> Result<(RunEnd, SnapshotProgress), PgError> {
-    let mut progress = SnapshotProgress { tables: tables.iter().map(|t| t.progress.clone()).collect(), requested: Vec::new() };
+    let planned: Vec<Planned> = tables
+        .iter()
+        .map(|t| Planned { id: t.selected.id.clone(), estimated_rows: t.selected.estimated_rows, progress: t.progress.clone() })
+        .collect();
     let tables = Arc::new(tables);
-    let mut work: VecDeque<(usize, KeyRange)> = VecDeque::new();
-    // Ranges of different tables alternate, so workers spread over tables.
-    let most = tables.iter().map(|t| t.progress.left.len()).max().unwrap_or(0);
-    for i in 0..most {
-        for (ti, t) in tables.iter().enumerate() {
-            if let Some(r) = t.progress.left.get(i) {
-                work.push_back((ti, r.clone()));
-            }
-        }
-    }
-    let workers = job.workers.clamp(1, work.len().max(1));
-    tracing::info!(tables = tables.len(), ranges = work.len(), workers, chunk_rows = job.chunk_rows, "snapshot plan");
-    let queue = Arc::new(Mutex::new(work));
-    let (starts_tx, mut starts) = mpsc::unbounded_channel::<(usize, usize)>();
-    let (failed_tx, mut failed) = mpsc::unbounded_channel::<PgError>();
-    let mut channels = Vec::with_capacity(workers);
-    let mut set = tokio::task::JoinSet::new();
-    for w in 0..workers {
-        let (tx, rx) = piece_channel(job.chunk_rows);
-        channels.push(rx);
-        let (params, ctx, snapshot) = (job.params.clone(), job.ctx.clone(), job.snapshot.to_string());
-        let (tables, queue, starts_tx, failed_tx) = (tables.clone(), queue.clone(), starts_tx.clone(), failed_tx.clone());
-        let (at, chunk_rows, until) = (job.at, job.chunk_rows, job.until);
-        set.spawn(async move {
-            let lane = Lane { index: w, pieces: tx, starts: starts_tx, until };
-            if let Err(e) = worker(&params, &ctx, &snapshot, at, chunk_rows, &tables, &queue, &lane).await {
-                let _ = failed_tx.send(e);
-            }
-        });
-    }
-    drop((starts_tx, failed_tx));
-    let mut stop = stop.clone();
-    let mut forward = Forward {
-        tables: &tables,
-        at: job.at,
-        seq: 0,
-        started: vec![false; tables.len()],
-        checkpoints: job.checkpoints,
-        progress: std::mem::take(&mut progress),
+    let at = job.at;
+    let opts = Forwarding {
+        workers: job.workers,
+        chunk_rows: job.chunk_rows,
+        batch: BATCH,
+        checkpoint: job.checkpoints.then_some(Offset::Postgres { lsn: at }),
+        position: Box::new(move |seq| Position::Postgres(PgPosition { lsn: at, phase: Phase::Snapshot, seq })),
+        until: job.until,
     };
-    loop {
-        let next = tokio::select! {
-            biased;
-            Some(e) = failed.recv() => return Err(e),
-            _ = stop.changed() => return Ok((RunEnd::Stopped, forward.progress)),
-            w = starts.recv() => w,
-        };
-        let Some((w, table)) = next else { break };
-        if let Some(item) = forward.announce(table) {
-            if out.send(vec![item]).await.is_err() {
-                return Ok((RunEnd::Stopped, forward.progress));
-            }
-        }
-        // Hand on worker `w`'s chunk, up to its end.
-        loop {
-            let piece = tokio::select! {
-                biased;
-                Some(e) = failed.recv() => return Err(e),
-                _ = stop.changed() => return Ok((RunEnd::Stopped, forward.progress)),
-                p = channels[w].recv() => p,
-            };
-            let Some(piece) = piece else {
-                return Err(PgError::Unexpected("a snapshot worker stopped in the middle of a chunk".into()));
-            };
-            let end = matches!(piece, Piece::End { .. });
-            if *stop.borrow() || out.send(forward.items(piece)).await.is_err() {
-                return Ok((RunEnd::Stopped, forward.progress));
-            }
-            if end {
-                break;
-            }
-        }
-    }
-    while let Some(joined) = set.join_next().await {
-        joined.map_err(|e| PgError::Unexpected(format!("a snapshot worker failed: {e}")))?;
-    }
-    if let Ok(e) = failed.try_recv() {
-        return Err(e);
-    }
-    Ok((RunEnd::SnapshotComplete, forward.progress))
-}
-
-/// A worker's way to the forwarder.
-struct Lane {
-    index: usize,
-    pieces: mpsc::Sender<Piece>,
-    /// (worker, table) as each chunk starts.
-    starts: mpsc::UnboundedSender<(usize, usize)>,
-    /// Start no chunk after this.
-    until: Option<tokio::time::Instant>,
-}
-
-/// Numbers the rows and adds the progress items and checkpoints.
-struct Forward<'a> {
-    tables: &'a [PlannedTable],
-    at: Lsn,
-    seq: u64,
-    started: Vec<bool>,
-    checkpoints: bool,
-    /// The plan with every chunk handed on recorded.
-    progress: SnapshotProgress,
-}
-
-impl Forward<'_> {
-    fn items(&mut self, piece: Piece) -> Vec<SourceItem> {
-        match piece {
-            Piece::Rows(mut rows) => {
-                for item in &mut rows {
-                    if let SourceItem::Event(ev) = item {
-                        self.seq += 1;
-                        ev.position = Position::Postgres(PgPosition { lsn: self.at, phase: Phase::Snapshot, seq: self.seq });
-                    }
-                }
-                rows
-            }
-            Piece::End { table, range, next_after, rows } => {
-                let done = ChunkDone { table: self.tables[table].progress.table.clone(), range, next_after, rows };
-                self.progress.record(&done);
-                let mut items = vec![SourceItem::ChunkDone(done)];
-                if self.checkpoints {
-                    items.push(SourceItem::Checkpoint(Offset::Postgres { lsn: self.at }));
-                }
-                items
-            }
-        }
-    }
-
-    /// The item that announces `table`, the first time one of its chunks is handed on.
-    fn announce(&mut self, table: usize) -> Option<SourceItem> {
-        if std::mem::replace(&mut self.started[table], true) {
-            return None;
-        }
-        let t = &self.tables[table].selected;
-        Some(SourceItem::SnapshotTable { table: t.id.clone(), estimated_rows: t.estimated_rows })
-    }
+    let (params, ctx, snapshot, chunk_rows) = (job.params.clone(), job.ctx.clone(), job.snapshot.to_string(), job.chunk_rows);
+    let spawn = move |lane: Lane, (): ()| {
+        let (params, ctx, snapshot, tables) = (params.clone(), ctx.clone(), snapshot.clone(), tables.clone());
+        async move { worker(&params, &ctx, &snapshot, at, chunk_rows, &tables, &lane).await }
+    };
+    let (end, progress, _) =
+        riffle_core::parallel::forward(&planned, opts, vec![(); job.workers.max(1)], spawn, PgError::Unexpected, out, stop).await?;
+    Ok((end, progress))
 }
 
 /// A piece of COPY output this large is handed on even before it holds a
@@ -373,7 +226,6 @@ const PIECE_BYTES: usize = 4 << 20;
 
 /// One worker: imports the snapshot, then takes ranges off the queue and
 /// reads each chunk by chunk until the queue is empty.
-#[allow(clippy::too_many_arguments)]
 async fn worker(
     params: &ConnectParams,
     ctx: &Context,
@@ -381,7 +233,6 @@ async fn worker(
     at: Lsn,
     chunk_rows: u64,
     tables: &[PlannedTable],
-    queue: &Mutex<VecDeque<(usize, KeyRange)>>,
     lane: &Lane,
 ) -> Result<(), PgError> {
     let client = params.connect().await?;
@@ -390,18 +241,12 @@ async fn worker(
     client.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", quote_literal(snapshot))).await.map_err(begin)?;
     let started_us = crate::snapshot::now_us();
     let mut limit = chunk_rows;
-    let over = || lane.until.is_some_and(|d| tokio::time::Instant::now() >= d);
-    'ranges: loop {
-        if over() {
-            break;
-        }
-        let next = queue.lock().map_err(|_| PgError::Unexpected("a snapshot worker panicked".into()))?.pop_front();
-        let Some((ti, mut range)) = next else { break };
+    'ranges: while let Some((ti, mut range)) = lane.next_range() {
         let t = &tables[ti];
         let mut first = true;
         loop {
             // The round is over: this range goes on in the next one.
-            if !std::mem::take(&mut first) && over() {
+            if !std::mem::take(&mut first) && lane.over() {
                 break 'ranges;
             }
             let sql = chunk_sql(t, &range, limit);
@@ -421,7 +266,7 @@ async fn worker(
                 Err(e) => return Err(copy_err(&t.selected, e)),
             };
             futures_util::pin_mut!(stream);
-            if lane.starts.send((lane.index, ti)).is_err() {
+            if !lane.start(ti) {
                 return Ok(());
             }
             let mut reader = CopyReader::new(t.schema.clone(), ctx, at, started_us);
@@ -436,7 +281,7 @@ async fn worker(
                     total += rows.len() as u64;
                     piece_bytes = 0;
                     ctx.stats.saw(at.0);
-                    if lane.pieces.send(Piece::Rows(std::mem::replace(&mut rows, Vec::with_capacity(BATCH)))).await.is_err() {
+                    if !lane.send(Piece::Rows(std::mem::replace(&mut rows, Vec::with_capacity(BATCH)))).await {
                         return Ok(());
                     }
                 }
@@ -449,11 +294,11 @@ async fn worker(
             if bytes > CHUNK_BYTES && limit > 1 {
                 limit /= 2;
             }
-            if !rows.is_empty() && lane.pieces.send(Piece::Rows(rows)).await.is_err() {
+            if !rows.is_empty() && !lane.send(Piece::Rows(rows)).await {
                 return Ok(());
             }
             let end = Piece::End { table: ti, range: range.clone(), next_after: next_after.clone(), rows: total };
-            if lane.pieces.send(end).await.is_err() {
+            if !lane.send(end).await {
                 return Ok(());
             }
             match next_after {
@@ -464,17 +309,6 @@ async fn worker(
     }
     client.batch_execute("COMMIT").await.map_err(PgError::session("ending a snapshot worker's transaction"))?;
     Ok(())
-}
-
-impl Lane {
-    /// Ends `range` of `table` without rows (its table was dropped); false
-    /// if the forwarder is gone.
-    async fn empty_chunk(&self, table: usize, range: KeyRange) -> bool {
-        if self.starts.send((self.index, table)).is_err() {
-            return false;
-        }
-        self.pieces.send(Piece::End { table, range, next_after: None, rows: 0 }).await.is_ok()
-    }
 }
 
 fn copy_err(table: &SelectedTable, e: tokio_postgres::Error) -> PgError {

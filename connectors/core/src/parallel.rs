@@ -1,0 +1,298 @@
+//! Parallel chunk reads handed on one chunk at a time: the engine both
+//! sources' snapshots run on.
+//!
+//! Workers (each a connection inside the same consistent read: Postgres'
+//! exported snapshot, MariaDB's consistent snapshots at one binlog
+//! position) take key ranges off a shared queue and read them chunk by
+//! chunk, streaming each chunk's rows in [`Piece`]s on their own channel and
+//! saying on a shared queue when a chunk starts. The forwarder takes chunks
+//! in that order and hands each one on whole, followed by its [`ChunkDone`]
+//! and (for a replicate run) a checkpoint, before the next: a checkpoint
+//! never commits part of another chunk, so a resumed snapshot re-reads only
+//! chunks that were not committed, and none twice. Meanwhile the other
+//! workers read ahead into their channels (about one chunk each), so memory
+//! stays bounded by the worker count. The forwarder numbers the rows in the
+//! order it hands them on: their positions follow the output's order.
+
+use crate::chunks::{ChunkDone, KeyRange, SnapshotProgress, TableProgress};
+use crate::position::{Offset, Position};
+use crate::schema::TableId;
+use crate::source::{RunEnd, SourceItem};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+/// What a worker hands the forwarder, on its own channel.
+pub enum Piece {
+    /// Rows of the chunk (or whole table) being read, at most a batch.
+    Rows(Vec<SourceItem>),
+    /// The chunk is complete: `next_after` is where its range goes on
+    /// (`None`: the range is exhausted, or the table read whole is done).
+    End { table: usize, range: KeyRange, next_after: Option<Vec<String>>, rows: u64 },
+}
+
+/// The ranges left to read: (table index, range).
+pub type Queue = Arc<Mutex<VecDeque<(usize, KeyRange)>>>;
+
+/// A worker's way to the forwarder.
+pub struct Lane {
+    pub index: usize,
+    pieces: mpsc::Sender<Piece>,
+    /// (worker, table) as each chunk starts.
+    starts: mpsc::UnboundedSender<(usize, usize)>,
+    /// Start no chunk after this (a round of a snapshot read while streaming).
+    until: Option<tokio::time::Instant>,
+    queue: Queue,
+}
+
+impl Lane {
+    /// The next range to read; `None` when the queue is empty or the round is over.
+    pub fn next_range(&self) -> Option<(usize, KeyRange)> {
+        if self.over() {
+            return None;
+        }
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+
+    /// The round is over: start no further chunk (the range goes on in the next round).
+    pub fn over(&self) -> bool {
+        self.until.is_some_and(|d| tokio::time::Instant::now() >= d)
+    }
+
+    /// A chunk of `table` starts; false if the forwarder is gone.
+    pub fn start(&self, table: usize) -> bool {
+        self.starts.send((self.index, table)).is_ok()
+    }
+
+    /// Hands on a piece of the chunk started last; false if the forwarder is gone.
+    pub async fn send(&self, piece: Piece) -> bool {
+        self.pieces.send(piece).await.is_ok()
+    }
+
+    /// Ends `range` of `table` without rows (its table was dropped); false
+    /// if the forwarder is gone.
+    pub async fn empty_chunk(&self, table: usize, range: KeyRange) -> bool {
+        self.start(table) && self.send(Piece::End { table, range, next_after: None, rows: 0 }).await
+    }
+}
+
+/// What the forwarder needs to know of a planned table.
+pub struct Planned {
+    pub id: TableId,
+    pub estimated_rows: u64,
+    pub progress: TableProgress,
+}
+
+/// How the forwarder numbers rows and checkpoints.
+pub struct Forwarding {
+    pub workers: usize,
+    /// Rows per chunk, for the channels' depth.
+    pub chunk_rows: u64,
+    /// Rows per piece a worker sends (the channels hold about one chunk).
+    pub batch: usize,
+    /// A checkpoint after each chunk (replicate), or none (sync, verify).
+    pub checkpoint: Option<Offset>,
+    /// The position of the `seq`-th row handed on.
+    pub position: Box<dyn Fn(u64) -> Position + Send + Sync>,
+    /// Start no chunk after this.
+    pub until: Option<tokio::time::Instant>,
+}
+
+/// Reads every range the tables have left with `workers` workers, made by
+/// `spawn(lane, resource)` from the `resources` given (one each: a
+/// connection in the snapshot), and hands the rows to the pipeline, one
+/// chunk after another. Returns how it ended, the plan with every chunk
+/// handed on recorded, and the resources the workers gave back.
+/// `unexpected` makes the source's error for a worker that died.
+pub async fn forward<R, E, F, Fut>(
+    tables: &[Planned],
+    opts: Forwarding,
+    resources: Vec<R>,
+    spawn: F,
+    unexpected: fn(String) -> E,
+    out: &mpsc::Sender<Vec<SourceItem>>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(RunEnd, SnapshotProgress, Vec<R>), E>
+where
+    R: Send + 'static,
+    E: Send + 'static,
+    F: Fn(Lane, R) -> Fut,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+{
+    let mut work: VecDeque<(usize, KeyRange)> = VecDeque::new();
+    // Ranges of different tables alternate, so workers spread over tables.
+    let most = tables.iter().map(|t| t.progress.left.len()).max().unwrap_or(0);
+    for i in 0..most {
+        for (ti, t) in tables.iter().enumerate() {
+            if let Some(r) = t.progress.left.get(i) {
+                work.push_back((ti, r.clone()));
+            }
+        }
+    }
+    let workers = opts.workers.clamp(1, work.len().max(1)).min(resources.len().max(1));
+    tracing::info!(tables = tables.len(), ranges = work.len(), workers, chunk_rows = opts.chunk_rows, "snapshot plan");
+    let queue: Queue = Arc::new(Mutex::new(work));
+    let (starts_tx, mut starts) = mpsc::unbounded_channel::<(usize, usize)>();
+    let (failed_tx, mut failed) = mpsc::unbounded_channel::<E>();
+    let depth = (opts.chunk_rows as usize).div_ceil(opts.batch.max(1)).clamp(2, 64);
+    let mut channels = Vec::with_capacity(workers);
+    let mut set = tokio::task::JoinSet::new();
+    let mut spare = Vec::new();
+    for (w, resource) in resources.into_iter().enumerate() {
+        if w >= workers {
+            spare.push(resource);
+            continue;
+        }
+        let (tx, rx) = mpsc::channel(depth);
+        channels.push(rx);
+        let lane = Lane { index: w, pieces: tx, starts: starts_tx.clone(), until: opts.until, queue: queue.clone() };
+        let task = spawn(lane, resource);
+        let failed_tx = failed_tx.clone();
+        set.spawn(async move {
+            match task.await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let _ = failed_tx.send(e);
+                    None
+                }
+            }
+        });
+    }
+    drop((starts_tx, failed_tx));
+    let mut stop = stop.clone();
+    let mut fwd = Forward {
+        tables,
+        seq: 0,
+        started: vec![false; tables.len()],
+        checkpoint: opts.checkpoint,
+        position: opts.position,
+        progress: SnapshotProgress { tables: tables.iter().map(|t| t.progress.clone()).collect(), requested: Vec::new() },
+    };
+    loop {
+        let next = tokio::select! {
+            biased;
+            Some(e) = failed.recv() => return Err(e),
+            _ = stop.changed() => return Ok((RunEnd::Stopped, fwd.progress, Vec::new())),
+            w = starts.recv() => w,
+        };
+        let Some((w, table)) = next else { break };
+        if let Some(item) = fwd.announce(table) {
+            if out.send(vec![item]).await.is_err() {
+                return Ok((RunEnd::Stopped, fwd.progress, Vec::new()));
+            }
+        }
+        // Hand on worker `w`'s chunk, up to its end.
+        loop {
+            let piece = tokio::select! {
+                biased;
+                Some(e) = failed.recv() => return Err(e),
+                _ = stop.changed() => return Ok((RunEnd::Stopped, fwd.progress, Vec::new())),
+                p = channels[w].recv() => p,
+            };
+            let Some(piece) = piece else {
+                return Err(unexpected("a snapshot worker stopped in the middle of a chunk".into()));
+            };
+            let end = matches!(piece, Piece::End { .. });
+            if *stop.borrow() || out.send(fwd.items(piece)).await.is_err() {
+                return Ok((RunEnd::Stopped, fwd.progress, Vec::new()));
+            }
+            if end {
+                break;
+            }
+        }
+    }
+    let mut back = spare;
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Some(r)) => back.push(r),
+            Ok(None) => {}
+            Err(e) => return Err(unexpected(format!("a snapshot worker failed: {e}"))),
+        }
+    }
+    if let Ok(e) = failed.try_recv() {
+        return Err(e);
+    }
+    Ok((RunEnd::SnapshotComplete, fwd.progress, back))
+}
+
+/// Numbers the rows and adds the progress items and checkpoints.
+struct Forward<'a> {
+    tables: &'a [Planned],
+    seq: u64,
+    started: Vec<bool>,
+    checkpoint: Option<Offset>,
+    position: Box<dyn Fn(u64) -> Position + Send + Sync>,
+    /// The plan with every chunk handed on recorded.
+    progress: SnapshotProgress,
+}
+
+impl Forward<'_> {
+    fn items(&mut self, piece: Piece) -> Vec<SourceItem> {
+        match piece {
+            Piece::Rows(mut rows) => {
+                for item in &mut rows {
+                    if let SourceItem::Event(ev) = item {
+                        self.seq += 1;
+                        ev.position = (self.position)(self.seq);
+                    }
+                }
+                rows
+            }
+            Piece::End { table, range, next_after, rows } => {
+                let done = ChunkDone { table: self.tables[table].progress.table.clone(), range, next_after, rows };
+                self.progress.record(&done);
+                let mut items = vec![SourceItem::ChunkDone(done)];
+                if let Some(offset) = &self.checkpoint {
+                    items.push(SourceItem::Checkpoint(offset.clone()));
+                }
+                items
+            }
+        }
+    }
+
+    /// The item that announces `table`, the first time one of its chunks is handed on.
+    fn announce(&mut self, table: usize) -> Option<SourceItem> {
+        if std::mem::replace(&mut self.started[table], true) {
+            return None;
+        }
+        let t = &self.tables[table];
+        Some(SourceItem::SnapshotTable { table: t.id.clone(), estimated_rows: t.estimated_rows })
+    }
+}
+
+/// Splits one key range of an integer key between `lo` and `hi` into at
+/// most `parts` ranges, so several workers can read one table.
+pub fn integer_ranges(lo: i64, hi: i64, parts: u64) -> Vec<KeyRange> {
+    if parts < 2 || hi <= lo {
+        return vec![KeyRange::all()];
+    }
+    let span = i128::from(hi) - i128::from(lo);
+    let mut bounds: Vec<i64> = (1..parts as i128).map(|i| (i128::from(lo) + span * i / parts as i128) as i64).collect();
+    bounds.dedup();
+    let mut ranges = Vec::with_capacity(bounds.len() + 1);
+    let mut after = None;
+    for b in bounds {
+        let upto = Some(vec![b.to_string()]);
+        ranges.push(KeyRange { after: after.clone(), upto: upto.clone() });
+        after = upto;
+    }
+    ranges.push(KeyRange { after, upto: None });
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_ranges_cover_the_keys_without_overlap() {
+        let r = integer_ranges(1, 100, 4);
+        assert_eq!(r.len(), 4);
+        assert_eq!(r[0], KeyRange { after: None, upto: Some(vec!["25".into()]) });
+        assert_eq!(r[1].after, r[0].upto);
+        assert_eq!(r[3], KeyRange { after: Some(vec!["75".into()]), upto: None });
+        assert_eq!(integer_ranges(5, 5, 4), vec![KeyRange::all()]);
+        assert_eq!(integer_ranges(i64::MIN, i64::MAX, 2).len(), 2);
+    }
+}
