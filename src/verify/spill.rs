@@ -144,7 +144,9 @@ impl Sorter {
         }
         self.mem.sort_unstable();
         std::fs::create_dir_all(&self.dir)?;
-        let path = self.dir.join(format!("run-{}-{}", std::ptr::from_ref(self) as usize, self.runs.len()));
+        // Unique in the process: sorters move between threads and places.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = self.dir.join(format!("run-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
         for r in self.mem.drain(..) {
             r.write(&mut out)?;
