@@ -662,3 +662,38 @@ async fn mariadb_avro_equals_debeziums_avro_converter() {
     let changes = async || conn.lock().await.query_drop(include_str!("../golden/debezium/mariadb/changes.sql")).await.unwrap();
     avro_equals_debeziums("mariadb", my_url("dbz"), MARIADB, setup, changes).await;
 }
+
+/// A NOT NULL column is required in the Connect schema of the snapshot's
+/// messages and of the stream's alike (pgoutput does not carry NOT NULL;
+/// the catalog does), as in Debezium's: one schema for the table.
+#[tokio::test(flavor = "multi_thread")]
+async fn not_null_columns_are_required_in_the_snapshot_and_the_stream() {
+    let db = "it_kafka_dbz_notnull";
+    let client = fresh_db(db).await;
+    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY, n int NOT NULL, note text); INSERT INTO t VALUES (1, 1, 'a')").await.unwrap();
+    let name = unique("dbzn");
+    let b = brokers();
+    let state = temp_dir("kafka-debezium-notnull");
+    let sink = format!("kafka://{b}?schemas.enable=true");
+    let log = state.join("riffle.log");
+    let args =
+        replicate_args(&db_url(db), "public.t", std::path::Path::new(&sink), &state, &["--name", &name, "--commit-interval", "200ms"]);
+    let mut child = spawn_riffle(&args, None, &log);
+    let topic = format!("{name}.public.t");
+    assert_eq!(read_topic(&b, &topic, 1, 90).len(), 1, "snapshot; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    client.batch_execute("INSERT INTO t VALUES (2, 2, NULL)").await.unwrap();
+    let msgs = read_topic(&b, &topic, 2, 60);
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    let optional = |m: &Msg| -> Vec<(String, bool)> {
+        let v = m.value_json();
+        v["schema"]["fields"][1]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["field"].as_str().unwrap().to_string(), f["optional"].as_bool().unwrap()))
+            .collect()
+    };
+    let want = vec![("id".to_string(), false), ("n".to_string(), false), ("note".to_string(), true)];
+    assert_eq!((optional(&msgs[0]), optional(&msgs[1])), (want.clone(), want));
+}

@@ -150,6 +150,15 @@ pub async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, PgErr
     rows.iter().map(|r| r.col(0)).collect()
 }
 
+/// The columns of table `oid` declared NOT NULL (as the catalog says now).
+pub async fn not_null_columns(client: &Client, oid: u32) -> Result<Vec<String>, PgError> {
+    let rows = client
+        .query("SELECT attname::text FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attnotnull", &[&oid])
+        .await
+        .map_err(|e| query_err("reading the table's NOT NULL columns", e))?;
+    rows.iter().map(|r| r.col(0)).collect()
+}
+
 /// The tables a publication publishes, `schema.table`, sorted.
 pub async fn publication_tables(client: &Client, name: &str) -> Result<Vec<String>, PgError> {
     let rows = client

@@ -279,6 +279,10 @@ impl Stream {
         let oids: Vec<u32> = columns.iter().map(|c| c.type_oid).collect();
         self.types.load(&self.catalog, &oids).await?;
         let pk = catalog::primary_key(&self.catalog, oid).await?;
+        // pgoutput does not say which columns are NOT NULL: the catalog does
+        // (a table dropped meanwhile: none), so a table's schema is the same
+        // in its snapshot and its stream.
+        let not_null = catalog::not_null_columns(&self.catalog, oid).await.unwrap_or_default();
         let names: Vec<String> = columns.iter().map(|c| format!("{}", c.type_oid)).collect();
         let formatted = self
             .catalog
@@ -297,7 +301,7 @@ impl Stream {
                 name: c.name.clone(),
                 source_type,
                 data_type: self.types.data_type(c.type_oid, c.type_modifier),
-                nullable: !pk.contains(&c.name),
+                nullable: !pk.contains(&c.name) && !not_null.contains(&c.name),
                 labels: self.types.labels(c.type_oid),
             })
             .collect();
