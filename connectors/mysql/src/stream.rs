@@ -53,6 +53,9 @@ pub(crate) struct Table {
 struct Tx {
     pos: u64,
     seq: u64,
+    /// The server the transaction was written on (the binlog event's
+    /// server id: Debezium's `source.server_id`).
+    origin: u32,
     gtid: Option<Arc<str>>,
     /// Opened by `BEGIN` (or a MariaDB GTID event not marked standalone):
     /// only COMMIT, ROLLBACK or XID end it, never a SAVEPOINT in between.
@@ -185,6 +188,7 @@ impl Stream<'_> {
                 other => MyError::Stream { source: MysqlError(other) },
             })?;
             let header = event.header();
+            let origin = header.server_id();
             // 0 in artificial events (the rotation and format description
             // a stream opens with), which have no place in the file.
             let end_pos = match header.log_pos() {
@@ -212,7 +216,7 @@ impl Stream<'_> {
                     // Flags byte after seq_no and domain: 0x01 is FL_STANDALONE
                     // (a DDL, its own transaction without BEGIN).
                     let standalone = event.data().get(12).is_some_and(|f| f & 0x01 != 0);
-                    tx = Some(Tx { pos: start_pos, seq: 0, gtid: Some(Arc::from(g.as_str())), explicit: !standalone });
+                    tx = Some(Tx { pos: start_pos, seq: 0, origin, gtid: Some(Arc::from(g.as_str())), explicit: !standalone });
                 }
                 continue;
             }
@@ -250,8 +254,13 @@ impl Stream<'_> {
                     }
                 }
                 EventData::GtidEvent(g) => {
-                    tx =
-                        Some(Tx { pos: start_pos, seq: 0, gtid: Some(Arc::from(mysql_gtid(&g.sid(), g.gno()).as_str())), explicit: false });
+                    tx = Some(Tx {
+                        pos: start_pos,
+                        seq: 0,
+                        origin,
+                        gtid: Some(Arc::from(mysql_gtid(&g.sid(), g.gno()).as_str())),
+                        explicit: false,
+                    });
                 }
                 EventData::QueryEvent(qe) => {
                     let query = qe.query().trim().to_string();
@@ -259,7 +268,7 @@ impl Stream<'_> {
                     if upper == "BEGIN" {
                         match &mut tx {
                             Some(t) => t.explicit = true,
-                            None => tx = Some(Tx { pos: start_pos, seq: 0, gtid: None, explicit: true }),
+                            None => tx = Some(Tx { pos: start_pos, seq: 0, origin, gtid: None, explicit: true }),
                         }
                         continue;
                     }
@@ -276,7 +285,7 @@ impl Stream<'_> {
                         tables.clear();
                         if let Some(t) = truncated_table(&query, &qe.schema()) {
                             if let Some(sel) = self.selected.iter().find(|s| s.id == t) {
-                                let mut t_state = tx.take().unwrap_or(Tx { pos: start_pos, seq: 0, gtid: None, explicit: false });
+                                let mut t_state = tx.take().unwrap_or(Tx { pos: start_pos, seq: 0, origin, gtid: None, explicit: false });
                                 let cols = within("reading the table's columns", load_columns(&mut catalog, &sel.id)).await?;
                                 let schema = Arc::new(schema_of(&sel.id, &cols));
                                 t_state.seq += 1;
@@ -323,7 +332,7 @@ impl Stream<'_> {
                     }
                     let tme = stream.get_tme(rows.table_id()).expect("checked above");
                     let table = &tables[&id];
-                    let t = tx.get_or_insert(Tx { pos: start_pos, seq: 0, gtid: None, explicit: false });
+                    let t = tx.get_or_insert(Tx { pos: start_pos, seq: 0, origin, gtid: None, explicit: false });
                     let ts = i64::from(header.timestamp());
                     let op = match &rows {
                         RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Create,
@@ -403,7 +412,7 @@ impl Stream<'_> {
                 ts_ms: ts_secs * 1000,
                 ts_us: ts_secs * 1_000_000,
                 lsn: None,
-                binlog: Some(BinlogCoords { file: file.clone(), pos: t.pos, row, server_id: self.ctx.server_id, gtid: t.gtid.clone() }),
+                binlog: Some(BinlogCoords { file: file.clone(), pos: t.pos, row, server_id: t.origin, gtid: t.gtid.clone() }),
                 snapshot: riffle_core::SnapshotMark::False,
             },
             position: Position::Mysql(MyPosition { file: file_seq(file), pos: t.pos, phase: Phase::Stream, seq: t.seq }),
