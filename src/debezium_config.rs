@@ -256,7 +256,12 @@ fn translate(p: &BTreeMap<String, String>) -> Result<Translated> {
         get("database.dbname").ok_or_else(|| anyhow!("database.dbname is missing"))?.to_string()
     } else {
         // MySQL: the database unqualified table names belong to.
-        tables.first().and_then(|t| t.split_once('.')).map_or("mysql".to_string(), |(db, _)| db.to_string())
+        tables
+            .first()
+            .and_then(|t| t.split_once('.'))
+            .map(|(db, _)| db.to_string())
+            .filter(|db| !db.contains(['*', '?']))
+            .unwrap_or_else(|| "mysql".to_string())
     };
     let mut query: Vec<String> = Vec::new();
     if postgres {
@@ -275,6 +280,7 @@ fn translate(p: &BTreeMap<String, String>) -> Result<Translated> {
         }
     }
     let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
     let url = format!("{scheme}://{}{password}@{host}:{port}/{}{query}", enc(user), enc(&database));
 
     // Column rules, per table pattern.
@@ -300,18 +306,39 @@ fn translate(p: &BTreeMap<String, String>) -> Result<Translated> {
     }
 
     let mut kafka = Vec::new();
-    // Kafka Connect's converter: JSON (with or without schemas) is what riffle writes in Debezium's form.
+    // Kafka Connect's converter: JSON (with or without schemas), or Avro
+    // through a schema registry, both in Debezium's form.
     for side in ["value", "key"] {
         let class = get(&format!("{side}.converter")).or(get(&format!("{side}.converter.class")));
-        if let Some(c) = class.filter(|c| !c.ends_with("JsonConverter")) {
-            problems.push(format!(
-                "{side}.converter={c}: riffle writes Debezium's form in JSON (JsonConverter); its Avro (--format avro with \
-                 ?schema_registry=URL) follows riffle's own Avro mapping"
-            ));
+        match class {
+            Some(c) if c.ends_with("AvroConverter") => match get(&format!("{side}.converter.schema.registry.url")) {
+                Some(url) if side == "value" => kafka.push(("schema_registry".to_string(), url.to_string())),
+                Some(_) => {}
+                None => problems.push(format!("{side}.converter={c}: the Avro converter needs {side}.converter.schema.registry.url")),
+            },
+            Some(c) if !c.ends_with("JsonConverter") => problems.push(format!(
+                "{side}.converter={c}: riffle writes Debezium's messages with Kafka Connect's JsonConverter or Confluent's AvroConverter"
+            )),
+            _ => {}
         }
     }
-    if let Some(v) = get("value.converter.schemas.enable") {
+    if let Some(v) = get("value.converter.schemas.enable").filter(|_| !kafka.iter().any(|(k, _)| k == "schema_registry")) {
         kafka.push(("schemas.enable".to_string(), v.to_string()));
+    }
+    // Settings riffle passes over elsewhere, but not with these values: they change what is captured or how.
+    for (key, allowed, why) in [
+        (
+            "snapshot.locking.mode",
+            &["minimal", "minimal_percona", "extended"][..],
+            "riffle takes no table lock on MariaDB and a brief global read lock on MySQL to position its snapshot; it cannot go without",
+        ),
+        ("publication.autocreate.mode", &["all_tables", "filtered"][..], "riffle creates and alters its publication for its selection"),
+        ("gtid.source.includes", &[][..], "riffle captures the changes of every GTID source"),
+        ("gtid.source.excludes", &[][..], "riffle captures the changes of every GTID source"),
+    ] {
+        if let Some(v) = get(key).filter(|v| !allowed.contains(v)) {
+            problems.push(format!("{key}={v}: {why}"));
+        }
     }
     let prefix = get("topic.prefix").or(get("database.server.name"));
     if let Some(prefix) = prefix {
@@ -377,6 +404,9 @@ fn translate(p: &BTreeMap<String, String>) -> Result<Translated> {
                 | "snapshot.mode"
                 | "heartbeat.interval.ms"
                 | "signal.data.collection"
+                | "gtid.source.excludes"
+                | "value.converter.schema.registry.url"
+                | "key.converter.schema.registry.url"
         ) || kafka.iter().any(|(key, _)| key == k)
     };
     for k in p.keys().filter(|k| !handled(k) && !passed_over(k)) {
@@ -450,6 +480,15 @@ mod tests {
             ("public.orders", &["card".to_string()][..])
         );
         assert_eq!(t.kafka, [("topic.prefix".into(), "shop".into()), ("decimal.handling.mode".into(), "string".into())]);
+
+        let avro = r#"{"connector.class": "io.debezium.connector.mysql.MySqlConnector", "database.hostname": "::1",
+            "database.user": "u", "table.include.list": "inv\\..*", "value.converter": "io.confluent.connect.avro.AvroConverter",
+            "value.converter.schema.registry.url": "http://registry:8081", "snapshot.locking.mode": "none"}"#;
+        let Err(err) = translate(&parse_json(avro).unwrap()) else { panic!("snapshot.locking.mode=none was taken") };
+        assert!(err.to_string().contains("snapshot.locking.mode=none"), "{err}");
+        let t = translate(&parse_json(&avro.replace(r#", "snapshot.locking.mode": "none""#, "")).unwrap()).unwrap();
+        assert_eq!(t.file.source.unwrap().url.as_deref(), Some("mysql://u@[::1]:3306/inv"));
+        assert_eq!(t.kafka, [("schema_registry".to_string(), "http://registry:8081".to_string())]);
 
         let props = "connector.class=io.debezium.connector.mysql.MySqlConnector\ndatabase.hostname=h\ndatabase.user=u\n\
                      table.include.list=inventory.(a|b)\ntransforms=unwrap\nsnapshot.mode=no_data\nmessage.key.columns=x\n";

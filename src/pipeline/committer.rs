@@ -473,7 +473,7 @@ impl Committer {
     /// Consumes one source run's items until the source closes its channel.
     pub async fn consume(&mut self, mut rx: mpsc::Receiver<Vec<SourceItem>>) -> Result<(), SinkError> {
         // A run that starts with no saved position takes the initial snapshot.
-        self.marks = Marks::new(self.state.offset.is_none());
+        self.marks = Marks::new(self.state.offset.is_none(), self.signal.clone());
         loop {
             // Commit a checkpoint that waits when the source goes quiet.
             // A quiet stream still looks for `riffle snapshot` requests.

@@ -22,6 +22,8 @@ pub(super) struct Marks {
     /// The reads are the initial snapshot's (the run started with no saved
     /// position), and it has not ended.
     initial: bool,
+    /// The in-band signal table: its rows go to no sink, so they take no mark.
+    signal: Option<TableId>,
     /// The table of the last read marked.
     table: Option<TableId>,
     /// The last read of the initial snapshot, and the items after it.
@@ -30,8 +32,8 @@ pub(super) struct Marks {
 
 impl Marks {
     /// Marks for one source run; `initial`: it takes the initial snapshot.
-    pub fn new(initial: bool) -> Marks {
-        Marks { initial, table: None, held: Vec::new() }
+    pub fn new(initial: bool, signal: Option<TableId>) -> Marks {
+        Marks { initial, signal, table: None, held: Vec::new() }
     }
 
     /// The items of `batch` (and of earlier batches) whose marks are known,
@@ -40,6 +42,13 @@ impl Marks {
         let mut out = Vec::with_capacity(batch.len() + self.held.len());
         for mut item in batch {
             match &mut item {
+                SourceItem::Event(ev) if self.signal.as_ref() == Some(&ev.table.id) => {
+                    if self.held.is_empty() {
+                        out.push(item);
+                    } else {
+                        self.held.push(item);
+                    }
+                }
                 SourceItem::Event(ev) if ev.op == Op::Read && !self.initial => {
                     ev.source.snapshot = SnapshotMark::Incremental;
                     out.push(item);
@@ -113,7 +122,7 @@ mod tests {
 
     #[test]
     fn the_initial_snapshot_is_marked_first_between_tables_and_last_and_nothing_is_lost() {
-        let mut m = Marks::new(true);
+        let mut m = Marks::new(true, None);
         let a = m.pass(vec![read("a", 1), read("a", 2), SourceItem::Checkpoint(offset(1))]);
         // The second read and the checkpoint after it wait for what follows.
         assert_eq!(marks(&a), ["a:first"]);
@@ -128,15 +137,20 @@ mod tests {
 
     #[test]
     fn a_snapshot_of_one_row_is_last_and_a_source_that_ends_early_gets_its_items_back() {
-        let mut m = Marks::new(true);
+        let mut m = Marks::new(true, None);
         assert!(m.pass(vec![read("a", 1)]).is_empty());
         assert_eq!(marks(&m.pass(vec![SourceItem::SnapshotDone])), ["a:last", "done"]);
 
-        let mut m = Marks::new(true);
+        let mut m = Marks::new(true, None);
         assert_eq!(marks(&m.pass(vec![read("a", 1), read("a", 2), SourceItem::Checkpoint(offset(1))])), ["a:first"]);
         assert_eq!(marks(&m.flush()), ["a:true", "checkpoint"]);
 
-        let mut m = Marks::new(false);
+        let mut m = Marks::new(false, None);
         assert_eq!(marks(&m.pass(vec![read("a", 1), SourceItem::Checkpoint(offset(1))])), ["a:incremental", "checkpoint"]);
+
+        // The signal table's rows go to no sink: the snapshot's last read is the other table's.
+        let mut m = Marks::new(true, Some(TableId::new("public", "sig")));
+        assert!(marks(&m.pass(vec![read("a", 1), read("sig", 2)])).is_empty());
+        assert_eq!(marks(&m.pass(vec![SourceItem::SnapshotDone])), ["a:last", "sig:true", "done"]);
     }
 }

@@ -135,7 +135,9 @@ where
     let queue: Queue = Arc::new(Mutex::new(work));
     let (starts_tx, mut starts) = mpsc::unbounded_channel::<(usize, usize)>();
     let (failed_tx, mut failed) = mpsc::unbounded_channel::<E>();
-    let depth = (opts.chunk_rows as usize).div_ceil(opts.batch.max(1)).clamp(2, 64);
+    // About a chunk read ahead per worker, at most 16 pieces (a piece is
+    // at most a batch of rows or a few MiB), so wide rows stay bounded.
+    let depth = (opts.chunk_rows as usize).div_ceil(opts.batch.max(1)).clamp(2, 16);
     let mut channels = Vec::with_capacity(workers);
     let mut set = tokio::task::JoinSet::new();
     let mut spare = Vec::new();
@@ -146,17 +148,23 @@ where
         }
         let (tx, rx) = mpsc::channel(depth);
         channels.push(rx);
+        // Held until a failed worker's error is sent: its channel must not
+        // close first, or the forwarder would see a chunk cut short instead
+        // of the error (a retryable one made definite).
+        let open = tx.clone();
         let lane = Lane { index: w, pieces: tx, starts: starts_tx.clone(), until: opts.until, queue: queue.clone() };
         let task = spawn(lane, resource);
         let failed_tx = failed_tx.clone();
         set.spawn(async move {
-            match task.await {
+            let r = match task.await {
                 Ok(r) => Some(r),
                 Err(e) => {
                     let _ = failed_tx.send(e);
                     None
                 }
-            }
+            };
+            drop(open);
+            r
         });
     }
     drop((starts_tx, failed_tx));

@@ -208,6 +208,17 @@ fn column(c: &Column, dt: &DataType, connector: &str, modes: &Modes) -> (Enc, Js
     // Postgres types without a precision keep microseconds; MySQL's keep whole seconds.
     let p = precision(&c.source_type).unwrap_or(if mysql { 0 } else { 6 });
     let plain = |ty: &str| (Enc::Same, json!({ "type": ty }));
+    // MySQL's integer types as Debezium's MySQL connector maps them (by
+    // their declared type: riffle widens unsigned ones further).
+    if mysql && matches!(dt, DataType::Int16 | DataType::Int32 | DataType::Int64) && !c.source_type.starts_with("year") {
+        let unsigned = c.source_type.contains("unsigned");
+        let ty = match (c.source_type.split(['(', ' ']).next().unwrap_or(""), unsigned) {
+            ("tinyint", _) | ("smallint", false) => "int16",
+            ("smallint", true) | ("mediumint", _) | ("int" | "integer", false) => "int32",
+            _ => "int64",
+        };
+        return plain(ty);
+    }
     match dt {
         DataType::Bool => plain("boolean"),
         DataType::Int16 => plain("int16"),
@@ -216,7 +227,8 @@ fn column(c: &Column, dt: &DataType, connector: &str, modes: &Modes) -> (Enc, Js
         DataType::Int64 => plain("int64"),
         DataType::UInt64 => match modes.unsigned {
             UnsignedMode::Long => plain("int64"),
-            UnsignedMode::Precise => decimal(Some(20), Some(0), modes),
+            // Always a Decimal, whatever decimal.handling.mode says (as Debezium).
+            UnsignedMode::Precise => decimal(Some(20), Some(0), &Modes { decimal: DecimalMode::Precise, ..*modes }),
         },
         DataType::Float32 => plain("float"),
         DataType::Float64 => plain("double"),

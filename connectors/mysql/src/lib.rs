@@ -118,6 +118,7 @@ impl MySource {
                     Some((progress, previous)) => {
                         let (progress, pending) = self.replan(&mut conn, progress, previous.as_deref(), &tables).await?;
                         if pending.is_empty() {
+                            drop(conn);
                             // Nothing to read: the plan records the new selection.
                             if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
                                 return Ok(RunEnd::Stopped);
@@ -130,7 +131,11 @@ impl MySource {
                             }
                         }
                     }
-                    None => start,
+                    None => {
+                        // The stream has connections of its own.
+                        drop(conn);
+                        start
+                    }
                 };
                 stream.run(start, until_now, None, out, stop).await
             }

@@ -282,7 +282,7 @@ impl Stream {
         // pgoutput does not say which columns are NOT NULL: the catalog does
         // (a table dropped meanwhile: none), so a table's schema is the same
         // in its snapshot and its stream.
-        let not_null = catalog::not_null_columns(&self.catalog, oid).await.unwrap_or_default();
+        let not_null = catalog::not_null_columns(&self.catalog, oid).await?;
         let names: Vec<String> = columns.iter().map(|c| format!("{}", c.type_oid)).collect();
         let formatted = self
             .catalog
