@@ -802,14 +802,16 @@ fn interval_parts(text: &str) -> Option<IntervalParts> {
 }
 
 /// The duration in microseconds, a month counting 365.25 / 12 days,
-/// computed as Debezium's `MicroDuration` does (in floating point).
+/// computed as Debezium's `MicroDuration` does (in floating point, then
+/// truncated: `25 days 4.772974 s` is 2160004772973).
 fn interval_micros(text: &str) -> Option<i64> {
     let p = interval_parts(text)?;
     let [y, mo, d, h, mi] = p.ymdhm.map(|n| n as f64);
     let seconds: f64 = p.seconds.parse().ok()?;
     let days = (y * 12.0 + mo) * (365.25 / 12.0) + d;
     let total = ((days * 24.0 + h) * 60.0 + mi) * 60.0 + seconds;
-    Some((total * 1e6).round() as i64)
+    // Truncated, as Java's `(long)` cast in Debezium's MicroDuration.
+    Some((total * 1e6) as i64)
 }
 
 /// Debezium's `interval.handling.mode=string` form: every part written,
@@ -896,6 +898,7 @@ mod tests {
         assert_eq!(zoned_time("23:00:00.250000+00").as_deref(), Some("23:00:00.25Z"));
         assert_eq!(interval_micros("P1Y2M3DT4H5M6.789S"), Some(37_091_106_789_000));
         assert_eq!(interval_micros("P-1DT-1S"), Some(-86_401_000_000));
+        assert_eq!(interval_micros("P25DT4.772974S"), Some(2_160_004_772_973));
         assert_eq!(interval_micros("PT0S"), Some(0));
         assert_eq!(interval_micros("P1X"), None);
         assert_eq!(interval_iso("P-1DT-1S").as_deref(), Some("P0Y0M-1DT0H0M-1S"));

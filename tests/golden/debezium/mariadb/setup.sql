@@ -34,15 +34,18 @@ CREATE TABLE dbz.all_types (
     c_set set('a','b','c'),
     c_bit1 bit(1),
     c_bit12 bit(12),
-    c_json json
+    c_json json,
+    c_tinyint_unsigned tinyint unsigned,
+    c_smallint_unsigned smallint unsigned,
+    c_mediumint_unsigned mediumint unsigned
 ) CHARACTER SET utf8mb4;
 INSERT INTO dbz.all_types VALUES
  (1, 1, -128, 32767, 8388607, -2147483648, 4294967295, 9223372036854775807, 18446744073709551615, 1.5, -2.25, 12345.678901,
   'ab', 'varchar ü', 'text "quoted"\n', 'ab', x'00ff10', x'deadbeef', '2026-03-01', '12:34:56', '-838:59:59.000',
   '2026-03-01 12:34:56', '2026-03-01 12:34:56.123', '2026-03-01 12:34:56.123456', '2000-01-01 00:00:00.5', 2026, 'happy', 'a,c',
-  b'1', b'101010101010', '{"a": [1, 2.5, null]}'),
+  b'1', b'101010101010', '{"a": [1, 2.5, null]}', 255, 65535, 16777215),
  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
  (3, 0, 127, -32768, -8388608, 0, 0, -9223372036854775808, 0, -0.125, 1e300, -0.000001, 'abcd', '', '', '', x'', x'',
   '1969-12-31', '838:59:59', '00:00:00.001', '1969-12-31 23:59:59', '1900-01-01 00:00:00.000', '1969-12-31 23:59:59.999999',
-  '1970-01-01 00:00:01', 1901, 'sad', '', b'0', b'000000000001', '[]');
+  '1970-01-01 00:00:01', 1901, 'sad', '', b'0', b'000000000001', '[]', 0, 0, 0);

@@ -33,16 +33,17 @@ CREATE TABLE dbz.all_types (
     c_int_array integer[],
     c_text_array text[],
     c_enum dbz.mood,
-    c_inet inet
+    c_inet inet,
+    c_interval_frac interval
 );
 ALTER TABLE dbz.all_types REPLICA IDENTITY FULL;
 INSERT INTO dbz.all_types VALUES
  (1, true, 32767, -2147483648, 9223372036854775807, 1.5, -2.25, 12345.6789, 3.14, 3.14, 'ab', 'varchar ü', 'text "quoted"\n', '\x00ff10',
   '2026-03-01', '12:34:56.789012', '12:34:56.789', '12:34:56.5+05:30', '2026-03-01 12:34:56.123456', '2026-03-01 12:34:56.123',
   '2000-01-01 00:00:00+00', '1 year 2 months 3 days 04:05:06.789', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, 2.5, null]}',
-  '{"b": true, "a": 1}', '{1,NULL,3}', '{"x","y z"}', 'happy', '192.168.0.1/24'),
+  '{"b": true, "a": 1}', '{1,NULL,3}', '{"x","y z"}', 'happy', '192.168.0.1/24', '25 days 4.772974 seconds'),
  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-  NULL, NULL, NULL, NULL, NULL, NULL),
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL),
  (3, false, -32768, 0, -9223372036854775808, -0.125, 1e300, -0.0000000001, -999.99, -123456789012345678901234.5678, 'abcd', '', '',
   '\x', '1969-12-31', '00:00:00', '23:59:59.999', '00:00:00-08', '1969-12-31 23:59:59.999999', '1900-01-01 00:00:00',
-  '1969-07-20 20:17:40.5-04', '-1 days -00:00:01', '00000000-0000-0000-0000-000000000000', '[]', '{}', '{}', '{}', 'sad', '::1');
+  '1969-07-20 20:17:40.5-04', '-1 days -00:00:01', '00000000-0000-0000-0000-000000000000', '[]', '{}', '{}', '{}', 'sad', '::1', '1 mon -0.000001 seconds');
