@@ -125,7 +125,14 @@ impl Shared {
         let mut mine = self.mine.lock().await;
         let mut next = mine.body.clone();
         next.renewals += 1;
-        match self.write(&next, Some(mine.version.clone())).await {
+        // A renewal must end well within the time to live: a request stuck
+        // on a silently dropped connection is given up (and its connection
+        // with it) after a third of it, and tried again on a new one.
+        let attempt = tokio::time::timeout(self.ttl / 3, self.write(&next, Some(mine.version.clone())));
+        let written = attempt.await.unwrap_or_else(|_| {
+            Err(SinkError::transient(format!("{}: renewing the lease {}: no answer in {:?}", self.target.shown, self.rel, self.ttl / 3)))
+        });
+        match written {
             Ok(Some(v)) => {
                 *mine = Mine { body: next, version: v, renewed: Instant::now() };
                 Ok(())
@@ -272,15 +279,21 @@ impl Drop for BucketLease {
 }
 
 async fn renew_until_lost(shared: Arc<Shared>) {
+    // After a failed renewal the next comes sooner, so one stuck request
+    // does not use up the time to live.
+    let mut pause = shared.ttl / 3;
     loop {
-        tokio::time::sleep(shared.ttl / 3).await;
+        tokio::time::sleep(pause).await;
         match shared.renew().await {
-            Ok(()) => {}
+            Ok(()) => pause = shared.ttl / 3,
             Err(e) if shared.lost().is_some() => {
                 tracing::error!(error = %e, "lease lost");
                 return;
             }
-            Err(e) => tracing::warn!(lease = %shared.rel, error = %e, "could not renew the lease; trying again"),
+            Err(e) => {
+                tracing::warn!(lease = %shared.rel, error = %e, "could not renew the lease; trying again");
+                pause = shared.ttl / 15;
+            }
         }
     }
 }
