@@ -78,27 +78,9 @@ async fn kill_9_mid_snapshot_resumes_with_only_the_chunks_left() {
     let mut conn = fresh_tables(db).await;
     let url = my_url(db);
     let (out, state) = (temp_dir("my-snap-out"), temp_dir("my-snap-state"));
-    let args: Vec<String> = [
-        "replicate",
-        "--source",
-        &url,
-        "--tables",
-        "*",
-        "--sink",
-        out.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-        "--commit-interval",
-        "100ms",
-        "--snapshot-chunk-rows",
-        "2000",
-        // Short rounds: the rest of the snapshot is read in several.
-        "--snapshot-round",
-        "100ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // Short rounds: the rest of the snapshot is read in several.
+    let extra = ["--commit-interval", "100ms", "--snapshot-chunk-rows", "2000", "--snapshot-round", "100ms"];
+    let args = replicate_args(&url, "*", &out, &state, &extra);
     let stop = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer(db, stop.clone()));
     let mut child = spawn_riffle(&args, None, &state.join("run1.log"));
@@ -262,26 +244,8 @@ async fn parallel_workers_read_one_snapshot_while_a_writer_changes_the_tables() 
     let url = my_url(db);
     let (out, state) = (temp_dir("my-snap-par-out"), temp_dir("my-snap-par-state"));
     let log = state.join("run1.log");
-    let args: Vec<String> = [
-        "replicate",
-        "--source",
-        &url,
-        "--tables",
-        "*",
-        "--sink",
-        out.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-        "--commit-interval",
-        "100ms",
-        "--snapshot-chunk-rows",
-        "4000",
-        "--snapshot-workers",
-        "3",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let extra = ["--commit-interval", "100ms", "--snapshot-chunk-rows", "4000", "--snapshot-workers", "3"];
+    let args = replicate_args(&url, "*", &out, &state, &extra);
     let mut child = spawn_riffle(&args, None, &log);
     wait_for("the snapshot workers to start", 60, || log_count(&log, "snapshot plan") > 0).await;
     let plan = std::fs::read_to_string(&log).unwrap();

@@ -136,10 +136,24 @@ fn write_key(event: &ChangeEvent, out: &mut Vec<u8>) {
 /// `{"col":value,…}` of the primary-key columns (Kafka's JSON message key),
 /// or `None` for a table without a key or an event without a row.
 pub fn key_object(event: &ChangeEvent, out: &mut Vec<u8>) -> bool {
+    let written = key_object_with(event, out, |_, v, out| {
+        write_json(v, out);
+        Ok::<(), std::convert::Infallible>(())
+    });
+    written.unwrap_or_else(|never| match never {})
+}
+
+/// [`key_object`] with each key value (the column's index, its value)
+/// written by `value`, which may fail.
+pub fn key_object_with<E>(
+    event: &ChangeEvent,
+    out: &mut Vec<u8>,
+    mut value: impl FnMut(usize, &Value, &mut Vec<u8>) -> Result<(), E>,
+) -> Result<bool, E> {
     let schema = &*event.table;
-    let Some(r) = event.row() else { return false };
+    let Some(r) = event.row() else { return Ok(false) };
     if schema.key.is_empty() {
-        return false;
+        return Ok(false);
     }
     out.push(b'{');
     for (n, &i) in schema.key.iter().enumerate() {
@@ -148,8 +162,8 @@ pub fn key_object(event: &ChangeEvent, out: &mut Vec<u8>) -> bool {
         }
         write_json_str(&schema.columns[i].name, out);
         out.push(b':');
-        write_json(&r[i], out);
+        value(i, &r[i], out)?;
     }
     out.push(b'}');
-    true
+    Ok(true)
 }

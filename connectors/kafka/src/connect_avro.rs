@@ -15,16 +15,8 @@
 //! add Avro's logical types; a record already defined is referred to by
 //! name. Schema names are made legal Avro names (`schema.name.adjustment.mode=avro`).
 
+use riffle_formats::avro::{avro_name, avro_namespace, write_bytes, write_long as long};
 use serde_json::{json, Map, Value as Json};
-
-/// An Avro name: letters, digits and `_`, not starting with a digit.
-fn avro_name(name: &str) -> String {
-    let mut out: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
-    if out.chars().next().is_none_or(|c| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
-}
 
 /// The Avro schema of a Connect schema.
 pub fn avro_schema(connect: &Json) -> Json {
@@ -40,7 +32,7 @@ fn convert(s: &Json, defined: &mut Vec<String>, namespace: &str) -> Json {
         "struct" => {
             let full = name.unwrap_or("ConnectDefault");
             let (ns, short) = match full.rsplit_once('.') {
-                Some((ns, short)) => (ns.split('.').map(avro_name).collect::<Vec<_>>().join("."), avro_name(short)),
+                Some((ns, short)) => (avro_namespace(ns), avro_name(short)),
                 None => (String::new(), avro_name(full)),
             };
             let fullname = if ns.is_empty() { short.clone() } else { format!("{ns}.{short}") };
@@ -204,14 +196,9 @@ pub fn encode(connect: &Json, value: &Json, out: &mut Vec<u8>) -> Result<(), Mis
             use base64::Engine;
             let b64 = value.as_str().ok_or_else(bad)?;
             let bytes = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| bad())?;
-            long(bytes.len() as i64, out);
-            out.extend_from_slice(&bytes);
+            write_bytes(&bytes, out);
         }
-        _ => {
-            let s = value.as_str().ok_or_else(bad)?;
-            long(s.len() as i64, out);
-            out.extend_from_slice(s.as_bytes());
-        }
+        _ => write_bytes(value.as_str().ok_or_else(bad)?.as_bytes(), out),
     }
     Ok(())
 }
@@ -235,20 +222,6 @@ fn kind(v: &Json) -> &'static str {
         Json::String(_) => "string",
         Json::Array(_) => "array",
         Json::Object(_) => "object",
-    }
-}
-
-/// Avro's zigzag varint.
-fn long(n: i64, out: &mut Vec<u8>) {
-    let mut z = ((n << 1) ^ (n >> 63)) as u64;
-    loop {
-        let b = (z & 0x7f) as u8;
-        z >>= 7;
-        if z == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
     }
 }
 

@@ -406,22 +406,7 @@ impl Plan {
 
     /// The key object; false for a table without a key or an event without a row.
     pub(crate) fn write_key(&self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<bool, SinkError> {
-        let schema = &*event.table;
-        let Some(row) = event.row() else { return Ok(false) };
-        if schema.key.is_empty() {
-            return Ok(false);
-        }
-        out.push(b'{');
-        for (n, &i) in schema.key.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            write_json_str(&schema.columns[i].name, out);
-            out.push(b':');
-            self.write_value(event, i, &row[i], out)?;
-        }
-        out.push(b'}');
-        Ok(true)
+        riffle_formats::jsonl::key_object_with(event, out, |i, v, out| self.write_value(event, i, v, out))
     }
 
     /// `key_only`: the row is a key-only before image, whose other columns
