@@ -336,7 +336,7 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
                      worker's bootstrap.servers); pass --sink kafka://BROKER:9092"
                 );
             }
-            let t = crate::debezium_config::load(p)?;
+            let t = crate::connectors::debezium_config::load(p)?;
             debezium_kafka = t.kafka;
             t.file
         }

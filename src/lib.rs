@@ -33,7 +33,6 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod connectors;
-pub mod debezium_config;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;

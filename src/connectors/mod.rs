@@ -1,5 +1,6 @@
 //! The one place the binary names the systems riffle connects to: which
-//! connector a URL picks, and the dispatch to it (sinks in [`sinks`]). Everything a
+//! connector a URL picks, and the dispatch to it (sinks in [`sinks`], Debezium
+//! connector configurations read as pipelines in [`debezium_config`]). Everything a
 //! connector knows (its URL options, checks, status, how it snapshots and
 //! streams) lives in its crate under `connectors/`; the rest of `src/`
 //! speaks only riffle_core's vocabulary.
@@ -8,6 +9,7 @@
 //! arm in each `match` below; adding a sink: [`sinks`] (see
 //! docs/architecture.md).
 
+pub mod debezium_config;
 pub mod sinks;
 
 use riffle_core::source::{RunEnd, SourceStats};
