@@ -118,13 +118,6 @@ pub struct SnapshotArgs {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// A Debezium Postgres, MySQL or MariaDB connector's configuration (.json as Kafka Connect's
-    /// REST API takes it, or .properties) read as this pipeline: connection, table and column
-    /// lists, topic.prefix, the handling modes, slot.name; settings riffle cannot take are listed
-    /// in one error. Give the Kafka brokers with --sink kafka://HOST:PORT (docs/debezium-migration.md).
-    #[arg(long, value_name = "FILE", conflicts_with = "config")]
-    pub debezium_config: Option<PathBuf>,
-
     /// Where the pipeline's state lives (as given to `riffle replicate`) [default: .riffle].
     #[arg(long, value_name = "DIR|URL")]
     pub state: Option<PathBuf>,
@@ -364,13 +357,6 @@ pub struct StatusArgs {
     /// Pipeline file (TOML), for its state directory, name and source.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-
-    /// A Debezium Postgres, MySQL or MariaDB connector's configuration (.json as Kafka Connect's
-    /// REST API takes it, or .properties) read as this pipeline: connection, table and column
-    /// lists, topic.prefix, the handling modes, slot.name; settings riffle cannot take are listed
-    /// in one error. Give the Kafka brokers with --sink kafka://HOST:PORT (docs/debezium-migration.md).
-    #[arg(long, value_name = "FILE", conflicts_with = "config")]
-    pub debezium_config: Option<PathBuf>,
 
     /// Print JSON instead of a table.
     #[arg(long)]
