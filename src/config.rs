@@ -357,6 +357,10 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
         bail!("{}: expected {SOURCE_SCHEMES}, found {:?}", where_("source.url"), redact_source_url(&source_url));
     };
     let mut tables = if args.tables.is_empty() { raw_source.tables } else { args.tables.clone() };
+    // A Kafka source's topics select what it reads: every table in them by default.
+    if tables.is_empty() && source_kind == SourceKind::Kafka {
+        tables.push("*".to_string());
+    }
     if tables.is_empty() {
         bail!("no tables selected; pass --tables 'schema.table' (globs allowed, e.g. 'public.*') or set source.tables in --config");
     }

@@ -14,6 +14,7 @@ pub mod sinks;
 
 use riffle_core::source::{RunEnd, SourceStats};
 use riffle_core::{Offset, Report, SavedPipeline, Source, SourceError, SourceItem, SourceSpec, StartMode, StatusReport, Until};
+use riffle_kafka::KafkaSource;
 use riffle_mysql::MySource;
 use riffle_postgres::PgSource;
 use std::sync::Arc;
@@ -27,10 +28,11 @@ pub use riffle_postgres::slots as pg_slots;
 pub enum SourceKind {
     Postgres,
     Mysql,
+    Kafka,
 }
 
 /// The source URL forms, for messages.
-pub const SOURCE_SCHEMES: &str = "a postgres://, postgresql://, mysql:// or mariadb:// URL";
+pub const SOURCE_SCHEMES: &str = "a postgres://, postgresql://, mysql://, mariadb:// or kafka:// URL";
 
 impl SourceKind {
     pub fn of(url: &str) -> Option<SourceKind> {
@@ -38,6 +40,7 @@ impl SourceKind {
         match scheme {
             "postgres" | "postgresql" => Some(SourceKind::Postgres),
             "mysql" | "mariadb" => Some(SourceKind::Mysql),
+            "kafka" => Some(SourceKind::Kafka),
             _ => None,
         }
     }
@@ -53,6 +56,9 @@ impl SourceKind {
         match self {
             SourceKind::Postgres => riffle_postgres::parse_position(text),
             SourceKind::Mysql => riffle_mysql::parse_position(text),
+            SourceKind::Kafka => Err(SourceError::definite(format!(
+                "--until {text:?}: a Kafka source stops at `now` (each partition's end offset when it starts)"
+            ))),
         }
     }
 }
@@ -62,6 +68,7 @@ impl SourceKind {
 pub enum AnySource {
     Postgres(PgSource),
     Mysql(MySource),
+    Kafka(KafkaSource),
 }
 
 impl AnySource {
@@ -69,6 +76,7 @@ impl AnySource {
         Ok(match SourceKind::require(&spec.url)? {
             SourceKind::Postgres => AnySource::Postgres(PgSource::new(spec)?),
             SourceKind::Mysql => AnySource::Mysql(MySource::new(spec)?),
+            SourceKind::Kafka => AnySource::Kafka(KafkaSource::new(spec)?),
         })
     }
 }
@@ -78,6 +86,7 @@ impl Source for AnySource {
         match self {
             AnySource::Postgres(s) => s.prepare(start, until),
             AnySource::Mysql(s) => s.prepare(start, until),
+            AnySource::Kafka(s) => s.prepare(start, until),
         }
     }
 
@@ -85,6 +94,7 @@ impl Source for AnySource {
         match self {
             AnySource::Postgres(s) => s.stats(),
             AnySource::Mysql(s) => s.stats(),
+            AnySource::Kafka(s) => s.stats(),
         }
     }
 
@@ -97,6 +107,7 @@ impl Source for AnySource {
         match self {
             AnySource::Postgres(s) => s.run(out, durable, stop).await,
             AnySource::Mysql(s) => s.run(out, durable, stop).await,
+            AnySource::Kafka(s) => s.run(out, durable, stop).await,
         }
     }
 }
@@ -106,6 +117,7 @@ pub async fn check_source(spec: &SourceSpec, saved: Option<&SavedPipeline>) -> R
     match SourceKind::require(&spec.url)? {
         SourceKind::Postgres => riffle_postgres::report::check(spec, saved).await,
         SourceKind::Mysql => riffle_mysql::report::check(spec).await,
+        SourceKind::Kafka => riffle_kafka::source::report::check(spec).await,
     }
 }
 
@@ -114,5 +126,6 @@ pub async fn source_status(url: &str, pipelines: &[SavedPipeline]) -> Result<Vec
     match SourceKind::require(url)? {
         SourceKind::Postgres => riffle_postgres::report::status(url, pipelines).await,
         SourceKind::Mysql => riffle_mysql::report::status(url, pipelines).await,
+        SourceKind::Kafka => riffle_kafka::source::report::status(url, pipelines).await,
     }
 }

@@ -268,7 +268,11 @@ impl Committer {
             if routed.sinks.as_ref().is_some_and(|s| !s.contains(&i)) {
                 continue;
             }
-            match super::ledger::delivery(sink.committed(), ev.position, ev.op, self.sync) {
+            let committed = match ev.position.lane() {
+                None => sink.committed(),
+                Some(lane) => sink.committed_in(lane),
+            };
+            match super::ledger::delivery(committed, ev.position, ev.op, self.sync) {
                 Delivery::Write => {}
                 Delivery::Skip => continue,
                 Delivery::Conflict(c) => {

@@ -130,13 +130,15 @@ pub enum Delivery {
     Conflict(Position),
 }
 
-/// Decides whether a sink that committed through `sink_committed` gets an
-/// event at `position`.
+/// Decides whether a sink that committed through `sink_committed` (in the
+/// event's lane, for positions that have one) gets an event at `position`.
 pub fn delivery(sink_committed: Option<Position>, position: Position, op: Op, sync: bool) -> Delivery {
     match sink_committed {
         // A sync never replays: it writes everything.
         Some(c) if position <= c && !sync => {
-            if op == Op::Read {
+            // A snapshot row read again from a database's log is another
+            // history; one read again from a Kafka partition is a replay.
+            if op == Op::Read && position.lane().is_none() {
                 Delivery::Conflict(c)
             } else {
                 Delivery::Skip
@@ -214,5 +216,12 @@ mod tests {
         assert_eq!(delivery(Some(at(10, 0)), at(10, 1), Op::Update, false), Delivery::Write);
         assert_eq!(delivery(Some(at(10, 0)), at(3, 0), Op::Read, false), Delivery::Conflict(at(10, 0)));
         assert_eq!(delivery(Some(at(10, 0)), at(3, 0), Op::Read, true), Delivery::Write);
+    }
+
+    #[test]
+    fn a_snapshot_row_read_again_from_a_kafka_partition_is_a_replay() {
+        let k = |offset| Position::Kafka(riffle_core::KafkaPosition { lane: riffle_core::kafka_lane("t", 0), offset });
+        assert_eq!(delivery(Some(k(10)), k(4), Op::Read, false), Delivery::Skip);
+        assert_eq!(delivery(Some(k(10)), k(11), Op::Read, false), Delivery::Write);
     }
 }

@@ -14,6 +14,10 @@
 //! follow it too keeps the contract: nothing is committed before the held
 //! event is written. A source that ends without finishing its snapshot gets
 //! what was held handed on unchanged ([`Marks::flush`]).
+//!
+//! Events read back from Kafka (positions with a lane) carry the marks the
+//! pipeline that wrote them set, and keep them: a topic has no snapshot of
+//! its own.
 
 use riffle_core::{Op, SnapshotMark, SourceItem, TableId};
 
@@ -22,7 +26,8 @@ pub(super) struct Marks {
     /// The reads are the initial snapshot's (the run started with no saved
     /// position), and it has not ended.
     initial: bool,
-    /// The in-band signal table: its rows go to no sink, so they take no mark.
+    /// The in-band signal table: its rows go to no sink, so they take no
+    /// mark (nor do events read back from Kafka: they have theirs).
     signal: Option<TableId>,
     /// The table of the last read marked.
     table: Option<TableId>,
@@ -42,7 +47,7 @@ impl Marks {
         let mut out = Vec::with_capacity(batch.len() + self.held.len());
         for mut item in batch {
             match &mut item {
-                SourceItem::Event(ev) if self.signal.as_ref() == Some(&ev.table.id) => {
+                SourceItem::Event(ev) if self.signal.as_ref() == Some(&ev.table.id) || ev.position.lane().is_some() => {
                     if self.held.is_empty() {
                         out.push(item);
                     } else {
@@ -100,6 +105,7 @@ impl Marks {
 mod tests {
     use super::*;
     use crate::pipeline::tests::{event, offset, position, table_named};
+    use riffle_core::Position;
 
     fn read(table: &str, seq: u64) -> SourceItem {
         let mut ev = event(&table_named(table), position(1, seq));
@@ -118,6 +124,20 @@ mod tests {
                 _ => "other".into(),
             })
             .collect()
+    }
+
+    #[test]
+    fn reads_from_kafka_keep_their_marks_and_hold_nothing_back() {
+        let kafka = |offset, mark| {
+            let mut ev = event(&table_named("a"), Position::Kafka(riffle_core::KafkaPosition { lane: 9, offset }));
+            ev.op = Op::Read;
+            ev.source.snapshot = mark;
+            SourceItem::Event(ev)
+        };
+        let mut m = Marks::new(true, None);
+        let out = m.pass(vec![kafka(0, SnapshotMark::First), kafka(1, SnapshotMark::True), SourceItem::Checkpoint(offset(5))]);
+        assert_eq!(marks(&out), ["a:first", "a:true", "checkpoint"], "nothing held: the checkpoint is committable");
+        assert!(m.flush().is_empty());
     }
 
     #[test]

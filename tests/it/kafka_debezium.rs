@@ -61,7 +61,7 @@ const MARIADB: Documented =
 
 const POSTGRES: Documented = Documented { connector: None, values: &[] };
 
-fn golden(db: &str, file: &str) -> Vec<Json> {
+pub(crate) fn golden(db: &str, file: &str) -> Vec<Json> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/debezium").join(db).join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -243,7 +243,7 @@ fn table_messages(mut all: Vec<Json>) -> Vec<Json> {
 }
 
 /// The golden tables have fixed names: one test at a time per server.
-static POSTGRES_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static POSTGRES_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 static MARIADB_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn postgres(file: &str, run: Run<'_>) {

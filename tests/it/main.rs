@@ -23,6 +23,7 @@ mod my_types;
 
 mod kafka;
 mod kafka_debezium;
+mod kafka_source;
 mod objects;
 
 mod ops_big_values;

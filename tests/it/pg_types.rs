@@ -4,7 +4,7 @@
 use crate::support::*;
 use serde_json::json;
 
-const CREATE: &str = r#"
+pub(crate) const CREATE: &str = r#"
 CREATE TYPE mood AS ENUM ('sad', 'happy');
 CREATE TABLE types (
     id int PRIMARY KEY,
@@ -52,7 +52,7 @@ INSERT INTO types VALUES
  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 "#;
 
-fn rows_sql(a: i32, b: i32, c: i32) -> String {
+pub(crate) fn rows_sql(a: i32, b: i32, c: i32) -> String {
     ROWS.replace("{a}", &a.to_string()).replace("{b}", &b.to_string()).replace("{c}", &c.to_string())
 }
 

@@ -37,7 +37,7 @@ pub use chunks::{ChunkDone, KeyRange, SnapshotProgress, TableProgress};
 pub use error::{ErrorKind, SinkError, SourceError};
 pub use event::{BeforeImage, BinlogCoords, ChangeEvent, Op, SnapshotMark, SourceInfo};
 pub use glob::glob_match;
-pub use position::{Lsn, MyPosition, Offset, PgPosition, Phase, Position};
+pub use position::{kafka_lane, KafkaPosition, Lsn, MyPosition, Offset, PgPosition, Phase, Position};
 pub use schema::{Column, DataType, TableId, TableSchema};
 pub use sink::Sink;
 pub use source::{SavedPipeline, SnapshotOptions, Source, SourceItem, SourceSpec, StartMode, StatusReport, Until};

@@ -91,17 +91,46 @@ pub struct MyPosition {
     pub seq: u64,
 }
 
+/// The position of one message read from Kafka: its partition (the
+/// lane) and its offset there.
+///
+/// Kafka orders messages only within a partition, and the order in which a
+/// consumer sees different partitions' messages is not the same from one
+/// read to the next. So a Kafka position is ordered only against positions
+/// of its own lane: sinks keep what they committed per lane
+/// ([`Position::lane`]), and a replay is recognised lane by lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KafkaPosition {
+    /// [`kafka_lane`] of the topic and partition.
+    pub lane: u64,
+    pub offset: u64,
+}
+
+/// The lane of a Kafka topic's partition: a hash of the topic's name in
+/// the high 32 bits, the partition in the low 32, so it is the same in
+/// every run (FNV-1a; topic names are at most 249 characters).
+pub fn kafka_lane(topic: &str, partition: i32) -> u64 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in topic.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (u64::from(h) << 32) | u64::from(partition as u32)
+}
+
 /// The position of an event, typed per source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "lowercase")]
 pub enum Position {
     Postgres(PgPosition),
     Mysql(MyPosition),
+    Kafka(KafkaPosition),
 }
 
 impl Position {
     /// A string that sorts like the position; used in file names and the
-    /// `__position` column. Postgres: `<commit lsn, 16 hex>.<s|x><seq, 10 digits>` (s: snapshot, x: transaction).
+    /// `__position` column. Postgres: `<commit lsn, 16 hex>.<s|x><seq, 10 digits>` (s: snapshot, x: transaction);
+    /// Kafka: `k<lane, 16 hex>.<offset, 20 digits>`.
     pub fn key(&self) -> String {
         let mut out = Vec::with_capacity(28);
         self.write_key(&mut out);
@@ -112,10 +141,7 @@ impl Position {
     pub fn write_key(&self, out: &mut Vec<u8>) {
         let (phase, seq) = match self {
             Position::Postgres(p) => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                for shift in (0..16).rev() {
-                    out.push(HEX[((p.lsn.0 >> (shift * 4)) & 0xf) as usize]);
-                }
+                write_hex(p.lsn.0, out);
                 (p.phase, p.seq)
             }
             Position::Mysql(p) => {
@@ -123,6 +149,13 @@ impl Position {
                 out.push(b'.');
                 write_sortable(p.pos, 12, out);
                 (p.phase, p.seq)
+            }
+            Position::Kafka(p) => {
+                out.push(b'k');
+                write_hex(p.lane, out);
+                out.push(b'.');
+                write_digits(p.offset, 20, out);
+                return;
             }
         };
         out.push(b'.');
@@ -134,12 +167,32 @@ impl Position {
         write_sortable(seq, 10, out);
     }
 
-    /// The event's number within its transaction (snapshot: read order).
+    /// The event's number within its transaction (snapshot: read order;
+    /// Kafka: the message's offset).
     pub fn seq(&self) -> u64 {
         match self {
             Position::Postgres(p) => p.seq,
             Position::Mysql(p) => p.seq,
+            Position::Kafka(p) => p.offset,
         }
+    }
+
+    /// The lane a position is ordered in: `None` for a database's log,
+    /// where every position is ordered against every other; a Kafka
+    /// partition's [`kafka_lane`] otherwise, ordered only within it.
+    pub fn lane(&self) -> Option<u64> {
+        match self {
+            Position::Kafka(p) => Some(p.lane),
+            _ => None,
+        }
+    }
+}
+
+/// `n` as 16 lowercase hex digits.
+fn write_hex(n: u64, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(HEX[((n >> (shift * 4)) & 0xf) as usize]);
     }
 }
 
@@ -190,6 +243,8 @@ pub enum Offset {
     /// (MariaDB `domain-server-seq` list, MySQL `uuid:1-n` set) when GTIDs
     /// are on.
     Mysql { file: String, pos: u64, gtid: Option<String> },
+    /// Kafka: the next offset to read in each partition, by `topic/partition`.
+    Kafka { next: std::collections::BTreeMap<String, i64> },
 }
 
 /// A GTID position as a map from replication domain (MariaDB) or server
@@ -235,15 +290,24 @@ impl Offset {
                     _ => (file_number(fa), pa) < (file_number(fb), pb),
                 }
             }
+            // Behind in one partition and ahead in none (a partition only
+            // one of them has counts as at its start in the other).
+            (Offset::Kafka { next: a }, Offset::Kafka { next: b }) => {
+                let at = |m: &std::collections::BTreeMap<String, i64>, k: &String| m.get(k).copied().unwrap_or(0);
+                let keys = || a.keys().chain(b.keys());
+                keys().any(|k| at(a, k) < at(b, k)) && keys().all(|k| at(a, k) <= at(b, k))
+            }
             _ => false,
         }
     }
 
-    /// A number that grows with the offset, for metrics.
+    /// A number that grows with the offset, for metrics (Kafka: the
+    /// messages read, summed over the partitions).
     pub fn as_number(&self) -> u64 {
         match self {
             Offset::Postgres { lsn } => lsn.0,
             Offset::Mysql { file, pos, .. } => (file_number(file).0 << 40) | (pos & ((1 << 40) - 1)),
+            Offset::Kafka { next } => next.values().map(|&n| n.max(0) as u64).sum(),
         }
     }
 
@@ -257,6 +321,8 @@ impl Offset {
                 let file = u32::try_from(file_number(file).0).unwrap_or(u32::MAX);
                 Position::Mysql(MyPosition { file, pos: *pos, phase: Phase::Stream, seq: 0 })
             }
+            // Kafka has no snapshot: nothing is positioned before its start.
+            Offset::Kafka { .. } => Position::Kafka(KafkaPosition { lane: 0, offset: 0 }),
         }
     }
 }
@@ -267,6 +333,10 @@ impl fmt::Display for Offset {
             Offset::Postgres { lsn } => write!(f, "lsn {lsn}"),
             Offset::Mysql { file, pos, gtid: Some(g) } => write!(f, "{file}:{pos} (gtid {g})"),
             Offset::Mysql { file, pos, gtid: None } => write!(f, "{file}:{pos}"),
+            Offset::Kafka { next } => {
+                let parts: Vec<String> = next.iter().map(|(tp, n)| format!("{tp}@{n}")).collect();
+                write!(f, "kafka {}", parts.join(","))
+            }
         }
     }
 }
@@ -387,6 +457,23 @@ mod tests {
         let my = |file, pos| Position::Mysql(MyPosition { file, pos, phase: Phase::Stream, seq: 1 });
         assert!(my(999_999, 5_000) < at.boundary() && my(1_000_000, 899) < at.boundary());
         assert!(my(1_000_000, 900) >= at.boundary());
+    }
+
+    #[test]
+    fn kafka_offsets_are_ordered_partition_by_partition() {
+        let at = |parts: &[(&str, i64)]| Offset::Kafka { next: parts.iter().map(|(k, n)| (k.to_string(), *n)).collect() };
+        assert!(at(&[("t/0", 5), ("t/1", 7)]).is_before(&at(&[("t/0", 6), ("t/1", 7)])));
+        assert!(!at(&[("t/0", 6), ("t/1", 7)]).is_before(&at(&[("t/0", 5), ("t/1", 7)])));
+        assert!(!at(&[("t/0", 6), ("t/1", 1)]).is_before(&at(&[("t/0", 5), ("t/1", 9)])), "ahead in one partition");
+        assert!(at(&[("t/0", 6)]).is_before(&at(&[("t/0", 6), ("u/0", 1)])), "a partition added since");
+        assert_eq!(at(&[("t/0", 6), ("u/0", 1)]).as_number(), 7);
+        let p = Position::Kafka(KafkaPosition { lane: kafka_lane("shop.orders", 3), offset: 42 });
+        assert_eq!(p.lane(), Some(kafka_lane("shop.orders", 3)));
+        assert_ne!(kafka_lane("shop.orders", 3), kafka_lane("shop.orders", 4));
+        assert_eq!(p.key().len(), 38);
+        assert!(p.key().starts_with('k') && p.key().ends_with(".00000000000000000042"));
+        let later = Position::Kafka(KafkaPosition { lane: kafka_lane("shop.orders", 3), offset: 100 });
+        assert!(p < later && p.key() < later.key());
     }
 
     #[test]

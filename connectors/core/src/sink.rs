@@ -17,7 +17,10 @@ use crate::position::Position;
 ///   last saved offset, so a sink may be handed events it already committed,
 ///   with the same positions. A sink that knows the position it committed
 ///   last reports it from [`Sink::committed`] and the pipeline skips the
-///   replays for it; others must tolerate duplicates;
+///   replays for it; others must tolerate duplicates. Positions with a
+///   [lane](Position::lane) (Kafka partitions) are written in order within
+///   their lane only, and a sink that keeps them reports what it committed
+///   per lane from [`Sink::committed_in`];
 /// - a sink never makes visible an event that was written after the last
 ///   `commit`: [`Sink::abort`] drops them, and so does a crash.
 pub trait Sink: Send {
@@ -26,6 +29,13 @@ pub trait Sink: Send {
 
     /// The position of the last event this sink committed, if it keeps one.
     fn committed(&self) -> Option<Position>;
+
+    /// The position of the last event of `lane` this sink committed, if it
+    /// keeps them per lane. Sinks that do not get lane positions' replays
+    /// again (at-least-once).
+    fn committed_in(&self, _lane: u64) -> Option<Position> {
+        None
+    }
 
     fn write(&mut self, event: &ChangeEvent) -> Result<(), SinkError>;
 

@@ -185,9 +185,133 @@ pub fn decimal_unscaled_i128(text: &str, scale: u32) -> Option<i128> {
     Some(i128::from_be_bytes(buf))
 }
 
+/// How many fraction digits a formatted time keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fraction {
+    /// As Postgres writes: trailing zeros dropped, no `.` for whole seconds.
+    Trim,
+    /// Exactly this many digits (MySQL's `fsp`; 0: none).
+    Digits(u32),
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01: (year, month, day).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Days since the epoch → `YYYY-MM-DD` (the inverse of [`date_days`]).
+pub fn format_date(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn push_fraction(micros: u64, fraction: Fraction, out: &mut String) {
+    let digits = format!("{micros:06}");
+    let keep = match fraction {
+        Fraction::Trim => digits.trim_end_matches('0').len(),
+        Fraction::Digits(n) => (n as usize).min(6),
+    };
+    if keep > 0 {
+        out.push('.');
+        out.push_str(&digits[..keep]);
+    }
+}
+
+/// Microseconds → `[-]HH:MM:SS[.ffffff]` (the inverse of [`time_micros`]:
+/// hours past 24 and a sign kept, as MySQL's `TIME`).
+pub fn format_time(micros: i64, fraction: Fraction) -> String {
+    let (neg, us) = (micros < 0, micros.unsigned_abs());
+    let secs = us / 1_000_000;
+    let mut s = format!("{}{:02}:{:02}:{:02}", if neg { "-" } else { "" }, secs / 3600, secs / 60 % 60, secs % 60);
+    push_fraction(us % 1_000_000, fraction, &mut s);
+    s
+}
+
+/// Microseconds since the epoch → `YYYY-MM-DDTHH:MM:SS[.ffffff]` (the
+/// inverse of [`timestamp_micros`]; the caller appends `Z` for UTC).
+pub fn format_timestamp(micros: i64, fraction: Fraction) -> String {
+    let days = micros.div_euclid(86_400_000_000);
+    let in_day = micros.rem_euclid(86_400_000_000);
+    let mut s = format_date(days);
+    s.push('T');
+    s.push_str(&format_time(in_day, fraction));
+    s
+}
+
+/// A big-endian two's-complement unscaled integer at `scale` → the
+/// decimal's text (`[0x96]`… at scale 2 → `1.50`): the inverse of
+/// [`decimal_unscaled_be`], any length.
+pub fn decimal_from_unscaled_be(be: &[u8], scale: u32) -> String {
+    let negative = be.first().is_some_and(|b| b & 0x80 != 0);
+    // The magnitude, big-endian.
+    let mut mag: Vec<u8> = be.to_vec();
+    if negative {
+        let mut carry = 1u16;
+        for byte in mag.iter_mut().rev() {
+            let v = u16::from(!*byte) + carry;
+            *byte = v as u8;
+            carry = v >> 8;
+        }
+    }
+    // Base 256 → base 10, by repeated division.
+    let mut digits: Vec<u8> = Vec::new();
+    while mag.iter().any(|&b| b != 0) {
+        let mut rem = 0u32;
+        for byte in mag.iter_mut() {
+            let v = (rem << 8) | u32::from(*byte);
+            *byte = (v / 10) as u8;
+            rem = v % 10;
+        }
+        digits.push(b'0' + rem as u8);
+    }
+    let scale = scale as usize;
+    while digits.len() <= scale {
+        digits.push(b'0');
+    }
+    digits.reverse();
+    let (int, frac) = digits.split_at(digits.len() - scale);
+    let mut s = String::with_capacity(digits.len() + 2);
+    if negative {
+        s.push('-');
+    }
+    s.push_str(std::str::from_utf8(int).expect("digits"));
+    if scale > 0 {
+        s.push('.');
+        s.push_str(std::str::from_utf8(frac).expect("digits"));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatting_inverts_parsing() {
+        for text in ["1970-01-01", "2000-02-29", "1969-12-31", "0001-01-01", "9999-12-31"] {
+            assert_eq!(format_date(date_days(text).unwrap()), text);
+        }
+        assert_eq!(format_time(time_micros("-838:59:59").unwrap(), Fraction::Digits(0)), "-838:59:59");
+        assert_eq!(format_time(time_micros("12:00:00.25").unwrap(), Fraction::Trim), "12:00:00.25");
+        assert_eq!(format_time(time_micros("12:00:00.25").unwrap(), Fraction::Digits(6)), "12:00:00.250000");
+        assert_eq!(format_time(0, Fraction::Trim), "00:00:00");
+        for text in ["2024-01-02T03:04:05.000123", "1969-12-31T23:59:59.999999", "1970-01-01T00:00:00"] {
+            assert_eq!(format_timestamp(timestamp_micros(text).unwrap(), Fraction::Trim), text);
+        }
+        for (text, scale) in [("1.50", 2), ("-12.34", 2), ("0", 0), ("-0.001", 3), ("-128", 0), ("128", 0), ("0.000", 3)] {
+            assert_eq!(decimal_from_unscaled_be(&decimal_unscaled_be(text, scale).unwrap(), scale), text);
+        }
+        let big = "-12345678901234567890123456789012345678901234567890.123456789012345";
+        assert_eq!(decimal_from_unscaled_be(&decimal_unscaled_be(big, 15).unwrap(), 15), big);
+    }
 
     #[test]
     fn dates_and_timestamps_count_from_the_epoch() {

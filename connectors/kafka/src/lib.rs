@@ -28,6 +28,8 @@
 //! - `sink.rs`: [`KafkaSink`], delivery tracking, the [`Sink`](riffle_core::Sink)
 //!   implementation.
 //! - [`connect`], [`registry`] (public): Kafka Connect JSON schemas, the Schema Registry client.
+//! - [`source`] (public): Kafka as a source: topics written by riffle or
+//!   Debezium read back into change events ([`source::decode`]).
 
 pub mod connect;
 pub mod connect_avro;
@@ -37,6 +39,7 @@ mod options;
 mod read;
 pub mod registry;
 mod sink;
+pub mod source;
 mod topics;
 mod txmeta;
 
@@ -44,4 +47,5 @@ pub use options::{KafkaOptions, OptionError, ValueEncoding, ValueFormat};
 pub use read::TopicMessage;
 pub use registry::RegistryError;
 pub use sink::{check, KafkaSink};
+pub use source::{KafkaSource, KafkaSourceOptions};
 pub use topics::legal_topic;

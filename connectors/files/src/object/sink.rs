@@ -97,6 +97,16 @@ fn lease(target: &Target, pipeline: &str) -> Result<SinkLease, SinkError> {
     }
 }
 
+/// Positions by lane.
+type Lanes = std::collections::BTreeMap<u64, Position>;
+
+/// A commit whose manifest write reported an error: what it said.
+struct Attempt {
+    through: Position,
+    renames: Vec<(String, String)>,
+    lanes: Lanes,
+}
+
 /// Writes events as files into an object store, committing with a manifest.
 pub struct ObjectSink {
     /// Held while the sink is open.
@@ -118,8 +128,12 @@ pub struct ObjectSink {
     /// failed copy): retried before anything else, never deleted.
     unapplied: Vec<(String, String)>,
     /// A manifest whose write reported an error: it may still have landed.
-    attempted: Option<(Position, Vec<(String, String)>)>,
+    attempted: Option<Attempt>,
     committed: Option<Position>,
+    /// The last committed position of each lane (Kafka partitions).
+    lanes: Lanes,
+    /// The last position written in each lane since the last commit.
+    written_lanes: Lanes,
     /// Names this instance's temporary objects, so a replay never reuses the
     /// key of a file a manifest still lists.
     run: String,
@@ -161,6 +175,8 @@ impl ObjectSink {
             unapplied: Vec::new(),
             attempted: None,
             committed: manifest.as_ref().map(|m| m.committed),
+            lanes: manifest.as_ref().map(|m| m.lanes.clone()).unwrap_or_default(),
+            written_lanes: Lanes::new(),
             run: format!(
                 "{:x}",
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
@@ -179,7 +195,7 @@ impl ObjectSink {
             // Made ours: a previous writer that froze before writing its
             // next manifest (and lost its lease meanwhile) now fails to.
             if sink.target.conditional() {
-                sink.save_manifest(m.committed, &renames)?;
+                sink.save_manifest(m.committed, &renames, &m.lanes)?;
             }
         }
         sink.remove_uncommitted()?;
@@ -354,10 +370,11 @@ impl ObjectSink {
     /// Writes the manifest; in a bucket only over the version this sink
     /// last read or wrote, so a writer that lost the sink to another
     /// process can never put an older manifest over the newer one.
-    fn save_manifest(&mut self, committed: Position, renames: &[(String, String)]) -> Result<(), SinkError> {
+    fn save_manifest(&mut self, committed: Position, renames: &[(String, String)], lanes: &Lanes) -> Result<(), SinkError> {
         self.manifest_writes += 1;
         let manifest = Manifest {
             committed,
+            lanes: lanes.clone(),
             renames: renames.iter().map(|(t, f)| (t.into(), f.into())).collect(),
             writer: format!("{}-{}", self.run, self.manifest_writes),
         };
@@ -404,6 +421,10 @@ impl Sink for ObjectSink {
         self.committed
     }
 
+    fn committed_in(&self, lane: u64) -> Option<Position> {
+        self.lanes.get(&lane).copied()
+    }
+
     fn write(&mut self, event: &ChangeEvent) -> Result<(), SinkError> {
         // Snapshot rows carry the snapshot's start time: they go in its
         // partition, so every file of a partitioned table sits in one.
@@ -440,6 +461,9 @@ impl Sink for ObjectSink {
         }
         f.rows += 1;
         f.last = event.position;
+        if let Some(lane) = event.position.lane() {
+            self.written_lanes.insert(lane, event.position);
+        }
         // Counted as encoded (an estimate for formats that buffer), so the
         // pipeline can put each table's bytes to its name.
         let encoded = f.writer.bytes();
@@ -461,7 +485,15 @@ impl Sink for ObjectSink {
     fn commit(&mut self, through: Option<Position>) -> Result<(), SinkError> {
         self.close_all()?;
         self.finish_unapplied()?;
-        let Some(through) = crate::commit_point(self.committed, through, !self.pending.is_empty()) else { return Ok(()) };
+        let through = match through {
+            // Lane positions are ordered only within their lane: a commit
+            // is due when files wait or a lane moved on.
+            Some(t) if t.lane().is_some() => (!self.pending.is_empty() || !self.written_lanes.is_empty()).then_some(t),
+            through => crate::commit_point(self.committed, through, !self.pending.is_empty()),
+        };
+        let Some(through) = through else { return Ok(()) };
+        let mut lanes = self.lanes.clone();
+        lanes.extend(std::mem::take(&mut self.written_lanes));
         // The last step before the manifest: a process that lost the sink
         // to another (it froze past the lease's time to live) stops here.
         if let SinkLease::Bucket(l) = &self.lease {
@@ -469,9 +501,10 @@ impl Sink for ObjectSink {
         }
         let renames = std::mem::take(&mut self.pending);
         riffle_core::fail::point("files.written");
-        self.attempted = Some((through, renames.clone()));
-        self.save_manifest(through, &renames)?;
+        self.attempted = Some(Attempt { through, renames: renames.clone(), lanes: lanes.clone() });
+        self.save_manifest(through, &renames, &lanes)?;
         self.attempted = None;
+        self.lanes = lanes;
         riffle_core::fail::point("files.manifest");
         // The manifest holds these events now: whatever happens to the
         // moves, they are committed (a restart finishes the moves). So a
@@ -500,18 +533,20 @@ impl Sink for ObjectSink {
             f.upload.abort();
         }
         self.pending.clear();
+        self.written_lanes.clear();
         // A manifest write that failed may have landed all the same: the
         // store says which, and its files are then kept and moved.
-        if let Some((through, renames)) = self.attempted.take() {
+        if let Some(Attempt { through, renames, lanes }) = self.attempted.take() {
             match load_manifest(&self.target, &self.pipeline) {
-                Ok(Some((m, v))) if m.committed == through => {
+                Ok(Some((m, v))) if m.committed == through && m.lanes == lanes => {
                     self.manifest_version = Some(v);
                     self.committed = Some(through);
+                    self.lanes = lanes;
                     self.unapplied = renames;
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    self.attempted = Some((through, renames));
+                    self.attempted = Some(Attempt { through, renames, lanes });
                     return Err(e);
                 }
             }

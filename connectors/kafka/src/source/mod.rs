@@ -1,0 +1,573 @@
+//! Kafka as a source: change events read from topics written by riffle or
+//! by Debezium, delivered to any sink with the pipeline's table rules.
+//!
+//! - **Which topics**: `?topics=GLOB[,GLOB]` (required), matched against
+//!   the cluster's topics when the run starts and again every
+//!   [`REFRESH`]: a topic or partition created later is read from its
+//!   start. riffle assigns itself every partition (no consumer-group
+//!   membership, so no rebalance ever moves one away mid-transaction): the
+//!   pipeline's lease already makes it the only reader.
+//! - **Where it starts**: from the pipeline's saved offset (the next offset
+//!   of every partition); on a first run from the group's committed
+//!   offsets (`?group=`, default `riffle-<pipeline>`), else from each
+//!   partition's start (`?start=earliest`, the default) or end
+//!   (`start=latest`). An offset retention already deleted is an error,
+//!   never a silent skip.
+//! - **Delivery**: every batch ends on a checkpoint holding the next
+//!   offset of every partition; offsets are committed to the group only
+//!   once the pipeline reports them durable in every sink (`durable`), so
+//!   the group's offsets and `kafka-consumer-groups --describe` show what
+//!   is safely written. Positions are `(partition, offset)` lanes
+//!   ([`riffle_core::KafkaPosition`]): file sinks keep what they committed
+//!   per partition and skip replays, so their output holds each message once.
+//! - **`--until now`**: the partitions' end offsets when the run starts;
+//!   the run ends once every partition is read up to its end.
+//! - **Values**: [`decode`] (the envelope, Connect schemas, Debezium's and
+//!   riffle's value forms).
+
+pub mod decode;
+pub mod report;
+
+use crate::sink::kafka_error;
+use decode::{Decoded, Decoder};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
+use riffle_core::source::{RunEnd, SourceStats};
+use riffle_core::{glob_match, kafka_lane, KafkaPosition, Offset, Position, Source, SourceError, SourceItem, SourceSpec, StartMode, Until};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// How often the cluster's topics are listed again for new matches.
+pub const REFRESH: Duration = Duration::from_secs(10);
+
+/// Messages per batch (besides [`riffle_core::source::BATCH_BYTES`]).
+const BATCH_MESSAGES: usize = 2000;
+
+/// Where a partition without a saved or committed offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+}
+
+/// The source URL's settings.
+#[derive(Clone)]
+pub struct KafkaSourceOptions {
+    pub brokers: String,
+    /// Topic globs.
+    pub topics: Vec<String>,
+    pub group: String,
+    pub start: StartAt,
+    /// librdkafka settings passed through (`kafka.<name>=…`: security).
+    pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaSourceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.properties.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("KafkaSourceOptions")
+            .field("brokers", &self.brokers)
+            .field("topics", &self.topics)
+            .field("group", &self.group)
+            .field("start", &self.start)
+            .field("properties", &names)
+            .finish()
+    }
+}
+
+impl KafkaSourceOptions {
+    /// Parses `kafka://host:port[,host:port]?topics=GLOB[,GLOB][&group=NAME][&start=earliest|latest][&kafka.<setting>=…]`.
+    pub fn from_url(url: &str, pipeline: &str) -> Result<KafkaSourceOptions, SourceError> {
+        let shown = riffle_core::url::redact_url(url);
+        let bad = |what: String| SourceError::definite(format!("source {shown}: {what}"));
+        let rest = url.strip_prefix("kafka://").ok_or_else(|| bad("expected a kafka:// URL".into()))?;
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let hosts = hosts.trim_end_matches('/');
+        if hosts.is_empty()
+            || hosts.split(',').any(|h| h.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()))
+        {
+            return Err(bad("expected kafka://host:port[,host:port], with a port for every broker".into()));
+        }
+        let mut opts = KafkaSourceOptions {
+            brokers: hosts.to_string(),
+            topics: Vec::new(),
+            group: format!("riffle-{pipeline}"),
+            start: StartAt::Earliest,
+            properties: Vec::new(),
+        };
+        for (k, v) in riffle_core::url::query_pairs(query) {
+            match k.as_str() {
+                "topics" => opts.topics = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect(),
+                "group" if !v.is_empty() => opts.group = v,
+                "start" => {
+                    opts.start = match v.as_str() {
+                        "earliest" => StartAt::Earliest,
+                        "latest" => StartAt::Latest,
+                        _ => return Err(bad(format!("start: expected earliest or latest, found {v:?}"))),
+                    }
+                }
+                _ => match k.strip_prefix("kafka.") {
+                    Some("group.id" | "enable.auto.commit" | "auto.offset.reset" | "enable.auto.offset.store" | "bootstrap.servers") => {
+                        return Err(bad(format!("{k}: set by riffle (use ?group= and ?start=)")))
+                    }
+                    Some(name) => opts.properties.push((name.to_string(), v)),
+                    None => {
+                        return Err(bad(format!(
+                            "unknown Kafka source option {k:?}; expected topics, group, start or kafka.<librdkafka setting>"
+                        )))
+                    }
+                },
+            }
+        }
+        if opts.topics.is_empty() {
+            return Err(bad("expected ?topics=GLOB[,GLOB] naming the topics to read (e.g. ?topics=shop.inventory.*)".into()));
+        }
+        Ok(opts)
+    }
+
+    fn topic_selected(&self, topic: &str) -> bool {
+        !topic.starts_with("__") && self.topics.iter().any(|g| glob_match(g, topic))
+    }
+
+    fn consumer(&self) -> Result<KafkaConsumer, SourceError> {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group)
+            .set("client.id", format!("riffle-{}", self.group))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // A saved offset that retention deleted is an error, not a skip.
+            .set("auto.offset.reset", "error")
+            .set("enable.partition.eof", "true")
+            .set("socket.timeout.ms", "30000")
+            .set("log_level", "4");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c.create_with_context(Quiet).map_err(|e| source_error("connecting", &self.brokers, &e))
+    }
+}
+
+/// librdkafka's reports, without the end-of-partition notices
+/// `enable.partition.eof` asks for (they arrive as errors).
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::warn!(error = %error, reason, "librdkafka");
+        }
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
+type KafkaConsumer = StreamConsumer<Quiet>;
+
+fn source_error(what: &str, brokers: &str, e: &KafkaError) -> SourceError {
+    let sink = kafka_error(what, brokers, e);
+    match sink.kind() {
+        riffle_core::ErrorKind::Definite => SourceError::definite(sink.to_string()),
+        _ => SourceError::transient(sink.to_string()),
+    }
+}
+
+/// `topic/partition`, the key of a partition in [`Offset::Kafka`].
+fn partition_key(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+fn split_key(key: &str) -> Option<(&str, i32)> {
+    let (topic, p) = key.rsplit_once('/')?;
+    Some((topic, p.parse().ok()?))
+}
+
+/// Reads change events from Kafka topics.
+pub struct KafkaSource {
+    opts: KafkaSourceOptions,
+    tables: Vec<String>,
+    exclude: Vec<String>,
+    start: StartMode,
+    until: Until,
+    /// `--until now` as resolved by the first run: the end offsets then.
+    ends: Option<BTreeMap<String, i64>>,
+    stats: Arc<SourceStats>,
+    decoder: Decoder,
+}
+
+impl KafkaSource {
+    pub fn new(spec: &SourceSpec) -> Result<KafkaSource, SourceError> {
+        Ok(KafkaSource {
+            opts: KafkaSourceOptions::from_url(&spec.url, &spec.name)?,
+            tables: spec.tables.clone(),
+            exclude: spec.exclude.clone(),
+            start: StartMode::Snapshot,
+            until: Until::Never,
+            ends: None,
+            stats: Arc::default(),
+            decoder: Decoder::default(),
+        })
+    }
+
+    pub fn options(&self) -> &KafkaSourceOptions {
+        &self.opts
+    }
+
+    fn table_selected(&self, table: &riffle_core::TableId) -> bool {
+        let name = table.to_string();
+        (self.tables.is_empty() || self.tables.iter().any(|g| glob_match(g, &name))) && !self.exclude.iter().any(|g| glob_match(g, &name))
+    }
+}
+
+/// The partitions of the selected topics, as the cluster lists them now.
+fn selected_partitions(consumer: &KafkaConsumer, opts: &KafkaSourceOptions) -> Result<Vec<(String, i32)>, SourceError> {
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).map_err(|e| source_error("listing topics", &opts.brokers, &e))?;
+    let mut out = Vec::new();
+    for t in metadata.topics() {
+        if t.error().is_none() && opts.topic_selected(t.name()) {
+            out.extend(t.partitions().iter().map(|p| (t.name().to_string(), p.id())));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Where each new partition starts: the group's committed offset, else
+/// its first or next offset as `start` says.
+fn starting_offsets(
+    consumer: &KafkaConsumer,
+    opts: &KafkaSourceOptions,
+    partitions: &[(String, i32)],
+    use_group: bool,
+    start: StartAt,
+) -> Result<BTreeMap<String, i64>, SourceError> {
+    let mut out = BTreeMap::new();
+    let mut committed = BTreeMap::new();
+    if use_group && !partitions.is_empty() {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in partitions {
+            tpl.add_partition(t, *p);
+        }
+        let got = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(|e| source_error("reading the group's offsets", &opts.brokers, &e))?;
+        for e in got.elements() {
+            if let rdkafka::Offset::Offset(n) = e.offset() {
+                committed.insert(partition_key(e.topic(), e.partition()), n);
+            }
+        }
+    }
+    for (t, p) in partitions {
+        let key = partition_key(t, *p);
+        let at = match committed.get(&key) {
+            Some(&n) => n,
+            None => {
+                let (low, high) = consumer
+                    .fetch_watermarks(t, *p, Duration::from_secs(10))
+                    .map_err(|e| source_error("reading offsets", &opts.brokers, &e))?;
+                match start {
+                    StartAt::Earliest => low,
+                    StartAt::Latest => high,
+                }
+            }
+        };
+        out.insert(key, at);
+    }
+    Ok(out)
+}
+
+fn assignment(next: &BTreeMap<String, i64>, brokers: &str) -> Result<TopicPartitionList, SourceError> {
+    let mut tpl = TopicPartitionList::new();
+    for (key, &at) in next {
+        let (t, p) =
+            split_key(key).ok_or_else(|| SourceError::definite(format!("a saved Kafka offset for {key:?}, not topic/partition")))?;
+        tpl.add_partition_offset(t, p, rdkafka::Offset::Offset(at)).map_err(|e| source_error("assigning partitions", brokers, &e))?;
+    }
+    Ok(tpl)
+}
+
+impl Source for KafkaSource {
+    fn prepare(&mut self, start: StartMode, until: Until) -> Result<(), SourceError> {
+        match &start {
+            StartMode::Verify => {
+                return Err(SourceError::definite(
+                    "riffle verify compares a database with a sink; a Kafka source has no consistent read to compare with \
+                     (verify the pipeline that wrote the topics)",
+                ))
+            }
+            StartMode::ResumeSnapshot(_) | StartMode::ResumeChunks { .. } => {
+                return Err(SourceError::definite(
+                    "this pipeline's saved state is a database snapshot's; a Kafka source cannot resume it: use another --name",
+                ))
+            }
+            StartMode::Resume(o) if !matches!(o, Offset::Kafka { .. }) => {
+                return Err(SourceError::definite(format!(
+                    "this pipeline's saved position ({o}) is a database's, not Kafka offsets: use another --name for a Kafka source"
+                )))
+            }
+            _ => {}
+        }
+        if let Until::At(_) = until {
+            return Err(SourceError::definite("--until: a Kafka source stops at `now` (the end offsets when it starts)"));
+        }
+        if until != self.until {
+            self.ends = None;
+        }
+        self.start = start;
+        self.until = until;
+        Ok(())
+    }
+
+    fn stats(&self) -> Arc<SourceStats> {
+        self.stats.clone()
+    }
+
+    async fn run(
+        &mut self,
+        out: mpsc::Sender<Vec<SourceItem>>,
+        mut durable: watch::Receiver<Option<Offset>>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<RunEnd, SourceError> {
+        let opts = self.opts.clone();
+        let consumer = Arc::new(opts.consumer()?);
+        let copy = self.start == StartMode::Copy;
+        let (saved, use_group) = match &self.start {
+            StartMode::Resume(Offset::Kafka { next }) => (next.clone(), false),
+            _ => (BTreeMap::new(), !copy),
+        };
+        let start = if copy { StartAt::Earliest } else { opts.start };
+        let listed = {
+            let (c, o) = (consumer.clone(), opts.clone());
+            tokio::task::spawn_blocking(move || selected_partitions(&c, &o)).await.map_err(join_error)??
+        };
+        let fresh: Vec<(String, i32)> = listed.iter().filter(|(t, p)| !saved.contains_key(&partition_key(t, *p))).cloned().collect();
+        let mut next = saved.clone();
+        {
+            let (c, o) = (consumer.clone(), opts.clone());
+            let found =
+                tokio::task::spawn_blocking(move || starting_offsets(&c, &o, &fresh, use_group, start)).await.map_err(join_error)??;
+            next.extend(found);
+        }
+        if listed.is_empty() && saved.is_empty() {
+            tracing::warn!(topics = ?opts.topics, "no topic matches ?topics= yet; riffle looks again every {} s", REFRESH.as_secs());
+        }
+        // `--until now` (and a sync): each partition's end offset as of the first run.
+        let ends = if self.until == Until::Now || copy {
+            if self.ends.is_none() {
+                let (c, o, parts) = (consumer.clone(), opts.clone(), next.keys().cloned().collect::<Vec<_>>());
+                let ends = tokio::task::spawn_blocking(move || end_offsets(&c, &o, &parts)).await.map_err(join_error)??;
+                self.ends = Some(ends);
+            }
+            self.ends.clone()
+        } else {
+            None
+        };
+        consumer.assign(&assignment(&next, &opts.brokers)?).map_err(|e| source_error("assigning partitions", &opts.brokers, &e))?;
+        tracing::info!(partitions = next.len(), group = %opts.group, "reading Kafka");
+
+        // A partition is read to its end once its next offset reached the
+        // end offset and the consumer said it is at the partition's end
+        // since its last message: some brokers (tansu 0.6) answer a
+        // ListOffsets request with the last record batch's base offset + 1,
+        // short of the true end, and the fetch's end of partition is what
+        // is right there.
+        let mut at_end: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let reached = |next: &BTreeMap<String, i64>, at_end: &std::collections::BTreeSet<String>| {
+            ends.as_ref().is_some_and(|ends| ends.iter().all(|(k, end)| next.get(k).is_some_and(|n| n >= end) && at_end.contains(k)))
+        };
+        let mut items: Vec<SourceItem> = Vec::new();
+        let (mut bytes, mut unsent) = (0usize, false);
+        let mut refreshed = Instant::now();
+        // The pipeline dropped its durable sender: no more group commits.
+        let mut durable_open = true;
+        loop {
+            if ends.is_some() && reached(&next, &at_end) {
+                let last = Offset::Kafka { next: next.clone() };
+                items.push(SourceItem::Checkpoint(last.clone()));
+                out.send(std::mem::take(&mut items)).await.map_err(|_| SourceError::transient("the pipeline stopped reading"))?;
+                // The group gets the end once the sinks hold it (the
+                // pipeline commits a waiting checkpoint while the source is
+                // quiet); past a deadline the run ends without: the group's
+                // offsets are for people and tools, the state is where a run resumes.
+                // (A sync commits once the source returned: it waits for nothing.)
+                let durable_end = tokio::time::timeout(Duration::from_secs(30), durable.wait_for(|d| d.as_ref() == Some(&last)));
+                if !copy && matches!(durable_end.await, Ok(Ok(_))) {
+                    self.commit_group(&consumer, &next, CommitMode::Sync);
+                }
+                return Ok(if copy { RunEnd::SnapshotComplete } else { RunEnd::ReachedUntil });
+            }
+            let flush = unsent && (items.len() >= BATCH_MESSAGES || bytes >= riffle_core::source::BATCH_BYTES);
+            if flush {
+                items.push(SourceItem::Checkpoint(Offset::Kafka { next: next.clone() }));
+                out.send(std::mem::take(&mut items)).await.map_err(|_| SourceError::transient("the pipeline stopped reading"))?;
+                (bytes, unsent) = (0, false);
+            }
+            tokio::select! {
+                biased;
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        if unsent {
+                            items.push(SourceItem::Checkpoint(Offset::Kafka { next: next.clone() }));
+                            let _ = out.send(std::mem::take(&mut items)).await;
+                        }
+                        return Ok(RunEnd::Stopped);
+                    }
+                }
+                changed = durable.changed(), if durable_open => {
+                    if changed.is_err() {
+                        durable_open = false;
+                    } else if let Some(Offset::Kafka { next: safe }) = durable.borrow_and_update().clone() {
+                        self.commit_group(&consumer, &safe, CommitMode::Async);
+                    }
+                }
+                got = tokio::time::timeout(Duration::from_millis(20), consumer.recv()) => match got {
+                    // Quiet: hand on what was read.
+                    Err(_) => {
+                        if unsent {
+                            items.push(SourceItem::Checkpoint(Offset::Kafka { next: next.clone() }));
+                            out.send(std::mem::take(&mut items)).await.map_err(|_| SourceError::transient("the pipeline stopped reading"))?;
+                            (bytes, unsent) = (0, false);
+                        }
+                        if refreshed.elapsed() >= REFRESH {
+                            refreshed = Instant::now();
+                            self.add_new_partitions(&consumer, &mut next).await?;
+                            self.update_stats(&consumer, &next).await;
+                        }
+                    }
+                    // At a partition's end (the error names its number, not
+                    // its topic: every partition of that number is taken as
+                    // at its end; a message from one clears it again).
+                    Ok(Err(KafkaError::PartitionEOF(p))) => {
+                        at_end.extend(next.keys().filter(|k| split_key(k).is_some_and(|(_, q)| q == p)).cloned());
+                    }
+                    Ok(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange) => {
+                        return Err(SourceError::definite(format!(
+                            "Kafka {}: {e}: the next message riffle has to read was deleted by the topic's retention; those changes \
+                             are lost to this pipeline. Start it again under another --name (it reads each partition from its start)",
+                            opts.brokers
+                        )));
+                    }
+                    Ok(Err(e)) => return Err(source_error("reading", &opts.brokers, &e)),
+                    Ok(Ok(msg)) => {
+                        let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
+                        let key = partition_key(&topic, partition);
+                        // A message from before the assignment's offset (a
+                        // fetch that was under way) is not this run's.
+                        if next.get(&key).is_some_and(|n| offset < *n) {
+                            continue;
+                        }
+                        let position = Position::Kafka(KafkaPosition { lane: kafka_lane(&topic, partition), offset: offset.max(0) as u64 });
+                        let decoded = self.decoder.decode(&topic, msg.key(), msg.payload(), position).map_err(|why| {
+                            SourceError::definite(format!(
+                                "Kafka {}: topic {topic} partition {partition} offset {offset}: {why}. riffle reads change events \
+                                 written by riffle or Debezium (JSON, optionally with Connect schemas): narrow ?topics= to those topics",
+                                opts.brokers
+                            ))
+                        })?;
+                        bytes += msg.payload().map_or(0, <[u8]>::len);
+                        drop(msg);
+                        at_end.remove(&key);
+                        next.insert(key, offset + 1);
+                        unsent = true;
+                        if let Decoded::Event(ev) = decoded {
+                            if self.table_selected(&ev.table.id) {
+                                items.push(SourceItem::Event(ev));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> SourceError {
+    SourceError::transient(format!("a Kafka metadata request failed: {e}"))
+}
+
+/// The end offset of each partition now.
+fn end_offsets(consumer: &KafkaConsumer, opts: &KafkaSourceOptions, partitions: &[String]) -> Result<BTreeMap<String, i64>, SourceError> {
+    let mut ends = BTreeMap::new();
+    for key in partitions {
+        let Some((t, p)) = split_key(key) else { continue };
+        let (_, high) =
+            consumer.fetch_watermarks(t, p, Duration::from_secs(10)).map_err(|e| source_error("reading end offsets", &opts.brokers, &e))?;
+        ends.insert(key.clone(), high);
+    }
+    Ok(ends)
+}
+
+impl KafkaSource {
+    /// Commits `next` to the group: what every sink holds. A failure is
+    /// only logged: the pipeline's own state is where a run resumes.
+    fn commit_group(&self, consumer: &KafkaConsumer, next: &BTreeMap<String, i64>, mode: CommitMode) {
+        let Ok(tpl) = assignment(next, &self.opts.brokers) else { return };
+        if let Err(e) = consumer.commit(&tpl, mode) {
+            tracing::warn!(group = %self.opts.group, error = %e, "committing offsets to the consumer group failed; they are committed again at the next durable point");
+        }
+    }
+
+    /// Lag figures: the partitions' end offsets, summed (what
+    /// [`Offset::as_number`] counts read).
+    async fn update_stats(&self, consumer: &Arc<KafkaConsumer>, next: &BTreeMap<String, i64>) {
+        let (c, o, parts) = (consumer.clone(), self.opts.clone(), next.keys().cloned().collect::<Vec<_>>());
+        if let Ok(Ok(ends)) = tokio::task::spawn_blocking(move || end_offsets(&c, &o, &parts)).await {
+            self.stats.saw(ends.values().map(|&h| h.max(0) as u64).sum());
+        }
+    }
+
+    /// Topics and partitions created since the run started: assigned from
+    /// their start (or the group's offset).
+    async fn add_new_partitions(&self, consumer: &Arc<KafkaConsumer>, next: &mut BTreeMap<String, i64>) -> Result<(), SourceError> {
+        let (c, o) = (consumer.clone(), self.opts.clone());
+        let listed = match tokio::task::spawn_blocking(move || selected_partitions(&c, &o)).await.map_err(join_error)? {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing topics for new partitions failed; trying again later");
+                return Ok(());
+            }
+        };
+        let fresh: Vec<(String, i32)> = listed.into_iter().filter(|(t, p)| !next.contains_key(&partition_key(t, *p))).collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let (c, o) = (consumer.clone(), self.opts.clone());
+        let found =
+            tokio::task::spawn_blocking(move || starting_offsets(&c, &o, &fresh, true, StartAt::Earliest)).await.map_err(join_error)??;
+        tracing::info!(partitions = ?found.keys().collect::<Vec<_>>(), "reading new partitions");
+        let tpl = assignment(&found, &self.opts.brokers)?;
+        consumer.incremental_assign(&tpl).map_err(|e| source_error("assigning new partitions", &self.opts.brokers, &e))?;
+        next.extend(found);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_names_topics_group_and_start() {
+        let o = KafkaSourceOptions::from_url("kafka://a:9092,b:9093?topics=shop.*,x&group=g&start=latest&kafka.security.protocol=SSL", "p")
+            .unwrap();
+        assert_eq!(o.brokers, "a:9092,b:9093");
+        assert_eq!(o.topics, vec!["shop.*", "x"]);
+        assert_eq!((o.group.as_str(), o.start), ("g", StartAt::Latest));
+        assert!(o.topic_selected("shop.orders") && !o.topic_selected("other") && !o.topic_selected("__consumer_offsets"));
+        let d = KafkaSourceOptions::from_url("kafka://a:9092?topics=t", "pipe").unwrap();
+        assert_eq!((d.group.as_str(), d.start), ("riffle-pipe", StartAt::Earliest));
+        let err = |url: &str| KafkaSourceOptions::from_url(url, "p").unwrap_err().to_string();
+        assert!(err("kafka://a:9092").contains("expected ?topics=GLOB"), "{}", err("kafka://a:9092"));
+        assert!(err("kafka://a?topics=t").contains("with a port for every broker"));
+        assert!(err("kafka://a:1?topics=t&start=now").contains("start: expected earliest or latest, found \"now\""));
+        assert!(err("kafka://a:1?topics=t&kafka.group.id=x").contains("set by riffle"));
+        assert!(err("kafka://a:1?topics=t&bogus=1").contains("unknown Kafka source option \"bogus\""));
+        assert_eq!(split_key("a.b/3"), Some(("a.b", 3)));
+    }
+}

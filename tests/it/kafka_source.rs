@@ -1,0 +1,343 @@
+//! Kafka as a source, against the real broker: topics written by riffle
+//! (both value encodings, with and without Connect schemas) and by the real
+//! Debezium (its golden messages) read back into files that equal what the
+//! database itself gives; a crash between the sinks' commit and the saved
+//! state, and `kill -9` mid-stream, leave every message in the files once;
+//! the consumer group's offsets follow what is durable.
+
+use crate::kafka_support::*;
+use crate::support::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+type Row = (String, BTreeMap<String, Option<String>>);
+
+/// The CSV rows of `table` as (op, table columns), sorted; `skip` columns left out.
+fn csv_rows(dir: &Path, table: &str, skip: &[&str]) -> Vec<Row> {
+    let (header, rows) = read_csv(dir, table);
+    let op = header.iter().position(|h| h == "__op").expect("an __op column");
+    let mut out: Vec<Row> = rows
+        .into_iter()
+        .map(|r| {
+            let cols = header
+                .iter()
+                .zip(&r)
+                .filter(|(h, _)| !h.starts_with("__") && !skip.contains(&h.as_str()))
+                .map(|(h, v)| (h.clone(), v.clone()))
+                .collect();
+            (r[op].clone().unwrap_or_default(), cols)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn write_config(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// `riffle replicate --until now` from Kafka topics into `out`.
+fn drain(brokers: &str, topics: &str, name: &str, out: &Path, format: &str, state: &Path) -> std::process::Output {
+    riffle_ok(&[
+        "replicate",
+        "--source",
+        &format!("kafka://{brokers}?topics={topics}"),
+        "--name",
+        name,
+        "--sink",
+        out.to_str().unwrap(),
+        "--format",
+        format,
+        "--state",
+        state.to_str().unwrap(),
+        "--commit-interval",
+        "200ms",
+        "--until",
+        "now",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_through_kafka_into_files_equals_postgres_into_files_for_every_type() {
+    let db = "it_ksrc_types";
+    let client = fresh_db(db).await;
+    client.batch_execute(crate::pg_types::CREATE).await.unwrap();
+    client.batch_execute(&crate::pg_types::rows_sql(1, 2, 3)).await.unwrap();
+    let b = brokers();
+    let name = unique("ksrc");
+    let dir = temp_dir("ksrc-types");
+    let out_db = dir.join("from-db");
+    let config = dir.join("pipeline.toml");
+    // One pipeline writes the files and both encodings' topics (Debezium's
+    // with decimals as strings: a numeric NaN has no precise form).
+    write_config(
+        &config,
+        &format!(
+            r#"name = "{name}"
+commit_interval = "200ms"
+[source]
+url = "{url}"
+tables = ["public.types"]
+[[sinks]]
+url = "{out}"
+format = "csv"
+[[sinks]]
+url = "kafka://{b}"
+topic_prefix = "{name}_r"
+value_encoding = "riffle"
+schemas_enable = true
+[[sinks]]
+url = "kafka://{b}"
+topic_prefix = "{name}_d"
+schemas_enable = true
+"decimal.handling.mode" = "string"
+"#,
+            url = db_url(db),
+            out = out_db.display()
+        ),
+    );
+    let state = dir.join("state");
+    let run = || riffle_ok(&["replicate", "--config", config.to_str().unwrap(), "--state", state.to_str().unwrap(), "--until", "now"]);
+    run();
+    // Streamed changes: inserts, an update, a delete.
+    client.batch_execute(&crate::pg_types::rows_sql(4, 5, 6)).await.unwrap();
+    client.batch_execute("UPDATE types SET c_text = 'changed', c_int = 7 WHERE id = 1; DELETE FROM types WHERE id = 2").await.unwrap();
+    run();
+    let want = csv_rows(&out_db, "public.types", &[]);
+    assert_eq!(want.len(), 8, "3 reads, 3 inserts, an update, a delete: {want:?}");
+
+    // riffle's own forms with Connect schemas: every column comes back the same.
+    let out_r = dir.join("from-kafka-riffle");
+    drain(&b, &format!("{name}_r.public.types"), &format!("{name}_kr"), &out_r, "csv", &dir.join("state-r"));
+    assert_eq!(csv_rows(&out_r, "public.types", &[]), want);
+    let (h_db, rows_db) = read_csv(&out_db, "public.types");
+    let (h_k, rows_k) = read_csv(&out_r, "public.types");
+    assert_eq!(h_db, h_k, "the same columns, metadata included");
+    let col = |h: &[String], n: &str| h.iter().position(|x| x == n).unwrap();
+    let images = |h: &[String], rows: &[Vec<Option<String>>]| {
+        let mut v: Vec<_> =
+            rows.iter().map(|r| (r[col(h, "id")].clone(), r[col(h, "__op")].clone(), r[col(h, "__before_image")].clone())).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(images(&h_k, &rows_k), images(&h_db, &rows_db), "before images as the database said");
+
+    // Debezium's forms: the same values, but for the two Debezium cannot
+    // keep (a timetz is turned to UTC, an interval to microseconds).
+    let out_d = dir.join("from-kafka-debezium");
+    drain(&b, &format!("{name}_d.public.types"), &format!("{name}_kd"), &out_d, "csv", &dir.join("state-d"));
+    let lossy = ["c_timetz", "c_interval"];
+    assert_eq!(csv_rows(&out_d, "public.types", &lossy), csv_rows(&out_db, "public.types", &lossy));
+}
+
+/// A message's key and value (`None`: a null key, a tombstone).
+type Record = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Produces `records` to a new topic of `partitions` (all into partition 0).
+fn produce(brokers: &str, topic: &str, partitions: i32, records: &[Record]) {
+    let admin: rdkafka::admin::AdminClient<_> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin client");
+    let new = rdkafka::admin::NewTopic::new(topic, partitions, rdkafka::admin::TopicReplication::Fixed(1));
+    for r in block_on(admin.create_topics([&new], &rdkafka::admin::AdminOptions::new())).expect("creating the topic") {
+        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
+    }
+    let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    for (k, v) in records {
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(0);
+        if let Some(k) = k {
+            r = r.key(k.as_slice());
+        }
+        if let Some(v) = v {
+            r = r.payload(v.as_slice());
+        }
+        producer.send(r).map_err(|(e, _)| e).unwrap();
+        producer.poll(std::time::Duration::ZERO);
+    }
+    producer.flush(std::time::Duration::from_secs(30)).unwrap();
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_the_real_debezium_wrote_read_back_as_the_database_gives_them() {
+    let _one = crate::kafka_debezium::POSTGRES_TABLE.lock().await;
+    let b = brokers();
+    let topic = unique("dbz_golden");
+    // Debezium's messages (tests/golden: written by Debezium 3.6 itself), tombstones included.
+    let records: Vec<_> = crate::kafka_debezium::golden("postgres", "messages.jsonl")
+        .into_iter()
+        .filter(|m| m["topic"].as_str().is_some_and(|t| t.ends_with(".dbz.all_types")))
+        .map(|m| {
+            let bytes = |v: &serde_json::Value| (!v.is_null()).then(|| serde_json::to_vec(v).unwrap());
+            (bytes(&m["key"]), bytes(&m["value"]))
+        })
+        .collect();
+    assert!(records.len() >= 7, "the golden messages: reads, an insert, an update, a delete and its tombstone");
+    produce(&b, &topic, 1, &records);
+    let dir = temp_dir("ksrc-debezium");
+    let from_kafka = dir.join("from-kafka");
+    drain(&b, &topic, &unique("ksrc_dbz"), &from_kafka, "jsonl", &dir.join("state-k"));
+
+    // The same table and changes, read by riffle from Postgres.
+    let client = connect(&admin_url()).await;
+    client.batch_execute(include_str!("../golden/debezium/postgres/setup.sql")).await.unwrap();
+    let from_db = dir.join("from-db");
+    let name = unique("ksrc_dbz_db");
+    let args = replicate_args(&admin_url(), "dbz.all_types", &from_db, &dir.join("state-db"), &["--name", &name, "--until", "now"]);
+    riffle_ok(&args);
+    client.batch_execute(include_str!("../golden/debezium/postgres/changes.sql")).await.unwrap();
+    riffle_ok(&args);
+    client.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", &[&name]).await.unwrap();
+
+    // Debezium writes a timetz in UTC and intervals as microseconds: those
+    // columns cannot come back as Postgres wrote them (docs/kafka-source.md).
+    let lossy = ["c_timetz", "c_interval", "c_interval_frac"];
+    let image = |e: &serde_json::Value, side: &str| {
+        let mut m = e[side].as_object().cloned().unwrap_or_default();
+        m.retain(|k, _| !lossy.contains(&k.as_str()));
+        m
+    };
+    let got = read_jsonl(&from_kafka, "dbz.all_types");
+    let want = read_jsonl(&from_db, "dbz.all_types");
+    assert_eq!(got.len(), want.len(), "{got:#?}\n{want:#?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!((&g["op"], image(g, "before"), image(g, "after")), (&w["op"], image(w, "before"), image(w, "after")));
+        assert_eq!(g["source"]["table"], "all_types");
+        assert_eq!(g["source"]["connector"], "postgresql", "the source block of Debezium's event is kept");
+    }
+}
+
+/// The committed offsets of `group` on `topic`'s partitions.
+fn group_offsets(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer.committed_offsets(tpl, std::time::Duration::from_secs(10)).unwrap();
+    got.elements().iter().map(|e| if let rdkafka::Offset::Offset(n) = e.offset() { n } else { -1 }).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_the_sinks_committed_and_kill_9_mid_stream_leave_each_message_once() {
+    let db = "it_ksrc_crash";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t SELECT g, g FROM generate_series(1, 3000) g")
+        .await
+        .unwrap();
+    let b = brokers();
+    let name = unique("kcrash");
+    let dir = temp_dir("ksrc-crash");
+    // Into three partitions, schema-less JSON (types from the values).
+    let pg_state = dir.join("state-pg");
+    let to_kafka = [
+        "replicate",
+        "--source",
+        &db_url(db),
+        "--tables",
+        "public.t",
+        "--sink",
+        &format!("kafka://{b}?partitions=3&value_encoding=riffle"),
+        "--name",
+        &name,
+        "--state",
+        pg_state.to_str().unwrap(),
+        "--until",
+        "now",
+    ];
+    riffle_ok(&to_kafka);
+    let topic = format!("{name}.public.t");
+    let out = dir.join("out");
+    let state = dir.join("state");
+    let reader = format!("{name}_reader");
+    let args: Vec<String> = [
+        "replicate",
+        "--source",
+        &format!("kafka://{b}?topics={topic}"),
+        "--name",
+        &reader,
+        "--sink",
+        out.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "--state",
+        state.to_str().unwrap(),
+        "--commit-interval",
+        "50ms",
+        "--max-file-rows",
+        "100",
+    ]
+    .map(String::from)
+    .to_vec();
+    // Aborted right after the sinks committed, before the state is saved:
+    // the next run replays what the files already hold.
+    let log = dir.join("crash.log");
+    let child = riffle_cmd(&args)
+        .env("RIFFLE_FAIL_AT", "pipeline.sinks_committed@1")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    wait_for("riffle to reach the fail point", 60, || child.0.try_wait().unwrap().is_some()).await;
+    let status = child.0.wait().unwrap();
+    assert!(
+        !status.success() && log_count(&log, "fail point pipeline.sinks_committed reached") == 1,
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(!read_jsonl(&out, "public.t").is_empty(), "the crash came after some files were committed");
+
+    // More changes while a reader runs; killed mid-stream.
+    client
+        .batch_execute("INSERT INTO t SELECT g, g FROM generate_series(3001, 6000) g; UPDATE t SET v = -v WHERE id % 10 = 0")
+        .await
+        .unwrap();
+    riffle_ok(&to_kafka);
+    let mut child = Running(spawn_riffle(&args, None, &dir.join("kill.log")));
+    let before = read_jsonl(&out, "public.t").len();
+    kill_9_when(&mut child.0, "the reader to commit files of the new messages", 90, async || {
+        read_jsonl(&out, "public.t").len() > before + 300
+    })
+    .await;
+    let mut until = args.clone();
+    until.extend(["--until".into(), "now".into()]);
+    riffle_ok(&until);
+
+    let events = read_jsonl(&out, "public.t");
+    let mut positions: Vec<&str> = events.iter().map(|e| e["source"]["position"].as_str().unwrap()).collect();
+    let n = positions.len();
+    positions.sort();
+    positions.dedup();
+    assert_eq!(positions.len(), n, "a message was written twice");
+    assert_eq!(n, 6000 + 600, "every message once: 6000 rows, 600 updates");
+    assert!(temp_files(&out).is_empty(), "temporary files left behind");
+    // Positions order each partition's messages (and a key's all sit in
+    // one partition): replayed in that order, the files give the table.
+    let mut ordered: Vec<&serde_json::Value> = events.iter().collect();
+    ordered.sort_by_key(|e| e["source"]["position"].as_str().unwrap().to_string());
+    let mut by_key: BTreeMap<i64, i64> = BTreeMap::new();
+    for e in ordered {
+        by_key.insert(e["after"]["id"].as_i64().unwrap(), e["after"]["v"].as_i64().unwrap());
+    }
+    let rows = client.query("SELECT id, v FROM t", &[]).await.unwrap();
+    let table: BTreeMap<i64, i64> = rows.iter().map(|r| (i64::from(r.get::<_, i32>(0)), i64::from(r.get::<_, i32>(1)))).collect();
+    assert_eq!(by_key, table);
+    // The group's offsets: every message is durable, and they say so.
+    let ends: i64 = group_offsets(&b, &format!("riffle-{reader}"), &topic, 3).iter().sum();
+    assert_eq!(ends, 6600, "the consumer group's committed offsets are the topic's end");
+}
+
+#[test]
+fn a_kafka_source_without_topics_or_with_a_database_state_is_refused_clearly() {
+    let out = riffle(&["replicate", "--source", "kafka://127.0.0.1:9?group=g", "--sink", "-", "--name", "x"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("expected ?topics=GLOB[,GLOB] naming the topics to read"), "{}", stderr(&out));
+    let out = riffle(&["replicate", "--source", "kafka://127.0.0.1:9?topics=t", "--sink", "-", "--name", "x", "--until", "0/16B3748"]);
+    assert!(!out.status.success() && stderr(&out).contains("a Kafka source stops at `now`"), "{}", stderr(&out));
+}
