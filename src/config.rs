@@ -103,6 +103,25 @@ pub struct RawTable {
     /// Kafka: the table's topic; `{prefix}`, `{db}`, `{schema}`, `{table}`
     /// are replaced (default `{prefix}.{schema}.{table}`).
     pub topic: Option<String>,
+    /// Columns joined from a reference table in the selection.
+    pub enrich: Option<RawEnrich>,
+}
+
+/// `enrich = { from = "shop.products", on = { product_id = "id" }, columns = [...] }`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnrich {
+    /// The reference table, `schema.table`.
+    pub from: String,
+    /// Column of this table = column of the reference table.
+    pub on: std::collections::BTreeMap<String, String>,
+    /// Reference columns added to each event.
+    pub columns: Vec<String>,
+    /// Put in front of the added columns' names.
+    #[serde(default)]
+    pub prefix: String,
+    /// Rows of the reference table held in memory at most.
+    pub max_rows: Option<usize>,
 }
 
 #[derive(Default, Deserialize)]
@@ -206,6 +225,7 @@ impl Config {
             heartbeat: self.heartbeat,
             full_before_images: self.full_before_images,
             snapshot: self.snapshot,
+            read_first: self.rules.iter().filter_map(|r| r.enrich.as_ref().map(|e| e.from.to_string())).collect(),
         }
     }
 }
@@ -437,7 +457,7 @@ pub fn build(o: Overrides<'_>) -> Result<Config> {
         max_bytes: args.max_file_bytes.or(files.max_bytes).unwrap_or(RollPolicy::default().max_bytes).max(1),
     };
     let state_dir = o.state.cloned().or(file.state.map(|s| s.dir)).unwrap_or_else(|| PathBuf::from(".riffle"));
-    let rules = table_rules(args, &file.tables, &sinks, &where_)?;
+    let rules = table_rules(args, &file.tables, &sinks, (&tables, &exclude), &where_)?;
     let topic_routes: Vec<(String, String)> = file.tables.iter().filter_map(|t| Some((t.pattern.clone(), t.topic.clone()?))).collect();
     for s in &mut sinks {
         sinks::apply_pipeline(&mut s.target, &name, &topic_routes);
@@ -518,13 +538,27 @@ fn parse_mask(kind: &str, field: &str) -> Result<Mask> {
 
 /// Builds the per-table rules: those from flags first (one per table), then
 /// the file's `[[tables]]`.
-fn table_rules(args: &PipelineArgs, raw: &[RawTable], sinks: &[SinkConfig], where_: &dyn Fn(&str) -> String) -> Result<Vec<TableRule>> {
+fn table_rules(
+    args: &PipelineArgs,
+    raw: &[RawTable],
+    sinks: &[SinkConfig],
+    selection: (&[String], &[String]),
+    where_: &dyn Fn(&str) -> String,
+) -> Result<Vec<TableRule>> {
     let mut from_flags: Vec<TableRule> = Vec::new();
     let mut rule_for = |table: String| -> usize {
         if let Some(i) = from_flags.iter().position(|r| r.pattern == table) {
             return i;
         }
-        from_flags.push(TableRule { pattern: table, columns: None, exclude_columns: vec![], masks: vec![], filter: None, sinks: None });
+        from_flags.push(TableRule {
+            pattern: table,
+            columns: None,
+            exclude_columns: vec![],
+            masks: vec![],
+            filter: None,
+            sinks: None,
+            enrich: None,
+        });
         from_flags.len() - 1
     };
     let mut staged: Vec<(usize, &str, String)> = Vec::new();
@@ -580,6 +614,10 @@ fn table_rules(args: &PipelineArgs, raw: &[RawTable], sinks: &[SinkConfig], wher
             }
             None => None,
         };
+        let enrich = match &t.enrich {
+            Some(e) => Some(enrich_rule(e, selection, &field)?),
+            None => None,
+        };
         rules.push(TableRule {
             pattern: t.pattern.clone(),
             columns: t.columns.clone(),
@@ -587,9 +625,50 @@ fn table_rules(args: &PipelineArgs, raw: &[RawTable], sinks: &[SinkConfig], wher
             masks,
             filter,
             sinks: routed,
+            enrich,
         });
     }
+    crate::transform::Transformer::check(&rules).map_err(|e| anyhow!("{}: {e}", where_("tables")))?;
     Ok(rules)
+}
+
+/// An `enrich` setting checked against the selection: the reference table
+/// must be captured by the pipeline, or its copy would stay empty.
+fn enrich_rule(
+    e: &RawEnrich,
+    (tables, exclude): (&[String], &[String]),
+    field: &dyn Fn(&str) -> String,
+) -> Result<crate::transform::enrich::Enrich> {
+    let from = riffle_core::TableId::parse(&e.from)
+        .filter(|_| !e.from.contains(['*', '?']))
+        .ok_or_else(|| anyhow!("{}: expected one table as SCHEMA.TABLE, found {:?}", field("enrich.from"), e.from))?;
+    let name = from.to_string();
+    let glob = |g: &String| {
+        let g = if g.contains('.') { g.clone() } else { format!("public.{g}") };
+        riffle_core::glob_match(&g, &name)
+    };
+    if !tables.iter().any(glob) || exclude.iter().any(glob) {
+        bail!(
+            "{}: {name} is not in the pipeline's selection (tables: {}{}); enrichment keeps its copy of the reference table \
+             from the same change stream: add it to source.tables",
+            field("enrich.from"),
+            tables.join(", "),
+            if exclude.is_empty() { String::new() } else { format!(", exclude: {}", exclude.join(", ")) }
+        );
+    }
+    if e.on.is_empty() {
+        bail!("{}: expected at least one pair COLUMN = \"REFERENCE_COLUMN\", found none", field("enrich.on"));
+    }
+    if e.columns.is_empty() {
+        bail!("{}: expected the reference columns to add, found none", field("enrich.columns"));
+    }
+    Ok(crate::transform::enrich::Enrich {
+        from,
+        on: e.on.iter().map(|(l, r)| (l.clone(), r.clone())).collect(),
+        columns: e.columns.clone(),
+        prefix: e.prefix.clone(),
+        max_rows: e.max_rows.unwrap_or(crate::transform::enrich::DEFAULT_MAX_ROWS).max(1),
+    })
 }
 
 #[cfg(test)]

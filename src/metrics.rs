@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `riffle_events_total` | `table`, `sink`, `op` | events written to a sink |
 //! | `riffle_filtered_events_total` | `table` | events a row filter dropped |
+//! | `riffle_enrich_misses_total` | `table` | enriched events whose join key found no reference row (the columns are null) |
 //! | `riffle_sink_bytes_total` | `table`, `sink` | encoded bytes written to a sink |
 //! | `riffle_snapshot_rows_total` | `table` | rows copied by the snapshot |
 //! | `riffle_snapshot_rows_estimated` | `table` | the source's row estimate |
@@ -37,6 +38,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct Counters {
     pub events: BTreeMap<(String, String, &'static str), u64>,
     pub filtered: BTreeMap<String, u64>,
+    pub enrich_misses: BTreeMap<String, u64>,
     pub sink_bytes: BTreeMap<(String, String), u64>,
     pub snapshot_rows: BTreeMap<String, u64>,
     pub snapshot_estimated: BTreeMap<String, u64>,
@@ -132,6 +134,13 @@ impl Metrics {
             "counter",
             "Events a row filter dropped.",
             c.filtered.iter().map(|(t, n)| format!("{{table=\"{}\"}} {n}", esc(t))).collect(),
+        );
+        series(
+            &mut out,
+            "riffle_enrich_misses_total",
+            "counter",
+            "Enriched events whose join key found no reference row.",
+            c.enrich_misses.iter().map(|(t, n)| format!("{{table=\"{}\"}} {n}", esc(t))).collect(),
         );
         series(
             &mut out,

@@ -293,6 +293,11 @@ impl Committer {
         Ok(())
     }
 
+    /// Enrichment reference tables not read since this process started.
+    pub fn unloaded_references(&self) -> Vec<String> {
+        self.transformer.unloaded_references()
+    }
+
     fn warn_if_sinks_hold_history(&self) {
         for sink in &self.sinks {
             if let Some(c) = sink.committed() {
@@ -311,6 +316,7 @@ impl Committer {
             return;
         }
         let counts = std::mem::take(&mut self.counts);
+        let misses = self.transformer.take_misses();
         self.counted = None;
         let names = &self.sink_names;
         let oldest = self.ledger.oldest_uncommitted_ms();
@@ -333,6 +339,9 @@ impl Committer {
                 if counts.filtered > 0 {
                     *c.filtered.entry(t).or_default() += counts.filtered;
                 }
+            }
+            for (table, n) in misses {
+                *c.enrich_misses.entry(table.to_string()).or_default() += n;
             }
             c.oldest_uncommitted_ms = oldest;
         });

@@ -25,15 +25,24 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// Where the next run starts, from what is saved and the selection
-/// (`tables`) asked for now.
-fn start_of(job: &Job, state: &crate::state::PipelineState, tables: &[String]) -> (StartMode, Until) {
+/// (`tables`) asked for now. `reload`: enrichment reference tables whose
+/// copy this process has not read; a database source reads them again
+/// while it streams (a Kafka source has no such read: docs/kafka-source.md).
+fn start_of(job: &Job, state: &crate::state::PipelineState, tables: &[String], reload: &[String]) -> (StartMode, Until) {
     match job {
         Job::Sync => (StartMode::Copy, Until::Never),
         Job::Replicate { until, .. } => {
             let start = match (&state.offset, &state.snapshot_started) {
                 (Some(offset), _) => {
                     let previous_tables = (state.tables != tables).then(|| state.tables.clone());
-                    let progress = state.chunks.clone().unwrap_or_default();
+                    let mut progress = state.chunks.clone().unwrap_or_default();
+                    if !matches!(offset, Offset::Kafka { .. }) {
+                        for t in reload {
+                            if !progress.requested.contains(t) && progress.table(t).is_none_or(|p| p.is_done()) {
+                                progress.requested.push(t.clone());
+                            }
+                        }
+                    }
                     if !progress.is_done() || previous_tables.is_some() {
                         StartMode::ResumeChunks { offset: offset.clone(), progress, previous_tables }
                     } else {
@@ -68,7 +77,7 @@ pub async fn supervise<S: Source + 'static>(
     let mut attempt = 0u32;
     loop {
         let offset_before = committer.state.offset.clone();
-        let (start, until) = start_of(job, &committer.state, committer.selection());
+        let (start, until) = start_of(job, &committer.state, committer.selection(), &committer.unloaded_references());
         source.prepare(start, until)?;
         let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
         let (durable_rx, stop_rx) = (durable.clone(), stop.clone());

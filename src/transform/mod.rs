@@ -5,6 +5,7 @@
 //! The first `[[tables]]` rule whose `match` glob fits a table applies to
 //! it; a table no rule matches passes unchanged to every sink.
 
+pub mod enrich;
 pub mod filter;
 
 use riffle_core::{ChangeEvent, Op};
@@ -33,6 +34,8 @@ pub struct TableRule {
     pub filter: Option<(String, filter::Expr)>,
     /// Indexes of the sinks this table goes to; `None` means all.
     pub sinks: Option<Vec<usize>>,
+    /// Columns joined from a reference table.
+    pub enrich: Option<enrich::Enrich>,
 }
 
 /// What happens to one table (one schema version of it).
@@ -45,6 +48,11 @@ struct Plan {
     filter: Option<filter::Bound>,
     sinks: Option<Vec<usize>>,
     identity: bool,
+    /// The enrichment and the source columns of its join key.
+    enrich: Option<(enrich::Enrich, Vec<usize>)>,
+    /// The enrichment columns were typed from the reference table's schema
+    /// (else as text: the reference table was not seen yet).
+    typed: bool,
 }
 
 pub struct Transformer {
@@ -54,6 +62,11 @@ pub struct Transformer {
     /// number of tables, however often a source hands out a new `Arc` of
     /// the same schema (MySQL: one per table map event).
     plans: HashMap<TableId, Plan>,
+    /// The reference tables' copies, by table.
+    refs: HashMap<TableId, enrich::Reference>,
+    /// Events whose join key found no reference row, by enriched table,
+    /// since the last [`Transformer::take_misses`].
+    misses: HashMap<TableId, u64>,
 }
 
 /// An event after the transforms: where it goes.
@@ -69,7 +82,52 @@ fn matches(pattern: &str, table: &str) -> bool {
 
 impl Transformer {
     pub fn new(rules: Vec<TableRule>, salt: String) -> Self {
-        Transformer { rules, salt, plans: HashMap::new() }
+        let mut refs: HashMap<TableId, enrich::Reference> = HashMap::new();
+        for e in rules.iter().filter_map(|r| r.enrich.as_ref()) {
+            match refs.get_mut(&e.from) {
+                // Checked by [`Transformer::check`] when the configuration is read.
+                Some(r) => r.widen(e).expect("enrich rules checked"),
+                None => {
+                    refs.insert(e.from.clone(), enrich::Reference::new(e));
+                }
+            }
+        }
+        Transformer { rules, salt, plans: HashMap::new(), refs, misses: HashMap::new() }
+    }
+
+    /// Rules that cannot work together (two joins on one reference table by
+    /// different keys), as the configuration error to show.
+    pub fn check(rules: &[TableRule]) -> Result<(), String> {
+        let mut refs: HashMap<TableId, enrich::Reference> = HashMap::new();
+        for e in rules.iter().filter_map(|r| r.enrich.as_ref()) {
+            match refs.get_mut(&e.from) {
+                Some(r) => r.widen(e)?,
+                None => {
+                    refs.insert(e.from.clone(), enrich::Reference::new(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The reference tables whose copy this process has not loaded yet
+    /// (none read since it started), as `schema.table`.
+    pub fn unloaded_references(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.refs.iter().filter(|(_, r)| r.loaded == 0).map(|(t, _)| t.to_string()).collect();
+        out.sort();
+        out
+    }
+
+    /// The reference tables, as `schema.table` (a snapshot reads them first).
+    pub fn references(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.refs.keys().map(TableId::to_string).collect();
+        out.sort();
+        out
+    }
+
+    /// Join misses since the last call, by enriched table.
+    pub fn take_misses(&mut self) -> HashMap<TableId, u64> {
+        std::mem::take(&mut self.misses)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -77,7 +135,11 @@ impl Transformer {
     }
 
     fn plan(&mut self, schema: &Arc<TableSchema>) -> Result<&Plan, SinkError> {
-        let current = self.plans.get(&schema.id).is_some_and(|p| Arc::ptr_eq(&p.source, schema) || *p.source == **schema);
+        let refs = &self.refs;
+        let current = self.plans.get(&schema.id).is_some_and(|p| {
+            let typed = p.typed || p.enrich.as_ref().is_none_or(|(e, _)| refs.get(&e.from).is_none_or(|r| r.schema.is_none()));
+            (Arc::ptr_eq(&p.source, schema) || *p.source == **schema) && typed
+        });
         if !current {
             let plan = self.build(schema)?;
             self.plans.insert(schema.id.clone(), plan);
@@ -96,6 +158,8 @@ impl Transformer {
                 filter: None,
                 sinks: None,
                 identity: true,
+                enrich: None,
+                typed: true,
             });
         };
         let err = |what: String| SinkError::definite(format!("tables rule {:?} for {name}: {what}", rule.pattern));
@@ -106,7 +170,8 @@ impl Transformer {
             }
             Ok(())
         };
-        for c in rule.columns.iter().flatten().chain(&rule.exclude_columns).chain(rule.masks.iter().map(|(c, _)| c)) {
+        let join = rule.enrich.iter().flat_map(|e| e.on.iter().map(|(local, _)| local));
+        for c in rule.columns.iter().flatten().chain(&rule.exclude_columns).chain(rule.masks.iter().map(|(c, _)| c)).chain(join) {
             known(c)?;
         }
         let keep: Vec<usize> = (0..schema.columns.len())
@@ -117,7 +182,7 @@ impl Transformer {
             .collect();
         let masks: Vec<Option<Mask>> =
             keep.iter().map(|&i| rule.masks.iter().find(|(c, _)| *c == schema.columns[i].name).map(|(_, m)| *m)).collect();
-        let columns: Vec<Column> = keep
+        let mut columns: Vec<Column> = keep
             .iter()
             .zip(&masks)
             .map(|(&i, m)| {
@@ -130,18 +195,40 @@ impl Transformer {
             })
             .collect();
         let key = schema.key.iter().filter_map(|k| keep.iter().position(|i| i == k)).collect();
+        let mut typed = true;
+        let enrich = match &rule.enrich {
+            Some(e) => {
+                let reference = &self.refs[&e.from];
+                typed = reference.schema.is_some();
+                let added = reference.output_columns(e);
+                if let Some(clash) = added.iter().find(|a| columns.iter().any(|c| c.name == a.name)) {
+                    return Err(err(format!(
+                        "enrich: the table already has a column {:?}; set enrich.prefix (e.g. prefix = \"product_\")",
+                        clash.name
+                    )));
+                }
+                columns.extend(added);
+                let local = e.on.iter().map(|(l, _)| schema.column_index(l).expect("checked above")).collect();
+                Some((e.clone(), local))
+            }
+            None => None,
+        };
         let filter = match &rule.filter {
             Some((_, e)) => Some(filter::bind(e, schema).map_err(|e| err(format!("filter: {e}")))?),
             None => None,
         };
         let output = Arc::new(TableSchema { id: schema.id.clone(), columns, key, full_before_image: schema.full_before_image });
-        Ok(Plan { source: schema.clone(), output, keep, masks, filter, sinks: rule.sinks.clone(), identity: false })
+        Ok(Plan { source: schema.clone(), output, keep, masks, filter, sinks: rule.sinks.clone(), identity: false, enrich, typed })
     }
 
     /// Applies the table's rule: `event` is `None` when the filter drops it.
     pub fn apply(&mut self, ev: ChangeEvent) -> Result<Routed, SinkError> {
+        if let Some(r) = self.refs.get_mut(&ev.table.id) {
+            r.apply(&ev)?;
+        }
         let salt = self.salt.clone();
-        let plan = self.plan(&ev.table)?;
+        self.plan(&ev.table)?;
+        let plan = &self.plans[&ev.table.id];
         if plan.identity {
             return Ok(Routed { event: Some(ev), sinks: None });
         }
@@ -155,21 +242,32 @@ impl Transformer {
                 return Ok(Routed { event: None, sinks: plan.sinks.clone() });
             }
         }
-        let project = |row: Vec<Value>| -> Vec<Value> {
-            plan.keep
+        let mut missed = false;
+        let mut project = |row: Vec<Value>| -> Vec<Value> {
+            let mut out: Vec<Value> = plan
+                .keep
                 .iter()
                 .zip(&plan.masks)
                 .map(|(&i, m)| match m {
                     Some(mask) => mask_value(&row[i], *mask, &salt),
                     None => row[i].clone(),
                 })
-                .collect()
+                .collect();
+            if let Some((e, local)) = &plan.enrich {
+                missed |= self.refs[&e.from].lookup(&row, local, &e.columns, &mut out);
+            }
+            out
         };
+        let (before, after) = (ev.before.map(&mut project), ev.after.map(&mut project));
+        if missed {
+            *self.misses.entry(ev.table.id.clone()).or_default() += 1;
+        }
+        let plan = &self.plans[&ev.table.id];
         let event = ChangeEvent {
             op: ev.op,
             table: plan.output.clone(),
-            before: ev.before.map(project),
-            after: ev.after.map(project),
+            before,
+            after,
             before_image: ev.before_image,
             source: ev.source,
             position: ev.position,
@@ -229,6 +327,7 @@ mod tests {
             masks: vec![],
             filter: None,
             sinks: None,
+            enrich: None,
         };
         let mut t = Transformer::new(vec![rule], String::new());
         let column = |name: &str| Column {

@@ -24,6 +24,8 @@ mod my_types;
 mod kafka;
 mod kafka_debezium;
 mod kafka_source;
+
+mod enrich;
 mod objects;
 
 mod ops_big_values;

@@ -127,7 +127,8 @@ impl PgSource {
     ) -> Result<RunEnd, PgError> {
         let client = self.params.connect().await?;
         tracing::info!(source = %self.params.redacted(), "connected");
-        let tables = catalog::resolve_tables(&client, &self.config.tables, &self.config.exclude).await?;
+        let mut tables = catalog::resolve_tables(&client, &self.config.tables, &self.config.exclude).await?;
+        riffle_core::source::read_first(&mut tables, &self.config.read_first, |t| &t.id);
         let db: Arc<str> = Arc::from(self.params.dbname.as_str());
         let ctx = snapshot::Context { name: self.name.clone(), db: db.clone(), stats: self.stats.clone() };
         match self.mode.clone() {
