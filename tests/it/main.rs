@@ -25,6 +25,7 @@ mod kafka;
 mod kafka_debezium;
 mod kafka_source;
 
+mod demo;
 mod enrich;
 mod objects;
 
