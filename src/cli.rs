@@ -177,7 +177,8 @@ pub struct PipelineArgs {
 
     /// Source database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (password also from PGPASSWORD;
     /// ?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=CA.pem as libpq), or
-    /// mysql://… / mariadb://… (password also from MYSQL_PWD; ?server_id=N).
+    /// mysql://… / mariadb://… (password also from MYSQL_PWD; ?server_id=N), or Kafka topics riffle or
+    /// Debezium wrote: kafka://HOST:PORT[,…]?topics=GLOB[,GLOB][&group=NAME][&start=earliest|latest].
     #[arg(long, value_name = "URL")]
     pub source: Option<String>,
 
@@ -313,7 +314,8 @@ pub struct ReplicateArgs {
     pub state: Option<PathBuf>,
 
     /// Stop once caught up to this position and exit 0: `now` (the source's
-    /// position when riffle starts) or a Postgres LSN like 0/16B3748 (MySQL: `now` only).
+    /// position when riffle starts; Kafka: each partition's end offset) or a Postgres LSN like
+    /// 0/16B3748 (MySQL, Kafka: `now` only).
     #[arg(long, value_name = "now|POSITION")]
     pub until: Option<String>,
 

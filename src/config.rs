@@ -728,6 +728,9 @@ mod tests {
         assert_eq!((k.partitions, k.replication_factor, k.topic_prefix.as_str()), (6, 3, "shop"));
         assert!(k.properties.contains(&("sasl.password".to_string(), "example".to_string())));
         assert_eq!(cfg.sinks[3].encoder.format, Format::Avro);
+        let e = cfg.rules[0].enrich.as_ref().expect("the example's enrich rule");
+        assert_eq!((e.from.to_string(), e.prefix.as_str(), e.max_rows), ("public.products".to_string(), "product_", 500_000));
+        assert_eq!(cfg.source_spec().read_first, ["public.products"]);
     }
 
     fn build_file(text: &str) -> Result<Config> {
