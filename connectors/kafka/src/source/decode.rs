@@ -29,6 +29,13 @@ use serde_json::{Map, Value as Json};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The largest decimal scale read (Postgres allows 16383 digits after the
+/// point; a larger one is a damaged message, not a number).
+const MAX_SCALE: u64 = 16_383;
+
+/// Days either side of the epoch a date may be (about ±2.7 million years).
+const MAX_DAYS: i64 = 1_000_000_000;
+
 /// Debezium's `unavailable.value.placeholder` default (an unchanged TOASTed value).
 const UNAVAILABLE: &str = crate::debezium::UNAVAILABLE;
 
@@ -357,7 +364,10 @@ fn connect_type(f: &Json, postgres: bool) -> Result<(Col, DataType, String, Vec<
         ("float", _) => Ok((Col::Float32, DataType::Float32, "real".into(), vec![])),
         ("double", _) => plain(DataType::Float64, "double precision"),
         ("bytes", "org.apache.kafka.connect.data.Decimal") => {
-            let scale: u32 = param("scale").and_then(|s| s.parse().ok()).ok_or("a Decimal without its scale parameter")?;
+            let scale: u32 = param("scale")
+                .and_then(|s| s.parse().ok())
+                .filter(|s| u64::from(*s) <= MAX_SCALE)
+                .ok_or("a Decimal without a scale parameter of 0 to 16383")?;
             let precision = param("connect.decimal.precision").and_then(|p| p.parse().ok());
             let st = match precision {
                 Some(p) => format!("numeric({p},{scale})"),
@@ -452,11 +462,17 @@ fn value_of(col: &Col, v: &Json, fraction: Fraction) -> Result<Value, String> {
         (Col::Bits, Json::String(s)) => Value::Bytes(base64(s)?.into_iter().rev().collect()),
         (Col::Decimal(scale), Json::String(s)) => Value::Decimal(temporal::decimal_from_unscaled_be(&base64(s)?, *scale)),
         (Col::VariableDecimal, Json::Object(o)) => {
-            let scale = o.get("scale").and_then(Json::as_u64).ok_or_else(|| unexpected("a scale"))?;
+            let scale = o.get("scale").and_then(Json::as_u64).filter(|s| *s <= MAX_SCALE).ok_or_else(|| unexpected("a scale of 0 to 16383"))?;
             let value = o.get("value").and_then(Json::as_str).ok_or_else(|| unexpected("a value"))?;
             Value::Decimal(temporal::decimal_from_unscaled_be(&base64(value)?, scale as u32))
         }
-        (Col::Date, v) => Value::Text(temporal::format_date(int(v)?)),
+        (Col::Date, v) => {
+            let days = int(v)?;
+            if days.unsigned_abs() > MAX_DAYS as u64 {
+                return Err(unexpected("a date"));
+            }
+            Value::Text(temporal::format_date(days))
+        }
         (Col::Time(unit), v) => {
             let us = micros(int(v)?, *unit);
             Value::Text(temporal::format_time(us, if *unit == 1000 { millis(fraction, us) } else { fraction }))
@@ -689,5 +705,81 @@ mod tests {
         assert!(err.contains("unknown op"), "{err}");
         let bad = br#"{"op":"c","after":{"d":"x"},"schema_less":1}"#;
         assert!(d.decode("a.b.c", None, Some(bad), at(5)).is_ok(), "schema-less text");
+    }
+
+    /// Decoding never panics, whatever the bytes: valid messages with bytes
+    /// changed or cut, and messages built from random JSON values under
+    /// every Connect type the decoder knows.
+    mod never_panics {
+        use super::*;
+        use proptest::prelude::*;
+
+        const TYPES: &[(&str, &str, &str)] = &[
+            ("int32", "io.debezium.time.Date", ""),
+            ("int64", "io.debezium.time.MicroTimestamp", ""),
+            ("int64", "io.debezium.time.NanoTime", ""),
+            ("int32", "io.debezium.time.Time", ""),
+            ("int64", "io.debezium.time.MicroDuration", ""),
+            ("bytes", "org.apache.kafka.connect.data.Decimal", r#","parameters":{"scale":"3"}"#),
+            ("bytes", "org.apache.kafka.connect.data.Decimal", r#","parameters":{"scale":"99999999999"}"#),
+            ("bytes", "io.debezium.data.Bits", ""),
+            ("struct", "io.debezium.data.VariableScaleDecimal", ""),
+            ("string", "io.debezium.time.ZonedTimestamp", ""),
+            ("string", "io.debezium.data.Json", ""),
+            ("bytes", "", ""),
+            ("float", "", ""),
+            ("double", "", ""),
+            ("boolean", "", ""),
+            ("array", "", r#","items":{"type":"int64"}"#),
+            ("map", "", ""),
+        ];
+
+        fn json_value() -> impl Strategy<Value = Json> {
+            let leaf = prop_oneof![
+                Just(Json::Null),
+                any::<bool>().prop_map(Json::Bool),
+                any::<i64>().prop_map(Json::from),
+                any::<u64>().prop_map(Json::from),
+                any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)),
+                "[A-Za-z0-9+/=]{0,12}".prop_map(Json::String),
+                ".{0,8}".prop_map(Json::String),
+            ];
+            leaf.prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
+                    proptest::collection::btree_map("scale|value|[a-z]{1,3}", inner, 0..3)
+                        .prop_map(|m| Json::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn on_random_values_under_every_type(t in 0..TYPES.len(), v in json_value(), op in "[rcudtmx]", pg in any::<bool>()) {
+                let (ty, name, extra) = TYPES[t];
+                let name = if name.is_empty() { String::new() } else { format!(r#","name":"{name}""#) };
+                let schema = format!(r#"{{"type":"struct","fields":[{{"field":"after","type":"struct","fields":[{{"field":"c","type":"{ty}"{name}{extra}}}]}}]}}"#);
+                let connector = if pg { "postgresql" } else { "mysql" };
+                let payload = serde_json::json!({"op": op, "after": {"c": v}, "before": {"c": v}, "source": {"connector": connector, "table": "t"}});
+                let msg = format!(r#"{{"schema":{schema},"payload":{payload}}}"#);
+                let _ = Decoder::default().decode("a.b.t", Some(br#"{"c":1}"#), Some(msg.as_bytes()), at(1));
+                let plain = payload.to_string();
+                let _ = Decoder::default().decode("a.b.t", Some(b"{"), Some(plain.as_bytes()), at(2));
+            }
+
+            #[test]
+            fn on_damaged_messages(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8), cut in any::<usize>()) {
+                let valid = br#"{"schema":{"type":"struct","fields":[{"field":"after","type":"struct","fields":[{"field":"id","type":"int32"},{"field":"p","type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"}},{"field":"d","type":"int32","name":"io.debezium.time.Date"}]}]},"payload":{"before":null,"after":{"id":1,"p":"AJY=","d":19782},"op":"c","source":{"connector":"postgresql","schema":"public","table":"t"}}}"#;
+                let mut bytes = valid.to_vec();
+                for (i, b) in flips {
+                    let n = bytes.len();
+                    bytes[i % n] = b;
+                }
+                bytes.truncate(cut % (bytes.len() + 1));
+                let _ = Decoder::default().decode("a.b.t", Some(&bytes), Some(&bytes), at(1));
+            }
+        }
     }
 }
