@@ -6,6 +6,7 @@
 //! the consumer group's offsets follow what is durable.
 
 use crate::kafka_support::*;
+use crate::net_proxy::Proxy;
 use crate::support::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -141,7 +142,10 @@ fn produce(brokers: &str, topic: &str, partitions: i32, records: &[Record]) {
         rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin client");
     let new = rdkafka::admin::NewTopic::new(topic, partitions, rdkafka::admin::TopicReplication::Fixed(1));
     for r in block_on(admin.create_topics([&new], &rdkafka::admin::AdminOptions::new())).expect("creating the topic") {
-        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
+        match r {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => panic!("creating {t}: {e}"),
+        }
     }
     let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
     for (k, v) in records {
@@ -340,4 +344,60 @@ fn a_kafka_source_without_topics_or_with_a_database_state_is_refused_clearly() {
     assert!(stderr(&out).contains("expected ?topics=GLOB[,GLOB] naming the topics to read"), "{}", stderr(&out));
     let out = riffle(&["replicate", "--source", "kafka://127.0.0.1:9?topics=t", "--sink", "-", "--name", "x", "--until", "0/16B3748"]);
     assert!(!out.status.success() && stderr(&out).contains("a Kafka source stops at `now`"), "{}", stderr(&out));
+}
+
+/// Schema-less riffle-style inserts of ids `from..=to` into `public.t`.
+fn inserts(from: i64, to: i64) -> Vec<Record> {
+    (from..=to)
+        .map(|id| {
+            let key = serde_json::json!({ "id": id });
+            let value = serde_json::json!({"op": "c", "before": null, "after": {"id": id, "v": id * 10},
+                "source": {"connector": "postgresql", "name": "p", "db": "d", "schema": "public", "table": "t"}});
+            (Some(serde_json::to_vec(&key).unwrap()), Some(serde_json::to_vec(&value).unwrap()))
+        })
+        .collect()
+}
+
+/// The path to the broker goes silent under the reading pipeline (the
+/// broker advertises a proxy, so every connection goes through it): the
+/// consumer's request deadline notices, it reconnects and reads on, and the
+/// files hold every message once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_source_survives_a_silently_dropped_broker_connection() {
+    let (proxy_port, broker_port) = (free_port(), free_port());
+    let proxy = Proxy::start_on(proxy_port, broker_port).await;
+    let _broker = PrivateBroker::start_advertising(broker_port, proxy_port);
+    let b = format!("127.0.0.1:{proxy_port}");
+    let topic = unique("knet_src");
+    produce(&b, &topic, 1, &inserts(1, 100));
+    let dir = temp_dir("ksrc-net");
+    let out = dir.join("out");
+    let log = dir.join("riffle.log");
+    let state = dir.join("state");
+    let args = [
+        "replicate",
+        "--source",
+        &format!("kafka://{b}?topics={topic}"),
+        "--name",
+        &topic,
+        "--sink",
+        out.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "--state",
+        state.to_str().unwrap(),
+        "--commit-interval",
+        "100ms",
+    ];
+    let mut child = Running(spawn_riffle(&args, None, &log));
+    let ids = || -> Vec<i64> { read_jsonl(&out, "public.t").iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect() };
+    wait_for("the first messages", 60, || ids().len() == 100).await;
+    proxy.blackhole();
+    produce(&b, &topic, 1, &inserts(101, 200));
+    wait_for("the messages after the cut", 120, || ids().len() >= 200).await;
+    let mut got = ids();
+    got.sort();
+    assert_eq!(got, (1..=200).collect::<Vec<_>>(), "each message once; log: {}", std::fs::read_to_string(&log).unwrap());
+    signal(&child.0, "TERM");
+    assert!(child.0.wait().unwrap().success());
 }

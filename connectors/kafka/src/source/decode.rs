@@ -462,7 +462,8 @@ fn value_of(col: &Col, v: &Json, fraction: Fraction) -> Result<Value, String> {
         (Col::Bits, Json::String(s)) => Value::Bytes(base64(s)?.into_iter().rev().collect()),
         (Col::Decimal(scale), Json::String(s)) => Value::Decimal(temporal::decimal_from_unscaled_be(&base64(s)?, *scale)),
         (Col::VariableDecimal, Json::Object(o)) => {
-            let scale = o.get("scale").and_then(Json::as_u64).filter(|s| *s <= MAX_SCALE).ok_or_else(|| unexpected("a scale of 0 to 16383"))?;
+            let scale =
+                o.get("scale").and_then(Json::as_u64).filter(|s| *s <= MAX_SCALE).ok_or_else(|| unexpected("a scale of 0 to 16383"))?;
             let value = o.get("value").and_then(Json::as_str).ok_or_else(|| unexpected("a value"))?;
             Value::Decimal(temporal::decimal_from_unscaled_be(&base64(value)?, scale as u32))
         }
