@@ -3,7 +3,8 @@
 # in the same run, and prints ratios (riffle / reference) and peak RSS.
 #
 #   scripts/bench.sh [postgres|mariadb|kafka|all]   1,000,000 rows, the 350k-change workloads (default: all)
-#     kafka: the Postgres runs plus the 350k changes replicated into a Kafka-protocol broker (tansu)
+#     kafka: the Postgres runs plus the 350k changes replicated into a Kafka-protocol broker (tansu),
+#            and that topic read back by riffle's Kafka source into CSV files
 #     files: the Postgres snapshot to Parquet and CSV, on local disk and on the S3 server (SeaweedFS)
 #     snapshot: the chunked Postgres snapshot with 1, 2 and 4 workers vs one and two parallel psql COPY,
 #               a resume after kill -9 at 60 % vs a full snapshot, and a snapshot under the CDC workload
@@ -215,6 +216,12 @@ bench_postgres() {
             --name bench_kafka --until "$END_LSN" --commit-interval 5s
         KAFKA_S=$SECS KAFKA_RSS=$RSS_MB
         report "riffle replicate → Kafka (JSON, tansu)" "$SECS" "$RSS_MB"
+        # The topic (the snapshot's rows and the 350k changes) read back into CSV files.
+        measure riffle_from_kafka "$RIFFLE" replicate --source "$KAFKA?topics=bench_kafka.bench.orders" --sink "$WORK/from-kafka" \
+            --format csv --state "$WORK/fkstate" --name bench_from_kafka --until now --commit-interval 5s
+        FROM_KAFKA_S=$SECS FROM_KAFKA_RSS=$RSS_MB
+        FROM_KAFKA_EVENTS=$(cat "$WORK"/from-kafka/bench.orders/*.csv | grep -c -E ',(r|c|u|d),' || true)
+        report "riffle replicate Kafka → CSV files" "$SECS" "$RSS_MB"
     fi
     "${PSQL[@]}" -d bench -c "SELECT pg_drop_replication_slot('bench_ref')" >/dev/null
 }
@@ -327,6 +334,11 @@ fi
 if [ -n "${KAFKA_S:-}" ]; then
     echo "Kafka ratio (riffle replicate → broker / pg_recvlogical):  $(ratio "$KAFKA_S" "$RECV_S")  (target ≤ 2), peak RSS ${KAFKA_RSS} MB, \
 $(awk -v n="$CHANGES" -v s="$KAFKA_S" 'BEGIN { printf "%.0f", n / s }') events/s"
+fi
+if [ -n "${FROM_KAFKA_S:-}" ]; then
+    per_s() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
+    echo "Kafka source → CSV: $(per_s "$FROM_KAFKA_EVENTS" "$FROM_KAFKA_S") events/s ($FROM_KAFKA_EVENTS events), peak RSS ${FROM_KAFKA_RSS} MB; \
+Postgres → CSV stream: $(per_s "$CHANGES" "$STREAM_S") events/s; ratio $(awk -v a="$FROM_KAFKA_EVENTS" -v b="$FROM_KAFKA_S" -v c="$CHANGES" -v d="$STREAM_S" 'BEGIN { printf "%.2f", (a / b) / (c / d) }') (target ≥ 1)"
 fi
 if [ -n "${MY_SELECT_S:-}" ]; then
     echo "MariaDB snapshot ratio (riffle sync CSV / mariadb --quick): $(ratio "$MY_SYNC_S" "$MY_SELECT_S")  (target ≤ 1.5), peak RSS ${MY_SYNC_RSS} MB"
