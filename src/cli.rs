@@ -178,7 +178,8 @@ pub struct PipelineArgs {
     /// Source database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (password also from PGPASSWORD;
     /// ?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=CA.pem as libpq), or
     /// mysql://… / mariadb://… (password also from MYSQL_PWD; ?server_id=N), or Kafka topics riffle or
-    /// Debezium wrote: kafka://HOST:PORT[,…]?topics=GLOB[,GLOB][&group=NAME][&start=earliest|latest].
+    /// Debezium wrote: kafka://HOST:PORT[,…]?topics=GLOB[,GLOB][&group=NAME][&start=earliest|latest]
+    /// [&schema_registry=URL].
     #[arg(long, value_name = "URL")]
     pub source: Option<String>,
 

@@ -157,9 +157,10 @@ fn produce(brokers: &str, topic: &str, partitions: i32, records: &[Record]) {
             r = r.payload(v.as_slice());
         }
         producer.send(r).map_err(|(e, _)| e).unwrap();
-        producer.poll(std::time::Duration::ZERO);
+        // One message per record batch: tansu answers ListOffsets with the
+        // last batch's base offset + 1, which is the end only then.
+        producer.flush(std::time::Duration::from_secs(30)).unwrap();
     }
-    producer.flush(std::time::Duration::from_secs(30)).unwrap();
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -400,4 +401,115 @@ async fn a_kafka_source_survives_a_silently_dropped_broker_connection() {
     assert_eq!(got, (1..=200).collect::<Vec<_>>(), "each message once; log: {}", std::fs::read_to_string(&log).unwrap());
     signal(&child.0, "TERM");
     assert!(child.0.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_and_status_know_a_kafka_source() {
+    let b = brokers();
+    let topic = unique("kstatus");
+    produce(&b, &topic, 1, &inserts(1, 10));
+    let dir = temp_dir("ksrc-status");
+    let state = dir.join("state");
+    let source = format!("kafka://{b}?topics={topic}");
+    drain(&b, &topic, &topic, &dir.join("out"), "jsonl", &state);
+    produce(&b, &topic, 1, &inserts(11, 15));
+    // Five messages written since the pipeline's saved offsets.
+    let status = riffle_ok(&["status", "--state", state.to_str().unwrap(), "--source", &source, "--json"]);
+    let saved: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(saved[0]["kafka"]["lag_messages"], 5, "{saved}");
+    assert_eq!(saved[0]["kafka"]["partitions"][format!("{topic}/0")], 5, "{saved}");
+    let text = riffle_ok(&["status", "--state", state.to_str().unwrap(), "--source", &source]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("5 message(s) behind over 1 partition(s)"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    // check: the brokers answer, the topic matches; a glob that matches nothing is a problem with its fix.
+    let check = riffle_ok(&["check", "--source", &source, "--sink", dir.join("out").to_str().unwrap()]);
+    let shown = String::from_utf8_lossy(&check.stdout);
+    assert!(shown.contains(&format!("topic {topic}")) && shown.contains("1 partition(s)"), "{shown}");
+    let none = riffle(&["check", "--source", &format!("kafka://{b}?topics=no_such_topic_*"), "--sink", dir.join("out").to_str().unwrap()]);
+    assert!(!none.status.success());
+    let shown = String::from_utf8_lossy(&none.stdout);
+    assert!(shown.contains("topics matching no_such_topic_*") && shown.contains("check ?topics="), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn avro_topics_read_back_through_the_schema_registry() {
+    let db = "it_ksrc_avro";
+    let client = fresh_db(db).await;
+    client.batch_execute(crate::pg_types::CREATE).await.unwrap();
+    // Multi-dimensional arrays do not go into Debezium's Avro form yet (a
+    // known gap of the Avro sink, noted in the issue): one dimension here.
+    let rows = |a, b, c| crate::pg_types::rows_sql(a, b, c).replace("'{{1,2},{3,4}}'", "'{1,2}'");
+    client.batch_execute(&rows(1, 2, 3)).await.unwrap();
+    let (registry, _state) = start_registry().await;
+    let b = brokers();
+    let name = unique("ksrc_avro");
+    let dir = temp_dir("ksrc-avro");
+    let out_db = dir.join("from-db");
+    let config = dir.join("pipeline.toml");
+    // Debezium's Avro (Confluent's AvroConverter form; decimals as strings:
+    // a numeric NaN has no precise form) and riffle's Avro mapping.
+    write_config(
+        &config,
+        &format!(
+            r#"name = "{name}"
+commit_interval = "200ms"
+[source]
+url = "{url}"
+tables = ["public.types"]
+[[sinks]]
+url = "{out}"
+format = "csv"
+[[sinks]]
+url = "kafka://{b}"
+format = "avro"
+schema_registry = "{registry}"
+topic_prefix = "{name}_d"
+"decimal.handling.mode" = "string"
+[[sinks]]
+url = "kafka://{b}"
+format = "avro"
+schema_registry = "{registry}"
+topic_prefix = "{name}_r"
+value_encoding = "riffle"
+"#,
+            url = db_url(db),
+            out = out_db.display()
+        ),
+    );
+    let state = dir.join("state");
+    let run = || riffle_ok(&["replicate", "--config", config.to_str().unwrap(), "--state", state.to_str().unwrap(), "--until", "now"]);
+    run();
+    client.batch_execute(&rows(4, 5, 6)).await.unwrap();
+    client.batch_execute("UPDATE types SET c_text = 'changed' WHERE id = 1; DELETE FROM types WHERE id = 2").await.unwrap();
+    run();
+    let read = |prefix: &str, out: &Path| {
+        let source = format!("kafka://{b}?topics={prefix}.public.types&schema_registry={registry}");
+        riffle_ok(&[
+            "replicate",
+            "--source",
+            &source,
+            "--name",
+            &format!("{prefix}_reader"),
+            "--sink",
+            out.to_str().unwrap(),
+            "--format",
+            "csv",
+            "--state",
+            dir.join(format!("state-{prefix}")).to_str().unwrap(),
+            "--until",
+            "now",
+        ]);
+    };
+    let (out_d, out_r) = (dir.join("from-avro-debezium"), dir.join("from-avro-riffle"));
+    read(&format!("{name}_d"), &out_d);
+    read(&format!("{name}_r"), &out_r);
+    // As with Debezium's JSON: a timetz in UTC and an interval in microseconds.
+    let lossy = ["c_timetz", "c_interval"];
+    assert_eq!(csv_rows(&out_d, "public.types", &lossy), csv_rows(&out_db, "public.types", &lossy));
+    // riffle's Avro mapping: an infinite timestamp is the type's largest value (schemas/README.md).
+    let lossy = ["c_tstz"];
+    assert_eq!(csv_rows(&out_r, "public.types", &lossy), csv_rows(&out_db, "public.types", &lossy));
 }

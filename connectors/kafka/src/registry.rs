@@ -129,6 +129,29 @@ impl Registry {
         Ok(id)
     }
 
+    /// The schema registered under `id` (`GET /schemas/ids/{id}`), as text.
+    pub fn schema_by_id(&self, id: u32) -> Result<String, SinkError> {
+        let req = self.request(reqwest::Method::GET, &format!("schemas/ids/{id}"));
+        let where_ = self.describe();
+        let (status, text) = riffle_core::block_on(async move {
+            let resp = req.send().await?;
+            let status = resp.status();
+            Ok::<_, reqwest::Error>((status, resp.text().await?))
+        })
+        .map_err(|e| SinkError::transient(format!("schema registry {where_}: reading schema {id} failed: {e}")))?;
+        match status.as_u16() {
+            200 => serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["schema"].as_str().map(str::to_string))
+                .ok_or_else(|| SinkError::definite(format!("schema registry {where_}: expected {{\"schema\": …}} for id {id}, found {text:?}"))),
+            404 => Err(SinkError::definite(format!(
+                "schema registry {where_} has no schema {id}: the message was written with another registry; give that one in ?schema_registry="
+            ))),
+            s if s >= 500 => Err(SinkError::transient(format!("schema registry {where_}: HTTP {status} for schema {id}: {text}"))),
+            _ => Err(SinkError::definite(format!("schema registry {where_}: HTTP {status} for schema {id}: {text}"))),
+        }
+    }
+
     /// Reads `GET /subjects`: the registry answers and accepts the credentials.
     pub fn ping(&self) -> Result<(), RegistryError> {
         let req = self.request(reqwest::Method::GET, "subjects");

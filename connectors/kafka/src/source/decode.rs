@@ -75,6 +75,8 @@ enum Col {
     Time(i64),
     /// Timestamp since the epoch in ms, µs or ns (no zone).
     Timestamp(i64),
+    /// The same in UTC (`…Z`): riffle's Avro `timestamp-*`.
+    TimestampUtc(i64),
     /// `…Z` text: kept, its fraction as the source's connector writes it.
     ZonedTimestamp,
     /// Microseconds of an interval (`interval.handling.mode=numeric`).
@@ -125,19 +127,80 @@ pub struct Decoder {
     /// By topic: the schema text (or, without one, the field names) the
     /// plan was made for, and the plan.
     plans: HashMap<String, (String, Arc<TablePlan>)>,
+    /// Where the writer schemas of Avro messages are.
+    registry: Option<crate::registry::Registry>,
+    /// Avro writer schemas, by registry id.
+    avro: HashMap<u32, Arc<super::avro::AvroPlan>>,
+}
+
+/// A value in Confluent's Avro wire format: its schema id and datum.
+fn confluent(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    match bytes {
+        [0, a, b, c, d, datum @ ..] => Some((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
+        _ => None,
+    }
 }
 
 impl Decoder {
+    /// A decoder that reads Avro messages with the schemas in `registry`.
+    pub fn with_registry(registry: crate::registry::Registry) -> Decoder {
+        Decoder { registry: Some(registry), ..Decoder::default() }
+    }
+
+    fn avro_plan(&mut self, id: u32) -> Result<Arc<super::avro::AvroPlan>, String> {
+        if let Some(p) = self.avro.get(&id) {
+            return Ok(p.clone());
+        }
+        let Some(registry) = &self.registry else {
+            return Err(format!(
+                "the message is Avro (Confluent's wire format, schema id {id}); give the schema registry as ?schema_registry=URL"
+            ));
+        };
+        let text = registry.schema_by_id(id).map_err(|e| e.to_string())?;
+        let plan = Arc::new(super::avro::AvroPlan::new(&text)?);
+        self.avro.insert(id, plan.clone());
+        Ok(plan)
+    }
+
+    /// An Avro key as JSON (its field names are what the decoder needs).
+    fn avro_key(&mut self, key: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
+        match key.and_then(confluent) {
+            Some((id, datum)) => {
+                let plan = self.avro_plan(id)?;
+                Ok(Some(serde_json::to_vec(&plan.payload(datum)?).expect("JSON serializes")))
+            }
+            None => Ok(key.map(<[u8]>::to_vec)),
+        }
+    }
+
     /// `position` is the message's own; `Err` says what is wrong with the
     /// message (the caller names topic, partition and offset).
     pub fn decode(&mut self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, position: Position) -> Result<Decoded, String> {
         let Some(value) = value else { return Ok(Decoded::Skip("tombstone")) };
+        if let Some((id, datum)) = confluent(value) {
+            let plan = self.avro_plan(id)?;
+            let payload = plan.payload(datum)?;
+            let envelope = serde_json::from_value::<Envelope>(payload).map_err(|e| format!("the value is not a change envelope ({e})"))?;
+            let key = self.avro_key(key)?;
+            return self.event(topic, Some(&plan.connect), key.as_deref(), envelope, position);
+        }
         let wrapped: Wrapped = serde_json::from_slice(value).map_err(|e| format!("the value is not a JSON object ({e})"))?;
         let (schema, envelope) = match wrapped.payload {
             Some(p) => (wrapped.schema.map(RawValue::get), serde_json::from_str::<Envelope>(p.get())),
             None => (None, serde_json::from_slice::<Envelope>(value)),
         };
         let envelope = envelope.map_err(|e| format!("the value is not a change envelope ({e})"))?;
+        self.event(topic, schema, key, envelope, position)
+    }
+
+    fn event(
+        &mut self,
+        topic: &str,
+        schema: Option<&str>,
+        key: Option<&[u8]>,
+        envelope: Envelope,
+        position: Position,
+    ) -> Result<Decoded, String> {
         let op = match envelope.op.as_deref() {
             Some("r") => Op::Read,
             Some("c") => Op::Create,
@@ -359,6 +422,12 @@ fn connect_type(f: &Json, postgres: bool) -> Result<(Col, DataType, String, Vec<
         }
         ("int64", "io.debezium.time.MicroTimestamp") => Ok((Col::Timestamp(1), DataType::Timestamp, "timestamp".into(), vec![])),
         ("int64", "io.debezium.time.NanoTimestamp") => Ok((Col::Timestamp(-1000), DataType::Timestamp, "timestamp".into(), vec![])),
+        ("int64", "riffle.UtcTimestampMicros") => {
+            Ok((Col::TimestampUtc(1), DataType::TimestampTz, "timestamp with time zone".into(), vec![]))
+        }
+        ("int64", "riffle.UtcTimestampMillis") => {
+            Ok((Col::TimestampUtc(1000), DataType::TimestampTz, "timestamp with time zone".into(), vec![]))
+        }
         ("int64", "io.debezium.time.MicroDuration") => Ok((Col::IntervalMicros, DataType::Interval, "interval".into(), vec![])),
         ("int64", _) => plain(DataType::Int64, "bigint"),
         ("float", _) => Ok((Col::Float32, DataType::Float32, "real".into(), vec![])),
@@ -481,6 +550,12 @@ fn value_of(col: &Col, v: &Json, fraction: Fraction) -> Result<Value, String> {
         (Col::Timestamp(unit), v) => {
             let us = micros(int(v)?, *unit);
             Value::Text(temporal::format_timestamp(us, if *unit == 1000 { millis(fraction, us) } else { fraction }))
+        }
+        (Col::TimestampUtc(unit), v) => {
+            let us = micros(int(v)?, *unit);
+            let mut text = temporal::format_timestamp(us, if *unit == 1000 { millis(fraction, us) } else { fraction });
+            text.push('Z');
+            Value::Text(text)
         }
         (Col::ZonedTimestamp, Json::String(s)) => Value::Text(zoned(s, fraction)),
         (Col::IntervalMicros, v) => Value::Text(interval_iso(int(v)?)),

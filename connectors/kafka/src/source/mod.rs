@@ -25,6 +25,7 @@
 //! - **Values**: [`decode`] (the envelope, Connect schemas, Debezium's and
 //!   riffle's value forms).
 
+mod avro;
 pub mod decode;
 pub mod report;
 
@@ -64,6 +65,8 @@ pub struct KafkaSourceOptions {
     pub topics: Vec<String>,
     pub group: String,
     pub start: StartAt,
+    /// The schema registry Avro messages' schemas are read from.
+    pub schema_registry: Option<String>,
     /// librdkafka settings passed through (`kafka.<name>=…`: security).
     pub properties: Vec<(String, String)>,
 }
@@ -76,13 +79,14 @@ impl std::fmt::Debug for KafkaSourceOptions {
             .field("topics", &self.topics)
             .field("group", &self.group)
             .field("start", &self.start)
+            .field("schema_registry", &self.schema_registry.as_deref().map(riffle_core::url::redact_url))
             .field("properties", &names)
             .finish()
     }
 }
 
 impl KafkaSourceOptions {
-    /// Parses `kafka://host:port[,host:port]?topics=GLOB[,GLOB][&group=NAME][&start=earliest|latest][&kafka.<setting>=…]`.
+    /// Parses `kafka://host:port[,host:port]?topics=GLOB[,GLOB][&group=NAME][&start=earliest|latest][&schema_registry=URL][&kafka.<setting>=…]`.
     pub fn from_url(url: &str, pipeline: &str) -> Result<KafkaSourceOptions, SourceError> {
         let shown = riffle_core::url::redact_url(url);
         let bad = |what: String| SourceError::definite(format!("source {shown}: {what}"));
@@ -99,12 +103,14 @@ impl KafkaSourceOptions {
             topics: Vec::new(),
             group: format!("riffle-{pipeline}"),
             start: StartAt::Earliest,
+            schema_registry: None,
             properties: Vec::new(),
         };
         for (k, v) in riffle_core::url::query_pairs(query) {
             match k.as_str() {
                 "topics" => opts.topics = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect(),
                 "group" if !v.is_empty() => opts.group = v,
+                "schema_registry" | "schema.registry.url" if !v.is_empty() => opts.schema_registry = Some(v),
                 "start" => {
                     opts.start = match v.as_str() {
                         "earliest" => StartAt::Earliest,
@@ -117,11 +123,9 @@ impl KafkaSourceOptions {
                         return Err(bad(format!("{k}: set by riffle (use ?group= and ?start=)")))
                     }
                     Some(name) => opts.properties.push((name.to_string(), v)),
-                    None => {
-                        return Err(bad(format!(
-                            "unknown Kafka source option {k:?}; expected topics, group, start or kafka.<librdkafka setting>"
-                        )))
-                    }
+                    None => return Err(bad(format!(
+                        "unknown Kafka source option {k:?}; expected topics, group, start, schema_registry or kafka.<librdkafka setting>"
+                    ))),
                 },
             }
         }
@@ -203,15 +207,22 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     pub fn new(spec: &SourceSpec) -> Result<KafkaSource, SourceError> {
+        let opts = KafkaSourceOptions::from_url(&spec.url, &spec.name)?;
+        let decoder = match &opts.schema_registry {
+            Some(url) => Decoder::with_registry(
+                crate::registry::Registry::new(url).map_err(|e| SourceError::definite(format!("source: schema_registry: {e}")))?,
+            ),
+            None => Decoder::default(),
+        };
         Ok(KafkaSource {
-            opts: KafkaSourceOptions::from_url(&spec.url, &spec.name)?,
+            opts,
             tables: spec.tables.clone(),
             exclude: spec.exclude.clone(),
             start: StartMode::Snapshot,
             until: Until::Never,
             ends: None,
             stats: Arc::default(),
-            decoder: Decoder::default(),
+            decoder,
         })
     }
 
@@ -294,6 +305,13 @@ fn assignment(next: &BTreeMap<String, i64>, brokers: &str) -> Result<TopicPartit
 
 impl Source for KafkaSource {
     fn prepare(&mut self, start: StartMode, until: Until) -> Result<(), SourceError> {
+        // A changed `--tables` only filters differently: the topics are read on from the same offsets.
+        let start = match start {
+            StartMode::ResumeChunks { offset: offset @ Offset::Kafka { .. }, progress, .. } if progress.is_done() => {
+                StartMode::Resume(offset)
+            }
+            other => other,
+        };
         match &start {
             StartMode::Verify => {
                 return Err(SourceError::definite(
@@ -466,7 +484,8 @@ impl Source for KafkaSource {
                         let decoded = self.decoder.decode(&topic, msg.key(), msg.payload(), position).map_err(|why| {
                             SourceError::definite(format!(
                                 "Kafka {}: topic {topic} partition {partition} offset {offset}: {why}. riffle reads change events \
-                                 written by riffle or Debezium (JSON, optionally with Connect schemas): narrow ?topics= to those topics",
+                                 written by riffle or Debezium (JSON, optionally with Connect schemas, or Avro through a schema registry): \
+                                 narrow ?topics= to those topics",
                                 opts.brokers
                             ))
                         })?;
