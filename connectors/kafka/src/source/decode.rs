@@ -277,15 +277,19 @@ impl Decoder {
     ) -> Result<Arc<TablePlan>, String> {
         let image = after.as_ref().or(before.as_ref());
         // Without a schema, the plan holds while the field names do.
+        if let Some((sig, plan)) = self.plans.get(topic) {
+            let same = match schema {
+                Some(s) => sig == s,
+                None => same_fields(sig, image),
+            };
+            if same && same_table(plan, topic, source) {
+                return Ok(plan.clone());
+            }
+        }
         let signature = match schema {
             Some(s) => s.to_string(),
             None => image.map(|m| m.keys().map(String::as_str).collect::<Vec<_>>().join("\u{1}")).unwrap_or_default(),
         };
-        if let Some((sig, plan)) = self.plans.get(topic) {
-            if *sig == signature && same_table(plan, topic, source) {
-                return Ok(plan.clone());
-            }
-        }
         let plan = Arc::new(make_plan(topic, schema, key, source, image)?);
         self.plans.insert(topic.to_string(), (signature, plan.clone()));
         Ok(plan)
@@ -305,8 +309,28 @@ fn table_id(topic: &str, source: &Map<String, Json>) -> TableId {
     }
 }
 
+/// Does `image` have the field names `signature` joins (without allocating)?
+fn same_fields(signature: &str, image: Option<&Map<String, Json>>) -> bool {
+    let mut rest = signature;
+    for (i, k) in image.into_iter().flat_map(|m| m.keys()).enumerate() {
+        if i > 0 {
+            let Some(r) = rest.strip_prefix('\u{1}') else { return false };
+            rest = r;
+        }
+        let Some(r) = rest.strip_prefix(k.as_str()) else { return false };
+        rest = r;
+    }
+    rest.is_empty()
+}
+
 fn same_table(plan: &TablePlan, topic: &str, source: &Map<String, Json>) -> bool {
-    plan.table.id == table_id(topic, source) && source.get("name").and_then(Json::as_str).is_none_or(|n| *n == *plan.name)
+    let text = |k: &str| source.get(k).and_then(Json::as_str).filter(|s| !s.is_empty());
+    let id = &plan.table.id;
+    let table_same = match (text("schema").or(text("db")), text("table")) {
+        (Some(schema), Some(table)) => id.schema == schema && id.name == table,
+        _ => *id == table_id(topic, source),
+    };
+    table_same && source.get("name").and_then(Json::as_str).is_none_or(|n| *n == *plan.name)
 }
 
 fn connector_of(source: &Map<String, Json>) -> &'static str {
@@ -737,6 +761,15 @@ mod tests {
         assert_eq!(ev.before_image, BeforeImage::Key);
         assert_eq!(ev.before.unwrap(), vec![Value::Int(5), Value::Unavailable]);
         assert_eq!(ev.table.columns[1].data_type, DataType::String, "a schema-less null is text");
+        // A field added: a new plan (a new schema version); the same fields again: the same plan.
+        let more = br#"{"before":null,"after":{"id":6,"note":"x","added":1},"op":"c","source":{"connector":"postgresql","schema":"public","table":"t"}}"#;
+        let Decoded::Event(a) = d.decode("p.public.t", None, Some(more), at(2)).unwrap() else { panic!() };
+        let Decoded::Event(b) = d.decode("p.public.t", None, Some(more), at(3)).unwrap() else { panic!() };
+        assert_eq!(a.table.columns.len(), 3);
+        assert!(Arc::ptr_eq(&a.table, &b.table));
+        let other = String::from_utf8(more.to_vec()).unwrap().replace("\"table\":\"t\"", "\"table\":\"u\"");
+        let Decoded::Event(c) = d.decode("p.public.t", None, Some(other.as_bytes()), at(4)).unwrap() else { panic!() };
+        assert_eq!(c.table.id, TableId::new("public", "u"), "another table on the same topic: its own plan");
     }
 
     #[test]

@@ -123,9 +123,11 @@ impl KafkaSourceOptions {
                         return Err(bad(format!("{k}: set by riffle (use ?group= and ?start=)")))
                     }
                     Some(name) => opts.properties.push((name.to_string(), v)),
-                    None => return Err(bad(format!(
+                    None => {
+                        return Err(bad(format!(
                         "unknown Kafka source option {k:?}; expected topics, group, start, schema_registry or kafka.<librdkafka setting>"
-                    ))),
+                    )))
+                    }
                 },
             }
         }
