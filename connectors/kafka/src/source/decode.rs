@@ -25,7 +25,8 @@ use riffle_core::{
 use riffle_formats::temporal::{self, Fraction};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -106,18 +107,164 @@ struct Wrapped<'a> {
 }
 
 #[derive(Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    op: Option<String>,
-    #[serde(default)]
-    before: Option<Map<String, Json>>,
-    #[serde(default)]
-    after: Option<Map<String, Json>>,
-    #[serde(default)]
-    source: Option<Map<String, Json>>,
+struct Envelope<'a> {
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    before: Option<Image<'a>>,
+    #[serde(borrow, default)]
+    after: Option<Image<'a>>,
+    #[serde(borrow, default)]
+    source: Option<SourceBlock<'a>>,
     /// riffle's envelopes say how much of the before image there is.
-    #[serde(default)]
-    before_image: Option<String>,
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    before_image: Option<Cow<'a, str>>,
+}
+
+/// A row image's fields in the order written (no map per message: the
+/// columns are looked for where the plan has them first).
+struct Image<'a>(Vec<(Cow<'a, str>, Json)>);
+
+impl Image<'_> {
+    /// The field `name`, looked for at `hint` first.
+    fn get(&self, name: &str, hint: usize) -> Option<&Json> {
+        match self.0.get(hint) {
+            Some((k, v)) if k == name => Some(v),
+            _ => self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v),
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_ref())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Image<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Image<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a row image (a JSON object)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Image<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(a.size_hint().unwrap_or(16));
+                while let Some(k) = a.next_key::<Cow<'de, str>>()? {
+                    fields.push((k, a.next_value::<Json>()?));
+                }
+                Ok(Image(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The envelope's `source` block, the fields riffle reads, borrowed from
+/// the message (a map per message cost more than the rest of the decode).
+/// A field of another type than expected reads as absent.
+#[derive(Deserialize, Default)]
+struct SourceBlock<'a> {
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    connector: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    db: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    schema: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    table: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    snapshot: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    file: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    gtid: Option<Cow<'a, str>>,
+    #[serde(rename = "txId", default, deserialize_with = "lenient_num")]
+    tx_id: Option<Number>,
+    #[serde(default, deserialize_with = "lenient_num")]
+    lsn: Option<Number>,
+    #[serde(default, deserialize_with = "lenient_num")]
+    ts_ms: Option<Number>,
+    #[serde(default, deserialize_with = "lenient_num")]
+    ts_us: Option<Number>,
+    #[serde(default, deserialize_with = "lenient_num")]
+    pos: Option<Number>,
+    #[serde(default, deserialize_with = "lenient_num")]
+    row: Option<Number>,
+    #[serde(default, deserialize_with = "lenient_num")]
+    server_id: Option<Number>,
+}
+
+impl SourceBlock<'_> {
+    /// A text field by its name in the envelope.
+    fn text(&self, k: &str) -> Option<&str> {
+        match k {
+            "connector" => self.connector.as_deref(),
+            "name" => self.name.as_deref(),
+            "db" => self.db.as_deref(),
+            "schema" => self.schema.as_deref(),
+            "table" => self.table.as_deref(),
+            "snapshot" => self.snapshot.as_deref(),
+            "file" => self.file.as_deref(),
+            "gtid" => self.gtid.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON number as written (signed or not).
+type Number = serde_json::Number;
+
+fn lenient_num<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Number>, D::Error> {
+    Ok(match Json::deserialize(d)? {
+        Json::Number(n) => Some(n),
+        _ => None,
+    })
+}
+
+/// A string, borrowed where it has no escapes; anything else reads as `None`.
+fn lenient_str<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// Turns messages into change events, keeping each table's plan between
@@ -179,8 +326,8 @@ impl Decoder {
         let Some(value) = value else { return Ok(Decoded::Skip("tombstone")) };
         if let Some((id, datum)) = confluent(value) {
             let plan = self.avro_plan(id)?;
-            let payload = plan.payload(datum)?;
-            let envelope = serde_json::from_value::<Envelope>(payload).map_err(|e| format!("the value is not a change envelope ({e})"))?;
+            let payload = serde_json::to_string(&plan.payload(datum)?).expect("JSON serializes");
+            let envelope = serde_json::from_str::<Envelope>(&payload).map_err(|e| format!("the value is not a change envelope ({e})"))?;
             let key = self.avro_key(key)?;
             return self.event(topic, Some(&plan.connect), key.as_deref(), envelope, position);
         }
@@ -214,14 +361,16 @@ impl Decoder {
             None => return Err("a row image without an `op`".into()),
         };
         let source = envelope.source.unwrap_or_default();
-        let plan = self.plan(topic, schema, key, &source, &envelope.before, &envelope.after)?;
-        let row = |image: &Option<Map<String, Json>>| -> Result<Option<Vec<Value>>, String> {
+        let source = &source;
+        let plan = self.plan(topic, schema, key, source, &envelope.before, &envelope.after)?;
+        let row = |image: &Option<Image>| -> Result<Option<Vec<Value>>, String> {
             let Some(image) = image else { return Ok(None) };
             plan.table
                 .columns
                 .iter()
                 .zip(&plan.columns)
-                .map(|(c, col)| match image.get(&c.name) {
+                .enumerate()
+                .map(|(i, (c, col))| match image.get(&c.name, i) {
                     None => Ok(Value::Unavailable),
                     Some(v) => value_of(col, v, plan.fraction).map_err(|why| format!("column {}: {why}", c.name)),
                 })
@@ -271,9 +420,9 @@ impl Decoder {
         topic: &str,
         schema: Option<&str>,
         key: Option<&[u8]>,
-        source: &Map<String, Json>,
-        before: &Option<Map<String, Json>>,
-        after: &Option<Map<String, Json>>,
+        source: &SourceBlock,
+        before: &Option<Image>,
+        after: &Option<Image>,
     ) -> Result<Arc<TablePlan>, String> {
         let image = after.as_ref().or(before.as_ref());
         // Without a schema, the plan holds while the field names do.
@@ -288,7 +437,7 @@ impl Decoder {
         }
         let signature = match schema {
             Some(s) => s.to_string(),
-            None => image.map(|m| m.keys().map(String::as_str).collect::<Vec<_>>().join("\u{1}")).unwrap_or_default(),
+            None => image.map(|m| m.keys().collect::<Vec<_>>().join("\u{1}")).unwrap_or_default(),
         };
         let plan = Arc::new(make_plan(topic, schema, key, source, image)?);
         self.plans.insert(topic.to_string(), (signature, plan.clone()));
@@ -297,8 +446,8 @@ impl Decoder {
 }
 
 /// The table a message names, as `(schema, table)`.
-fn table_id(topic: &str, source: &Map<String, Json>) -> TableId {
-    let text = |k: &str| source.get(k).and_then(Json::as_str).filter(|s| !s.is_empty());
+fn table_id(topic: &str, source: &SourceBlock) -> TableId {
+    let text = |k: &str| source.text(k).filter(|s| !s.is_empty());
     match (text("schema").or(text("db")), text("table")) {
         (Some(schema), Some(table)) => TableId::new(schema, table),
         _ => {
@@ -310,31 +459,31 @@ fn table_id(topic: &str, source: &Map<String, Json>) -> TableId {
 }
 
 /// Does `image` have the field names `signature` joins (without allocating)?
-fn same_fields(signature: &str, image: Option<&Map<String, Json>>) -> bool {
+fn same_fields(signature: &str, image: Option<&Image>) -> bool {
     let mut rest = signature;
     for (i, k) in image.into_iter().flat_map(|m| m.keys()).enumerate() {
         if i > 0 {
             let Some(r) = rest.strip_prefix('\u{1}') else { return false };
             rest = r;
         }
-        let Some(r) = rest.strip_prefix(k.as_str()) else { return false };
+        let Some(r) = rest.strip_prefix(k) else { return false };
         rest = r;
     }
     rest.is_empty()
 }
 
-fn same_table(plan: &TablePlan, topic: &str, source: &Map<String, Json>) -> bool {
-    let text = |k: &str| source.get(k).and_then(Json::as_str).filter(|s| !s.is_empty());
+fn same_table(plan: &TablePlan, topic: &str, source: &SourceBlock) -> bool {
+    let text = |k: &str| source.text(k).filter(|s| !s.is_empty());
     let id = &plan.table.id;
     let table_same = match (text("schema").or(text("db")), text("table")) {
         (Some(schema), Some(table)) => id.schema == schema && id.name == table,
         _ => *id == table_id(topic, source),
     };
-    table_same && source.get("name").and_then(Json::as_str).is_none_or(|n| *n == *plan.name)
+    table_same && source.text("name").is_none_or(|n| *n == *plan.name)
 }
 
-fn connector_of(source: &Map<String, Json>) -> &'static str {
-    match source.get("connector").and_then(Json::as_str) {
+fn connector_of(source: &SourceBlock) -> &'static str {
+    match source.text("connector") {
         Some("postgresql") => "postgresql",
         Some("mysql") => "mysql",
         Some("mariadb") => "mariadb",
@@ -346,8 +495,8 @@ fn make_plan(
     topic: &str,
     schema: Option<&str>,
     key: Option<&[u8]>,
-    source: &Map<String, Json>,
-    image: Option<&Map<String, Json>>,
+    source: &SourceBlock,
+    image: Option<&Image>,
 ) -> Result<TablePlan, String> {
     let connector = connector_of(source);
     let postgres = connector == "postgresql";
@@ -376,7 +525,7 @@ fn make_plan(
             }
         }
         None => {
-            for (name, v) in image.into_iter().flatten() {
+            for (name, v) in image.into_iter().flat_map(|i| i.0.iter()) {
                 let (col, data_type) = match v {
                     Json::Bool(_) => (Col::Same, DataType::Bool),
                     Json::Number(n) if n.is_i64() => (Col::Same, DataType::Int64),
@@ -390,7 +539,7 @@ fn make_plan(
                     DataType::String => "text".to_string(),
                     other => format!("{other:?}").to_lowercase(),
                 };
-                columns.push(Column { name: name.clone(), source_type, data_type, nullable: true, labels: Vec::new() });
+                columns.push(Column { name: name.to_string(), source_type, data_type, nullable: true, labels: Vec::new() });
                 cols.push(col);
             }
         }
@@ -409,7 +558,7 @@ fn make_plan(
             }
         }
     }
-    let text = |k: &str| source.get(k).and_then(Json::as_str).unwrap_or("");
+    let text = |k: &str| source.text(k).unwrap_or("");
     let fraction = if postgres { Fraction::Trim } else { Fraction::Digits(6) };
     Ok(TablePlan {
         table: Arc::new(TableSchema { id: table_id(topic, source), columns, key: key_columns, full_before_image: false }),
@@ -652,10 +801,10 @@ fn interval_iso(us: i64) -> String {
 }
 
 /// The envelope's `source` block as riffle's.
-fn source_info(plan: &TablePlan, source: &Map<String, Json>, op: Op) -> SourceInfo {
-    let num = |k: &str| source.get(k).and_then(Json::as_i64);
-    let ts_ms = num("ts_ms").unwrap_or(0);
-    let snapshot = match source.get("snapshot").and_then(Json::as_str) {
+fn source_info(plan: &TablePlan, source: &SourceBlock, op: Op) -> SourceInfo {
+    let num = |n: &Option<Number>| n.as_ref().and_then(Number::as_i64);
+    let ts_ms = num(&source.ts_ms).unwrap_or(0);
+    let snapshot = match source.text("snapshot") {
         Some("true") => SnapshotMark::True,
         Some("first") => SnapshotMark::First,
         Some("first_in_data_collection") => SnapshotMark::FirstInDataCollection,
@@ -665,21 +814,21 @@ fn source_info(plan: &TablePlan, source: &Map<String, Json>, op: Op) -> SourceIn
         Some(_) => SnapshotMark::False,
         None => SnapshotMark::of(op),
     };
-    let binlog = source.get("file").and_then(Json::as_str).filter(|f| !f.is_empty()).map(|file| BinlogCoords {
+    let binlog = source.text("file").filter(|f| !f.is_empty()).map(|file| BinlogCoords {
         file: Arc::from(file),
-        pos: num("pos").unwrap_or(0).max(0) as u64,
-        row: num("row").unwrap_or(0).max(0) as u32,
-        server_id: num("server_id").unwrap_or(0).max(0) as u32,
-        gtid: source.get("gtid").and_then(Json::as_str).map(Arc::from),
+        pos: num(&source.pos).unwrap_or(0).max(0) as u64,
+        row: num(&source.row).unwrap_or(0).max(0) as u32,
+        server_id: num(&source.server_id).unwrap_or(0).max(0) as u32,
+        gtid: source.text("gtid").map(Arc::from),
     });
     SourceInfo {
         connector: plan.connector,
         name: plan.name.clone(),
         db: plan.db.clone(),
-        tx_id: source.get("txId").and_then(Json::as_u64),
+        tx_id: source.tx_id.as_ref().and_then(Number::as_u64),
         ts_ms,
-        ts_us: num("ts_us").unwrap_or(ts_ms.saturating_mul(1000)),
-        lsn: source.get("lsn").and_then(Json::as_u64).map(Lsn),
+        ts_us: num(&source.ts_us).unwrap_or(ts_ms.saturating_mul(1000)),
+        lsn: source.lsn.as_ref().and_then(Number::as_u64).map(Lsn),
         binlog,
         snapshot,
     }
