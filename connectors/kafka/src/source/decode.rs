@@ -400,7 +400,7 @@ impl Decoder {
             }
             (None, Some(_)) => BeforeImage::Full,
         };
-        let source_info = source_info(&plan, &source, op);
+        let source_info = source_info(&plan, source, op);
         Ok(Decoded::Event(ChangeEvent {
             op,
             table: plan.table.clone(),
