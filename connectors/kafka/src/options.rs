@@ -231,15 +231,7 @@ impl KafkaOptions {
 
     /// Parses `kafka://host:port[,host:port][?option=value&…]`.
     pub fn from_url(url: &str, pipeline: &str) -> Result<KafkaOptions, OptionError> {
-        let brokers_error = || OptionError::Brokers { shown: riffle_core::url::redact_url(url) };
-        let rest = url.strip_prefix("kafka://").ok_or_else(brokers_error)?;
-        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let hosts = hosts.trim_end_matches('/');
-        if hosts.is_empty()
-            || hosts.split(',').any(|h| h.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()))
-        {
-            return Err(brokers_error());
-        }
+        let (hosts, query) = split_url(url).ok_or_else(|| OptionError::Brokers { shown: riffle_core::url::redact_url(url) })?;
         let mut opts = KafkaOptions::new(hosts, pipeline);
         for (k, v) in riffle_core::url::query_pairs(query) {
             opts.set(&k, &v)?;
@@ -273,6 +265,16 @@ impl KafkaOptions {
         }
         c
     }
+}
+
+/// `kafka://host:port[,host:port][?query]` → (the brokers, the query);
+/// `None` unless every broker has a host and a port.
+pub(crate) fn split_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("kafka://")?;
+    let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let hosts = hosts.trim_end_matches('/');
+    let valid = |h: &str| h.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    (!hosts.is_empty() && hosts.split(',').all(valid)).then_some((hosts, query))
 }
 
 #[cfg(test)]

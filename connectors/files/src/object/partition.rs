@@ -36,26 +36,13 @@ impl Partitioning {
             return String::new();
         }
         let days = ts_ms.div_euclid(86_400_000);
-        let (y, m, d) = civil_from_days(days);
+        let (y, m, d) = riffle_formats::temporal::civil_from_days(days);
         let hour = ts_ms.rem_euclid(86_400_000) / 3_600_000;
         match self {
             Partitioning::Day => format!("dt={y:04}-{m:02}-{d:02}/"),
             _ => format!("dt={y:04}-{m:02}-{d:02}/hour={hour:02}/"),
         }
     }
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]

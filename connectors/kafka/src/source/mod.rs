@@ -90,14 +90,8 @@ impl KafkaSourceOptions {
     pub fn from_url(url: &str, pipeline: &str) -> Result<KafkaSourceOptions, SourceError> {
         let shown = riffle_core::url::redact_url(url);
         let bad = |what: String| SourceError::definite(format!("source {shown}: {what}"));
-        let rest = url.strip_prefix("kafka://").ok_or_else(|| bad("expected a kafka:// URL".into()))?;
-        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let hosts = hosts.trim_end_matches('/');
-        if hosts.is_empty()
-            || hosts.split(',').any(|h| h.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()))
-        {
-            return Err(bad("expected kafka://host:port[,host:port], with a port for every broker".into()));
-        }
+        let (hosts, query) = crate::options::split_url(url)
+            .ok_or_else(|| bad("expected kafka://host:port[,host:port], with a port for every broker".into()))?;
         let mut opts = KafkaSourceOptions {
             brokers: hosts.to_string(),
             topics: Vec::new(),
@@ -205,6 +199,20 @@ pub struct KafkaSource {
     ends: Option<BTreeMap<String, i64>>,
     stats: Arc<SourceStats>,
     decoder: Decoder,
+    /// The last run's consumer and the pipeline's durable offsets.
+    last_run: Option<(Arc<KafkaConsumer>, watch::Receiver<Option<Offset>>)>,
+}
+
+/// The group gets the offsets the pipeline made durable last (the end of
+/// an `--until now` run, committed after the source returned).
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        if let Some((consumer, durable)) = self.last_run.take() {
+            if let Some(Offset::Kafka { next }) = durable.borrow().clone() {
+                self.commit_group(&consumer, &next, CommitMode::Sync);
+            }
+        }
+    }
 }
 
 impl KafkaSource {
@@ -225,6 +233,7 @@ impl KafkaSource {
             ends: None,
             stats: Arc::default(),
             decoder,
+            last_run: None,
         })
     }
 
@@ -356,6 +365,8 @@ impl Source for KafkaSource {
     ) -> Result<RunEnd, SourceError> {
         let opts = self.opts.clone();
         let consumer = Arc::new(opts.consumer()?);
+        // Kept past the run: the last durable offsets go to the group when the source is dropped.
+        self.last_run = Some((consumer.clone(), durable.clone()));
         let copy = self.start == StartMode::Copy;
         let (saved, use_group) = match &self.start {
             StartMode::Resume(Offset::Kafka { next }) => (next.clone(), false),
@@ -408,18 +419,10 @@ impl Source for KafkaSource {
         let mut durable_open = true;
         loop {
             if ends.is_some() && reached(&next, &at_end) {
-                let last = Offset::Kafka { next: next.clone() };
-                items.push(SourceItem::Checkpoint(last.clone()));
+                items.push(SourceItem::Checkpoint(Offset::Kafka { next: next.clone() }));
                 out.send(std::mem::take(&mut items)).await.map_err(|_| SourceError::transient("the pipeline stopped reading"))?;
-                // The group gets the end once the sinks hold it (the
-                // pipeline commits a waiting checkpoint while the source is
-                // quiet); past a deadline the run ends without: the group's
-                // offsets are for people and tools, the state is where a run resumes.
-                // (A sync commits once the source returned: it waits for nothing.)
-                let durable_end = tokio::time::timeout(Duration::from_secs(30), durable.wait_for(|d| d.as_ref() == Some(&last)));
-                if !copy && matches!(durable_end.await, Ok(Ok(_))) {
-                    self.commit_group(&consumer, &next, CommitMode::Sync);
-                }
+                // The pipeline commits this last checkpoint once the source
+                // returned; the group gets it when the source is dropped.
                 return Ok(if copy { RunEnd::SnapshotComplete } else { RunEnd::ReachedUntil });
             }
             let flush = unsent && (items.len() >= BATCH_MESSAGES || bytes >= riffle_core::source::BATCH_BYTES);
