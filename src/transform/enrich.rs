@@ -9,10 +9,12 @@
 //!
 //! - The reference table is captured by the same pipeline (it must be in
 //!   the selection): its snapshot reads fill the copy (a database source
-//!   reads reference tables first in its snapshot), and its changes keep it
+//!   puts reference tables first in its snapshot plan), and its changes keep it
 //!   current, in stream order. So an event is enriched with the reference
 //!   row **as of its own position in the stream**: a product renamed after
-//!   an order changes the orders that follow, not the ones before.
+//!   an order changes the orders that follow, not the ones before. (With one
+//!   snapshot worker the reference table is read whole first; with several,
+//!   other tables' chunks may be read beside it and miss rows not read yet.)
 //! - Both images (`before`, `after`) get the columns, after the table's own
 //!   columns (`prefix` in front of their names, default none). No matching
 //!   reference row: the columns are null and

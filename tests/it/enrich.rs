@@ -21,6 +21,7 @@ fn config(dir: &std::path::Path, db: &str, enrich: &str, tables: &str) -> std::p
         format!(
             r#"name = "{db}"
 commit_interval = "100ms"
+snapshot_workers = 1
 [source]
 url = "{url}"
 tables = [{tables}]
