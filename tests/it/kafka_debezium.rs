@@ -244,7 +244,7 @@ fn table_messages(mut all: Vec<Json>) -> Vec<Json> {
 
 /// The golden tables have fixed names: one test at a time per server.
 pub(crate) static POSTGRES_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-static MARIADB_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static MARIADB_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn postgres(file: &str, run: Run<'_>) {
     let _one = POSTGRES_TABLE.lock().await;
