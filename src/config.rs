@@ -643,10 +643,7 @@ fn enrich_rule(
         .filter(|_| !e.from.contains(['*', '?']))
         .ok_or_else(|| anyhow!("{}: expected one table as SCHEMA.TABLE, found {:?}", field("enrich.from"), e.from))?;
     let name = from.to_string();
-    let glob = |g: &String| {
-        let g = if g.contains('.') { g.clone() } else { format!("public.{g}") };
-        riffle_core::glob_match(&g, &name)
-    };
+    let glob = |g: &String| crate::transform::matches(g, &name);
     if !tables.iter().any(glob) || exclude.iter().any(glob) {
         bail!(
             "{}: {name} is not in the pipeline's selection (tables: {}{}); enrichment keeps its copy of the reference table \

@@ -51,6 +51,12 @@ impl SourceKind {
         })
     }
 
+    /// Does this source take a snapshot of its tables (a database) rather
+    /// than read a log from a start it is given (Kafka)?
+    pub fn takes_snapshots(self) -> bool {
+        !matches!(self, SourceKind::Kafka)
+    }
+
     /// `--until POSITION` in this source's own form.
     pub fn parse_position(self, text: &str) -> Result<Offset, SourceError> {
         match self {

@@ -132,7 +132,7 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
     let status_line = (!sync && !quiet).then(|| crate::progress::spawn_status_line(metrics.clone()));
     // Reference tables are read whole before the others only by one snapshot worker.
     let enriched = cfg.rules.iter().any(|r| r.enrich.is_some());
-    if enriched && state.offset.is_none() && cfg.snapshot.workers != Some(1) && cfg.source_kind != crate::connectors::SourceKind::Kafka {
+    if enriched && state.offset.is_none() && cfg.snapshot.workers != Some(1) && cfg.source_kind.takes_snapshots() {
         tracing::warn!(
             "enrichment with several snapshot workers: rows of other tables read beside the reference tables may miss their \
              reference row (null, counted in riffle_enrich_misses_total); set snapshot_workers = 1 to read the reference tables first"

@@ -44,23 +44,17 @@ pub struct Enrich {
 
 pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
 
-/// A value's text for matching keys: `5`, `'5'` and a decimal `5` match.
-fn key_part(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Text(s) | Value::Decimal(s) | Value::Json(s) => out.extend_from_slice(s.as_bytes()),
-        Value::Bytes(b) => out.extend_from_slice(b),
-        other => riffle_formats::value::write_json(other, out),
-    }
-    out.push(0);
-}
-
 /// The key of `row` at `idx`; `None` when a part is NULL or was not sent.
 fn key_of(row: &[Value], idx: &[usize]) -> Option<Vec<u8>> {
     let mut key = Vec::new();
     for &i in idx {
         match row.get(i)? {
             Value::Null | Value::Unavailable => return None,
-            v => key_part(v, &mut key),
+            // A value's canonical text (the masks' too): `5`, `'5'` and a decimal `5` match.
+            v => {
+                super::canonical(v, &mut key);
+                key.push(0);
+            }
         }
     }
     Some(key)

@@ -69,45 +69,43 @@ pub struct Transformer {
     misses: HashMap<TableId, u64>,
 }
 
+/// One copy per reference table the rules enrich from, each keeping the
+/// columns of every rule that joins it.
+fn references(rules: &[TableRule]) -> Result<HashMap<TableId, enrich::Reference>, String> {
+    let mut refs: HashMap<TableId, enrich::Reference> = HashMap::new();
+    for e in rules.iter().filter_map(|r| r.enrich.as_ref()) {
+        match refs.get_mut(&e.from) {
+            Some(r) => r.widen(e)?,
+            None => {
+                refs.insert(e.from.clone(), enrich::Reference::new(e));
+            }
+        }
+    }
+    Ok(refs)
+}
+
 /// An event after the transforms: where it goes.
 pub struct Routed {
     pub event: Option<ChangeEvent>,
     pub sinks: Option<Vec<usize>>,
 }
 
-fn matches(pattern: &str, table: &str) -> bool {
+pub(crate) fn matches(pattern: &str, table: &str) -> bool {
     let pattern = if pattern.contains('.') { pattern.to_string() } else { format!("public.{pattern}") };
     riffle_core::glob_match(&pattern, table)
 }
 
 impl Transformer {
     pub fn new(rules: Vec<TableRule>, salt: String) -> Self {
-        let mut refs: HashMap<TableId, enrich::Reference> = HashMap::new();
-        for e in rules.iter().filter_map(|r| r.enrich.as_ref()) {
-            match refs.get_mut(&e.from) {
-                // Checked by [`Transformer::check`] when the configuration is read.
-                Some(r) => r.widen(e).expect("enrich rules checked"),
-                None => {
-                    refs.insert(e.from.clone(), enrich::Reference::new(e));
-                }
-            }
-        }
+        // Checked by [`Transformer::check`] when the configuration is read.
+        let refs = references(&rules).expect("enrich rules checked");
         Transformer { rules, salt, plans: HashMap::new(), refs, misses: HashMap::new() }
     }
 
     /// Rules that cannot work together (two joins on one reference table by
     /// different keys), as the configuration error to show.
     pub fn check(rules: &[TableRule]) -> Result<(), String> {
-        let mut refs: HashMap<TableId, enrich::Reference> = HashMap::new();
-        for e in rules.iter().filter_map(|r| r.enrich.as_ref()) {
-            match refs.get_mut(&e.from) {
-                Some(r) => r.widen(e)?,
-                None => {
-                    refs.insert(e.from.clone(), enrich::Reference::new(e));
-                }
-            }
-        }
-        Ok(())
+        references(rules).map(|_| ())
     }
 
     /// The reference tables whose copy this process has not loaded yet
@@ -277,6 +275,8 @@ impl Transformer {
     }
 }
 
+/// A value's text for hashing and matching: text-like values as written,
+/// bytes raw, the rest as JSON.
 fn canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Text(s) | Value::Decimal(s) | Value::Json(s) => out.extend_from_slice(s.as_bytes()),
