@@ -380,9 +380,13 @@ stop_kafka() { stop_pid kafka tansu 20; }
 
 # ---------------------------------------------------------------- s3
 # SeaweedFS: one `weed server` process (master, volume, filer; pid in s3.pid)
-# and the S3 gateway `weed s3` in front of it (s3_gateway.pid). Tests take the
-# storage down by stopping only the gateway (RIFFLE_TEST_S3_STOP_CMD) and bring
-# it back with RIFFLE_TEST_S3_START_CMD; the data stays in the filer.
+# and the S3 gateway `weed s3` in front of it (s3_gateway.pid). Its volumes
+# turn read-only (every PUT then answers 500 InternalError) when the disk's
+# free space falls under -volume.minFreeSpace, 1 % by default: 2.5 GB of a
+# large shared disk, which a CI build can use up; an absolute 256 MiB instead.
+# Tests take the storage down by stopping only the gateway
+# (RIFFLE_TEST_S3_STOP_CMD) and bring it back with RIFFLE_TEST_S3_START_CMD;
+# the data stays in the filer.
 S3_PORT=${RIFFLE_S3_PORT:-58333}               # the S3 API; its gRPC port is +1
 S3_MASTER_PORT=${RIFFLE_S3_MASTER_PORT:-58330} # gRPC +1
 S3_VOLUME_PORT=${RIFFLE_S3_VOLUME_PORT:-58340} # gRPC +1
@@ -425,7 +429,7 @@ start_s3() {
             "$S3_FILER_PORT" $((S3_FILER_PORT + 1))
         "$bin" -logtostderr server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
             -master.port="$S3_MASTER_PORT" -master.port.grpc=$((S3_MASTER_PORT + 1)) -master.telemetry=false \
-            -master.volumeSizeLimitMB=64 -volume.max=0 -volume.preStopSeconds=0 \
+            -master.volumeSizeLimitMB=64 -volume.max=0 -volume.preStopSeconds=0 -volume.minFreeSpace=256MiB \
             -volume.port="$S3_VOLUME_PORT" -volume.port.grpc=$((S3_VOLUME_PORT + 1)) \
             -filer -filer.port="$S3_FILER_PORT" -filer.port.grpc=$((S3_FILER_PORT + 1)) \
             -filer.localSocket="$dir/filer.sock" </dev/null >"$logf" 2>&1 &
