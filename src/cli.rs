@@ -62,7 +62,7 @@ pub enum Command {
     Check(CheckArgs),
     /// List or drop riffle's replication slots and publications.
     Slots(SlotsArgs),
-    /// Snapshot chosen tables of a pipeline again, while it streams (or at its next run).
+    /// Snapshot chosen tables of a pipeline again, while it streams (or at its next run); database sources only.
     Snapshot(SnapshotArgs),
     /// Compare the source with what the sinks hold (files, JSON Kafka topics), at one exact source position (exit 3 on differences).
     Verify(VerifyArgs),

@@ -7,6 +7,7 @@
 
 use crate::cli::{PipelineArgs, SnapshotArgs};
 use crate::config::{self, Overrides};
+use crate::connectors::SourceKind;
 use crate::state::StateStore;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -28,10 +29,17 @@ pub fn run(args: &SnapshotArgs) -> Result<()> {
         (None, None) => bail!("riffle snapshot: name the pipeline with --name NAME (see riffle status) or --config FILE"),
     };
     let store = StateStore::new(&state_dir)?;
-    if store.load(&name)?.is_none() {
+    let Some(state) = store.load(&name)? else {
         bail!(
             "riffle snapshot: no pipeline {name:?} in {}; check --name and --state (riffle status lists the pipelines there)",
             store.describe()
+        )
+    };
+    if SourceKind::of(&state.source).is_some_and(|k| !k.takes_snapshots()) {
+        bail!(
+            "riffle snapshot: pipeline {name:?} reads {}, which has no snapshot to read again (its topics hold what there is); \
+             to read them from their start, run the pipeline under another --name",
+            state.source
         )
     }
     let all = store.add_request(&name, &args.tables)?;

@@ -13,7 +13,7 @@ pub mod debezium_config;
 pub mod sinks;
 
 use riffle_core::source::{RunEnd, SourceStats};
-use riffle_core::{Offset, Report, SavedPipeline, Source, SourceError, SourceItem, SourceSpec, StartMode, StatusReport, Until};
+use riffle_core::{Offset, Report, SavedPipeline, Source, SourceError, SourceItem, SourceSpec, StartMode, StatusReport, TableId, Until};
 use riffle_kafka::KafkaSource;
 use riffle_mysql::MySource;
 use riffle_postgres::PgSource;
@@ -45,16 +45,17 @@ impl SourceKind {
         }
     }
 
+    /// Does this source take a snapshot of its tables (a database), so that
+    /// `riffle snapshot` can ask it to read some again? (Kafka: its topics
+    /// hold what there is.)
+    pub fn takes_snapshots(self) -> bool {
+        !matches!(self, SourceKind::Kafka)
+    }
+
     fn require(url: &str) -> Result<SourceKind, SourceError> {
         SourceKind::of(url).ok_or_else(|| {
             SourceError::definite(format!("source: expected {SOURCE_SCHEMES}, found {:?}", riffle_core::url::redact_url(url)))
         })
-    }
-
-    /// Does this source take a snapshot of its tables (a database) rather
-    /// than read a log from a start it is given (Kafka)?
-    pub fn takes_snapshots(self) -> bool {
-        !matches!(self, SourceKind::Kafka)
     }
 
     /// `--until POSITION` in this source's own form.
@@ -74,7 +75,7 @@ impl SourceKind {
 pub enum AnySource {
     Postgres(PgSource),
     Mysql(MySource),
-    Kafka(KafkaSource),
+    Kafka(Box<KafkaSource>),
 }
 
 impl AnySource {
@@ -82,7 +83,7 @@ impl AnySource {
         Ok(match SourceKind::require(&spec.url)? {
             SourceKind::Postgres => AnySource::Postgres(PgSource::new(spec)?),
             SourceKind::Mysql => AnySource::Mysql(MySource::new(spec)?),
-            SourceKind::Kafka => AnySource::Kafka(KafkaSource::new(spec)?),
+            SourceKind::Kafka => AnySource::Kafka(Box::new(KafkaSource::new(spec)?)),
         })
     }
 }
@@ -115,6 +116,18 @@ impl Source for AnySource {
             AnySource::Mysql(s) => s.run(out, durable, stop).await,
             AnySource::Kafka(s) => s.run(out, durable, stop).await,
         }
+    }
+}
+
+/// The column names of the source's selected tables that match `wanted`
+/// (globs), for the pipeline's checks of its table rules before it runs;
+/// `None` for a source without a catalog to ask (Kafka: each event brings
+/// its table's schema).
+pub async fn table_columns(spec: &SourceSpec, wanted: &[String]) -> Result<Option<Vec<(TableId, Vec<String>)>>, SourceError> {
+    match SourceKind::require(&spec.url)? {
+        SourceKind::Postgres => riffle_postgres::report::columns(spec, wanted).await.map(Some),
+        SourceKind::Mysql => riffle_mysql::report::columns(spec, wanted).await.map(Some),
+        SourceKind::Kafka => Ok(None),
     }
 }
 

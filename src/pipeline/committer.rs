@@ -206,6 +206,7 @@ impl Committer {
                     self.metrics.with(|c| c.snapshot_estimated.insert(table.to_string(), estimated_rows));
                     self.progress.start_table(&table, estimated_rows);
                 }
+                SourceItem::Reference(ev) => self.transformer.reload(&ev)?,
                 SourceItem::SnapshotDone => {
                     self.progress.finish_all();
                     self.in_snapshot = false;

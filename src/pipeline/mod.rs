@@ -109,6 +109,7 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
             "the table selection changed: added tables are snapshotted while the others stream on, removed ones stop"
         );
     }
+    check_rules(cfg).await?;
     // Sinks are checked before anything is read from the source.
     crate::check::require_sinks_ready(cfg)?;
     let sinks = tokio::task::block_in_place(|| open_sinks(cfg))?;
@@ -130,14 +131,6 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         });
     }
     let status_line = (!sync && !quiet).then(|| crate::progress::spawn_status_line(metrics.clone()));
-    // Reference tables are read whole before the others only by one snapshot worker.
-    let enriched = cfg.rules.iter().any(|r| r.enrich.is_some());
-    if enriched && state.offset.is_none() && cfg.snapshot.workers != Some(1) && cfg.source_kind.takes_snapshots() {
-        tracing::warn!(
-            "enrichment with several snapshot workers: rows of other tables read beside the reference tables may miss their \
-             reference row (null, counted in riffle_enrich_misses_total); set snapshot_workers = 1 to read the reference tables first"
-        );
-    }
     let (durable_tx, durable_rx) = watch::channel(state.offset.clone());
     let mut committer = Committer::new(Parts {
         sink_names: cfg.sinks.iter().map(|s| s.name.clone()).collect(),
@@ -165,4 +158,30 @@ pub async fn run(cfg: &Config, job: Job, quiet: bool, stop: watch::Receiver<bool
         lease.release().await;
     }
     result
+}
+
+/// The `[[tables]]` rules against the source's tables, before anything
+/// runs: a column a rule names that its table lacks, or an enrichment's
+/// reference table or columns the source does not have, is the error a
+/// table's first event would meet, given now; a rule matching no table is
+/// a warning. Skipped when the source cannot be asked now (its run reports
+/// why, with retries) or has no catalog (Kafka: checked at each table's
+/// first event).
+async fn check_rules(cfg: &Config) -> Result<()> {
+    if cfg.rules.is_empty() {
+        return Ok(());
+    }
+    let wanted = Transformer::tables_named(&cfg.rules);
+    let tables = match crate::connectors::table_columns(&cfg.source_spec(), &wanted).await {
+        Ok(Some(tables)) => tables,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            tracing::debug!(error = %e, "the table rules are checked at each table's first event instead");
+            return Ok(());
+        }
+    };
+    for pattern in Transformer::preflight(&cfg.rules, &tables)? {
+        tracing::warn!(pattern, "a [[tables]] rule matches none of the source's tables (yet): its settings apply to none");
+    }
+    Ok(())
 }

@@ -26,8 +26,10 @@ fn backoff(attempt: u32) -> Duration {
 
 /// Where the next run starts, from what is saved and the selection
 /// (`tables`) asked for now. `reload`: enrichment reference tables whose
-/// copy this process has not read; a database source reads them again
-/// while it streams (a Kafka source has no such read: docs/kafka-source.md).
+/// copy this process has not read, requested like `riffle snapshot`: a
+/// database source reads them again while it streams, a Kafka source reads
+/// their events again from the topics' start up to the saved offsets
+/// (docs/kafka-source.md).
 fn start_of(job: &Job, state: &crate::state::PipelineState, tables: &[String], reload: &[String]) -> (StartMode, Until) {
     match job {
         Job::Sync => (StartMode::Copy, Until::Never),
@@ -36,11 +38,9 @@ fn start_of(job: &Job, state: &crate::state::PipelineState, tables: &[String], r
                 (Some(offset), _) => {
                     let previous_tables = (state.tables != tables).then(|| state.tables.clone());
                     let mut progress = state.chunks.clone().unwrap_or_default();
-                    if !matches!(offset, Offset::Kafka { .. }) {
-                        for t in reload {
-                            if !progress.requested.contains(t) && progress.table(t).is_none_or(|p| p.is_done()) {
-                                progress.requested.push(t.clone());
-                            }
+                    for t in reload {
+                        if !progress.requested.contains(t) && progress.table(t).is_none_or(|p| p.is_done()) {
+                            progress.requested.push(t.clone());
                         }
                     }
                     if !progress.is_done() || previous_tables.is_some() {

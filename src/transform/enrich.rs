@@ -114,7 +114,7 @@ impl Reference {
     }
 
     /// Learns the reference table's schema (each new version).
-    fn learn(&mut self, schema: &Arc<TableSchema>) -> Result<(), SinkError> {
+    pub(super) fn learn(&mut self, schema: &Arc<TableSchema>) -> Result<(), SinkError> {
         if self.schema.as_ref().is_some_and(|s| Arc::ptr_eq(s, schema) || **s == **schema) {
             return Ok(());
         }

@@ -91,8 +91,16 @@ pub struct Routed {
 }
 
 pub(crate) fn matches(pattern: &str, table: &str) -> bool {
-    let pattern = if pattern.contains('.') { pattern.to_string() } else { format!("public.{pattern}") };
-    riffle_core::glob_match(&pattern, table)
+    riffle_core::glob_match(&normalized(pattern), table)
+}
+
+/// A rule's pattern over `schema.table`: one without a schema is in `public`.
+fn normalized(pattern: &str) -> String {
+    if pattern.contains('.') {
+        pattern.to_string()
+    } else {
+        format!("public.{pattern}")
+    }
 }
 
 impl Transformer {
@@ -106,6 +114,68 @@ impl Transformer {
     /// different keys), as the configuration error to show.
     pub fn check(rules: &[TableRule]) -> Result<(), String> {
         references(rules).map(|_| ())
+    }
+
+    /// The tables the rules speak of, as globs over `schema.table`: what
+    /// [`Transformer::preflight`] needs the columns of.
+    pub fn tables_named(rules: &[TableRule]) -> Vec<String> {
+        let mut out: Vec<String> = rules.iter().map(|r| normalized(&r.pattern)).collect();
+        out.extend(rules.iter().filter_map(|r| r.enrich.as_ref().map(|e| e.from.to_string())));
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Checks the rules against the source's tables before anything runs
+    /// (`tables`: each table's column names, as the source lists them): the
+    /// errors a table's first event would meet (a column a rule names that
+    /// the table lacks, an enrichment's reference columns), sooner, and a
+    /// reference table the source does not have. Returns the rule patterns
+    /// that match none of the tables (they may be created later).
+    pub fn preflight(rules: &[TableRule], tables: &[(TableId, Vec<String>)]) -> Result<Vec<String>, SinkError> {
+        // Its own transformer: the stand-in schemas (names, no types) must
+        // not stay in the one that runs.
+        let mut t = Transformer::new(rules.to_vec(), String::new());
+        let schemas: Vec<Arc<TableSchema>> = tables
+            .iter()
+            .map(|(id, names)| {
+                let columns = names
+                    .iter()
+                    .map(|n| Column {
+                        name: n.clone(),
+                        source_type: "?".into(),
+                        data_type: DataType::String,
+                        nullable: true,
+                        labels: Vec::new(),
+                    })
+                    .collect();
+                Arc::new(TableSchema { id: id.clone(), columns, key: Vec::new(), full_before_image: false })
+            })
+            .collect();
+        for (from, r) in &mut t.refs {
+            let Some(schema) = schemas.iter().find(|s| s.id == *from) else {
+                return Err(SinkError::definite(format!(
+                    "enrich from {from}: the source has no such table among the pipeline's tables; check enrich.from and [source] tables"
+                )));
+            };
+            r.learn(schema)?;
+        }
+        for schema in &schemas {
+            t.build(schema)?;
+        }
+        let names: Vec<String> = schemas.iter().map(|s| s.id.to_string()).collect();
+        Ok(rules.iter().filter(|r| !names.iter().any(|n| matches(&r.pattern, n))).map(|r| r.pattern.clone()).collect())
+    }
+
+    /// Rebuilds a reference table's copy with `ev`, an event an earlier run
+    /// delivered, read again for this ([`riffle_core::SourceItem::Reference`]);
+    /// the copy counts as loaded.
+    pub fn reload(&mut self, ev: &ChangeEvent) -> Result<(), SinkError> {
+        if let Some(r) = self.refs.get_mut(&ev.table.id) {
+            r.apply(ev)?;
+            r.loaded += 1;
+        }
+        Ok(())
     }
 
     /// The reference tables whose copy this process has not loaded yet

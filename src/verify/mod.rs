@@ -577,6 +577,8 @@ pub async fn run(cfg: &Config, opts: &Options, quiet: bool, stop: watch::Receive
                     }
                 }
                 SourceItem::SnapshotDone => progress.finish_all(),
+                // Only a source without a snapshot (Kafka) sends these; verify refuses it.
+                SourceItem::Reference(_) => {}
                 SourceItem::Event(ev) => {
                     let Some((_, at_key)) = &at else { bail!("the source sent rows before its position; this is a bug in riffle") };
                     progress.snapshot_rows(&ev.table.id, 1);

@@ -472,6 +472,48 @@ async fn a_kafka_source_survives_a_silently_dropped_broker_connection() {
     assert!(child.0.wait().unwrap().success());
 }
 
+/// The broker is killed (`kill -9`) under the reading pipeline and started
+/// again on the same storage: riffle reconnects and reads on, and the files
+/// hold every message once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_source_survives_a_broker_restart() {
+    let mut broker = PrivateBroker::start_persistent(free_port());
+    let b = broker.brokers();
+    let topic = unique("krestart_src");
+    produce(&b, &topic, 1, &inserts(1, 100));
+    let dir = temp_dir("ksrc-restart");
+    let out = dir.join("out");
+    let log = dir.join("riffle.log");
+    let state = dir.join("state");
+    let args = [
+        "replicate",
+        "--source",
+        &format!("kafka://{b}?topics={topic}"),
+        "--name",
+        &topic,
+        "--sink",
+        out.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "--state",
+        state.to_str().unwrap(),
+        "--commit-interval",
+        "100ms",
+    ];
+    let mut child = Running(spawn_riffle(&args, None, &log));
+    let ids = || -> Vec<i64> { read_jsonl(&out, "public.t").iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect() };
+    wait_for("the first messages", 60, || ids().len() == 100).await;
+    broker.kill();
+    broker.restart();
+    produce(&b, &topic, 1, &inserts(101, 200));
+    wait_for("the messages after the restart", 120, || ids().len() >= 200).await;
+    let mut got = ids();
+    got.sort();
+    assert_eq!(got, (1..=200).collect::<Vec<_>>(), "each message once; log: {}", std::fs::read_to_string(&log).unwrap());
+    signal(&child.0, "TERM");
+    assert!(child.0.wait().unwrap().success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn check_and_status_know_a_kafka_source() {
     let b = brokers();
@@ -501,6 +543,11 @@ async fn check_and_status_know_a_kafka_source() {
     assert!(!none.status.success());
     let shown = String::from_utf8_lossy(&none.stdout);
     assert!(shown.contains("topics matching no_such_topic_*") && shown.contains("check ?topics="), "{shown}");
+    // `riffle snapshot` has nothing to read again in a Kafka pipeline, and says so.
+    let again = riffle(&["snapshot", "--name", &topic, "--state", state.to_str().unwrap(), "--tables", "public.t"]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("which has no snapshot to read again"), "{}", stderr(&again));
+    assert!(!std::fs::read_dir(&state).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("request")), "no request left");
 }
 
 #[tokio::test(flavor = "multi_thread")]

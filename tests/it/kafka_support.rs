@@ -110,12 +110,23 @@ pub struct PrivateBroker {
     pub port: u16,
     /// The port clients are told to connect to (a proxy's), if not `port`.
     advertised: Option<u16>,
+    /// Kept in the test S3 bucket under this cluster id (else in memory).
+    cluster: Option<String>,
     child: Option<Child>,
 }
 
 impl PrivateBroker {
     pub fn start(port: u16) -> PrivateBroker {
-        let mut b = PrivateBroker { port, advertised: None, child: None };
+        let mut b = PrivateBroker { port, advertised: None, cluster: None, child: None };
+        b.restart();
+        b
+    }
+
+    /// A broker that keeps its topics in the test S3 bucket, under a
+    /// cluster id of its own: they survive [`PrivateBroker::kill`] and a
+    /// restart, as a real broker's do.
+    pub fn start_persistent(port: u16) -> PrivateBroker {
+        let mut b = PrivateBroker { port, advertised: None, cluster: Some(unique("it_cluster")), child: None };
         b.restart();
         b
     }
@@ -123,7 +134,7 @@ impl PrivateBroker {
     /// A broker that tells its clients to connect to `advertised` (a proxy
     /// in front of it), so every connection goes through there.
     pub fn start_advertising(port: u16, advertised: u16) -> PrivateBroker {
-        let mut b = PrivateBroker { port, advertised: Some(advertised), child: None };
+        let mut b = PrivateBroker { port, advertised: Some(advertised), cluster: None, child: None };
         b.restart();
         b
     }
@@ -136,12 +147,21 @@ impl PrivateBroker {
         let bin = crate::support::test_env("RIFFLE_TEST_TANSU_BIN");
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let advertised = format!("tcp://127.0.0.1:{}", self.advertised.unwrap_or(self.port));
-        let child = Command::new(bin)
-            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &advertised])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting tansu");
+        let mut cmd = Command::new(bin);
+        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised]);
+        match &self.cluster {
+            None => cmd.args(["--storage-engine", "memory://tansu/"]),
+            Some(cluster) => {
+                let env = crate::support::test_env;
+                cmd.args(["--storage-engine", &format!("s3://{}/", env("RIFFLE_TEST_S3_BUCKET")), "--cluster-id", cluster])
+                    .env("AWS_ENDPOINT", env("RIFFLE_TEST_S3_ENDPOINT"))
+                    .env("AWS_ALLOW_HTTP", "true")
+                    .env("AWS_DEFAULT_REGION", env("RIFFLE_TEST_S3_REGION"))
+                    .env("AWS_ACCESS_KEY_ID", env("RIFFLE_TEST_S3_ACCESS_KEY"))
+                    .env("AWS_SECRET_ACCESS_KEY", env("RIFFLE_TEST_S3_SECRET_KEY"))
+            }
+        };
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("starting tansu");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {

@@ -13,6 +13,11 @@
 //! workers read ahead into their channels (about one chunk each), so memory
 //! stays bounded by the worker count. The forwarder numbers the rows in the
 //! order it hands them on: their positions follow the output's order.
+//!
+//! Tables marked [`Planned::first`] (the reference tables of an
+//! enrichment) are read in a phase of their own: every chunk of theirs is
+//! handed on before any chunk of another table starts, whatever the worker
+//! count, so rows joined to them downstream find them whole.
 
 use crate::chunks::{ChunkDone, KeyRange, SnapshotProgress, TableProgress};
 use crate::position::{Offset, Position};
@@ -82,6 +87,8 @@ pub struct Planned {
     pub id: TableId,
     pub estimated_rows: u64,
     pub progress: TableProgress,
+    /// Read in a first phase, whole, before any other table starts.
+    pub first: bool,
 }
 
 /// How the forwarder numbers rows and checkpoints.
@@ -120,55 +127,6 @@ where
     F: Fn(Lane, R) -> Fut,
     Fut: Future<Output = Result<R, E>> + Send + 'static,
 {
-    let mut work: VecDeque<(usize, KeyRange)> = VecDeque::new();
-    // Ranges of different tables alternate, so workers spread over tables.
-    let most = tables.iter().map(|t| t.progress.left.len()).max().unwrap_or(0);
-    for i in 0..most {
-        for (ti, t) in tables.iter().enumerate() {
-            if let Some(r) = t.progress.left.get(i) {
-                work.push_back((ti, r.clone()));
-            }
-        }
-    }
-    let workers = opts.workers.clamp(1, work.len().max(1)).min(resources.len().max(1));
-    tracing::info!(tables = tables.len(), ranges = work.len(), workers, chunk_rows = opts.chunk_rows, "snapshot plan");
-    let queue: Queue = Arc::new(Mutex::new(work));
-    let (starts_tx, mut starts) = mpsc::unbounded_channel::<(usize, usize)>();
-    let (failed_tx, mut failed) = mpsc::unbounded_channel::<E>();
-    // About a chunk read ahead per worker, at most 16 pieces (a piece is
-    // at most a batch of rows or a few MiB), so wide rows stay bounded.
-    let depth = (opts.chunk_rows as usize).div_ceil(opts.batch.max(1)).clamp(2, 16);
-    let mut channels = Vec::with_capacity(workers);
-    let mut set = tokio::task::JoinSet::new();
-    let mut spare = Vec::new();
-    for (w, resource) in resources.into_iter().enumerate() {
-        if w >= workers {
-            spare.push(resource);
-            continue;
-        }
-        let (tx, rx) = mpsc::channel(depth);
-        channels.push(rx);
-        // Held until a failed worker's error is sent: its channel must not
-        // close first, or the forwarder would see a chunk cut short instead
-        // of the error (a retryable one made definite).
-        let open = tx.clone();
-        let lane = Lane { index: w, pieces: tx, starts: starts_tx.clone(), until: opts.until, queue: queue.clone() };
-        let task = spawn(lane, resource);
-        let failed_tx = failed_tx.clone();
-        set.spawn(async move {
-            let r = match task.await {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    let _ = failed_tx.send(e);
-                    None
-                }
-            };
-            drop(open);
-            r
-        });
-    }
-    drop((starts_tx, failed_tx));
-    let mut stop = stop.clone();
     let mut fwd = Forward {
         tables,
         seq: 0,
@@ -177,51 +135,48 @@ where
         position: opts.position,
         progress: SnapshotProgress { tables: tables.iter().map(|t| t.progress.clone()).collect(), requested: Vec::new() },
     };
-    loop {
-        let next = tokio::select! {
-            biased;
-            Some(e) = failed.recv() => return Err(e),
-            _ = stop.changed() => return Ok((RunEnd::Stopped, fwd.progress, Vec::new())),
-            w = starts.recv() => w,
-        };
-        let Some((w, table)) = next else { break };
-        if let Some(item) = fwd.announce(table) {
-            if out.send(vec![item]).await.is_err() {
-                return Ok((RunEnd::Stopped, fwd.progress, Vec::new()));
-            }
+    let mut resources = resources;
+    for first in [true, false] {
+        let work = ranges(tables, |t| t.first == first);
+        if work.is_empty() {
+            continue;
         }
-        // Hand on worker `w`'s chunk, up to its end.
-        loop {
-            let piece = tokio::select! {
-                biased;
-                Some(e) = failed.recv() => return Err(e),
-                _ = stop.changed() => return Ok((RunEnd::Stopped, fwd.progress, Vec::new())),
-                p = channels[w].recv() => p,
-            };
-            let Some(piece) = piece else {
-                return Err(unexpected("a snapshot worker stopped in the middle of a chunk".into()));
-            };
-            let end = matches!(piece, Piece::End { .. });
-            if *stop.borrow() || out.send(fwd.items(piece)).await.is_err() {
-                return Ok((RunEnd::Stopped, fwd.progress, Vec::new()));
-            }
-            if end {
-                break;
+        // The round ended inside the first phase: the others wait for the next.
+        if !first && opts.until.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            break;
+        }
+        let phase = Phase { work, workers: opts.workers, chunk_rows: opts.chunk_rows, batch: opts.batch, until: opts.until };
+        let (end, back) = fwd.phase(phase, resources, &spawn, unexpected, out, stop).await?;
+        if end != RunEnd::SnapshotComplete {
+            return Ok((end, fwd.progress, Vec::new()));
+        }
+        resources = back;
+    }
+    Ok((RunEnd::SnapshotComplete, fwd.progress, resources))
+}
+
+/// The ranges the tables `keep` selects have left; ranges of different
+/// tables alternate, so workers spread over tables.
+fn ranges(tables: &[Planned], keep: impl Fn(&Planned) -> bool) -> VecDeque<(usize, KeyRange)> {
+    let mut work = VecDeque::new();
+    let most = tables.iter().map(|t| t.progress.left.len()).max().unwrap_or(0);
+    for i in 0..most {
+        for (ti, t) in tables.iter().enumerate() {
+            if let Some(r) = t.progress.left.get(i).filter(|_| keep(t)) {
+                work.push_back((ti, r.clone()));
             }
         }
     }
-    let mut back = spare;
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok(Some(r)) => back.push(r),
-            Ok(None) => {}
-            Err(e) => return Err(unexpected(format!("a snapshot worker failed: {e}"))),
-        }
-    }
-    if let Ok(e) = failed.try_recv() {
-        return Err(e);
-    }
-    Ok((RunEnd::SnapshotComplete, fwd.progress, back))
+    work
+}
+
+/// One phase of a snapshot: the ranges it reads and how.
+struct Phase {
+    work: VecDeque<(usize, KeyRange)>,
+    workers: usize,
+    chunk_rows: u64,
+    batch: usize,
+    until: Option<tokio::time::Instant>,
 }
 
 /// Numbers the rows and adds the progress items and checkpoints.
@@ -236,6 +191,111 @@ struct Forward<'a> {
 }
 
 impl Forward<'_> {
+    /// Reads the phase's ranges with its workers, made by `spawn` from the
+    /// `resources` given, and hands the rows on one chunk after another.
+    /// Returns how it ended and the resources the workers gave back.
+    async fn phase<R, E, F, Fut>(
+        &mut self,
+        phase: Phase,
+        resources: Vec<R>,
+        spawn: &F,
+        unexpected: fn(String) -> E,
+        out: &mpsc::Sender<Vec<SourceItem>>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(RunEnd, Vec<R>), E>
+    where
+        R: Send + 'static,
+        E: Send + 'static,
+        F: Fn(Lane, R) -> Fut,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        let Phase { work, workers, chunk_rows, batch, until } = phase;
+        let workers = workers.clamp(1, work.len().max(1)).min(resources.len().max(1));
+        tracing::info!(tables = self.tables.len(), ranges = work.len(), workers, chunk_rows, "snapshot plan");
+        let queue: Queue = Arc::new(Mutex::new(work));
+        let (starts_tx, mut starts) = mpsc::unbounded_channel::<(usize, usize)>();
+        let (failed_tx, mut failed) = mpsc::unbounded_channel::<E>();
+        // About a chunk read ahead per worker, at most 16 pieces (a piece is
+        // at most a batch of rows or a few MiB), so wide rows stay bounded.
+        let depth = (chunk_rows as usize).div_ceil(batch.max(1)).clamp(2, 16);
+        let mut channels = Vec::with_capacity(workers);
+        let mut set = tokio::task::JoinSet::new();
+        let mut spare = Vec::new();
+        for (w, resource) in resources.into_iter().enumerate() {
+            if w >= workers {
+                spare.push(resource);
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(depth);
+            channels.push(rx);
+            // Held until a failed worker's error is sent: its channel must not
+            // close first, or the forwarder would see a chunk cut short instead
+            // of the error (a retryable one made definite).
+            let open = tx.clone();
+            let lane = Lane { index: w, pieces: tx, starts: starts_tx.clone(), until, queue: queue.clone() };
+            let task = spawn(lane, resource);
+            let failed_tx = failed_tx.clone();
+            set.spawn(async move {
+                let r = match task.await {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        let _ = failed_tx.send(e);
+                        None
+                    }
+                };
+                drop(open);
+                r
+            });
+        }
+        drop((starts_tx, failed_tx));
+        let mut stop = stop.clone();
+        loop {
+            let next = tokio::select! {
+                biased;
+                Some(e) = failed.recv() => return Err(e),
+                _ = stop.changed() => return Ok((RunEnd::Stopped, Vec::new())),
+                w = starts.recv() => w,
+            };
+            let Some((w, table)) = next else { break };
+            if let Some(item) = self.announce(table) {
+                if out.send(vec![item]).await.is_err() {
+                    return Ok((RunEnd::Stopped, Vec::new()));
+                }
+            }
+            // Hand on worker `w`'s chunk, up to its end.
+            loop {
+                let piece = tokio::select! {
+                    biased;
+                    Some(e) = failed.recv() => return Err(e),
+                    _ = stop.changed() => return Ok((RunEnd::Stopped, Vec::new())),
+                    p = channels[w].recv() => p,
+                };
+                let Some(piece) = piece else {
+                    return Err(unexpected("a snapshot worker stopped in the middle of a chunk".into()));
+                };
+                let end = matches!(piece, Piece::End { .. });
+                if *stop.borrow() || out.send(self.items(piece)).await.is_err() {
+                    return Ok((RunEnd::Stopped, Vec::new()));
+                }
+                if end {
+                    break;
+                }
+            }
+        }
+        let mut back = spare;
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(Some(r)) => back.push(r),
+                Ok(None) => {}
+                Err(e) => return Err(unexpected(format!("a snapshot worker failed: {e}"))),
+            }
+        }
+        if let Ok(e) = failed.try_recv() {
+            return Err(e);
+        }
+        Ok((RunEnd::SnapshotComplete, back))
+    }
+
     fn items(&mut self, piece: Piece) -> Vec<SourceItem> {
         match piece {
             Piece::Rows(mut rows) => {
@@ -292,6 +352,64 @@ pub fn integer_ranges(lo: i64, hi: i64, parts: u64) -> Vec<KeyRange> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::position::{KafkaPosition, Position};
+
+    fn planned(name: &str, ranges: usize, first: bool) -> Planned {
+        let left = integer_ranges(0, 100, ranges as u64);
+        assert_eq!(left.len(), ranges);
+        let progress = TableProgress { table: format!("s.{name}"), key: vec!["id".into()], left, rows: 0, chunks: 0, again: false };
+        Planned { id: TableId { schema: "s".into(), name: name.into() }, estimated_rows: 0, progress, first }
+    }
+
+    /// A stand-in worker (no database): reads each range as one empty
+    /// chunk, the first-phase table's slowly, so without the phase the
+    /// others' chunks would start beside it.
+    async fn worker(lane: Lane, (): ()) -> Result<(), String> {
+        while let Some((table, range)) = lane.next_range() {
+            if !lane.start(table) {
+                break;
+            }
+            if table == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            lane.send(Piece::End { table, range, next_after: None, rows: 0 }).await;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn read_first_tables_are_handed_on_whole_before_any_other_starts() {
+        let tables = [planned("orders", 4, false), planned("products", 3, true), planned("users", 2, false)];
+        let opts = Forwarding {
+            workers: 3,
+            chunk_rows: 10,
+            batch: 10,
+            checkpoint: None,
+            position: Box::new(|seq| Position::Kafka(KafkaPosition { lane: 0, offset: seq })),
+            until: None,
+        };
+        let (out, mut rx) = mpsc::channel(64);
+        let (_stop_tx, stop) = watch::channel(false);
+        let (end, progress, back) = forward(&tables, opts, vec![(); 3], worker, |e| e, &out, &stop).await.unwrap();
+        drop(out);
+        assert_eq!((end, back.len()), (RunEnd::SnapshotComplete, 3));
+        assert!(progress.is_done());
+        let mut order = Vec::new();
+        while let Some(items) = rx.recv().await {
+            for item in items {
+                match item {
+                    SourceItem::SnapshotTable { table, .. } => order.push(format!("start {}", table.name)),
+                    SourceItem::ChunkDone(done) => order.push(format!("done {}", done.table)),
+                    _ => {}
+                }
+            }
+        }
+        let products_done = order.iter().rposition(|o| o == "done s.products").unwrap();
+        let others_start = order.iter().position(|o| o == "start orders" || o == "start users").unwrap();
+        assert_eq!(order.iter().filter(|o| o.as_str() == "done s.products").count(), 3);
+        assert!(products_done < others_start, "{order:?}");
+        assert_eq!(order.len(), 3 + 4 + 2 + 3, "every chunk once, every table announced once: {order:?}");
+    }
 
     #[test]
     fn integer_ranges_cover_the_keys_without_overlap() {

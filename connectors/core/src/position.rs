@@ -243,8 +243,14 @@ pub enum Offset {
     /// (MariaDB `domain-server-seq` list, MySQL `uuid:1-n` set) when GTIDs
     /// are on.
     Mysql { file: String, pos: u64, gtid: Option<String> },
-    /// Kafka: the next offset to read in each partition, by `topic/partition`.
-    Kafka { next: std::collections::BTreeMap<String, i64> },
+    /// Kafka: the next offset to read in each partition, by `topic/partition`;
+    /// `tables`: the tables (`schema.table`) each partition carried events
+    /// of, so a restart knows where an enrichment's reference table is.
+    Kafka {
+        next: std::collections::BTreeMap<String, i64>,
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        tables: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    },
 }
 
 /// A GTID position as a map from replication domain (MariaDB) or server
@@ -292,7 +298,7 @@ impl Offset {
             }
             // Behind in one partition and ahead in none (a partition only
             // one of them has counts as at its start in the other).
-            (Offset::Kafka { next: a }, Offset::Kafka { next: b }) => {
+            (Offset::Kafka { next: a, .. }, Offset::Kafka { next: b, .. }) => {
                 let at = |m: &std::collections::BTreeMap<String, i64>, k: &String| m.get(k).copied().unwrap_or(0);
                 let keys = || a.keys().chain(b.keys());
                 keys().any(|k| at(a, k) < at(b, k)) && keys().all(|k| at(a, k) <= at(b, k))
@@ -307,7 +313,7 @@ impl Offset {
         match self {
             Offset::Postgres { lsn } => lsn.0,
             Offset::Mysql { file, pos, .. } => (file_number(file).0 << 40) | (pos & ((1 << 40) - 1)),
-            Offset::Kafka { next } => next.values().map(|&n| n.max(0) as u64).sum(),
+            Offset::Kafka { next, .. } => next.values().map(|&n| n.max(0) as u64).sum(),
         }
     }
 
@@ -333,7 +339,7 @@ impl fmt::Display for Offset {
             Offset::Postgres { lsn } => write!(f, "lsn {lsn}"),
             Offset::Mysql { file, pos, gtid: Some(g) } => write!(f, "{file}:{pos} (gtid {g})"),
             Offset::Mysql { file, pos, gtid: None } => write!(f, "{file}:{pos}"),
-            Offset::Kafka { next } => {
+            Offset::Kafka { next, .. } => {
                 let parts: Vec<String> = next.iter().map(|(tp, n)| format!("{tp}@{n}")).collect();
                 write!(f, "kafka {}", parts.join(","))
             }
@@ -461,7 +467,10 @@ mod tests {
 
     #[test]
     fn kafka_offsets_are_ordered_partition_by_partition() {
-        let at = |parts: &[(&str, i64)]| Offset::Kafka { next: parts.iter().map(|(k, n)| (k.to_string(), *n)).collect() };
+        let at = |parts: &[(&str, i64)]| Offset::Kafka {
+            next: parts.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            tables: Default::default(),
+        };
         assert!(at(&[("t/0", 5), ("t/1", 7)]).is_before(&at(&[("t/0", 6), ("t/1", 7)])));
         assert!(!at(&[("t/0", 6), ("t/1", 7)]).is_before(&at(&[("t/0", 5), ("t/1", 7)])));
         assert!(!at(&[("t/0", 6), ("t/1", 1)]).is_before(&at(&[("t/0", 5), ("t/1", 9)])), "ahead in one partition");

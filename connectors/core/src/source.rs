@@ -41,6 +41,10 @@ pub enum SourceItem {
     ChunkDone(ChunkDone),
     /// The snapshot finished: every table was copied.
     SnapshotDone,
+    /// An event an earlier run delivered, read again only so the pipeline
+    /// rebuilds its copy of an enrichment's reference table after a
+    /// restart (a source without a snapshot: Kafka). It goes to no sink.
+    Reference(ChangeEvent),
 }
 
 /// What every source is built from: the pipeline's `[source]` table and
@@ -62,16 +66,10 @@ pub struct SourceSpec {
     /// Refuse tables whose updates and deletes would carry only the key.
     pub full_before_images: bool,
     pub snapshot: SnapshotOptions,
-    /// Tables (`schema.table`) a snapshot reads before the others: the
-    /// reference tables of an enrichment, so the rows joined to them find
-    /// them.
+    /// Tables (`schema.table`) a snapshot reads whole before any other
+    /// starts ([`crate::parallel`]): the reference tables of an enrichment,
+    /// so the rows joined to them find them.
     pub read_first: Vec<String>,
-}
-
-/// Puts the tables `first` names ahead of the others, each group in its
-/// order ([`SourceSpec::read_first`]).
-pub fn read_first<T>(tables: &mut [T], first: &[String], id: impl Fn(&T) -> &crate::schema::TableId) {
-    tables.sort_by_key(|t| !first.contains(&id(t).to_string()));
 }
 
 /// How a snapshot reads its tables.

@@ -85,13 +85,13 @@ impl MySource {
         let mut conn = self.params.connect().await?;
         tracing::info!(source = %self.params.redacted(), "connected");
         let mariadb = checks::is_mariadb(&mut conn).await?;
-        let mut tables = catalog::resolve_tables(&mut conn, &self.params.database, &self.config.tables, &self.config.exclude).await?;
-        riffle_core::source::read_first(&mut tables, &self.config.read_first, |t| &t.id);
+        let tables = catalog::resolve_tables(&mut conn, &self.params.database, &self.config.tables, &self.config.exclude).await?;
         let ctx = snapshot::Context {
             name: Arc::from(self.config.name.as_str()),
             connector: if mariadb { "mariadb" } else { "mysql" },
             server_id: self.params.server_id,
             stats: self.stats.clone(),
+            read_first: self.config.read_first.as_slice().into(),
         };
         let options = self.config.snapshot;
         let params = &self.params;

@@ -4,7 +4,8 @@
 
 use crate::connect::ConnectParams;
 use crate::{catalog, checks, default_server_id};
-use riffle_core::{Check, Offset, Report, SavedPipeline, SourceError, SourceSpec, StatusReport};
+use mysql_async::prelude::Queryable;
+use riffle_core::{glob_match, Check, Offset, Report, SavedPipeline, SourceError, SourceSpec, StatusReport, TableId};
 
 /// Every check of `riffle check` for a MySQL/MariaDB source.
 pub async fn check(spec: &SourceSpec) -> Result<Report, SourceError> {
@@ -33,6 +34,29 @@ pub async fn check(spec: &SourceSpec) -> Result<Report, SourceError> {
     }
     report.checks.extend(problems.into_iter().map(Check::from));
     Ok(report)
+}
+
+/// The column names of the selected tables that match one of `wanted`
+/// (globs), in their order: what the pipeline checks its table rules
+/// against before it runs.
+pub async fn columns(spec: &SourceSpec, wanted: &[String]) -> Result<Vec<(TableId, Vec<String>)>, SourceError> {
+    let params = ConnectParams::from_url(&spec.url, default_server_id(&spec.name))?;
+    let mut conn = params.connect().await?;
+    let mut out = Vec::new();
+    for t in catalog::resolve_tables_lenient(&mut conn, &params.database, &spec.tables, &spec.exclude).await? {
+        if !wanted.iter().any(|g| glob_match(g, &t.id.to_string())) {
+            continue;
+        }
+        let names: Vec<String> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (t.id.schema.as_str(), t.id.name.as_str()),
+            )
+            .await
+            .map_err(|e| crate::MyError::query("listing a table's columns", e))?;
+        out.push((t.id, names));
+    }
+    Ok(out)
 }
 
 /// For each pipeline: is its saved binlog file still on the server, and how

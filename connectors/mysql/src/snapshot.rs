@@ -82,6 +82,9 @@ pub struct Context {
     pub connector: &'static str,
     pub server_id: u32,
     pub stats: Arc<SourceStats>,
+    /// Tables (`schema.table`) read whole before the others
+    /// ([`riffle_core::source::SourceSpec::read_first`]).
+    pub read_first: Arc<[String]>,
 }
 
 /// A consistent read and the binlog position that matches it.
@@ -373,7 +376,12 @@ pub async fn copy(
 ) -> Result<(RunEnd, SnapshotProgress, Vec<Conn>), MyError> {
     let planned: Vec<Planned> = tables
         .iter()
-        .map(|t| Planned { id: t.selected.id.clone(), estimated_rows: t.selected.estimated_rows, progress: t.progress.clone() })
+        .map(|t| Planned {
+            id: t.selected.id.clone(),
+            estimated_rows: t.selected.estimated_rows,
+            progress: t.progress.clone(),
+            first: ctx.read_first.contains(&t.selected.id.to_string()),
+        })
         .collect();
     let (file, pos) = (file_seq(&snap.file), snap.pos);
     let opts = Forwarding {

@@ -198,7 +198,12 @@ pub async fn copy(
 ) -> Result<(RunEnd, SnapshotProgress), PgError> {
     let planned: Vec<Planned> = tables
         .iter()
-        .map(|t| Planned { id: t.selected.id.clone(), estimated_rows: t.selected.estimated_rows, progress: t.progress.clone() })
+        .map(|t| Planned {
+            id: t.selected.id.clone(),
+            estimated_rows: t.selected.estimated_rows,
+            progress: t.progress.clone(),
+            first: job.ctx.read_first.contains(&t.selected.id.to_string()),
+        })
         .collect();
     let tables = Arc::new(tables);
     let at = job.at;

@@ -46,7 +46,7 @@ pub fn pg_text_values(data: &[u8]) {
     let _ = crate::types::decode_text(&types[usize::from(*first) % types.len()], &text);
 
     let schema = Arc::new(schema(usize::from(second % 8) + 1, usize::from(*first)));
-    let ctx = crate::snapshot::Context { name: "fuzz".into(), db: "db".into(), stats: Default::default() };
+    let ctx = crate::snapshot::Context { name: "fuzz".into(), db: "db".into(), stats: Default::default(), read_first: Arc::default() };
     let mut reader = crate::snapshot::CopyReader::new(schema, &ctx, Lsn(1), 0);
     let (mut seq, mut batch) = (0, Vec::new());
     for chunk in rest.chunks(usize::from(*first) + 1) {

@@ -127,10 +127,14 @@ impl PgSource {
     ) -> Result<RunEnd, PgError> {
         let client = self.params.connect().await?;
         tracing::info!(source = %self.params.redacted(), "connected");
-        let mut tables = catalog::resolve_tables(&client, &self.config.tables, &self.config.exclude).await?;
-        riffle_core::source::read_first(&mut tables, &self.config.read_first, |t| &t.id);
+        let tables = catalog::resolve_tables(&client, &self.config.tables, &self.config.exclude).await?;
         let db: Arc<str> = Arc::from(self.params.dbname.as_str());
-        let ctx = snapshot::Context { name: self.name.clone(), db: db.clone(), stats: self.stats.clone() };
+        let ctx = snapshot::Context {
+            name: self.name.clone(),
+            db: db.clone(),
+            stats: self.stats.clone(),
+            read_first: self.config.read_first.as_slice().into(),
+        };
         match self.mode.clone() {
             Mode::Sync => snapshot::sync_copy(&client, &self.params, &ctx, &tables, self.config.snapshot, &out, &stop).await,
             Mode::Verify => {

@@ -5,7 +5,7 @@ use crate::catalog;
 use crate::checks::full_check;
 use crate::connect::ConnectParams;
 use crate::object_name;
-use riffle_core::{human_bytes, Check, Problem, Report, SavedPipeline, SourceError, SourceSpec, StatusReport};
+use riffle_core::{glob_match, human_bytes, Check, Problem, Report, SavedPipeline, SourceError, SourceSpec, StatusReport, TableId};
 
 /// Every check of `riffle check` for a Postgres source. The server and role
 /// checks run even when the table selection is wrong; a saved position
@@ -41,6 +41,30 @@ pub async fn check(spec: &SourceSpec, saved: Option<&SavedPipeline>) -> Result<R
         }
     }
     Ok(report)
+}
+
+/// The column names of the selected tables that match one of `wanted`
+/// (globs), in their order, as the stream sends them (generated columns
+/// left out): what the pipeline checks its table rules against before it
+/// runs.
+pub async fn columns(spec: &SourceSpec, wanted: &[String]) -> Result<Vec<(TableId, Vec<String>)>, SourceError> {
+    let client = ConnectParams::from_url(&spec.url)?.connect().await?;
+    let mut out = Vec::new();
+    for t in catalog::resolve_tables_lenient(&client, &spec.tables, &spec.exclude).await? {
+        if !wanted.iter().any(|g| glob_match(g, &t.id.to_string())) {
+            continue;
+        }
+        let rows = client
+            .query(
+                "SELECT attname::text FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped \
+                 AND attgenerated = '' ORDER BY attnum",
+                &[&t.oid],
+            )
+            .await
+            .map_err(crate::error::PgError::session("listing a table's columns"))?;
+        out.push((t.id, rows.iter().map(|r| r.get::<_, String>(0)).collect()));
+    }
+    Ok(out)
 }
 
 /// Each pipeline's slot: whether it is active, what it confirmed, and how

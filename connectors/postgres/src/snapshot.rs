@@ -52,6 +52,9 @@ pub struct Context {
     pub db: Arc<str>,
     /// Marked on every batch so a long copy counts as progress.
     pub stats: Arc<riffle_core::source::SourceStats>,
+    /// Tables (`schema.table`) read whole before the others
+    /// ([`riffle_core::source::SourceSpec::read_first`]).
+    pub read_first: Arc<[String]>,
 }
 
 pub const BATCH: usize = 1024;
@@ -350,7 +353,7 @@ mod tests {
             key: vec![0],
             full_before_image: false,
         });
-        let ctx = Context { name: Arc::from("p"), db: Arc::from("d"), stats: Arc::default() };
+        let ctx = Context { name: Arc::from("p"), db: Arc::from("d"), stats: Arc::default(), read_first: Arc::default() };
         let mut r = CopyReader::new(schema, &ctx, Lsn(1), 0);
         let (mut seq, mut batch) = (0, Vec::new());
         for part in ["1\t", "2\n3", "\t4\n5\t6", "\n"] {

@@ -22,6 +22,12 @@
 //!   per partition and skip replays, so their output holds each message once.
 //! - **`--until now`**: the partitions' end offsets when the run starts;
 //!   the run ends once every partition is read up to its end.
+//! - **Enrichment after a restart**: the pipeline's copy of a reference
+//!   table lives in memory. The saved offsets record which tables each
+//!   partition carried; a run that resumes reads the partitions that carried
+//!   a reference table again, from their start up to the saved offsets, and
+//!   hands those events on as [`SourceItem::Reference`] (they rebuild the
+//!   copy and go to no sink) before it reads on.
 //! - **Values**: [`decode`] (the envelope, Connect schemas, Debezium's and
 //!   riffle's value forms).
 
@@ -38,8 +44,10 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 use riffle_core::source::{RunEnd, SourceStats};
-use riffle_core::{glob_match, kafka_lane, KafkaPosition, Offset, Position, Source, SourceError, SourceItem, SourceSpec, StartMode, Until};
-use std::collections::BTreeMap;
+use riffle_core::{
+    glob_match, kafka_lane, KafkaPosition, Offset, Position, Source, SourceError, SourceItem, SourceSpec, StartMode, TableSchema, Until,
+};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -178,6 +186,10 @@ fn source_error(what: &str, brokers: &str, e: &KafkaError) -> SourceError {
     }
 }
 
+/// The tables (`schema.table`) each partition carried events of, by
+/// `topic/partition` (saved in [`Offset::Kafka`]).
+type Seen = BTreeMap<String, BTreeSet<String>>;
+
 /// `topic/partition`, the key of a partition in [`Offset::Kafka`].
 fn partition_key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
@@ -201,6 +213,10 @@ pub struct KafkaSource {
     decoder: Decoder,
     /// The last run's consumer and the pipeline's durable offsets.
     last_run: Option<(Arc<KafkaConsumer>, watch::Receiver<Option<Offset>>)>,
+    /// Enrichment reference tables ([`SourceSpec::read_first`]).
+    references: Vec<String>,
+    /// Reference tables whose events the next run reads again first.
+    reload: Vec<String>,
 }
 
 /// The group gets the offsets the pipeline made durable last (the end of
@@ -208,7 +224,7 @@ pub struct KafkaSource {
 impl Drop for KafkaSource {
     fn drop(&mut self) {
         if let Some((consumer, durable)) = self.last_run.take() {
-            if let Some(Offset::Kafka { next }) = durable.borrow().clone() {
+            if let Some(Offset::Kafka { next, .. }) = durable.borrow().clone() {
                 self.commit_group(&consumer, &next, CommitMode::Sync);
             }
         }
@@ -234,6 +250,8 @@ impl KafkaSource {
             stats: Arc::default(),
             decoder,
             last_run: None,
+            references: spec.read_first.clone(),
+            reload: Vec::new(),
         })
     }
 
@@ -316,9 +334,21 @@ fn assignment(next: &BTreeMap<String, i64>, brokers: &str) -> Result<TopicPartit
 
 impl Source for KafkaSource {
     fn prepare(&mut self, start: StartMode, until: Until) -> Result<(), SourceError> {
-        // A changed `--tables` only filters differently: the topics are read on from the same offsets.
+        // A changed `--tables` only filters differently: the topics are read
+        // on from the same offsets. Tables requested again can only be
+        // reference tables whose copy the pipeline lost (a restart).
+        self.reload.clear();
         let start = match start {
-            StartMode::ResumeChunks { offset: offset @ Offset::Kafka { .. }, progress, .. } if progress.is_done() => {
+            StartMode::ResumeChunks { offset: offset @ Offset::Kafka { .. }, progress, .. }
+                if progress.tables.iter().all(|t| t.is_done()) =>
+            {
+                if let Some(t) = progress.requested.iter().find(|t| !self.references.contains(t)) {
+                    return Err(SourceError::definite(format!(
+                        "{t} was asked to be read again (riffle snapshot), but a Kafka source has no snapshot: its topics hold \
+                         what there is. Start a pipeline under another --name to read them from their start"
+                    )));
+                }
+                self.reload = progress.requested;
                 StartMode::Resume(offset)
             }
             other => other,
@@ -368,10 +398,16 @@ impl Source for KafkaSource {
         // Kept past the run: the last durable offsets go to the group when the source is dropped.
         self.last_run = Some((consumer.clone(), durable.clone()));
         let copy = self.start == StartMode::Copy;
-        let (saved, use_group) = match &self.start {
-            StartMode::Resume(Offset::Kafka { next }) => (next.clone(), false),
-            _ => (BTreeMap::new(), !copy),
+        let (saved, mut seen, use_group) = match &self.start {
+            StartMode::Resume(Offset::Kafka { next, tables }) => (next.clone(), tables.clone(), false),
+            _ => (BTreeMap::new(), Seen::new(), !copy),
         };
+        if !self.reload.is_empty() {
+            if !self.read_references_again(&saved, &seen, &out, &mut stop).await? {
+                return Ok(RunEnd::Stopped);
+            }
+            self.reload.clear();
+        }
         let start = if copy { StartAt::Earliest } else { opts.start };
         let listed = {
             let (c, o) = (consumer.clone(), opts.clone());
@@ -399,7 +435,15 @@ impl Source for KafkaSource {
         } else {
             None
         };
-        consumer.assign(&assignment(&next, &opts.brokers)?).map_err(|e| source_error("assigning partitions", &opts.brokers, &e))?;
+        // The partitions of enrichment reference tables first, up to their
+        // end as of now; the others are assigned after them, so the rows
+        // joined to them find them.
+        let mut held = self.references_first(&consumer, &next, &seen).await?;
+        let assigned: BTreeMap<String, i64> = match &held {
+            Some(ends) => next.iter().filter(|(k, _)| ends.contains_key(*k)).map(|(k, n)| (k.clone(), *n)).collect(),
+            None => next.clone(),
+        };
+        consumer.assign(&assignment(&assigned, &opts.brokers)?).map_err(|e| source_error("assigning partitions", &opts.brokers, &e))?;
         tracing::info!(partitions = next.len(), group = %opts.group, "reading Kafka");
 
         // A partition is read to its end once its next offset reached the
@@ -414,21 +458,28 @@ impl Source for KafkaSource {
         };
         let mut items: Vec<SourceItem> = Vec::new();
         let (mut bytes, mut unsent) = (0usize, false);
+        let mut noted = Noted::default();
         let mut refreshed = Instant::now();
         // The pipeline dropped its durable sender: no more group commits.
         let mut durable_open = true;
         loop {
+            if let Some(first) = held.as_ref().filter(|e| e.iter().all(|(k, end)| next[k] >= *end || at_end.contains(k))) {
+                let rest: BTreeMap<String, i64> =
+                    next.iter().filter(|(k, _)| !first.contains_key(*k)).map(|(k, n)| (k.clone(), *n)).collect();
+                let tpl = assignment(&rest, &opts.brokers)?;
+                consumer.incremental_assign(&tpl).map_err(|e| source_error("assigning partitions", &opts.brokers, &e))?;
+                tracing::info!(partitions = rest.len(), "the reference tables' partitions are read; reading the others");
+                held = None;
+            }
             if ends.is_some() && reached(&next, &at_end) {
-                items.push(SourceItem::Checkpoint(Offset::Kafka { next: next.clone() }));
-                out.send(std::mem::take(&mut items)).await.map_err(|_| SourceError::transient("the pipeline stopped reading"))?;
+                hand_on(&out, &mut items, &next, &seen).await?;
                 // The pipeline commits this last checkpoint once the source
                 // returned; the group gets it when the source is dropped.
                 return Ok(if copy { RunEnd::SnapshotComplete } else { RunEnd::ReachedUntil });
             }
             let flush = unsent && (items.len() >= BATCH_MESSAGES || bytes >= riffle_core::source::BATCH_BYTES);
             if flush {
-                items.push(SourceItem::Checkpoint(Offset::Kafka { next: next.clone() }));
-                out.send(std::mem::take(&mut items)).await.map_err(|_| SourceError::transient("the pipeline stopped reading"))?;
+                hand_on(&out, &mut items, &next, &seen).await?;
                 (bytes, unsent) = (0, false);
             }
             tokio::select! {
@@ -436,8 +487,7 @@ impl Source for KafkaSource {
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {
                         if unsent {
-                            items.push(SourceItem::Checkpoint(Offset::Kafka { next: next.clone() }));
-                            let _ = out.send(std::mem::take(&mut items)).await;
+                            let _ = hand_on(&out, &mut items, &next, &seen).await;
                         }
                         return Ok(RunEnd::Stopped);
                     }
@@ -445,7 +495,7 @@ impl Source for KafkaSource {
                 changed = durable.changed(), if durable_open => {
                     if changed.is_err() {
                         durable_open = false;
-                    } else if let Some(Offset::Kafka { next: safe }) = durable.borrow_and_update().clone() {
+                    } else if let Some(Offset::Kafka { next: safe, .. }) = durable.borrow_and_update().clone() {
                         self.commit_group(&consumer, &safe, CommitMode::Async);
                     }
                 }
@@ -453,8 +503,7 @@ impl Source for KafkaSource {
                     // Quiet: hand on what was read.
                     Err(_) => {
                         if unsent {
-                            items.push(SourceItem::Checkpoint(Offset::Kafka { next: next.clone() }));
-                            out.send(std::mem::take(&mut items)).await.map_err(|_| SourceError::transient("the pipeline stopped reading"))?;
+                            hand_on(&out, &mut items, &next, &seen).await?;
                             (bytes, unsent) = (0, false);
                         }
                         if refreshed.elapsed() >= REFRESH {
@@ -478,36 +527,70 @@ impl Source for KafkaSource {
                     }
                     Ok(Err(e)) => return Err(source_error("reading", &opts.brokers, &e)),
                     Ok(Ok(msg)) => {
-                        let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
-                        let key = partition_key(&topic, partition);
+                        let (key, offset) = (partition_key(msg.topic(), msg.partition()), msg.offset());
                         // A message from before the assignment's offset (a
                         // fetch that was under way) is not this run's.
                         if next.get(&key).is_some_and(|n| offset < *n) {
                             continue;
                         }
-                        let position = Position::Kafka(KafkaPosition { lane: kafka_lane(&topic, partition), offset: offset.max(0) as u64 });
-                        let decoded = self.decoder.decode(&topic, msg.key(), msg.payload(), position).map_err(|why| {
-                            SourceError::definite(format!(
-                                "Kafka {}: topic {topic} partition {partition} offset {offset}: {why}. riffle reads change events \
-                                 written by riffle or Debezium (JSON, optionally with Connect schemas, or Avro through a schema registry): \
-                                 narrow ?topics= to those topics",
-                                opts.brokers
-                            ))
-                        })?;
+                        let decoded = self.decode(&msg)?;
                         bytes += msg.payload().map_or(0, <[u8]>::len);
                         drop(msg);
                         at_end.remove(&key);
-                        next.insert(key, offset + 1);
-                        unsent = true;
                         if let Decoded::Event(ev) = decoded {
+                            noted.note(&mut seen, &key, &ev.table);
                             if self.table_selected(&ev.table.id) {
                                 items.push(SourceItem::Event(ev));
                             }
                         }
+                        next.insert(key, offset + 1);
+                        unsent = true;
                     }
                 }
             }
         }
+    }
+}
+
+/// Does partition `key` carry events of one of `tables`? As its events
+/// said (`seen`); for a partition not read yet, by its topic's name:
+/// `<schema>.<table>` or `….<schema>.<table>`, as riffle and Debezium name
+/// topics by default.
+fn carries(seen: &Seen, key: &str, tables: &[String]) -> bool {
+    match seen.get(key) {
+        Some(seen) => seen.iter().any(|t| tables.contains(t)),
+        None => split_key(key).is_some_and(|(topic, _)| {
+            tables.iter().any(|t| topic == t || topic.strip_suffix(t.as_str()).is_some_and(|head| head.ends_with('.')))
+        }),
+    }
+}
+
+/// Hands on what was read, closed by a checkpoint at `next`.
+async fn hand_on(
+    out: &mpsc::Sender<Vec<SourceItem>>,
+    items: &mut Vec<SourceItem>,
+    next: &BTreeMap<String, i64>,
+    seen: &Seen,
+) -> Result<(), SourceError> {
+    items.push(SourceItem::Checkpoint(Offset::Kafka { next: next.clone(), tables: seen.clone() }));
+    out.send(std::mem::take(items)).await.map_err(|_| SourceError::transient("the pipeline stopped reading"))
+}
+
+/// The partition and table last noted in [`Seen`]: a message of the same
+/// table in the same partition as the one before costs no lookup.
+#[derive(Default)]
+struct Noted(Option<(String, Arc<TableSchema>)>);
+
+impl Noted {
+    fn note(&mut self, seen: &mut Seen, key: &str, table: &Arc<TableSchema>) {
+        if self.0.as_ref().is_some_and(|(k, t)| k == key && Arc::ptr_eq(t, table)) {
+            return;
+        }
+        let name = table.id.to_string();
+        if !seen.get(key).is_some_and(|s| s.contains(&name)) {
+            seen.entry(key.to_string()).or_default().insert(name);
+        }
+        self.0 = Some((key.to_string(), table.clone()));
     }
 }
 
@@ -528,6 +611,126 @@ fn end_offsets(consumer: &KafkaConsumer, opts: &KafkaSourceOptions, partitions: 
 }
 
 impl KafkaSource {
+    /// Decodes one message; one riffle cannot read stops the pipeline,
+    /// saying where it is.
+    fn decode(&mut self, msg: &impl Message) -> Result<Decoded, SourceError> {
+        let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+        let position = Position::Kafka(KafkaPosition { lane: kafka_lane(topic, partition), offset: offset.max(0) as u64 });
+        self.decoder.decode(topic, msg.key(), msg.payload(), position).map_err(|why| {
+            SourceError::definite(format!(
+                "Kafka {}: topic {topic} partition {partition} offset {offset}: {why}. riffle reads change events \
+                 written by riffle or Debezium (JSON, optionally with Connect schemas, or Avro through a schema registry): \
+                 narrow ?topics= to those topics",
+                self.opts.brokers
+            ))
+        })
+    }
+
+    /// The end offsets now of the partitions that carry enrichment
+    /// reference tables and have messages left to read, when other
+    /// partitions are to wait for them; `None` when none are to wait.
+    async fn references_first(
+        &self,
+        consumer: &Arc<KafkaConsumer>,
+        next: &BTreeMap<String, i64>,
+        seen: &Seen,
+    ) -> Result<Option<BTreeMap<String, i64>>, SourceError> {
+        let (first, others): (Vec<String>, Vec<String>) = next.keys().cloned().partition(|k| carries(seen, k, &self.references));
+        if first.is_empty() || others.is_empty() {
+            return Ok(None);
+        }
+        let (c, o) = (consumer.clone(), self.opts.clone());
+        let ends = tokio::task::spawn_blocking(move || end_offsets(&c, &o, &first)).await.map_err(join_error)??;
+        let left: BTreeMap<String, i64> = ends.into_iter().filter(|(k, end)| next[k] < *end).collect();
+        if left.is_empty() {
+            return Ok(None);
+        }
+        tracing::info!(partitions = ?left.keys().collect::<Vec<_>>(), "reading the enrichment reference tables' partitions first");
+        Ok(Some(left))
+    }
+
+    /// Reads again, from their start up to the saved offsets `saved`, the
+    /// partitions that carried the tables in `self.reload` ([`carries`]),
+    /// one partition at a time (an
+    /// end-of-partition names only the partition's number), and hands on
+    /// those tables' events as [`SourceItem::Reference`]. Returns false if
+    /// asked to stop.
+    async fn read_references_again(
+        &mut self,
+        saved: &BTreeMap<String, i64>,
+        seen: &Seen,
+        out: &mpsc::Sender<Vec<SourceItem>>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool, SourceError> {
+        let parts: Vec<(String, i64)> =
+            saved.iter().filter(|(k, n)| **n > 0 && carries(seen, k, &self.reload)).map(|(k, n)| (k.clone(), *n)).collect();
+        tracing::info!(tables = ?self.reload, partitions = parts.len(), "reading the reference tables' events again for the enrichment copy");
+        // Its own consumer: the run's never sees these fetches.
+        let consumer = Arc::new(self.opts.consumer()?);
+        let mut events = 0u64;
+        for (key, saved_next) in parts {
+            let Some((topic, partition)) = split_key(&key).map(|(t, p)| (t.to_string(), p)) else { continue };
+            let (c, t, brokers) = (consumer.clone(), topic.clone(), self.opts.brokers.clone());
+            let (low, _) = tokio::task::spawn_blocking(move || {
+                c.fetch_watermarks(&t, partition, Duration::from_secs(10)).map_err(|e| source_error("reading offsets", &brokers, &e))
+            })
+            .await
+            .map_err(join_error)??;
+            // Up to the saved offset, or the partition's end if it comes
+            // first (its last messages compacted away). Not the end offset
+            // the broker lists: tansu 0.6 lists its last batch's base + 1.
+            let end = saved_next;
+            if low >= end {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            let assigned = tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(low)).and_then(|()| consumer.assign(&tpl));
+            assigned.map_err(|e| source_error("assigning partitions", &self.opts.brokers, &e))?;
+            let mut items = Vec::new();
+            loop {
+                let got = tokio::select! {
+                    biased;
+                    changed = stop.changed() => {
+                        if changed.is_err() || *stop.borrow() {
+                            return Ok(false);
+                        }
+                        continue;
+                    }
+                    got = consumer.recv() => got,
+                };
+                let msg = match got {
+                    Err(KafkaError::PartitionEOF(_)) => break,
+                    Err(e) => return Err(source_error("reading a reference table's events again", &self.opts.brokers, &e)),
+                    Ok(msg) => msg,
+                };
+                if msg.topic() != topic || msg.partition() != partition || msg.offset() < low {
+                    continue;
+                }
+                if msg.offset() >= end {
+                    break;
+                }
+                let last = msg.offset() + 1 >= end;
+                if let Decoded::Event(ev) = self.decode(&msg)? {
+                    if self.reload.contains(&ev.table.id.to_string()) {
+                        items.push(SourceItem::Reference(ev));
+                        events += 1;
+                    }
+                }
+                if last {
+                    break;
+                }
+                if items.len() >= BATCH_MESSAGES {
+                    out.send(std::mem::take(&mut items)).await.map_err(|_| SourceError::transient("the pipeline stopped reading"))?;
+                }
+            }
+            if !items.is_empty() {
+                out.send(items).await.map_err(|_| SourceError::transient("the pipeline stopped reading"))?;
+            }
+        }
+        tracing::info!(events, "the enrichment copy is rebuilt; reading on from the saved offsets");
+        Ok(true)
+    }
+
     /// Commits `next` to the group: what every sink holds. A failure is
     /// only logged: the pipeline's own state is where a run resumes.
     fn commit_group(&self, consumer: &KafkaConsumer, next: &BTreeMap<String, i64>, mode: CommitMode) {
@@ -593,5 +796,19 @@ mod tests {
         assert!(err("kafka://a:1?topics=t&kafka.group.id=x").contains("set by riffle"));
         assert!(err("kafka://a:1?topics=t&bogus=1").contains("unknown Kafka source option \"bogus\""));
         assert_eq!(split_key("a.b/3"), Some(("a.b", 3)));
+    }
+
+    #[test]
+    fn a_partition_carries_a_table_as_its_events_said_else_by_its_topic_name() {
+        let refs = ["shop.products".to_string()];
+        let mut seen = Seen::new();
+        assert!(carries(&seen, "demo.shop.products/0", &refs));
+        assert!(carries(&seen, "shop.products/2", &refs));
+        assert!(!carries(&seen, "demo.shop.orders/0", &refs));
+        assert!(!carries(&seen, "demo.xshop.products/0", &refs), "a whole name, not a suffix of one");
+        seen.insert("renamed/0".into(), BTreeSet::from(["shop.products".to_string()]));
+        seen.insert("demo.shop.products/0".into(), BTreeSet::from(["shop.other".to_string()]));
+        assert!(carries(&seen, "renamed/0", &refs));
+        assert!(!carries(&seen, "demo.shop.products/0", &refs), "the events say otherwise");
     }
 }

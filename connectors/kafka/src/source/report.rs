@@ -54,7 +54,7 @@ pub async fn status(url: &str, pipelines: &[SavedPipeline]) -> Result<Vec<Status
         let consumer = opts.consumer()?;
         let mut out = Vec::new();
         for p in &pipelines {
-            let Some(Offset::Kafka { next }) = &p.offset else {
+            let Some(Offset::Kafka { next, .. }) = &p.offset else {
                 out.push(StatusReport { key: "kafka", json: serde_json::Value::Null, lines: Vec::new() });
                 continue;
             };
