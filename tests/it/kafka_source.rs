@@ -428,28 +428,20 @@ fn inserts(from: i64, to: i64) -> Vec<Record> {
         .collect()
 }
 
-/// The path to the broker goes silent under the reading pipeline (the
-/// broker advertises a proxy, so every connection goes through it): the
-/// consumer's request deadline notices, it reconnects and reads on, and the
-/// files hold every message once.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_kafka_source_survives_a_silently_dropped_broker_connection() {
-    let (proxy_port, broker_port) = (free_port(), free_port());
-    let proxy = Proxy::start_on(proxy_port, broker_port).await;
-    let _broker = PrivateBroker::start_advertising(broker_port, proxy_port);
-    let b = format!("127.0.0.1:{proxy_port}");
-    let topic = unique("knet_src");
-    produce(&b, &topic, 1, &inserts(1, 100));
-    let dir = temp_dir("ksrc-net");
+/// Messages 1–100 read by a running pipeline, then `fault` under it, then
+/// messages 101–200: the files hold every message once.
+async fn reads_on_through(b: &str, name: &str, dir: &str, fault: impl FnOnce()) {
+    produce(b, name, 1, &inserts(1, 100));
+    let dir = temp_dir(dir);
     let out = dir.join("out");
     let log = dir.join("riffle.log");
     let state = dir.join("state");
     let args = [
         "replicate",
         "--source",
-        &format!("kafka://{b}?topics={topic}"),
+        &format!("kafka://{b}?topics={name}"),
         "--name",
-        &topic,
+        name,
         "--sink",
         out.to_str().unwrap(),
         "--format",
@@ -462,9 +454,9 @@ async fn a_kafka_source_survives_a_silently_dropped_broker_connection() {
     let mut child = Running(spawn_riffle(&args, None, &log));
     let ids = || -> Vec<i64> { read_jsonl(&out, "public.t").iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect() };
     wait_for("the first messages", 60, || ids().len() == 100).await;
-    proxy.blackhole();
-    produce(&b, &topic, 1, &inserts(101, 200));
-    wait_for("the messages after the cut", 120, || ids().len() >= 200).await;
+    fault();
+    produce(b, name, 1, &inserts(101, 200));
+    wait_for("the messages after the fault", 120, || ids().len() >= 200).await;
     let mut got = ids();
     got.sort();
     assert_eq!(got, (1..=200).collect::<Vec<_>>(), "each message once; log: {}", std::fs::read_to_string(&log).unwrap());
@@ -472,46 +464,28 @@ async fn a_kafka_source_survives_a_silently_dropped_broker_connection() {
     assert!(child.0.wait().unwrap().success());
 }
 
+/// The path to the broker goes silent under the reading pipeline (the
+/// broker advertises a proxy, so every connection goes through it): the
+/// consumer's request deadline notices, it reconnects and reads on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_source_survives_a_silently_dropped_broker_connection() {
+    let (proxy_port, broker_port) = (free_port(), free_port());
+    let proxy = Proxy::start_on(proxy_port, broker_port).await;
+    let _broker = PrivateBroker::start_advertising(broker_port, proxy_port);
+    reads_on_through(&format!("127.0.0.1:{proxy_port}"), &unique("knet_src"), "ksrc-net", || proxy.blackhole()).await;
+}
+
 /// The broker is killed (`kill -9`) under the reading pipeline and started
-/// again on the same storage: riffle reconnects and reads on, and the files
-/// hold every message once.
+/// again on the same storage: riffle reconnects and reads on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kafka_source_survives_a_broker_restart() {
     let mut broker = PrivateBroker::start_persistent(free_port());
     let b = broker.brokers();
-    let topic = unique("krestart_src");
-    produce(&b, &topic, 1, &inserts(1, 100));
-    let dir = temp_dir("ksrc-restart");
-    let out = dir.join("out");
-    let log = dir.join("riffle.log");
-    let state = dir.join("state");
-    let args = [
-        "replicate",
-        "--source",
-        &format!("kafka://{b}?topics={topic}"),
-        "--name",
-        &topic,
-        "--sink",
-        out.to_str().unwrap(),
-        "--format",
-        "jsonl",
-        "--state",
-        state.to_str().unwrap(),
-        "--commit-interval",
-        "100ms",
-    ];
-    let mut child = Running(spawn_riffle(&args, None, &log));
-    let ids = || -> Vec<i64> { read_jsonl(&out, "public.t").iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect() };
-    wait_for("the first messages", 60, || ids().len() == 100).await;
-    broker.kill();
-    broker.restart();
-    produce(&b, &topic, 1, &inserts(101, 200));
-    wait_for("the messages after the restart", 120, || ids().len() >= 200).await;
-    let mut got = ids();
-    got.sort();
-    assert_eq!(got, (1..=200).collect::<Vec<_>>(), "each message once; log: {}", std::fs::read_to_string(&log).unwrap());
-    signal(&child.0, "TERM");
-    assert!(child.0.wait().unwrap().success());
+    reads_on_through(&b, &unique("krestart_src"), "ksrc-restart", || {
+        broker.kill();
+        broker.restart();
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -543,6 +517,16 @@ async fn check_and_status_know_a_kafka_source() {
     assert!(!none.status.success());
     let shown = String::from_utf8_lossy(&none.stdout);
     assert!(shown.contains("topics matching no_such_topic_*") && shown.contains("check ?topics="), "{shown}");
+    // The schema registry, when one is set: answering, or a problem with its fix.
+    let (registry, _state) = start_registry().await;
+    let with =
+        |url: &str| riffle(&["check", "--source", &format!("{source}&schema_registry={url}"), "--sink", dir.join("out").to_str().unwrap()]);
+    let good = with(&registry);
+    let shown = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success() && shown.contains("schema registry") && shown.contains("answered"), "{shown}");
+    let bad = with(&format!("http://127.0.0.1:{}/", free_port()));
+    let shown = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success() && shown.contains("check ?schema_registry="), "{shown}");
     // `riffle snapshot` has nothing to read again in a Kafka pipeline, and says so.
     let again = riffle(&["snapshot", "--name", &topic, "--state", state.to_str().unwrap(), "--tables", "public.t"]);
     assert!(!again.status.success());

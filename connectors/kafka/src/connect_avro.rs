@@ -135,15 +135,30 @@ fn field(f: &Json, defined: &mut Vec<String>, namespace: &str) -> Json {
     }
 }
 
-/// Why a value does not fit its schema (riffle made both: a bug).
+/// Why a value does not fit its schema.
 #[derive(Debug)]
-pub struct Mismatch(pub String);
+pub enum Mismatch {
+    /// riffle made both: a bug.
+    Bug(String),
+    /// A value riffle's JSON carries but Avro under this schema cannot: a
+    /// multi-dimensional Postgres array in an array of the element type.
+    Unsupported(String),
+}
+
+impl Mismatch {
+    fn within(self, field: &str) -> Mismatch {
+        match self {
+            Mismatch::Bug(why) => Mismatch::Bug(format!("{field}: {why}")),
+            Mismatch::Unsupported(why) => Mismatch::Unsupported(format!("{field}: {why}")),
+        }
+    }
+}
 
 /// Appends the Avro binary encoding of `value` (Debezium's JSON payload)
 /// under Connect schema `connect`, as the Avro schema [`avro_schema`] makes.
 pub fn encode(connect: &Json, value: &Json, out: &mut Vec<u8>) -> Result<(), Mismatch> {
     let ty = connect["type"].as_str().unwrap_or("string");
-    let bad = || Mismatch(format!("a {} value does not fit Connect type {ty}", kind(value)));
+    let bad = || Mismatch::Bug(format!("a {} value does not fit Connect type {ty}", kind(value)));
     match ty {
         "struct" => {
             for f in connect["fields"].as_array().into_iter().flatten() {
@@ -160,9 +175,9 @@ pub fn encode(connect: &Json, value: &Json, out: &mut Vec<u8>) -> Result<(), Mis
                         continue;
                     }
                 } else if v.is_null() {
-                    return Err(Mismatch(format!("field {name} is required and null")));
+                    return Err(Mismatch::Bug(format!("field {name} is required and null")));
                 }
-                encode(f, v, out).map_err(|e| Mismatch(format!("{name}: {}", e.0)))?;
+                encode(f, v, out).map_err(|e| e.within(name))?;
             }
         }
         "array" => {
@@ -172,6 +187,14 @@ pub fn encode(connect: &Json, value: &Json, out: &mut Vec<u8>) -> Result<(), Mis
             if !items.is_empty() {
                 long(items.len() as i64, out);
                 for item in items {
+                    // Postgres lets any array column hold several dimensions.
+                    if item.is_array() && item_schema["type"] != "array" {
+                        return Err(Mismatch::Unsupported(
+                            "a multi-dimensional array, which Avro's array of the element type cannot hold; write this table \
+                             as JSON (riffle's reader takes the nested arrays back) or leave the column out ([[tables]] columns)"
+                                .into(),
+                        ));
+                    }
                     if optional {
                         long(if item.is_null() { 0 } else { 1 }, out);
                         if item.is_null() {
@@ -253,5 +276,16 @@ mod tests {
         // a: branch 1, -1; s: null second (branch 1); l: 2 items (1: branch 1, value 1; null: branch 0), end.
         assert_eq!(out, [2, 1, 2, 4, 2, 2, 0, 0]);
         assert_eq!(avro_name("2-topic"), "_2_topic");
+    }
+
+    #[test]
+    fn a_multi_dimensional_array_is_refused_naming_its_field_not_called_a_bug() {
+        let schema = json!({"type": "struct", "name": "x.Y", "fields": [
+            {"field": "m", "type": "array", "items": {"type": "int32", "optional": true}, "optional": true}
+        ]});
+        let err = encode(&schema, &json!({"m": [[1, 2], [3, 4]]}), &mut Vec::new()).unwrap_err();
+        let Mismatch::Unsupported(why) = err else { panic!("{err:?}") };
+        assert!(why.starts_with("m: a multi-dimensional array") && why.contains("leave the column out"), "{why}");
+        assert!(matches!(encode(&schema, &json!({"m": ["x"]}), &mut Vec::new()), Err(Mismatch::Bug(_))));
     }
 }

@@ -641,14 +641,6 @@ fn encode(enc: &Enc, v: &Value, out: &mut Vec<u8>) -> Result<(), String> {
                 if n > 0 {
                     out.push(b',');
                 }
-                // Postgres lets any array column hold several dimensions;
-                // Connect's `array` of the element type holds one.
-                if matches!(item, Value::Array(_)) && !matches!(**inner, Enc::Array(_)) {
-                    return Err("holds a multi-dimensional array, which Debezium's encoding (a Connect array of the element type) \
-                        cannot carry; write it with value_encoding=riffle as plain JSON (no schemas_enable, not Avro), or leave \
-                        the column out ([[tables]] columns)"
-                        .into());
-                }
                 encode(inner, item, out)?;
             }
             out.push(b']');
@@ -912,11 +904,5 @@ mod tests {
         let mut out = Vec::new();
         encode(&Enc::Bits, &Value::Bytes(vec![0x00, 0x01]), &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "\"AQA=\"");
-        let two_d = Value::Array(vec![Value::Array(vec![Value::Int(1)]), Value::Array(vec![Value::Int(2)])]);
-        let err = encode(&Enc::Array(Box::new(Enc::Same)), &two_d, &mut Vec::new()).unwrap_err();
-        assert!(err.contains("multi-dimensional array") && err.contains("value_encoding=riffle"), "{err}");
-        let mut out = Vec::new();
-        encode(&Enc::Array(Box::new(Enc::Same)), &Value::Array(vec![Value::Int(1), Value::Null]), &mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "[1,null]");
     }
 }

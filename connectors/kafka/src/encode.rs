@@ -200,7 +200,12 @@ fn to_avro(event: &ChangeEvent, schema: &serde_json::Value, json: &[u8], out: &m
         ))
     };
     let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| bug(e.to_string()))?;
-    connect_avro::encode(schema, &value, out).map_err(|e| bug(e.0))
+    connect_avro::encode(schema, &value, out).map_err(|e| match e {
+        connect_avro::Mismatch::Bug(why) => bug(why),
+        connect_avro::Mismatch::Unsupported(why) => {
+            SinkError::definite(format!("the event at position {} cannot be written in Avro: {why}", event.position))
+        }
+    })
 }
 
 fn unrepresentable(event: &ChangeEvent, e: avro::Unrepresentable) -> SinkError {

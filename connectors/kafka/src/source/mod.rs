@@ -409,19 +409,20 @@ impl Source for KafkaSource {
             self.reload.clear();
         }
         let start = if copy { StartAt::Earliest } else { opts.start };
-        let listed = {
-            let (c, o) = (consumer.clone(), opts.clone());
-            tokio::task::spawn_blocking(move || selected_partitions(&c, &o)).await.map_err(join_error)??
+        // The matching partitions, and where those without a saved offset start.
+        let (listed, found) = {
+            let (c, o, known) = (consumer.clone(), opts.clone(), saved.keys().cloned().collect::<BTreeSet<_>>());
+            tokio::task::spawn_blocking(move || {
+                let listed = selected_partitions(&c, &o)?;
+                let fresh: Vec<(String, i32)> = listed.iter().filter(|(t, p)| !known.contains(&partition_key(t, *p))).cloned().collect();
+                Ok::<_, SourceError>((listed.len(), starting_offsets(&c, &o, &fresh, use_group, start)?))
+            })
+            .await
+            .map_err(join_error)??
         };
-        let fresh: Vec<(String, i32)> = listed.iter().filter(|(t, p)| !saved.contains_key(&partition_key(t, *p))).cloned().collect();
         let mut next = saved.clone();
-        {
-            let (c, o) = (consumer.clone(), opts.clone());
-            let found =
-                tokio::task::spawn_blocking(move || starting_offsets(&c, &o, &fresh, use_group, start)).await.map_err(join_error)??;
-            next.extend(found);
-        }
-        if listed.is_empty() && saved.is_empty() {
+        next.extend(found);
+        if listed == 0 && saved.is_empty() {
             tracing::warn!(topics = ?opts.topics, "no topic matches ?topics= yet; riffle looks again every {} s", REFRESH.as_secs());
         }
         // `--until now` (and a sync): each partition's end offset as of the first run.
@@ -452,8 +453,8 @@ impl Source for KafkaSource {
         // ListOffsets request with the last record batch's base offset + 1,
         // short of the true end, and the fetch's end of partition is what
         // is right there.
-        let mut at_end: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-        let reached = |next: &BTreeMap<String, i64>, at_end: &std::collections::BTreeSet<String>| {
+        let mut at_end: BTreeSet<String> = BTreeSet::new();
+        let reached = |next: &BTreeMap<String, i64>, at_end: &BTreeSet<String>| {
             ends.as_ref().is_some_and(|ends| ends.iter().all(|(k, end)| next.get(k).is_some_and(|n| n >= end) && at_end.contains(k)))
         };
         let mut items: Vec<SourceItem> = Vec::new();

@@ -1,5 +1,6 @@
 //! What the Kafka source tells `riffle check` and `riffle status`: the
-//! brokers reachable, the topics `?topics=` selects, and each pipeline's lag
+//! brokers reachable, the topics `?topics=` selects, the schema registry
+//! answering (when one is set), and each pipeline's lag
 //! per partition (end offset minus its saved next offset).
 
 use super::{end_offsets, selected_partitions, split_key, KafkaSourceOptions};
@@ -39,6 +40,18 @@ pub async fn check(spec: &SourceSpec) -> Result<Report, SourceError> {
                     report.checks.push(Check::passed(format!("topic {t}"), format!("{n} partition(s)")));
                 }
             }
+        }
+        if let Some(url) = &opts.schema_registry {
+            let answered = crate::registry::Registry::new(url).and_then(|r| r.ping().map(|()| r.describe()));
+            report.checks.push(match answered {
+                Ok(at) => Check::passed("schema registry", format!("{at} answered")),
+                Err(e) => Check::from(Problem {
+                    setting: "schema_registry".into(),
+                    expected: "a schema registry that answers GET /subjects (Avro messages' schemas are read there)".into(),
+                    found: riffle_core::error::chain(&e),
+                    fix: "check ?schema_registry= (its URL and credentials) and that the registry runs".into(),
+                }),
+            });
         }
         report
     })
