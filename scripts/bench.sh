@@ -151,8 +151,22 @@ bench_snapshot() {
     wait "$writer"
     echo "== online: the table read again in rounds while streaming (riffle snapshot), quiet and under the workload"
     # Caught up first: the measured run reads the table, not the workload's changes.
-    "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/full" --format csv --state "$WORK/full-state" \
-        --name bench_full --until now -q
+    # Twice, around a CHECKPOINT (which logs the running transactions): only
+    # then does the slot's restart_lsn pass the workload, and the measured
+    # run's stream does not start by decoding the workload's WAL again
+    # (about 0.8 s here; Postgres's own cost of resuming after a burst,
+    # whatever riffle reads next).
+    for _ in 1 2; do
+        "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/full" --format csv --state "$WORK/full-state" \
+            --name bench_full --until now -q
+        "${PSQL[@]}" -d bench -c "CHECKPOINT"
+    done
+    # The exported path again on the table as it is now (the workload above
+    # added rows and dead tuples): what the online runs compare with.
+    measure riffle_full_now "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/full-now" --format csv \
+        --state "$WORK/full-now-state" --name bench_full_now --until now --commit-interval 200ms -q
+    FULL_NOW_S=$SECS
+    report "riffle replicate, full snapshot of that table" "$SECS" "$RSS_MB"
     "$RIFFLE" snapshot --name bench_full --state "$WORK/full-state" --tables bench.orders >/dev/null
     measure riffle_rounds "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/full" --format csv --state "$WORK/full-state" \
         --name bench_full --until now --commit-interval 200ms --snapshot-round 500ms -q
@@ -166,7 +180,7 @@ bench_snapshot() {
     ROUNDS_BUSY_S=$SECS
     report "  the same under the CDC workload" "$SECS" "$RSS_MB"
     wait "$writer"
-    for slot in bench_full bench_resume bench_busy; do
+    for slot in bench_full bench_full_now bench_resume bench_busy; do
         "${PSQL[@]}" -d bench -c "SELECT pg_drop_replication_slot('$slot')" >/dev/null
     done
 }
@@ -313,8 +327,8 @@ elif [ -n "${W1_S:-}" ]; then
     echo "  (target: 2 workers ≤ 1.0× one COPY; memory < 150 MB with 4 workers)"
     echo "resumed after kill -9 at 60 % / full snapshot:  $(ratio "$RESUME_S" "$FULL_S")  (target ≤ 0.6)"
     echo "snapshot under the CDC workload / without:     $(ratio "$FULL_S" "$BUSY_S") throughput ratio"
-    echo "online (rounds of 500ms), quiet / exported:     $(ratio "$FULL_S" "$ROUNDS_S") throughput ratio (target ≥ 0.7)"
-    echo "online (rounds of 500ms), under the workload:   $(ratio "$FULL_S" "$ROUNDS_BUSY_S") throughput ratio (also streams the 350k changes)"
+    echo "online (rounds of 500ms), quiet / exported:     $(ratio "$FULL_NOW_S" "$ROUNDS_S") throughput ratio (target ≥ 0.7; both on the table after the workload)"
+    echo "online (rounds of 500ms), under the workload:   $(ratio "$FULL_NOW_S" "$ROUNDS_BUSY_S") throughput ratio (also streams the 350k changes)"
 elif [ -n "${COPY_S:-}" ]; then
     echo "snapshot ratio (riffle sync CSV --no-metadata / psql COPY): $(ratio "$SYNC_S" "$COPY_S")  (target ≤ 1.5), peak RSS ${SYNC_RSS} MB"
     echo "snapshot ratio (with metadata columns / psql COPY):        $(ratio "$SYNCM_S" "$COPY_S")"

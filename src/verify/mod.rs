@@ -449,15 +449,9 @@ fn sink_sides(cfg: &Config) -> Result<Vec<SinkSide>> {
         match &s.target {
             SinkTarget::Files(opts) => {
                 let target = riffle_files::object::open_target(&opts.url, &opts.store).map_err(|e| anyhow!("sink {}: {e}", s.name))?;
-                // The source's rows are written uncompressed: a cell reads
-                // back the same whatever the compression, and compressing
-                // rows only to decompress them was a tenth of verify's time.
-                let uncompressed = match s.encoder.format {
-                    riffle_formats::Format::Parquet => Some("none"),
-                    riffle_formats::Format::Avro => Some("null"),
-                    _ => None,
-                };
-                let format = riffle_formats::file::file_format(s.encoder, uncompressed).map_err(|e| anyhow!("sink {}: {e}", s.name))?;
+                // Compressing the source's rows only to decompress them was
+                // a tenth of verify's time.
+                let format = riffle_formats::file::read_back_format(s.encoder);
                 let ext = format.extension();
                 sides.push(SinkSide {
                     name: s.name.clone(),
@@ -600,7 +594,9 @@ pub async fn run(cfg: &Config, opts: &Options, quiet: bool, stop: watch::Receive
                             };
                             db.get_or_insert_with(|| ev.source.db.to_string());
                             let db = db.as_deref().unwrap_or_default();
+                            let started = std::time::Instant::now();
                             let loaded = tokio::task::block_in_place(|| side.load(&table, shape, at_key, &sorting, db))?;
+                            tracing::info!(sink = side.name, table, seconds = started.elapsed().as_secs_f32(), "read the sink's events");
                             side.tables.insert(table.clone(), loaded);
                         }
                         let check = side.tables.get_mut(&table).expect("loaded above");

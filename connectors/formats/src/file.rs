@@ -63,6 +63,23 @@ pub fn file_format(encoder: Encoder, compression: Option<&str>) -> Result<Arc<dy
     })
 }
 
+/// The format of files written only to be read back at once by riffle
+/// (`riffle verify` writes the source's rows through the sink's format so
+/// both meet in one canonical form): a cell reads back the same whatever
+/// the compression, so none; for Parquet, no dictionaries or statistics.
+pub fn read_back_format(encoder: Encoder) -> Arc<dyn FileFormat> {
+    match encoder.format {
+        Format::Csv | Format::Jsonl => Arc::new(TextFormat(encoder)),
+        Format::Avro => Arc::new(AvroFormat(AvroCodec::Null)),
+        Format::Parquet => Arc::new(ParquetFormat(ParquetOptions {
+            metadata: encoder.metadata,
+            compression: ParquetCompression::None,
+            read_back: true,
+            ..ParquetOptions::default()
+        })),
+    }
+}
+
 /// CSV and JSON lines: the encoder's bytes, a header first for CSV.
 struct TextFormat(Encoder);
 

@@ -173,6 +173,9 @@ pub struct ParquetOptions {
     /// Rows buffered before they are handed to the Parquet encoder as one
     /// `RecordBatch` (also handed over when they hold about 32 MB).
     pub batch_rows: usize,
+    /// A file only read back at once by riffle (`riffle verify`): no
+    /// dictionaries, no statistics, which cost time and serve no reader.
+    pub read_back: bool,
 }
 
 impl Default for ParquetOptions {
@@ -183,6 +186,7 @@ impl Default for ParquetOptions {
             row_group_rows: 128 * 1024,
             row_group_bytes: 64 * 1024 * 1024,
             batch_rows: 8192,
+            read_back: false,
         }
     }
 }
@@ -244,6 +248,9 @@ impl<W: Write + Send> ParquetWriter<W> {
         }
         if options.metadata {
             props = props.set_column_dictionary_enabled(ColumnPath::from("__position"), false);
+        }
+        if options.read_back {
+            props = props.set_dictionary_enabled(false).set_statistics_enabled(parquet::file::properties::EnabledStatistics::None);
         }
         let props = props.build();
         let writer = ArrowWriter::try_new(out, schema.clone(), Some(props))
