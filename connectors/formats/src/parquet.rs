@@ -671,7 +671,7 @@ impl Prim<bool> {
     }
 }
 
-const DAY_MICROS: i64 = 86_400_000_000;
+pub(crate) const DAY_MICROS: i64 = 86_400_000_000;
 
 impl Col {
     fn new(dt: &A) -> Col {

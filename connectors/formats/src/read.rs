@@ -139,6 +139,125 @@ impl<'a> RowBuilder<'a> {
     }
 }
 
+/// The rows riffle's Parquet writer would write for `events` and
+/// [`read_rows`] read back, made from the values directly, without the
+/// file: what `riffle verify` compares a Parquet sink's rows with, at a
+/// fraction of the round trip's cost. Each cell is the text [`cell`] makes
+/// of the value the writer stores. `Ok(false)`, having sent nothing, when an
+/// event is not a whole row read by a snapshot (the caller writes the file
+/// and reads it back instead).
+pub fn parquet_rows(
+    table: &riffle_core::TableSchema,
+    events: &[riffle_core::ChangeEvent],
+    shape: &Shape,
+    out: &mut dyn FnMut(ReadRow),
+) -> Result<bool, FormatError> {
+    use riffle_core::{Op, Value};
+    let whole = |ev: &riffle_core::ChangeEvent| {
+        ev.op == Op::Read
+            && ev.after.as_ref().is_some_and(|row| row.len() == table.columns.len() && !row.iter().any(|v| matches!(v, Value::Unavailable)))
+    };
+    if !events.iter().all(whole) {
+        return Ok(false);
+    }
+    let types: Vec<A> = table.columns.iter().map(|c| crate::parquet::arrow_type(&c.data_type)).collect();
+    let mut buf = String::new();
+    for ev in events {
+        let row = ev.after.as_deref().expect("checked above");
+        let mut b = RowBuilder::new(shape, false);
+        for ((c, a), v) in table.columns.iter().zip(&types).zip(row) {
+            buf.clear();
+            let present = parquet_cell(a, v, &mut buf).map_err(|why| FormatError::Setting {
+                what: format!("column {} of the event at position {}: {why}", c.name, ev.position),
+            })?;
+            b.cell(&c.name, present.then_some(buf.as_bytes()));
+        }
+        out(b.finish("r".into(), None, false));
+    }
+    Ok(true)
+}
+
+/// [`cell`]'s text of the value riffle's Parquet writer stores for `v` in
+/// a column of type `a`; false for NULL. The writer's conversions, cell's
+/// forms: `parquet_rows_equal_the_round_trip` holds the two together.
+fn parquet_cell(a: &A, v: &riffle_core::Value, out: &mut String) -> Result<bool, String> {
+    use riffle_core::Value as V;
+    use std::fmt::Write;
+    let unfit = || format!("{} does not fit a Parquet {a} column", crate::value::describe(v));
+    let _ = match (a, v) {
+        (_, V::Null | V::Unavailable) => return Ok(false),
+        (A::Boolean, V::Bool(b)) => write!(out, "{b}"),
+        (A::Int16, V::Int(i)) => int(out, i16::try_from(*i).map_err(|_| unfit())?),
+        (A::Int16, V::UInt(u)) => int(out, i16::try_from(*u).map_err(|_| unfit())?),
+        (A::Int32, V::Int(i)) => int(out, i32::try_from(*i).map_err(|_| unfit())?),
+        (A::Int32, V::UInt(u)) => int(out, i32::try_from(*u).map_err(|_| unfit())?),
+        (A::Int64, V::Int(i)) => int(out, *i),
+        (A::Int64, V::UInt(u)) => int(out, i64::try_from(*u).map_err(|_| unfit())?),
+        (A::UInt64, V::UInt(u)) => int(out, *u),
+        (A::UInt64, V::Int(i)) => int(out, u64::try_from(*i).map_err(|_| unfit())?),
+        (A::Float32, V::Float32(f)) => write!(out, "{f:?}"),
+        (A::Float64, V::Float64(f)) => write!(out, "{f:?}"),
+        (A::Float64, V::Float32(f)) => write!(out, "{:?}", f64::from(*f)),
+        (A::Decimal128(p, s), V::Decimal(t) | V::Text(t)) => {
+            let n = crate::parquet::decimal_i128(t, u32::try_from(*s).map_err(|_| unfit())?, *p).ok_or_else(unfit)?;
+            write!(out, "{n}e-{s}")
+        }
+        (A::Decimal256(p, s), V::Decimal(t) | V::Text(t)) => {
+            let n = crate::parquet::decimal_i256(t, u32::try_from(*s).map_err(|_| unfit())?, *p).ok_or_else(unfit)?;
+            write!(out, "{n}e-{s}")
+        }
+        (A::Date32, V::Text(t)) => int(out, crate::temporal::date_days(t).and_then(|d| i32::try_from(d).ok()).ok_or_else(unfit)?),
+        (A::Time64(_), V::Text(t)) => {
+            int(out, crate::temporal::time_micros(t).filter(|us| (0..=crate::parquet::DAY_MICROS).contains(us)).ok_or_else(unfit)?)
+        }
+        (A::Timestamp(_, tz), V::Text(t)) => {
+            write!(out, "{}{}", crate::temporal::timestamp_micros(t).ok_or_else(unfit)?, tz.as_deref().unwrap_or(""))
+        }
+        (A::Binary, V::Bytes(b)) => {
+            for byte in b {
+                let _ = write!(out, "{byte:02x}");
+            }
+            Ok(())
+        }
+        (A::Utf8, V::Text(s) | V::Decimal(s) | V::Json(s)) => {
+            out.push_str(s);
+            Ok(())
+        }
+        (A::Utf8, other) => {
+            // The writer's text for a non-text value in a text column.
+            let mut bytes = Vec::new();
+            match other {
+                V::Array(_) => crate::value::write_json(other, &mut bytes),
+                V::Bytes(b) => {
+                    use base64::Engine;
+                    bytes.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(b).as_bytes())
+                }
+                _ => crate::value::write_csv(other, &mut bytes),
+            }
+            out.push_str(std::str::from_utf8(&bytes).map_err(|_| unfit())?);
+            Ok(())
+        }
+        (A::List(item), V::Array(items)) => {
+            out.push('[');
+            for (j, x) in items.iter().enumerate() {
+                if matches!(x, V::Array(_)) && !matches!(item.data_type(), A::List(_)) {
+                    return Err(format!("a multi-dimensional array: {}", unfit()));
+                }
+                if j > 0 {
+                    out.push(',');
+                }
+                if !parquet_cell(item.data_type(), x, out)? {
+                    out.push_str("null");
+                }
+            }
+            out.push(']');
+            Ok(())
+        }
+        _ => return Err(unfit()),
+    };
+    Ok(true)
+}
+
 fn bad(what: impl std::fmt::Display) -> FormatError {
     FormatError::Setting { what: format!("the file cannot be read back: {what}") }
 }
