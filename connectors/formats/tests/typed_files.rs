@@ -609,6 +609,41 @@ fn avro_file_refuses_unrepresentable_values_and_keeps_going() {
     assert_eq!(field(&some(field(&records[1], "after")), "id"), Av::Union(1, Box::new(Av::Long(2))));
 }
 
+/// Columns at the edges of what Parquet holds (a scale above the
+/// precision, infinite dates, a 2-D array, a type riffle keeps as text, a
+/// time of 24:00), and `more` after them.
+fn edges(more: Vec<(&str, DataType)>) -> Arc<TableSchema> {
+    let col = |name: &str, data_type: DataType| Column {
+        name: name.into(),
+        source_type: String::new(),
+        data_type,
+        nullable: true,
+        labels: Vec::new(),
+    };
+    let mut columns = vec![
+        col("tiny", DataType::Decimal { precision: Some(2), scale: Some(5) }),
+        col("day", DataType::Date),
+        col("ts", DataType::TimestampTz),
+        col("grid", DataType::Array(Box::new(DataType::Array(Box::new(DataType::Int32))))),
+        col("other", DataType::Other("point".into())),
+        col("midnight", DataType::Time),
+    ];
+    columns.extend(more.into_iter().map(|(n, dt)| col(n, dt)));
+    Arc::new(TableSchema { id: TableId::new("public", "edges"), columns, key: vec![], full_before_image: false })
+}
+
+/// A row of [`edges`]' first columns, `other` in the column kept as text.
+fn edge_row(other: Value) -> Vec<Value> {
+    vec![
+        Value::Decimal("0.00012".into()),
+        t("infinity"),
+        t("-infinity"),
+        Value::Array(vec![Value::Array(vec![Value::Int(1), Value::Null]), Value::Null, Value::Array(vec![])]),
+        other,
+        t("24:00:00"),
+    ]
+}
+
 #[test]
 fn parquet_edge_types() {
     use riffle_formats::parquet::{arrow_type, decimal_i128};
@@ -625,34 +660,8 @@ fn parquet_edge_types() {
     assert_eq!(decimal_i128("100", 0, 2), None);
     assert_eq!(decimal_i128("Infinity", 0, 2), None);
 
-    let col = |name: &str, data_type: DataType| Column {
-        name: name.into(),
-        source_type: String::new(),
-        data_type,
-        nullable: true,
-        labels: Vec::new(),
-    };
-    let table = Arc::new(TableSchema {
-        id: TableId::new("public", "edges"),
-        columns: vec![
-            col("tiny", dec(2, 5)),
-            col("day", DataType::Date),
-            col("ts", DataType::TimestampTz),
-            col("grid", DataType::Array(Box::new(DataType::Array(Box::new(DataType::Int32))))),
-            col("other", DataType::Other("point".into())),
-            col("midnight", DataType::Time),
-        ],
-        key: vec![],
-        full_before_image: false,
-    });
-    let row = vec![
-        Value::Decimal("0.00012".into()),
-        t("infinity"),
-        t("-infinity"),
-        Value::Array(vec![Value::Array(vec![Value::Int(1), Value::Null]), Value::Null, Value::Array(vec![])]),
-        Value::Int(5),
-        t("24:00:00"),
-    ];
+    let table = edges(Vec::new());
+    let row = edge_row(Value::Int(5));
     let b = one_batch(write_parquet(ParquetOptions::default(), &[event(&table, Op::Create, None, Some(row), BeforeImage::None, 1)]));
     assert_eq!(b.column(0).as_primitive::<Decimal128Type>().value(0), 12);
     assert_eq!(b.column(1).as_primitive::<Date32Type>().value(0), i32::MAX);
@@ -811,41 +820,13 @@ fn parquet_rows_equal_the_round_trip() {
     wide[5] = Value::Float64(f64::MIN_POSITIVE);
     same(&table, vec![full_row(1, "-12.34"), null_row(2), full_row(3, "0"), varied, wide], &["id"]);
 
-    let col = |name: &str, data_type: DataType| Column {
-        name: name.into(),
-        source_type: String::new(),
-        data_type,
-        nullable: true,
-        labels: Vec::new(),
-    };
-    let edges = Arc::new(TableSchema {
-        id: TableId::new("public", "edges"),
-        columns: vec![
-            col("tiny", DataType::Decimal { precision: Some(2), scale: Some(5) }),
-            col("day", DataType::Date),
-            col("ts", DataType::TimestampTz),
-            col("grid", DataType::Array(Box::new(DataType::Array(Box::new(DataType::Int32))))),
-            col("other", DataType::Other("point".into())),
-            col("midnight", DataType::Time),
-            col("flags", DataType::Array(Box::new(DataType::Bool))),
-            col("bin", DataType::Array(Box::new(DataType::Bytes))),
-        ],
-        key: vec![],
-        full_before_image: false,
-    });
+    let more = vec![("flags", DataType::Array(Box::new(DataType::Bool))), ("bin", DataType::Array(Box::new(DataType::Bytes)))];
     let row = |other: Value| {
-        vec![
-            Value::Decimal("0.00012".into()),
-            t("infinity"),
-            t("-infinity"),
-            Value::Array(vec![Value::Array(vec![Value::Int(1), Value::Null]), Value::Null, Value::Array(vec![])]),
-            other,
-            t("24:00:00"),
-            Value::Array(vec![Value::Bool(false), Value::Null]),
-            Value::Array(vec![Value::Bytes(vec![0xab])]),
-        ]
+        let mut r = edge_row(other);
+        r.extend([Value::Array(vec![Value::Bool(false), Value::Null]), Value::Array(vec![Value::Bytes(vec![0xab])])]);
+        r
     };
-    same(&edges, vec![row(Value::Int(5)), row(Value::Bool(true)), row(Value::Bytes(vec![1, 2])), row(t("(1,2)"))], &[]);
+    same(&edges(more), vec![row(Value::Int(5)), row(Value::Bool(true)), row(Value::Bytes(vec![1, 2])), row(t("(1,2)"))], &[]);
 
     // Not whole snapshot rows: left to the round trip.
     let insert = event(&table, Op::Create, None, Some(full_row(1, "1")), BeforeImage::None, 1);
