@@ -31,18 +31,34 @@ fn write_float(f: f64, single: Option<f32>, json: bool, out: &mut Vec<u8>) {
         };
         out.extend_from_slice(text.as_bytes());
     } else {
-        let text = if f.is_nan() {
-            "NaN"
-        } else if f > 0.0 {
-            "Infinity"
-        } else {
-            "-Infinity"
-        };
+        let text = non_finite_text(f);
         if json {
             write_json_str(text, out);
         } else {
             out.extend_from_slice(text.as_bytes());
         }
+    }
+}
+
+/// The text riffle writes for a float that is not finite (a JSON string):
+/// `NaN`, `Infinity`, `-Infinity`.
+pub fn non_finite_text(f: f64) -> &'static str {
+    if f.is_nan() {
+        "NaN"
+    } else if f > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
+    }
+}
+
+/// The float [`non_finite_text`] wrote, if `text` is one of its forms.
+pub fn non_finite(text: &str) -> Option<f64> {
+    match text {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
     }
 }
 

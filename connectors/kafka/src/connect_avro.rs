@@ -230,9 +230,7 @@ pub fn encode(connect: &Json, value: &Json, out: &mut Vec<u8>) -> Result<(), Mis
 fn float(v: &Json) -> Option<f64> {
     match v {
         Json::Number(n) => n.as_f64(),
-        Json::String(s) if s == "NaN" => Some(f64::NAN),
-        Json::String(s) if s == "Infinity" => Some(f64::INFINITY),
-        Json::String(s) if s == "-Infinity" => Some(f64::NEG_INFINITY),
+        Json::String(s) => riffle_formats::value::non_finite(s),
         _ => None,
     }
 }

@@ -594,11 +594,9 @@ fn encode(enc: &Enc, v: &Value, out: &mut Vec<u8>) -> Result<(), String> {
         }
         Enc::DecimalDouble => {
             let t = text()?;
-            let f: f64 = match t {
-                "NaN" => f64::NAN,
-                "Infinity" => f64::INFINITY,
-                "-Infinity" => f64::NEG_INFINITY,
-                _ => t.parse().map_err(|_| format!("holds {}, not a decimal", riffle_formats::value::describe(v)))?,
+            let f: f64 = match riffle_formats::value::non_finite(t) {
+                Some(f) => f,
+                None => t.parse().map_err(|_| format!("holds {}, not a decimal", riffle_formats::value::describe(v)))?,
             };
             write_json(&Value::Float64(f), out);
         }

@@ -14,6 +14,7 @@
 //! with `apache-avro`.
 
 use base64::Engine;
+use riffle_formats::value::non_finite_text;
 use serde_json::{json, Map, Value as Json};
 use std::collections::HashMap;
 
@@ -186,7 +187,7 @@ fn connect_type(s: &Json, named: &HashMap<String, Json>, namespace: &str, depth:
 fn to_json(v: apache_avro::types::Value) -> Result<Json, String> {
     use apache_avro::types::Value as A;
     let b64 = |b: &[u8]| Json::String(base64::engine::general_purpose::STANDARD.encode(b));
-    let float = |f: f64| serde_json::Number::from_f64(f).map_or_else(|| Json::String(non_finite(f)), Json::Number);
+    let float = |f: f64| serde_json::Number::from_f64(f).map_or_else(|| Json::String(non_finite_text(f).into()), Json::Number);
     Ok(match v {
         A::Null => Json::Null,
         A::Boolean(b) => Json::Bool(b),
@@ -215,16 +216,6 @@ fn to_json(v: apache_avro::types::Value) -> Result<Json, String> {
         A::Record(fields) => Json::Object(fields.into_iter().map(|(k, v)| Ok((k, to_json(v)?))).collect::<Result<_, String>>()?),
         A::Duration(_) => return Err("an Avro duration, which riffle's change events never hold".into()),
     })
-}
-
-fn non_finite(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f > 0.0 {
-        "Infinity".into()
-    } else {
-        "-Infinity".into()
-    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use riffle_core::{
     BeforeImage, BinlogCoords, ChangeEvent, Column, DataType, Lsn, Op, Position, SnapshotMark, SourceInfo, TableId, TableSchema, Value,
 };
 use riffle_formats::temporal::{self, Fraction};
+use riffle_formats::value::non_finite;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value as Json;
@@ -668,12 +669,7 @@ fn value_of(col: &Col, v: &Json, fraction: Fraction) -> Result<Value, String> {
             Value::Array(items.iter().map(|i| value_of(inner, i, fraction)).collect::<Result<_, _>>()?)
         }
         (Col::Float32, Json::Number(n)) => Value::Float32(n.as_f64().ok_or_else(|| unexpected("a number"))? as f32),
-        (Col::Float32, Json::String(s)) => match s.as_str() {
-            "NaN" => Value::Float32(f32::NAN),
-            "Infinity" => Value::Float32(f32::INFINITY),
-            "-Infinity" => Value::Float32(f32::NEG_INFINITY),
-            _ => return Err(unexpected("a number")),
-        },
+        (Col::Float32, Json::String(s)) => Value::Float32(non_finite(s).ok_or_else(|| unexpected("a number"))? as f32),
         (Col::Text | Col::ZonedTimestamp | Col::Json, Json::String(s)) if s == UNAVAILABLE => Value::Unavailable,
         (Col::Same, Json::String(s)) if s == UNAVAILABLE => Value::Unavailable,
         (Col::Same, Json::Bool(b)) => Value::Bool(*b),
@@ -683,12 +679,7 @@ fn value_of(col: &Col, v: &Json, fraction: Fraction) -> Result<Value, String> {
             _ => Value::Float64(n.as_f64().ok_or_else(|| unexpected("a number"))?),
         },
         // riffle writes NaN and the infinities of floating columns as text.
-        (Col::Same, Json::String(s)) => match s.as_str() {
-            "NaN" => Value::Float64(f64::NAN),
-            "Infinity" => Value::Float64(f64::INFINITY),
-            "-Infinity" => Value::Float64(f64::NEG_INFINITY),
-            _ => Value::Text(s.clone()),
-        },
+        (Col::Same, Json::String(s)) => non_finite(s).map_or_else(|| Value::Text(s.clone()), Value::Float64),
         (Col::Text, Json::String(s)) => Value::Text(s.clone()),
         (Col::Text, other) => Value::Text(other.to_string()),
         (Col::Json, Json::String(s)) => Value::Json(s.clone()),
