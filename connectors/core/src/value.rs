@@ -37,3 +37,32 @@ impl Value {
         matches!(self, Value::Null)
     }
 }
+
+/// A date and time as SQL prints it (`2024-01-02 03:04:05.5`) in ISO 8601
+/// (`2024-01-02T03:04:05.5`, with `Z` appended when `zulu`), in one
+/// allocation: snapshots convert one per row.
+pub fn iso_datetime(sql: &str, zulu: bool) -> String {
+    let mut s = String::with_capacity(sql.len() + 1);
+    match sql.split_once(' ') {
+        Some((date, time)) => {
+            s.push_str(date);
+            s.push('T');
+            s.push_str(time);
+        }
+        None => s.push_str(sql),
+    }
+    if zulu {
+        s.push('Z');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sql_date_times_become_iso_8601() {
+        assert_eq!(super::iso_datetime("2024-01-02 03:04:05.5", false), "2024-01-02T03:04:05.5");
+        assert_eq!(super::iso_datetime("2024-01-02 03:04:05", true), "2024-01-02T03:04:05Z");
+        assert_eq!(super::iso_datetime("2024-01-02", false), "2024-01-02");
+    }
+}

@@ -138,12 +138,13 @@ pub fn write_csv(v: &Value, out: &mut Vec<u8>) {
 pub fn write_csv_text(s: &str, out: &mut Vec<u8>) {
     if s.is_empty() || s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
         out.push(b'"');
-        for b in s.bytes() {
-            if b == b'"' {
-                out.push(b'"');
-            }
-            out.push(b);
+        let mut rest = s.as_bytes();
+        while let Some(i) = rest.iter().position(|&b| b == b'"') {
+            out.extend_from_slice(&rest[..=i]);
+            out.push(b'"');
+            rest = &rest[i + 1..];
         }
+        out.extend_from_slice(rest);
         out.push(b'"');
     } else {
         out.extend_from_slice(s.as_bytes());

@@ -392,7 +392,15 @@ pub async fn copy(
         position: Box::new(move |seq| Position::Mysql(MyPosition { file, pos, phase: Phase::Snapshot, seq })),
         until,
     };
-    let job = Arc::new(Job { ctx: ctx.clone(), file_name: Arc::from(snap.file.as_str()), pos, tables, chunk_rows, started_us: now_us() });
+    let job = Arc::new(Job {
+        ctx: ctx.clone(),
+        file_name: Arc::from(snap.file.as_str()),
+        file_seq: file,
+        pos,
+        tables,
+        chunk_rows,
+        started_us: now_us(),
+    });
     let spawn = move |lane: Lane, conn: Conn| {
         let job = job.clone();
         async move { job.worker(conn, &lane).await }
@@ -404,6 +412,7 @@ pub async fn copy(
 struct Job {
     ctx: Context,
     file_name: Arc<str>,
+    file_seq: u32,
     pos: u64,
     tables: Vec<PlannedTable>,
     chunk_rows: u64,
@@ -475,7 +484,11 @@ impl Job {
         let mut last_key: Vec<Vec<u8>> = vec![Vec::new(); t.key.len()];
         let mut batch = Vec::with_capacity(BATCH);
         let mut batch_bytes = 0usize;
+        let mut of = ReadOf { schema: &t.schema, db: Arc::from(t.schema.id.schema.as_str()), now_ms: 0 };
         while let Some(row) = result.next().await.map_err(|e| MyError::query(copying(), e))? {
+            if rows_in_chunk.is_multiple_of(CLOCK_EVERY) {
+                of.now_ms = now_us() / 1000;
+            }
             let values = row.unwrap();
             batch_bytes += values.iter().map(|v| if let mysql_async::Value::Bytes(b) = v { b.len() } else { 8 }).sum::<usize>();
             for (slot, k) in last_key.iter_mut().zip(&t.key) {
@@ -489,7 +502,7 @@ impl Job {
                 after.push(from_text(c, v)?);
             }
             rows_in_chunk += 1;
-            batch.push(SourceItem::Event(read_event(&self.ctx, &t.schema, after, &self.file_name, self.pos, 0, self.started_us)));
+            batch.push(SourceItem::Event(self.read_event(&of, after)));
             if batch.len() >= BATCH || batch_bytes >= riffle_core::source::BATCH_BYTES {
                 batch_bytes = 0;
                 self.ctx.stats.saw(self.pos);
@@ -522,34 +535,43 @@ enum Chunk {
     Gone,
 }
 
-fn read_event(
-    ctx: &Context,
-    schema: &Arc<TableSchema>,
-    after: Vec<Value>,
-    file: &Arc<str>,
-    pos: u64,
-    seq: u64,
-    started_us: i64,
-) -> ChangeEvent {
-    ChangeEvent {
-        op: Op::Read,
-        table: schema.clone(),
-        before: None,
-        after: Some(after),
-        before_image: BeforeImage::None,
-        source: SourceInfo {
-            connector: ctx.connector,
-            name: ctx.name.clone(),
-            db: Arc::from(schema.id.schema.as_str()),
-            tx_id: None,
-            ts_ms: started_us / 1000,
-            ts_us: started_us,
-            lsn: None,
-            binlog: Some(BinlogCoords { file: file.clone(), pos, row: 0, server_id: ctx.server_id, gtid: None }),
-            snapshot: riffle_core::SnapshotMark::True,
-        },
-        position: Position::Mysql(MyPosition { file: file_seq(file), pos, phase: Phase::Snapshot, seq }),
-        ts_ms: now_us() / 1000,
+/// What every row of one chunk shares.
+struct ReadOf<'a> {
+    schema: &'a Arc<TableSchema>,
+    /// The table's database, made once per chunk, not once per row.
+    db: Arc<str>,
+    /// When the rows were read: the clock is read once every
+    /// [`CLOCK_EVERY`] rows.
+    now_ms: i64,
+}
+
+/// Rows between two reads of the clock for the events' `ts_ms`.
+const CLOCK_EVERY: u64 = 256;
+
+impl Job {
+    fn read_event(&self, of: &ReadOf, after: Vec<Value>) -> ChangeEvent {
+        let (ctx, pos) = (&self.ctx, self.pos);
+        ChangeEvent {
+            op: Op::Read,
+            table: of.schema.clone(),
+            before: None,
+            after: Some(after),
+            before_image: BeforeImage::None,
+            source: SourceInfo {
+                connector: ctx.connector,
+                name: ctx.name.clone(),
+                db: of.db.clone(),
+                tx_id: None,
+                ts_ms: self.started_us / 1000,
+                ts_us: self.started_us,
+                lsn: None,
+                binlog: Some(BinlogCoords { file: self.file_name.clone(), pos, row: 0, server_id: ctx.server_id, gtid: None }),
+                snapshot: riffle_core::SnapshotMark::True,
+            },
+            // Numbered by the forwarder.
+            position: Position::Mysql(MyPosition { file: self.file_seq, pos, phase: Phase::Snapshot, seq: 0 }),
+            ts_ms: of.now_ms,
+        }
     }
 }
 

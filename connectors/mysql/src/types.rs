@@ -142,20 +142,25 @@ pub fn from_text(col: &MyColumn, v: mysql_async::Value) -> Result<Value, MyError
         mysql_async::Value::Bytes(b) => b,
         other => return from_binlog(col, other),
     };
-    let text = || String::from_utf8(bytes.clone()).map_err(|_| bad(col, "the snapshot (not UTF-8)"));
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|_| bad(col, "the snapshot (not UTF-8)"));
+    fn utf8<'a>(col: &MyColumn, bytes: &'a [u8]) -> Result<&'a str, MyError> {
+        std::str::from_utf8(bytes).map_err(|_| bad(col, "the snapshot (not UTF-8)"))
+    }
+    let str = |bytes| utf8(col, bytes);
+    let number = || bad(col, "the snapshot");
     Ok(match &col.column.data_type {
-        DataType::Int16 | DataType::Int32 | DataType::Int64 => Value::Int(text()?.parse().map_err(|_| bad(col, "the snapshot"))?),
-        DataType::UInt64 => Value::UInt(text()?.parse().map_err(|_| bad(col, "the snapshot"))?),
+        DataType::Int16 | DataType::Int32 | DataType::Int64 => Value::Int(str(&bytes)?.parse().map_err(|_| number())?),
+        DataType::UInt64 => Value::UInt(str(&bytes)?.parse().map_err(|_| number())?),
         // Read as a double (see the snapshot's SELECT), which holds the float exactly.
-        DataType::Float32 => Value::Float32(text()?.parse::<f64>().map_err(|_| bad(col, "the snapshot"))? as f32),
-        DataType::Float64 => Value::Float64(text()?.parse().map_err(|_| bad(col, "the snapshot"))?),
-        DataType::Decimal { .. } => Value::Decimal(text()?),
+        DataType::Float32 => Value::Float32(str(&bytes)?.parse::<f64>().map_err(|_| number())? as f32),
+        DataType::Float64 => Value::Float64(str(&bytes)?.parse().map_err(|_| number())?),
+        DataType::Decimal { .. } => Value::Decimal(text(bytes)?),
         DataType::Bool => Value::Bool(bytes.iter().any(|b| *b != 0)),
         DataType::Bytes => Value::Bytes(bytes),
-        DataType::Timestamp => Value::Text(text()?.replacen(' ', "T", 1)),
-        DataType::TimestampTz => Value::Text(format!("{}Z", text()?.replacen(' ', "T", 1))),
-        DataType::Json => Value::Json(text()?),
-        _ => Value::Text(text()?),
+        DataType::Timestamp => Value::Text(riffle_core::value::iso_datetime(str(&bytes)?, false)),
+        DataType::TimestampTz => Value::Text(riffle_core::value::iso_datetime(str(&bytes)?, true)),
+        DataType::Json => Value::Json(text(bytes)?),
+        _ => Value::Text(text(bytes)?),
     })
 }
 

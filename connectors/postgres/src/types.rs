@@ -200,13 +200,10 @@ fn iso_timestamp(text: &str, utc: bool) -> String {
     if !text.as_bytes().first().is_some_and(u8::is_ascii_digit) || text.ends_with(" BC") {
         return text.to_string();
     }
-    let mut s = text.replacen(' ', "T", 1);
-    if utc {
-        if let Some(stripped) = s.strip_suffix("+00") {
-            s = format!("{stripped}Z");
-        }
+    match text.strip_suffix("+00") {
+        Some(stripped) if utc => riffle_core::value::iso_datetime(stripped, true),
+        _ => riffle_core::value::iso_datetime(text, false),
     }
-    s
 }
 
 fn decode_hex_bytea(text: &str) -> Option<Vec<u8>> {
