@@ -63,8 +63,12 @@ pub struct Options {
 
 /// Source rows sent through the sink's format in batches this large (a
 /// Parquet file, an Avro container each: large enough to pay their set-up
-/// once per many rows).
+/// once per many rows); `RIFFLE_VERIFY_BATCH` overrides it.
 const BATCH: usize = 16384;
+
+fn batch() -> usize {
+    std::env::var("RIFFLE_VERIFY_BATCH").ok().and_then(|b| b.parse().ok()).filter(|&b| b > 0).unwrap_or(BATCH)
+}
 /// Keys listed per kind of difference (all of them with `--json`).
 const LISTED: usize = 20;
 
@@ -81,19 +85,38 @@ struct Entry {
 }
 
 /// One table of one sink: its events as of P and the source's rows, each
-/// sorted by key in bounded memory ([`spill`]), then merged.
+/// sorted by key in bounded memory ([`spill`]), then merged. The sink's
+/// events are read on a thread of their own while the source's rows come.
 struct TableCheck {
     shape: Shape,
     report: TableReport,
     /// Source rows waiting to be written through the format.
     pending: Vec<ChangeEvent>,
     schema: Option<Arc<TableSchema>>,
-    sink: Sorter,
+    sink: SinkLoad,
     source: Sorter,
+    /// Source rows keep their cells (`--show-values`, or a pass that found
+    /// sink rows known only in part).
+    cells: bool,
+    /// Some source rows were sorted without their cells.
+    bare: bool,
+}
+
+/// The sink's side of a table: being read, or read.
+enum SinkLoad {
+    Reading(tokio::task::JoinHandle<Result<SinkRows>>),
+    Read(SinkRows),
+}
+
+/// What a sink holds of one table as of P.
+struct SinkRows {
+    sorter: Sorter,
     /// The place of the last truncate among the sink's events (0: none).
     truncated: u64,
-    /// Some sink event sent only part of its row: source rows keep their cells.
-    has_partial: bool,
+    /// Some event sent only part of its row: source rows need their cells.
+    partial: bool,
+    /// Positions of events the sink holds more than once.
+    duplicated: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -153,7 +176,7 @@ enum Store {
 /// A sink as verify reads it.
 struct SinkSide {
     name: String,
-    store: Store,
+    store: Arc<Store>,
     /// The format the source's rows are written through to meet the
     /// sink's in one canonical form, and its reader's extension.
     format: Arc<dyn FileFormat>,
@@ -169,99 +192,97 @@ fn shown(cells: &Cells) -> String {
 }
 
 impl SinkSide {
-    /// The sink's rows of `table` as of `at` (every event before it, in
-    /// position order; all of them for files without positions).
-    fn load(&self, table: &str, shape: Shape, at: &str, sorting: &Sorting, db: &str) -> Result<TableCheck> {
-        let id = riffle_core::TableId::parse(table).ok_or_else(|| anyhow!("table {table:?}: expected schema.table"))?;
-        let mut check = TableCheck {
-            shape,
-            report: TableReport { table: table.to_string(), ..Default::default() },
-            pending: Vec::new(),
-            schema: None,
-            sink: sorting.sorter(),
-            source: sorting.sorter(),
-            truncated: 0,
-            has_partial: false,
-        };
-        let mut seq = 0u64;
-        let mut failed: Option<std::io::Error> = None;
-        // One event, in position order, onto the sink's sorter.
-        let mut take = |check: &mut TableCheck, row: riffle_formats::read::ReadRow| {
-            seq += 1;
-            let op = row.op.bytes().next().unwrap_or(b'r');
-            if op == b't' {
-                check.truncated = seq;
-                return;
-            }
-            check.has_partial |= row.partial;
-            let rec = Rec { key: row.key, seq, op, partial: row.partial, digest: row.digest, cells: row.cells };
-            if let Err(e) = check.sink.push(rec) {
-                failed.get_or_insert(e);
-            }
-        };
-        // The readers' shape, apart from `check`, which they feed.
-        let shape = check.shape.clone();
-        match &self.store {
-            Store::Files(target) => {
-                let dir = riffle_files::table_dir(&id.schema, &id.name);
-                let mut files: Vec<String> = target
-                    .list_under(&dir)
-                    .map_err(|e| anyhow!("{e}"))?
-                    .into_iter()
-                    .filter(|p| p.ends_with(&format!(".{}", self.ext)))
-                    .collect();
-                // Files are named by their first and last positions: by name
-                // is in position order (partition folders aside).
-                files.sort_by(|a, b| a.rsplit('/').next().cmp(&b.rsplit('/').next()));
-                // Positions only grow along the files in name order: one that
-                // does not is an event held twice (a file copied or written twice).
-                let mut last: Option<String> = None;
-                for file in files {
-                    let bytes = target.get(&file).map_err(|e| anyhow!("{e}"))?.unwrap_or_default();
-                    read_rows(self.ext, bytes.into(), &shape, &mut |row| {
-                        if let Some(p) = &row.position {
-                            if p.as_str() >= at {
-                                return;
-                            }
-                            if last.as_ref().is_some_and(|l| p <= l) {
-                                check.report.duplicated.push(format!("{p} ({file})"));
-                                return;
-                            }
-                            last = Some(p.clone());
-                        }
-                        take(&mut check, row);
-                    })
-                    .map_err(|e| anyhow!("{}/{file}: {e}", target.shown))?;
-                }
-            }
-            Store::Kafka(opts) => {
-                let topic = opts.topic_for(&id, db);
-                let mut bad = None;
-                // A key's events are in one partition, in order.
-                opts.read_topic(&topic, &mut |m| {
-                    let Some(value) = m.value else { return };
-                    let read = read_rows("jsonl", value.into(), &shape, &mut |mut row| {
-                        row.position = row.position.or_else(|| m.position.clone());
-                        if row.position.as_deref().is_some_and(|p| p >= at) {
+    /// Starts reading the sink's rows of `table` as of `at` on a thread of
+    /// its own ([`load_sink`]).
+    fn start_load(&self, table: &str, shape: Shape, at: &str, sorting: &Sorting, db: &str) -> SinkLoad {
+        let (store, ext, name, sorter) = (self.store.clone(), self.ext, self.name.clone(), sorting.sorter());
+        let (table, at, db) = (table.to_string(), at.to_string(), db.to_string());
+        SinkLoad::Reading(tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let rows = load_sink(&store, ext, &table, &shape, &at, sorter, &db)?;
+            tracing::info!(sink = name, table, seconds = started.elapsed().as_secs_f32(), "read the sink's events");
+            Ok(rows)
+        }))
+    }
+}
+
+/// The sink's rows of `table` as of `at` (every event before it, in
+/// position order; all of them for files without positions), sorted by key.
+fn load_sink(store: &Store, ext: &str, table: &str, shape: &Shape, at: &str, sorter: Sorter, db: &str) -> Result<SinkRows> {
+    let id = riffle_core::TableId::parse(table).ok_or_else(|| anyhow!("table {table:?}: expected schema.table"))?;
+    let mut rows = SinkRows { sorter, truncated: 0, partial: false, duplicated: Vec::new() };
+    let mut seq = 0u64;
+    let mut failed: Option<std::io::Error> = None;
+    // One event, in position order, onto the sink's sorter.
+    let mut take = |rows: &mut SinkRows, row: riffle_formats::read::ReadRow| {
+        seq += 1;
+        let op = row.op.bytes().next().unwrap_or(b'r');
+        if op == b't' {
+            rows.truncated = seq;
+            return;
+        }
+        rows.partial |= row.partial;
+        let rec = Rec { key: row.key, seq, op, partial: row.partial, digest: row.digest, cells: row.cells };
+        if let Err(e) = rows.sorter.push(rec) {
+            failed.get_or_insert(e);
+        }
+    };
+    match store {
+        Store::Files(target) => {
+            let dir = riffle_files::table_dir(&id.schema, &id.name);
+            let mut files: Vec<String> =
+                target.list_under(&dir).map_err(|e| anyhow!("{e}"))?.into_iter().filter(|p| p.ends_with(&format!(".{ext}"))).collect();
+            // Files are named by their first and last positions: by name
+            // is in position order (partition folders aside).
+            files.sort_by(|a, b| a.rsplit('/').next().cmp(&b.rsplit('/').next()));
+            // Positions only grow along the files in name order: one that
+            // does not is an event held twice (a file copied or written twice).
+            let mut last: Option<String> = None;
+            for file in files {
+                let bytes = target.get(&file).map_err(|e| anyhow!("{e}"))?.unwrap_or_default();
+                read_rows(ext, bytes.into(), shape, &mut |row| {
+                    if let Some(p) = &row.position {
+                        if p.as_str() >= at {
                             return;
                         }
-                        take(&mut check, row);
-                    });
-                    if let Err(e) = read {
-                        bad.get_or_insert(e);
+                        if last.as_ref().is_some_and(|l| p <= l) {
+                            rows.duplicated.push(format!("{p} ({file})"));
+                            return;
+                        }
+                        last = Some(p.clone());
                     }
+                    take(&mut rows, row);
                 })
-                .map_err(|e| anyhow!("{e}"))?;
-                if let Some(e) = bad {
-                    return Err(anyhow!("Kafka topic {topic}: {e}"));
-                }
+                .map_err(|e| anyhow!("{}/{file}: {e}", target.shown))?;
             }
         }
-        if let Some(e) = failed {
-            return Err(anyhow!(e).context("sorting the sink's rows (temporary files)"));
+        Store::Kafka(opts) => {
+            let topic = opts.topic_for(&id, db);
+            let mut bad = None;
+            // A key's events are in one partition, in order.
+            opts.read_topic(&topic, &mut |m| {
+                let Some(value) = m.value else { return };
+                let read = read_rows("jsonl", value.into(), shape, &mut |mut row| {
+                    row.position = row.position.or_else(|| m.position.clone());
+                    if row.position.as_deref().is_some_and(|p| p >= at) {
+                        return;
+                    }
+                    take(&mut rows, row);
+                });
+                if let Err(e) = read {
+                    bad.get_or_insert(e);
+                }
+            })
+            .map_err(|e| anyhow!("{e}"))?;
+            if let Some(e) = bad {
+                return Err(anyhow!("Kafka topic {topic}: {e}"));
+            }
         }
-        Ok(check)
     }
+    if let Some(e) = failed {
+        return Err(anyhow!(e).context("sorting the sink's rows (temporary files)"));
+    }
+    Ok(rows)
 }
 
 /// The sorters' shared budget and where they spill.
@@ -335,15 +356,30 @@ fn group(it: &mut std::iter::Peekable<spill::Merged>) -> Result<Option<(String, 
 }
 
 impl TableCheck {
+    /// Takes the sink's rows once read: at once when `wait`, else only if
+    /// their thread is done.
+    async fn settle(&mut self, wait: bool) -> Result<()> {
+        if let SinkLoad::Reading(handle) = &mut self.sink {
+            if wait || handle.is_finished() {
+                let rows = handle.await.context("the thread reading the sink")??;
+                self.report.duplicated.clone_from(&rows.duplicated);
+                self.sink = SinkLoad::Read(rows);
+            }
+        }
+        Ok(())
+    }
+
     /// Puts the source rows waiting into the source's sorter in the form
     /// the sink's rows are read in: for Parquet made from the values
     /// directly ([`riffle_formats::read::parquet_rows`], the same cells as
     /// the round trip, proven by its test), else written through `format`
     /// and read back.
-    fn take_pending(&mut self, format: &Arc<dyn FileFormat>, ext: &str, show_values: bool) -> Result<()> {
+    fn take_pending(&mut self, format: &Arc<dyn FileFormat>, ext: &str) -> Result<()> {
         let Some(schema) = self.schema.clone().filter(|_| !self.pending.is_empty()) else { return Ok(()) };
         // Cells too where a sink row is known only in part.
-        let shape = Shape { keep_cells: show_values || self.has_partial, ..self.shape.clone() };
+        let partial = matches!(&self.sink, SinkLoad::Read(rows) if rows.partial);
+        let shape = Shape { keep_cells: self.cells || partial, ..self.shape.clone() };
+        self.bare |= !shape.keep_cells;
         let (mut rows, mut failed) = (0u64, None);
         let source = &mut self.source;
         let mut take = |row: riffle_formats::read::ReadRow| {
@@ -374,13 +410,20 @@ impl TableCheck {
         Ok(())
     }
 
-    /// Merges the two sides key by key into the report.
-    fn finish(mut self, format: &Arc<dyn FileFormat>, ext: &str, show_values: bool) -> Result<TableReport> {
-        self.take_pending(format, ext, show_values)?;
+    /// Merges the two sides key by key into the report, once the sink's
+    /// rows are read ([`TableCheck::settle`]). `None`: the sink holds rows
+    /// known only in part, and some source rows were sorted without the
+    /// cells they are compared on: the table needs another pass.
+    fn finish(mut self, format: &Arc<dyn FileFormat>, ext: &str, show_values: bool) -> Result<Option<TableReport>> {
+        self.take_pending(format, ext)?;
+        let SinkLoad::Read(rows) = self.sink else { bail!("the sink's rows compared before they were read; this is a bug in riffle") };
+        if rows.partial && self.bare {
+            return Ok(None);
+        }
         let keyless = self.shape.key.is_empty();
-        let truncated = self.truncated;
-        tracing::info!(table = self.report.table, spilled_runs = self.sink.runs() + self.source.runs(), "comparing, key by key");
-        let mut sink = self.sink.finish().context("sorting the sink's rows (temporary files)")?.peekable();
+        let truncated = rows.truncated;
+        tracing::info!(table = self.report.table, spilled_runs = rows.sorter.runs() + self.source.runs(), "comparing, key by key");
+        let mut sink = rows.sorter.finish().context("sorting the sink's rows (temporary files)")?.peekable();
         let mut source = self.source.finish().context("sorting the source's rows (temporary files)")?.peekable();
         let mut r = self.report;
         let (mut s_next, mut o_next) = (group(&mut sink)?, group(&mut source)?);
@@ -448,7 +491,7 @@ impl TableCheck {
                 r.extra.push(key.clone());
             }
         }
-        Ok(r)
+        Ok(Some(r))
     }
 }
 
@@ -465,7 +508,7 @@ fn sink_sides(cfg: &Config) -> Result<Vec<SinkSide>> {
                 let ext = format.extension();
                 sides.push(SinkSide {
                     name: s.name.clone(),
-                    store: Store::Files(target),
+                    store: Arc::new(Store::Files(target)),
                     format,
                     ext,
                     index,
@@ -490,7 +533,7 @@ fn sink_sides(cfg: &Config) -> Result<Vec<SinkSide>> {
                         riffle_formats::file::file_format(encoder, None).map_err(|e| anyhow!("sink {}: {e}", s.name))?
                     }
                 };
-                let store = Store::Kafka(opts.clone());
+                let store = Arc::new(Store::Kafka(opts.clone()));
                 sides.push(SinkSide { name: s.name.clone(), store, format, ext: "jsonl", index, tables: BTreeMap::new(), behind: None });
             }
             SinkTarget::Stdout => {
@@ -539,7 +582,46 @@ async fn reach(cfg: &Config, at: &Offset, opts: &Options, sides: &mut [SinkSide]
 }
 
 /// Verifies `cfg`'s sinks against its source; the report, printed.
+///
+/// The sink's rows of a table are read beside the source's, so whether
+/// the sink holds rows known only in part (whose source rows must keep
+/// their cells to be compared) is known only once both are read. When it
+/// does and source rows went by without their cells, the whole read is
+/// done once more, those tables keeping their cells from the start.
 pub async fn run(cfg: &Config, opts: &Options, quiet: bool, stop: watch::Receiver<bool>) -> Result<Report> {
+    let mut cells_for = std::collections::BTreeSet::new();
+    loop {
+        match pass(cfg, opts, quiet, stop.clone(), &cells_for).await? {
+            Pass::Done(report) => {
+                print(&report, opts);
+                return Ok(report);
+            }
+            Pass::Again(tables) if !tables.iter().all(|t| cells_for.contains(t)) => {
+                tracing::info!(
+                    tables = tables.join(", "),
+                    "the sink holds rows known only in part; reading again, keeping the cells they are compared on"
+                );
+                cells_for.extend(tables);
+            }
+            Pass::Again(_) => bail!("a table needed its cells though it kept them; this is a bug in riffle"),
+        }
+    }
+}
+
+/// How one read of source and sinks ended.
+enum Pass {
+    Done(Report),
+    /// These tables need another pass, keeping their source rows' cells.
+    Again(Vec<String>),
+}
+
+async fn pass(
+    cfg: &Config,
+    opts: &Options,
+    quiet: bool,
+    stop: watch::Receiver<bool>,
+    cells_for: &std::collections::BTreeSet<String>,
+) -> Result<Pass> {
     let mut sides = sink_sides(cfg)?;
     let mut source = AnySource::new(&cfg.source_spec())?;
     source.prepare(StartMode::Verify, Until::Never)?;
@@ -560,6 +642,7 @@ pub async fn run(cfg: &Config, opts: &Options, quiet: bool, stop: watch::Receive
     let mut progress = crate::progress::Progress::new(quiet);
     let mut chunks: Option<riffle_core::SnapshotProgress> = None;
     let mut planned: Vec<(String, Vec<String>)> = Vec::new();
+    let batch = batch();
     while let Some(items) = rx.recv().await {
         for item in items {
             match item {
@@ -604,16 +687,24 @@ pub async fn run(cfg: &Config, opts: &Options, quiet: bool, stop: watch::Receive
                             };
                             db.get_or_insert_with(|| ev.source.db.to_string());
                             let db = db.as_deref().unwrap_or_default();
-                            let started = std::time::Instant::now();
-                            let loaded = tokio::task::block_in_place(|| side.load(&table, shape, at_key, &sorting, db))?;
-                            tracing::info!(sink = side.name, table, seconds = started.elapsed().as_secs_f32(), "read the sink's events");
-                            side.tables.insert(table.clone(), loaded);
+                            let check = TableCheck {
+                                report: TableReport { table: table.clone(), ..Default::default() },
+                                pending: Vec::new(),
+                                schema: None,
+                                sink: side.start_load(&table, shape.clone(), at_key, &sorting, db),
+                                source: sorting.sorter(),
+                                cells: opts.show_values || cells_for.contains(&table),
+                                bare: false,
+                                shape,
+                            };
+                            side.tables.insert(table.clone(), check);
                         }
-                        let check = side.tables.get_mut(&table).expect("loaded above");
+                        let check = side.tables.get_mut(&table).expect("inserted above");
                         check.schema.get_or_insert_with(|| ev.table.clone());
                         check.pending.push(ev);
-                        if check.pending.len() >= BATCH {
-                            tokio::task::block_in_place(|| check.take_pending(&side.format, side.ext, opts.show_values))?;
+                        if check.pending.len() >= batch {
+                            check.settle(false).await?;
+                            tokio::task::block_in_place(|| check.take_pending(&side.format, side.ext))?;
                         }
                     }
                 }
@@ -628,27 +719,44 @@ pub async fn run(cfg: &Config, opts: &Options, quiet: bool, stop: watch::Receive
     }
     let Some((offset, at_key)) = at else { bail!("the source ended without a position; this is a bug in riffle") };
     let mut sinks = Vec::new();
+    let mut again = Vec::new();
     for mut side in sides {
         // Tables without a row in the source: whatever the sink holds is extra.
         for (table, key) in &planned {
             if !side.tables.contains_key(table) {
                 let shape = Shape { key: key.clone(), columns: 0, keep_cells: opts.show_values };
                 let db = db.as_deref().unwrap_or_default();
-                let loaded = tokio::task::block_in_place(|| side.load(table, shape, &at_key, &sorting, db))?;
-                side.tables.insert(table.clone(), loaded);
+                let check = TableCheck {
+                    report: TableReport { table: table.clone(), ..Default::default() },
+                    pending: Vec::new(),
+                    schema: None,
+                    sink: side.start_load(table, shape.clone(), &at_key, &sorting, db),
+                    source: sorting.sorter(),
+                    cells: opts.show_values,
+                    bare: false,
+                    shape,
+                };
+                side.tables.insert(table.clone(), check);
             }
         }
         let mut tables = Vec::new();
-        for (_, check) in std::mem::take(&mut side.tables) {
-            tables.push(tokio::task::block_in_place(|| check.finish(&side.format, side.ext, opts.show_values))?);
+        for (table, mut check) in std::mem::take(&mut side.tables) {
+            check.settle(true).await?;
+            match tokio::task::block_in_place(|| check.finish(&side.format, side.ext, opts.show_values))? {
+                Some(report) => tables.push(report),
+                None => again.push(table),
+            }
         }
         sinks.push(SinkReport { sink: side.name, behind: side.behind, tables });
     }
-    let matches = sinks.iter().all(|s| s.tables.iter().all(|t| !t.differs()));
-    let report = Report { position: offset.to_string(), matches, sinks };
     let _ = std::fs::remove_dir_all(&sorting.dir);
-    print(&report, opts);
-    Ok(report)
+    if !again.is_empty() {
+        again.sort();
+        again.dedup();
+        return Ok(Pass::Again(again));
+    }
+    let matches = sinks.iter().all(|s| s.tables.iter().all(|t| !t.differs()));
+    Ok(Pass::Done(Report { position: offset.to_string(), matches, sinks }))
 }
 
 fn print(report: &Report, opts: &Options) {

@@ -4,6 +4,12 @@
 //! Reading merges the runs and what is left in memory, in order. So a
 //! table of any size is compared in bounded memory, at the cost of temporary
 //! disk about the size of its keys and digests.
+//!
+//! Runs are merged in tiers as they come: [`FAN_IN`] runs of one tier become
+//! one run of the next, so however large the table, a sorter keeps a few
+//! dozen files, and the final merge reads them through small buffers (a
+//! billion rows under a 16 MiB budget would otherwise be thousands of open
+//! files).
 
 use riffle_formats::read::Cells;
 use std::cmp::Reverse;
@@ -110,6 +116,17 @@ impl Rec {
     }
 }
 
+/// Runs of one tier merged into one of the next.
+const FAN_IN: usize = 16;
+/// The read buffer of each run being merged.
+const READ_BUFFER: usize = 64 << 10;
+
+/// A sorted run on disk and its tier (0: written from memory).
+struct Run {
+    path: PathBuf,
+    tier: u32,
+}
+
 /// Records to sort; see the module's documentation.
 pub struct Sorter {
     mem: Vec<Rec>,
@@ -117,15 +134,27 @@ pub struct Sorter {
     /// Bytes held in memory by every sorter sharing the budget.
     used: Arc<AtomicUsize>,
     budget: usize,
-    runs: Vec<PathBuf>,
+    runs: Vec<Run>,
+    /// Runs written from memory so far.
+    spilled: usize,
     dir: PathBuf,
+}
+
+/// A new run's file in `dir`, unique in the process (sorters move between
+/// threads and places).
+fn run_file(dir: &std::path::Path) -> io::Result<(PathBuf, BufWriter<File>)> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("run-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+    let out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
+    Ok((path, out))
 }
 
 impl Sorter {
     /// A sorter sharing `used` (bytes in memory) with the others, spilling
     /// past `budget`; runs go to `dir`.
     pub fn new(used: Arc<AtomicUsize>, budget: usize, dir: PathBuf) -> Sorter {
-        Sorter { mem: Vec::new(), held: 0, used, budget, runs: Vec::new(), dir }
+        Sorter { mem: Vec::new(), held: 0, used, budget, runs: Vec::new(), spilled: 0, dir }
     }
 
     pub fn push(&mut self, r: Rec) -> io::Result<()> {
@@ -143,53 +172,79 @@ impl Sorter {
             return Ok(());
         }
         self.mem.sort_unstable();
-        std::fs::create_dir_all(&self.dir)?;
-        // Unique in the process: sorters move between threads and places.
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = self.dir.join(format!("run-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
+        let (path, mut out) = run_file(&self.dir)?;
         for r in self.mem.drain(..) {
             r.write(&mut out)?;
         }
         out.flush()?;
-        self.runs.push(path);
+        self.runs.push(Run { path, tier: 0 });
+        self.spilled += 1;
         self.used.fetch_sub(self.held, Ordering::Relaxed);
         self.held = 0;
-        Ok(())
+        self.compact()
     }
 
-    /// Runs written to disk so far.
+    /// Merges the runs of any tier that holds [`FAN_IN`] of them into one
+    /// run of the next tier.
+    fn compact(&mut self) -> io::Result<()> {
+        let mut tier = 0;
+        loop {
+            let (full, rest): (Vec<Run>, Vec<Run>) = std::mem::take(&mut self.runs).into_iter().partition(|r| r.tier == tier);
+            self.runs = rest;
+            if full.len() < FAN_IN {
+                self.runs.extend(full);
+                if !self.runs.iter().any(|r| r.tier > tier) {
+                    return Ok(());
+                }
+                tier += 1;
+                continue;
+            }
+            let merged = merge(full.into_iter().map(|r| r.path).collect(), Vec::new(), self.used.clone(), 0)?;
+            let (path, mut out) = run_file(&self.dir)?;
+            // Pushed before it is written: dropped with the sorter on error.
+            self.runs.push(Run { path, tier: tier + 1 });
+            for r in merged {
+                r?.write(&mut out)?;
+            }
+            out.flush()?;
+        }
+    }
+
+    /// Runs written from memory so far (fewer are on disk: see [`FAN_IN`]).
     pub fn runs(&self) -> usize {
-        self.runs.len()
+        self.spilled
     }
 
     /// Every record, in order.
     pub fn finish(mut self) -> io::Result<Merged> {
         self.mem.sort_unstable();
-        let mut runs = Vec::new();
-        for p in &self.runs {
-            runs.push(BufReader::with_capacity(1 << 20, File::open(p)?));
-        }
-        let mut heap = BinaryHeap::new();
-        for (i, run) in runs.iter_mut().enumerate() {
-            if let Some(r) = Rec::read(run)? {
-                heap.push(Reverse((r, i)));
-            }
-        }
-        let mem = std::mem::take(&mut self.mem).into_iter();
-        let mut merged =
-            Merged { runs, heap, mem, mem_next: None, paths: std::mem::take(&mut self.runs), used: self.used.clone(), held: self.held };
-        self.held = 0;
-        merged.mem_next = merged.mem.next();
-        Ok(merged)
+        let paths = std::mem::take(&mut self.runs).into_iter().map(|r| r.path).collect();
+        let held = std::mem::take(&mut self.held);
+        merge(paths, std::mem::take(&mut self.mem), self.used.clone(), held)
     }
+}
+
+/// `runs` and the sorted records `mem` (holding `held` bytes of the
+/// budget), merged in order; the runs are deleted when it is dropped.
+fn merge(paths: Vec<PathBuf>, mem: Vec<Rec>, used: Arc<AtomicUsize>, held: usize) -> io::Result<Merged> {
+    let mut merged = Merged { runs: Vec::new(), heap: BinaryHeap::new(), mem: mem.into_iter(), mem_next: None, paths, used, held };
+    for p in &merged.paths {
+        merged.runs.push(BufReader::with_capacity(READ_BUFFER, File::open(p)?));
+    }
+    for (i, run) in merged.runs.iter_mut().enumerate() {
+        if let Some(r) = Rec::read(run)? {
+            merged.heap.push(Reverse((r, i)));
+        }
+    }
+    merged.mem_next = merged.mem.next();
+    Ok(merged)
 }
 
 impl Drop for Sorter {
     fn drop(&mut self) {
         self.used.fetch_sub(self.held, Ordering::Relaxed);
-        for p in &self.runs {
-            let _ = std::fs::remove_file(p);
+        for r in &self.runs {
+            let _ = std::fs::remove_file(&r.path);
         }
     }
 }
@@ -248,14 +303,16 @@ mod tests {
         // A budget of a few records: many runs.
         let mut s = Sorter::new(used.clone(), 2_000, dir.clone());
         let mut want = Vec::new();
-        for i in 0..1000u64 {
-            let k = (i * 7919) % 1000;
+        for i in 0..5000u64 {
+            let k = (i * 7919) % 5000;
             let cells = (i % 3 == 0).then(|| vec![("id".to_string(), Some(k.to_string())), ("n".to_string(), None)]);
             let r = Rec { key: format!("id={k:04}"), seq: i, op: b'c', partial: i % 5 == 0, digest: i * 31, cells };
             want.push(r.clone());
             s.push(r).unwrap();
         }
-        assert!(s.runs.len() > 10, "{} runs", s.runs.len());
+        // Tiers keep the files few: 16 runs of a tier become one of the next.
+        assert!(s.runs.iter().any(|r| r.tier >= 1), "runs were merged in tiers");
+        assert!(s.runs.len() < 2 * FAN_IN, "{} runs", s.runs.len());
         want.sort();
         let got: Vec<Rec> = s.finish().unwrap().map(Result::unwrap).collect();
         assert_eq!(got, want);

@@ -419,6 +419,18 @@ async fn rows_known_only_in_part_are_compared_on_their_known_columns() {
     assert!(events.iter().any(|e| e["op"] == "u" && e["after"].get("big").is_none()), "the update left big out");
     let check = args("verify", &url, out_s, &state, db, "jsonl", &[]);
     assert_matches(&check, 20000);
+    // Source rows sorted one by one, long before the sink's thread has read
+    // the partial row: the read is done again, keeping the cells.
+    let one_by_one = || {
+        let out = riffle_cmd(&check).env("RIFFLE_VERIFY_BATCH", "1").output().unwrap();
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out)))
+    };
+    let (code, text) = one_by_one();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("reading again, keeping the cells") && text.contains("public.t"), "{text}");
     client.batch_execute("UPDATE t SET n = 71 WHERE id = 7; UPDATE t SET n = n WHERE id = 7").await.unwrap();
     assert_finds(&check, "differing", "id=7");
+    let (code, text) = one_by_one();
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.lines().any(|l| l.contains("public.t differing:") && l.contains("id=7")), "{text}");
 }
