@@ -64,7 +64,7 @@ pub enum Command {
     Slots(SlotsArgs),
     /// Snapshot chosen tables of a pipeline again, while it streams (or at its next run); database sources only.
     Snapshot(SnapshotArgs),
-    /// Compare the source with what the sinks hold (files, JSON Kafka topics), at one exact source position (exit 3 on differences).
+    /// Compare the source with what the sinks hold (files, Kafka topics), at one exact source position (exit 3 on differences).
     Verify(VerifyArgs),
     /// Print a shell completion script: riffle completions bash > /etc/bash_completion.d/riffle
     Completions {

@@ -1,7 +1,7 @@
 //! `riffle verify`: is the copy exact? The source is read at one exact
 //! position P (Postgres: a temporary slot's exported snapshot and its
 //! consistent point; MySQL/MariaDB: a consistent read and its binlog
-//! position), and each sink (files; JSON Kafka topics, read from their
+//! position), and each sink (files; Kafka topics in JSON or Avro, read from their
 //! start) is replayed as of P: the last event per key
 //! among those before P, in position order. Both sides go through the same
 //! table rules, and the source's rows are written through the sink's own
@@ -168,7 +168,7 @@ fn sort_budget() -> usize {
 /// Where a sink's events are read back from.
 enum Store {
     Files(Target),
-    /// JSON topics, read from their start (at-least-once: an event may be
+    /// Topics (JSON; Avro decoded), read from their start (at-least-once: an event may be
     /// there twice, which the replay takes as one).
     Kafka(Box<riffle_kafka::KafkaOptions>),
 }
@@ -263,7 +263,8 @@ fn load_sink(store: &Store, ext: &str, table: &str, shape: &Shape, at: &str, sor
             opts.read_topic(&topic, &mut |m| {
                 let Some(value) = m.value else { return };
                 let read = read_rows("jsonl", value.into(), shape, &mut |mut row| {
-                    row.position = row.position.or_else(|| m.position.clone());
+                    // riffle's header (a decoded Avro event has no position of its own).
+                    row.position = m.position.clone().or(row.position);
                     if row.position.as_deref().is_some_and(|p| p >= at) {
                         return;
                     }
@@ -495,7 +496,7 @@ impl TableCheck {
     }
 }
 
-/// The sinks of `cfg` verify can read back (files, JSON Kafka topics).
+/// The sinks of `cfg` verify can read back (files, Kafka topics).
 fn sink_sides(cfg: &Config) -> Result<Vec<SinkSide>> {
     let mut sides = Vec::new();
     for (index, s) in cfg.sinks.iter().enumerate() {
@@ -517,18 +518,15 @@ fn sink_sides(cfg: &Config) -> Result<Vec<SinkSide>> {
                 });
             }
             SinkTarget::Kafka(opts) => {
-                if !matches!(opts.format, riffle_kafka::ValueFormat::Json { .. }) {
-                    bail!(
-                        "sink {}: riffle verify reads JSON topics back, not Avro; verify a JSON or file sink of the same pipeline",
-                        s.name
-                    );
-                }
                 // JSON messages carry the envelope JSON lines files do, in
                 // Debezium's encodings or riffle's: the source's rows are
-                // written the same way to be compared.
-                let format: Arc<dyn riffle_formats::file::FileFormat> = match opts.encoding {
-                    riffle_kafka::ValueEncoding::Debezium(modes) => Arc::new(riffle_kafka::debezium::DebeziumLines(modes)),
-                    riffle_kafka::ValueEncoding::Riffle => {
+                // written the same way to be compared. Avro messages are
+                // decoded into riffle's envelope, and the source's rows
+                // encoded in the sink's Avro and decoded alike.
+                let format: Arc<dyn riffle_formats::file::FileFormat> = match (&opts.format, opts.encoding) {
+                    (riffle_kafka::ValueFormat::Avro { .. }, _) => Arc::new(riffle_kafka::AvroLines((**opts).clone())),
+                    (_, riffle_kafka::ValueEncoding::Debezium(modes)) => Arc::new(riffle_kafka::debezium::DebeziumLines(modes)),
+                    (_, riffle_kafka::ValueEncoding::Riffle) => {
                         let encoder = riffle_formats::Encoder { format: riffle_formats::Format::Jsonl, metadata: true };
                         riffle_formats::file::file_format(encoder, None).map_err(|e| anyhow!("sink {}: {e}", s.name))?
                     }
@@ -542,7 +540,7 @@ fn sink_sides(cfg: &Config) -> Result<Vec<SinkSide>> {
         }
     }
     if sides.is_empty() {
-        bail!("riffle verify needs a sink to compare: files (--sink DIR or an object-store URL) or a JSON Kafka topic");
+        bail!("riffle verify needs a sink to compare: files (--sink DIR or an object-store URL) or a Kafka topic");
     }
     Ok(sides)
 }

@@ -4,7 +4,7 @@
 
 use crate::debezium::Plan;
 use crate::sink::KafkaSink;
-use crate::{connect, connect_avro, ValueEncoding, ValueFormat};
+use crate::{connect, connect_avro, KafkaOptions, ValueEncoding, ValueFormat};
 use rdkafka::message::{Header, OwnedHeaders};
 use riffle_core::{ChangeEvent, Op, SinkError, TableSchema};
 use riffle_formats::{avro, jsonl};
@@ -27,6 +27,143 @@ pub(crate) struct TableOut {
     connect: Option<(serde_json::Value, serde_json::Value)>,
 }
 
+impl TableOut {
+    /// The encodings of `table` (whose events come from `connector`) for
+    /// `topic` under `opts`; Avro schemas are registered through
+    /// `register(subject, schema)`, which returns the schema's id.
+    pub(crate) fn new(
+        table: &Arc<TableSchema>,
+        connector: &'static str,
+        opts: &KafkaOptions,
+        topic: String,
+        register: &mut dyn FnMut(&str, &str) -> Result<u32, SinkError>,
+    ) -> Result<TableOut, SinkError> {
+        let debezium = match opts.encoding {
+            ValueEncoding::Debezium(modes) => Some(Plan::new(table, connector, &modes)),
+            ValueEncoding::Riffle => None,
+        };
+        let mut out = TableOut {
+            schema: table.clone(),
+            topic,
+            key_prefix: Vec::new(),
+            value_prefix: Vec::new(),
+            key_id: 0,
+            value_id: 0,
+            debezium,
+            connect: None,
+        };
+        match &opts.format {
+            ValueFormat::Json { schemas: true } if out.debezium.is_some() => {
+                let plan = out.debezium.as_ref().expect("checked");
+                out.key_prefix = connect::wrapper_prefix(&plan.key_schema(table, &out.topic));
+                out.value_prefix = connect::wrapper_prefix(&plan.value_schema(table, &out.topic));
+            }
+            ValueFormat::Json { schemas: true } => {
+                out.key_prefix = connect::wrapper_prefix(&connect::key_schema(table, &out.topic));
+                out.value_prefix = connect::wrapper_prefix(&connect::value_schema(table, &out.topic));
+            }
+            ValueFormat::Json { schemas: false } => {}
+            ValueFormat::Avro { .. } if out.debezium.is_some() => {
+                // Debezium's Connect schemas, as the AvroConverter turns them into Avro.
+                let plan = out.debezium.as_ref().expect("checked");
+                let key = plan.key_schema(table, &out.topic);
+                let value = plan.value_schema(table, &out.topic);
+                if !table.key.is_empty() {
+                    out.key_id = register(&format!("{}-key", out.topic), &connect_avro::avro_schema(&key).to_string())?;
+                }
+                out.value_id = register(&format!("{}-value", out.topic), &connect_avro::avro_schema(&value).to_string())?;
+                out.connect = Some((key, value));
+            }
+            ValueFormat::Avro { .. } => {
+                let ns = avro::avro_namespace(&out.topic);
+                if let Some(k) = avro::key_schema(table, &ns) {
+                    out.key_id = register(&format!("{}-key", out.topic), &k.to_string())?;
+                }
+                out.value_id = register(&format!("{}-value", out.topic), &avro::envelope_schema(table, &ns).to_string())?;
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Encodes the key into `out`; false when the message has no key.
+    pub(crate) fn encode_key(&self, format: &ValueFormat, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<bool, SinkError> {
+        out.clear();
+        match format {
+            ValueFormat::Json { schemas } => {
+                if *schemas {
+                    out.extend_from_slice(&self.key_prefix);
+                }
+                let has_key = match &self.debezium {
+                    Some(plan) => plan.write_key(event, out)?,
+                    None => jsonl::key_object(event, out),
+                };
+                if !has_key {
+                    return Ok(false);
+                }
+                if *schemas {
+                    out.push(b'}');
+                }
+            }
+            ValueFormat::Avro { .. } => {
+                out.push(0);
+                out.extend_from_slice(&self.key_id.to_be_bytes());
+                if let (Some(plan), Some((schema, _))) = (&self.debezium, &self.connect) {
+                    let mut json = Vec::new();
+                    if !plan.write_key(event, &mut json)? {
+                        return Ok(false);
+                    }
+                    to_avro(event, schema, &json, out)?;
+                } else if !avro::encode_key(event, out).map_err(|e| unrepresentable(event, e))? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Encodes the value into `out`; `order`: the event's place in its
+    /// transaction, when transaction metadata is on.
+    pub(crate) fn encode_value(
+        &self,
+        format: &ValueFormat,
+        event: &ChangeEvent,
+        order: Option<(u64, u64)>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SinkError> {
+        out.clear();
+        match format {
+            ValueFormat::Json { schemas } => {
+                if *schemas {
+                    out.extend_from_slice(&self.value_prefix);
+                }
+                match &self.debezium {
+                    Some(plan) => plan.write_envelope(event, order, out)?,
+                    None => jsonl::write_envelope(event, false, out),
+                }
+                if *schemas {
+                    out.push(b'}');
+                }
+            }
+            ValueFormat::Avro { .. } => {
+                out.push(0);
+                out.extend_from_slice(&self.value_id.to_be_bytes());
+                if let (Some(plan), Some((_, schema))) = (&self.debezium, &self.connect) {
+                    let mut json = Vec::new();
+                    plan.write_envelope(event, order, &mut json)?;
+                    to_avro(event, schema, &json, out)?;
+                } else {
+                    avro::encode_envelope(event, out).map_err(|e| unrepresentable(event, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl KafkaSink {
     /// The table's topic and encodings for this schema version.
     fn table_out(&mut self, event: &ChangeEvent) -> Result<&TableOut, SinkError> {
@@ -38,52 +175,10 @@ impl KafkaSink {
         if fresh {
             let topic = self.opts.topic_for(&table.id, &event.source.db);
             self.ensure_topic(&topic)?;
-            let debezium = match self.opts.encoding {
-                ValueEncoding::Debezium(modes) => Some(Plan::new(table, event.source.connector, &modes)),
-                ValueEncoding::Riffle => None,
-            };
-            let mut out = TableOut {
-                schema: table.clone(),
-                topic,
-                key_prefix: Vec::new(),
-                value_prefix: Vec::new(),
-                key_id: 0,
-                value_id: 0,
-                debezium,
-                connect: None,
-            };
-            match &self.opts.format {
-                ValueFormat::Json { schemas: true } if out.debezium.is_some() => {
-                    let plan = out.debezium.as_ref().expect("checked");
-                    out.key_prefix = connect::wrapper_prefix(&plan.key_schema(table, &out.topic));
-                    out.value_prefix = connect::wrapper_prefix(&plan.value_schema(table, &out.topic));
-                }
-                ValueFormat::Json { schemas: true } => {
-                    out.key_prefix = connect::wrapper_prefix(&connect::key_schema(table, &out.topic));
-                    out.value_prefix = connect::wrapper_prefix(&connect::value_schema(table, &out.topic));
-                }
-                ValueFormat::Json { schemas: false } => {}
-                ValueFormat::Avro { .. } if out.debezium.is_some() => {
-                    // Debezium's Connect schemas, as the AvroConverter turns them into Avro.
-                    let plan = out.debezium.as_ref().expect("checked");
-                    let registry = self.registry.as_mut().expect("Avro sinks have a registry");
-                    let key = plan.key_schema(table, &out.topic);
-                    let value = plan.value_schema(table, &out.topic);
-                    if !table.key.is_empty() {
-                        out.key_id = registry.register(&format!("{}-key", out.topic), &connect_avro::avro_schema(&key).to_string())?;
-                    }
-                    out.value_id = registry.register(&format!("{}-value", out.topic), &connect_avro::avro_schema(&value).to_string())?;
-                    out.connect = Some((key, value));
-                }
-                ValueFormat::Avro { .. } => {
-                    let registry = self.registry.as_mut().expect("Avro sinks have a registry");
-                    let ns = avro::avro_namespace(&out.topic);
-                    if let Some(k) = avro::key_schema(table, &ns) {
-                        out.key_id = registry.register(&format!("{}-key", out.topic), &k.to_string())?;
-                    }
-                    out.value_id = registry.register(&format!("{}-value", out.topic), &avro::envelope_schema(table, &ns).to_string())?;
-                }
-            }
+            let registry = &mut self.registry;
+            let mut register =
+                |subject: &str, schema: &str| registry.as_mut().expect("Avro sinks have a registry").register(subject, schema);
+            let out = TableOut::new(table, event.source.connector, &self.opts, topic, &mut register)?;
             self.tables.insert(table.id.clone(), out);
         }
         Ok(&self.tables[&table.id])
@@ -91,71 +186,11 @@ impl KafkaSink {
 
     /// Encodes the key into `self.key`; false when the message has no key.
     fn encode_key(&mut self, event: &ChangeEvent) -> Result<bool, SinkError> {
-        self.key.clear();
-        let t = &self.tables[&event.table.id];
-        match &self.opts.format {
-            ValueFormat::Json { schemas } => {
-                if *schemas {
-                    self.key.extend_from_slice(&t.key_prefix);
-                }
-                let has_key = match &t.debezium {
-                    Some(plan) => plan.write_key(event, &mut self.key)?,
-                    None => jsonl::key_object(event, &mut self.key),
-                };
-                if !has_key {
-                    return Ok(false);
-                }
-                if *schemas {
-                    self.key.push(b'}');
-                }
-            }
-            ValueFormat::Avro { .. } => {
-                self.key.push(0);
-                self.key.extend_from_slice(&t.key_id.to_be_bytes());
-                if let (Some(plan), Some((schema, _))) = (&t.debezium, &t.connect) {
-                    let mut json = Vec::new();
-                    if !plan.write_key(event, &mut json)? {
-                        return Ok(false);
-                    }
-                    to_avro(event, schema, &json, &mut self.key)?;
-                } else if !avro::encode_key(event, &mut self.key).map_err(|e| unrepresentable(event, e))? {
-                    return Ok(false);
-                }
-            }
-        }
-        Ok(true)
+        self.tables[&event.table.id].encode_key(&self.opts.format, event, &mut self.key)
     }
 
-    /// `order`: the event's place in its transaction, when transaction metadata is on.
     fn encode_value(&mut self, event: &ChangeEvent, order: Option<(u64, u64)>) -> Result<(), SinkError> {
-        self.value.clear();
-        let t = &self.tables[&event.table.id];
-        match &self.opts.format {
-            ValueFormat::Json { schemas } => {
-                if *schemas {
-                    self.value.extend_from_slice(&t.value_prefix);
-                }
-                match &t.debezium {
-                    Some(plan) => plan.write_envelope(event, order, &mut self.value)?,
-                    None => jsonl::write_envelope(event, false, &mut self.value),
-                }
-                if *schemas {
-                    self.value.push(b'}');
-                }
-            }
-            ValueFormat::Avro { .. } => {
-                self.value.push(0);
-                self.value.extend_from_slice(&t.value_id.to_be_bytes());
-                if let (Some(plan), Some((_, schema))) = (&t.debezium, &t.connect) {
-                    let mut json = Vec::new();
-                    plan.write_envelope(event, order, &mut json)?;
-                    to_avro(event, schema, &json, &mut self.value)?;
-                } else {
-                    avro::encode_envelope(event, &mut self.value).map_err(|e| unrepresentable(event, e))?;
-                }
-            }
-        }
-        Ok(())
+        self.tables[&event.table.id].encode_value(&self.opts.format, event, order, &mut self.value)
     }
 
     /// `riffle.position` lets consumers deduplicate a replay; `riffle.op` is the envelope's `op`.

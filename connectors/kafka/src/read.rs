@@ -1,14 +1,28 @@
 //! Reading a topic back from its start, for `riffle verify`: every message
 //! up to the end offsets as of the call, with the position riffle put in
 //! its `riffle.position` header.
+//!
+//! JSON messages are handed on as their envelope. Avro messages are decoded
+//! (their writer schemas from the registry) by the Kafka source's decoder
+//! and handed on as riffle's JSON envelope of the event; verify sends the
+//! source's rows through the sink's own Avro encoding and the same decoder
+//! ([`AvroLines`]), so whatever Avro cannot hold is lost on both sides alike.
 
+use crate::encode::TableOut;
+use crate::registry::Registry;
 use crate::sink::kafka_error;
+use crate::source::decode::{Decoded, Decoder};
 use crate::{KafkaOptions, ValueFormat};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use riffle_core::SinkError;
+use riffle_core::{ChangeEvent, KafkaPosition, Position, TableSchema};
+use riffle_formats::error::FormatError;
+use riffle_formats::file::{FileFormat, FileWriter};
+use riffle_formats::jsonl;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One message as read back.
@@ -16,7 +30,8 @@ pub struct TopicMessage {
     /// The `riffle.position` header.
     pub position: Option<String>,
     /// The value: the change event's JSON envelope (a Kafka Connect
-    /// `payload` unwrapped); `None` for a tombstone.
+    /// `payload` unwrapped; an Avro event decoded, in riffle's envelope);
+    /// `None` for a tombstone or a message with no row change.
     pub value: Option<Vec<u8>>,
 }
 
@@ -25,16 +40,13 @@ const IDLE: Duration = Duration::from_secs(30);
 
 impl KafkaOptions {
     /// Reads `topic` from its start to its end offsets as of now, in each
-    /// partition's order. A topic that does not exist holds nothing. Only
-    /// JSON topics can be read back.
+    /// partition's order. A topic that does not exist holds nothing.
     pub fn read_topic(&self, topic: &str, out: &mut dyn FnMut(TopicMessage)) -> Result<(), SinkError> {
-        let schemas = match self.format {
-            ValueFormat::Json { schemas } => schemas,
-            ValueFormat::Avro { .. } => {
-                return Err(SinkError::definite(format!(
-                    "Kafka {}: topic {topic} holds Avro; riffle verify reads JSON topics back (verify a JSON or file sink of the same pipeline)",
-                    self.brokers
-                )))
+        let (schemas, mut avro) = match &self.format {
+            ValueFormat::Json { schemas } => (*schemas, None),
+            ValueFormat::Avro { registry } => {
+                let registry = Registry::new(registry).map_err(|e| SinkError::definite(format!("Kafka {}: {e}", self.brokers)))?;
+                (false, Some(Decoder::with_registry(registry)))
             }
         };
         let mut config = rdkafka::ClientConfig::new();
@@ -120,6 +132,26 @@ impl KafkaOptions {
             });
             let value = match msg.payload() {
                 None => None,
+                Some(v) if avro.is_some() => {
+                    let decoder = avro.as_mut().expect("checked");
+                    let at = Position::Kafka(KafkaPosition { lane: 0, offset: msg.offset().max(0) as u64 });
+                    match decoder.decode(topic, msg.key(), Some(v), at) {
+                        Ok(Decoded::Event(ev)) => {
+                            let mut line = Vec::new();
+                            jsonl::write_envelope(&ev, false, &mut line);
+                            Some(line)
+                        }
+                        Ok(Decoded::Skip(_)) => None,
+                        Err(why) => {
+                            return Err(SinkError::definite(format!(
+                                "Kafka {}: topic {topic} partition {} offset {}: {why}",
+                                self.brokers,
+                                msg.partition(),
+                                msg.offset()
+                            )))
+                        }
+                    }
+                }
                 Some(v) if schemas => {
                     let wrapped: serde_json::Value = serde_json::from_slice(v).map_err(|e| {
                         SinkError::definite(format!("Kafka {}: topic {topic}: a message that is not JSON ({e})", self.brokers))
@@ -135,5 +167,92 @@ impl KafkaOptions {
             }
         }
         Ok(())
+    }
+}
+
+/// The source's rows as an Avro topic holds them, for `riffle verify`:
+/// each event encoded as the sink encodes it (its Avro schemas kept here,
+/// not registered), decoded again by the Kafka source's decoder and
+/// written as riffle's JSON envelope, as [`KafkaOptions::read_topic`]
+/// hands on the topic's messages.
+pub struct AvroLines(pub KafkaOptions);
+
+struct AvroLinesWriter {
+    opts: KafkaOptions,
+    table: Option<TableOut>,
+    decoder: Decoder,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl FileFormat for AvroLines {
+    fn extension(&self) -> &'static str {
+        "jsonl"
+    }
+
+    fn name(&self) -> String {
+        "Avro, decoded".into()
+    }
+
+    fn writer(&self, _table: &Arc<TableSchema>, _namespace: &str) -> Result<Box<dyn FileWriter>, FormatError> {
+        Ok(Box::new(AvroLinesWriter {
+            opts: self.0.clone(),
+            table: None,
+            decoder: Decoder::default(),
+            key: Vec::new(),
+            value: Vec::new(),
+            buf: Vec::new(),
+        }))
+    }
+}
+
+impl AvroLinesWriter {
+    fn echo(&mut self, event: &ChangeEvent) -> Result<(), String> {
+        if self.table.is_none() {
+            let topic = self.opts.topic_for(&event.table.id, &event.source.db);
+            let mut schemas = Vec::new();
+            let mut register = |_: &str, schema: &str| {
+                schemas.push(schema.to_string());
+                Ok(schemas.len() as u32)
+            };
+            let out = TableOut::new(&event.table, event.source.connector, &self.opts, topic, &mut register).map_err(|e| e.to_string())?;
+            for (i, schema) in schemas.iter().enumerate() {
+                self.decoder.know_schema(i as u32 + 1, schema)?;
+            }
+            self.table = Some(out);
+        }
+        let out = self.table.as_ref().expect("made above");
+        let format = &self.opts.format;
+        let has_key = out.encode_key(format, event, &mut self.key).map_err(|e| e.to_string())?;
+        out.encode_value(format, event, None, &mut self.value).map_err(|e| e.to_string())?;
+        let key = has_key.then_some(&self.key[..]);
+        match self.decoder.decode(out.topic(), key, Some(&self.value), event.position)? {
+            Decoded::Event(ev) => {
+                jsonl::write_envelope(&ev, false, &mut self.buf);
+                self.buf.push(b'\n');
+            }
+            Decoded::Skip(_) => {}
+        }
+        Ok(())
+    }
+}
+
+impl FileWriter for AvroLinesWriter {
+    fn write(&mut self, event: &ChangeEvent) -> Result<(), FormatError> {
+        self.echo(event).map_err(|what| FormatError::Unrepresentable { what })
+    }
+
+    fn take(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.buf);
+    }
+
+    fn finish(self: Box<Self>, out: &mut Vec<u8>) -> Result<(), FormatError> {
+        out.extend_from_slice(&self.buf);
+        Ok(())
+    }
+
+    fn bytes(&self) -> u64 {
+        self.buf.len() as u64
     }
 }

@@ -295,6 +295,13 @@ impl Decoder {
         Decoder { registry: Some(registry), ..Decoder::default() }
     }
 
+    /// Takes `schema` as the writer schema registered under `id`, without
+    /// asking a registry (`riffle verify` encodes the source's rows itself).
+    pub fn know_schema(&mut self, id: u32, schema: &str) -> Result<(), String> {
+        self.avro.insert(id, Arc::new(super::avro::AvroPlan::new(schema)?));
+        Ok(())
+    }
+
     fn avro_plan(&mut self, id: u32) -> Result<Arc<super::avro::AvroPlan>, String> {
         if let Some(p) = self.avro.get(&id) {
             return Ok(p.clone());
