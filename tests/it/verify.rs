@@ -369,9 +369,9 @@ async fn avro_topics_are_read_back_through_the_registry() {
     }
 }
 
-/// A table far larger than the sort budget (lowered to 256 KiB) verifies
-/// through many spilled runs, in bounded memory, and a difference deep in
-/// it is still found by key.
+/// A 1M-row table, far larger than the sort budget (lowered to 256 KiB),
+/// verifies through many spilled runs (merged in tiers as they come), in
+/// bounded memory, and a difference deep in it is still found by key.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_larger_than_memory_verifies_through_spilled_runs() {
     let db = "it_verify_big";
@@ -379,7 +379,7 @@ async fn a_table_larger_than_memory_verifies_through_spilled_runs() {
     client
         .batch_execute(
             "CREATE TABLE t (id int PRIMARY KEY, name text, price numeric(12,3));
-             INSERT INTO t SELECT g, 'name ' || g, g * 1.5 FROM generate_series(1, 200000) g",
+             INSERT INTO t SELECT g, 'name ' || g, g * 1.5 FROM generate_series(1, 1000000) g",
         )
         .await
         .unwrap();
@@ -422,7 +422,7 @@ async fn a_table_larger_than_memory_verifies_through_spilled_runs() {
     let (code, text, peak_kb) = run(&check);
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.lines().any(|l| l.trim_start().starts_with("public.t") && l.split_whitespace().skip(1).take(3).all(|n| n == "200000")),
+        text.lines().any(|l| l.trim_start().starts_with("public.t") && l.split_whitespace().skip(1).take(3).all(|n| n == "1000000")),
         "{text}"
     );
     let runs: u64 = text.split("spilled_runs=").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -430,10 +430,10 @@ async fn a_table_larger_than_memory_verifies_through_spilled_runs() {
     // The debug build's own baseline is large; the rows' keys and digests
     // alone would add tens of MB more.
     assert!(peak_kb > 0 && peak_kb < 250_000, "peak RSS {peak_kb} kB");
-    client.batch_execute("UPDATE t SET name = 'deep' WHERE id = 187654").await.unwrap();
+    client.batch_execute("UPDATE t SET name = 'deep' WHERE id = 787654").await.unwrap();
     let (code, text, _) = run(&check);
     assert_eq!(code, Some(3), "{text}");
-    assert!(text.lines().any(|l| l.contains("public.t differing:") && l.contains("id=187654")), "{text}");
+    assert!(text.lines().any(|l| l.contains("public.t differing:") && l.contains("id=787654")), "{text}");
 }
 
 /// A sink row known only in part (an update that left a TOASTed value
