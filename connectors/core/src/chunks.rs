@@ -26,6 +26,21 @@ impl KeyRange {
     pub fn all() -> Self {
         KeyRange::default()
     }
+
+    /// Goes on after `last`, the key of a full chunk's last row. A key
+    /// that does not move the range on (a bound the key column does not
+    /// compare by, a driver handing the key back in another form) would
+    /// read the same chunk forever: an error naming what was read instead.
+    pub fn advance(&mut self, last: Vec<String>) -> Result<(), String> {
+        if last.is_empty() || self.after.as_ref() == Some(&last) {
+            return Err(format!(
+                "a full chunk ended at key {last:?}, which does not move its range (after {:?}) on; this is a bug in riffle",
+                self.after
+            ));
+        }
+        self.after = Some(last);
+        Ok(())
+    }
 }
 
 /// One table's part of the plan.
@@ -177,6 +192,18 @@ mod tests {
 
     fn keys(k: &[&str]) -> Option<Vec<String>> {
         Some(k.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn a_range_only_advances_forward_to_a_new_key() {
+        let mut r = KeyRange::all();
+        r.advance(vec!["7".into()]).unwrap();
+        assert_eq!(r.after, keys(&["7"]));
+        // The same key again would read the same chunk forever.
+        assert!(r.advance(vec!["7".into()]).unwrap_err().contains("does not move its range"));
+        assert!(r.advance(Vec::new()).is_err());
+        r.advance(vec!["9".into()]).unwrap();
+        assert_eq!(r.after, keys(&["9"]));
     }
 
     #[test]

@@ -447,7 +447,7 @@ impl Job {
                 }
                 match self.chunk(&mut conn, lane, ti, &cols, &range, escapes).await? {
                     Chunk::Gone => return Ok(conn),
-                    Chunk::Read(Some(after)) => range.after = Some(after),
+                    Chunk::Read(Some(after)) => range.advance(after).map_err(MyError::Unexpected)?,
                     Chunk::Read(None) => break,
                 }
             }

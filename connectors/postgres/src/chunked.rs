@@ -307,7 +307,7 @@ async fn worker(
                 return Ok(());
             }
             match next_after {
-                Some(after) => range.after = Some(after),
+                Some(after) => range.advance(after).map_err(PgError::Unexpected)?,
                 None => break,
             }
         }
