@@ -192,17 +192,29 @@ fn shown(cells: &Cells) -> String {
 }
 
 impl SinkSide {
-    /// Starts reading the sink's rows of `table` as of `at` on a thread of
-    /// its own ([`load_sink`]).
-    fn start_load(&self, table: &str, shape: Shape, at: &str, sorting: &Sorting, db: &str) -> SinkLoad {
+    /// The check of `table`, its sink's rows being read as of `at` on a
+    /// thread of their own ([`load_sink`]); the source's rows keep their
+    /// cells when `cells`.
+    fn check(&self, table: &str, shape: Shape, at: &str, sorting: &Sorting, db: &str, cells: bool) -> TableCheck {
         let (store, ext, name, sorter) = (self.store.clone(), self.ext, self.name.clone(), sorting.sorter());
-        let (table, at, db) = (table.to_string(), at.to_string(), db.to_string());
-        SinkLoad::Reading(tokio::task::spawn_blocking(move || {
+        let (owned, at, db, read_shape) = (table.to_string(), at.to_string(), db.to_string(), shape.clone());
+        let reading = tokio::task::spawn_blocking(move || {
+            let (table, shape) = (owned, read_shape);
             let started = std::time::Instant::now();
             let rows = load_sink(&store, ext, &table, &shape, &at, sorter, &db)?;
             tracing::info!(sink = name, table, seconds = started.elapsed().as_secs_f32(), "read the sink's events");
             Ok(rows)
-        }))
+        });
+        TableCheck {
+            report: TableReport { table: table.to_string(), ..Default::default() },
+            pending: Vec::new(),
+            schema: None,
+            sink: SinkLoad::Reading(reading),
+            source: sorting.sorter(),
+            cells,
+            bare: false,
+            shape,
+        }
     }
 }
 
@@ -623,7 +635,7 @@ async fn pass(
     let mut sides = sink_sides(cfg)?;
     let mut source = AnySource::new(&cfg.source_spec())?;
     source.prepare(StartMode::Verify, Until::Never)?;
-    let (tx, mut rx) = mpsc::channel::<Vec<SourceItem>>(16);
+    let (tx, mut rx) = mpsc::channel::<Vec<SourceItem>>(4);
     let (_durable_tx, durable_rx) = watch::channel(None);
     let source_stop = stop.clone();
     let task = tokio::spawn(async move { source.run(tx, durable_rx, source_stop).await });
@@ -641,8 +653,20 @@ async fn pass(
     let mut chunks: Option<riffle_core::SnapshotProgress> = None;
     let mut planned: Vec<(String, Vec<String>)> = Vec::new();
     let batch = batch();
+    // Rows read of one table not shown yet (counted per run of events, not per event).
+    let mut unshown: Option<(riffle_core::TableId, u64)> = None;
+    let show = |progress: &mut crate::progress::Progress, unshown: &mut Option<(riffle_core::TableId, u64)>| {
+        if let Some((table, n)) = unshown.take() {
+            progress.snapshot_rows(&table, n);
+        }
+    };
+    // The last event's table and its name (made once per run of its events).
+    let mut named: Option<(riffle_core::TableId, String)> = None;
     while let Some(items) = rx.recv().await {
         for item in items {
+            if !matches!(item, SourceItem::Event(_)) {
+                show(&mut progress, &mut unshown);
+            }
             match item {
                 SourceItem::SnapshotStarted(offset) => {
                     reach(cfg, &offset, opts, &mut sides, &stop).await?;
@@ -666,10 +690,19 @@ async fn pass(
                 SourceItem::Reference(_) => {}
                 SourceItem::Event(ev) => {
                     let Some((_, at_key)) = &at else { bail!("the source sent rows before its position; this is a bug in riffle") };
-                    progress.snapshot_rows(&ev.table.id, 1);
+                    match &mut unshown {
+                        Some((table, n)) if *table == ev.table.id => *n += 1,
+                        _ => {
+                            show(&mut progress, &mut unshown);
+                            unshown = Some((ev.table.id.clone(), 1));
+                        }
+                    }
                     let routed = transformer.apply(ev).map_err(|e| anyhow!("{e}"))?;
                     let Some(ev) = routed.event else { continue };
-                    let table = ev.table.id.to_string();
+                    if named.as_ref().is_none_or(|(id, _)| *id != ev.table.id) {
+                        named = Some((ev.table.id.clone(), ev.table.id.to_string()));
+                    }
+                    let table = &named.as_ref().expect("named above").1;
                     let takers = sides.iter().filter(|s| routed.sinks.as_ref().is_none_or(|only| only.contains(&s.index))).count();
                     let mut ev = Some(ev);
                     for (n, side) in
@@ -677,7 +710,7 @@ async fn pass(
                     {
                         // The last sink takes the event itself, the others a copy.
                         let ev = if n + 1 == takers { ev.take().expect("taken once") } else { ev.clone().expect("still here") };
-                        if !side.tables.contains_key(&table) {
+                        if !side.tables.contains_key(table) {
                             let shape = Shape {
                                 key: ev.table.key.iter().map(|&i| ev.table.columns[i].name.clone()).collect(),
                                 columns: ev.table.columns.len(),
@@ -685,19 +718,11 @@ async fn pass(
                             };
                             db.get_or_insert_with(|| ev.source.db.to_string());
                             let db = db.as_deref().unwrap_or_default();
-                            let check = TableCheck {
-                                report: TableReport { table: table.clone(), ..Default::default() },
-                                pending: Vec::new(),
-                                schema: None,
-                                sink: side.start_load(&table, shape.clone(), at_key, &sorting, db),
-                                source: sorting.sorter(),
-                                cells: opts.show_values || cells_for.contains(&table),
-                                bare: false,
-                                shape,
-                            };
+                            let cells = opts.show_values || cells_for.contains(table);
+                            let check = side.check(table, shape, at_key, &sorting, db, cells);
                             side.tables.insert(table.clone(), check);
                         }
-                        let check = side.tables.get_mut(&table).expect("inserted above");
+                        let check = side.tables.get_mut(table).expect("inserted above");
                         check.schema.get_or_insert_with(|| ev.table.clone());
                         check.pending.push(ev);
                         if check.pending.len() >= batch {
@@ -709,6 +734,7 @@ async fn pass(
                 _ => {}
             }
         }
+        show(&mut progress, &mut unshown);
     }
     match task.await.context("the source task")? {
         Ok(RunEnd::SnapshotComplete) => {}
@@ -724,16 +750,7 @@ async fn pass(
             if !side.tables.contains_key(table) {
                 let shape = Shape { key: key.clone(), columns: 0, keep_cells: opts.show_values };
                 let db = db.as_deref().unwrap_or_default();
-                let check = TableCheck {
-                    report: TableReport { table: table.clone(), ..Default::default() },
-                    pending: Vec::new(),
-                    schema: None,
-                    sink: side.start_load(table, shape.clone(), &at_key, &sorting, db),
-                    source: sorting.sorter(),
-                    cells: opts.show_values,
-                    bare: false,
-                    shape,
-                };
+                let check = side.check(table, shape, &at_key, &sorting, db, opts.show_values);
                 side.tables.insert(table.clone(), check);
             }
         }

@@ -127,13 +127,19 @@ impl<'a> RowBuilder<'a> {
         let key = if self.shape.key.is_empty() {
             self.whole
         } else {
-            self.shape
-                .key
-                .iter()
-                .zip(&self.key)
-                .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null")))
-                .collect::<Vec<_>>()
-                .join(", ")
+            // `k1=v1, k2=v2`, in one allocation: made for every row.
+            let mut key = String::with_capacity(
+                self.shape.key.iter().zip(&self.key).map(|(k, v)| k.len() + 3 + v.as_ref().map_or(4, String::len)).sum(),
+            );
+            for (i, (k, v)) in self.shape.key.iter().zip(&self.key).enumerate() {
+                if i > 0 {
+                    key.push_str(", ");
+                }
+                key.push_str(k);
+                key.push('=');
+                key.push_str(v.as_deref().unwrap_or("null"));
+            }
+            key
         };
         ReadRow { op, position, key, digest: self.digest.finish(), partial, cells: self.cells }
     }
