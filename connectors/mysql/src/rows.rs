@@ -387,7 +387,7 @@ pub(crate) fn decimal(buf: &mut ParseBuf<'_>, precision: usize, scale: usize) ->
         if v >= 10u64.pow(digits as u32) {
             return Err(invalid("a DECIMAL digit group out of range"));
         }
-        out.push_str(&format!("{v:0digits$}"));
+        crate::types::push_digits(out, v, digits);
         Ok(())
     };
     let mut int = String::new();

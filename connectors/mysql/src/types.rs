@@ -164,6 +164,54 @@ pub fn from_text(col: &MyColumn, v: mysql_async::Value) -> Result<Value, MyError
     })
 }
 
+/// `v` in decimal, zero-padded to `width` digits.
+pub(crate) fn push_digits(s: &mut String, v: u64, width: usize) {
+    let mut buf = [0u8; 20];
+    let (mut n, mut i) = (v, buf.len());
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for _ in buf.len() - i..width {
+        s.push('0');
+    }
+    s.extend(buf[i..].iter().map(|&b| char::from(b)));
+}
+
+/// `YYYY-MM-DD`, then `THH:MM:SS` and the first `fsp` digits of the
+/// microseconds when `time` is given, then `Z` when `zulu`: written digit
+/// by digit, since the stream makes one per timestamp it decodes.
+fn iso(y: u64, m: u32, d: u32, time: Option<(u32, u32, u32, u32)>, fsp: u32, zulu: bool) -> String {
+    let mut s = String::with_capacity(32);
+    push_digits(&mut s, y, 4);
+    s.push('-');
+    push_digits(&mut s, m.into(), 2);
+    s.push('-');
+    push_digits(&mut s, d.into(), 2);
+    if let Some((h, i, sec, us)) = time {
+        s.push('T');
+        push_digits(&mut s, h.into(), 2);
+        s.push(':');
+        push_digits(&mut s, i.into(), 2);
+        s.push(':');
+        push_digits(&mut s, sec.into(), 2);
+        if fsp > 0 {
+            let mut digits = String::with_capacity(6);
+            push_digits(&mut digits, us.into(), 6);
+            s.push('.');
+            s.push_str(&digits[..fsp.min(6) as usize]);
+        }
+    }
+    if zulu {
+        s.push('Z');
+    }
+    s
+}
+
 fn frac(us: u32, fsp: u32) -> String {
     if fsp == 0 {
         String::new()
@@ -238,39 +286,37 @@ pub fn from_binlog(col: &MyColumn, v: mysql_async::Value) -> Result<Value, MyErr
         (V::Float(f), _) => Value::Float32(f),
         (V::Double(d), DataType::Float32) => Value::Float32(d as f32),
         (V::Double(d), _) => Value::Float64(d),
-        (V::Date(y, m, d, h, i, s, us), DataType::Date) => {
-            let _ = (h, i, s, us);
-            Value::Text(format!("{y:04}-{m:02}-{d:02}"))
-        }
+        (V::Date(y, m, d, ..), DataType::Date) => Value::Text(iso(y.into(), m.into(), d.into(), None, 0, false)),
         (V::Date(y, m, d, h, i, s, us), DataType::TimestampTz) => {
-            Value::Text(format!("{y:04}-{m:02}-{d:02}T{h:02}:{i:02}:{s:02}{}Z", frac(us, col.fsp)))
+            Value::Text(iso(y.into(), m.into(), d.into(), Some((h.into(), i.into(), s.into(), us)), col.fsp, true))
         }
-        (V::Date(y, m, d, h, i, s, us), _) => Value::Text(format!("{y:04}-{m:02}-{d:02}T{h:02}:{i:02}:{s:02}{}", frac(us, col.fsp))),
+        (V::Date(y, m, d, h, i, s, us), _) => {
+            Value::Text(iso(y.into(), m.into(), d.into(), Some((h.into(), i.into(), s.into(), us)), col.fsp, false))
+        }
         (V::Time(neg, days, h, i, s, us), _) => {
             let hours = u64::from(days) * 24 + u64::from(h);
             Value::Text(format!("{}{hours:02}:{i:02}:{s:02}{}", if neg { "-" } else { "" }, frac(us, col.fsp)))
         }
         (V::Bytes(b), DataType::TimestampTz) => {
             // Seconds since the epoch, with ".uuuuuu" when fractional.
-            let text = String::from_utf8(b).map_err(|_| bad(col, "the binlog"))?;
-            let (secs, micros) = text.split_once('.').unwrap_or((&text, "0"));
+            let text = std::str::from_utf8(&b).map_err(|_| bad(col, "the binlog"))?;
+            let (secs, micros) = text.split_once('.').unwrap_or((text, "0"));
             let secs: i64 = secs.parse().map_err(|_| bad(col, "the binlog"))?;
             if !micros.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad(col, "the binlog"));
             }
-            let micros: u32 = format!("{micros:0<6}").get(..6).unwrap_or_default().parse().map_err(|_| bad(col, "the binlog"))?;
+            // The first six digits, zero-padded on the right.
+            let micros = (0..6).fold(0u32, |us, i| us * 10 + micros.as_bytes().get(i).map_or(0, |b| u32::from(b - b'0')));
             if secs == 0 && micros == 0 {
-                Value::Text(format!("0000-00-00T00:00:00{}Z", frac(0, col.fsp)))
+                Value::Text(iso(0, 0, 0, Some((0, 0, 0, 0)), col.fsp, true))
             } else {
                 let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-                let rem = secs.rem_euclid(86_400);
-                Value::Text(format!(
-                    "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{}Z",
-                    rem / 3600,
-                    rem % 3600 / 60,
-                    rem % 60,
-                    frac(micros, col.fsp)
-                ))
+                let rem = secs.rem_euclid(86_400) as u32;
+                let time = Some((rem / 3600, rem % 3600 / 60, rem % 60, micros));
+                match u64::try_from(y) {
+                    Ok(y) => Value::Text(iso(y, m, d, time, col.fsp, true)),
+                    Err(_) => return Err(bad(col, "the binlog")),
+                }
             }
         }
         (V::Bytes(b), DataType::String) if col.is_set => {
@@ -311,6 +357,18 @@ pub fn from_binlog(col: &MyColumn, v: mysql_async::Value) -> Result<Value, MyErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_and_times_are_written_digit_by_digit_as_format_would() {
+        assert_eq!(iso(2024, 2, 9, None, 0, false), "2024-02-09");
+        assert_eq!(iso(7, 1, 1, Some((3, 4, 5, 120)), 6, true), "0007-01-01T03:04:05.000120Z");
+        assert_eq!(iso(2024, 12, 31, Some((23, 59, 59, 999_999)), 3, false), "2024-12-31T23:59:59.999");
+        assert_eq!(iso(0, 0, 0, Some((0, 0, 0, 0)), 0, true), "0000-00-00T00:00:00Z");
+        let mut s = String::new();
+        push_digits(&mut s, 1_234_567_890, 9);
+        push_digits(&mut s, 42, 9);
+        assert_eq!(s, "1234567890000000042");
+    }
 
     fn col(data_type: &str, column_type: &str, fsp: u32) -> MyColumn {
         column_type_for_test(data_type, column_type, fsp)

@@ -427,8 +427,11 @@ impl PgSource {
         let workers = chunked::workers(stream.catalog(), options.workers).await?;
         let mut progress = progress.clone();
         let mut pending: Vec<SelectedTable> = tables.to_vec();
-        let name = format!("{}_c{}", &slot[..slot.len().min(48)], std::process::id());
         for round in 1.. {
+            // A name of its own each round: the server drops the last
+            // round's temporary slot when that session has ended, which
+            // may be after this round begins.
+            let name = format!("{}_c{}_{round}", &slot[..slot.len().min(44)], std::process::id());
             let mut temp = replication::client::ReplicationClient::connect(&self.params).await?;
             let rows = temp
                 .simple_query(&format!("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT", quote_ident(&name)))
