@@ -22,6 +22,50 @@ pub trait FileWriter: Send {
     fn bytes(&self) -> u64;
 }
 
+/// A [`FileWriter`] of text lines, each made by `line` from one event
+/// (nothing written: no line); the forms `riffle verify` writes the
+/// source's rows in to meet a topic's messages.
+pub struct LineWriter<F> {
+    line: F,
+    buf: Vec<u8>,
+}
+
+impl<F> LineWriter<F>
+where
+    F: FnMut(&ChangeEvent, &mut Vec<u8>) -> Result<(), FormatError> + Send + 'static,
+{
+    pub fn boxed(line: F) -> Box<dyn FileWriter> {
+        Box::new(LineWriter { line, buf: Vec::new() })
+    }
+}
+
+impl<F> FileWriter for LineWriter<F>
+where
+    F: FnMut(&ChangeEvent, &mut Vec<u8>) -> Result<(), FormatError> + Send,
+{
+    fn write(&mut self, event: &ChangeEvent) -> Result<(), FormatError> {
+        let before = self.buf.len();
+        (self.line)(event, &mut self.buf)?;
+        if self.buf.len() > before {
+            self.buf.push(b'\n');
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.buf);
+    }
+
+    fn finish(self: Box<Self>, out: &mut Vec<u8>) -> Result<(), FormatError> {
+        out.extend_from_slice(&self.buf);
+        Ok(())
+    }
+
+    fn bytes(&self) -> u64 {
+        self.buf.len() as u64
+    }
+}
+
 /// Makes a [`FileWriter`] for a table's schema version.
 pub trait FileFormat: Send + Sync {
     fn extension(&self) -> &'static str;

@@ -30,7 +30,7 @@
 
 use base64::Engine;
 use riffle_core::{BeforeImage, ChangeEvent, Column, DataType, Op, SinkError, TableSchema, Value};
-use riffle_formats::file::{FileFormat, FileWriter};
+use riffle_formats::file::{FileFormat, FileWriter, LineWriter};
 use riffle_formats::temporal;
 use riffle_formats::value::{write_int, write_json, write_json_str};
 use riffle_formats::FormatError;
@@ -817,12 +817,6 @@ fn interval_iso(text: &str) -> Option<String> {
 /// encodings (both sides then read back the same way).
 pub struct DebeziumLines(pub Modes);
 
-struct DebeziumLinesWriter {
-    modes: Modes,
-    plan: Option<Plan>,
-    buf: Vec<u8>,
-}
-
 impl FileFormat for DebeziumLines {
     fn extension(&self) -> &'static str {
         "jsonl"
@@ -833,29 +827,11 @@ impl FileFormat for DebeziumLines {
     }
 
     fn writer(&self, _table: &Arc<TableSchema>, _namespace: &str) -> Result<Box<dyn FileWriter>, FormatError> {
-        Ok(Box::new(DebeziumLinesWriter { modes: self.0, plan: None, buf: Vec::new() }))
-    }
-}
-
-impl FileWriter for DebeziumLinesWriter {
-    fn write(&mut self, event: &ChangeEvent) -> Result<(), FormatError> {
-        let plan = self.plan.get_or_insert_with(|| Plan::new(&event.table, event.source.connector, &self.modes));
-        plan.write_envelope(event, None, &mut self.buf).map_err(|e| FormatError::Unrepresentable { what: e.to_string() })?;
-        self.buf.push(b'\n');
-        Ok(())
-    }
-
-    fn take(&mut self, out: &mut Vec<u8>) {
-        out.append(&mut self.buf);
-    }
-
-    fn finish(self: Box<Self>, out: &mut Vec<u8>) -> Result<(), FormatError> {
-        out.extend_from_slice(&self.buf);
-        Ok(())
-    }
-
-    fn bytes(&self) -> u64 {
-        self.buf.len() as u64
+        let (modes, mut plan) = (self.0, None);
+        Ok(LineWriter::boxed(move |event: &ChangeEvent, out: &mut Vec<u8>| {
+            let plan = plan.get_or_insert_with(|| Plan::new(&event.table, event.source.connector, &modes));
+            plan.write_envelope(event, None, out).map_err(|e| FormatError::Unrepresentable { what: e.to_string() })
+        }))
     }
 }
 

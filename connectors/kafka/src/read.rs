@@ -19,7 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use riffle_core::SinkError;
 use riffle_core::{ChangeEvent, KafkaPosition, Position, TableSchema};
 use riffle_formats::error::FormatError;
-use riffle_formats::file::{FileFormat, FileWriter};
+use riffle_formats::file::{FileFormat, FileWriter, LineWriter};
 use riffle_formats::jsonl;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -177,13 +177,13 @@ impl KafkaOptions {
 /// hands on the topic's messages.
 pub struct AvroLines(pub KafkaOptions);
 
-struct AvroLinesWriter {
+/// One table's source rows on their way through the sink's Avro and back.
+struct AvroEcho {
     opts: KafkaOptions,
     table: Option<TableOut>,
     decoder: Decoder,
     key: Vec<u8>,
     value: Vec<u8>,
-    buf: Vec<u8>,
 }
 
 impl FileFormat for AvroLines {
@@ -196,19 +196,17 @@ impl FileFormat for AvroLines {
     }
 
     fn writer(&self, _table: &Arc<TableSchema>, _namespace: &str) -> Result<Box<dyn FileWriter>, FormatError> {
-        Ok(Box::new(AvroLinesWriter {
-            opts: self.0.clone(),
-            table: None,
-            decoder: Decoder::default(),
-            key: Vec::new(),
-            value: Vec::new(),
-            buf: Vec::new(),
+        let mut echo = AvroEcho { opts: self.0.clone(), table: None, decoder: Decoder::default(), key: Vec::new(), value: Vec::new() };
+        Ok(LineWriter::boxed(move |event: &ChangeEvent, out: &mut Vec<u8>| {
+            echo.echo(event, out).map_err(|what| FormatError::Unrepresentable { what })
         }))
     }
 }
 
-impl AvroLinesWriter {
-    fn echo(&mut self, event: &ChangeEvent) -> Result<(), String> {
+impl AvroEcho {
+    /// `event` encoded as the sink encodes it, decoded again, and written
+    /// to `out` as riffle's JSON envelope.
+    fn echo(&mut self, event: &ChangeEvent, out: &mut Vec<u8>) -> Result<(), String> {
         if self.table.is_none() {
             let topic = self.opts.topic_for(&event.table.id, &event.source.db);
             let mut schemas = Vec::new();
@@ -216,43 +214,20 @@ impl AvroLinesWriter {
                 schemas.push(schema.to_string());
                 Ok(schemas.len() as u32)
             };
-            let out = TableOut::new(&event.table, event.source.connector, &self.opts, topic, &mut register).map_err(|e| e.to_string())?;
+            let made = TableOut::new(&event.table, event.source.connector, &self.opts, topic, &mut register).map_err(|e| e.to_string())?;
             for (i, schema) in schemas.iter().enumerate() {
                 self.decoder.know_schema(i as u32 + 1, schema)?;
             }
-            self.table = Some(out);
+            self.table = Some(made);
         }
-        let out = self.table.as_ref().expect("made above");
+        let made = self.table.as_ref().expect("made above");
         let format = &self.opts.format;
-        let has_key = out.encode_key(format, event, &mut self.key).map_err(|e| e.to_string())?;
-        out.encode_value(format, event, None, &mut self.value).map_err(|e| e.to_string())?;
+        let has_key = made.encode_key(format, event, &mut self.key).map_err(|e| e.to_string())?;
+        made.encode_value(format, event, None, &mut self.value).map_err(|e| e.to_string())?;
         let key = has_key.then_some(&self.key[..]);
-        match self.decoder.decode(out.topic(), key, Some(&self.value), event.position)? {
-            Decoded::Event(ev) => {
-                jsonl::write_envelope(&ev, false, &mut self.buf);
-                self.buf.push(b'\n');
-            }
-            Decoded::Skip(_) => {}
+        if let Decoded::Event(ev) = self.decoder.decode(made.topic(), key, Some(&self.value), event.position)? {
+            jsonl::write_envelope(&ev, false, out);
         }
         Ok(())
-    }
-}
-
-impl FileWriter for AvroLinesWriter {
-    fn write(&mut self, event: &ChangeEvent) -> Result<(), FormatError> {
-        self.echo(event).map_err(|what| FormatError::Unrepresentable { what })
-    }
-
-    fn take(&mut self, out: &mut Vec<u8>) {
-        out.append(&mut self.buf);
-    }
-
-    fn finish(self: Box<Self>, out: &mut Vec<u8>) -> Result<(), FormatError> {
-        out.extend_from_slice(&self.buf);
-        Ok(())
-    }
-
-    fn bytes(&self) -> u64 {
-        self.buf.len() as u64
     }
 }
