@@ -572,7 +572,7 @@ async fn avro_topics_read_back_through_the_schema_registry() {
         "it_ksrc_avro",
         &name,
         &dir,
-        |a, b, c| crate::pg_types::rows_sql(a, b, c).replace("'{{1,2},{3,4}}'", "'{1,2}'"),
+        crate::pg_types::rows_sql_for_avro,
         "UPDATE types SET c_text = 'changed' WHERE id = 1; DELETE FROM types WHERE id = 2",
         &format!(
             r#"[[sinks]]

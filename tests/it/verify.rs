@@ -335,8 +335,7 @@ async fn avro_topics_are_read_back_through_the_registry() {
     let db = "it_verify_avro";
     let client = fresh_db(db).await;
     client.batch_execute(crate::pg_types::CREATE).await.unwrap();
-    // Avro holds arrays of one dimension (the sink refuses more, naming the column).
-    client.batch_execute(&crate::pg_types::rows_sql(1, 2, 3).replace("'{{1,2},{3,4}}'", "'{1,2}'")).await.unwrap();
+    client.batch_execute(&crate::pg_types::rows_sql_for_avro(1, 2, 3)).await.unwrap();
     let state = temp_dir("verify-avro-state");
     let url = db_url(db);
     let b = crate::kafka_support::brokers();
@@ -345,12 +344,9 @@ async fn avro_topics_are_read_back_through_the_registry() {
         let name = crate::kafka_support::unique(&format!("va{n}"));
         let sink = format!("kafka://{b}?schema_registry={registry}&{query}");
         let run = |cmd: &str, extra: &[&str]| {
-            let mut a: Vec<String> =
-                [cmd, "--source", &url, "--tables", "public.types", "--sink", &sink, "--format", "avro", "--name", &name]
-                    .map(String::from)
-                    .to_vec();
-            a.extend(["--state".to_string(), state.display().to_string()]);
-            a.extend(extra.iter().map(|s| s.to_string()));
+            let mut a = args(cmd, &url, &sink, &state, &name, "avro", extra);
+            assert_eq!(a[3], "--tables");
+            a[4] = "public.types".to_string();
             a
         };
         riffle_ok(&run("replicate", &["--until", "now"]));
