@@ -199,12 +199,7 @@ fn iso(y: u64, m: u32, d: u32, time: Option<(u32, u32, u32, u32)>, fsp: u32, zul
         push_digits(&mut s, i.into(), 2);
         s.push(':');
         push_digits(&mut s, sec.into(), 2);
-        if fsp > 0 {
-            let mut digits = String::with_capacity(6);
-            push_digits(&mut digits, us.into(), 6);
-            s.push('.');
-            s.push_str(&digits[..fsp.min(6) as usize]);
-        }
+        push_frac(&mut s, us, fsp);
     }
     if zulu {
         s.push('Z');
@@ -212,13 +207,21 @@ fn iso(y: u64, m: u32, d: u32, time: Option<(u32, u32, u32, u32)>, fsp: u32, zul
     s
 }
 
-fn frac(us: u32, fsp: u32) -> String {
-    if fsp == 0 {
-        String::new()
-    } else {
-        let digits = format!("{us:06}");
-        format!(".{}", &digits[..fsp.min(6) as usize])
+/// `.` and the first `fsp` of the six zero-padded digits of `us`; nothing
+/// when `fsp` is 0.
+fn push_frac(s: &mut String, us: u32, fsp: u32) {
+    if fsp > 0 {
+        let mut digits = String::with_capacity(6);
+        push_digits(&mut digits, us.into(), 6);
+        s.push('.');
+        s.push_str(&digits[..fsp.min(6) as usize]);
     }
+}
+
+fn frac(us: u32, fsp: u32) -> String {
+    let mut s = String::new();
+    push_frac(&mut s, us, fsp);
+    s
 }
 
 /// Days since 1970-01-01 → (year, month, day) (Howard Hinnant's algorithm).
