@@ -142,7 +142,8 @@ async fn parallel_chunked_snapshot_under_a_writer_reproduces_every_kind_of_table
     let a = args(&url, &out, &state, &["--snapshot-workers", "3", "--snapshot-chunk-rows", "700"]);
     let log = run_to_now(&a).await;
     assert!(log.contains("workers=3"), "{log}");
-    assert!(log.lines().any(|l| l.contains("read whole") && l.contains("public.nokey")), "a keyless table is said to be read whole: {log}");
+    let split = |l: &&str| l.contains("split into block ranges") && l.contains("public.nokey");
+    assert!(log.lines().any(|l| split(&l)), "a keyless table is read by block ranges: {log}");
     stop.store(true, Ordering::Relaxed);
     assert!(w.await.unwrap() > 5);
     run_to_now(&a).await;
@@ -192,6 +193,64 @@ async fn kill_9_twice_mid_snapshot_resumes_with_only_the_chunks_left() {
     assert!(points.len() >= 4, "big was read at each run's point and in several rounds: {points:?}");
     let first = *points.values().next().unwrap();
     assert!(first as f64 >= big as f64 * 0.2, "what the first run committed is kept: {points:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyless_table_cut_by_kill_9_between_its_block_ranges_is_reloaded_exactly() {
+    let db = "it_snap_blocks";
+    let client = fresh_db(db).await;
+    let rows = 200_000;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE heap (x int, y text);
+             ALTER TABLE heap REPLICA IDENTITY FULL;
+             INSERT INTO heap SELECT g % 1000, 'n' FROM generate_series(1, {rows}) g;
+             ANALYZE;"
+        ))
+        .await
+        .unwrap();
+    let url = db_url(db);
+    let (out, state) = (temp_dir("snap-blocks-out"), temp_dir("snap-blocks-state"));
+    // Inserts, updates and deletes that move rows between blocks.
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = {
+        let (url, stop) = (url.clone(), stop.clone());
+        tokio::spawn(async move {
+            let client = connect(&url).await;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let pick = |y: &str| format!("(SELECT ctid FROM heap WHERE y = '{y}' AND x = {} LIMIT 1)", n % 1000);
+                let sql = format!(
+                    "INSERT INTO heap VALUES ({n}, 'w'); UPDATE heap SET y = 'u' WHERE ctid = {}; DELETE FROM heap WHERE ctid = {};",
+                    pick("n"),
+                    pick("w")
+                );
+                client.batch_execute(&sql).await.unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let a = args(&url, &out, &state, &["--snapshot-workers", "2", "--snapshot-chunk-rows", "2000", "--snapshot-round", "200ms"]);
+    let first_log = state.join("run0.log");
+    let mut child = spawn_riffle(&a, None, &first_log);
+    kill_9_when(&mut child, "block ranges to be committed", 120, async || plan_rows(&state, ".heap") >= 20_000).await;
+    let committed = plan_rows(&state, ".heap");
+    assert!(committed < rows as u64, "killed before the last block range: {committed} rows committed");
+    assert_eq!(log_count(&first_log, "split into block ranges"), 1, "{}", std::fs::read_to_string(&first_log).unwrap());
+    let log = run_to_now(&a).await;
+    assert!(log.contains("reloading it"), "{log}");
+    stop.store(true, Ordering::Relaxed);
+    assert!(w.await.unwrap() > 0);
+    run_to_now(&a).await;
+    let events = read_jsonl(&out, "public.heap");
+    let positions: Vec<&str> = events.iter().map(|e| e["source"]["position"].as_str().unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions must strictly increase");
+    let truncates = events.iter().filter(|e| e["op"] == "t").count();
+    assert_eq!(truncates, 1, "one reload");
+    let before = events.iter().take_while(|e| e["op"] != "t").count() as u64;
+    assert_eq!(before, committed, "the output holds the committed block ranges, then the reload");
+    assert_eq!(replay_rows(&events, &[]), source_rows(&client, "heap").await, "replaying the output must give the table");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,12 +15,17 @@ pub fn key_of(row: &Json, key: &[&str]) -> String {
 }
 
 /// What a consumer replaying the events ends with: the table's rows as
-/// sorted JSON texts (by key, or, without a key, as a bag with duplicates).
+/// sorted JSON texts (by key, or, without a key, as a bag with duplicates);
+/// a truncate empties the table.
 pub fn replay_rows(events: &[Json], key: &[&str]) -> Vec<String> {
     let mut keyed: BTreeMap<String, String> = BTreeMap::new();
     let mut bag: Vec<String> = Vec::new();
     for e in events {
         let op = e["op"].as_str().unwrap();
+        if op == "t" {
+            (keyed, bag) = Default::default();
+            continue;
+        }
         if key.is_empty() {
             if matches!(op, "u" | "d") {
                 let text = e["before"].to_string();

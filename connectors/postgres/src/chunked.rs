@@ -30,9 +30,19 @@
 //! `PgSource::catch_up`), so each row read is as of the place it takes in the
 //! output and no change is lost or shown out of order.
 //!
-//! A table without such a key is read whole with one `COPY`, as one chunk:
-//! its rows cannot be told apart across two reads, so it is committed all at
-//! once or not at all.
+//! A table without such a key cannot be walked in key order; inside one
+//! exported snapshot (the first snapshot of a pipeline, `riffle sync`) it is
+//! split into ranges of its heap blocks instead (`ctid > '(a,65535)' AND
+//! ctid <= '(b,65535)'`, a TID range scan), each read whole as one chunk:
+//! within one snapshot every row version has one place, so the ranges are
+//! disjoint and cover the table. A row's block is not a stable name across
+//! snapshots (an update, `VACUUM FULL` or `CLUSTER` moves it), so block
+//! ranges are never resumed in another snapshot: when a run ends after some
+//! of them were committed, the next run *reloads* the table (a truncate
+//! event, then the whole table read at the new point, as AWS DMS reloads a
+//! table whose full load was interrupted). Elsewhere (a round of a resumed
+//! snapshot, a table added or read again) a keyless table is read whole
+//! with one `COPY`, committed all at once or not at all.
 
 use crate::catalog::SelectedTable;
 use crate::connect::ConnectParams;
@@ -66,13 +76,37 @@ pub struct KeyColumn {
     pub type_sql: String,
 }
 
+/// The plan's key name for a table split into ranges of heap blocks: no
+/// column can be named `ctid` (a system column), so it never names a key.
+pub const BLOCKS: &str = "ctid";
+
+/// A keyless table some of whose block ranges were committed under a
+/// snapshot that is gone: a later run reloads it whole.
+pub fn reloads(p: &TableProgress) -> bool {
+    p.chunks > 0 && !p.is_done() && p.key == [BLOCKS]
+}
+
+/// How a table's chunks are read.
+#[derive(Debug, Clone)]
+pub enum Chunking {
+    /// In key order, `limit` rows at a time.
+    Key(Vec<KeyColumn>),
+    /// By ranges of heap blocks (bounds are block numbers), each range one
+    /// chunk: only inside the one exported snapshot the plan was made in.
+    Blocks,
+    /// One `COPY` of the whole table, one chunk.
+    Whole,
+    /// The whole table, after a truncate event: some of its block ranges
+    /// were committed under a snapshot that is gone.
+    Reload,
+}
+
 /// One table of a snapshot plan.
 #[derive(Debug, Clone)]
 pub struct PlannedTable {
     pub selected: SelectedTable,
     pub schema: Arc<TableSchema>,
-    /// Empty: read whole.
-    pub key: Vec<KeyColumn>,
+    pub chunking: Chunking,
     pub progress: TableProgress,
 }
 
@@ -128,6 +162,40 @@ pub async fn first_ranges(
     Ok(riffle_core::parallel::integer_ranges(lo, hi, wanted))
 }
 
+/// The most block ranges a keyless table is split into: the plan saved at
+/// each commit holds them all.
+const MAX_BLOCK_RANGES: u64 = 4096;
+
+/// The block ranges of a keyless table read inside one exported snapshot,
+/// about `chunk_rows` rows each (by the statistics' rows per block), or
+/// `None` when it is small enough to read whole (or is partitioned, or has
+/// no statistics yet).
+pub async fn block_ranges(client: &Client, t: &SelectedTable, chunk_rows: u64) -> Result<Option<Vec<KeyRange>>, PgError> {
+    let wanted = (t.estimated_rows / chunk_rows.max(1)).min(MAX_BLOCK_RANGES);
+    if t.partitioned || wanted < 2 {
+        return Ok(None);
+    }
+    let row = client
+        .query_one("SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8 FROM pg_class c WHERE c.oid = $1", &[&t.oid])
+        .await
+        .map_err(|e| PgError::query(format!("reading the size of {}", t.id), e, || "grant riffle's user SELECT on the table".into()))?;
+    let blocks: i64 = row.col(0)?;
+    let step = (blocks as u64).div_ceil(wanted);
+    if step == 0 || blocks as u64 <= step {
+        return Ok(None);
+    }
+    let bound = |block: u64| Some(vec![(block - 1).to_string()]);
+    let mut ranges: Vec<KeyRange> = (0..blocks as u64)
+        .step_by(step as usize)
+        .map(|first| KeyRange { after: (first > 0).then(|| bound(first)).flatten(), upto: bound(first + step) })
+        .collect();
+    // Rows past the statistics' last block are in the last range.
+    if let Some(last) = ranges.last_mut() {
+        last.upto = None;
+    }
+    Ok(Some(ranges))
+}
+
 /// `(a, b) > ('1'::int, 'x'::text)`: a bound of a key range.
 fn bound(key: &[KeyColumn], values: &[String], op: &str) -> String {
     let cols: Vec<String> = key.iter().map(|k| quote_ident(&k.name)).collect();
@@ -135,26 +203,37 @@ fn bound(key: &[KeyColumn], values: &[String], op: &str) -> String {
     format!("({}) {op} ({})", cols.join(", "), lits.join(", "))
 }
 
-/// The COPY reading the next `limit` rows of `range` (or, without a key,
-/// the whole table).
+/// `ctid <= '(9,65535)'::tid`: a bound of a block range (blocks after
+/// `after`, up to `upto` included; 65535 is past any tuple of a block).
+fn block_bound(block: &[String], op: &str) -> String {
+    let block = block.first().map_or("", String::as_str);
+    format!("ctid {op} {}::tid", quote_literal(&format!("({block},65535)")))
+}
+
+/// The COPY reading the next `limit` rows of `range` (a block range whole;
+/// without a key, the whole table).
 fn chunk_sql(t: &PlannedTable, range: &KeyRange, limit: u64) -> String {
     let cols: Vec<String> = t.schema.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    if t.key.is_empty() {
-        return if t.selected.partitioned {
-            format!("COPY (SELECT {} FROM {}) TO STDOUT", cols.join(", "), t.selected.qualified())
-        } else {
-            format!("COPY {} ({}) TO STDOUT", t.selected.qualified(), cols.join(", "))
-        };
-    }
     let mut filters = Vec::new();
-    if let Some(after) = &range.after {
-        filters.push(bound(&t.key, after, ">"));
-    }
-    if let Some(upto) = &range.upto {
-        filters.push(bound(&t.key, upto, "<="));
-    }
+    let key = match &t.chunking {
+        Chunking::Whole | Chunking::Reload if t.selected.partitioned => {
+            return format!("COPY (SELECT {} FROM {}) TO STDOUT", cols.join(", "), t.selected.qualified());
+        }
+        Chunking::Whole | Chunking::Reload => return format!("COPY {} ({}) TO STDOUT", t.selected.qualified(), cols.join(", ")),
+        Chunking::Blocks => {
+            filters.extend(range.after.as_deref().map(|b| block_bound(b, ">")));
+            filters.extend(range.upto.as_deref().map(|b| block_bound(b, "<=")));
+            None
+        }
+        Chunking::Key(key) => {
+            filters.extend(range.after.as_deref().map(|a| bound(key, a, ">")));
+            filters.extend(range.upto.as_deref().map(|u| bound(key, u, "<=")));
+            Some(key)
+        }
+    };
     let filter = if filters.is_empty() { String::new() } else { format!(" WHERE {}", filters.join(" AND ")) };
-    let order: Vec<String> = t.key.iter().map(|k| quote_ident(&k.name)).collect();
+    let Some(key) = key else { return format!("COPY (SELECT {} FROM {}{filter}) TO STDOUT", cols.join(", "), from(&t.selected)) };
+    let order: Vec<String> = key.iter().map(|k| quote_ident(&k.name)).collect();
     format!("COPY (SELECT {} FROM {}{filter} ORDER BY {} LIMIT {limit}) TO STDOUT", cols.join(", "), from(&t.selected), order.join(", "))
 }
 
@@ -275,6 +354,11 @@ async fn worker(
                 return Ok(());
             }
             let mut reader = CopyReader::new(t.schema.clone(), ctx, at, started_us);
+            // Consumers drop the block ranges committed before: the table
+            // is read again whole.
+            if matches!(t.chunking, Chunking::Reload) && !lane.send(Piece::Rows(vec![reader.truncate()])).await {
+                return Ok(());
+            }
             let mut rows = Vec::with_capacity(BATCH);
             let (mut seq, mut bytes, mut piece_bytes, mut total) = (0u64, 0usize, 0usize, 0u64);
             while let Some(data) = stream.next().await {
@@ -295,7 +379,10 @@ async fn worker(
             client.batch_execute("RELEASE SAVEPOINT chunk").await.map_err(PgError::session("ending a chunk"))?;
             ctx.stats.saw(at.0);
             total += rows.len() as u64;
-            let next_after = if !t.key.is_empty() && total >= limit { Some(reader.last_key(&t.key)?) } else { None };
+            let next_after = match &t.chunking {
+                Chunking::Key(key) if total >= limit => Some(reader.last_key(key)?),
+                _ => None,
+            };
             if bytes > CHUNK_BYTES && limit > 1 {
                 limit /= 2;
             }
@@ -365,7 +452,11 @@ mod tests {
                 partitioned: false,
                 unlogged: false,
             },
-            key: key.iter().map(|(n, t)| KeyColumn { name: n.to_string(), index: 0, type_sql: t.to_string() }).collect(),
+            chunking: if key.is_empty() {
+                Chunking::Whole
+            } else {
+                Chunking::Key(key.iter().map(|(n, t)| KeyColumn { name: n.to_string(), index: 0, type_sql: t.to_string() }).collect())
+            },
             schema: Arc::new(schema),
             progress: TableProgress { table: "s.t".into(), key: vec![], left: vec![], rows: 0, chunks: 0, again: false },
         }
@@ -385,5 +476,20 @@ mod tests {
             "COPY (SELECT \"a\", \"b\", \"c\" FROM ONLY \"s\".\"t\" ORDER BY \"a\", \"b\" LIMIT 5) TO STDOUT"
         );
         assert_eq!(chunk_sql(&table(&[]), &KeyRange::all(), 5), "COPY \"s\".\"t\" (\"a\", \"b\", \"c\") TO STDOUT");
+    }
+
+    #[test]
+    fn block_ranges_bound_the_ctid_past_every_tuple_of_their_last_block() {
+        let t = PlannedTable { chunking: Chunking::Blocks, ..table(&[]) };
+        let range = KeyRange { after: Some(vec!["99".into()]), upto: Some(vec!["199".into()]) };
+        assert_eq!(
+            chunk_sql(&t, &range, 5),
+            "COPY (SELECT \"a\", \"b\", \"c\" FROM ONLY \"s\".\"t\" WHERE ctid > '(99,65535)'::tid AND ctid <= '(199,65535)'::tid) TO STDOUT"
+        );
+        let last = KeyRange { after: Some(vec!["199".into()]), upto: None };
+        assert_eq!(
+            chunk_sql(&t, &last, 5),
+            "COPY (SELECT \"a\", \"b\", \"c\" FROM ONLY \"s\".\"t\" WHERE ctid > '(199,65535)'::tid) TO STDOUT"
+        );
     }
 }

@@ -31,13 +31,14 @@
 //! start.
 
 use crate::catalog::SelectedTable;
-use crate::chunked::{self, CopyJob, KeyColumn, PlannedTable};
+use crate::chunked::{self, Chunking, CopyJob, KeyColumn, PlannedTable};
 use crate::connect::ConnectParams;
 use crate::error::{Col, PgError};
 use crate::types::{decode_text, TypeCache};
 use bytes::Bytes;
 use riffle_core::chunks::Resumed;
 use riffle_core::source::RunEnd;
+use riffle_core::KeyRange;
 use riffle_core::{BeforeImage, DataType, SnapshotOptions, SnapshotProgress, TableProgress};
 use riffle_core::{ChangeEvent, Lsn, Op, PgPosition, Phase, Position, SourceInfo, SourceItem, TableSchema, Value};
 use std::sync::Arc;
@@ -70,8 +71,12 @@ pub(crate) fn now_us() -> i64 {
 /// Plans a snapshot of `tables`: each table's schema, chunk key and key
 /// ranges: what `resumed` has left of it, or, for a table it does not
 /// hold, a fresh plan (large integer-keyed tables split for `workers`).
-/// A table `resumed` has left to read and `tables` does not hold (dropped,
-/// or no longer selected) leaves the plan, with a warning.
+/// Without `resumed` the whole plan is read inside one exported snapshot,
+/// so large keyless tables are split into block ranges; a keyless table
+/// `resumed` holds block ranges of, some committed, is reloaded whole
+/// ([`Chunking::Reload`]). A table `resumed` has left to read and `tables`
+/// does not hold (dropped, or no longer selected) leaves the plan, with a
+/// warning.
 pub async fn plan(
     client: &Client,
     tables: &[SelectedTable],
@@ -84,30 +89,61 @@ pub async fn plan(
     let mut planned = Vec::new();
     for t in tables {
         let name = t.id.to_string();
-        if resumed.and_then(|p| p.table(&name)).is_some_and(TableProgress::is_done) {
+        let saved = resumed.and_then(|p| p.table(&name));
+        if saved.is_some_and(TableProgress::is_done) {
             continue;
         }
         let schema = Arc::new(crate::catalog::load_schema(client, &mut types, t.oid).await?);
-        let key = chunked::chunk_key(client, t, &schema).await?;
-        if key.is_empty() {
-            tracing::info!(
+        if let Some(saved) = saved.filter(|s| chunked::reloads(s)) {
+            tracing::warn!(
                 table = %t.id,
-                "no primary key or unique NOT NULL index (without floating-point columns) to chunk by: read whole, in one piece \
-                 (an interrupted read starts it over)"
+                committed_rows = saved.rows,
+                "a table without a key was read in part, by block ranges of a snapshot that is gone: \
+                 reloading it (a truncate event, then the whole table)"
             );
+            let p = TableProgress { left: vec![KeyRange::all()], ..saved.clone() };
+            progress.add(p.clone());
+            planned.push(PlannedTable { selected: t.clone(), schema, chunking: Chunking::Reload, progress: p });
+            continue;
         }
-        let names: Vec<String> = key.iter().map(|k| k.name.clone()).collect();
+        let key = chunked::chunk_key(client, t, &schema).await?;
+        let blocks = match key.is_empty() && resumed.is_none() {
+            true => chunked::block_ranges(client, t, chunk_rows).await?,
+            false => None,
+        };
+        let (chunking, names) = match (key.is_empty(), &blocks) {
+            (false, _) => {
+                let names = key.iter().map(|k| k.name.clone()).collect();
+                (Chunking::Key(key), names)
+            }
+            (true, Some(ranges)) => {
+                tracing::info!(table = %t.id, ranges = ranges.len(), "no key to chunk by: split into block ranges (ctid)");
+                (Chunking::Blocks, vec![chunked::BLOCKS.to_string()])
+            }
+            (true, None) => {
+                tracing::info!(
+                    table = %t.id,
+                    "no primary key or unique NOT NULL index (without floating-point columns) to chunk by: read whole, in one piece \
+                     (an interrupted read starts it over)"
+                );
+                (Chunking::Whole, Vec::new())
+            }
+        };
         let table_progress = match riffle_core::chunks::resume(resumed, &name, &names) {
             Err(saved) => return Err(PgError::ChunkKeyChanged { table: name, saved, now: names }),
             Ok(Resumed::Ranges(p)) => p,
             Ok(Resumed::Fresh { again }) => {
-                let left = chunked::first_ranges(client, t, &key, chunk_rows, workers * 4).await?;
+                let left = match (&chunking, blocks) {
+                    (Chunking::Key(key), _) => chunked::first_ranges(client, t, key, chunk_rows, workers * 4).await?,
+                    (_, Some(ranges)) => ranges,
+                    _ => vec![KeyRange::all()],
+                };
                 let p = TableProgress { table: name, key: names, left, rows: 0, chunks: 0, again };
                 progress.add(p.clone());
                 p
             }
         };
-        planned.push(PlannedTable { selected: t.clone(), schema, key, progress: table_progress });
+        planned.push(PlannedTable { selected: t.clone(), schema, chunking, progress: table_progress });
     }
     progress.keep_planned(|name| planned.iter().any(|t| t.progress.table == name));
     Ok((progress, planned))
@@ -257,6 +293,12 @@ impl<'a> CopyReader<'a> {
         } else {
             Err(PgError::CopyTruncated { table: self.schema.id.clone() })
         }
+    }
+
+    /// A truncate event of the table, at the rows' position (the
+    /// forwarder numbers it among them).
+    pub(crate) fn truncate(&self) -> SourceItem {
+        SourceItem::Event(ChangeEvent { op: Op::Truncate, after: None, ..self.event(Vec::new(), 0) })
     }
 
     fn event(&self, row: Vec<Value>, seq: u64) -> ChangeEvent {
