@@ -119,6 +119,16 @@ bench_snapshot() {
         eval "W${w}_S=$SECS W${w}_RSS=$RSS_MB"
         report "riffle sync → CSV, $w worker(s)" "$SECS" "$RSS_MB"
     done
+    echo "== a table without a key (a copy of bench.orders): block ranges (ctid) with 2 workers vs psql COPY"
+    "${PSQL[@]}" -d bench -q -c "CREATE TABLE bench.orders_nokey AS SELECT * FROM bench.orders" -c "VACUUM ANALYZE bench.orders_nokey"
+    measure psql_copy_nokey "${PSQL[@]}" -d bench -o "$WORK/copy-nokey.csv" -c "COPY bench.orders_nokey TO STDOUT (FORMAT csv)"
+    NOKEY_COPY_S=$SECS
+    report "psql COPY of the keyless copy (reference)" "$SECS" "$RSS_MB"
+    measure riffle_sync_nokey "$RIFFLE" sync --source "$URL" --tables bench.orders_nokey --sink "$WORK/sync-nokey" --format csv --no-metadata \
+        --snapshot-workers 2
+    NOKEY_S=$SECS NOKEY_RSS=$RSS_MB
+    report "riffle sync → CSV of the keyless copy, 2 workers" "$SECS" "$RSS_MB"
+    "${PSQL[@]}" -d bench -q -c "DROP TABLE bench.orders_nokey"
     echo "== resume after kill -9 at 60 %"
     measure riffle_full "$RIFFLE" replicate --source "$URL" --tables bench.orders --sink "$WORK/full" --format csv --state "$WORK/full-state" \
         --name bench_full --until now --commit-interval 200ms -q
@@ -325,6 +335,7 @@ elif [ -n "${W1_S:-}" ]; then
         eval "echo \"riffle sync, $w worker(s) / one psql COPY:         \$(ratio \$W${w}_S $COPY_S), peak RSS \${W${w}_RSS} MB\""
     done
     echo "  (target: 2 workers ≤ 1.0× one COPY; memory < 150 MB with 4 workers)"
+    echo "keyless table by block ranges, 2 workers / COPY: $(ratio "$NOKEY_S" "$NOKEY_COPY_S"), peak RSS ${NOKEY_RSS} MB"
     echo "resumed after kill -9 at 60 % / full snapshot:  $(ratio "$RESUME_S" "$FULL_S")  (target ≤ 0.6)"
     echo "snapshot under the CDC workload / without:     $(ratio "$FULL_S" "$BUSY_S") throughput ratio"
     echo "online (rounds of 500ms), quiet / exported:     $(ratio "$FULL_NOW_S" "$ROUNDS_S") throughput ratio (target ≥ 0.7; both on the table after the workload)"
