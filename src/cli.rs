@@ -252,8 +252,10 @@ pub struct PipelineArgs {
     pub snapshot_workers: Option<usize>,
 
     /// Rows per snapshot chunk: the unit read by one query and saved as progress,
-    /// so an interrupted snapshot resumes after its last committed chunk [default: 8192 for Postgres,
-    /// 100000 for MySQL/MariaDB].
+    /// so an interrupted snapshot resumes after its last committed chunk (a Postgres table
+    /// without a key is split into block ranges of about this many rows, which a later run
+    /// does not resume: it reloads that table) [default: 8192 for Postgres, 100000 for
+    /// MySQL/MariaDB].
     #[arg(long, value_name = "ROWS")]
     pub snapshot_chunk_rows: Option<u64>,
 
