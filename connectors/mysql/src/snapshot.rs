@@ -243,6 +243,8 @@ fn boundable(c: &MyColumn) -> bool {
         DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt64 | DataType::Decimal { .. } => true,
         DataType::Date | DataType::Timestamp | DataType::TimestampTz | DataType::Time => true,
         DataType::String => c.charset.is_some(),
+        // MariaDB compares a string literal with these as their own type.
+        DataType::Other(t) => matches!(t.as_str(), "uuid" | "inet6" | "inet4"),
         _ => false,
     }
 }

@@ -353,13 +353,116 @@ pub fn from_binlog(col: &MyColumn, v: mysql_async::Value) -> Result<Value, MyErr
             }
         }
         (V::Bytes(b), DataType::Json) => Value::Json(decode_charset(col, b)),
+        // MariaDB's fixed-size binary types: the binlog holds their bytes
+        // (trailing zero bytes dropped), the snapshot their text.
+        (V::Bytes(b), DataType::Other(t)) if t == "uuid" => Value::Text(uuid_text(&fixed::<16>(col, &b)?)),
+        (V::Bytes(b), DataType::Other(t)) if t == "inet6" => Value::Text(inet6_text(&fixed::<16>(col, &b)?)),
+        (V::Bytes(b), DataType::Other(t)) if t == "inet4" => Value::Text(inet4_text(&fixed::<4>(col, &b)?)),
         (V::Bytes(b), _) => Value::Text(decode_charset(col, b)),
     })
+}
+
+/// A fixed-size binary value of `N` bytes, the zero bytes the binlog drops
+/// at its end put back.
+fn fixed<const N: usize>(col: &MyColumn, bytes: &[u8]) -> Result<[u8; N], MyError> {
+    let mut out = [0u8; N];
+    out.get_mut(..bytes.len()).ok_or_else(|| bad(col, "the binlog (longer than the type)"))?.copy_from_slice(bytes);
+    Ok(out)
+}
+
+/// A UUID as MariaDB prints it: lowercase, `8-4-4-4-12`. (The binlog holds
+/// its bytes in that order whatever order the table stores them in.)
+fn uuid_text(b: &[u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push(char::from(HEX[usize::from(byte >> 4)]));
+        s.push(char::from(HEX[usize::from(byte & 15)]));
+    }
+    s
+}
+
+fn inet4_text(b: &[u8; 4]) -> String {
+    format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
+}
+
+/// An IPv6 address as MariaDB's INET6 prints it, which is not quite RFC
+/// 5952: the first longest run of zero groups is written `::` even when it
+/// is one group long, and an address whose first six groups are zero
+/// (IPv4-compatible, but not `::` or `::1`-like shorter runs) or five zero
+/// groups then `ffff` (IPv4-mapped) ends in dotted IPv4.
+fn inet6_text(b: &[u8; 16]) -> String {
+    let words: [u16; 8] = std::array::from_fn(|i| u16::from_be_bytes([b[2 * i], b[2 * i + 1]]));
+    // The first longest run of zero groups: (start, length).
+    let (mut gap, mut run) = ((0usize, 0usize), None::<(usize, usize)>);
+    for (i, w) in words.iter().enumerate() {
+        run = match (w, run) {
+            (0, Some((start, len))) => Some((start, len + 1)),
+            (0, None) => Some((i, 1)),
+            (_, _) => None,
+        };
+        if let Some(r) = run.filter(|r| r.1 > gap.1) {
+            gap = r;
+        }
+    }
+    let mut s = String::with_capacity(40);
+    let mut i = 0;
+    while i < 8 {
+        if gap.1 > 0 && i == gap.0 {
+            s.push_str(if i == 0 { "::" } else { ":" });
+            i += gap.1;
+            continue;
+        }
+        if i == 6 && gap.0 == 0 && (gap.1 == 6 || (gap.1 == 5 && words[5] == 0xffff)) {
+            s.push_str(&inet4_text(&[b[12], b[13], b[14], b[15]]));
+            return s;
+        }
+        s.push_str(&format!("{:x}", words[i]));
+        if i != 7 {
+            s.push(':');
+        }
+        i += 1;
+    }
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mariadb_uuid_inet6_and_inet4_bytes_read_as_the_server_prints_them() {
+        let hex = |h: &str| -> Vec<u8> { (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect() };
+        let text = |ty: &str, bytes: Vec<u8>| match from_binlog(&col(ty, ty, 0), mysql_async::Value::Bytes(bytes)).unwrap() {
+            Value::Text(t) => t,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text("uuid", hex("6ccd780cbaba102695645b8c656024db")), "6ccd780c-baba-1026-9564-5b8c656024db");
+        // Trailing zero bytes are dropped by the binlog.
+        assert_eq!(text("uuid", hex("00000000000000000000000000000001")), "00000000-0000-0000-0000-000000000001");
+        assert_eq!(text("uuid", Vec::new()), "00000000-0000-0000-0000-000000000000");
+        assert_eq!(text("inet4", hex("01")), "1.0.0.0");
+        assert_eq!(text("inet4", hex("ffffffff")), "255.255.255.255");
+        for (bytes, want) in [
+            ("", "::"),
+            ("00000000000000000000000000000001", "::1"),
+            ("00000000000000000000000001020304", "::1.2.3.4"),
+            ("00000000000000000000ffff01020304", "::ffff:1.2.3.4"),
+            ("20010db8000000010001000100010001", "2001:db8::1:1:1:1:1"),
+            ("20010db8", "2001:db8::"),
+            ("00010000000000010000000000000001", "1:0:0:1::1"),
+            ("fe800000000000000001000000000001", "fe80::1:0:0:1"),
+            ("ffffffffffffffffffffffffffffffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            ("00000000000000000000000100000000", "::1:0:0"),
+            ("00010002000300040005000600070008", "1:2:3:4:5:6:7:8"),
+        ] {
+            assert_eq!(text("inet6", hex(bytes)), want, "{bytes}");
+        }
+        assert!(from_binlog(&col("inet4", "inet4", 0), mysql_async::Value::Bytes(vec![1; 5])).is_err(), "too long");
+    }
 
     #[test]
     fn dates_and_times_are_written_digit_by_digit_as_format_would() {
