@@ -12,7 +12,7 @@ async fn metrics_count_a_known_workload() {
         .await
         .unwrap();
     let (out, state) = (temp_dir("metrics-out"), temp_dir("metrics-state"));
-    let port = 56000 + (std::process::id() % 1000) as u16;
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let args = [
         "replicate",

@@ -1,10 +1,11 @@
 //! Tables, columns and keys from `information_schema`.
 
 use crate::error::MyError;
-use crate::types::{column_type, MyColumn};
+use crate::types::{column_type, MyColumn, SingleByte, KNOWN_CHARSETS};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use riffle_core::{TableId, TableSchema};
+use std::sync::Arc;
 
 /// A table the selection resolved to.
 #[derive(Debug, Clone)]
@@ -105,7 +106,7 @@ pub async fn load_columns(conn: &mut Conn, id: &TableId) -> Result<Vec<MyColumn>
     let text = |r: &mysql_async::Row, i: usize| -> Option<String> { r.get_opt::<Option<String>, _>(i).and_then(|v| v.ok()).flatten() };
     let num =
         |r: &mysql_async::Row, i: usize| -> Option<u32> { r.get_opt::<Option<u64>, _>(i).and_then(|v| v.ok()).flatten().map(|v| v as u32) };
-    Ok(rows
+    let mut columns: Vec<MyColumn> = rows
         .iter()
         .map(|r| {
             let data_type = text(r, 1).unwrap_or_default().to_lowercase();
@@ -122,7 +123,40 @@ pub async fn load_columns(conn: &mut Conn, id: &TableId) -> Result<Vec<MyColumn>
                 text(r, 8),
             )
         })
-        .collect())
+        .collect();
+    let mut tables: Vec<(String, Option<Arc<SingleByte>>)> = Vec::new();
+    for c in &mut columns {
+        let Some(cs) = c.charset.clone().filter(|cs| !KNOWN_CHARSETS.contains(&cs.as_str())) else { continue };
+        if !tables.iter().any(|(name, _)| *name == cs) {
+            let table = single_byte(conn, &cs).await?;
+            tables.push((cs.clone(), table));
+        }
+        c.single_byte = tables.iter().find(|(name, _)| *name == cs).and_then(|(_, t)| t.clone());
+    }
+    Ok(columns)
+}
+
+/// What the server makes of each of the 256 bytes in character set `cs`,
+/// converted to utf8mb4, when `cs` is a single-byte set (`None` for a
+/// multi-byte one, which riffle does not decode).
+async fn single_byte(conn: &mut Conn, cs: &str) -> Result<Option<Arc<SingleByte>>, MyError> {
+    let what = || format!("reading character set {cs}");
+    let maxlen: Option<u64> = conn
+        .exec_first("SELECT MAXLEN FROM information_schema.CHARACTER_SETS WHERE CHARACTER_SET_NAME = ?", (cs,))
+        .await
+        .map_err(|e| MyError::query(what(), e))?;
+    // A name from the catalog, checked before it is spelled into SQL.
+    if maxlen != Some(1) || !cs.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Ok(None);
+    }
+    let all: String = (0..=255u8).map(|b| format!("{b:02X}")).collect();
+    let text: Option<String> =
+        conn.exec_first(format!("SELECT CONVERT(UNHEX(?) USING {cs})"), (all,)).await.map_err(|e| MyError::query(what(), e))?;
+    let chars: Vec<char> = text.unwrap_or_default().chars().collect();
+    let table = <[char; 256]>::try_from(chars).map_err(|chars| {
+        MyError::Unexpected(format!("character set {cs}: the server converted its 256 bytes to {} characters", chars.len()))
+    })?;
+    Ok(Some(Arc::new(SingleByte(table))))
 }
 
 /// The table's schema for events, with the primary key.

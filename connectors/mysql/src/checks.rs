@@ -189,17 +189,16 @@ pub async fn warn_if_near_purge(conn: &mut Conn, file: &str) {
     }
 }
 
-/// Character sets riffle decodes from binlog row images (the snapshot reads
-/// everything as utf8mb4; the binlog carries each column's own bytes).
-pub const SUPPORTED_CHARSETS: [&str; 6] = ["utf8mb4", "utf8mb3", "utf8", "latin1", "ascii", "binary"];
-
 /// Refuses tables with text columns in a character set the binlog decoder
-/// does not know, rather than garble them.
+/// does not know, rather than garble them: it knows
+/// [`crate::types::KNOWN_CHARSETS`] and every single-byte set (the snapshot
+/// reads everything as utf8mb4; the binlog carries each column's own bytes).
 pub async fn require_supported_charsets(conn: &mut Conn, tables: &[crate::catalog::SelectedTable]) -> Result<(), MyError> {
     let mut bad = Vec::new();
     for t in tables {
         for c in crate::catalog::load_columns(conn, &t.id).await? {
-            if let Some(cs) = c.charset.as_deref().filter(|cs| !SUPPORTED_CHARSETS.contains(cs)) {
+            let known = |cs: &&str| crate::types::KNOWN_CHARSETS.contains(cs) || c.single_byte.is_some();
+            if let Some(cs) = c.charset.as_deref().filter(|cs| !known(cs)) {
                 bad.push(format!("{}.{} ({cs})", t.id, c.column.name));
             }
         }

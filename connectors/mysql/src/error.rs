@@ -7,8 +7,8 @@
 //! [`riffle_core::error::chain`]) to see both: `a: b`. Messages name
 //! tables, columns and positions, never a row's values.
 
-use crate::checks::SUPPORTED_CHARSETS;
 use crate::connect::{is_transient_code, ConnectParams, MySslMode};
+use crate::types::KNOWN_CHARSETS;
 use riffle_core::{ErrorKind, Problem, SourceError, TableId};
 use std::fmt;
 use std::time::Duration;
@@ -144,10 +144,10 @@ pub enum MyError {
     /// Text columns in character sets the binlog decoder does not know
     /// (`db.table.column (charset)`).
     #[error(
-        "columns in character sets riffle cannot decode from the binlog yet: {}; supported: {}. \
-         Convert them (ALTER TABLE … CONVERT TO CHARACTER SET utf8mb4) or leave the tables out with --exclude",
+        "columns in character sets riffle cannot decode from the binlog yet: {}; supported: {} and every single-byte set \
+         (latin2, cp1251, koi8r, …). Convert them (ALTER TABLE … CONVERT TO CHARACTER SET utf8mb4) or leave the tables out with --exclude",
         columns.join(", "),
-        SUPPORTED_CHARSETS.join(", ")
+        KNOWN_CHARSETS.join(", ")
     )]
     UnsupportedCharsets { columns: Vec<String> },
     /// A `--tables` pattern matched no table; `examples` are some the

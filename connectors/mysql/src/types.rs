@@ -12,6 +12,7 @@
 
 use crate::error::MyError;
 use riffle_core::{Column, DataType, Value};
+use std::sync::Arc;
 
 /// What riffle needs to know of one column.
 #[derive(Debug, Clone)]
@@ -27,7 +28,23 @@ pub struct MyColumn {
     pub charset: Option<String>,
     /// `binary(n)`: the binlog drops trailing zero bytes the column keeps.
     pub binary_len: Option<usize>,
+    /// A single-byte character set's characters, byte by byte, as the
+    /// server converts them (see [`crate::catalog::load_columns`]).
+    pub single_byte: Option<Arc<SingleByte>>,
 }
+
+/// What each byte of a single-byte character set is, as the server itself
+/// converts it to utf8mb4 (a byte the set does not map becomes what the
+/// server makes of it, `?` usually): binlog strings decoded with it read as
+/// the snapshot's text does.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SingleByte(pub [char; 256]);
+
+/// Character sets decoded without asking the server: UTF-8 (all three
+/// names), MySQL's latin1 (Windows-1252), the UTF-16 and UTF-32 forms, and
+/// `binary` (no text). (`ascii` is single-byte: the server's table says
+/// what its bytes past 127 become.)
+pub const KNOWN_CHARSETS: [&str; 9] = ["utf8mb4", "utf8mb3", "utf8", "latin1", "binary", "ucs2", "utf16", "utf16le", "utf32"];
 
 /// `enum('a','b')` → `["a", "b"]`.
 fn parse_labels(column_type: &str) -> Vec<String> {
@@ -128,6 +145,7 @@ pub fn column_type(
         is_set: data_type == "set",
         charset,
         binary_len: (data_type == "binary").then(|| column_type.trim_start_matches("binary(").trim_end_matches(')').parse().ok()).flatten(),
+        single_byte: None,
     }
 }
 
@@ -238,13 +256,29 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// Text from a binlog string column in its character set.
+/// Text from a binlog string column in its character set. Bytes that are
+/// not valid in it (the server never writes any) become U+FFFD.
 fn decode_charset(col: &MyColumn, bytes: Vec<u8>) -> String {
+    if let Some(table) = &col.single_byte {
+        return bytes.iter().map(|&b| table.0[usize::from(b)]).collect();
+    }
     match col.charset.as_deref() {
         // MySQL's latin1 is Windows-1252.
         Some("latin1") => bytes.iter().map(|&b| cp1252(b)).collect(),
+        // ucs2 is UTF-16 without surrogates; both big-endian.
+        Some("utf16" | "ucs2") => utf16(&bytes, u16::from_be_bytes),
+        Some("utf16le") => utf16(&bytes, u16::from_le_bytes),
+        Some("utf32") => bytes
+            .chunks(4)
+            .map(|c| <[u8; 4]>::try_from(c).ok().and_then(|c| char::from_u32(u32::from_be_bytes(c))).unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect(),
         _ => String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
     }
+}
+
+fn utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> String {
+    let units = bytes.chunks(2).map(|c| <[u8; 2]>::try_from(c).map_or(0xfffd, unit));
+    char::decode_utf16(units).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER)).collect()
 }
 
 fn cp1252(b: u8) -> char {
@@ -462,6 +496,30 @@ mod tests {
             assert_eq!(text("inet6", hex(bytes)), want, "{bytes}");
         }
         assert!(from_binlog(&col("inet4", "inet4", 0), mysql_async::Value::Bytes(vec![1; 5])).is_err(), "too long");
+    }
+
+    #[test]
+    fn utf16_utf32_and_single_byte_strings_decode_and_bad_bytes_never_panic() {
+        let text = |charset: &str, bytes: &[u8]| {
+            let mut c = col("varchar", "varchar(10)", 0);
+            c.charset = Some(charset.into());
+            decode_charset(&c, bytes.to_vec())
+        };
+        // é, then 🎉 as a surrogate pair.
+        assert_eq!(text("utf16", &[0x00, 0xe9, 0xd8, 0x3c, 0xdf, 0x89]), "é🎉");
+        assert_eq!(text("utf16le", &[0xe9, 0x00, 0x3c, 0xd8, 0x89, 0xdf]), "é🎉");
+        assert_eq!(text("ucs2", &[0x20, 0xac]), "€");
+        assert_eq!(text("utf32", &[0, 1, 0xf3, 0x89, 0, 0, 0, 0x7a]), "🎉z");
+        // A lone surrogate, an odd byte, a code point past U+10FFFF.
+        assert_eq!(text("utf16", &[0xd8, 0x3c, 0x00]), "\u{fffd}\u{fffd}");
+        assert_eq!(text("utf32", &[0x00, 0x11, 0x00, 0x00, 0x41]), "\u{fffd}\u{fffd}");
+        let mut c = col("varchar", "varchar(10)", 0);
+        c.charset = Some("koi8r".into());
+        let mut table = ['?'; 256];
+        table[0xc1] = 'а';
+        table[0x41] = 'A';
+        c.single_byte = Some(Arc::new(SingleByte(table)));
+        assert_eq!(decode_charset(&c, vec![0xc1, 0x41, 0xff]), "аA?");
     }
 
     #[test]
