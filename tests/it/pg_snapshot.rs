@@ -196,7 +196,7 @@ async fn kill_9_twice_mid_snapshot_resumes_with_only_the_chunks_left() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_keyless_table_cut_by_kill_9_between_its_block_ranges_is_reloaded_exactly() {
+async fn a_keyless_table_read_by_block_ranges_is_not_rewritten_under_it_and_a_cut_reloads_it_exactly() {
     let db = "it_snap_blocks";
     let client = fresh_db(db).await;
     let rows = 200_000;
@@ -234,7 +234,15 @@ async fn a_keyless_table_cut_by_kill_9_between_its_block_ranges_is_reloaded_exac
     let a = args(&url, &out, &state, &["--snapshot-workers", "2", "--snapshot-chunk-rows", "2000", "--snapshot-round", "200ms"]);
     let first_log = state.join("run0.log");
     let mut child = spawn_riffle(&a, None, &first_log);
-    kill_9_when(&mut child, "block ranges to be committed", 120, async || plan_rows(&state, ".heap") >= 20_000).await;
+    freeze_when(&child, "block ranges to be committed", 120, || plan_rows(&state, ".heap") >= 20_000).await;
+    // No rewrite (new blocks for every row) while block ranges are read.
+    client.batch_execute("SET lock_timeout = '1s'").await.unwrap();
+    let rewrite = client.batch_execute("VACUUM FULL heap").await;
+    signal(&child, "KILL");
+    child.wait().unwrap();
+    let err = rewrite.expect_err("VACUUM FULL waits for the snapshot's lock");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE), "{err}");
+    client.batch_execute("RESET lock_timeout").await.unwrap();
     let committed = plan_rows(&state, ".heap");
     assert!(committed < rows as u64, "killed before the last block range: {committed} rows committed");
     assert_eq!(log_count(&first_log, "split into block ranges"), 1, "{}", std::fs::read_to_string(&first_log).unwrap());
@@ -250,6 +258,44 @@ async fn a_keyless_table_cut_by_kill_9_between_its_block_ranges_is_reloaded_exac
     assert_eq!(truncates, 1, "one reload");
     let before = events.iter().take_while(|e| e["op"] != "t").count() as u64;
     assert_eq!(before, committed, "the output holds the committed block ranges, then the reload");
+    assert_eq!(replay_rows(&events, &[]), source_rows(&client, "heap").await, "replaying the output must give the table");
+}
+
+/// The tables read by block ranges are locked before any worker reads
+/// them: a rewrite asked for while another table is read waits for the
+/// snapshot, so no range is read in the old blocks and another in the new.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyless_table_waiting_for_its_turn_is_not_rewritten_before_it() {
+    let db = "it_snap_blocks_lock";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE a (id bigint PRIMARY KEY, pad text);
+             INSERT INTO a SELECT g, repeat('a', 50) FROM generate_series(1, 200000) g;
+             CREATE TABLE heap (x int, y text);
+             ALTER TABLE heap REPLICA IDENTITY FULL;
+             INSERT INTO heap SELECT g % 1000, 'n' FROM generate_series(1, 50000) g;
+             ANALYZE;",
+        )
+        .await
+        .unwrap();
+    let url = db_url(db);
+    let (out, state) = (temp_dir("snap-blocks-lock-out"), temp_dir("snap-blocks-lock-state"));
+    let mut a = args(&url, &out, &state, &["--snapshot-workers", "1", "--snapshot-chunk-rows", "1000"]);
+    a.extend(["--until", "now"]);
+    let log = state.join("run.log");
+    let mut child = Running(spawn_riffle(&a, None, &log));
+    freeze_when(&child.0, "the snapshot of a", 60, || plan_rows(&state, "public.a") >= 2000).await;
+    assert_eq!(plan_rows(&state, "public.heap"), 0, "heap is not read yet");
+    client.batch_execute("SET lock_timeout = '1s'").await.unwrap();
+    let rewrite = client.batch_execute("VACUUM FULL heap").await;
+    signal(&child.0, "CONT");
+    let err = rewrite.expect_err("VACUUM FULL waits for the snapshot's lock");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE), "{err}");
+    wait_for("riffle to finish", 60, || child.0.try_wait().unwrap().is_some()).await;
+    assert!(child.0.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert_eq!(log_count(&log, "split into block ranges"), 1, "{}", std::fs::read_to_string(&log).unwrap());
+    let events = read_jsonl(&out, "public.heap");
     assert_eq!(replay_rows(&events, &[]), source_rows(&client, "heap").await, "replaying the output must give the table");
 }
 

@@ -284,6 +284,7 @@ pub async fn copy(
             first: job.ctx.read_first.contains(&t.selected.id.to_string()),
         })
         .collect();
+    let held = hold_block_tables(job.params, &tables).await?;
     let tables = Arc::new(tables);
     let at = job.at;
     let opts = Forwarding {
@@ -301,7 +302,38 @@ pub async fn copy(
     };
     let (end, progress, _) =
         riffle_core::parallel::forward(&planned, opts, vec![(); job.workers.max(1)], spawn, PgError::Unexpected, out, stop).await?;
+    if let Some(held) = held {
+        held.batch_execute("COMMIT").await.map_err(PgError::session("releasing the block-range tables"))?;
+    }
     Ok((end, progress))
+}
+
+/// Holds `ACCESS SHARE` locks on the tables read by block ranges, from one
+/// session, until the copy ends (as `pg_dump` does): a `VACUUM FULL` or
+/// `CLUSTER` rewriting such a table moves its rows to other blocks, and
+/// had it run between two workers' reads, one would have read blocks
+/// before the rewrite and the other after. Locked first, it waits for the
+/// copy; already running, the copy waits for it, and every range is read
+/// after it. A table dropped meanwhile is skipped (its chunks say so).
+async fn hold_block_tables(params: &ConnectParams, tables: &[PlannedTable]) -> Result<Option<Client>, PgError> {
+    let blocks: Vec<&PlannedTable> = tables.iter().filter(|t| matches!(t.chunking, Chunking::Blocks)).collect();
+    if blocks.is_empty() {
+        return Ok(None);
+    }
+    let client = params.connect().await?;
+    let lock = |e: tokio_postgres::Error| PgError::session("locking the tables read by block ranges")(e);
+    client.batch_execute("BEGIN").await.map_err(lock)?;
+    for t in blocks {
+        client.batch_execute("SAVEPOINT lock").await.map_err(lock)?;
+        match client.batch_execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", t.selected.qualified())).await {
+            Ok(()) => client.batch_execute("RELEASE SAVEPOINT lock").await.map_err(lock)?,
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                client.batch_execute("ROLLBACK TO SAVEPOINT lock").await.map_err(lock)?
+            }
+            Err(e) => return Err(copy_err(&t.selected, e)),
+        }
+    }
+    Ok(Some(client))
 }
 
 /// A piece of COPY output this large is handed on even before it holds a
