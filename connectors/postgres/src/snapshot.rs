@@ -107,10 +107,8 @@ pub async fn plan(
             continue;
         }
         let key = chunked::chunk_key(client, t, &schema).await?;
-        let blocks = match key.is_empty() && resumed.is_none() {
-            true => chunked::block_ranges(client, t, chunk_rows).await?,
-            false => None,
-        };
+        // Block ranges only inside the one snapshot the plan is read in.
+        let blocks = if key.is_empty() && resumed.is_none() { chunked::block_ranges(client, t, chunk_rows).await? } else { None };
         let (chunking, names) = match (key.is_empty(), &blocks) {
             (false, _) => {
                 let names = key.iter().map(|k| k.name.clone()).collect();
