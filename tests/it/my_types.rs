@@ -244,7 +244,8 @@ async fn mariadb_uuid_inet6_and_inet4_read_alike_from_snapshot_and_binlog() {
 }
 
 /// Text in every character set riffle decodes from the binlog (every
-/// single-byte set the server has, each holding all 256 bytes; UTF-16,
+/// single-byte set the server has, each holding all 256 bytes; every East
+/// Asian set, each holding every character the server has for it; UTF-16,
 /// UTF-16LE, UCS-2 and UTF-32, astral characters and `CHAR` padding
 /// included) reads the same from the snapshot and from the binlog, in
 /// after and before images: the server's own text.
@@ -274,6 +275,33 @@ async fn every_decodable_character_set_reads_alike_from_snapshot_and_binlog() {
         ("p_utf32", "CHAR(4) CHARACTER SET utf32", "z"),
     ] {
         columns.push((name.into(), def.into(), format!("'{value}'")));
+    }
+    // The East Asian sets: every character the server has for them (each
+    // two-byte sequence, and EUC-JP's 0x8F three-byte ones, it converts to
+    // one character), after the ASCII bytes.
+    let multi: Vec<(String, u64)> = conn
+        .query("SELECT CHARACTER_SET_NAME, MAXLEN FROM information_schema.CHARACTER_SETS WHERE MAXLEN IN (2, 3) AND CHARACTER_SET_NAME NOT IN ('ucs2', 'utf8mb3') ORDER BY 1")
+        .await
+        .unwrap();
+    assert!(multi.iter().any(|(c, _)| c == "gbk") && multi.iter().any(|(c, _)| c == "ujis"), "{multi:?}");
+    let ascii: String = (0x20..0x7fu8).map(|b| format!("{b:02X}")).collect();
+    for (cs, maxlen) in &multi {
+        let mut hex = ascii.clone();
+        for prefix in if *maxlen == 3 { vec!["", "8F"] } else { vec![""] } {
+            let valid: Option<String> = conn
+                .query_first(format!(
+                    "WITH RECURSIVE b (n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM b WHERE n < 255) \
+                     SELECT GROUP_CONCAT(h ORDER BY h SEPARATOR '') FROM ( \
+                       SELECT CONCAT('{prefix}', LPAD(HEX(hi.n), 2, '0'), LPAD(HEX(lo.n), 2, '0')) AS h FROM b hi, b lo WHERE hi.n >= 128) t \
+                     WHERE CHAR_LENGTH(CONVERT(UNHEX(h) USING {cs})) = 1 AND CONVERT(UNHEX(h) USING {cs}) <> '?'"
+                ))
+                .await
+                .unwrap()
+                .flatten();
+            hex.push_str(&valid.unwrap());
+        }
+        assert!(hex.len() > 10_000, "{cs}: {} hex digits", hex.len());
+        columns.push((format!("m_{cs}"), format!("MEDIUMTEXT CHARACTER SET {cs}"), format!("CONVERT(UNHEX('{hex}') USING {cs})")));
     }
     let defs: Vec<String> = columns.iter().map(|(n, d, _)| format!("{n} {d}")).collect();
     conn.query_drop(format!("CREATE TABLE cs (id INT PRIMARY KEY, {})", defs.join(", "))).await.unwrap();

@@ -1,7 +1,7 @@
 //! Tables, columns and keys from `information_schema`.
 
 use crate::error::MyError;
-use crate::types::{column_type, MyColumn, SingleByte, KNOWN_CHARSETS};
+use crate::types::{column_type, MyColumn, ServerCharset, KNOWN_CHARSETS};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use riffle_core::{TableId, TableSchema};
@@ -124,39 +124,93 @@ pub async fn load_columns(conn: &mut Conn, id: &TableId) -> Result<Vec<MyColumn>
             )
         })
         .collect();
-    let mut tables: Vec<(String, Option<Arc<SingleByte>>)> = Vec::new();
     for c in &mut columns {
         let Some(cs) = c.charset.clone().filter(|cs| !KNOWN_CHARSETS.contains(&cs.as_str())) else { continue };
-        if !tables.iter().any(|(name, _)| *name == cs) {
-            let table = single_byte(conn, &cs).await?;
-            tables.push((cs.clone(), table));
-        }
-        c.single_byte = tables.iter().find(|(name, _)| *name == cs).and_then(|(_, t)| t.clone());
+        let known = SERVER_CHARSETS.lock().unwrap_or_else(|e| e.into_inner()).get(&cs).cloned();
+        c.server_charset = match known {
+            Some(table) => table,
+            None => {
+                let table = server_charset(conn, &cs).await?;
+                SERVER_CHARSETS.lock().unwrap_or_else(|e| e.into_inner()).insert(cs, table.clone());
+                table
+            }
+        };
     }
     Ok(columns)
 }
 
-/// What the server makes of each of the 256 bytes in character set `cs`,
-/// converted to utf8mb4, when `cs` is a single-byte set (`None` for a
-/// multi-byte one, which riffle does not decode).
-async fn single_byte(conn: &mut Conn, cs: &str) -> Result<Option<Arc<SingleByte>>, MyError> {
+/// The character sets' tables read from the server, by name: read once per
+/// process (a two-byte set's table is 65,536 rows), since a process reads
+/// one source.
+static SERVER_CHARSETS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Option<Arc<ServerCharset>>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// What the server makes of each byte, and of each two-byte sequence, in
+/// character set `cs` (and, for EUC-JP's sets, of each `0x8F b1 b2`),
+/// converted to utf8mb4, for a set of characters of at most 3 bytes;
+/// `None` for a longer one (gb18030), which riffle does not decode. A byte
+/// whose conversion is not one character other than `?` starts a longer
+/// sequence.
+async fn server_charset(conn: &mut Conn, cs: &str) -> Result<Option<Arc<ServerCharset>>, MyError> {
     let what = || format!("reading character set {cs}");
     let maxlen: Option<u64> = conn
         .exec_first("SELECT MAXLEN FROM information_schema.CHARACTER_SETS WHERE CHARACTER_SET_NAME = ?", (cs,))
         .await
         .map_err(|e| MyError::query(what(), e))?;
     // A name from the catalog, checked before it is spelled into SQL.
-    if maxlen != Some(1) || !cs.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    let Some(maxlen) = maxlen.filter(|m| (1..=3).contains(m)) else { return Ok(None) };
+    if !cs.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Ok(None);
     }
-    let all: String = (0..=255u8).map(|b| format!("{b:02X}")).collect();
-    let text: Option<String> =
-        conn.exec_first(format!("SELECT CONVERT(UNHEX(?) USING {cs})"), (all,)).await.map_err(|e| MyError::query(what(), e))?;
-    let chars: Vec<char> = text.unwrap_or_default().chars().collect();
-    let table = <[char; 256]>::try_from(chars).map_err(|chars| {
-        MyError::Unexpected(format!("character set {cs}: the server converted its 256 bytes to {} characters", chars.len()))
-    })?;
-    Ok(Some(Arc::new(SingleByte(table))))
+    // Every byte, or every two bytes after `prefix`: one row each, by number
+    // (a recursive CTE of 256 rows works on MySQL's default recursion limit).
+    let convert = async |conn: &mut Conn, prefix: &str, two: bool| -> Result<Vec<(u32, String)>, MyError> {
+        let (number, hex) = if two {
+            ("hi.n * 256 + lo.n", "CONCAT(LPAD(HEX(hi.n), 2, '0'), LPAD(HEX(lo.n), 2, '0'))")
+        } else {
+            ("lo.n", "LPAD(HEX(lo.n), 2, '0')")
+        };
+        let from = if two { "b hi, b lo" } else { "b lo" };
+        let sql = format!(
+            "WITH RECURSIVE b (n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM b WHERE n < 255) \
+             SELECT {number}, CONVERT(UNHEX(CONCAT('{prefix}', {hex})) USING {cs}) FROM {from}"
+        );
+        conn.query(sql).await.map_err(|e| MyError::query(what(), e))
+    };
+    let one = |text: &str| {
+        let mut chars = text.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => Some(c),
+            _ => None,
+        }
+    };
+    let mut single = [None; 256];
+    for (n, text) in convert(conn, "", false).await? {
+        if let (Some(slot), Some(c)) = (single.get_mut(n as usize), one(&text)) {
+            // `?` is what the server makes of a byte it cannot convert alone.
+            *slot = (maxlen == 1 || c != '?' || n == 0x3f).then_some(c);
+        }
+    }
+    if maxlen == 1 {
+        if single.iter().any(Option::is_none) {
+            return Err(MyError::Unexpected(format!(
+                "character set {cs}: the server did not convert each of its 256 bytes to one character"
+            )));
+        }
+        return Ok(Some(Arc::new(ServerCharset { single, pairs: Vec::new(), triples: Vec::new() })));
+    }
+    let table = async |conn: &mut Conn, prefix: &str| -> Result<Vec<char>, MyError> {
+        let mut table = vec![char::REPLACEMENT_CHARACTER; 65536];
+        for (n, text) in convert(conn, prefix, true).await? {
+            if let (Some(slot), Some(c)) = (table.get_mut(n as usize), one(&text)) {
+                *slot = c;
+            }
+        }
+        Ok(table)
+    };
+    let pairs = table(conn, "").await?;
+    let triples = if maxlen == 3 && single[0x8f].is_none() { table(conn, "8F").await? } else { Vec::new() };
+    Ok(Some(Arc::new(ServerCharset { single, pairs, triples })))
 }
 
 /// The table's schema for events, with the primary key.

@@ -191,13 +191,14 @@ pub async fn warn_if_near_purge(conn: &mut Conn, file: &str) {
 
 /// Refuses tables with text columns in a character set the binlog decoder
 /// does not know, rather than garble them: it knows
-/// [`crate::types::KNOWN_CHARSETS`] and every single-byte set (the snapshot
+/// [`crate::types::KNOWN_CHARSETS`] and the sets the server's tables cover
+/// (every set of characters at most 3 bytes long: [`crate::catalog`]; the snapshot
 /// reads everything as utf8mb4; the binlog carries each column's own bytes).
 pub async fn require_supported_charsets(conn: &mut Conn, tables: &[crate::catalog::SelectedTable]) -> Result<(), MyError> {
     let mut bad = Vec::new();
     for t in tables {
         for c in crate::catalog::load_columns(conn, &t.id).await? {
-            let known = |cs: &&str| crate::types::KNOWN_CHARSETS.contains(cs) || c.single_byte.is_some();
+            let known = |cs: &&str| crate::types::KNOWN_CHARSETS.contains(cs) || c.server_charset.is_some();
             if let Some(cs) = c.charset.as_deref().filter(|cs| !known(cs)) {
                 bad.push(format!("{}.{} ({cs})", t.id, c.column.name));
             }

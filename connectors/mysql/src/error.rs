@@ -144,8 +144,8 @@ pub enum MyError {
     /// Text columns in character sets the binlog decoder does not know
     /// (`db.table.column (charset)`).
     #[error(
-        "columns in character sets riffle cannot decode from the binlog yet: {}; supported: {} and every single-byte set \
-         (latin2, cp1251, koi8r, …). Convert them (ALTER TABLE … CONVERT TO CHARACTER SET utf8mb4) or leave the tables out with --exclude",
+        "columns in character sets riffle cannot decode from the binlog yet: {}; supported: {} and every set of characters \
+         of at most 3 bytes (latin2, cp1251, koi8r, gbk, big5, sjis, ujis, euckr, …), read from the server's own tables. Convert them (ALTER TABLE … CONVERT TO CHARACTER SET utf8mb4) or leave the tables out with --exclude",
         columns.join(", "),
         KNOWN_CHARSETS.join(", ")
     )]

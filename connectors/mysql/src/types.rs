@@ -28,17 +28,49 @@ pub struct MyColumn {
     pub charset: Option<String>,
     /// `binary(n)`: the binlog drops trailing zero bytes the column keeps.
     pub binary_len: Option<usize>,
-    /// A single-byte character set's characters, byte by byte, as the
-    /// server converts them (see [`crate::catalog::load_columns`]).
-    pub single_byte: Option<Arc<SingleByte>>,
+    /// The character set's table, as the server converts it, for sets
+    /// riffle does not decode itself (see [`crate::catalog::load_columns`]).
+    pub server_charset: Option<Arc<ServerCharset>>,
 }
 
-/// What each byte of a single-byte character set is, as the server itself
-/// converts it to utf8mb4 (a byte the set does not map becomes what the
-/// server makes of it, `?` usually): binlog strings decoded with it read as
-/// the snapshot's text does.
+/// What each byte, and each two-byte (and EUC-JP's three-byte) sequence,
+/// of a character set is, as the server itself converts it to utf8mb4:
+/// binlog strings decoded with it read as the snapshot's text does.
 #[derive(Debug, PartialEq, Eq)]
-pub struct SingleByte(pub [char; 256]);
+pub struct ServerCharset {
+    /// Each byte alone; `None`: it starts a longer sequence.
+    pub single: [Option<char>; 256],
+    /// Two-byte sequences, by `lead << 8 | trail`; empty for a single-byte set.
+    pub pairs: Vec<char>,
+    /// Three-byte sequences `0x8F b1 b2` (EUC-JP's JIS X 0212), by
+    /// `b1 << 8 | b2`; empty for other sets.
+    pub triples: Vec<char>,
+}
+
+impl ServerCharset {
+    /// `bytes` in this set. A sequence cut short (the server never writes
+    /// one) becomes U+FFFD.
+    pub fn decode(&self, bytes: &[u8]) -> String {
+        let mut out = String::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            let (c, len) = match self.single[usize::from(b)] {
+                Some(c) => (Some(c), 1),
+                None if b == 0x8f && !self.triples.is_empty() => (self.sequence(&self.triples, bytes.get(i + 1..i + 3)), 3),
+                None => (self.sequence(&self.pairs, bytes.get(i..i + 2)), 2),
+            };
+            out.push(c.unwrap_or(char::REPLACEMENT_CHARACTER));
+            i += len;
+        }
+        out
+    }
+
+    fn sequence(&self, table: &[char], two: Option<&[u8]>) -> Option<char> {
+        let two = two?;
+        table.get(usize::from(two[0]) << 8 | usize::from(two[1])).copied()
+    }
+}
 
 /// Character sets decoded without asking the server: UTF-8 (all three
 /// names), MySQL's latin1 (Windows-1252), the UTF-16 and UTF-32 forms, and
@@ -145,7 +177,7 @@ pub fn column_type(
         is_set: data_type == "set",
         charset,
         binary_len: (data_type == "binary").then(|| column_type.trim_start_matches("binary(").trim_end_matches(')').parse().ok()).flatten(),
-        single_byte: None,
+        server_charset: None,
     }
 }
 
@@ -259,8 +291,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// Text from a binlog string column in its character set. Bytes that are
 /// not valid in it (the server never writes any) become U+FFFD.
 fn decode_charset(col: &MyColumn, bytes: Vec<u8>) -> String {
-    if let Some(table) = &col.single_byte {
-        return bytes.iter().map(|&b| table.0[usize::from(b)]).collect();
+    if let Some(table) = &col.server_charset {
+        return table.decode(&bytes);
     }
     match col.charset.as_deref() {
         // MySQL's latin1 is Windows-1252.
@@ -499,7 +531,7 @@ mod tests {
     }
 
     #[test]
-    fn utf16_utf32_and_single_byte_strings_decode_and_bad_bytes_never_panic() {
+    fn utf16_utf32_and_server_table_strings_decode_and_bad_bytes_never_panic() {
         let text = |charset: &str, bytes: &[u8]| {
             let mut c = col("varchar", "varchar(10)", 0);
             c.charset = Some(charset.into());
@@ -515,11 +547,20 @@ mod tests {
         assert_eq!(text("utf32", &[0x00, 0x11, 0x00, 0x00, 0x41]), "\u{fffd}\u{fffd}");
         let mut c = col("varchar", "varchar(10)", 0);
         c.charset = Some("koi8r".into());
-        let mut table = ['?'; 256];
-        table[0xc1] = 'а';
-        table[0x41] = 'A';
-        c.single_byte = Some(Arc::new(SingleByte(table)));
+        let mut single = [Some('?'); 256];
+        single[0xc1] = Some('а');
+        single[0x41] = Some('A');
+        c.server_charset = Some(Arc::new(ServerCharset { single, pairs: Vec::new(), triples: Vec::new() }));
         assert_eq!(decode_charset(&c, vec![0xc1, 0x41, 0xff]), "аA?");
+        // A double-byte set with EUC-JP's three-byte sequences; cut short at the end.
+        let mut single = [None; 256];
+        single[0x41] = Some('A');
+        let (mut pairs, mut triples) = (vec!['?'; 65536], vec!['?'; 65536]);
+        pairs[0xa4a2] = 'あ';
+        triples[0xb0a1] = '丂';
+        c.server_charset = Some(Arc::new(ServerCharset { single, pairs, triples }));
+        assert_eq!(decode_charset(&c, vec![0xa4, 0xa2, 0x41, 0x8f, 0xb0, 0xa1, 0xa4]), "あA丂\u{fffd}");
+        assert_eq!(decode_charset(&c, vec![0x8f, 0xb0]), "\u{fffd}");
     }
 
     #[test]
