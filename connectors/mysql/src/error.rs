@@ -412,6 +412,14 @@ mod tests {
     use super::*;
     use riffle_core::error::chain;
 
+    #[test]
+    fn a_character_set_riffle_cannot_decode_is_named_with_the_fix() {
+        // No MariaDB set is refused any more; MySQL's gb18030 is.
+        let text = MyError::UnsupportedCharsets { columns: vec!["shop.t.name (gb18030)".into()] }.to_string();
+        assert!(text.contains("shop.t.name (gb18030)") && text.contains("utf16") && text.contains("gbk"), "{text}");
+        assert!(text.contains("ALTER TABLE … CONVERT TO CHARACTER SET utf8mb4") && text.contains("--exclude"), "{text}");
+    }
+
     fn server(code: u16, message: &str) -> mysql_async::Error {
         mysql_async::Error::Server(mysql_async::ServerError { code, message: message.into(), state: "HY000".into() })
     }
