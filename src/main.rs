@@ -39,7 +39,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(riffle::run(cli)) {
+    let result = runtime.block_on(riffle::run(cli));
+    // Work still running on a blocking thread once the command has ended
+    // (a sink `riffle verify` was still reading when stopped) gets a few
+    // seconds, not as long as it would take.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(3));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<riffle::verify::Differences>().is_some() => {
             eprintln!("{e:#}");

@@ -311,6 +311,20 @@ impl Sorting {
     }
 }
 
+/// The spilled runs go with the pass, however it ends (a stop included).
+/// A sorter still running on a blocking thread then cannot spill (its
+/// directory is gone); one that created a file while the directory was
+/// being emptied is caught by the second try.
+impl Drop for Sorting {
+    fn drop(&mut self) {
+        for _ in 0..3 {
+            if std::fs::remove_dir_all(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+        }
+    }
+}
+
 /// The sink's row for one key as of P: its events (in position order)
 /// replayed.
 fn replay(events: Vec<Rec>, keyless: bool) -> Option<Entry> {
@@ -640,11 +654,9 @@ async fn pass(
     let source_stop = stop.clone();
     let task = tokio::spawn(async move { source.run(tx, durable_rx, source_stop).await });
     let mut transformer = Transformer::new(cfg.rules.clone(), cfg.mask_salt.clone());
-    let sorting = Sorting {
-        used: Arc::new(AtomicUsize::new(0)),
-        budget: sort_budget(),
-        dir: std::env::temp_dir().join(format!("riffle-verify-{}", std::process::id())),
-    };
+    let dir = std::env::temp_dir().join(format!("riffle-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("making {} for the external sort", dir.display()))?;
+    let sorting = Sorting { used: Arc::new(AtomicUsize::new(0)), budget: sort_budget(), dir };
     let mut at: Option<(Offset, String)> = None;
     // The source's database, for topic names that hold it.
     let mut db: Option<String> = None;
@@ -764,7 +776,7 @@ async fn pass(
         }
         sinks.push(SinkReport { sink: side.name, behind: side.behind, tables });
     }
-    let _ = std::fs::remove_dir_all(&sorting.dir);
+    drop(sorting);
     if !again.is_empty() {
         again.sort();
         again.dedup();

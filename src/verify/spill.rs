@@ -141,10 +141,11 @@ pub struct Sorter {
 }
 
 /// A new run's file in `dir`, unique in the process (sorters move between
-/// threads and places).
+/// threads and places). `dir` is made by the sorters' owner and removed
+/// with it: a sorter left running after its owner is gone (a stopped
+/// verify) cannot make it again.
 fn run_file(dir: &std::path::Path) -> io::Result<(PathBuf, BufWriter<File>)> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("run-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
     let out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
     Ok((path, out))
@@ -299,6 +300,7 @@ mod tests {
     #[test]
     fn records_come_back_in_order_across_runs_and_memory() {
         let dir = std::env::temp_dir().join(format!("riffle-spill-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let used = Arc::new(AtomicUsize::new(0));
         // A budget of a few records: many runs.
         let mut s = Sorter::new(used.clone(), 2_000, dir.clone());

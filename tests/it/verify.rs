@@ -430,6 +430,21 @@ async fn a_table_larger_than_memory_verifies_through_spilled_runs() {
     let (code, text, _) = run(&check);
     assert_eq!(code, Some(3), "{text}");
     assert!(text.lines().any(|l| l.contains("public.t differing:") && l.contains("id=787654")), "{text}");
+    // Stopped (SIGINT) while rows spill: it ends within seconds, says so,
+    // and leaves no temporary files behind.
+    let mut cmd = riffle_cmd(&check);
+    cmd.env("RIFFLE_VERIFY_SORT_BUDGET", "262144").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let spill = std::env::temp_dir().join(format!("riffle-verify-{}", child.id()));
+    wait_for("rows spilled to disk", 60, || std::fs::read_dir(&spill).is_ok_and(|mut d| d.next().is_some())).await;
+    signal(&child, "INT");
+    let stopped = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(stopped.elapsed() < std::time::Duration::from_secs(10), "took {:?} to stop: {text}", stopped.elapsed());
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("stopped"), "{text}");
+    assert!(!spill.exists(), "the spilled runs are removed");
 }
 
 /// A sink row known only in part (an update that left a TOASTed value
