@@ -5,7 +5,7 @@
 //! backslashes and tabs, UUID keys, an empty table, and a table without a
 //! key, read whole).
 
-use crate::snapshot_support::{ends_saying, freeze_when, plan_rows, replay_rows};
+use crate::snapshot_support::{ends_saying, freeze_when, kill_9_at_shares, plan_rows, replay_rows};
 use crate::support::*;
 use mysql_async::prelude::Queryable;
 use serde_json::Value as Json;
@@ -97,15 +97,7 @@ async fn kill_9_twice_mid_snapshot_resumes_with_only_the_chunks_left() {
     let stop = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer(db, stop.clone()));
     // Killed twice: in the first snapshot, then in the rounds of the next run.
-    let mut at_kills = Vec::new();
-    for (i, share) in [0.25, 0.6].into_iter().enumerate() {
-        let mut child = spawn_riffle(&args, None, &state.join(format!("run{i}.log")));
-        let target = (BIG as f64 * share) as u64;
-        kill_9_when(&mut child, "the snapshot to commit chunks of big", 120, async || plan_rows(&state, ".big") >= target).await;
-        at_kills.push(plan_rows(&state, ".big"));
-    }
-    assert!(at_kills[1] > at_kills[0], "the second run went on from the first: {at_kills:?}");
-    let at_kill = at_kills[0];
+    let at_kill = kill_9_at_shares(&args, &state, BIG as u64, &[0.25, 0.6]).await[0];
     let mut until = args.clone();
     until.extend(["--until".into(), "now".into()]);
     let rerun = tokio::task::spawn_blocking({

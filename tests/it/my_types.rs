@@ -193,21 +193,7 @@ async fn mariadb_uuid_inet6_and_inet4_read_alike_from_snapshot_and_binlog() {
     };
     conn.query_drop(insert(0..7)).await.unwrap();
     let (out, state) = (temp_dir("my-fixed-out"), temp_dir("my-fixed-state"));
-    let args = [
-        "replicate",
-        "--source",
-        &my_url(db),
-        "--tables",
-        "addr",
-        "--sink",
-        out.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-        "--snapshot-chunk-rows",
-        "3",
-        "--until",
-        "now",
-    ];
+    let args = replicate_args(&my_url(db), "addr", &out, &state, &["--snapshot-chunk-rows", "3", "--until", "now"]);
     let first = riffle_ok(&args);
     assert!(!stderr(&first).contains("read whole"), "a UUID key bounds chunks: {}", stderr(&first));
     conn.query_drop(insert(7..14)).await.unwrap();
@@ -312,19 +298,7 @@ async fn every_decodable_character_set_reads_alike_from_snapshot_and_binlog() {
     };
     conn.query_drop(insert(1)).await.unwrap();
     let (out, state) = (temp_dir("my-cs-out"), temp_dir("my-cs-state"));
-    let args = [
-        "replicate",
-        "--source",
-        &my_url(db),
-        "--tables",
-        "cs",
-        "--sink",
-        out.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-        "--until",
-        "now",
-    ];
+    let args = replicate_args(&my_url(db), "cs", &out, &state, &["--until", "now"]);
     riffle_ok(&args);
     conn.query_drop(insert(2)).await.unwrap();
     conn.query_drop("UPDATE cs SET id = 3 WHERE id = 1").await.unwrap();

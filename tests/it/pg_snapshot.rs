@@ -4,7 +4,7 @@
 //! escapes, uuid, a unique index instead of a primary key, none) and after
 //! `kill -9` in the middle of the snapshot, with no chunk read twice.
 
-use crate::snapshot_support::{ends_saying, freeze_when, key_of, plan_rows, replay_rows};
+use crate::snapshot_support::{ends_saying, freeze_when, key_of, kill_9_at_shares, plan_rows, replay_rows};
 use crate::support::*;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -165,14 +165,7 @@ async fn kill_9_twice_mid_snapshot_resumes_with_only_the_chunks_left() {
     // Short rounds: a resumed snapshot is read in several rounds between
     // stretches of the stream.
     let a = args(&url, &out, &state, &["--snapshot-workers", "2", "--snapshot-chunk-rows", "2000", "--snapshot-round", "200ms"]);
-    let mut at_kill = Vec::new();
-    for (i, share) in [0.2, 0.6].into_iter().enumerate() {
-        let mut child = spawn_riffle(&a, None, &state.join(format!("run{i}.log")));
-        let target = (big as f64 * share) as u64;
-        kill_9_when(&mut child, "the snapshot to commit chunks", 120, async || plan_rows(&state, ".big") >= target).await;
-        at_kill.push(plan_rows(&state, ".big"));
-    }
-    assert!(at_kill[1] > at_kill[0], "the second run went on from the first: {at_kill:?}");
+    kill_9_at_shares(&a, &state, big as u64, &[0.2, 0.6]).await;
     let log = run_to_now(&a).await;
     let rounds = log.lines().filter(|l| l.contains("snapshot round")).count();
     assert!(rounds >= 2, "the rest is read in rounds: {rounds}\n{log}");

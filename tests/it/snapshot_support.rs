@@ -2,7 +2,7 @@
 //! table's rows, reading a saved snapshot plan, and freezing riffle at a
 //! chosen point of its snapshot.
 
-use crate::support::{log_count, signal, wait_for};
+use crate::support::{kill_9_when, log_count, signal, spawn_riffle, wait_for};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -63,6 +63,22 @@ pub fn plan_rows(state: &Path, suffix: &str) -> u64 {
         })
         .next()
         .unwrap_or(0)
+}
+
+/// Runs riffle with `args` once per share of `shares`, each run killed
+/// (`kill -9`) once the saved plan has that share of `total` rows of the
+/// table named `….big` committed: the rows each kill left committed, each
+/// run having gone on from the one before.
+pub async fn kill_9_at_shares<S: AsRef<std::ffi::OsStr>>(args: &[S], state: &Path, total: u64, shares: &[f64]) -> Vec<u64> {
+    let mut at_kills = Vec::new();
+    for (i, share) in shares.iter().enumerate() {
+        let mut child = spawn_riffle(args, None, &state.join(format!("run{i}.log")));
+        let target = (total as f64 * share) as u64;
+        kill_9_when(&mut child, "the snapshot to commit chunks of big", 120, async || plan_rows(state, ".big") >= target).await;
+        at_kills.push(plan_rows(state, ".big"));
+    }
+    assert!(at_kills.windows(2).all(|w| w[1] > w[0]), "each run went on from the one before: {at_kills:?}");
+    at_kills
 }
 
 /// Freezes `child` (SIGSTOP) once `ready` holds, checking it while frozen so
