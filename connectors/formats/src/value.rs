@@ -185,6 +185,16 @@ mod tests {
         assert_eq!(csv(&Value::Text(String::new())), "\"\"");
         assert_eq!(csv(&Value::Bytes(vec![])), "\"\"");
         assert_eq!(csv(&Value::Text("a,\"b\"\nc".into())), "\"a,\"\"b\"\"\nc\"");
+        assert_eq!(csv(&Value::Text("carriage\rreturn".into())), "\"carriage\rreturn\"");
+        assert_eq!(csv(&Value::Text("\"\"".into())), "\"\"\"\"\"\"");
+        assert_eq!(
+            csv(&Value::Text("plain text, but long enough for a wide scan".repeat(3))),
+            format!("\"{}\"", "plain text, but long enough for a wide scan".repeat(3))
+        );
+        assert_eq!(
+            csv(&Value::Text("no specials in this long cell at all, none".replace(',', ";"))),
+            "no specials in this long cell at all; none"
+        );
         assert_eq!(csv(&Value::Float64(f64::NAN)), "NaN");
         assert_eq!(csv(&Value::Array(vec![Value::Text("x".into())])), "\"[\"\"x\"\"]\"");
     }
