@@ -550,8 +550,8 @@ fn sink_sides(cfg: &Config) -> Result<Vec<SinkSide>> {
                 // decoded into riffle's envelope, and the source's rows
                 // encoded in the sink's Avro and decoded alike.
                 let format: Arc<dyn riffle_formats::file::FileFormat> = match (&opts.format, opts.encoding) {
-                    (riffle_kafka::ValueFormat::Avro { .. }, _) => Arc::new(riffle_kafka::AvroLines((**opts).clone())),
-                    (_, riffle_kafka::ValueEncoding::Debezium(modes)) => Arc::new(riffle_kafka::debezium::DebeziumLines(modes)),
+                    (riffle_kafka::ValueFormat::Avro { .. }, _) => Arc::new(riffle_kafka::avro_lines((**opts).clone())),
+                    (_, riffle_kafka::ValueEncoding::Debezium(modes)) => Arc::new(riffle_kafka::debezium::debezium_lines(modes)),
                     (_, riffle_kafka::ValueEncoding::Riffle) => {
                         let encoder = riffle_formats::Encoder { format: riffle_formats::Format::Jsonl, metadata: true };
                         riffle_formats::file::file_format(encoder, None).map_err(|e| anyhow!("sink {}: {e}", s.name))?

@@ -30,12 +30,11 @@
 
 use base64::Engine;
 use riffle_core::{BeforeImage, ChangeEvent, Column, DataType, Op, SinkError, TableSchema, Value};
-use riffle_formats::file::{FileFormat, FileWriter, LineWriter};
+use riffle_formats::file::{FileFormat, LineFormat};
 use riffle_formats::temporal;
 use riffle_formats::value::{write_int, write_json, write_json_str};
 use riffle_formats::FormatError;
 use serde_json::{json, Value as Json};
-use std::sync::Arc;
 
 /// `decimal.handling.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -815,23 +814,16 @@ fn interval_iso(text: &str) -> Option<String> {
 /// Debezium envelopes as JSON lines: how `riffle verify` writes the
 /// source's rows to compare them with a topic written in Debezium's
 /// encodings (both sides then read back the same way).
-pub struct DebeziumLines(pub Modes);
-
-impl FileFormat for DebeziumLines {
-    fn extension(&self) -> &'static str {
-        "jsonl"
-    }
-
-    fn name(&self) -> String {
-        "JSON in Debezium's encodings".into()
-    }
-
-    fn writer(&self, _table: &Arc<TableSchema>, _namespace: &str) -> Result<Box<dyn FileWriter>, FormatError> {
-        let (modes, mut plan) = (self.0, None);
-        Ok(LineWriter::boxed(move |event: &ChangeEvent, out: &mut Vec<u8>| {
-            let plan = plan.get_or_insert_with(|| Plan::new(&event.table, event.source.connector, &modes));
-            plan.write_envelope(event, None, out).map_err(|e| FormatError::Unrepresentable { what: e.to_string() })
-        }))
+pub fn debezium_lines(modes: Modes) -> impl FileFormat {
+    LineFormat {
+        name: "JSON in Debezium's encodings",
+        make: move || {
+            let mut plan = None;
+            move |event: &ChangeEvent, out: &mut Vec<u8>| {
+                let plan = plan.get_or_insert_with(|| Plan::new(&event.table, event.source.connector, &modes));
+                plan.write_envelope(event, None, out).map_err(|e| FormatError::Unrepresentable { what: e.to_string() })
+            }
+        },
     }
 }
 

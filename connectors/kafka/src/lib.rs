@@ -44,7 +44,7 @@ mod topics;
 mod txmeta;
 
 pub use options::{KafkaOptions, OptionError, ValueEncoding, ValueFormat};
-pub use read::{AvroLines, TopicMessage};
+pub use read::{avro_lines, TopicMessage};
 pub use registry::RegistryError;
 pub use sink::{check, KafkaSink};
 pub use source::{KafkaSource, KafkaSourceOptions};

@@ -6,7 +6,7 @@
 //! (their writer schemas from the registry) by the Kafka source's decoder
 //! and handed on as riffle's JSON envelope of the event; verify sends the
 //! source's rows through the sink's own Avro encoding and the same decoder
-//! ([`AvroLines`]), so whatever Avro cannot hold is lost on both sides alike.
+//! ([`avro_lines`]), so whatever Avro cannot hold is lost on both sides alike.
 
 use crate::encode::TableOut;
 use crate::registry::Registry;
@@ -17,12 +17,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use riffle_core::SinkError;
-use riffle_core::{ChangeEvent, KafkaPosition, Position, TableSchema};
+use riffle_core::{ChangeEvent, KafkaPosition, Position};
 use riffle_formats::error::FormatError;
-use riffle_formats::file::{FileFormat, FileWriter, LineWriter};
+use riffle_formats::file::{FileFormat, LineFormat};
 use riffle_formats::jsonl;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One message as read back.
@@ -175,7 +174,15 @@ impl KafkaOptions {
 /// not registered), decoded again by the Kafka source's decoder and
 /// written as riffle's JSON envelope, as [`KafkaOptions::read_topic`]
 /// hands on the topic's messages.
-pub struct AvroLines(pub KafkaOptions);
+pub fn avro_lines(opts: KafkaOptions) -> impl FileFormat {
+    LineFormat {
+        name: "Avro, decoded",
+        make: move || {
+            let mut echo = AvroEcho { opts: opts.clone(), table: None, decoder: Decoder::default(), key: Vec::new(), value: Vec::new() };
+            move |event: &ChangeEvent, out: &mut Vec<u8>| echo.echo(event, out).map_err(|what| FormatError::Unrepresentable { what })
+        },
+    }
+}
 
 /// One table's source rows on their way through the sink's Avro and back.
 struct AvroEcho {
@@ -184,23 +191,6 @@ struct AvroEcho {
     decoder: Decoder,
     key: Vec<u8>,
     value: Vec<u8>,
-}
-
-impl FileFormat for AvroLines {
-    fn extension(&self) -> &'static str {
-        "jsonl"
-    }
-
-    fn name(&self) -> String {
-        "Avro, decoded".into()
-    }
-
-    fn writer(&self, _table: &Arc<TableSchema>, _namespace: &str) -> Result<Box<dyn FileWriter>, FormatError> {
-        let mut echo = AvroEcho { opts: self.0.clone(), table: None, decoder: Decoder::default(), key: Vec::new(), value: Vec::new() };
-        Ok(LineWriter::boxed(move |event: &ChangeEvent, out: &mut Vec<u8>| {
-            echo.echo(event, out).map_err(|what| FormatError::Unrepresentable { what })
-        }))
-    }
 }
 
 impl AvroEcho {
