@@ -285,9 +285,7 @@ async fn a_keyless_table_waiting_for_its_turn_is_not_rewritten_before_it() {
     signal(&child.0, "CONT");
     let err = rewrite.expect_err("VACUUM FULL waits for the snapshot's lock");
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE), "{err}");
-    wait_for("riffle to finish", 60, || child.0.try_wait().unwrap().is_some()).await;
-    assert!(child.0.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
-    assert_eq!(log_count(&log, "split into block ranges"), 1, "{}", std::fs::read_to_string(&log).unwrap());
+    ends_saying(&mut child.0, &log, "split into block ranges").await;
     let events = read_jsonl(&out, "public.heap");
     assert_eq!(replay_rows(&events, &[]), source_rows(&client, "heap").await, "replaying the output must give the table");
 }
