@@ -135,7 +135,7 @@ impl Committer {
         &self.selection
     }
 
-    fn consume_batch(&mut self, batch: Vec<SourceItem>) -> Result<(), SinkError> {
+    fn consume_batch(&mut self, batch: impl IntoIterator<Item = SourceItem>) -> Result<(), SinkError> {
         // Snapshot rows of one table in a row, counted for the progress display.
         let mut run: Option<(Arc<TableSchema>, u64)> = None;
         let mut streamed = 0;
@@ -260,13 +260,25 @@ impl Committer {
         if ev.op == Op::Read {
             counts.snapshot_rows += 1;
         }
-        let routed = if self.transformer.is_empty() { Routed { event: Some(ev), sinks: None } } else { self.transformer.apply(ev)? };
-        let Some(ev) = routed.event else {
-            counts.filtered += 1;
-            return Ok(());
-        };
+        if self.transformer.is_empty() {
+            return self.write(idx, &ev, None);
+        }
+        let Routed { event, sinks } = self.transformer.apply(ev)?;
+        match event {
+            Some(ev) => self.write(idx, &ev, sinks.as_deref()),
+            None => {
+                self.counts[idx].1.filtered += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes one event to the sinks (all, or those of `only`) that do not
+    /// hold it yet; `idx`: its table's place in `counts`.
+    fn write(&mut self, idx: usize, ev: &ChangeEvent, only: Option<&[usize]>) -> Result<(), SinkError> {
+        let counts = &mut self.counts[idx].1;
         for (i, sink) in self.sinks.iter_mut().enumerate() {
-            if routed.sinks.as_ref().is_some_and(|s| !s.contains(&i)) {
+            if only.is_some_and(|s| !s.contains(&i)) {
                 continue;
             }
             let committed = match ev.position.lane() {
@@ -287,7 +299,7 @@ impl Committer {
                 }
             }
             let before = sink.bytes_written();
-            sink.write(&ev)?;
+            sink.write(ev)?;
             counts.written[i][op_index(ev.op)] += 1;
             counts.bytes[i] += sink.bytes_written() - before;
         }

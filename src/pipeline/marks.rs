@@ -42,21 +42,20 @@ impl Marks {
     }
 
     /// The items of `batch` (and of earlier batches) whose marks are known,
-    /// in order, with their marks set.
-    pub fn pass(&mut self, batch: Vec<SourceItem>) -> Vec<SourceItem> {
-        let mut out = Vec::with_capacity(batch.len() + self.held.len());
-        for mut item in batch {
-            match &mut item {
-                SourceItem::Event(ev) if self.signal.as_ref() == Some(&ev.table.id) || ev.position.lane().is_some() => {
-                    if self.held.is_empty() {
-                        out.push(item);
-                    } else {
-                        self.held.push(item);
-                    }
-                }
+    /// in order, with their marks set. Marks are set in place; items move
+    /// only in bulk, where what is held and what is passed on split.
+    pub fn pass(&mut self, mut batch: Vec<SourceItem>) -> Passed {
+        // Places count through `held`, then `batch`. A held read is always
+        // the first thing held.
+        let base = self.held.len();
+        let mut last = (base > 0).then_some(0);
+        for i in 0..batch.len() {
+            // The mark the read last held takes, and where the last read is now.
+            let (mark_last, now_last) = match &mut batch[i] {
+                SourceItem::Event(ev) if self.signal.as_ref() == Some(&ev.table.id) || ev.position.lane().is_some() => continue,
                 SourceItem::Event(ev) if ev.op == Op::Read && !self.initial => {
                     ev.source.snapshot = SnapshotMark::Incremental;
-                    out.push(item);
+                    continue;
                 }
                 SourceItem::Event(ev) if ev.op == Op::Read => {
                     let same = self.table.as_ref() == Some(&ev.table.id);
@@ -67,36 +66,61 @@ impl Marks {
                     };
                     if !same {
                         self.table = Some(ev.table.id.clone());
-                        self.mark_held(SnapshotMark::LastInDataCollection);
                     }
-                    out.append(&mut self.held);
-                    self.held.push(item);
+                    ((!same).then_some(SnapshotMark::LastInDataCollection), Some(base + i))
                 }
                 SourceItem::SnapshotDone if self.initial => {
-                    self.mark_held(SnapshotMark::Last);
                     self.initial = false;
-                    out.append(&mut self.held);
-                    out.push(item);
+                    (Some(SnapshotMark::Last), None)
                 }
-                _ if !self.held.is_empty() => self.held.push(item),
-                _ => out.push(item),
+                _ => continue,
+            };
+            if let (Some(mark), Some(j)) = (mark_last, last) {
+                set_last(if j < base { &mut self.held[j] } else { &mut batch[j - base] }, mark);
             }
+            last = now_last;
         }
-        out
+        let before = std::mem::take(&mut self.held);
+        match last {
+            // The read held before is still the last: all waits.
+            Some(j) if j < base => {
+                self.held = before;
+                self.held.append(&mut batch);
+                Passed(Vec::new().into_iter().chain(batch))
+            }
+            Some(j) => {
+                self.held = batch.split_off(j - base);
+                Passed(before.into_iter().chain(batch))
+            }
+            None => Passed(before.into_iter().chain(batch)),
+        }
     }
 
     /// What is held, as it is: the source ended before its snapshot did.
     pub fn flush(&mut self) -> Vec<SourceItem> {
         std::mem::take(&mut self.held)
     }
+}
 
-    /// `last` wins over all; a table's last read keeps `first` when it is
-    /// also the snapshot's first.
-    fn mark_held(&mut self, mark: SnapshotMark) {
-        if let Some(SourceItem::Event(ev)) = self.held.first_mut() {
-            if mark == SnapshotMark::Last || ev.source.snapshot != SnapshotMark::First {
-                ev.source.snapshot = mark;
-            }
+/// What [`Marks::pass`] passes on: what it held before, then the new
+/// batch up to what it holds now (no item copied to join them).
+pub(super) struct Passed(std::iter::Chain<std::vec::IntoIter<SourceItem>, std::vec::IntoIter<SourceItem>>);
+
+impl Iterator for Passed {
+    type Item = SourceItem;
+
+    fn next(&mut self) -> Option<SourceItem> {
+        self.0.next()
+    }
+}
+
+/// Marks the held read `item` as a table's or the snapshot's last: `last`
+/// wins over all; a table's last read keeps `first` when it is also the
+/// snapshot's first.
+fn set_last(item: &mut SourceItem, mark: SnapshotMark) {
+    if let SourceItem::Event(ev) = item {
+        if mark == SnapshotMark::Last || ev.source.snapshot != SnapshotMark::First {
+            ev.source.snapshot = mark;
         }
     }
 }
@@ -114,9 +138,9 @@ mod tests {
         SourceItem::Event(ev)
     }
 
-    fn marks(items: &[SourceItem]) -> Vec<String> {
+    fn marks(items: impl IntoIterator<Item = SourceItem>) -> Vec<String> {
         items
-            .iter()
+            .into_iter()
             .map(|i| match i {
                 SourceItem::Event(ev) => format!("{}:{}", ev.table.id.name, ev.source.snapshot.name()),
                 SourceItem::Checkpoint(_) => "checkpoint".into(),
@@ -136,7 +160,7 @@ mod tests {
         };
         let mut m = Marks::new(true, None);
         let out = m.pass(vec![kafka(0, SnapshotMark::First), kafka(1, SnapshotMark::True), SourceItem::Checkpoint(offset(5))]);
-        assert_eq!(marks(&out), ["a:first", "a:true", "checkpoint"], "nothing held: the checkpoint is committable");
+        assert_eq!(marks(out), ["a:first", "a:true", "checkpoint"], "nothing held: the checkpoint is committable");
         assert!(m.flush().is_empty());
     }
 
@@ -145,32 +169,32 @@ mod tests {
         let mut m = Marks::new(true, None);
         let a = m.pass(vec![read("a", 1), read("a", 2), SourceItem::Checkpoint(offset(1))]);
         // The second read and the checkpoint after it wait for what follows.
-        assert_eq!(marks(&a), ["a:first"]);
+        assert_eq!(marks(a), ["a:first"]);
         let b = m.pass(vec![read("b", 3), SourceItem::Checkpoint(offset(2)), read("c", 4)]);
         // A table of one row: its last read (Debezium's precedence: last, first, last in table, first in table).
-        assert_eq!(marks(&b), ["a:last_in_data_collection", "checkpoint", "b:last_in_data_collection", "checkpoint"]);
+        assert_eq!(marks(b), ["a:last_in_data_collection", "checkpoint", "b:last_in_data_collection", "checkpoint"]);
         let c = m.pass(vec![read("c", 5), SourceItem::Checkpoint(offset(3)), SourceItem::SnapshotDone]);
-        assert_eq!(marks(&c), ["c:first_in_data_collection", "c:last", "checkpoint", "done"]);
+        assert_eq!(marks(c), ["c:first_in_data_collection", "c:last", "checkpoint", "done"]);
         // After the initial snapshot, reads are taken while streaming.
-        assert_eq!(marks(&m.pass(vec![read("a", 6)])), ["a:incremental"]);
+        assert_eq!(marks(m.pass(vec![read("a", 6)])), ["a:incremental"]);
     }
 
     #[test]
     fn a_snapshot_of_one_row_is_last_and_a_source_that_ends_early_gets_its_items_back() {
         let mut m = Marks::new(true, None);
-        assert!(m.pass(vec![read("a", 1)]).is_empty());
-        assert_eq!(marks(&m.pass(vec![SourceItem::SnapshotDone])), ["a:last", "done"]);
+        assert!(marks(m.pass(vec![read("a", 1)])).is_empty());
+        assert_eq!(marks(m.pass(vec![SourceItem::SnapshotDone])), ["a:last", "done"]);
 
         let mut m = Marks::new(true, None);
-        assert_eq!(marks(&m.pass(vec![read("a", 1), read("a", 2), SourceItem::Checkpoint(offset(1))])), ["a:first"]);
-        assert_eq!(marks(&m.flush()), ["a:true", "checkpoint"]);
+        assert_eq!(marks(m.pass(vec![read("a", 1), read("a", 2), SourceItem::Checkpoint(offset(1))])), ["a:first"]);
+        assert_eq!(marks(m.flush()), ["a:true", "checkpoint"]);
 
         let mut m = Marks::new(false, None);
-        assert_eq!(marks(&m.pass(vec![read("a", 1), SourceItem::Checkpoint(offset(1))])), ["a:incremental", "checkpoint"]);
+        assert_eq!(marks(m.pass(vec![read("a", 1), SourceItem::Checkpoint(offset(1))])), ["a:incremental", "checkpoint"]);
 
         // The signal table's rows go to no sink: the snapshot's last read is the other table's.
         let mut m = Marks::new(true, Some(TableId::new("public", "sig")));
-        assert!(marks(&m.pass(vec![read("a", 1), read("sig", 2)])).is_empty());
-        assert_eq!(marks(&m.pass(vec![SourceItem::SnapshotDone])), ["a:last", "sig:true", "done"]);
+        assert!(marks(m.pass(vec![read("a", 1), read("sig", 2)])).is_empty());
+        assert_eq!(marks(m.pass(vec![SourceItem::SnapshotDone])), ["a:last", "sig:true", "done"]);
     }
 }

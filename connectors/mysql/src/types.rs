@@ -199,7 +199,7 @@ pub fn from_text(col: &MyColumn, v: mysql_async::Value) -> Result<Value, MyError
     let str = |bytes| utf8(col, bytes);
     let number = || bad(col, "the snapshot");
     Ok(match &col.column.data_type {
-        DataType::Int16 | DataType::Int32 | DataType::Int64 => Value::Int(str(&bytes)?.parse().map_err(|_| number())?),
+        DataType::Int16 | DataType::Int32 | DataType::Int64 => Value::Int(decimal_int(&bytes).ok_or_else(number)?),
         DataType::UInt64 => Value::UInt(str(&bytes)?.parse().map_err(|_| number())?),
         // Read as a double (see the snapshot's SELECT), which holds the float exactly.
         DataType::Float32 => Value::Float32(str(&bytes)?.parse::<f64>().map_err(|_| number())? as f32),
@@ -207,11 +207,37 @@ pub fn from_text(col: &MyColumn, v: mysql_async::Value) -> Result<Value, MyError
         DataType::Decimal { .. } => Value::Decimal(text(bytes)?),
         DataType::Bool => Value::Bool(bytes.iter().any(|b| *b != 0)),
         DataType::Bytes => Value::Bytes(bytes),
-        DataType::Timestamp => Value::Text(riffle_core::value::iso_datetime(str(&bytes)?, false)),
-        DataType::TimestampTz => Value::Text(riffle_core::value::iso_datetime(str(&bytes)?, true)),
+        DataType::Timestamp => Value::Text(text(riffle_core::value::iso_datetime_bytes(bytes, false))?),
+        DataType::TimestampTz => Value::Text(text(riffle_core::value::iso_datetime_bytes(bytes, true))?),
         DataType::Json => Value::Json(text(bytes)?),
         _ => Value::Text(text(bytes)?),
     })
+}
+
+/// A signed integer as the text protocol sends it (`-` and ASCII digits),
+/// read without a UTF-8 check first: snapshots read several per row.
+/// `None` for anything else, or out of range.
+fn decimal_int(bytes: &[u8]) -> Option<i64> {
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    // Accumulated negative, so i64::MIN fits.
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if negative {
+        Some(n)
+    } else {
+        n.checked_neg()
+    }
 }
 
 /// `v` in decimal, zero-padded to `width` digits.
@@ -498,6 +524,16 @@ fn inet6_text(b: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_integers_read_exactly_or_not_at_all() {
+        for n in [0, 1, -1, 42, -907, i64::MAX, i64::MIN, i64::MAX - 1, i64::MIN + 1] {
+            assert_eq!(decimal_int(n.to_string().as_bytes()), Some(n));
+        }
+        for bad in ["", "-", "+1", "1.0", " 1", "1 ", "9223372036854775808", "-9223372036854775809", "1e3", "--1", "١"] {
+            assert_eq!(decimal_int(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn mariadb_uuid_inet6_and_inet4_bytes_read_as_the_server_prints_them() {
