@@ -75,13 +75,21 @@ fn snapshot_line(s: &PipelineState) -> String {
         Some(p) if s.offset.is_some() => {
             let done = p.tables.iter().filter(|t| t.is_done()).count();
             let rows: u64 = p.tables.iter().map(|t| t.rows).sum();
-            let pending: Vec<&str> = p.pending().map(|t| t.table.as_str()).take(5).collect();
-            format!(
-                "in progress: {done} of {} tables done, {rows} rows committed, {} key ranges left (next: {}); the next run reads only those",
-                p.tables.len(),
-                p.ranges_left(),
-                pending.join(", ")
-            )
+            let pending: Vec<&str> = p.pending().filter(|t| !t.reloads()).map(|t| t.table.as_str()).take(5).collect();
+            let reloads: Vec<&str> = p.tables.iter().filter(|t| t.reloads()).map(|t| t.table.as_str()).collect();
+            let mut line = format!("in progress: {done} of {} tables done, {rows} rows committed", p.tables.len());
+            if !pending.is_empty() {
+                line += &format!(", {} key ranges left (next: {}); the next run reads only those", p.ranges_left(), pending.join(", "));
+            }
+            if !reloads.is_empty() {
+                line += &format!(
+                    "; {} read in part by storage positions of a snapshot that is gone: the next run reads {} again whole, \
+                     after a truncate event",
+                    reloads.join(", "),
+                    if reloads.len() == 1 { "it" } else { "them" }
+                );
+            }
+            line
         }
         _ => "in progress (no chunk committed yet: the next run starts it again)".into(),
     }

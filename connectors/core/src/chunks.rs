@@ -64,6 +64,12 @@ pub struct TableProgress {
     /// its changes are always delivered, never left out before the read.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub again: bool,
+    /// The ranges are places in the table's storage (Postgres heap blocks
+    /// of a table without a key), not key values: they hold only inside
+    /// the one snapshot the plan was read in, so a later run reads a table
+    /// some of whose ranges were committed again whole ([`Self::reloads`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub positional: bool,
 }
 
 impl TableProgress {
@@ -76,6 +82,12 @@ impl TableProgress {
     /// earlier changes left out.
     pub fn starts_with_snapshot(&self) -> bool {
         self.chunks == 0 && !self.again
+    }
+
+    /// Some of its positional ranges were committed under a snapshot that
+    /// is gone: the next run reads it again whole (after a truncate event).
+    pub fn reloads(&self) -> bool {
+        self.positional && self.chunks > 0 && !self.is_done()
     }
 }
 
@@ -138,8 +150,9 @@ impl SnapshotProgress {
     }
 
     /// Ranges left across all tables.
+    /// Ranges the next run reads as they are (not those of tables it reloads).
     pub fn ranges_left(&self) -> usize {
-        self.tables.iter().map(|t| t.left.len()).sum()
+        self.tables.iter().filter(|t| !t.reloads()).map(|t| t.left.len()).sum()
     }
 
     /// Records a finished chunk. A chunk of a range the plan does not hold
@@ -162,7 +175,7 @@ impl SnapshotProgress {
     /// afresh (no chunk committed) and marked so that its changes are never
     /// left out, even after a crash before its first chunk.
     pub fn read_again(&mut self, table: String) {
-        self.add(TableProgress { table, key: Vec::new(), left: vec![KeyRange::all()], rows: 0, chunks: 0, again: true });
+        self.add(TableProgress { table, key: Vec::new(), left: vec![KeyRange::all()], rows: 0, chunks: 0, again: true, positional: false });
     }
 
     /// Drops the tables left to read that `planned` does not hold (dropped,
@@ -218,6 +231,7 @@ mod tests {
                 rows: 0,
                 chunks: 0,
                 again: false,
+                positional: false,
             }],
             requested: vec![],
         };
@@ -242,6 +256,7 @@ mod tests {
                 rows: 3,
                 chunks: 1,
                 again: true,
+                positional: true,
             }],
             requested: vec!["s.*".into()],
         };
@@ -249,11 +264,40 @@ mod tests {
         assert_eq!(serde_json::from_str::<SnapshotProgress>(&text).unwrap(), p);
     }
 
+    /// Positional ranges (storage places) committed in part are not left
+    /// to read as they are: the table is read again whole.
+    #[test]
+    fn a_table_cut_in_positional_ranges_reloads_and_its_ranges_are_not_counted() {
+        let t = |name: &str, chunks, left: usize, positional| TableProgress {
+            table: name.into(),
+            key: vec!["k".into()],
+            left: vec![KeyRange::all(); left],
+            rows: 0,
+            chunks,
+            again: false,
+            positional,
+        };
+        let p = SnapshotProgress {
+            tables: vec![t("s.cut", 2, 5, true), t("s.fresh", 0, 4, true), t("s.keyed", 3, 2, false), t("s.done", 9, 0, true)],
+            requested: vec![],
+        };
+        let reloads: Vec<&str> = p.tables.iter().filter(|t| t.reloads()).map(|t| t.table.as_str()).collect();
+        assert_eq!(reloads, ["s.cut"], "only a table with committed positional ranges and some left");
+        assert_eq!(p.ranges_left(), 6, "the fresh table's 4 ranges and the keyed table's 2");
+    }
+
     #[test]
     fn a_table_resumes_its_ranges_or_is_planned_afresh() {
         let key = vec!["id".to_string()];
-        let t =
-            |chunks, again| TableProgress { table: "s.t".into(), key: key.clone(), left: vec![KeyRange::all()], rows: 0, chunks, again };
+        let t = |chunks, again| TableProgress {
+            table: "s.t".into(),
+            key: key.clone(),
+            left: vec![KeyRange::all()],
+            rows: 0,
+            chunks,
+            again,
+            positional: false,
+        };
         let plan = |t: TableProgress| SnapshotProgress { tables: vec![t], requested: vec![] };
         assert_eq!(resume(None, "s.t", &key), Ok(Resumed::Fresh { again: false }));
         assert_eq!(

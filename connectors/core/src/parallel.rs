@@ -357,7 +357,8 @@ mod tests {
     fn planned(name: &str, ranges: usize, first: bool) -> Planned {
         let left = integer_ranges(0, 100, ranges as u64);
         assert_eq!(left.len(), ranges);
-        let progress = TableProgress { table: format!("s.{name}"), key: vec!["id".into()], left, rows: 0, chunks: 0, again: false };
+        let progress =
+            TableProgress { table: format!("s.{name}"), key: vec!["id".into()], left, rows: 0, chunks: 0, again: false, positional: false };
         Planned { id: TableId { schema: "s".into(), name: name.into() }, estimated_rows: 0, progress, first }
     }
 

@@ -300,7 +300,8 @@ pub async fn plan(
             Err(saved) => return Err(MyError::ChunkKeyChanged { table: name, saved, now: names }),
             Ok(Resumed::Ranges(p)) => p,
             Ok(Resumed::Fresh { again }) => {
-                let p = TableProgress { table: name, key: names, left: vec![KeyRange::all()], rows: 0, chunks: 0, again };
+                let p =
+                    TableProgress { table: name, key: names, left: vec![KeyRange::all()], rows: 0, chunks: 0, again, positional: false };
                 progress.add(p.clone());
                 p
             }

@@ -80,12 +80,6 @@ pub struct KeyColumn {
 /// column can be named `ctid` (a system column), so it never names a key.
 pub const BLOCKS: &str = "ctid";
 
-/// A keyless table some of whose block ranges were committed under a
-/// snapshot that is gone: a later run reloads it whole.
-pub fn reloads(p: &TableProgress) -> bool {
-    p.chunks > 0 && !p.is_done() && p.key == [BLOCKS]
-}
-
 /// How a table's chunks are read.
 #[derive(Debug, Clone)]
 pub enum Chunking {
@@ -490,7 +484,7 @@ mod tests {
                 Chunking::Key(key.iter().map(|(n, t)| KeyColumn { name: n.to_string(), index: 0, type_sql: t.to_string() }).collect())
             },
             schema: Arc::new(schema),
-            progress: TableProgress { table: "s.t".into(), key: vec![], left: vec![], rows: 0, chunks: 0, again: false },
+            progress: TableProgress { table: "s.t".into(), key: vec![], left: vec![], rows: 0, chunks: 0, again: false, positional: false },
         }
     }
 

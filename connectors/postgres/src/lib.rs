@@ -447,9 +447,8 @@ impl PgSource {
             if at > from {
                 // Tables whose output starts with their snapshot, or over
                 // with a reload: their changes before it are left out.
-                let whole = pending
-                    .iter()
-                    .filter(|t| progress.table(&t.id.to_string()).is_none_or(|p| p.starts_with_snapshot() || chunked::reloads(p)));
+                let whole =
+                    pending.iter().filter(|t| progress.table(&t.id.to_string()).is_none_or(|p| p.starts_with_snapshot() || p.reloads()));
                 stream.skip_before_pause(whole.map(|t| t.id.clone()).collect());
                 let end = stream.run(&self.params, slot, from, Some(at), out.clone(), durable.clone(), stop.clone()).await?;
                 if end == RunEnd::Stopped {

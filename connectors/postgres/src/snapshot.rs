@@ -94,7 +94,7 @@ pub async fn plan(
             continue;
         }
         let schema = Arc::new(crate::catalog::load_schema(client, &mut types, t.oid).await?);
-        if let Some(saved) = saved.filter(|s| chunked::reloads(s)) {
+        if let Some(saved) = saved.filter(|s| s.reloads()) {
             tracing::warn!(
                 table = %t.id,
                 committed_rows = saved.rows,
@@ -136,7 +136,8 @@ pub async fn plan(
                     (_, Some(ranges)) => ranges,
                     _ => vec![KeyRange::all()],
                 };
-                let p = TableProgress { table: name, key: names, left, rows: 0, chunks: 0, again };
+                let positional = matches!(chunking, Chunking::Blocks);
+                let p = TableProgress { table: name, key: names, left, rows: 0, chunks: 0, again, positional };
                 progress.add(p.clone());
                 p
             }
