@@ -4,7 +4,7 @@
 
 use crate::error::MyError;
 use crate::stream::{decode_row, layout_of, Table};
-use crate::types::{column_type, MyColumn};
+use crate::types::{column_type, MyColumn, ServerCharset};
 use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::{
     DeleteRowsEvent, DeleteRowsEventV1, FormatDescriptionEvent, RowsEventData, TableMapEvent, UpdateRowsEvent, UpdateRowsEventV1,
@@ -42,12 +42,35 @@ fn catalog_column(i: usize, ty: Option<ColumnType>, name: Option<&String>) -> My
         Some(MYSQL_TYPE_SET) => ("set", "set('a','b','c')"),
         Some(MYSQL_TYPE_JSON) => ("json", "json"),
         Some(MYSQL_TYPE_BLOB | MYSQL_TYPE_GEOMETRY) => ("blob", "blob"),
-        Some(MYSQL_TYPE_STRING) => ("binary", "binary(4)"),
+        // MariaDB's UUID, INET6 and INET4 arrive as fixed strings too.
+        Some(MYSQL_TYPE_STRING) => [("binary", "binary(4)"), ("uuid", "uuid"), ("inet6", "inet6"), ("inet4", "inet4")][i % 4],
         _ => ("varchar", "varchar(255)"),
     };
     let name = name.cloned().unwrap_or_else(|| format!("c{i}"));
-    let charset = if i & 1 == 0 { "utf8mb4" } else { "latin1" };
-    column_type(name, data_type, source_type, true, i == 0, Some(10), Some(2), Some(6), Some(charset.into()))
+    // Every way text is decoded: UTF-8, cp1252, the UTF-16/32 forms, and a
+    // table from the server (here a made-up one with pairs and triples).
+    let charset = ["utf8mb4", "latin1", "utf16", "utf16le", "ucs2", "utf32", "eucjpms"][i % 7];
+    let mut c = column_type(name, data_type, source_type, true, i == 0, Some(10), Some(2), Some(6), Some(charset.into()));
+    if charset == "eucjpms" {
+        c.server_charset = Some(server_table());
+    }
+    c
+}
+
+/// A server character set table shaped as EUC-JP's: ASCII alone, other
+/// bytes leading pairs, `0x8F` leading triples; some sequences unmapped.
+fn server_table() -> Arc<ServerCharset> {
+    static TABLE: std::sync::OnceLock<Arc<ServerCharset>> = std::sync::OnceLock::new();
+    TABLE
+        .get_or_init(|| {
+            let mut single = [None; 256];
+            for b in 0..0x80u8 {
+                single[usize::from(b)] = Some(char::from(b));
+            }
+            let table = |base: u32| (0..0x1_0000u32).map(|n| char::from_u32(base + n % 0x5000).unwrap_or('?')).collect();
+            Arc::new(ServerCharset { single, pairs: table(0x4e00), triples: table(0x3400) })
+        })
+        .clone()
 }
 
 /// A table map body and a rows event body, as the binlog stream hands
