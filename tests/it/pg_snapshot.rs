@@ -188,6 +188,25 @@ async fn kill_9_twice_mid_snapshot_resumes_with_only_the_chunks_left() {
     assert!(first as f64 >= big as f64 * 0.2, "what the first run committed is kept: {points:?}");
 }
 
+/// Inserts, updates and deletes on the keyless table `heap` (columns x
+/// int, y text; y 'n' as seeded) that move rows between blocks, until
+/// `stop`; returns how many rounds of them it made.
+async fn heap_writer(url: String, stop: Arc<AtomicBool>) -> u64 {
+    let client = connect(&url).await;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let pick = |y: &str| format!("(SELECT ctid FROM heap WHERE y = '{y}' AND x = {} LIMIT 1)", n % 1000);
+        let sql = format!(
+            "INSERT INTO heap VALUES ({n}, 'w'); UPDATE heap SET y = 'u' WHERE ctid = {}; DELETE FROM heap WHERE ctid = {};",
+            pick("n"),
+            pick("w")
+        );
+        client.batch_execute(&sql).await.unwrap();
+        n += 1;
+    }
+    n
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_keyless_table_read_by_block_ranges_is_not_rewritten_under_it_and_a_cut_reloads_it_exactly() {
     let db = "it_snap_blocks";
@@ -204,26 +223,8 @@ async fn a_keyless_table_read_by_block_ranges_is_not_rewritten_under_it_and_a_cu
         .unwrap();
     let url = db_url(db);
     let (out, state) = (temp_dir("snap-blocks-out"), temp_dir("snap-blocks-state"));
-    // Inserts, updates and deletes that move rows between blocks.
     let stop = Arc::new(AtomicBool::new(false));
-    let w = {
-        let (url, stop) = (url.clone(), stop.clone());
-        tokio::spawn(async move {
-            let client = connect(&url).await;
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let pick = |y: &str| format!("(SELECT ctid FROM heap WHERE y = '{y}' AND x = {} LIMIT 1)", n % 1000);
-                let sql = format!(
-                    "INSERT INTO heap VALUES ({n}, 'w'); UPDATE heap SET y = 'u' WHERE ctid = {}; DELETE FROM heap WHERE ctid = {};",
-                    pick("n"),
-                    pick("w")
-                );
-                client.batch_execute(&sql).await.unwrap();
-                n += 1;
-            }
-            n
-        })
-    };
+    let w = tokio::spawn(heap_writer(url.clone(), stop.clone()));
     let a = args(&url, &out, &state, &["--snapshot-workers", "2", "--snapshot-chunk-rows", "2000", "--snapshot-round", "200ms"]);
     let first_log = state.join("run0.log");
     let mut child = spawn_riffle(&a, None, &first_log);
@@ -255,6 +256,49 @@ async fn a_keyless_table_read_by_block_ranges_is_not_rewritten_under_it_and_a_cu
     assert_eq!(truncates, 1, "one reload");
     let before = events.iter().take_while(|e| e["op"] != "t").count() as u64;
     assert_eq!(before, committed, "the output holds the committed block ranges, then the reload");
+    assert_eq!(replay_rows(&events, &[]), source_rows(&client, "heap").await, "replaying the output must give the table");
+}
+
+/// A keyless table added to a running pipeline is read by block ranges in
+/// one round however short the round is: a range left to the next round's
+/// snapshot would name other rows (and the next run would reload it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyless_table_added_while_streaming_is_read_by_block_ranges_within_one_round() {
+    let db = "it_snap_blocks_added";
+    let client = fresh_db(db).await;
+    let rows = 200_000;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE keyed (id int PRIMARY KEY, v int);
+             INSERT INTO keyed SELECT g, g FROM generate_series(1, 20000) g;
+             CREATE TABLE heap (x int, y text);
+             ALTER TABLE heap REPLICA IDENTITY FULL;
+             INSERT INTO heap SELECT g % 1000, 'n' FROM generate_series(1, {rows}) g;
+             ANALYZE;"
+        ))
+        .await
+        .unwrap();
+    let url = db_url(db);
+    let (out, state) = (temp_dir("snap-blocks-added-out"), temp_dir("snap-blocks-added-state"));
+    // 100 block ranges and 10 chunks of keyed, in rounds of 50 ms.
+    let extra = ["--name", "blocksadded", "--snapshot-workers", "2", "--snapshot-chunk-rows", "2000", "--snapshot-round", "50ms"];
+    let all = args(&url, &out, &state, &extra);
+    let first: Vec<&str> = all.iter().map(|a| if *a == "public.*" { "public.keyed" } else { a }).collect();
+    run_to_now(&first).await;
+    assert!(read_jsonl(&out, "public.heap").is_empty(), "heap is not selected yet");
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = tokio::spawn(heap_writer(url.clone(), stop.clone()));
+    // keyed, read again at the same time, takes several rounds.
+    riffle_ok(&["snapshot", "--state", state.to_str().unwrap(), "--name", "blocksadded", "--tables", "public.keyed"]);
+    let log = run_to_now(&all).await;
+    assert!(log.contains("table added to the selection") && log.contains("split into block ranges"), "{log}");
+    assert!(log.matches("snapshot round").count() >= 2, "the rounds' deadline passed while heap was read: {log}");
+    assert!(!log.contains("reloading it"), "{log}");
+    stop.store(true, Ordering::Relaxed);
+    assert!(w.await.unwrap() > 0);
+    run_to_now(&all).await;
+    let events = read_jsonl(&out, "public.heap");
+    assert_eq!(events.iter().filter(|e| e["op"] == "t").count(), 0, "no reload");
     assert_eq!(replay_rows(&events, &[]), source_rows(&client, "heap").await, "replaying the output must give the table");
 }
 

@@ -49,18 +49,32 @@ pub struct Lane {
     /// Start no chunk after this (a round of a snapshot read while streaming).
     until: Option<tokio::time::Instant>,
     queue: Queue,
+    /// Per table: its ranges are places in this snapshot's storage
+    /// ([`TableProgress::positional`]), which hold in no other snapshot.
+    positional: Arc<[bool]>,
+    /// This worker has taken a range in this phase.
+    took: std::sync::atomic::AtomicBool,
 }
 
 impl Lane {
-    /// The next range to read; `None` when the queue is empty or the round is over.
+    /// The next range to read; `None` when the queue is empty, or when the
+    /// round is over and no positional range is left: those are all read
+    /// in the round that started them, whatever its deadline (in the next
+    /// round's snapshot their places name other rows). A worker's first
+    /// range is never held back, so every round reads something however
+    /// long it took to start.
     pub fn next_range(&self) -> Option<(usize, KeyRange)> {
-        if self.over() {
-            return None;
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let first = !self.took.swap(true, std::sync::atomic::Ordering::Relaxed);
+        if first || !self.over() {
+            return queue.pop_front();
         }
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+        let i = queue.iter().position(|(t, _)| self.positional.get(*t).copied().unwrap_or(false))?;
+        queue.remove(i)
     }
 
-    /// The round is over: start no further chunk (the range goes on in the next round).
+    /// The round is over: start no further chunk of a key range (it goes
+    /// on in the next round).
     pub fn over(&self) -> bool {
         self.until.is_some_and(|d| tokio::time::Instant::now() >= d)
     }
@@ -136,15 +150,18 @@ where
         progress: SnapshotProgress { tables: tables.iter().map(|t| t.progress.clone()).collect(), requested: Vec::new() },
     };
     let mut resources = resources;
+    let mut read = false;
     for first in [true, false] {
         let work = ranges(tables, |t| t.first == first);
         if work.is_empty() {
             continue;
         }
-        // The round ended inside the first phase: the others wait for the next.
-        if !first && opts.until.is_some_and(|d| tokio::time::Instant::now() >= d) {
+        // The round ended inside the first phase (which read something): the
+        // others wait for the next.
+        if read && opts.until.is_some_and(|d| tokio::time::Instant::now() >= d) {
             break;
         }
+        read = true;
         let phase = Phase { work, workers: opts.workers, chunk_rows: opts.chunk_rows, batch: opts.batch, until: opts.until };
         let (end, back) = fwd.phase(phase, resources, &spawn, unexpected, out, stop).await?;
         if end != RunEnd::SnapshotComplete {
@@ -213,6 +230,7 @@ impl Forward<'_> {
         let workers = workers.clamp(1, work.len().max(1)).min(resources.len().max(1));
         tracing::info!(tables = self.tables.len(), ranges = work.len(), workers, chunk_rows, "snapshot plan");
         let queue: Queue = Arc::new(Mutex::new(work));
+        let positional: Arc<[bool]> = self.tables.iter().map(|t| t.progress.positional).collect();
         let (starts_tx, mut starts) = mpsc::unbounded_channel::<(usize, usize)>();
         let (failed_tx, mut failed) = mpsc::unbounded_channel::<E>();
         // About a chunk read ahead per worker, at most 16 pieces (a piece is
@@ -232,7 +250,8 @@ impl Forward<'_> {
             // close first, or the forwarder would see a chunk cut short instead
             // of the error (a retryable one made definite).
             let open = tx.clone();
-            let lane = Lane { index: w, pieces: tx, starts: starts_tx.clone(), until, queue: queue.clone() };
+            let lane =
+                Lane { index: w, pieces: tx, starts: starts_tx.clone(), until, queue: queue.clone(), positional: positional.clone(), took: false.into() };
             let task = spawn(lane, resource);
             let failed_tx = failed_tx.clone();
             set.spawn(async move {
@@ -410,6 +429,54 @@ mod tests {
         assert_eq!(order.iter().filter(|o| o.as_str() == "done s.products").count(), 3);
         assert!(products_done < others_start, "{order:?}");
         assert_eq!(order.len(), 3 + 4 + 2 + 3, "every chunk once, every table announced once: {order:?}");
+    }
+
+    /// Past a round's deadline no key range starts, but every positional
+    /// range of the round still does: it would name other rows in the next.
+    /// And a round whose deadline passed before its workers began still
+    /// reads a range with each (or short rounds would read nothing, ever).
+    #[tokio::test]
+    async fn a_round_past_its_deadline_reads_all_its_positional_ranges_and_no_more_key_ranges() {
+        for (deadline_ms, most_orders) in [(30, 3), (-1, 2)] {
+            let mut heap = planned("heap", 3, false);
+            heap.progress.positional = true;
+            let tables = [planned("orders", 4, false), heap];
+            let now = tokio::time::Instant::now();
+            let until = if deadline_ms < 0 { now } else { now + std::time::Duration::from_millis(deadline_ms as u64) };
+            let opts = Forwarding {
+                workers: 2,
+                chunk_rows: 10,
+                batch: 10,
+                checkpoint: None,
+                position: Box::new(|seq| Position::Kafka(KafkaPosition { lane: 0, offset: seq })),
+                until: Some(until),
+            };
+            // Every chunk takes 20 ms.
+            let slow = |lane: Lane, (): ()| async move {
+                while let Some((table, range)) = lane.next_range() {
+                    if !lane.start(table) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    lane.send(Piece::End { table, range, next_after: None, rows: 0 }).await;
+                }
+                Ok::<(), String>(())
+            };
+            let (out, mut rx) = mpsc::channel(64);
+            let (_stop_tx, stop) = watch::channel(false);
+            let (end, progress, _) = forward(&tables, opts, vec![(); 2], slow, |e| e, &out, &stop).await.unwrap();
+            drop(out);
+            assert_eq!(end, RunEnd::SnapshotComplete);
+            let mut done = Vec::new();
+            while let Some(items) = rx.recv().await {
+                done.extend(items.into_iter().filter_map(|i| if let SourceItem::ChunkDone(d) = i { Some(d.table) } else { None }));
+            }
+            assert_eq!(done.iter().filter(|t| *t == "s.heap").count(), 3, "{deadline_ms} ms: {done:?}");
+            assert!(progress.table("s.heap").unwrap().is_done());
+            let orders = done.iter().filter(|t| *t == "s.orders").count();
+            assert!((1..=most_orders).contains(&orders), "{deadline_ms} ms: the key ranges stop at the deadline: {done:?}");
+            assert_eq!(progress.table("s.orders").unwrap().left.len(), 4 - orders);
+        }
     }
 
     #[test]

@@ -454,7 +454,7 @@ impl Job {
             loop {
                 // The round is over: this range goes on in the next one.
                 if !std::mem::take(&mut first) && lane.over() {
-                    break 'ranges;
+                    continue 'ranges;
                 }
                 match self.chunk(&mut conn, lane, ti, &cols, &range, escapes).await? {
                     Chunk::Gone => return Ok(conn),

@@ -30,9 +30,11 @@
 //! `PgSource::catch_up`), so each row read is as of the place it takes in the
 //! output and no change is lost or shown out of order.
 //!
-//! A table without such a key cannot be walked in key order; inside one
-//! exported snapshot (the first snapshot of a pipeline, `riffle sync`) it is
-//! split into ranges of its heap blocks instead (`ctid > '(a,65535)' AND
+//! A table without such a key cannot be walked in key order; it is split
+//! into ranges of its heap blocks instead, all read inside one exported
+//! snapshot (the first snapshot of a pipeline, `riffle sync`, or one round
+//! of a snapshot read while streaming, which reads every block range it
+//! started whatever its deadline) (`ctid > '(a,65535)' AND
 //! ctid <= '(b,65535)'`, a TID range scan), each read whole as one chunk:
 //! within one snapshot every row version has one place, so the ranges are
 //! disjoint and cover the table. A row's block is not a stable name across
@@ -40,9 +42,9 @@
 //! ranges are never resumed in another snapshot: when a run ends after some
 //! of them were committed, the next run *reloads* the table (a truncate
 //! event, then the whole table read at the new point, as AWS DMS reloads a
-//! table whose full load was interrupted). Elsewhere (a round of a resumed
-//! snapshot, a table added or read again) a keyless table is read whole
-//! with one `COPY`, committed all at once or not at all.
+//! table whose full load was interrupted). A small or never-analyzed
+//! keyless table, or a partitioned one, is read whole with one `COPY`,
+//! committed all at once or not at all.
 
 use crate::catalog::SelectedTable;
 use crate::connect::ConnectParams;
@@ -355,9 +357,10 @@ async fn worker(
         let t = &tables[ti];
         let mut first = true;
         loop {
-            // The round is over: this range goes on in the next one.
+            // The round is over: this range goes on in the next one (a
+            // positional range left may still be read in this one).
             if !std::mem::take(&mut first) && lane.over() {
-                break 'ranges;
+                continue 'ranges;
             }
             let sql = chunk_sql(t, &range, limit);
             // A table dropped meanwhile fails its COPY: the savepoint keeps

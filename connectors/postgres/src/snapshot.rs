@@ -71,10 +71,10 @@ pub(crate) fn now_us() -> i64 {
 /// Plans a snapshot of `tables`: each table's schema, chunk key and key
 /// ranges: what `resumed` has left of it, or, for a table it does not
 /// hold, a fresh plan (large integer-keyed tables split for `workers`).
-/// Without `resumed` the whole plan is read inside one exported snapshot,
-/// so large keyless tables are split into block ranges; a keyless table
-/// `resumed` holds block ranges of, some committed, is reloaded whole
-/// ([`Chunking::Reload`]). A table `resumed` has left to read and `tables`
+/// Each plan is read inside one exported snapshot (a round's, while
+/// streaming), so large keyless tables none of whose chunks was committed
+/// are split into block ranges; a keyless table `resumed` holds block
+/// ranges of, some committed, is reloaded whole ([`Chunking::Reload`]). A table `resumed` has left to read and `tables`
 /// does not hold (dropped, or no longer selected) leaves the plan, with a
 /// warning.
 pub async fn plan(
@@ -107,8 +107,11 @@ pub async fn plan(
             continue;
         }
         let key = chunked::chunk_key(client, t, &schema).await?;
-        // Block ranges only inside the one snapshot the plan is read in.
-        let blocks = if key.is_empty() && resumed.is_none() { chunked::block_ranges(client, t, chunk_rows).await? } else { None };
+        // Block ranges only for a table none of whose chunks was committed:
+        // all its ranges are read inside the one snapshot of this plan (a
+        // round reads every positional range it started, past its deadline).
+        let fresh = saved.is_none_or(|s| s.chunks == 0);
+        let blocks = if key.is_empty() && fresh { chunked::block_ranges(client, t, chunk_rows).await? } else { None };
         let (chunking, names) = match (key.is_empty(), &blocks) {
             (false, _) => {
                 let names = key.iter().map(|k| k.name.clone()).collect();
