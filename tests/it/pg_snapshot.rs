@@ -188,6 +188,24 @@ async fn kill_9_twice_mid_snapshot_resumes_with_only_the_chunks_left() {
     assert!(first as f64 >= big as f64 * 0.2, "what the first run committed is kept: {points:?}");
 }
 
+/// A fresh database `db` with the keyless table `heap` of `rows` rows (x
+/// int, y text 'n'), after `more` SQL, analyzed (so it is split into block
+/// ranges).
+async fn heap_db(db: &str, rows: u64, more: &str) -> Client {
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(&format!(
+            "{more}
+             CREATE TABLE heap (x int, y text);
+             ALTER TABLE heap REPLICA IDENTITY FULL;
+             INSERT INTO heap SELECT g % 1000, 'n' FROM generate_series(1, {rows}) g;
+             ANALYZE;"
+        ))
+        .await
+        .unwrap();
+    client
+}
+
 /// Inserts, updates and deletes on the keyless table `heap` (columns x
 /// int, y text; y 'n' as seeded) that move rows between blocks, until
 /// `stop`; returns how many rounds of them it made.
@@ -210,17 +228,8 @@ async fn heap_writer(url: String, stop: Arc<AtomicBool>) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_keyless_table_read_by_block_ranges_is_not_rewritten_under_it_and_a_cut_reloads_it_exactly() {
     let db = "it_snap_blocks";
-    let client = fresh_db(db).await;
     let rows = 200_000;
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE heap (x int, y text);
-             ALTER TABLE heap REPLICA IDENTITY FULL;
-             INSERT INTO heap SELECT g % 1000, 'n' FROM generate_series(1, {rows}) g;
-             ANALYZE;"
-        ))
-        .await
-        .unwrap();
+    let client = heap_db(db, rows, "").await;
     let url = db_url(db);
     let (out, state) = (temp_dir("snap-blocks-out"), temp_dir("snap-blocks-state"));
     let stop = Arc::new(AtomicBool::new(false));
@@ -238,7 +247,7 @@ async fn a_keyless_table_read_by_block_ranges_is_not_rewritten_under_it_and_a_cu
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE), "{err}");
     client.batch_execute("RESET lock_timeout").await.unwrap();
     let committed = plan_rows(&state, ".heap");
-    assert!(committed < rows as u64, "killed before the last block range: {committed} rows committed");
+    assert!(committed < rows, "killed before the last block range: {committed} rows committed");
     // What the next run does, as `riffle status` tells it: the table again, whole.
     let status = String::from_utf8_lossy(&riffle_ok(&["status", "--state", state.to_str().unwrap()]).stdout).into_owned();
     assert!(status.contains("public.heap read in part by storage positions of a snapshot that is gone"), "{status}");
@@ -265,19 +274,13 @@ async fn a_keyless_table_read_by_block_ranges_is_not_rewritten_under_it_and_a_cu
 #[tokio::test(flavor = "multi_thread")]
 async fn a_keyless_table_added_while_streaming_is_read_by_block_ranges_within_one_round() {
     let db = "it_snap_blocks_added";
-    let client = fresh_db(db).await;
-    let rows = 200_000;
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE keyed (id int PRIMARY KEY, v int);
-             INSERT INTO keyed SELECT g, g FROM generate_series(1, 20000) g;
-             CREATE TABLE heap (x int, y text);
-             ALTER TABLE heap REPLICA IDENTITY FULL;
-             INSERT INTO heap SELECT g % 1000, 'n' FROM generate_series(1, {rows}) g;
-             ANALYZE;"
-        ))
-        .await
-        .unwrap();
+    let client = heap_db(
+        db,
+        200_000,
+        "CREATE TABLE keyed (id int PRIMARY KEY, v int);
+         INSERT INTO keyed SELECT g, g FROM generate_series(1, 20000) g;",
+    )
+    .await;
     let url = db_url(db);
     let (out, state) = (temp_dir("snap-blocks-added-out"), temp_dir("snap-blocks-added-state"));
     // 100 block ranges and 10 chunks of keyed, in rounds of 50 ms.

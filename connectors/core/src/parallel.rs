@@ -250,8 +250,15 @@ impl Forward<'_> {
             // close first, or the forwarder would see a chunk cut short instead
             // of the error (a retryable one made definite).
             let open = tx.clone();
-            let lane =
-                Lane { index: w, pieces: tx, starts: starts_tx.clone(), until, queue: queue.clone(), positional: positional.clone(), took: false.into() };
+            let lane = Lane {
+                index: w,
+                pieces: tx,
+                starts: starts_tx.clone(),
+                until,
+                queue: queue.clone(),
+                positional: positional.clone(),
+                took: false.into(),
+            };
             let task = spawn(lane, resource);
             let failed_tx = failed_tx.clone();
             set.spawn(async move {
@@ -381,6 +388,18 @@ mod tests {
         Planned { id: TableId { schema: "s".into(), name: name.into() }, estimated_rows: 0, progress, first }
     }
 
+    /// Chunks of 10 rows, no checkpoints, rows numbered from 0.
+    fn forwarding(workers: usize, until: Option<tokio::time::Instant>) -> Forwarding {
+        Forwarding {
+            workers,
+            chunk_rows: 10,
+            batch: 10,
+            checkpoint: None,
+            position: Box::new(|seq| Position::Kafka(KafkaPosition { lane: 0, offset: seq })),
+            until,
+        }
+    }
+
     /// A stand-in worker (no database): reads each range as one empty
     /// chunk, the first-phase table's slowly, so without the phase the
     /// others' chunks would start beside it.
@@ -400,14 +419,7 @@ mod tests {
     #[tokio::test]
     async fn read_first_tables_are_handed_on_whole_before_any_other_starts() {
         let tables = [planned("orders", 4, false), planned("products", 3, true), planned("users", 2, false)];
-        let opts = Forwarding {
-            workers: 3,
-            chunk_rows: 10,
-            batch: 10,
-            checkpoint: None,
-            position: Box::new(|seq| Position::Kafka(KafkaPosition { lane: 0, offset: seq })),
-            until: None,
-        };
+        let opts = forwarding(3, None);
         let (out, mut rx) = mpsc::channel(64);
         let (_stop_tx, stop) = watch::channel(false);
         let (end, progress, back) = forward(&tables, opts, vec![(); 3], worker, |e| e, &out, &stop).await.unwrap();
@@ -443,14 +455,7 @@ mod tests {
             let tables = [planned("orders", 4, false), heap];
             let now = tokio::time::Instant::now();
             let until = if deadline_ms < 0 { now } else { now + std::time::Duration::from_millis(deadline_ms as u64) };
-            let opts = Forwarding {
-                workers: 2,
-                chunk_rows: 10,
-                batch: 10,
-                checkpoint: None,
-                position: Box::new(|seq| Position::Kafka(KafkaPosition { lane: 0, offset: seq })),
-                until: Some(until),
-            };
+            let opts = forwarding(2, Some(until));
             // Every chunk takes 20 ms.
             let slow = |lane: Lane, (): ()| async move {
                 while let Some((table, range)) = lane.next_range() {
