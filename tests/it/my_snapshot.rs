@@ -2,8 +2,9 @@
 //! snapshot while a writer inserts, updates, deletes and changes keys; the
 //! next run reads only the chunks left, and the output replays to the
 //! source tables exactly (composite keys, text keys with quotes,
-//! backslashes and tabs, UUID keys, an empty table, and a table without a
-//! key, read whole).
+//! backslashes and tabs, UUID keys, a unique NOT NULL index for a key, an
+//! empty table, and tables without a key, read whole: none, or a unique
+//! index with NULLs).
 
 use crate::snapshot_support::{ends_saying, freeze_when, kill_9_at_shares, plan_rows, replay_rows};
 use crate::support::*;
@@ -15,11 +16,13 @@ use std::sync::Arc;
 
 /// The tables, each with its key columns and the JSON_OBJECT that prints a
 /// row as riffle's JSON lines do.
-const TABLES: [(&str, &[&str], &str); 6] = [
+const TABLES: [(&str, &[&str], &str); 8] = [
     ("big", &["id"], "JSON_OBJECT('id', id, 'v', v, 'note', note)"),
     ("comp", &["a", "b"], "JSON_OBJECT('a', a, 'b', b, 'v', v)"),
     ("tkey", &["k"], "JSON_OBJECT('k', k, 'v', v)"),
     ("ukey", &["u"], "JSON_OBJECT('u', u, 'v', v)"),
+    ("uniq", &["id"], "JSON_OBJECT('id', id, 'v', v)"),
+    ("nullu", &[], "JSON_OBJECT('id', id, 'v', v)"),
     ("nokey", &[], "JSON_OBJECT('x', x, 'y', y)"),
     ("empty", &["id"], "JSON_OBJECT('id', id)"),
 ];
@@ -41,6 +44,9 @@ async fn writer(db: &'static str, stop: Arc<AtomicBool>) -> u64 {
              DELETE FROM tkey WHERE v = {t};
              INSERT INTO tkey VALUES (CONCAT('w{n} \\' \\\\ ', CHAR(9), 'é'), {n});
              UPDATE ukey SET v = -v WHERE v = {t};
+             UPDATE uniq SET id = id + 1000000 WHERE id = {t};
+             INSERT INTO uniq VALUES ({new}, {n});
+             INSERT INTO nullu VALUES (NULL, {n});
              INSERT INTO nokey VALUES ({n}, 'w');
              COMMIT;",
             new = 50_000_000 + n,
@@ -76,6 +82,10 @@ async fn fresh_tables(db: &str) -> mysql_async::Conn {
          INSERT INTO tkey SELECT CONCAT('key ', seq, ' \\' \\\\ ', CHAR(9), 'é'), seq FROM seq_1_to_3000;
          CREATE TABLE ukey (u UUID PRIMARY KEY, v INT);
          INSERT INTO ukey SELECT UUID(), seq FROM seq_1_to_3000;
+         CREATE TABLE uniq (id INT NOT NULL, v INT, UNIQUE KEY uniq_id (id));
+         INSERT INTO uniq SELECT seq, seq FROM seq_1_to_3000;
+         CREATE TABLE nullu (id INT NULL, v INT, UNIQUE KEY nullu_id (id));
+         INSERT INTO nullu SELECT IF(seq % 3 = 0, NULL, seq), seq FROM seq_1_to_3000;
          CREATE TABLE empty (id INT PRIMARY KEY);
          CREATE TABLE nokey (x INT, y VARCHAR(10));
          INSERT INTO nokey SELECT seq % 100, 'n' FROM seq_1_to_2000;"
@@ -215,14 +225,14 @@ async fn tables_added_or_asked_for_again_are_snapshotted_while_the_others_stream
     let w = tokio::spawn(writer(db, stop.clone()));
     run(&["big"]).await.unwrap();
     assert!(read_jsonl(&out, &format!("{db}.comp")).is_empty(), "comp is not selected yet");
-    let log = run(&["big", "comp", "tkey", "ukey", "nokey", "empty"]).await.unwrap();
+    let log = run(&["big", "comp", "tkey", "ukey", "uniq", "nullu", "nokey", "empty"]).await.unwrap();
     assert!(log.contains("table added to the selection"), "{log}");
     stop.store(true, Ordering::Relaxed);
     assert!(w.await.unwrap() > 0);
     // comp again, after a delete the new read must not hide.
     riffle_ok(&["snapshot", "--name", "added", "--state", &s, "--tables", "comp"]);
     conn.query_drop("DELETE FROM comp WHERE a = 4").await.unwrap();
-    let log = run(&["big", "comp", "tkey", "ukey", "nokey", "empty"]).await.unwrap();
+    let log = run(&["big", "comp", "tkey", "ukey", "uniq", "nullu", "nokey", "empty"]).await.unwrap();
     assert!(log.contains("snapshotting the table again"), "{log}");
     for (table, key, object) in TABLES {
         let events = read_jsonl(&out, &format!("{db}.{table}"));
@@ -287,6 +297,12 @@ async fn parallel_workers_read_one_snapshot_while_a_writer_changes_the_tables() 
             "{table}: replaying the output must give the table"
         );
     }
+    // Chunked by its unique NOT NULL index; the one whose index allows
+    // NULLs (which no bound would find) read whole, as the keyless one.
+    let whole: Vec<String> =
+        std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains("read whole")).map(String::from).collect();
+    assert!(whole.iter().any(|l| l.contains(".nullu")) && whole.iter().any(|l| l.contains(".nokey")), "{whole:?}");
+    assert!(!whole.iter().any(|l| l.contains(".uniq")), "{whole:?}");
     let big: Vec<i64> =
         read_jsonl(&out, &format!("{db}.big")).iter().filter(|e| e["op"] == "r").map(|e| e["after"]["id"].as_i64().unwrap()).collect();
     assert_eq!(big.len(), BIG as usize, "every row of big read once");

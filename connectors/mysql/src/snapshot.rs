@@ -13,13 +13,15 @@
 //! to start the transaction and read `SHOW MASTER STATUS`, then unlocks. The
 //! stream then starts at that position.
 //!
-//! A table is read in chunks of its primary key's order (`WHERE key > last
-//! ORDER BY key LIMIT n`, composite keys written out column by column), all
+//! A table is read in chunks of its primary key's order, or of a unique
+//! index whose columns are all NOT NULL when it has no primary key (`WHERE
+//! key > last ORDER BY key LIMIT n`, composite keys written out column by
+//! column), all
 //! inside the same transaction, and each chunk is reported done and
 //! followed by a checkpoint at the snapshot's position, so the pipeline
 //! saves progress: an interrupted snapshot resumes with the chunks left,
 //! read inside a new consistent read once the binlog stream has reached its
-//! position (`MySource::catch_up`). A table without a primary key, or with
+//! position (`MySource::catch_up`). A table without such a key, or with
 //! one a literal cannot bound exactly (binary, ENUM, floating point), is
 //! read whole in one streamed `SELECT`, as one chunk. Rows flow through in
 //! batches either way, so memory stays flat whatever the table size.
@@ -249,25 +251,36 @@ fn boundable(c: &MyColumn) -> bool {
     }
 }
 
-/// The primary key's columns in the key's own order (so chunk queries walk
-/// its index); empty when a column cannot bound a chunk.
+/// The chunk key: the primary key's columns, or else a unique index's whose
+/// columns are all NOT NULL (InnoDB walks such a table by one), in the
+/// index's own order (so chunk queries walk it); empty when no such key
+/// has only columns a chunk can be bounded by, or only whole columns (a
+/// prefix index cannot give the order). Of several unique indexes, the one
+/// with the fewest columns, then the first by name.
 async fn chunk_key(conn: &mut Conn, t: &SelectedTable, columns: &[MyColumn]) -> Result<Vec<usize>, MyError> {
-    let names: Vec<String> = conn
+    let rows: Vec<(String, Option<String>, Option<u64>)> = conn
         .exec(
-            "SELECT COLUMN_NAME FROM information_schema.STATISTICS \
-             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
+            "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 ORDER BY INDEX_NAME, SEQ_IN_INDEX",
             (&t.id.schema, &t.id.name),
         )
         .await
-        .map_err(|e| MyError::query(format!("reading the primary key of {}", t.id), e))?;
-    let mut key = Vec::with_capacity(names.len());
-    for n in names {
-        match columns.iter().position(|c| c.column.name == n) {
-            Some(i) if boundable(&columns[i]) => key.push(i),
-            _ => return Ok(Vec::new()),
+        .map_err(|e| MyError::query(format!("reading the keys of {}", t.id), e))?;
+    let mut keys: Vec<(String, Option<Vec<usize>>)> = Vec::new();
+    for (index, column, sub_part) in rows {
+        if keys.last().is_none_or(|(name, _)| *name != index) {
+            keys.push((index, Some(Vec::new())));
+        }
+        let Some((_, slot)) = keys.last_mut() else { continue };
+        let Some(key) = slot else { continue };
+        // A whole column, NOT NULL, that a literal bounds exactly.
+        match columns.iter().position(|c| Some(&c.column.name) == column.as_ref()) {
+            Some(i) if sub_part.is_none() && !columns[i].column.nullable && boundable(&columns[i]) => key.push(i),
+            _ => *slot = None,
         }
     }
-    Ok(key)
+    let usable = keys.into_iter().filter_map(|(name, key)| Some((name, key?)));
+    Ok(usable.min_by_key(|(name, key)| (name != "PRIMARY", key.len(), name.clone())).map(|(_, key)| key).unwrap_or_default())
 }
 
 /// Plans a snapshot of `tables`: what `resumed` has left of each, or, for
@@ -291,8 +304,8 @@ pub async fn plan(
         if key.is_empty() {
             tracing::info!(
                 table = %t.id,
-                "no primary key a chunk can follow (none, or a binary, ENUM or floating-point column in it): read whole, in one piece \
-                 (an interrupted read starts it over)"
+                "no primary key or unique NOT NULL index a chunk can follow (none, or a binary, ENUM or floating-point column in \
+                 it): read whole, in one piece (an interrupted read starts it over)"
             );
         }
         let names: Vec<String> = key.iter().map(|i| columns[*i].column.name.clone()).collect();
