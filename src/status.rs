@@ -3,7 +3,7 @@
 use crate::cli::StatusArgs;
 use crate::state::{now_ms, PipelineState, StateStore};
 use anyhow::Result;
-use riffle_core::{SavedPipeline, StatusReport};
+use riffle_core::{SavedPipeline, StatusReport, TableProgress};
 use std::path::PathBuf;
 
 pub async fn run(args: &StatusArgs) -> Result<()> {
@@ -75,18 +75,22 @@ fn snapshot_line(s: &PipelineState) -> String {
         Some(p) if s.offset.is_some() => {
             let done = p.tables.iter().filter(|t| t.is_done()).count();
             let rows: u64 = p.tables.iter().map(|t| t.rows).sum();
-            let pending: Vec<&str> = p.pending().filter(|t| !t.reloads()).map(|t| t.table.as_str()).take(5).collect();
-            let reloads: Vec<&str> = p.tables.iter().filter(|t| t.reloads()).map(|t| t.table.as_str()).collect();
+            // Tables read by storage positions (block ranges) in part: those
+            // hold only in the snapshot that read them.
+            let (positional, keyed): (Vec<&TableProgress>, Vec<&TableProgress>) = p.pending().partition(|t| t.reloads());
             let mut line = format!("in progress: {done} of {} tables done, {rows} rows committed", p.tables.len());
-            if !pending.is_empty() {
-                line += &format!(", {} key ranges left (next: {}); the next run reads only those", p.ranges_left(), pending.join(", "));
+            if !keyed.is_empty() {
+                let left: usize = keyed.iter().map(|t| t.left.len()).sum();
+                let next: Vec<&str> = keyed.iter().map(|t| t.table.as_str()).take(5).collect();
+                line += &format!(", {left} key ranges left (next: {}), which a later run reads as they are", next.join(", "));
             }
-            if !reloads.is_empty() {
+            if !positional.is_empty() {
+                let names: Vec<&str> = positional.iter().map(|t| t.table.as_str()).collect();
+                let (it, is) = if names.len() == 1 { ("it", "is") } else { ("them", "are") };
                 line += &format!(
-                    "; {} read in part by storage positions of a snapshot that is gone: the next run reads {} again whole, \
-                     after a truncate event",
-                    reloads.join(", "),
-                    if reloads.len() == 1 { "it" } else { "them" }
+                    "; {} read in part by storage positions, which hold only in the snapshot that read them: if the run reading \
+                     {it} ends before {it} {is} done, the next run reads {it} again whole, after a truncate event",
+                    names.join(", ")
                 );
             }
             line

@@ -187,7 +187,9 @@ mod tests {
 
         let mut m = Marks::new(true, None);
         assert_eq!(marks(m.pass(vec![read("a", 1), read("a", 2), SourceItem::Checkpoint(offset(1))])), ["a:first"]);
-        assert_eq!(marks(m.flush()), ["a:true", "checkpoint"]);
+        // A batch without a read: the held one is still the last known.
+        assert!(marks(m.pass(vec![SourceItem::Checkpoint(offset(2))])).is_empty());
+        assert_eq!(marks(m.flush()), ["a:true", "checkpoint", "checkpoint"]);
 
         let mut m = Marks::new(false, None);
         assert_eq!(marks(m.pass(vec![read("a", 1), SourceItem::Checkpoint(offset(1))])), ["a:incremental", "checkpoint"]);

@@ -14,9 +14,9 @@
 //! stream then starts at that position.
 //!
 //! A table is read in chunks of its primary key's order, or of a unique
-//! index whose columns are all NOT NULL when it has no primary key (`WHERE
-//! key > last ORDER BY key LIMIT n`, composite keys written out column by
-//! column), all
+//! index whose columns are all NOT NULL when it has no primary key a chunk
+//! can follow ([`chunk_key`]; `WHERE key > last ORDER BY key LIMIT n`,
+//! composite keys written out column by column), all
 //! inside the same transaction, and each chunk is reported done and
 //! followed by a checkpoint at the snapshot's position, so the pipeline
 //! saves progress: an interrupted snapshot resumes with the chunks left,
@@ -251,36 +251,43 @@ fn boundable(c: &MyColumn) -> bool {
     }
 }
 
-/// The chunk key: the primary key's columns, or else a unique index's whose
-/// columns are all NOT NULL (InnoDB walks such a table by one), in the
-/// index's own order (so chunk queries walk it); empty when no such key
-/// has only columns a chunk can be bounded by, or only whole columns (a
-/// prefix index cannot give the order). Of several unique indexes, the one
-/// with the fewest columns, then the first by name.
-async fn chunk_key(conn: &mut Conn, t: &SelectedTable, columns: &[MyColumn]) -> Result<Vec<usize>, MyError> {
-    let rows: Vec<(String, Option<String>, Option<u64>)> = conn
+/// The chunk key, as indexes (into `columns`) in the index's own order (so
+/// chunk queries walk it): the key `saved` (the column names a saved plan
+/// chunked the table by) while it is still a usable one, so index changes
+/// during a long snapshot do not change it; else the primary key; else a
+/// unique B-tree index over whole NOT NULL columns (fewest columns, then the
+/// first by name). Usable: every column NOT NULL and bounded exactly by a
+/// literal (see [`boundable`]); a secondary index also over whole columns
+/// (a prefix cannot give the order) and not a hash. Empty: read whole.
+async fn chunk_key(conn: &mut Conn, t: &SelectedTable, columns: &[MyColumn], saved: Option<&[String]>) -> Result<Vec<usize>, MyError> {
+    let rows: Vec<(String, Option<String>, Option<u64>, String)> = conn
         .exec(
-            "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS \
+            "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART, INDEX_TYPE FROM information_schema.STATISTICS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 ORDER BY INDEX_NAME, SEQ_IN_INDEX",
             (&t.id.schema, &t.id.name),
         )
         .await
         .map_err(|e| MyError::query(format!("reading the keys of {}", t.id), e))?;
     let mut keys: Vec<(String, Option<Vec<usize>>)> = Vec::new();
-    for (index, column, sub_part) in rows {
+    for (index, column, sub_part, index_type) in rows {
         if keys.last().is_none_or(|(name, _)| *name != index) {
-            keys.push((index, Some(Vec::new())));
+            keys.push((index.clone(), Some(Vec::new())));
         }
         let Some((_, slot)) = keys.last_mut() else { continue };
         let Some(key) = slot else { continue };
-        // A whole column, NOT NULL, that a literal bounds exactly.
+        let primary = index == "PRIMARY";
+        let walkable = primary || (sub_part.is_none() && !index_type.eq_ignore_ascii_case("HASH"));
         match columns.iter().position(|c| Some(&c.column.name) == column.as_ref()) {
-            Some(i) if sub_part.is_none() && !columns[i].column.nullable && boundable(&columns[i]) => key.push(i),
+            Some(i) if walkable && !columns[i].column.nullable && boundable(&columns[i]) => key.push(i),
             _ => *slot = None,
         }
     }
-    let usable = keys.into_iter().filter_map(|(name, key)| Some((name, key?)));
-    Ok(usable.min_by_key(|(name, key)| (name != "PRIMARY", key.len(), name.clone())).map(|(_, key)| key).unwrap_or_default())
+    let usable: Vec<(String, Vec<usize>)> = keys.into_iter().filter_map(|(name, key)| Some((name, key?))).collect();
+    let names = |key: &[usize]| key.iter().map(|i| columns[*i].column.name.clone()).collect::<Vec<String>>();
+    if let Some((_, key)) = saved.filter(|s| !s.is_empty()).and_then(|s| usable.iter().find(|(_, k)| names(k) == s)) {
+        return Ok(key.clone());
+    }
+    Ok(usable.into_iter().min_by_key(|(name, key)| (name != "PRIMARY", key.len(), name.clone())).map(|(_, key)| key).unwrap_or_default())
 }
 
 /// Plans a snapshot of `tables`: what `resumed` has left of each, or, for
@@ -300,7 +307,8 @@ pub async fn plan(
         }
         let columns = load_columns(conn, &t.id).await?;
         let schema = Arc::new(schema_of(&t.id, &columns));
-        let key = chunk_key(conn, t, &columns).await?;
+        let saved_key = resumed.and_then(|p| p.table(&name)).filter(|s| s.chunks > 0).map(|s| s.key.as_slice());
+        let key = chunk_key(conn, t, &columns, saved_key).await?;
         if key.is_empty() {
             tracing::info!(
                 table = %t.id,

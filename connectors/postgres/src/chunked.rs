@@ -82,6 +82,14 @@ pub struct KeyColumn {
 /// column can be named `ctid` (a system column), so it never names a key.
 pub const BLOCKS: &str = "ctid";
 
+/// Marks the block-range tables of a saved plan positional: plans saved
+/// before the plan had that mark hold them by their key name only.
+pub fn mark_positional(progress: &mut SnapshotProgress) {
+    for t in progress.tables.iter_mut().filter(|t| t.key == [BLOCKS]) {
+        t.positional = true;
+    }
+}
+
 /// How a table's chunks are read.
 #[derive(Debug, Clone)]
 pub enum Chunking {
@@ -460,6 +468,19 @@ pub async fn workers(client: &Client, asked: Option<usize>) -> Result<usize, PgE
 mod tests {
     use super::*;
     use riffle_core::{Column, DataType, TableId};
+
+    /// A plan saved before the positional mark existed, cut in a keyless
+    /// table's block ranges, still makes the next run reload it.
+    #[test]
+    fn block_ranges_of_an_older_saved_plan_are_positional() {
+        let saved = r#"{"tables": [
+            {"table": "public.heap", "key": ["ctid"], "left": [{"after": ["13"], "upto": ["27"]}], "rows": 900, "chunks": 1},
+            {"table": "public.t", "key": ["id"], "left": [{"after": ["5"]}], "rows": 5, "chunks": 1}]}"#;
+        let mut p: SnapshotProgress = serde_json::from_str(saved).unwrap();
+        assert!(!p.tables[0].reloads(), "the field defaults to false");
+        mark_positional(&mut p);
+        assert!(p.tables[0].reloads() && !p.tables[1].positional);
+    }
 
     fn table(key: &[(&str, &str)]) -> PlannedTable {
         let col = |name: &str| Column {

@@ -359,6 +359,7 @@ impl PgSource {
         previous: Option<&[String]>,
         tables: &[SelectedTable],
     ) -> Result<(SnapshotProgress, Vec<SelectedTable>), PgError> {
+        chunked::mark_positional(&mut progress);
         let mut pending: Vec<SelectedTable> =
             tables.iter().filter(|t| progress.table(&t.id.to_string()).is_some_and(|p| !p.is_done())).cloned().collect();
         if let Some(previous) = previous {
