@@ -254,7 +254,7 @@ async fn a_keyless_table_read_by_block_ranges_is_not_rewritten_under_it_and_a_cu
     assert!(status.contains("the next run reads it again whole") && !status.contains("key ranges left"), "{status}");
     assert_eq!(log_count(&first_log, "split into block ranges"), 1, "{}", std::fs::read_to_string(&first_log).unwrap());
     let log = run_to_now(&a).await;
-    assert!(log.contains("reloading it"), "{log}");
+    assert!(log.contains("reloading it") && log.contains("split into block ranges"), "reloaded by block ranges: {log}");
     stop.store(true, Ordering::Relaxed);
     assert!(w.await.unwrap() > 0);
     run_to_now(&a).await;

@@ -54,6 +54,8 @@ pub struct Lane {
     positional: Arc<[bool]>,
     /// This worker has taken a range in this phase.
     took: std::sync::atomic::AtomicBool,
+    /// Per table: a chunk of it has started in this phase.
+    started: Arc<[std::sync::atomic::AtomicBool]>,
 }
 
 impl Lane {
@@ -79,9 +81,16 @@ impl Lane {
         self.until.is_some_and(|d| tokio::time::Instant::now() >= d)
     }
 
-    /// A chunk of `table` starts; false if the forwarder is gone.
-    pub fn start(&self, table: usize) -> bool {
-        self.starts.send((self.index, table)).is_ok()
+    /// A chunk of `table` starts: `Some(true)` for the table's first chunk
+    /// of this phase (the first the forwarder hands on), `None` if the
+    /// forwarder is gone.
+    pub fn start(&self, table: usize) -> Option<bool> {
+        // Under the queue's lock: the chunk told it is first is the first
+        // the forwarder hears of.
+        let _order = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let first = self.started.get(table).is_some_and(|s| !s.swap(true, std::sync::atomic::Ordering::Relaxed));
+        self.starts.send((self.index, table)).ok()?;
+        Some(first)
     }
 
     /// Hands on a piece of the chunk started last; false if the forwarder is gone.
@@ -92,7 +101,7 @@ impl Lane {
     /// Ends `range` of `table` without rows (its table was dropped); false
     /// if the forwarder is gone.
     pub async fn empty_chunk(&self, table: usize, range: KeyRange) -> bool {
-        self.start(table) && self.send(Piece::End { table, range, next_after: None, rows: 0 }).await
+        self.start(table).is_some() && self.send(Piece::End { table, range, next_after: None, rows: 0 }).await
     }
 }
 
@@ -231,6 +240,7 @@ impl Forward<'_> {
         tracing::info!(tables = self.tables.len(), ranges = work.len(), workers, chunk_rows, "snapshot plan");
         let queue: Queue = Arc::new(Mutex::new(work));
         let positional: Arc<[bool]> = self.tables.iter().map(|t| t.progress.positional).collect();
+        let started: Arc<[std::sync::atomic::AtomicBool]> = self.tables.iter().map(|_| false.into()).collect();
         let (starts_tx, mut starts) = mpsc::unbounded_channel::<(usize, usize)>();
         let (failed_tx, mut failed) = mpsc::unbounded_channel::<E>();
         // About a chunk read ahead per worker, at most 16 pieces (a piece is
@@ -258,6 +268,7 @@ impl Forward<'_> {
                 queue: queue.clone(),
                 positional: positional.clone(),
                 took: false.into(),
+                started: started.clone(),
             };
             let task = spawn(lane, resource);
             let failed_tx = failed_tx.clone();
@@ -405,7 +416,7 @@ mod tests {
     /// others' chunks would start beside it.
     async fn worker(lane: Lane, (): ()) -> Result<(), String> {
         while let Some((table, range)) = lane.next_range() {
-            if !lane.start(table) {
+            if lane.start(table).is_none() {
                 break;
             }
             if table == 0 {
@@ -459,7 +470,7 @@ mod tests {
             // Every chunk takes 20 ms.
             let slow = |lane: Lane, (): ()| async move {
                 while let Some((table, range)) = lane.next_range() {
-                    if !lane.start(table) {
+                    if lane.start(table).is_none() {
                         break;
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -481,6 +492,47 @@ mod tests {
             let orders = done.iter().filter(|t| *t == "s.orders").count();
             assert!((1..=most_orders).contains(&orders), "{deadline_ms} ms: the key ranges stop at the deadline: {done:?}");
             assert_eq!(progress.table("s.orders").unwrap().left.len(), 4 - orders);
+        }
+    }
+
+    /// Exactly one chunk of a table is told it is the table's first, and it
+    /// is the first of that table the forwarder hands on (a reload puts its
+    /// truncate event there).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_chunk_told_first_of_its_table_is_handed_on_first() {
+        for _ in 0..20 {
+            let tables = [planned("orders", 8, false), planned("users", 5, false)];
+            let firsts = Arc::new(Mutex::new(Vec::new()));
+            let told = firsts.clone();
+            let work = move |lane: Lane, (): ()| {
+                let told = told.clone();
+                async move {
+                    while let Some((table, range)) = lane.next_range() {
+                        let Some(first) = lane.start(table) else { break };
+                        if first {
+                            told.lock().unwrap().push((table, range.clone()));
+                        }
+                        tokio::task::yield_now().await;
+                        lane.send(Piece::End { table, range, next_after: None, rows: 0 }).await;
+                    }
+                    Ok::<(), String>(())
+                }
+            };
+            let (out, mut rx) = mpsc::channel(64);
+            let (_stop_tx, stop) = watch::channel(false);
+            forward(&tables, forwarding(3, None), vec![(); 3], work, |e| e, &out, &stop).await.unwrap();
+            drop(out);
+            let mut handed = Vec::new();
+            while let Some(items) = rx.recv().await {
+                handed.extend(items.into_iter().filter_map(|i| if let SourceItem::ChunkDone(d) = i { Some(d) } else { None }));
+            }
+            let mut firsts = firsts.lock().unwrap().clone();
+            firsts.sort_by_key(|(t, _)| *t);
+            assert_eq!(firsts.iter().map(|(t, _)| *t).collect::<Vec<_>>(), [0, 1], "one first chunk per table");
+            for (t, range) in firsts {
+                let first_handed = handed.iter().find(|d| d.table == tables[t].progress.table).unwrap();
+                assert_eq!(first_handed.range, range, "{}", tables[t].progress.table);
+            }
         }
     }
 

@@ -509,7 +509,7 @@ impl Job {
             }
             Err(e) => return Err(MyError::query(copying(), e)),
         };
-        if !lane.start(ti) {
+        if lane.start(ti).is_none() {
             return Ok(Chunk::Gone);
         }
         let mut rows_in_chunk = 0u64;

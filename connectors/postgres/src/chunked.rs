@@ -41,9 +41,10 @@
 //! snapshots (an update, `VACUUM FULL` or `CLUSTER` moves it), so block
 //! ranges are never resumed in another snapshot: when a run ends after some
 //! of them were committed, the next run *reloads* the table (a truncate
-//! event, then the whole table read at the new point, as AWS DMS reloads a
-//! table whose full load was interrupted). A small or never-analyzed
-//! keyless table, or a partitioned one, is read whole with one `COPY`,
+//! event, then the whole table read at the new point, by new block ranges
+//! when it is large, as AWS DMS reloads a table whose full load was
+//! interrupted). A small or never-analyzed keyless table, or a partitioned
+//! one, is read whole with one `COPY`,
 //! committed all at once or not at all.
 
 use crate::catalog::SelectedTable;
@@ -100,9 +101,6 @@ pub enum Chunking {
     Blocks,
     /// One `COPY` of the whole table, one chunk.
     Whole,
-    /// The whole table, after a truncate event: some of its block ranges
-    /// were committed under a snapshot that is gone.
-    Reload,
 }
 
 /// One table of a snapshot plan.
@@ -112,6 +110,9 @@ pub struct PlannedTable {
     pub schema: Arc<TableSchema>,
     pub chunking: Chunking,
     pub progress: TableProgress,
+    /// Read again whole, its output starting over with a truncate event:
+    /// some of its block ranges were committed under a snapshot that is gone.
+    pub reload: bool,
 }
 
 /// The key chunks are ordered by: the primary key, else the unique index
@@ -220,10 +221,10 @@ fn chunk_sql(t: &PlannedTable, range: &KeyRange, limit: u64) -> String {
     let cols: Vec<String> = t.schema.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let mut filters = Vec::new();
     let key = match &t.chunking {
-        Chunking::Whole | Chunking::Reload if t.selected.partitioned => {
+        Chunking::Whole if t.selected.partitioned => {
             return format!("COPY (SELECT {} FROM {}) TO STDOUT", cols.join(", "), t.selected.qualified());
         }
-        Chunking::Whole | Chunking::Reload => return format!("COPY {} ({}) TO STDOUT", t.selected.qualified(), cols.join(", ")),
+        Chunking::Whole => return format!("COPY {} ({}) TO STDOUT", t.selected.qualified(), cols.join(", ")),
         Chunking::Blocks => {
             filters.extend(range.after.as_deref().map(|b| block_bound(b, ">")));
             filters.extend(range.upto.as_deref().map(|b| block_bound(b, "<=")));
@@ -387,13 +388,11 @@ async fn worker(
                 Err(e) => return Err(copy_err(&t.selected, e)),
             };
             futures_util::pin_mut!(stream);
-            if !lane.start(ti) {
-                return Ok(());
-            }
+            let Some(first_of_table) = lane.start(ti) else { return Ok(()) };
             let mut reader = CopyReader::new(t.schema.clone(), ctx, at, started_us);
             // Consumers drop the block ranges committed before: the table
-            // is read again whole.
-            if matches!(t.chunking, Chunking::Reload) && !lane.send(Piece::Rows(vec![reader.truncate()])).await {
+            // is read again whole, the truncate before its first chunk.
+            if t.reload && first_of_table && !lane.send(Piece::Rows(vec![reader.truncate()])).await {
                 return Ok(());
             }
             let mut rows = Vec::with_capacity(BATCH);
@@ -509,6 +508,7 @@ mod tests {
             },
             schema: Arc::new(schema),
             progress: TableProgress { table: "s.t".into(), key: vec![], left: vec![], rows: 0, chunks: 0, again: false, positional: false },
+            reload: false,
         }
     }
 

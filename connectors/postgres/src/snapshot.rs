@@ -94,23 +94,23 @@ pub async fn plan(
             continue;
         }
         let schema = Arc::new(crate::catalog::load_schema(client, &mut types, t.oid).await?);
-        if let Some(saved) = saved.filter(|s| s.reloads()) {
+        let reload = saved.filter(|s| s.reloads());
+        if let Some(saved) = reload {
             tracing::warn!(
                 table = %t.id,
                 committed_rows = saved.rows,
                 "a table without a key was read in part, by block ranges of a snapshot that is gone: \
                  reloading it (a truncate event, then the whole table)"
             );
-            let p = TableProgress { left: vec![KeyRange::all()], ..saved.clone() };
-            progress.add(p.clone());
-            planned.push(PlannedTable { selected: t.clone(), schema, chunking: Chunking::Reload, progress: p });
-            continue;
         }
-        let key = chunked::chunk_key(client, t, &schema).await?;
-        // Block ranges only for a table none of whose chunks was committed:
-        // all its ranges are read inside the one snapshot of this plan (a
-        // round reads every positional range it started, past its deadline).
-        let fresh = saved.is_none_or(|s| s.chunks == 0);
+        // A reload reads the table as it was read (by blocks, or whole),
+        // whatever key it may have gained since.
+        let key = if reload.is_some() { Vec::new() } else { chunked::chunk_key(client, t, &schema).await? };
+        // Block ranges only for a table none of whose chunks was committed
+        // (or that is read again whole): all its ranges are read inside the
+        // one snapshot of this plan (a round reads every positional range it
+        // started, past its deadline).
+        let fresh = reload.is_some() || saved.is_none_or(|s| s.chunks == 0);
         let blocks = if key.is_empty() && fresh { chunked::block_ranges(client, t, chunk_rows).await? } else { None };
         let (chunking, names) = match (key.is_empty(), &blocks) {
             (false, _) => {
@@ -130,6 +130,13 @@ pub async fn plan(
                 (Chunking::Whole, Vec::new())
             }
         };
+        if let Some(saved) = reload {
+            // Its committed counts go on; its ranges start over.
+            let p = TableProgress { left: blocks.unwrap_or_else(|| vec![KeyRange::all()]), ..saved.clone() };
+            progress.add(p.clone());
+            planned.push(PlannedTable { selected: t.clone(), schema, chunking, progress: p, reload: true });
+            continue;
+        }
         let table_progress = match riffle_core::chunks::resume(resumed, &name, &names) {
             Err(saved) => return Err(PgError::ChunkKeyChanged { table: name, saved, now: names }),
             Ok(Resumed::Ranges(p)) => p,
@@ -145,7 +152,7 @@ pub async fn plan(
                 p
             }
         };
-        planned.push(PlannedTable { selected: t.clone(), schema, chunking, progress: table_progress });
+        planned.push(PlannedTable { selected: t.clone(), schema, chunking, progress: table_progress, reload: false });
     }
     progress.keep_planned(|name| planned.iter().any(|t| t.progress.table == name));
     Ok((progress, planned))
