@@ -14,6 +14,14 @@
 //! stays bounded by the worker count. The forwarder numbers the rows in the
 //! order it hands them on: their positions follow the output's order.
 //!
+//! In a round of a snapshot read while streaming (a deadline), no key
+//! range starts after the deadline, but each worker reads at least one
+//! range per round, and every range of a table whose ranges are positions
+//! in this snapshot's storage ([`TableProgress::positional`]) is read in the
+//! round, whatever the deadline. A worker starting a chunk learns whether it
+//! is its table's first in the phase, in the order the forwarder hands
+//! chunks on (a reloaded table's truncate event goes there).
+//!
 //! Tables marked [`Planned::first`] (the reference tables of an
 //! enrichment) are read in a phase of their own: every chunk of theirs is
 //! handed on before any chunk of another table starts, whatever the worker
