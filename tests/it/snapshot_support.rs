@@ -49,20 +49,29 @@ pub fn replay_rows(events: &[Json], key: &[&str]) -> Vec<String> {
     rows
 }
 
-/// The rows the saved snapshot plan in `state` says are committed for the
-/// table whose name ends with `suffix` (`.big`), or 0.
-pub fn plan_rows(state: &Path, suffix: &str) -> u64 {
+/// The table whose name ends with `suffix` (`.big`) in the snapshot plan
+/// saved in `state`, if any.
+fn plan_table(state: &Path, suffix: &str) -> Option<Json> {
     std::fs::read_dir(state)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
         .filter_map(|f| serde_json::from_str::<Json>(&std::fs::read_to_string(f.path()).ok()?).ok())
-        .filter_map(|s| {
-            s["chunks"]["tables"].as_array()?.iter().find(|t| t["table"].as_str().is_some_and(|n| n.ends_with(suffix)))?["rows"].as_u64()
-        })
-        .next()
-        .unwrap_or(0)
+        .find_map(|s| s["chunks"]["tables"].as_array()?.iter().find(|t| t["table"].as_str().is_some_and(|n| n.ends_with(suffix))).cloned())
+}
+
+/// The rows the saved snapshot plan in `state` says are committed for the
+/// table whose name ends with `suffix` (`.big`), or 0.
+pub fn plan_rows(state: &Path, suffix: &str) -> u64 {
+    plan_table(state, suffix).and_then(|t| t["rows"].as_u64()).unwrap_or(0)
+}
+
+/// The chunk key the saved snapshot plan in `state` reads the table whose
+/// name ends with `suffix` by.
+pub fn plan_key(state: &Path, suffix: &str) -> Vec<String> {
+    let t = plan_table(state, suffix).unwrap_or_else(|| panic!("no {suffix} in the saved plan"));
+    t["key"].as_array().into_iter().flatten().filter_map(|k| k.as_str().map(String::from)).collect()
 }
 
 /// Runs riffle with `args` once per share of `shares`, each run killed

@@ -258,7 +258,8 @@ fn boundable(c: &MyColumn) -> bool {
 /// unique B-tree index over whole NOT NULL columns (fewest columns, then the
 /// first by name). Usable: every column NOT NULL and bounded exactly by a
 /// literal (see [`boundable`]); a secondary index also over whole columns
-/// (a prefix cannot give the order) and not a hash. Empty: read whole.
+/// (a prefix cannot give the order), not a hash, and one the optimizer may
+/// use (not invisible or ignored). Empty: read whole.
 async fn chunk_key(conn: &mut Conn, t: &SelectedTable, columns: &[MyColumn], saved: Option<&[String]>) -> Result<Vec<usize>, MyError> {
     let rows: Vec<(String, Option<String>, Option<u64>, String)> = conn
         .exec(
@@ -268,6 +269,17 @@ async fn chunk_key(conn: &mut Conn, t: &SelectedTable, columns: &[MyColumn], sav
         )
         .await
         .map_err(|e| MyError::query(format!("reading the keys of {}", t.id), e))?;
+    // Indexes the optimizer may not use (MySQL 8 invisible, MariaDB 10.6+
+    // ignored): every chunk would be a scan and a sort. Servers without
+    // the column have no such indexes.
+    let mut hidden: Vec<String> = Vec::new();
+    for column in ["IS_VISIBLE = 'NO'", "IGNORED = 'YES'"] {
+        let sql =
+            format!("SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND {column}");
+        if let Ok(names) = conn.exec::<String, _, _>(sql, (&t.id.schema, &t.id.name)).await {
+            hidden.extend(names);
+        }
+    }
     let mut keys: Vec<(String, Option<Vec<usize>>)> = Vec::new();
     for (index, column, sub_part, index_type) in rows {
         if keys.last().is_none_or(|(name, _)| *name != index) {
@@ -276,7 +288,7 @@ async fn chunk_key(conn: &mut Conn, t: &SelectedTable, columns: &[MyColumn], sav
         let Some((_, slot)) = keys.last_mut() else { continue };
         let Some(key) = slot else { continue };
         let primary = index == "PRIMARY";
-        let walkable = primary || (sub_part.is_none() && !index_type.eq_ignore_ascii_case("HASH"));
+        let walkable = primary || (sub_part.is_none() && !index_type.eq_ignore_ascii_case("HASH") && !hidden.contains(&index));
         match columns.iter().position(|c| Some(&c.column.name) == column.as_ref()) {
             Some(i) if walkable && !columns[i].column.nullable && boundable(&columns[i]) => key.push(i),
             _ => *slot = None,
