@@ -86,13 +86,13 @@ impl Marks {
             Some(j) if j < base => {
                 self.held = before;
                 self.held.append(&mut batch);
-                Passed(Vec::new().into_iter().chain(batch))
+                Vec::new().into_iter().chain(batch)
             }
             Some(j) => {
                 self.held = batch.split_off(j - base);
-                Passed(before.into_iter().chain(batch))
+                before.into_iter().chain(batch)
             }
-            None => Passed(before.into_iter().chain(batch)),
+            None => before.into_iter().chain(batch),
         }
     }
 
@@ -104,15 +104,7 @@ impl Marks {
 
 /// What [`Marks::pass`] passes on: what it held before, then the new
 /// batch up to what it holds now (no item copied to join them).
-pub(super) struct Passed(std::iter::Chain<std::vec::IntoIter<SourceItem>, std::vec::IntoIter<SourceItem>>);
-
-impl Iterator for Passed {
-    type Item = SourceItem;
-
-    fn next(&mut self) -> Option<SourceItem> {
-        self.0.next()
-    }
-}
+pub(super) type Passed = std::iter::Chain<std::vec::IntoIter<SourceItem>, std::vec::IntoIter<SourceItem>>;
 
 /// Marks the held read `item` as a table's or the snapshot's last: `last`
 /// wins over all; a table's last read keeps `first` when it is also the

@@ -311,18 +311,13 @@ async fn a_keyless_table_added_while_streaming_is_read_by_block_ranges_within_on
 #[tokio::test(flavor = "multi_thread")]
 async fn a_keyless_table_waiting_for_its_turn_is_not_rewritten_before_it() {
     let db = "it_snap_blocks_lock";
-    let client = fresh_db(db).await;
-    client
-        .batch_execute(
-            "CREATE TABLE a (id bigint PRIMARY KEY, pad text);
-             INSERT INTO a SELECT g, repeat('a', 50) FROM generate_series(1, 200000) g;
-             CREATE TABLE heap (x int, y text);
-             ALTER TABLE heap REPLICA IDENTITY FULL;
-             INSERT INTO heap SELECT g % 1000, 'n' FROM generate_series(1, 50000) g;
-             ANALYZE;",
-        )
-        .await
-        .unwrap();
+    let client = heap_db(
+        db,
+        50_000,
+        "CREATE TABLE a (id bigint PRIMARY KEY, pad text);
+         INSERT INTO a SELECT g, repeat('a', 50) FROM generate_series(1, 200000) g;",
+    )
+    .await;
     let url = db_url(db);
     let (out, state) = (temp_dir("snap-blocks-lock-out"), temp_dir("snap-blocks-lock-state"));
     let mut a = args(&url, &out, &state, &["--snapshot-workers", "1", "--snapshot-chunk-rows", "1000"]);

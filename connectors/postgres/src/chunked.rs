@@ -44,8 +44,7 @@
 //! event, then the whole table read at the new point, by new block ranges
 //! when it is large, as AWS DMS reloads a table whose full load was
 //! interrupted). A small or never-analyzed keyless table, or a partitioned
-//! one, is read whole with one `COPY`,
-//! committed all at once or not at all.
+//! one, is read whole with one `COPY`, committed all at once or not at all.
 
 use crate::catalog::SelectedTable;
 use crate::connect::ConnectParams;

@@ -74,7 +74,7 @@ pub(crate) fn now_us() -> i64 {
 /// Each plan is read inside one exported snapshot (a round's, while
 /// streaming), so large keyless tables none of whose chunks was committed
 /// are split into block ranges; a keyless table `resumed` holds block
-/// ranges of, some committed, is reloaded whole ([`Chunking::Reload`]). A
+/// ranges of, some committed, is reloaded whole ([`PlannedTable::reload`]). A
 /// table `resumed` has left to read and `tables` does not hold (dropped, or
 /// no longer selected) leaves the plan, with a warning.
 pub async fn plan(
