@@ -267,8 +267,9 @@ pub struct PipelineArgs {
     pub signal_table: Option<String>,
 
     /// How long one round of a snapshot read while streaming (a resume, added tables,
-    /// riffle snapshot) reads chunks before the stream goes on: the longest the other tables'
-    /// changes wait [default: 5s].
+    /// riffle snapshot) starts chunks before the stream goes on: about the longest the other
+    /// tables' changes wait (each worker reads at least one chunk a round, and a Postgres table
+    /// without a key read by block ranges finishes in its round) [default: 5s].
     #[arg(long, value_name = "DURATION")]
     pub snapshot_round: Option<String>,
 
