@@ -4,7 +4,7 @@
 //! escapes, uuid, a unique index instead of a primary key, none) and after
 //! `kill -9` in the middle of the snapshot, with no chunk read twice.
 
-use crate::snapshot_support::{ends_saying, freeze_when, key_of, kill_9_at_shares, plan_rows, replay_rows};
+use crate::snapshot_support::{assert_replays, ends_saying, freeze_when, kill_9_at_shares, plan_rows};
 use crate::support::*;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -88,16 +88,7 @@ async fn source_rows(client: &Client, table: &str) -> Vec<String> {
 async fn assert_exact(client: &Client, out: &Path) {
     for (table, key) in TABLES {
         let events = read_jsonl(out, &format!("public.{table}"));
-        let positions: Vec<&str> = events.iter().map(|e| e["source"]["position"].as_str().unwrap()).collect();
-        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{table}: positions must strictly increase");
-        if !key.is_empty() {
-            let mut reads = std::collections::HashSet::new();
-            for e in events.iter().filter(|e| e["op"] == "r") {
-                let at = e["source"]["position"].as_str().unwrap().split('.').next().unwrap();
-                assert!(reads.insert((at.to_string(), key_of(&e["after"], key))), "{table}: a row read twice at {at}");
-            }
-        }
-        assert_eq!(replay_rows(&events, key), source_rows(client, table).await, "{table}: replaying the output must give the table");
+        assert_replays(table, &events, key, &source_rows(client, table).await);
     }
 }
 
@@ -265,7 +256,7 @@ async fn a_keyless_table_read_by_block_ranges_is_not_rewritten_under_it_and_a_cu
     assert_eq!(truncates, 1, "one reload");
     let before = events.iter().take_while(|e| e["op"] != "t").count() as u64;
     assert_eq!(before, committed, "the output holds the committed block ranges, then the reload");
-    assert_eq!(replay_rows(&events, &[]), source_rows(&client, "heap").await, "replaying the output must give the table");
+    assert_replays("heap", &events, &[], &source_rows(&client, "heap").await);
 }
 
 /// A keyless table added to a running pipeline is read by block ranges in
@@ -302,7 +293,7 @@ async fn a_keyless_table_added_while_streaming_is_read_by_block_ranges_within_on
     run_to_now(&all).await;
     let events = read_jsonl(&out, "public.heap");
     assert_eq!(events.iter().filter(|e| e["op"] == "t").count(), 0, "no reload");
-    assert_eq!(replay_rows(&events, &[]), source_rows(&client, "heap").await, "replaying the output must give the table");
+    assert_replays("heap", &events, &[], &source_rows(&client, "heap").await);
 }
 
 /// The tables read by block ranges are locked before any worker reads
@@ -333,7 +324,7 @@ async fn a_keyless_table_waiting_for_its_turn_is_not_rewritten_before_it() {
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE), "{err}");
     ends_saying(&mut child.0, &log, "split into block ranges").await;
     let events = read_jsonl(&out, "public.heap");
-    assert_eq!(replay_rows(&events, &[]), source_rows(&client, "heap").await, "replaying the output must give the table");
+    assert_replays("heap", &events, &[], &source_rows(&client, "heap").await);
 }
 
 #[tokio::test(flavor = "multi_thread")]

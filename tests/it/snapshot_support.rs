@@ -49,6 +49,56 @@ pub fn replay_rows(events: &[Json], key: &[&str]) -> Vec<String> {
     rows
 }
 
+/// Checks a table's output against its rows `want` (sorted JSON texts):
+/// positions strictly increase, no row is read twice at one snapshot point
+/// (by `key`; without one, the bag replay shows it), and replaying the
+/// events gives `want`. On a mismatch, says which rows differ (at most 10
+/// each way) rather than printing both tables.
+pub fn assert_replays(table: &str, events: &[Json], key: &[&str], want: &[String]) {
+    let positions: Vec<&str> = events.iter().map(|e| e["source"]["position"].as_str().unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{table}: positions must strictly increase");
+    if !key.is_empty() {
+        let mut reads = std::collections::HashSet::new();
+        for e in events.iter().filter(|e| e["op"] == "r") {
+            let p = e["source"]["position"].as_str().unwrap();
+            let at = p.rsplit_once('.').map_or(p, |(at, _)| at);
+            assert!(
+                reads.insert((at.to_string(), key_of(&e["after"], key))),
+                "{table}: row {} read twice at {at}",
+                key_of(&e["after"], key)
+            );
+        }
+    }
+    let got = replay_rows(events, key);
+    if got != want {
+        // Both sorted: one merge finds what each side has that the other lacks.
+        let (mut extra, mut missing) = (Vec::new(), Vec::new());
+        let (mut i, mut j) = (0, 0);
+        while i < got.len() || j < want.len() {
+            match (got.get(i), want.get(j)) {
+                (Some(a), Some(b)) if a == b => (i, j) = (i + 1, j + 1),
+                (Some(a), b) if b.is_none_or(|b| a < b) => {
+                    extra.push(a);
+                    i += 1
+                }
+                (_, b) => {
+                    missing.push(b.unwrap());
+                    j += 1
+                }
+            }
+        }
+        panic!(
+            "{table}: replaying the output must give the table: {} rows replayed, {} in the table; {} only replayed, first: {:?}; {} only in the table, first: {:?}",
+            got.len(),
+            want.len(),
+            extra.len(),
+            &extra[..extra.len().min(10)],
+            missing.len(),
+            &missing[..missing.len().min(10)],
+        );
+    }
+}
+
 /// The table whose name ends with `suffix` (`.big`) in the snapshot plan
 /// saved in `state`, if any.
 fn plan_table(state: &Path, suffix: &str) -> Option<Json> {

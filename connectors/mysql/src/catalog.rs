@@ -13,6 +13,10 @@ pub struct SelectedTable {
     pub id: TableId,
     pub estimated_rows: u64,
     pub has_primary_key: bool,
+    /// Its events carry a key: the primary key, or without one the unique
+    /// index over NOT NULL columns the server reports as the primary key
+    /// (`COLUMN_KEY = 'PRI'`), as Debezium keys such a table too.
+    pub keyed: bool,
 }
 
 impl SelectedTable {
@@ -53,11 +57,13 @@ async fn select(
     exclude: &[String],
     strict: bool,
 ) -> Result<Vec<SelectedTable>, MyError> {
-    let rows: Vec<(String, String, Option<u64>, i64)> = conn
+    let rows: Vec<(String, String, Option<u64>, i64, i64)> = conn
         .query(
             "SELECT t.TABLE_SCHEMA, t.TABLE_NAME, t.TABLE_ROWS, \
                     (SELECT COUNT(*) FROM information_schema.TABLE_CONSTRAINTS c \
-                     WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.CONSTRAINT_TYPE = 'PRIMARY KEY') \
+                     WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME AND c.CONSTRAINT_TYPE = 'PRIMARY KEY'), \
+                    (SELECT COUNT(*) FROM information_schema.COLUMNS k \
+                     WHERE k.TABLE_SCHEMA = t.TABLE_SCHEMA AND k.TABLE_NAME = t.TABLE_NAME AND k.COLUMN_KEY = 'PRI') \
              FROM information_schema.TABLES t \
              WHERE t.TABLE_TYPE = 'BASE TABLE' AND t.TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') \
              ORDER BY 1, 2",
@@ -66,7 +72,12 @@ async fn select(
         .map_err(|e| MyError::query("listing tables", e))?;
     let all: Vec<SelectedTable> = rows
         .into_iter()
-        .map(|(s, t, n, pk)| SelectedTable { id: TableId::new(s, t), estimated_rows: n.unwrap_or(0), has_primary_key: pk > 0 })
+        .map(|(s, t, n, pk, keyed)| SelectedTable {
+            id: TableId::new(s, t),
+            estimated_rows: n.unwrap_or(0),
+            has_primary_key: pk > 0,
+            keyed: keyed > 0,
+        })
         .collect();
     let qualify = |p: &str| if p.contains('.') { p.to_string() } else { format!("{default_db}.{p}") };
     let mut selected: Vec<SelectedTable> = Vec::new();
@@ -213,7 +224,8 @@ async fn server_charset(conn: &mut Conn, cs: &str) -> Result<Option<Arc<ServerCh
     Ok(Some(Arc::new(ServerCharset { single, pairs, triples })))
 }
 
-/// The table's schema for events, with the primary key.
+/// The table's schema for events, with its key: the primary key, or the
+/// unique NOT NULL index the server reports in its place.
 pub fn schema_of(id: &TableId, columns: &[MyColumn]) -> TableSchema {
     TableSchema {
         id: id.clone(),

@@ -22,7 +22,11 @@ pub async fn check(spec: &SourceSpec) -> Result<Report, SourceError> {
     match catalog::resolve_tables(&mut conn, &params.database, &spec.tables, &spec.exclude).await {
         Ok(tables) => {
             for t in tables {
-                let key = if t.has_primary_key { "primary key" } else { "no primary key (events carry no key)" };
+                let key = match (t.has_primary_key, t.keyed) {
+                    (true, _) => "primary key",
+                    (false, true) => "no primary key: events keyed by its unique index over NOT NULL columns",
+                    (false, false) => "no primary key or unique index over NOT NULL columns (events carry no key)",
+                };
                 report.checks.push(Check::passed(format!("table {}", t.id), format!("{key}, ~{} rows", t.estimated_rows)));
             }
         }
