@@ -251,7 +251,13 @@ async fn misconfigured_servers_and_bad_logins_are_explained() {
     assert!(stderr(&denied).contains("rejected the login") && !stderr(&denied).contains("nope"), "{}", stderr(&denied));
     // A user without replication privileges.
     let mut conn = my_fresh_db("it_my_errors").await;
-    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY)").await.unwrap();
+    conn.query_drop(
+        "CREATE TABLE t (id INT PRIMARY KEY);
+         CREATE TABLE u (id INT NOT NULL, n INT NULL, UNIQUE KEY (n), UNIQUE KEY (id));
+         CREATE TABLE n (id INT NULL, UNIQUE KEY (id))",
+    )
+    .await
+    .unwrap();
     conn.query_drop("DROP USER IF EXISTS 'noreplic'@'127.0.0.1'").await.unwrap();
     conn.query_drop("CREATE USER 'noreplic'@'127.0.0.1' IDENTIFIED BY 'pw'").await.unwrap();
     conn.query_drop("GRANT SELECT ON it_my_errors.* TO 'noreplic'@'127.0.0.1'").await.unwrap();
@@ -267,8 +273,19 @@ async fn misconfigured_servers_and_bad_logins_are_explained() {
     let check = riffle(&["check", "--source", &db_url, "--tables", "t", "--sink", o]);
     assert_eq!(check.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&check.stdout).contains("FAIL  binlog_format: expected ROW, found STATEMENT"));
-    let good = riffle(&["check", "--source", &my_url("it_my_errors"), "--tables", "t", "--sink", o]);
-    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stdout));
+    let good = riffle(&["check", "--source", &my_url("it_my_errors"), "--tables", "*", "--sink", o]);
+    let said = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success(), "{said}");
+    // Which columns key each table's events: the primary key, else the
+    // unique index over NOT NULL columns the server reports in its place.
+    assert!(said.contains("table it_my_errors.t: primary key,"), "{said}");
+    assert!(said.contains("table it_my_errors.u: no primary key: events keyed by its unique index over NOT NULL columns,"), "{said}");
+    assert!(said.contains("table it_my_errors.n: no primary key or unique index over NOT NULL columns (events carry no key),"), "{said}");
+    conn.query_drop("INSERT INTO u VALUES (7, NULL); INSERT INTO n VALUES (NULL)").await.unwrap();
+    let keys = temp_dir("my-keys");
+    riffle_ok(&["sync", "--source", &my_url("it_my_errors"), "--tables", "u", "--tables", "n", "--sink", keys.to_str().unwrap()]);
+    assert_eq!(read_jsonl(&keys, "it_my_errors.u")[0]["key"], serde_json::json!({ "id": 7 }));
+    assert_eq!(read_jsonl(&keys, "it_my_errors.n")[0]["key"], serde_json::Value::Null);
 }
 
 /// Edits the saved offset of the only pipeline in `state`.
