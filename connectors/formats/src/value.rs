@@ -144,7 +144,9 @@ pub fn write_csv_text(s: &str, out: &mut Vec<u8>) {
         return;
     }
     // Byte by byte into reserved room: the quoted fields are short JSON
-    // documents and text with a few quotes, where a copy per quote costs more.
+    // documents and text with a few quotes, where a copy per quote costs more
+    // (measured with callgrind: filling the room with quotes and writing over
+    // it, or copying the runs between quotes, both cost more instructions).
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     for &b in bytes {
@@ -241,5 +243,29 @@ mod tests {
         }
         // A byte just above or below a special one, next to a high byte.
         assert!(!needs_csv_quotes(&[0xff, b'+', b'-', b'!', b'#', 0x0b, 0x0c, 0x0e, 0x80]));
+    }
+
+    /// Every field of up to six characters from quotes, commas, line
+    /// breaks, ASCII and a two-byte letter, written after other output:
+    /// what RFC 4180 says, written simply.
+    #[test]
+    fn quoting_doubles_every_quote_wherever_it_is() {
+        let alphabet = ['a', '"', ',', '\n', 'é'];
+        for len in 0..=6u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                let field: String = (0..len)
+                    .map(|_| {
+                        let c = alphabet[n % alphabet.len()];
+                        n /= alphabet.len();
+                        c
+                    })
+                    .collect();
+                let plain = !field.is_empty() && !field.contains(['"', ',', '\n']);
+                let expected = if plain { field.clone() } else { format!("\"{}\"", field.replace('"', "\"\"")) };
+                let mut out = b"before,".to_vec();
+                write_csv_text(&field, &mut out);
+                assert_eq!(String::from_utf8(out).unwrap(), format!("before,{expected}"), "{field:?}");
+            }
+        }
     }
 }
