@@ -105,11 +105,9 @@ pub async fn load_schema(client: &Client, types: &mut TypeCache, oid: u32) -> Re
     let rows = client
         .query(
             "SELECT n.nspname::text, c.relname::text, c.relreplident::text, a.attname::text, a.atttypid, a.atttypmod, \
-                    format_type(a.atttypid, a.atttypmod), a.attnotnull, \
-                    coalesce(a.attnum = ANY(pk.indkey), false) \
+                    format_type(a.atttypid, a.atttypmod), a.attnotnull \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
-             LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary \
              WHERE c.oid = $1 ORDER BY a.attnum",
             &[&oid],
         )
@@ -120,6 +118,7 @@ pub async fn load_schema(client: &Client, types: &mut TypeCache, oid: u32) -> Re
     let full = first.col::<String>(2)? == "f";
     let oids: Vec<u32> = rows.iter().map(|r| r.col(4)).collect::<Result<_, _>>()?;
     types.load(client, &oids).await?;
+    let key_names = key_columns(client, oid).await?;
     let mut columns = Vec::with_capacity(rows.len());
     let mut key = Vec::new();
     for (i, r) in rows.iter().enumerate() {
@@ -130,23 +129,34 @@ pub async fn load_schema(client: &Client, types: &mut TypeCache, oid: u32) -> Re
             nullable: !r.col::<bool>(7)?,
             labels: types.labels(r.col(4)?),
         });
-        if r.col::<bool>(8)? {
+        if key_names.contains(&columns[i].name) {
             key.push(i);
         }
     }
     Ok(TableSchema { id, columns, key, full_before_image: full })
 }
 
-/// The names of a table's primary key columns, from the current catalog.
-pub async fn primary_key(client: &Client, oid: u32) -> Result<Vec<String>, PgError> {
+/// The names of the columns that key a table's events, from the current
+/// catalog: its primary key; without one, its replica identity index
+/// (`REPLICA IDENTITY USING INDEX`), else its first unique index by name
+/// over NOT NULL columns (valid, not deferrable, not partial, no
+/// expressions), as Debezium keys a table without a primary key by a unique
+/// key. Only an index's key columns (not its `INCLUDE` ones). Empty: none.
+pub async fn key_columns(client: &Client, oid: u32) -> Result<Vec<String>, PgError> {
     let rows = client
         .query(
-            "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-             WHERE i.indrelid = $1 AND i.indisprimary",
+            "SELECT a.attname::text FROM \
+               (SELECT i.indrelid, (i.indkey::int2[])[0:i.indnkeyatts - 1] AS cols \
+                FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+                WHERE i.indrelid = $1 AND (i.indisprimary OR (i.indisunique AND i.indisvalid AND i.indimmediate \
+                  AND i.indpred IS NULL AND i.indexprs IS NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute n \
+                    WHERE n.attrelid = i.indrelid AND n.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1]) AND NOT n.attnotnull))) \
+                ORDER BY i.indisprimary DESC, i.indisreplident DESC, ic.relname LIMIT 1) k \
+             JOIN pg_attribute a ON a.attrelid = k.indrelid AND a.attnum = ANY(k.cols)",
             &[&oid],
         )
         .await
-        .map_err(|e| query_err("reading the primary key", e))?;
+        .map_err(|e| query_err("reading the table's key", e))?;
     rows.iter().map(|r| r.col(0)).collect()
 }
 

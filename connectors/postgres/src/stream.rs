@@ -278,7 +278,7 @@ impl Stream {
     async fn relation(&mut self, oid: u32, id: TableId, replica_identity: u8, columns: &[RelationColumn]) -> Result<(), PgError> {
         let oids: Vec<u32> = columns.iter().map(|c| c.type_oid).collect();
         self.types.load(&self.catalog, &oids).await?;
-        let pk = catalog::primary_key(&self.catalog, oid).await?;
+        let pk = catalog::key_columns(&self.catalog, oid).await?;
         // pgoutput does not say which columns are NOT NULL: the catalog does
         // (a table dropped meanwhile: none), so a table's schema is the same
         // in its snapshot and its stream.
