@@ -39,7 +39,7 @@ async fn check_reports_every_problem_with_its_fix() {
     for needle in [
         "FAIL  role it_check_user: expected the REPLICATION attribute",
         "fix: ALTER ROLE \"it_check_user\" WITH REPLICATION;",
-        "FAIL  replica identity of public.nokey: expected a primary key, or REPLICA IDENTITY FULL",
+        "FAIL  replica identity of public.nokey: expected a primary key, or REPLICA IDENTITY FULL (or USING INDEX)",
         "ALTER TABLE \"public\".\"nokey\" REPLICA IDENTITY FULL;",
         "FAIL  SELECT on public.secret: expected granted, found not granted",
         "fix: GRANT SELECT ON \"public\".\"secret\" TO \"it_check_user\";",

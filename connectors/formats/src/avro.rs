@@ -97,7 +97,7 @@ pub fn row_schema(table: &TableSchema, name: &str, namespace: &str) -> Json {
     json!({"type": "record", "name": name, "namespace": namespace, "fields": fields})
 }
 
-/// The key record (the primary-key columns, not null), or `None` for a
+/// The key record (the event's key columns, not null), or `None` for a
 /// table without a key (its messages have a null key).
 pub fn key_schema(table: &TableSchema, namespace: &str) -> Option<Json> {
     if table.key.is_empty() {
@@ -292,7 +292,7 @@ fn write_opt_row(table: &TableSchema, row: Option<&Vec<Value>>, out: &mut Vec<u8
     }
 }
 
-/// The key datum (primary-key columns of the row), or `None` when the table
+/// The key datum (the row's key columns), or `None` when the table
 /// has no key or the event no row (truncates).
 pub fn encode_key(event: &ChangeEvent, out: &mut Vec<u8>) -> Result<bool, Unrepresentable> {
     let table = &*event.table;

@@ -133,7 +133,7 @@ fn write_key(event: &ChangeEvent, out: &mut Vec<u8>) {
     }
 }
 
-/// `{"col":value,…}` of the primary-key columns (Kafka's JSON message key),
+/// `{"col":value,…}` of the key columns (Kafka's JSON message key),
 /// or `None` for a table without a key or an event without a row.
 pub fn key_object(event: &ChangeEvent, out: &mut Vec<u8>) -> bool {
     let written = key_object_with(event, out, |_, v, out| {

@@ -245,12 +245,12 @@ mod tests {
         assert!(!needs_csv_quotes(&[0xff, b'+', b'-', b'!', b'#', 0x0b, 0x0c, 0x0e, 0x80]));
     }
 
-    /// Every field of up to six characters from quotes, commas, line
-    /// breaks, ASCII and a two-byte letter, written after other output:
+    /// Every field of up to six characters from quotes, commas, LF, CR,
+    /// ASCII and a two-byte letter, written after other output:
     /// what RFC 4180 says, written simply.
     #[test]
     fn quoting_doubles_every_quote_wherever_it_is() {
-        let alphabet = ['a', '"', ',', '\n', 'é'];
+        let alphabet = ['a', '"', ',', '\n', '\r', 'é'];
         for len in 0..=6u32 {
             for mut n in 0..alphabet.len().pow(len) {
                 let field: String = (0..len)
@@ -260,7 +260,7 @@ mod tests {
                         c
                     })
                     .collect();
-                let plain = !field.is_empty() && !field.contains(['"', ',', '\n']);
+                let plain = !field.is_empty() && !field.contains(['"', ',', '\n', '\r']);
                 let expected = if plain { field.clone() } else { format!("\"{}\"", field.replace('"', "\"\"")) };
                 let mut out = b"before,".to_vec();
                 write_csv_text(&field, &mut out);

@@ -46,7 +46,7 @@ fn column_field(name: &str, dt: &DataType, optional: bool) -> Json {
     f
 }
 
-/// The key schema: the primary-key columns, named `<topic>.Key`.
+/// The key schema: the event's key columns, named `<topic>.Key`.
 pub fn key_schema(table: &TableSchema, topic: &str) -> Json {
     let fields: Vec<Json> = table.key.iter().map(|&i| column_field(&table.columns[i].name, &table.columns[i].data_type, false)).collect();
     json!({"type": "struct", "name": format!("{topic}.Key"), "optional": false, "fields": fields})

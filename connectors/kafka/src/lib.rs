@@ -4,7 +4,8 @@
 //! - **Topics**: one per table, `<prefix>.<schema>.<table>` (prefix = the
 //!   pipeline name), or a `[[tables]] topic` rule; created through the admin
 //!   API with the configured partitions and replication factor when missing.
-//! - **Key**: the primary-key columns; **value**: the envelope (`before`,
+//! - **Key**: the event's key columns (the primary key, or a unique index
+//!   over NOT NULL columns without one); **value**: the envelope (`before`,
 //!   `after`, `op`, `source`, `ts_ms`, `transaction`), then a tombstone (null
 //!   value) after each delete. Headers carry `riffle.position` and `riffle.op`.
 //! - **Encodings**: JSON, optionally wrapped in Kafka Connect's

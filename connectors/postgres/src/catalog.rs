@@ -139,18 +139,22 @@ pub async fn load_schema(client: &Client, types: &mut TypeCache, oid: u32) -> Re
 /// The names of the columns that key a table's events, from the current
 /// catalog: its primary key; without one, its replica identity index
 /// (`REPLICA IDENTITY USING INDEX`), else its first unique index by name
-/// over NOT NULL columns (valid, not deferrable, not partial, no
-/// expressions), as Debezium keys a table without a primary key by a unique
-/// key. Only an index's key columns (not its `INCLUDE` ones). Empty: none.
+/// over NOT NULL columns (valid, not partial, no expressions, no generated
+/// column, which riffle does not copy), as Debezium keys a table without a
+/// primary key by a unique key. Every index a snapshot may chunk a table
+/// by ([`crate::chunked::chunk_key`]) qualifies, so a table read in key
+/// ranges always has an event key. Only an index's key columns (not its
+/// `INCLUDE` ones). Empty: none.
 pub async fn key_columns(client: &Client, oid: u32) -> Result<Vec<String>, PgError> {
     let rows = client
         .query(
             "SELECT a.attname::text FROM \
                (SELECT i.indrelid, (i.indkey::int2[])[0:i.indnkeyatts - 1] AS cols \
                 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
-                WHERE i.indrelid = $1 AND (i.indisprimary OR (i.indisunique AND i.indisvalid AND i.indimmediate \
+                WHERE i.indrelid = $1 AND (i.indisprimary OR (i.indisunique AND i.indisvalid \
                   AND i.indpred IS NULL AND i.indexprs IS NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute n \
-                    WHERE n.attrelid = i.indrelid AND n.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1]) AND NOT n.attnotnull))) \
+                    WHERE n.attrelid = i.indrelid AND n.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1]) \
+                      AND (NOT n.attnotnull OR n.attgenerated <> '')))) \
                 ORDER BY i.indisprimary DESC, i.indisreplident DESC, ic.relname LIMIT 1) k \
              JOIN pg_attribute a ON a.attrelid = k.indrelid AND a.attnum = ANY(k.cols)",
             &[&oid],

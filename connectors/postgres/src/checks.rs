@@ -78,11 +78,12 @@ pub async fn replication_problems(client: &Client, params: &ConnectParams, table
         if keyless || nothing {
             problems.push(Problem {
                 setting: format!("replica identity of {}", t.id),
-                expected: "a primary key, or REPLICA IDENTITY FULL".into(),
+                expected: "a primary key, or REPLICA IDENTITY FULL (or USING INDEX)".into(),
                 found: if nothing { "REPLICA IDENTITY NOTHING".into() } else { "no primary key and REPLICA IDENTITY DEFAULT".into() },
                 fix: format!(
                     "its updates and deletes cannot be captured (and once published, Postgres would reject them); \
-                     add a primary key, or ALTER TABLE {} REPLICA IDENTITY FULL;",
+                     add a primary key, or ALTER TABLE {} REPLICA IDENTITY FULL; (or REPLICA IDENTITY USING INDEX a unique index \
+                     over NOT NULL columns)",
                     t.qualified()
                 ),
             });
@@ -180,6 +181,7 @@ pub async fn full_check(
         } else {
             let identity = match t.replica_identity {
                 b'f' => "REPLICA IDENTITY FULL (whole before images)",
+                b'i' => "REPLICA IDENTITY USING INDEX (index-only before images)",
                 _ => "primary key (key-only before images)",
             };
             Ok(format!("readable, {identity}, ~{} rows", t.estimated_rows))

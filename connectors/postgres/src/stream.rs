@@ -308,6 +308,16 @@ impl Stream {
         let key: Vec<usize> = cols.iter().enumerate().filter(|(_, c)| pk.contains(&c.name)).map(|(i, _)| i).collect();
         let schema = TableSchema { id, columns: cols, key, full_before_image: replica_identity == b'f' };
         tracing::debug!(table = %schema.id, columns = schema.columns.len(), "relation");
+        let names = |s: &TableSchema| s.key.iter().map(|&i| s.columns[i].name.clone()).collect::<Vec<String>>();
+        if let Some(before) = self.relations.get(&oid).map(|r| names(&r.schema)).filter(|before| *before != names(&schema)) {
+            tracing::warn!(
+                table = %schema.id,
+                was = ?before,
+                now = ?names(&schema),
+                "the key of the table's events changed (its primary key, replica identity or unique indexes changed): consumers \
+                 that apply events by key see the rows under the new columns from here on"
+            );
+        }
         self.relations.insert(oid, Relation { schema: Arc::new(schema), identity: columns.iter().map(|c| c.key).collect() });
         Ok(())
     }
