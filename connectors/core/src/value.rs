@@ -57,24 +57,6 @@ pub fn iso_datetime(sql: &str, zulu: bool) -> String {
     s
 }
 
-/// [`iso_datetime`] done in place on the bytes a source sent (a snapshot
-/// row's text), without a copy.
-pub fn iso_datetime_bytes(mut sql: Vec<u8>, zulu: bool) -> Vec<u8> {
-    if let Some(space) = sql.iter().position(|&b| b == b' ') {
-        sql[space] = b'T';
-    }
-    if zulu {
-        if sql.len() == sql.capacity() {
-            // A fresh copy costs less than growing (a reallocation).
-            let mut grown = Vec::with_capacity(sql.len() + 1);
-            grown.extend_from_slice(&sql);
-            sql = grown;
-        }
-        sql.push(b'Z');
-    }
-    sql
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -82,8 +64,5 @@ mod tests {
         assert_eq!(super::iso_datetime("2024-01-02 03:04:05.5", false), "2024-01-02T03:04:05.5");
         assert_eq!(super::iso_datetime("2024-01-02 03:04:05", true), "2024-01-02T03:04:05Z");
         assert_eq!(super::iso_datetime("2024-01-02", false), "2024-01-02");
-        for (sql, zulu) in [("2024-01-02 03:04:05.5", false), ("2024-01-02 03:04:05", true), ("2024-01-02", false), ("", true)] {
-            assert_eq!(super::iso_datetime_bytes(sql.into(), zulu), super::iso_datetime(sql, zulu).into_bytes());
-        }
     }
 }

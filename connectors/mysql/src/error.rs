@@ -251,6 +251,9 @@ pub enum MyError {
     /// columns.
     #[error("a row of {table} has {values} values for {columns} columns: is binlog_row_image FULL?")]
     RowWidth { table: TableId, values: usize, columns: usize },
+    /// A snapshot row whose packet does not hold the table's values.
+    #[error("the server sent a row of {table} riffle cannot read: {why}")]
+    BadSnapshotRow { table: TableId, why: String },
 
     /// A value of a column that does not decode (`from`: the snapshot or
     /// the binlog). A bug: riffle maps every type the server sends.
@@ -298,6 +301,7 @@ impl MyError {
             | NoTableMap { .. }
             | BadRow { .. }
             | RowWidth { .. }
+            | BadSnapshotRow { .. }
             | Decode { .. }
             | Unexpected(_) => false,
         };

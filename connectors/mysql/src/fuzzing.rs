@@ -115,6 +115,42 @@ pub fn rows_event(input: &[u8]) -> Result<usize, MyError> {
     Ok(images.len())
 }
 
+/// A snapshot row's text-protocol packet decoded to riffle's values.
+/// `input`: one byte for the number of columns (1 to 16), a byte per
+/// column picking its type, the packet. Returns the number of values.
+pub fn text_row(input: &[u8]) -> Result<usize, MyError> {
+    use ColumnType::*;
+    const TYPES: [Option<ColumnType>; 20] = [
+        Some(MYSQL_TYPE_TINY),
+        Some(MYSQL_TYPE_SHORT),
+        Some(MYSQL_TYPE_INT24),
+        Some(MYSQL_TYPE_LONG),
+        Some(MYSQL_TYPE_LONGLONG),
+        Some(MYSQL_TYPE_FLOAT),
+        Some(MYSQL_TYPE_DOUBLE),
+        Some(MYSQL_TYPE_NEWDECIMAL),
+        Some(MYSQL_TYPE_YEAR),
+        Some(MYSQL_TYPE_DATE),
+        Some(MYSQL_TYPE_TIME),
+        Some(MYSQL_TYPE_DATETIME),
+        Some(MYSQL_TYPE_TIMESTAMP),
+        Some(MYSQL_TYPE_BIT),
+        Some(MYSQL_TYPE_ENUM),
+        Some(MYSQL_TYPE_SET),
+        Some(MYSQL_TYPE_JSON),
+        Some(MYSQL_TYPE_BLOB),
+        Some(MYSQL_TYPE_STRING),
+        None,
+    ];
+    let (&n, rest) = input.split_first().ok_or(MyError::Unexpected("short input".into()))?;
+    let n = usize::from(n % 16) + 1;
+    let (types, packet) = rest.split_at_checked(n).ok_or(MyError::Unexpected("short input".into()))?;
+    let columns: Vec<MyColumn> =
+        types.iter().enumerate().map(|(i, &t)| catalog_column(i, TYPES[usize::from(t) % TYPES.len()], None)).collect();
+    let row = crate::types::text_row(&TableId::new("fuzz", "t"), &columns, packet, |_, _| {})?;
+    Ok(row.len())
+}
+
 /// A JSON column's binary value as JSON text.
 pub fn json(doc: &[u8]) -> std::io::Result<String> {
     crate::json::to_text(doc)

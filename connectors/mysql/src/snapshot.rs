@@ -51,7 +51,7 @@
 
 use crate::catalog::{load_columns, quote_ident, schema_of, SelectedTable};
 use crate::error::MyError;
-use crate::types::{from_text, MyColumn};
+use crate::types::{text_row, MyColumn};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use riffle_core::chunks::Resumed;
@@ -529,22 +529,17 @@ impl Job {
         let mut batch = Vec::with_capacity(SNAPSHOT_BATCH);
         let mut batch_bytes = 0usize;
         let mut of = ReadOf { schema: &t.schema, db: Arc::from(t.schema.id.schema.as_str()), now_ms: 0 };
-        while let Some(row) = result.next().await.map_err(|e| MyError::query(copying(), e))? {
+        // Each row is read from its packet as the server sent it, without
+        // the driver's `Row` (a copy and an allocation per value).
+        while let Some(row) =
+            result.next_raw(|packet| (packet.len(), read_row(t, packet, &mut last_key))).await.map_err(|e| MyError::query(copying(), e))?
+        {
             if rows_in_chunk.is_multiple_of(CLOCK_EVERY) {
                 of.now_ms = now_us() / 1000;
             }
-            let values = row.unwrap();
-            batch_bytes += values.iter().map(|v| if let mysql_async::Value::Bytes(b) = v { b.len() } else { 8 }).sum::<usize>();
-            for (slot, k) in last_key.iter_mut().zip(&t.key) {
-                if let Some(mysql_async::Value::Bytes(b)) = values.get(*k) {
-                    slot.clear();
-                    slot.extend_from_slice(b);
-                }
-            }
-            let mut after = Vec::with_capacity(values.len());
-            for (v, c) in values.into_iter().zip(&t.columns) {
-                after.push(from_text(c, v)?);
-            }
+            let (bytes, after) = row;
+            let after = after?;
+            batch_bytes += bytes;
             rows_in_chunk += 1;
             batch.push(SourceItem::Event(self.read_event(&of, after)));
             if batch.len() >= SNAPSHOT_BATCH || batch_bytes >= riffle_core::source::BATCH_BYTES {
@@ -569,6 +564,17 @@ impl Job {
         let end = Piece::End { table: ti, range: range.clone(), next_after: next_after.clone(), rows: rows_in_chunk };
         Ok(if lane.send(end).await { Chunk::Read(next_after) } else { Chunk::Gone })
     }
+}
+
+/// One snapshot row of `t` from its text-protocol packet; the chunk key's
+/// values, as sent, into `last_key`.
+fn read_row(t: &PlannedTable, packet: &[u8], last_key: &mut [Vec<u8>]) -> Result<Vec<Value>, MyError> {
+    text_row(&t.selected.id, &t.columns, packet, |i, v| {
+        if let Some(slot) = t.key.iter().position(|&k| k == i) {
+            last_key[slot].clear();
+            last_key[slot].extend_from_slice(v);
+        }
+    })
 }
 
 /// How a chunk ended.

@@ -11,7 +11,7 @@
 //! zone; geometry is MySQL's internal form (4-byte SRID, then WKB) as bytes.
 
 use crate::error::MyError;
-use riffle_core::{Column, DataType, Value};
+use riffle_core::{Column, DataType, TableId, Value};
 use std::sync::Arc;
 
 /// What riffle needs to know of one column.
@@ -185,30 +185,88 @@ fn bad(col: &MyColumn, from: &'static str) -> MyError {
     MyError::Decode { column: col.column.name.clone(), source_type: col.column.source_type.clone(), from }
 }
 
-/// A value from the snapshot's text protocol.
-pub fn from_text(col: &MyColumn, v: mysql_async::Value) -> Result<Value, MyError> {
-    let bytes = match v {
-        mysql_async::Value::NULL => return Ok(Value::Null),
-        mysql_async::Value::Bytes(b) => b,
-        other => return from_binlog(col, other),
-    };
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|_| bad(col, "the snapshot (not UTF-8)"));
+/// The values of one text-protocol row as the server sent it (a result
+/// set row packet): for each column a length-encoded string, or `0xFB` for
+/// NULL. Reads the packet in place; nothing is copied.
+pub struct TextValues<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> TextValues<'a> {
+    pub fn new(packet: &'a [u8]) -> Self {
+        TextValues { rest: packet }
+    }
+
+    /// The next value (`None`: NULL), or what is wrong with the packet.
+    pub fn next_value(&mut self) -> Result<Option<&'a [u8]>, String> {
+        let (&first, rest) = self.rest.split_first().ok_or("the row ended before its last value")?;
+        let (len, rest) = match first {
+            0xFB => {
+                self.rest = rest;
+                return Ok(None);
+            }
+            0xFF => return Err(format!("a value starts with byte 0x{first:02X}, which starts no length")),
+            // The length in the next 2, 3 or 8 bytes, little-endian.
+            0xFC..=0xFE => {
+                let width = [2, 3, 8][usize::from(first - 0xFC)];
+                let (le, rest) = rest.split_at_checked(width).ok_or("a value's length is cut short")?;
+                (le.iter().rev().fold(0u64, |n, &b| (n << 8) | u64::from(b)), rest)
+            }
+            _ => (u64::from(first), rest),
+        };
+        let len = usize::try_from(len).map_err(|_| "a value's length does not fit in memory")?;
+        let (value, rest) =
+            rest.split_at_checked(len).ok_or_else(|| format!("a value of {len} bytes is longer than what is left of the row"))?;
+        self.rest = rest;
+        Ok(Some(value))
+    }
+
+    /// Whether every byte of the packet has been read.
+    pub fn is_done(&self) -> bool {
+        self.rest.is_empty()
+    }
+}
+
+/// One snapshot row of `table` (its `columns`) from its text-protocol
+/// packet; `seen(i, bytes)` for each non-NULL value as sent. A packet that
+/// does not hold exactly one value per column is an error naming the column.
+pub fn text_row(table: &TableId, columns: &[MyColumn], packet: &[u8], mut seen: impl FnMut(usize, &[u8])) -> Result<Vec<Value>, MyError> {
+    let bad = |why: String| MyError::BadSnapshotRow { table: table.clone(), why };
+    let mut values = TextValues::new(packet);
+    let mut row = Vec::with_capacity(columns.len());
+    for (i, c) in columns.iter().enumerate() {
+        let v = values.next_value().map_err(|why| bad(format!("{why} (column {} of {})", i + 1, columns.len())))?;
+        if let Some(v) = v {
+            seen(i, v);
+        }
+        row.push(from_text(c, v)?);
+    }
+    if !values.is_done() {
+        return Err(bad(format!("it holds more than the {} values the table has", columns.len())));
+    }
+    Ok(row)
+}
+
+/// A value from the snapshot's text protocol (`None`: NULL).
+pub fn from_text(col: &MyColumn, v: Option<&[u8]>) -> Result<Value, MyError> {
+    let Some(bytes) = v else { return Ok(Value::Null) };
     fn utf8<'a>(col: &MyColumn, bytes: &'a [u8]) -> Result<&'a str, MyError> {
         std::str::from_utf8(bytes).map_err(|_| bad(col, "the snapshot (not UTF-8)"))
     }
     let str = |bytes| utf8(col, bytes);
+    let text = |bytes| str(bytes).map(str::to_owned);
     let number = || bad(col, "the snapshot");
     Ok(match &col.column.data_type {
-        DataType::Int16 | DataType::Int32 | DataType::Int64 => Value::Int(decimal_int(&bytes).ok_or_else(number)?),
-        DataType::UInt64 => Value::UInt(str(&bytes)?.parse().map_err(|_| number())?),
+        DataType::Int16 | DataType::Int32 | DataType::Int64 => Value::Int(decimal_int(bytes).ok_or_else(number)?),
+        DataType::UInt64 => Value::UInt(str(bytes)?.parse().map_err(|_| number())?),
         // Read as a double (see the snapshot's SELECT), which holds the float exactly.
-        DataType::Float32 => Value::Float32(str(&bytes)?.parse::<f64>().map_err(|_| number())? as f32),
-        DataType::Float64 => Value::Float64(str(&bytes)?.parse().map_err(|_| number())?),
+        DataType::Float32 => Value::Float32(str(bytes)?.parse::<f64>().map_err(|_| number())? as f32),
+        DataType::Float64 => Value::Float64(str(bytes)?.parse().map_err(|_| number())?),
         DataType::Decimal { .. } => Value::Decimal(text(bytes)?),
         DataType::Bool => Value::Bool(bytes.iter().any(|b| *b != 0)),
-        DataType::Bytes => Value::Bytes(bytes),
-        DataType::Timestamp => Value::Text(text(riffle_core::value::iso_datetime_bytes(bytes, false))?),
-        DataType::TimestampTz => Value::Text(text(riffle_core::value::iso_datetime_bytes(bytes, true))?),
+        DataType::Bytes => Value::Bytes(bytes.to_vec()),
+        DataType::Timestamp => Value::Text(riffle_core::value::iso_datetime(str(bytes)?, false)),
+        DataType::TimestampTz => Value::Text(riffle_core::value::iso_datetime(str(bytes)?, true)),
         DataType::Json => Value::Json(text(bytes)?),
         _ => Value::Text(text(bytes)?),
     })
@@ -619,6 +677,73 @@ mod tests {
         column_type("c".into(), data_type, ct, true, false, None, None, Some(fsp), Some("utf8mb4".into()))
     }
 
+    /// `v` as a text-protocol value, its length written in `width` bytes
+    /// after the marker (0: in the first byte).
+    fn lenenc(v: &[u8], width: usize, out: &mut Vec<u8>) {
+        match width {
+            0 => out.push(u8::try_from(v.len()).unwrap()),
+            2 => out.push(0xFC),
+            3 => out.push(0xFD),
+            _ => out.push(0xFE),
+        }
+        out.extend_from_slice(&(v.len() as u64).to_le_bytes()[..width]);
+        out.extend_from_slice(v);
+    }
+
+    #[test]
+    fn text_rows_read_every_length_form_and_null() {
+        let long = vec![b'x'; 70_000];
+        let cases: [(Option<&[u8]>, usize); 8] = [
+            (Some(b""), 0),
+            (Some(b"a"), 0),
+            (None, 0),
+            (Some(&long[..250]), 0),
+            (Some(&long[..251]), 2),
+            (Some(&long[..300]), 3),
+            (Some(&long), 3),
+            (Some(b"small, in eight"), 8),
+        ];
+        let mut packet = Vec::new();
+        for (v, width) in &cases {
+            match v {
+                Some(v) => lenenc(v, *width, &mut packet),
+                None => packet.push(0xFB),
+            }
+        }
+        let mut values = TextValues::new(&packet);
+        for (v, _) in &cases {
+            assert_eq!(values.next_value().unwrap(), *v);
+        }
+        assert!(values.is_done());
+        assert_eq!(values.next_value().unwrap_err(), "the row ended before its last value");
+    }
+
+    #[test]
+    fn a_malformed_text_row_is_an_error_that_names_the_column() {
+        let t = TableId::new("db", "t");
+        let columns = [col("int", "int(11)", 0), col("varchar", "varchar(10)", 0)];
+        let read = |packet: &[u8]| text_row(&t, &columns, packet, |_, _| {}).map_err(|e| e.to_string());
+        assert_eq!(read(b"\x0242\x02hi").unwrap(), vec![Value::Int(42), Value::Text("hi".into())]);
+        assert_eq!(read(b"\x0242\xFB").unwrap(), vec![Value::Int(42), Value::Null]);
+        let cases: [(&[u8], &str); 6] = [
+            (b"\x0242", "the row ended before its last value (column 2 of 2)"),
+            (b"\x0242\x05hi", "a value of 5 bytes is longer than what is left of the row (column 2 of 2)"),
+            (b"\x0242\xFC\x01", "a value's length is cut short (column 2 of 2)"),
+            (b"\xFF\x01", "a value starts with byte 0xFF, which starts no length (column 1 of 2)"),
+            (b"\x0242\x02hi\x00", "it holds more than the 2 values the table has"),
+            (b"", "the row ended before its last value (column 1 of 2)"),
+        ];
+        for (packet, why) in cases {
+            assert_eq!(read(packet).unwrap_err(), format!("the server sent a row of db.t riffle cannot read: {why}"), "{packet:?}");
+        }
+        // A value that is not what its column holds is a decode error, as before.
+        assert!(read(b"\x02xy\x02hi").unwrap_err().starts_with("cannot read column c (int(11))"));
+        // The key's values as sent, NULLs skipped.
+        let mut seen = Vec::new();
+        text_row(&t, &columns, b"\x017\xFB", |i, v| seen.push((i, v.to_vec()))).unwrap();
+        assert_eq!(seen, vec![(0, b"7".to_vec())]);
+    }
+
     #[test]
     fn labels_parse_with_quotes_and_commas() {
         assert_eq!(parse_labels("enum('a','b,c','it''s')"), vec!["a", "b,c", "it's"]);
@@ -631,10 +756,7 @@ mod tests {
             from_binlog(&ts, mysql_async::Value::Bytes(b"1700000000.000123".to_vec())).unwrap(),
             Value::Text("2023-11-14T22:13:20.000123Z".into())
         );
-        assert_eq!(
-            from_text(&ts, mysql_async::Value::Bytes(b"2023-11-14 22:13:20.000123".to_vec())).unwrap(),
-            Value::Text("2023-11-14T22:13:20.000123Z".into())
-        );
+        assert_eq!(from_text(&ts, Some(b"2023-11-14 22:13:20.000123")).unwrap(), Value::Text("2023-11-14T22:13:20.000123Z".into()));
         let dt = col("datetime", "datetime(3)", 3);
         assert_eq!(
             from_binlog(&dt, mysql_async::Value::Date(2024, 2, 29, 1, 2, 3, 456_000)).unwrap(),
