@@ -97,6 +97,14 @@ impl Source for AnySource {
         }
     }
 
+    fn sinks_hold(&mut self, through: Option<riffle_core::Position>) {
+        match self {
+            AnySource::Postgres(s) => s.sinks_hold(through),
+            AnySource::Mysql(s) => s.sinks_hold(through),
+            AnySource::Kafka(s) => s.sinks_hold(through),
+        }
+    }
+
     fn stats(&self) -> Arc<SourceStats> {
         match self {
             AnySource::Postgres(s) => s.stats(),

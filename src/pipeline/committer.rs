@@ -130,6 +130,13 @@ impl Committer {
         }
     }
 
+    /// The newest position the sinks hold or may hold: what the state
+    /// saved, or what a sink committed after it (a run that stopped between
+    /// the sinks' commit and the state's save).
+    pub fn sinks_hold(&self) -> Option<riffle_core::Position> {
+        self.sinks.iter().filter_map(|s| s.committed()).chain(self.state.last_position).max()
+    }
+
     /// The table globs this run captures.
     pub fn selection(&self) -> &[String] {
         &self.selection

@@ -79,6 +79,7 @@ pub async fn supervise<S: Source + 'static>(
         let offset_before = committer.state.offset.clone();
         let (start, until) = start_of(job, &committer.state, committer.selection(), &committer.unloaded_references());
         source.prepare(start, until)?;
+        source.sinks_hold(committer.sinks_hold());
         let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
         let (durable_rx, stop_rx) = (durable.clone(), stop.clone());
         let task = tokio::spawn(async move {

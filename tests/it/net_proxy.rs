@@ -9,6 +9,9 @@
 //!   the server's host drops the connection;
 //! - `half_close`: riffle's end reads end-of-stream (the server's side sent
 //!   FIN) while what riffle writes still reaches the server.
+//!
+//! And `garble` changes bytes on their way to riffle, on every connection,
+//! until `ungarble`: a server (or a path) that sends bytes riffle must refuse.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -40,7 +43,37 @@ pub struct Proxy {
     /// Connections numbered up to this one are cut (with `fault`).
     cut: watch::Sender<u64>,
     fault: Arc<AtomicU8>,
+    garbling: Garbling,
     tasks: JoinSet<()>,
+}
+
+/// Bytes to find, and the bytes put in their place.
+type Swap = (Vec<u8>, Vec<u8>);
+
+/// What `garble` replaces and how many times it did.
+#[derive(Clone, Default)]
+struct Garbling {
+    with: Arc<std::sync::Mutex<Option<Swap>>>,
+    done: Arc<AtomicU64>,
+}
+
+impl Garbling {
+    /// Replaces what is asked in `bytes` (a chunk as read: the tests make
+    /// sure what they garble arrives in one read).
+    fn apply(&self, bytes: &mut [u8]) {
+        let with = self.with.lock().unwrap();
+        let Some((find, put)) = with.as_ref() else { return };
+        let mut i = 0;
+        while i + find.len() <= bytes.len() {
+            if bytes[i..].starts_with(find) {
+                bytes[i..i + put.len()].copy_from_slice(put);
+                self.done.fetch_add(1, Ordering::SeqCst);
+                i += find.len();
+            } else {
+                i += 1;
+            }
+        }
+    }
 }
 
 impl Proxy {
@@ -62,7 +95,9 @@ impl Proxy {
         let fault = Arc::new(AtomicU8::new(Fault::Silent as u8));
         let mut tasks = JoinSet::new();
         let accepted = Arc::new(AtomicU64::new(0));
-        let (accepted2, fault2, target) = (accepted.clone(), fault.clone(), SocketAddr::from(([127, 0, 0, 1], target)));
+        let garbling = Garbling::default();
+        let (accepted2, fault2, garbling2, target) =
+            (accepted.clone(), fault.clone(), garbling.clone(), SocketAddr::from(([127, 0, 0, 1], target)));
         tasks.spawn(async move {
             let mut pipes = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
@@ -73,11 +108,11 @@ impl Proxy {
                 let born = accepted2.fetch_add(1, Ordering::SeqCst) + 1;
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                pipes.spawn(pipe(cr, sw, born, Way::ToServer, cut_rx.clone(), fault2.clone()));
-                pipes.spawn(pipe(sr, cw, born, Way::ToClient, cut_rx.clone(), fault2.clone()));
+                pipes.spawn(pipe(cr, sw, born, Way::ToServer, cut_rx.clone(), fault2.clone(), None));
+                pipes.spawn(pipe(sr, cw, born, Way::ToClient, cut_rx.clone(), fault2.clone(), Some(garbling2.clone())));
             }
         });
-        Proxy { port, accepted, cut, fault, tasks }
+        Proxy { port, accepted, cut, fault, garbling, tasks }
     }
 
     fn cut(&self, fault: Fault) {
@@ -99,6 +134,22 @@ impl Proxy {
     pub fn half_close(&self) {
         self.cut(Fault::HalfClose);
     }
+
+    /// From now on, `find` on its way to riffle arrives as `put` (as long).
+    pub fn garble(&self, find: &[u8], put: &[u8]) {
+        assert_eq!(find.len(), put.len(), "a garbled stream keeps its length");
+        *self.garbling.with.lock().unwrap() = Some((find.to_vec(), put.to_vec()));
+    }
+
+    /// Bytes pass unchanged again.
+    pub fn ungarble(&self) {
+        *self.garbling.with.lock().unwrap() = None;
+    }
+
+    /// How many times bytes were garbled so far.
+    pub fn garbled(&self) -> u64 {
+        self.garbling.done.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Proxy {
@@ -114,6 +165,7 @@ async fn pipe(
     way: Way,
     mut cut: watch::Receiver<u64>,
     fault: Arc<AtomicU8>,
+    garbling: Option<Garbling>,
 ) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -148,6 +200,9 @@ async fn pipe(
                 return;
             }
             Some(Ok(n)) => {
+                if let Some(g) = &garbling {
+                    g.apply(&mut buf[..n]);
+                }
                 if to.write_all(&buf[..n]).await.is_err() {
                     return;
                 }

@@ -3,7 +3,7 @@
 use crate::chunks::{ChunkDone, SnapshotProgress};
 use crate::error::SourceError;
 use crate::event::ChangeEvent;
-use crate::position::Offset;
+use crate::position::{Offset, Position};
 use crate::schema::TableId;
 use std::future::Future;
 use tokio::sync::{mpsc, watch};
@@ -191,6 +191,13 @@ pub trait Source: Send {
     /// offset). An `Until::Now` a previous run already resolved to a
     /// position keeps that position, so retries stop at the same place.
     fn prepare(&mut self, start: StartMode, until: Until) -> Result<(), SourceError>;
+
+    /// The newest position the pipeline's sinks hold or may hold (what the
+    /// state saved and what each sink committed), told before every run. A
+    /// source whose reads may sit at the same log point as earlier ones (a
+    /// MySQL snapshot round on a server that wrote nothing since the last)
+    /// numbers them after it, so no position is used twice.
+    fn sinks_hold(&mut self, _through: Option<Position>) {}
 
     /// Live figures about the server for lag, status and health.
     fn stats(&self) -> std::sync::Arc<SourceStats>;

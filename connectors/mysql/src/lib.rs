@@ -29,7 +29,7 @@ use connect::ConnectParams;
 pub use error::MyError;
 use mysql_async::prelude::Queryable;
 use riffle_core::source::{RunEnd, SourceStats};
-use riffle_core::{Offset, SnapshotProgress, Source, SourceError, SourceItem, SourceSpec, StartMode, Until};
+use riffle_core::{MyPosition, Offset, Phase, Position, SnapshotProgress, Source, SourceError, SourceItem, SourceSpec, StartMode, Until};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -58,6 +58,8 @@ pub struct MySource {
     mode: Mode,
     params: ConnectParams,
     stats: Arc<SourceStats>,
+    /// The newest position the sinks hold ([`Source::sinks_hold`]).
+    held: Option<MyPosition>,
 }
 
 /// A replica server id derived from the pipeline name, so two pipelines on
@@ -74,7 +76,7 @@ pub fn default_server_id(name: &str) -> u32 {
 impl MySource {
     pub fn new(spec: &SourceSpec) -> Result<Self, SourceError> {
         let params = ConnectParams::from_url(&spec.url, default_server_id(&spec.name))?;
-        Ok(MySource { config: spec.clone(), mode: Mode::Sync, params, stats: Arc::default() })
+        Ok(MySource { config: spec.clone(), mode: Mode::Sync, params, stats: Arc::default(), held: None })
     }
 
     pub fn params(&self) -> &ConnectParams {
@@ -126,7 +128,8 @@ impl MySource {
                             }
                             start
                         } else {
-                            match catch_up(conn, &mut stream, start, &progress, &pending, self.config.snapshot, &out, &stop).await? {
+                            let held = self.held;
+                            match catch_up(conn, &mut stream, start, held, &progress, &pending, self.config.snapshot, &out, &stop).await? {
                                 Some(offset) => offset,
                                 None => return Ok(RunEnd::Stopped),
                             }
@@ -156,12 +159,16 @@ impl MySource {
 /// output where its state is current, nothing is read twice, and the other
 /// tables' changes wait at most one round. Tables read whole at `at` (no
 /// chunk committed) start there: their earlier changes are left out.
+/// A server that wrote nothing since an earlier read (this run's last
+/// round, or a run before whose rows the sinks hold: `held`) gives the same
+/// `at` again: the round's rows are numbered after the earlier ones there.
 /// Returns where the stream goes on, or `None` when stopped.
 #[allow(clippy::too_many_arguments)]
 async fn catch_up(
     mut conn: mysql_async::Conn,
     stream: &mut stream::Stream<'_>,
     mut from: Offset,
+    mut held: Option<MyPosition>,
     progress: &SnapshotProgress,
     pending: &[catalog::SelectedTable],
     options: riffle_core::SnapshotOptions,
@@ -171,8 +178,11 @@ async fn catch_up(
     let mut progress = progress.clone();
     let mut pending = pending.to_vec();
     for round in 1.. {
-        let snap = snapshot::begin(&mut conn, stream.mariadb).await?;
+        let mut snap = snapshot::begin(&mut conn, stream.mariadb).await?;
         let at = (snapshot::file_seq(&snap.file), snap.pos);
+        if let Some(h) = held.filter(|h| (h.file, h.pos) == at && h.phase == Phase::Snapshot) {
+            snap.read_through = h.seq;
+        }
         tracing::info!(
             from = %from,
             at = %snap.offset(),
@@ -202,10 +212,11 @@ async fn catch_up(
         }
         let until = Some(tokio::time::Instant::now() + options.round);
         let chunk_rows = options.rows_per_chunk(snapshot::CHUNK_ROWS);
-        let (end, read, mut back) = snapshot::copy(vec![conn], stream.ctx, &snap, planned, chunk_rows, true, until, out, stop).await?;
+        let (end, read, mut back) = snapshot::copy(vec![conn], stream.ctx, &mut snap, planned, chunk_rows, true, until, out, stop).await?;
         if end != RunEnd::SnapshotComplete {
             return Ok(None);
         }
+        held = Some(MyPosition { file: at.0, pos: at.1, phase: Phase::Snapshot, seq: snap.read_through });
         conn = back.pop().ok_or_else(|| MyError::Unexpected("the snapshot round's connection was not given back".into()))?;
         conn.query_drop("COMMIT").await.map_err(|e| MyError::query("ending the snapshot", e))?;
         for t in read.tables {
@@ -274,6 +285,13 @@ impl MySource {
 }
 
 impl Source for MySource {
+    fn sinks_hold(&mut self, through: Option<Position>) {
+        self.held = match through {
+            Some(Position::Mysql(p)) => Some(p),
+            _ => None,
+        };
+    }
+
     /// An interrupted snapshot that committed no chunk left nothing on the
     /// server: it starts again.
     fn prepare(&mut self, start: StartMode, until: Until) -> Result<(), SourceError> {

@@ -103,6 +103,9 @@ pub struct Snapshot {
     pub file: String,
     pub pos: u64,
     pub gtid: Option<String>,
+    /// The number of the last row read at this position so far (by an
+    /// earlier read at the same point): rows read next are numbered after it.
+    pub read_through: u64,
 }
 
 impl Snapshot {
@@ -157,7 +160,7 @@ pub async fn begin(conn: &mut Conn, mariadb: bool) -> Result<Snapshot, MyError> 
     if file.is_empty() {
         return Err(MyError::NoSnapshotPosition);
     }
-    Ok(Snapshot { file, pos, gtid })
+    Ok(Snapshot { file, pos, gtid, read_through: 0 })
 }
 
 /// How many times the workers' snapshots are started again before the
@@ -405,12 +408,13 @@ fn chunk_sql(t: &PlannedTable, cols: &[String], range: &KeyRange, limit: u64, es
 /// snapshot's position, so the pipeline saves progress. Returns `Stopped`
 /// if asked to stop. With `until`, no chunk starts after it (a round of a
 /// snapshot read while streaming). Returns the plan with every chunk read
-/// recorded, and the connections (none when stopped).
+/// recorded, and the connections (none when stopped); rows are numbered
+/// after `snap.read_through`, which is left at the last row's number.
 #[allow(clippy::too_many_arguments)]
 pub async fn copy(
     conns: Vec<Conn>,
     ctx: &Context,
-    snap: &Snapshot,
+    snap: &mut Snapshot,
     tables: Vec<PlannedTable>,
     chunk_rows: u64,
     checkpoints: bool,
@@ -427,13 +431,19 @@ pub async fn copy(
             first: ctx.read_first.contains(&t.selected.id.to_string()),
         })
         .collect();
-    let (file, pos) = (file_seq(&snap.file), snap.pos);
+    let (file, pos, after) = (file_seq(&snap.file), snap.pos, snap.read_through);
+    let last = Arc::new(std::sync::atomic::AtomicU64::new(after));
+    let numbered = last.clone();
     let opts = Forwarding {
         workers: conns.len(),
         chunk_rows,
         batch: SNAPSHOT_BATCH,
         checkpoint: checkpoints.then(|| snap.offset()),
-        position: Box::new(move |seq| Position::Mysql(MyPosition { file, pos, phase: Phase::Snapshot, seq })),
+        position: Box::new(move |n| {
+            let seq = after + n;
+            numbered.store(seq, std::sync::atomic::Ordering::Relaxed);
+            Position::Mysql(MyPosition { file, pos, phase: Phase::Snapshot, seq })
+        }),
         until,
     };
     let job = Arc::new(Job {
@@ -449,7 +459,9 @@ pub async fn copy(
         let job = job.clone();
         async move { job.worker(conn, &lane).await }
     };
-    riffle_core::parallel::forward(&planned, opts, conns, spawn, MyError::Unexpected, out, stop).await
+    let forwarded = riffle_core::parallel::forward(&planned, opts, conns, spawn, MyError::Unexpected, out, stop).await;
+    snap.read_through = last.load(std::sync::atomic::Ordering::Relaxed);
+    forwarded
 }
 
 /// What every worker of one copy shares.
@@ -675,7 +687,7 @@ async fn copy_in(
 ) -> Result<(RunEnd, Offset), MyError> {
     let chunk_rows = options.rows_per_chunk(CHUNK_ROWS);
     let workers = workers(&mut conn, options.workers).await;
-    let (mut conns, snap) = begin_workers(params, conn, mariadb, workers).await?;
+    let (mut conns, mut snap) = begin_workers(params, conn, mariadb, workers).await?;
     if announce && out.send(vec![SourceItem::SnapshotStarted(snap.offset())]).await.is_err() {
         return Ok((RunEnd::Stopped, snap.offset()));
     }
@@ -687,7 +699,7 @@ async fn copy_in(
     if out.send(vec![SourceItem::SnapshotPlan(progress)]).await.is_err() {
         return Ok((RunEnd::Stopped, snap.offset()));
     }
-    let (end, _, conns) = copy(conns, ctx, &snap, planned, chunk_rows, checkpoints, None, out, stop).await?;
+    let (end, _, conns) = copy(conns, ctx, &mut snap, planned, chunk_rows, checkpoints, None, out, stop).await?;
     if end != RunEnd::SnapshotComplete {
         return Ok((RunEnd::Stopped, snap.offset()));
     }
