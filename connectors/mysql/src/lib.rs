@@ -98,7 +98,7 @@ impl MySource {
         let options = self.config.snapshot;
         let params = &self.params;
         match self.mode.clone() {
-            Mode::Sync => Ok(snapshot::copy_tables(params, conn, &ctx, &tables, mariadb, false, options, &out, &stop).await?.0),
+            Mode::Sync => Ok(snapshot::copy_tables(params, conn, &ctx, &tables, mariadb, false, None, options, &out, &stop).await?.0),
             Mode::Verify => Ok(snapshot::copy_tables_at(params, conn, &ctx, &tables, mariadb, options, &out, &stop).await?.0),
             Mode::Replicate { resume, chunks, until_now } => {
                 // The binlog dump this pipeline streamed from last, which the
@@ -111,7 +111,8 @@ impl MySource {
                 checks::require_supported_charsets(&mut conn, &tables).await?;
                 let mut stream = stream::Stream { params: &self.params, ctx: &ctx, selected: &tables, mariadb, skipped: Vec::new() };
                 let Some(start) = resume else {
-                    let (end, offset) = snapshot::copy_tables(params, conn, &ctx, &tables, mariadb, true, options, &out, &stop).await?;
+                    let (end, offset) =
+                        snapshot::copy_tables(params, conn, &ctx, &tables, mariadb, true, self.held, options, &out, &stop).await?;
                     if end == RunEnd::Stopped {
                         return Ok(RunEnd::Stopped);
                     }
@@ -180,9 +181,7 @@ async fn catch_up(
     for round in 1.. {
         let mut snap = snapshot::begin(&mut conn, stream.mariadb).await?;
         let at = (snapshot::file_seq(&snap.file), snap.pos);
-        if let Some(h) = held.filter(|h| (h.file, h.pos) == at && h.phase == Phase::Snapshot) {
-            snap.read_through = h.seq;
-        }
+        snap.follow(held);
         tracing::info!(
             from = %from,
             at = %snap.offset(),

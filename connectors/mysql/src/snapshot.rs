@@ -112,6 +112,22 @@ impl Snapshot {
     pub fn offset(&self) -> Offset {
         Offset::Mysql { file: self.file.clone(), pos: self.pos, gtid: self.gtid.clone() }
     }
+
+    /// Numbers this read's rows after `held` (the newest position the sinks
+    /// hold, or an earlier round's last row) when that is a snapshot row at
+    /// this very binlog position: a server that wrote nothing since gives
+    /// every consistent read the same position, and a position is never
+    /// used twice. Says whether it did.
+    pub fn follow(&mut self, held: Option<MyPosition>) -> bool {
+        match held {
+            Some(h) if h.phase == Phase::Snapshot && (h.file, h.pos) == (file_seq(&self.file), self.pos) => {
+                self.read_through = self.read_through.max(h.seq);
+                tracing::info!(at = %self.offset(), after = h.seq, "no write since an earlier read at this binlog position: its rows are numbered after that read's");
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Starts a consistent read on `conn` and returns its binlog position (see
@@ -440,7 +456,7 @@ pub async fn copy(
         batch: SNAPSHOT_BATCH,
         checkpoint: checkpoints.then(|| snap.offset()),
         position: Box::new(move |n| {
-            let seq = after + n;
+            let seq = after.saturating_add(n);
             numbered.store(seq, std::sync::atomic::Ordering::Relaxed);
             Position::Mysql(MyPosition { file, pos, phase: Phase::Snapshot, seq })
         }),
@@ -649,11 +665,12 @@ pub async fn copy_tables(
     tables: &[SelectedTable],
     mariadb: bool,
     checkpoints: bool,
+    held: Option<MyPosition>,
     options: riffle_core::SnapshotOptions,
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
 ) -> Result<(RunEnd, Offset), MyError> {
-    copy_in(params, conn, ctx, tables, mariadb, checkpoints, false, options, out, stop).await
+    copy_in(params, conn, ctx, tables, mariadb, checkpoints, held, false, options, out, stop).await
 }
 
 /// [`copy_tables`] for `riffle verify`: the read's exact binlog offset is
@@ -669,7 +686,7 @@ pub async fn copy_tables_at(
     out: &mpsc::Sender<Vec<SourceItem>>,
     stop: &watch::Receiver<bool>,
 ) -> Result<(RunEnd, Offset), MyError> {
-    copy_in(params, conn, ctx, tables, mariadb, false, true, options, out, stop).await
+    copy_in(params, conn, ctx, tables, mariadb, false, None, true, options, out, stop).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -680,6 +697,7 @@ async fn copy_in(
     tables: &[SelectedTable],
     mariadb: bool,
     checkpoints: bool,
+    held: Option<MyPosition>,
     announce: bool,
     options: riffle_core::SnapshotOptions,
     out: &mpsc::Sender<Vec<SourceItem>>,
@@ -688,6 +706,9 @@ async fn copy_in(
     let chunk_rows = options.rows_per_chunk(CHUNK_ROWS);
     let workers = workers(&mut conn, options.workers).await;
     let (mut conns, mut snap) = begin_workers(params, conn, mariadb, workers).await?;
+    // A snapshot started again after its sinks committed rows the state
+    // never recorded (a stop between the two), on a server idle since.
+    snap.follow(held);
     if announce && out.send(vec![SourceItem::SnapshotStarted(snap.offset())]).await.is_err() {
         return Ok((RunEnd::Stopped, snap.offset()));
     }
@@ -750,6 +771,21 @@ async fn split(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_at_the_point_of_an_earlier_one_numbers_its_rows_after_it() {
+        let at = |pos| Snapshot { file: "mariadb-bin.000003".into(), pos, gtid: None, read_through: 0 };
+        let held = |file, pos, phase, seq| Some(MyPosition { file, pos, phase, seq });
+        let mut same = at(400);
+        assert!(same.follow(held(3, 400, Phase::Snapshot, 150)));
+        assert_eq!(same.read_through, 150);
+        // Elsewhere, or a change (the stream), leaves the numbering alone.
+        for other in [held(3, 399, Phase::Snapshot, 150), held(2, 400, Phase::Snapshot, 150), held(3, 400, Phase::Stream, 7), None] {
+            let mut snap = at(400);
+            assert!(!snap.follow(other));
+            assert_eq!(snap.read_through, 0);
+        }
+    }
 
     #[test]
     fn bounds_are_written_out_column_by_column() {

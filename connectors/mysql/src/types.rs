@@ -235,7 +235,7 @@ pub fn text_row(table: &TableId, columns: &[MyColumn], packet: &[u8], mut seen: 
     let mut values = TextValues::new(packet);
     let mut row = Vec::with_capacity(columns.len());
     for (i, c) in columns.iter().enumerate() {
-        let v = values.next_value().map_err(|why| bad(format!("{why} (column {} of {})", i + 1, columns.len())))?;
+        let v = values.next_value().map_err(|why| bad(format!("{why} (column {} of {}, {})", i + 1, columns.len(), c.column.name)))?;
         if let Some(v) = v {
             seen(i, v);
         }
@@ -721,23 +721,25 @@ mod tests {
     #[test]
     fn a_malformed_text_row_is_an_error_that_names_the_column() {
         let t = TableId::new("db", "t");
-        let columns = [col("int", "int(11)", 0), col("varchar", "varchar(10)", 0)];
+        let named =
+            |name: &str, data_type, ct| column_type(name.into(), data_type, ct, true, false, None, None, Some(0), Some("utf8mb4".into()));
+        let columns = [named("id", "int", "int(11)"), named("v", "varchar", "varchar(10)")];
         let read = |packet: &[u8]| text_row(&t, &columns, packet, |_, _| {}).map_err(|e| e.to_string());
         assert_eq!(read(b"\x0242\x02hi").unwrap(), vec![Value::Int(42), Value::Text("hi".into())]);
         assert_eq!(read(b"\x0242\xFB").unwrap(), vec![Value::Int(42), Value::Null]);
         let cases: [(&[u8], &str); 6] = [
-            (b"\x0242", "the row ended before its last value (column 2 of 2)"),
-            (b"\x0242\x05hi", "a value of 5 bytes is longer than what is left of the row (column 2 of 2)"),
-            (b"\x0242\xFC\x01", "a value's length is cut short (column 2 of 2)"),
-            (b"\xFF\x01", "a value starts with byte 0xFF, which starts no length (column 1 of 2)"),
+            (b"\x0242", "the row ended before its last value (column 2 of 2, v)"),
+            (b"\x0242\x05hi", "a value of 5 bytes is longer than what is left of the row (column 2 of 2, v)"),
+            (b"\x0242\xFC\x01", "a value's length is cut short (column 2 of 2, v)"),
+            (b"\xFF\x01", "a value starts with byte 0xFF, which starts no length (column 1 of 2, id)"),
             (b"\x0242\x02hi\x00", "it holds more than the 2 values the table has"),
-            (b"", "the row ended before its last value (column 1 of 2)"),
+            (b"", "the row ended before its last value (column 1 of 2, id)"),
         ];
         for (packet, why) in cases {
             assert_eq!(read(packet).unwrap_err(), format!("the server sent a row of db.t riffle cannot read: {why}"), "{packet:?}");
         }
         // A value that is not what its column holds is a decode error, as before.
-        assert!(read(b"\x02xy\x02hi").unwrap_err().starts_with("cannot read column c (int(11))"));
+        assert!(read(b"\x02xy\x02hi").unwrap_err().starts_with("cannot read column id (int(11))"));
         // The key's values as sent, NULLs skipped.
         let mut seen = Vec::new();
         text_row(&t, &columns, b"\x017\xFB", |i, v| seen.push((i, v.to_vec()))).unwrap();

@@ -225,6 +225,11 @@ where
                         return Err(err);
                     }
                 };
+                if packet.is_empty() {
+                    // `is_last_result_set_packet` reads the first byte.
+                    self.conn.as_mut().set_pending_result(None)?;
+                    return Err(DriverError::UnexpectedPacket { payload: Vec::new() }.into());
+                }
                 if !P::is_last_result_set_packet(self.conn.capabilities(), &packet) {
                     return Ok(Some(f(&packet)));
                 }
