@@ -161,6 +161,54 @@ async fn a_garbled_mariadb_snapshot_row_is_refused_clearly_and_nothing_is_lost()
     assert!(replayed.iter().all(|(id, row)| *id == 200 || row["v"] == format!("row-{id}")));
 }
 
+/// The same for Postgres: a snapshot value garbled on the wire into text
+/// that is not UTF-8 stops the run with an error naming the table and the
+/// column, never the value; the next run reads what is left and the output
+/// is the table, each row once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_garbled_postgres_snapshot_value_is_refused_clearly_and_nothing_is_lost() {
+    let db = "it_net_pg_garble";
+    let client = fresh_db(db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL);
+             INSERT INTO t SELECT g, CASE WHEN g = 200 THEN 'QQQQQQQQ' ELSE 'row-' || g END FROM generate_series(1, 300) g",
+        )
+        .await
+        .unwrap();
+    let port: u16 = test_env("RIFFLE_TEST_PG_PORT").parse().unwrap();
+    let proxy = Proxy::start(port).await;
+    // Clear text on the wire, so the proxy sees the COPY rows.
+    proxy.garble(b"QQQQQQQQ", b"QQ\xffQQQQQ");
+    let (out, state) = (temp_dir("pg-garble-out"), temp_dir("pg-garble-state"));
+    // Chunks of 50 rows: each chunk's COPY arrives in one read.
+    let args = replicate_args(
+        &format!("{}?sslmode=disable", through(&db_url(db), &proxy)),
+        "public.t",
+        &out,
+        &state,
+        &["--name", "it_net_pg_garble", "--snapshot-workers", "1", "--snapshot-chunk-rows", "50", "--until", "now"],
+    );
+    let refused = riffle(&args);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(proxy.garbled() >= 1, "the proxy garbled nothing: {stderr}");
+    assert_eq!(refused.status.code(), Some(1), "a definite error: {stderr}");
+    let expected = "cannot read column v of public.t from its COPY: COPY returned text that is not UTF-8";
+    assert!(stderr.contains(expected), "{expected:?} in: {stderr}");
+    assert!(!stderr.contains("QQ") && !stderr.contains("row-1"), "row values in the log: {stderr}");
+    let before: Vec<i64> = read_jsonl(&out, "public.t").iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect();
+    assert!(before.iter().all(|&id| id < 200), "rows past the garbled one committed: {before:?}");
+
+    proxy.ungarble();
+    riffle_ok(&args);
+    let events = read_jsonl(&out, "public.t");
+    let mut ids: Vec<i64> = events.iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=300).collect::<Vec<_>>(), "every row once");
+    let replayed = replay(&events, "id");
+    assert_eq!(replayed, table_as_json(&client, "t", "id").await);
+}
+
 /// A Postgres table and an insert of ids `from..=to` into it.
 async fn pg_table(db: &str) -> tokio_postgres::Client {
     let client = fresh_db(db).await;

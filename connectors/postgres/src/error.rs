@@ -249,8 +249,16 @@ pub enum PgError {
     // ---- Rows and values.
     #[error("the copy of {table} ended in the middle of a row")]
     CopyTruncated { table: TableId },
-    #[error("COPY of {table} returned fewer columns than expected")]
+    #[error("COPY of {table} returned a row with another number of columns than the table has")]
     CopyColumns { table: TableId },
+    /// A value of a COPY row that does not decode; never the value itself.
+    #[error("cannot read column {column} of {table} from its COPY: {source}")]
+    CopyValue {
+        table: TableId,
+        column: String,
+        #[source]
+        source: Box<PgError>,
+    },
     #[error("pgoutput sent {sent} columns for {table} but its relation has {expected}")]
     TupleColumns { table: TableId, sent: usize, expected: usize },
     /// `what` is `COPY returned text` or `pgoutput sent text`.
@@ -333,6 +341,7 @@ impl PgError {
             | Malformed { .. }
             | ServerLsn { .. }
             | CopyColumns { .. }
+            | CopyValue { .. }
             | TupleColumns { .. }
             | NotUtf8 { .. }
             | Value { .. }

@@ -341,7 +341,15 @@ fn parse_copy_row(schema: &TableSchema, line: &[u8]) -> Result<Vec<Value>, PgErr
     let mut fields = line.split(|b| *b == b'\t');
     for column in &schema.columns {
         let field = fields.next().ok_or_else(|| PgError::CopyColumns { table: schema.id.clone() })?;
-        values.push(copy_field(&column.data_type, field)?);
+        let value = copy_field(&column.data_type, field).map_err(|e| PgError::CopyValue {
+            table: schema.id.clone(),
+            column: column.name.clone(),
+            source: Box::new(e),
+        })?;
+        values.push(value);
+    }
+    if fields.next().is_some() {
+        return Err(PgError::CopyColumns { table: schema.id.clone() });
     }
     Ok(values)
 }
@@ -412,6 +420,14 @@ mod tests {
         };
         let row = parse_copy_row(&schema, b"7\tline\\none\\ttab\\\\\t\\N").unwrap();
         assert_eq!(row, vec![Value::Int(7), Value::Text("line\none\ttab\\".into()), Value::Null]);
+        // Too few or too many fields, and a value that does not decode,
+        // are errors that name the table (and the column), not the value.
+        let err = |line: &[u8]| parse_copy_row(&schema, line).unwrap_err().to_string();
+        let columns = "COPY of public.t returned a row with another number of columns than the table has";
+        assert_eq!(err(b"7\tx"), columns);
+        assert_eq!(err(b"7\tx\ty\tz"), columns);
+        assert_eq!(err(b"7\tx\xff\t\\N"), "cannot read column b of public.t from its COPY: COPY returned text that is not UTF-8");
+        assert!(err(b"seven\tx\t\\N").starts_with("cannot read column a of public.t from its COPY: "));
     }
 
     #[test]
