@@ -11,7 +11,9 @@ use crate::kafka_support::{read_topic, unique, Msg, PrivateBroker};
 use crate::net_proxy::Proxy;
 use crate::objects_support::{committed_events, s3_env, s3_store, s3_url, S3_GATE};
 use crate::support::*;
+use serde_json::Value as Json;
 use std::collections::BTreeSet;
+use std::path::Path;
 
 /// `url` with its `host:port` pointed at the proxy.
 fn through(url: &str, proxy: &Proxy) -> String {
@@ -19,6 +21,34 @@ fn through(url: &str, proxy: &Proxy) -> String {
     let (auth, path) = rest.split_once('/').unwrap();
     let (creds, _) = auth.rsplit_once('@').unwrap();
     format!("{scheme}://{creds}@127.0.0.1:{}/{path}", proxy.port)
+}
+
+/// The port of a `…@127.0.0.1:PORT/…` URL.
+fn port_of(url: &str) -> u16 {
+    url.split_once("@127.0.0.1:").unwrap().1.split('/').next().unwrap().parse().unwrap()
+}
+
+/// Runs riffle with `args` while `proxy` garbles row 200 of `table` (of
+/// 300): it must exit 1 saying `expected`, with none of `values` in its log
+/// and no row from 200 on committed. Returns the events it committed.
+fn refused_while_garbled(proxy: &Proxy, args: &[String], out: &Path, table: &str, expected: &str, values: &[&str]) -> Vec<Json> {
+    let refused = riffle(args);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(proxy.garbled() >= 1, "the proxy garbled nothing: {stderr}");
+    assert_eq!(refused.status.code(), Some(1), "a definite error: {stderr}");
+    assert!(stderr.contains(expected), "{expected:?} in: {stderr}");
+    assert!(!values.iter().any(|v| stderr.contains(v)), "row values in the log: {stderr}");
+    let committed = read_jsonl(out, table);
+    let before: Vec<i64> = committed.iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect();
+    assert!(before.iter().all(|&id| id < 200), "rows past the garbled one committed: {before:?}");
+    committed
+}
+
+/// Rows 1 to 300, each read once.
+fn assert_every_row_once(events: &[Json]) {
+    let mut ids: Vec<i64> = events.iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=300).collect::<Vec<_>>(), "every row once");
 }
 
 /// Streams `table` through `proxy`, cuts the connections after ten rows
@@ -79,8 +109,7 @@ async fn a_silently_dropped_mariadb_connection_is_noticed_and_resumed() {
     let conn = tokio::sync::Mutex::new(my_fresh_db(db).await);
     conn.lock().await.query_drop("CREATE TABLE t (id BIGINT PRIMARY KEY)").await.unwrap();
     let url = my_url(db);
-    let port: u16 = url.split_once("@127.0.0.1:").unwrap().1.split('/').next().unwrap().parse().unwrap();
-    let proxy = Proxy::start(port).await;
+    let proxy = Proxy::start(port_of(&url)).await;
     let insert = async |from: i64, to: i64| {
         let values: Vec<String> = (from..=to).map(|i| format!("({i})")).collect();
         conn.lock().await.query_drop(format!("INSERT INTO t VALUES {}", values.join(","))).await.unwrap();
@@ -106,8 +135,7 @@ async fn a_garbled_mariadb_snapshot_row_is_refused_clearly_and_nothing_is_lost()
         (1..=300).map(|i| if i == 200 { format!("({i}, 'QQQQQQQQ')") } else { format!("({i}, 'row-{i}')") }).collect();
     conn.query_drop(format!("INSERT INTO t VALUES {}", values.join(","))).await.unwrap();
     let url = my_url(db);
-    let port: u16 = url.split_once("@127.0.0.1:").unwrap().1.split('/').next().unwrap().parse().unwrap();
-    let proxy = Proxy::start(port).await;
+    let proxy = Proxy::start(port_of(&url)).await;
     proxy.garble(b"\x08QQQQQQQQ", b"\xffQQQQQQQQ");
     let (out, state) = (temp_dir("garble-out"), temp_dir("garble-state"));
     let table = format!("{db}.t");
@@ -120,18 +148,10 @@ async fn a_garbled_mariadb_snapshot_row_is_refused_clearly_and_nothing_is_lost()
         &state,
         &["--name", "it_net_garble", "--snapshot-workers", "1", "--snapshot-chunk-rows", "50", "--until", "now"],
     );
-    let refused = riffle(&args);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(proxy.garbled() >= 1, "the proxy garbled nothing: {stderr}");
-    assert_eq!(refused.status.code(), Some(1), "a definite error: {stderr}");
     let expected = format!(
         "the server sent a row of {table} riffle cannot read: a value starts with byte 0xFF, which starts no length (column 2 of 2, v)"
     );
-    assert!(stderr.contains(&expected), "{expected:?} in: {stderr}");
-    assert!(!stderr.contains("QQQQQQQQ") && !stderr.contains("row-1"), "row values in the log: {stderr}");
-    let committed = read_jsonl(&out, &table);
-    let before: Vec<i64> = committed.iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect();
-    assert!(before.iter().all(|&id| id < 200), "rows past the garbled one committed: {before:?}");
+    let committed = refused_while_garbled(&proxy, &args, &out, &table, &expected, &["QQQQQQQQ", "row-1"]);
     // The binlog position of the first run's read (`000001.000123.s…`).
     let point = |e: &serde_json::Value| e["source"]["position"].as_str().unwrap().rsplit_once('.').unwrap().0.to_string();
 
@@ -151,9 +171,7 @@ async fn a_garbled_mariadb_snapshot_row_is_refused_clearly_and_nothing_is_lost()
     if committed.first().map(point) == events.last().map(point) {
         assert!(log.contains("no write since an earlier read at this binlog position"), "{log}");
     }
-    let mut ids: Vec<i64> = events.iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect();
-    ids.sort_unstable();
-    assert_eq!(ids, (1..=300).collect::<Vec<_>>(), "every row once");
+    assert_every_row_once(&events);
     let positions: Vec<&str> = events.iter().map(|e| e["source"]["position"].as_str().unwrap()).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions increase: {positions:?}");
     let replayed = replay(&events, "id");
@@ -189,22 +207,13 @@ async fn a_garbled_postgres_snapshot_value_is_refused_clearly_and_nothing_is_los
         &state,
         &["--name", "it_net_pg_garble", "--snapshot-workers", "1", "--snapshot-chunk-rows", "50", "--until", "now"],
     );
-    let refused = riffle(&args);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(proxy.garbled() >= 1, "the proxy garbled nothing: {stderr}");
-    assert_eq!(refused.status.code(), Some(1), "a definite error: {stderr}");
     let expected = "cannot read column v of public.t from its COPY: COPY returned text that is not UTF-8";
-    assert!(stderr.contains(expected), "{expected:?} in: {stderr}");
-    assert!(!stderr.contains("QQ") && !stderr.contains("row-1"), "row values in the log: {stderr}");
-    let before: Vec<i64> = read_jsonl(&out, "public.t").iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect();
-    assert!(before.iter().all(|&id| id < 200), "rows past the garbled one committed: {before:?}");
+    refused_while_garbled(&proxy, &args, &out, "public.t", expected, &["QQ", "row-1"]);
 
     proxy.ungarble();
     riffle_ok(&args);
     let events = read_jsonl(&out, "public.t");
-    let mut ids: Vec<i64> = events.iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect();
-    ids.sort_unstable();
-    assert_eq!(ids, (1..=300).collect::<Vec<_>>(), "every row once");
+    assert_every_row_once(&events);
     let replayed = replay(&events, "id");
     assert_eq!(replayed, table_as_json(&client, "t", "id").await);
 }

@@ -129,8 +129,9 @@ impl MySource {
                             }
                             start
                         } else {
-                            let held = self.held;
-                            match catch_up(conn, &mut stream, start, held, &progress, &pending, self.config.snapshot, &out, &stop).await? {
+                            match catch_up(conn, &mut stream, start, self.held, &progress, &pending, self.config.snapshot, &out, &stop)
+                                .await?
+                            {
                                 Some(offset) => offset,
                                 None => return Ok(RunEnd::Stopped),
                             }

@@ -246,7 +246,8 @@ fn lenenc(buf: &mut ParseBuf<'_>) -> io::Result<u64> {
     })
 }
 
-fn le(bytes: &[u8]) -> u64 {
+/// A little-endian unsigned integer of up to 8 bytes.
+pub(crate) fn le(bytes: &[u8]) -> u64 {
     bytes.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
 }
 

@@ -117,15 +117,11 @@ impl Snapshot {
     /// hold, or an earlier round's last row) when that is a snapshot row at
     /// this very binlog position: a server that wrote nothing since gives
     /// every consistent read the same position, and a position is never
-    /// used twice. Says whether it did.
-    pub fn follow(&mut self, held: Option<MyPosition>) -> bool {
-        match held {
-            Some(h) if h.phase == Phase::Snapshot && (h.file, h.pos) == (file_seq(&self.file), self.pos) => {
-                self.read_through = self.read_through.max(h.seq);
-                tracing::info!(at = %self.offset(), after = h.seq, "no write since an earlier read at this binlog position: its rows are numbered after that read's");
-                true
-            }
-            _ => false,
+    /// used twice.
+    pub fn follow(&mut self, held: Option<MyPosition>) {
+        if let Some(h) = held.filter(|h| h.phase == Phase::Snapshot && (h.file, h.pos) == (file_seq(&self.file), self.pos)) {
+            self.read_through = self.read_through.max(h.seq);
+            tracing::info!(at = %self.offset(), after = h.seq, "no write since an earlier read at this binlog position: its rows are numbered after that read's");
         }
     }
 }
@@ -777,12 +773,12 @@ mod tests {
         let at = |pos| Snapshot { file: "mariadb-bin.000003".into(), pos, gtid: None, read_through: 0 };
         let held = |file, pos, phase, seq| Some(MyPosition { file, pos, phase, seq });
         let mut same = at(400);
-        assert!(same.follow(held(3, 400, Phase::Snapshot, 150)));
+        same.follow(held(3, 400, Phase::Snapshot, 150));
         assert_eq!(same.read_through, 150);
         // Elsewhere, or a change (the stream), leaves the numbering alone.
         for other in [held(3, 399, Phase::Snapshot, 150), held(2, 400, Phase::Snapshot, 150), held(3, 400, Phase::Stream, 7), None] {
             let mut snap = at(400);
-            assert!(!snap.follow(other));
+            snap.follow(other);
             assert_eq!(snap.read_through, 0);
         }
     }

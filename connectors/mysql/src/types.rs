@@ -209,8 +209,8 @@ impl<'a> TextValues<'a> {
             // The length in the next 2, 3 or 8 bytes, little-endian.
             0xFC..=0xFE => {
                 let width = [2, 3, 8][usize::from(first - 0xFC)];
-                let (le, rest) = rest.split_at_checked(width).ok_or("a value's length is cut short")?;
-                (le.iter().rev().fold(0u64, |n, &b| (n << 8) | u64::from(b)), rest)
+                let (length, rest) = rest.split_at_checked(width).ok_or("a value's length is cut short")?;
+                (crate::rows::le(length), rest)
             }
             _ => (u64::from(first), rest),
         };
